@@ -1,0 +1,288 @@
+//! `ModelDeployment`: a model and the components that serve it. Owned by an ML team.
+
+use super::common::{Cloud, DataClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A model served by one or more components, placed by Skybridge across private and public pools.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "skybridge.io",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    shortname = "md",
+    category = "skybridge",
+    namespaced,
+    status = "ModelDeploymentStatus",
+    derive = "PartialEq",
+    cel,
+    doc = "A model and its serving components, placed across private and public compute pools.",
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
+    printcolumn(name = "Bursting", type_ = "string", json_path = ".status.conditions[?(@.type==\"Bursting\")].status"),
+    printcolumn(name = "Cost/h", type_ = "number", json_path = ".status.costPerHour"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentSpec {
+    /// The model every component serves.
+    pub model: ModelSpec,
+    /// Serving components (encoders, rankers, heads). Names are unique.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("component names must be unique"))]
+    pub components: Vec<Component>,
+    /// How model artifacts reach the stores of the pools.
+    #[serde(default)]
+    pub artifacts: ArtifactsSpec,
+}
+
+/// Where the model comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// The model's objects in its home store.
+    pub source: ModelSource,
+    /// Version label, for people and events (e.g. `2026.11.3`).
+    #[schemars(length(min = 1, max = 128))]
+    pub version: String,
+}
+
+/// The objects of a model in the store of one pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSource {
+    /// `s3://bucket/prefix` of the model in the store of `pool`.
+    #[schemars(regex(pattern = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$"))]
+    pub uri: String,
+    /// The `ComputePool` whose `artifactStore` holds `uri`.
+    #[schemars(length(min = 1, max = 253))]
+    pub pool: String,
+}
+
+/// One serving component of a model.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Component {
+    /// Name, unique within the deployment; a DNS label.
+    #[schemars(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Sensitivity of the data this component reads. `sensitive` never leaves private pools.
+    pub data_class: DataClass,
+    /// Serving image (e.g. Triton, TorchServe).
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Arguments for the serving container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Port the serving container listens on.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Resources of one replica.
+    pub resources: ComponentResources,
+    /// Replica bounds.
+    pub replicas: ReplicaRange,
+    /// The `BurstPolicy` that scales this component on demand; absent: fixed at `replicas.min`,
+    /// no bursting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst_policy: Option<String>,
+    /// Pools this component may use; absent: every pool that admits its data class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub pools: Option<Vec<String>>,
+}
+
+fn default_port() -> u16 {
+    8080
+}
+
+/// What one replica requests.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentResources {
+    /// GPUs per replica; absent: a CPU-only component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuRequest>,
+    /// CPU per replica as a quantity (e.g. `4`, `500m`).
+    #[serde(default = "default_cpu")]
+    pub cpu: String,
+    /// Memory per replica as a quantity (e.g. `16Gi`).
+    #[serde(default = "default_memory")]
+    pub memory: String,
+}
+
+fn default_cpu() -> String {
+    "1".into()
+}
+
+fn default_memory() -> String {
+    "2Gi".into()
+}
+
+/// GPUs of one replica.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuRequest {
+    /// GPUs per replica.
+    #[schemars(range(min = 1, max = 16))]
+    pub count: u32,
+    /// Required GPU model; absent: any type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub gpu_type: Option<String>,
+}
+
+/// Replica bounds of a component.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.min <= self.max").message("replicas.min must not exceed replicas.max"))]
+pub struct ReplicaRange {
+    /// Fewest replicas, whatever the demand.
+    #[schemars(range(min = 0, max = 10000))]
+    pub min: u32,
+    /// Most replicas, whatever the demand.
+    #[schemars(range(min = 1, max = 10000))]
+    pub max: u32,
+}
+
+/// How model artifacts are distributed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactsSpec {
+    /// `Eager`: pre-sync to the store of every pool that may be used. `OnBurst`: sync to a
+    /// public store only when a burst starts (slower burst, less public storage).
+    #[serde(default)]
+    pub mode: ArtifactMode,
+}
+
+/// When artifacts are copied to public stores.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ArtifactMode {
+    /// Pre-sync to every pool that may be used.
+    #[default]
+    Eager,
+    /// Sync to a public store only when a burst starts.
+    OnBurst,
+}
+
+/// Observed state of a deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled`, `Placed`, `ArtifactsReady`, `Bursting`, `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Ready replicas over all components.
+    #[serde(default)]
+    pub ready_replicas: u32,
+    /// Desired replicas over all components.
+    #[serde(default)]
+    pub desired_replicas: u32,
+    /// Current cost per hour of all placed replicas.
+    #[serde(default)]
+    pub cost_per_hour: f64,
+    /// Per-component state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
+    /// Model artifacts: digest and per-store state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<ArtifactsStatus>,
+}
+
+/// Observed state of one component.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Component name.
+    pub name: String,
+    /// Replicas the demand and policy ask for.
+    pub desired_replicas: u32,
+    /// Replicas serving.
+    pub ready_replicas: u32,
+    /// Where the replicas are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<PlacementStatus>,
+    /// Replicas that could not be placed.
+    #[serde(default)]
+    pub unplaced_replicas: u32,
+    /// Why replicas could not be placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced_reason: Option<String>,
+}
+
+/// Replicas of a component in one pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStatus {
+    /// The `ComputePool`.
+    pub pool: String,
+    /// The pool's cloud.
+    pub cloud: Cloud,
+    /// Replicas placed there.
+    pub replicas: u32,
+    /// Of which ready.
+    #[serde(default)]
+    pub ready_replicas: u32,
+    /// Why this pool.
+    pub reason: String,
+}
+
+/// Model artifacts across stores.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactsStatus {
+    /// Content digest of the model (`sha256:` of its manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// State per store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<StoreStatus>,
+}
+
+/// The model in the store of one pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStatus {
+    /// The pool whose store this is.
+    pub pool: String,
+    /// `Synced`, `Syncing`, `Failed` or `Forbidden` (residency).
+    pub state: StoreState,
+    /// Bytes of the model in this store.
+    #[serde(default)]
+    pub bytes: u64,
+    /// When the copy was last verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<Time>,
+    /// Details, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Sync state of a model in one store.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreState {
+    /// The store holds a verified copy.
+    Synced,
+    /// A copy is in progress.
+    Syncing,
+    /// The last copy failed; it is retried with backoff.
+    Failed,
+    /// Residency forbids this store for the model.
+    Forbidden,
+}
+
+impl ModelDeploymentSpec {
+    /// The most sensitive data class among the components: it decides where the model may be
+    /// stored, since every component reads the same artifacts.
+    pub fn model_data_class(&self) -> DataClass {
+        self.components
+            .iter()
+            .map(|c| c.data_class)
+            .max()
+            .unwrap_or(DataClass::Public)
+    }
+}

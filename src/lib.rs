@@ -1,0 +1,6 @@
+//! Skybridge: places model replicas across private and public compute pools, bursts stateless
+//! replicas to public clouds on demand, and keeps sensitive work private.
+#![deny(warnings)]
+#![forbid(unsafe_code)]
+
+pub mod api;
