@@ -4,3 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod estate;
+pub mod planner;
+pub mod report;

@@ -1,9 +1,11 @@
 //! The `skybridge` command line: one binary, one subcommand per job.
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 use std::process::ExitCode;
 
 mod crd;
+mod plan;
 
 /// Skybridge: burst model replicas from private to public clouds, keep sensitive work private.
 #[derive(Parser, Debug)]
@@ -17,6 +19,8 @@ pub struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions as YAML (pipe into `kubectl apply -f -`).
     Crd(crd::CrdArgs),
+    /// Dry-run placement of ModelDeployments over ComputePools, with reasons.
+    Plan(plan::PlanArgs),
 }
 
 /// Exit status for bad input (files, flags, objects), distinct from runtime failures (1).
@@ -25,5 +29,46 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Crd(args) => crd::run(args),
+        Command::Plan(args) => plan::run(args),
     }
+}
+
+/// How a command prints its report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Prints `report` in `format`, as `table` renders it for people; serialisation failures are
+/// runtime errors (exit 1).
+pub fn print<T: Serialize>(
+    report: &T,
+    format: OutputFormat,
+    table: impl Fn(&T) -> String,
+) -> ExitCode {
+    let rendered = match format {
+        OutputFormat::Table => Ok(table(report)),
+        OutputFormat::Json => serde_json::to_string_pretty(report)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string()),
+        OutputFormat::Yaml => serde_yaml_ng::to_string(report).map_err(|e| e.to_string()),
+    };
+    match rendered {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: cannot render the report: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reports bad input and returns exit status 2.
+pub fn bad_input(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_BAD_INPUT)
 }

@@ -1,0 +1,78 @@
+//! `skybridge plan`: a dry run of placement, like `terraform plan` for hybrid clouds.
+
+use super::{EXIT_BAD_INPUT, OutputFormat, bad_input};
+use clap::Args;
+use skybridge::estate::{DemandOverrides, load_paths};
+use skybridge::planner::{ComponentKey, plan};
+use skybridge::report::plan_report;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// YAML file (multi-document) or directory of them with ComputePool, BurstPolicy and
+    /// ModelDeployment objects. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    files: Vec<PathBuf>,
+    /// Replicas a component wants, as NAMESPACE/NAME/COMPONENT=REPLICAS; default: its `min`.
+    /// Clamped to the component's min and max. Repeatable.
+    #[arg(long, value_name = "NAMESPACE/NAME/COMPONENT=REPLICAS")]
+    demand: Vec<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+}
+
+pub fn run(args: PlanArgs) -> ExitCode {
+    let estate = match load_paths(&args.files) {
+        Ok(estate) => estate,
+        Err(errors) => {
+            for err in &errors {
+                eprintln!("error: {err}");
+            }
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let mut demand = DemandOverrides::new();
+    for text in &args.demand {
+        match parse_demand(text) {
+            Ok((key, replicas)) => {
+                let known = estate
+                    .deployment(&key.namespace, &key.deployment)
+                    .is_some_and(|d| d.spec.components.iter().any(|c| c.name == key.component));
+                if !known {
+                    return bad_input(format!(
+                        "--demand {text}: no component {key} in the given files"
+                    ));
+                }
+                demand.insert(key, replicas);
+            }
+            Err(message) => return bad_input(format!("--demand {text}: {message}")),
+        }
+    }
+    let plan = plan(&skybridge::estate::plan_input(&estate, &demand));
+    let report = plan_report(&plan);
+    super::print(&report, args.output, |r| r.to_table())
+}
+
+fn parse_demand(text: &str) -> Result<(ComponentKey, u32), String> {
+    let (key, replicas) = text
+        .split_once('=')
+        .ok_or("expected NAMESPACE/NAME/COMPONENT=REPLICAS")?;
+    let replicas: u32 = replicas
+        .trim()
+        .parse()
+        .map_err(|_| format!("{replicas:?} is not a replica count"))?;
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        [namespace, deployment, component] if parts.iter().all(|p| !p.is_empty()) => Ok((
+            ComponentKey {
+                namespace: namespace.to_string(),
+                deployment: deployment.to_string(),
+                component: component.to_string(),
+            },
+            replicas,
+        )),
+        _ => Err("expected NAMESPACE/NAME/COMPONENT=REPLICAS".into()),
+    }
+}

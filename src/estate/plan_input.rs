@@ -1,0 +1,148 @@
+//! From API objects to planner input: pure translation, no decisions.
+
+use super::Estate;
+use crate::api::{Component, ComputePool, ModelDeployment, quantity};
+use crate::planner::{
+    Budget, BurstPreference, ComponentKey, ComponentRequest, Headroom, PlanInput, PoolHealth,
+    PoolView, Price, Resources,
+};
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+/// Replicas wanted per component, overriding the default of `replicas.min`.
+pub type DemandOverrides = BTreeMap<ComponentKey, u32>;
+
+/// The planner's view of a pool from its spec, and its status where the operator wrote one.
+pub fn pool_view(pool: &ComputePool) -> PoolView {
+    let spec = &pool.spec;
+    let capacity = Headroom {
+        gpus: spec.capacity.gpu.as_ref().map_or(0, |g| g.count),
+        cpu_milli: spec
+            .capacity
+            .cpu
+            .as_deref()
+            .and_then(|q| quantity::parse_milli(q).ok()),
+        memory_bytes: spec
+            .capacity
+            .memory
+            .as_deref()
+            .and_then(|q| quantity::parse_units(q).ok()),
+        replicas: spec.capacity.max_replicas,
+    };
+    let not_ready = pool
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .filter(|c| c.status == "False");
+    let health = match not_ready {
+        Some(condition) => PoolHealth::Unhealthy(if condition.message.is_empty() {
+            condition.reason.clone()
+        } else {
+            condition.message.clone()
+        }),
+        None => PoolHealth::Healthy,
+    };
+    PoolView {
+        name: pool.name_any(),
+        cloud: spec.cloud,
+        admits: spec.admitted_classes(),
+        gpu_type: spec
+            .capacity
+            .gpu
+            .as_ref()
+            .filter(|g| g.count > 0)
+            .map(|g| g.gpu_type.clone()),
+        capacity,
+        health,
+        price: Price {
+            gpu_hour: spec.cost.gpu_hour,
+            cpu_hour: spec.cost.cpu_hour,
+            gib_hour: spec.cost.gib_hour,
+        },
+        startup_seconds: spec.startup_seconds,
+    }
+}
+
+/// The key of a component of a deployment.
+pub fn component_key(deployment: &ModelDeployment, component: &Component) -> ComponentKey {
+    ComponentKey {
+        namespace: deployment.namespace().unwrap_or_default(),
+        deployment: deployment.name_any(),
+        component: component.name.clone(),
+    }
+}
+
+/// The planner's request for one component wanting `desired` replicas (clamped to its bounds).
+pub fn component_request(
+    estate: &Estate,
+    deployment: &ModelDeployment,
+    component: &Component,
+    desired: u32,
+) -> ComponentRequest {
+    let policy = component
+        .burst_policy
+        .as_ref()
+        .and_then(|name| estate.policies.get(name));
+    let burst = match policy {
+        Some(policy) => BurstPreference {
+            enabled: policy.spec.burst.enabled,
+            order: policy.spec.burst.pools.clone(),
+        },
+        None => BurstPreference::default(),
+    };
+    let resources = &component.resources;
+    ComponentRequest {
+        key: component_key(deployment, component),
+        data_class: component.data_class,
+        model_data_class: deployment.spec.model_data_class(),
+        per_replica: Resources {
+            gpus: resources.gpu.as_ref().map_or(0, |g| g.count),
+            cpu_milli: quantity::parse_milli(&resources.cpu).unwrap_or(0),
+            memory_bytes: quantity::parse_units(&resources.memory).unwrap_or(0),
+        },
+        gpu_type: resources.gpu.as_ref().and_then(|g| g.gpu_type.clone()),
+        min: component.replicas.min,
+        desired: desired.clamp(component.replicas.min, component.replicas.max),
+        allowed_pools: component
+            .pools
+            .as_ref()
+            .map(|p| p.iter().cloned().collect()),
+        policy: component.burst_policy.clone(),
+        burst,
+        current: BTreeMap::new(),
+        rebalance: true,
+    }
+}
+
+/// Planner input for the whole estate; each component wants its override, else its `min`.
+pub fn plan_input(estate: &Estate, demand: &DemandOverrides) -> PlanInput {
+    let pools = estate.pools.values().map(pool_view).collect();
+    let mut components = Vec::new();
+    for deployment in estate.deployments.values() {
+        for component in &deployment.spec.components {
+            let key = component_key(deployment, component);
+            let desired = demand.get(&key).copied().unwrap_or(component.replicas.min);
+            components.push(component_request(estate, deployment, component, desired));
+        }
+    }
+    let budgets = estate
+        .policies
+        .iter()
+        .map(|(name, policy)| {
+            let burst = &policy.spec.burst;
+            (
+                name.clone(),
+                Budget {
+                    max_public_replicas: burst.max_public_replicas,
+                    max_cost_per_hour: burst.max_cost_per_hour,
+                },
+            )
+        })
+        .collect();
+    PlanInput {
+        pools,
+        components,
+        budgets,
+        options: Default::default(),
+    }
+}

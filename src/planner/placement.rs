@@ -1,0 +1,606 @@
+//! The placement decision: for every replica a pool and a reason, plus what could not be placed
+//! and why. Pure and deterministic: the same input always gives the same plan.
+//!
+//! Order of work, so that floors win over extras and existing replicas stay put:
+//! 1. keep existing replicas up to each component's `min` (most sensitive components first);
+//! 2. place the rest of every `min`;
+//! 3. keep existing replicas above `min`, up to `desired`;
+//! 4. place the rest of `desired`;
+//! 5. move replicas to clearly better pools (only where the caller allows rebalancing);
+//! 6. spread components with `min >= 2` over two pools of the same cloud.
+
+use super::input::{ComponentRequest, PlanInput, PoolHealth, PoolView};
+use super::resources::Headroom;
+use crate::api::{Cloud, DataClass};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The outcome for every component, in input order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub components: Vec<ComponentPlan>,
+}
+
+/// Where one component's replicas go.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentPlan {
+    pub key: super::ComponentKey,
+    pub data_class: DataClass,
+    pub desired_replicas: u32,
+    /// Placements in preference order of their pools.
+    pub placements: Vec<Placement>,
+    pub unplaced: u32,
+    /// Why replicas are unplaced, or why pools were passed over.
+    pub reasons: Vec<String>,
+    pub cost_per_hour: f64,
+}
+
+/// Replicas of a component in one pool.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    pub pool: String,
+    pub cloud: Cloud,
+    pub replicas: u32,
+    pub reason: String,
+}
+
+impl ComponentPlan {
+    pub fn placed(&self) -> u32 {
+        self.placements.iter().map(|p| p.replicas).sum()
+    }
+
+    pub fn replicas_in(&self, cloud: Cloud) -> u32 {
+        self.placements
+            .iter()
+            .filter(|p| p.cloud == cloud)
+            .map(|p| p.replicas)
+            .sum()
+    }
+}
+
+impl Plan {
+    pub fn cost_per_hour(&self) -> f64 {
+        self.components.iter().map(|c| c.cost_per_hour).sum()
+    }
+}
+
+/// Plans every component of `input`.
+pub fn plan(input: &PlanInput) -> Plan {
+    Planner::new(input).run()
+}
+
+/// How many pool names a reason lists before it says "and N more".
+const NAMES_IN_REASON: usize = 4;
+
+/// Guard on rounds of rebalancing; each round either moves a replica to a better pool or ends.
+const MAX_MOVE_ROUNDS: usize = 64;
+
+struct Candidate {
+    pool: usize,
+    cost: f64,
+}
+
+struct ComponentState {
+    /// Eligible pools, best first.
+    ranked: Vec<Candidate>,
+    /// Why pools were not eligible, grouped by reason.
+    ineligible: BTreeMap<String, Vec<String>>,
+    /// Replicas per pool index.
+    assigned: BTreeMap<usize, u32>,
+    /// Existing replicas per pool index not yet kept.
+    unkept: BTreeMap<usize, u32>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct BudgetUse {
+    replicas: u32,
+    cost: f64,
+}
+
+struct Planner<'a> {
+    input: &'a PlanInput,
+    room: Vec<Headroom>,
+    budget_use: BTreeMap<&'a str, BudgetUse>,
+    states: Vec<ComponentState>,
+    /// Component indices, most sensitive first, then by key: the order of every phase.
+    order: Vec<usize>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(input: &'a PlanInput) -> Self {
+        let pool_index: BTreeMap<&str, usize> = input
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let states = input
+            .components
+            .iter()
+            .map(|component| {
+                let (ranked, ineligible) = rank_pools(&input.pools, component);
+                let unkept = component
+                    .current
+                    .iter()
+                    .filter_map(|(pool, &n)| pool_index.get(pool.as_str()).map(|&i| (i, n)))
+                    .filter(|&(_, n)| n > 0)
+                    .collect();
+                ComponentState {
+                    ranked,
+                    ineligible,
+                    assigned: BTreeMap::new(),
+                    unkept,
+                }
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..input.components.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ca, cb) = (&input.components[a], &input.components[b]);
+            cb.data_class
+                .cmp(&ca.data_class)
+                .then_with(|| ca.key.cmp(&cb.key))
+        });
+        Self {
+            input,
+            room: input.pools.iter().map(|p| p.capacity).collect(),
+            budget_use: BTreeMap::new(),
+            states,
+            order,
+        }
+    }
+
+    fn run(mut self) -> Plan {
+        let order = self.order.clone();
+        for &ci in &order {
+            let floor = self.floor(ci);
+            self.keep_existing(ci, floor);
+        }
+        for &ci in &order {
+            let floor = self.floor(ci);
+            self.place_new(ci, floor);
+        }
+        for &ci in &order {
+            let desired = self.input.components[ci].desired;
+            self.keep_existing(ci, desired);
+        }
+        for &ci in &order {
+            let desired = self.input.components[ci].desired;
+            self.place_new(ci, desired);
+        }
+        // Moves free room that other components may then use: repeat until nothing moves, so that
+        // the plan is a fixed point and re-planning it changes nothing. Every move takes a replica
+        // to a strictly better pool, so this ends; the bound is a guard.
+        for _ in 0..MAX_MOVE_ROUNDS {
+            let mut moved = false;
+            for &ci in &order {
+                if self.input.components[ci].rebalance {
+                    moved |= self.rebalance(ci);
+                }
+            }
+            for &ci in &order {
+                moved |= self.spread(ci);
+            }
+            for &ci in &order {
+                let before = self.placed(ci);
+                let desired = self.input.components[ci].desired;
+                self.place_new(ci, desired);
+                moved |= self.placed(ci) != before;
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn floor(&self, ci: usize) -> u32 {
+        let c = &self.input.components[ci];
+        c.min.min(c.desired)
+    }
+
+    fn placed(&self, ci: usize) -> u32 {
+        self.states[ci].assigned.values().sum()
+    }
+
+    /// How many more replicas of component `ci` the policy budget allows on `pool`.
+    fn budget_allows(&self, ci: usize, pool: usize) -> (u32, Option<String>) {
+        let component = &self.input.components[ci];
+        let pool_view = &self.input.pools[pool];
+        let (Cloud::Public, Some(policy)) = (pool_view.cloud, component.policy.as_deref()) else {
+            return (u32::MAX, None);
+        };
+        let Some(budget) = self.input.budgets.get(policy) else {
+            return (u32::MAX, None);
+        };
+        let used = self.budget_use.get(policy).copied().unwrap_or_default();
+        let mut allowed = u32::MAX;
+        let mut why = None;
+        if let Some(max) = budget.max_public_replicas {
+            allowed = max.saturating_sub(used.replicas);
+            if allowed == 0 {
+                why = Some(format!(
+                    "budget: maxPublicReplicas {max} of policy {policy} reached"
+                ));
+            }
+        }
+        if let Some(max_cost) = budget.max_cost_per_hour {
+            let each = pool_view.price.per_replica_hour(&component.per_replica);
+            if each > 0.0 {
+                let left = ((max_cost - used.cost).max(0.0) / each + 1e-9).floor();
+                let by_cost = if left >= f64::from(u32::MAX) {
+                    u32::MAX
+                } else {
+                    left as u32
+                };
+                if by_cost < allowed {
+                    allowed = by_cost;
+                    if allowed == 0 {
+                        why = Some(format!(
+                            "budget: maxCostPerHour {max_cost} of policy {policy} reached"
+                        ));
+                    }
+                }
+            }
+        }
+        (allowed, why)
+    }
+
+    fn assign(&mut self, ci: usize, pool: usize, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let component = &self.input.components[ci];
+        self.room[pool].take(&component.per_replica, n);
+        let pool_view = &self.input.pools[pool];
+        if let (Cloud::Public, Some(policy)) = (pool_view.cloud, component.policy.as_deref()) {
+            let used = self.budget_use.entry(policy).or_default();
+            used.replicas += n;
+            used.cost += f64::from(n) * pool_view.price.per_replica_hour(&component.per_replica);
+        }
+        *self.states[ci].assigned.entry(pool).or_insert(0) += n;
+    }
+
+    fn unassign(&mut self, ci: usize, pool: usize, n: u32) {
+        let component = &self.input.components[ci];
+        self.room[pool].give_back(&component.per_replica, n);
+        let pool_view = &self.input.pools[pool];
+        if let (Cloud::Public, Some(policy)) = (pool_view.cloud, component.policy.as_deref()) {
+            let used = self.budget_use.entry(policy).or_default();
+            used.replicas -= n;
+            used.cost -= f64::from(n) * pool_view.price.per_replica_hour(&component.per_replica);
+        }
+        let state = &mut self.states[ci];
+        if let Some(entry) = state.assigned.get_mut(&pool) {
+            *entry -= n;
+            if *entry == 0 {
+                state.assigned.remove(&pool);
+            }
+        }
+    }
+
+    /// How many replicas of `ci` fit on `pool` now, capacity and budget together.
+    fn room_for(&self, ci: usize, pool: usize) -> (u32, Option<String>) {
+        let component = &self.input.components[ci];
+        let (fit, short) = self.room[pool].fits(&component.per_replica);
+        let (allowed, budget_why) = self.budget_allows(ci, pool);
+        if fit == 0 {
+            let dimension = short.unwrap_or("capacity");
+            return (0, Some(format!("full ({dimension})")));
+        }
+        if allowed == 0 {
+            return (0, budget_why);
+        }
+        (fit.min(allowed), None)
+    }
+
+    /// Keeps existing replicas on still-eligible pools, best pools first, up to `target` placed.
+    fn keep_existing(&mut self, ci: usize, target: u32) {
+        let ranked: Vec<usize> = self.states[ci].ranked.iter().map(|c| c.pool).collect();
+        for pool in ranked {
+            let placed = self.placed(ci);
+            if placed >= target {
+                return;
+            }
+            let existing = self.states[ci].unkept.get(&pool).copied().unwrap_or(0);
+            if existing == 0 {
+                continue;
+            }
+            let (room, _) = self.room_for(ci, pool);
+            let n = existing.min(target - placed).min(room);
+            if n > 0 {
+                *self.states[ci]
+                    .unkept
+                    .get_mut(&pool)
+                    .expect("checked above") -= n;
+                self.assign(ci, pool, n);
+            }
+        }
+    }
+
+    /// Places new replicas on the best pools with room until `target` are placed.
+    fn place_new(&mut self, ci: usize, target: u32) {
+        let ranked: Vec<usize> = self.states[ci].ranked.iter().map(|c| c.pool).collect();
+        for pool in ranked {
+            let placed = self.placed(ci);
+            if placed >= target {
+                return;
+            }
+            let room = self.room_for(ci, pool).0;
+            if room > 0 {
+                self.assign(ci, pool, room.min(target - placed));
+            }
+        }
+    }
+
+    /// Moves replicas from worse to better pools where that clearly pays.
+    fn rebalance(&mut self, ci: usize) -> bool {
+        let mut moved = false;
+        let margin = self.input.options.stability_margin;
+        let ranked: Vec<(usize, f64)> = self.states[ci]
+            .ranked
+            .iter()
+            .map(|c| (c.pool, c.cost))
+            .collect();
+        // Worst pools give up replicas first; each replica moves at most once per plan.
+        for from_rank in (0..ranked.len()).rev() {
+            let (from, from_cost) = ranked[from_rank];
+            for &(to, to_cost) in ranked.iter().take(from_rank) {
+                let have = self.states[ci].assigned.get(&from).copied().unwrap_or(0);
+                if have == 0 {
+                    break;
+                }
+                let to_private_from_public = self.input.pools[from].cloud == Cloud::Public
+                    && self.input.pools[to].cloud == Cloud::Private;
+                let saves = from_cost > 0.0 && to_cost <= from_cost * (1.0 - margin);
+                if !(to_private_from_public || saves) {
+                    continue;
+                }
+                let mut n = have.min(self.room_for(ci, to).0);
+                if self.needs_spread(ci) && self.states[ci].assigned.len() == 2 && n == have {
+                    // Moving everything would collapse a spread component into one pool.
+                    let to_has = self.states[ci].assigned.contains_key(&to);
+                    if to_has {
+                        n = n.saturating_sub(1);
+                    }
+                }
+                if n > 0 {
+                    self.unassign(ci, from, n);
+                    self.assign(ci, to, n);
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+
+    fn needs_spread(&self, ci: usize) -> bool {
+        self.input.components[ci].min >= 2
+    }
+
+    /// Keeps a component with `min >= 2` in at least two pools of one cloud, so that losing a pool
+    /// does not take it to zero. It never bursts just to spread.
+    fn spread(&mut self, ci: usize) -> bool {
+        if !self.needs_spread(ci) || self.placed(ci) < 2 || self.states[ci].assigned.len() != 1 {
+            return false;
+        }
+        let (&only, _) = self.states[ci]
+            .assigned
+            .iter()
+            .next()
+            .expect("one placement");
+        let cloud = self.input.pools[only].cloud;
+        let candidates: Vec<usize> = self.states[ci]
+            .ranked
+            .iter()
+            .map(|c| c.pool)
+            .filter(|&p| p != only && self.input.pools[p].cloud == cloud)
+            .collect();
+        for pool in candidates {
+            if self.room_for(ci, pool).0 > 0 {
+                self.unassign(ci, only, 1);
+                self.assign(ci, pool, 1);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Why a placement is where it is, from the final state alone, so that re-planning an
+    /// unchanged estate gives the same words as well as the same numbers.
+    fn reason(&self, ci: usize, rank: usize) -> String {
+        let component = &self.input.components[ci];
+        let state = &self.states[ci];
+        let pool = &self.input.pools[state.ranked[rank].pool];
+        let base = match pool.cloud {
+            Cloud::Private => "private pool".to_string(),
+            Cloud::Public => match component.burst.order.iter().position(|p| *p == pool.name) {
+                Some(i) => format!("burst: public pool #{} in burst order", i + 1),
+                None => "burst: cheapest public pool".to_string(),
+            },
+        };
+        if rank == 0 {
+            return format!("{base}, first choice");
+        }
+        let (full, roomy): (Vec<usize>, Vec<usize>) = state.ranked[..rank]
+            .iter()
+            .map(|c| c.pool)
+            .partition(|&p| self.room_for(ci, p).0 == 0);
+        if roomy.is_empty() {
+            let names: Vec<String> = full
+                .iter()
+                .map(|&p| self.input.pools[p].name.clone())
+                .collect();
+            return format!("{base}; better pools full: {}", list_names(&names));
+        }
+        if self.needs_spread(ci) && state.assigned.len() == 2 {
+            return format!("{base}; spread: min >= 2 keeps replicas in two pools");
+        }
+        if component.rebalance {
+            format!("{base}; kept in place: a move saves less than the stability margin")
+        } else {
+            format!("{base}; kept in place: failback hysteresis holds it")
+        }
+    }
+
+    fn finish(self) -> Plan {
+        let components = self
+            .input
+            .components
+            .iter()
+            .enumerate()
+            .map(|(ci, component)| {
+                let state = &self.states[ci];
+                let mut placements = Vec::new();
+                let mut cost = 0.0;
+                for (rank, candidate) in state.ranked.iter().enumerate() {
+                    if let Some(&n) = state.assigned.get(&candidate.pool) {
+                        let pool = &self.input.pools[candidate.pool];
+                        cost += f64::from(n) * candidate.cost;
+                        placements.push(Placement {
+                            pool: pool.name.clone(),
+                            cloud: pool.cloud,
+                            replicas: n,
+                            reason: self.reason(ci, rank),
+                        });
+                    }
+                }
+                let placed: u32 = placements.iter().map(|p| p.replicas).sum();
+                let unplaced = component.desired.saturating_sub(placed);
+                let mut reasons = Vec::new();
+                if unplaced > 0 {
+                    if state.ranked.is_empty() {
+                        reasons.push("no eligible pool".to_string());
+                    }
+                    let mut shortfall: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                    for candidate in &state.ranked {
+                        if let (0, Some(why)) = self.room_for(ci, candidate.pool) {
+                            shortfall
+                                .entry(why)
+                                .or_default()
+                                .push(self.input.pools[candidate.pool].name.clone());
+                        }
+                    }
+                    for (why, pools) in &shortfall {
+                        reasons.push(format!("{why}: {}", list_names(pools)));
+                    }
+                    for (why, pools) in &state.ineligible {
+                        reasons.push(format!("{why}: {}", list_names(pools)));
+                    }
+                }
+                ComponentPlan {
+                    key: component.key.clone(),
+                    data_class: component.data_class,
+                    desired_replicas: component.desired,
+                    placements,
+                    unplaced,
+                    reasons,
+                    cost_per_hour: cost,
+                }
+            })
+            .collect();
+        Plan { components }
+    }
+}
+
+fn list_names(names: &[String]) -> String {
+    let mut sorted: Vec<&String> = names.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let shown: Vec<&str> = sorted
+        .iter()
+        .take(NAMES_IN_REASON)
+        .map(|s| s.as_str())
+        .collect();
+    let more = sorted.len().saturating_sub(NAMES_IN_REASON);
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Why `pool` cannot take `component` at all, whatever its load; `None` if it can.
+pub fn ineligibility(pool: &PoolView, component: &ComponentRequest) -> Option<String> {
+    if let Some(allowed) = &component.allowed_pools
+        && !allowed.contains(&pool.name)
+    {
+        return Some("not in the component's pools list".to_string());
+    }
+    // Residency first and unconditionally: no other input can make this placement legal.
+    if !component.data_class.may_reside_in(pool.cloud) {
+        return Some(format!(
+            "residency: {} data never runs on a public pool",
+            component.data_class
+        ));
+    }
+    if !component.model_data_class.may_reside_in(pool.cloud) {
+        return Some("residency: the model is shared with a sensitive component, so it never goes to a public store".to_string());
+    }
+    if !pool.admits.contains(&component.data_class) {
+        return Some(format!("pool does not admit {} data", component.data_class));
+    }
+    if pool.cloud == Cloud::Public {
+        if !component.burst.enabled {
+            return Some("bursting to public pools is disabled".to_string());
+        }
+        if !component.burst.order.is_empty() && !component.burst.order.contains(&pool.name) {
+            return Some("not in the policy's burst pools".to_string());
+        }
+    }
+    if component.per_replica.gpus > 0 {
+        match (&pool.gpu_type, &component.gpu_type) {
+            (None, _) => return Some("no GPUs".to_string()),
+            (Some(have), Some(want)) if have != want => {
+                return Some(format!("GPU type is not {want}"));
+            }
+            _ => {}
+        }
+    }
+    if let PoolHealth::Unhealthy(why) = &pool.health {
+        return Some(format!("unhealthy ({why})"));
+    }
+    None
+}
+
+/// Eligible pools best first, and the others grouped by reason.
+fn rank_pools(
+    pools: &[PoolView],
+    component: &ComponentRequest,
+) -> (Vec<Candidate>, BTreeMap<String, Vec<String>>) {
+    let mut ranked = Vec::new();
+    let mut ineligible: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (i, pool) in pools.iter().enumerate() {
+        match ineligibility(pool, component) {
+            Some(why) => ineligible.entry(why).or_default().push(pool.name.clone()),
+            None => ranked.push(Candidate {
+                pool: i,
+                cost: pool.price.per_replica_hour(&component.per_replica),
+            }),
+        }
+    }
+    let order_of = |pool: &PoolView| -> usize {
+        component
+            .burst
+            .order
+            .iter()
+            .position(|p| *p == pool.name)
+            .unwrap_or(usize::MAX)
+    };
+    let cpu_only = component.per_replica.gpus == 0;
+    ranked.sort_by(|a, b| {
+        let (pa, pb) = (&pools[a.pool], &pools[b.pool]);
+        let tier = |p: &PoolView| p.cloud == Cloud::Public;
+        // CPU-only components prefer pools without GPUs, so GPUs stay free for GPU work.
+        let wastes_gpus = |p: &PoolView| cpu_only && p.gpu_type.is_some();
+        tier(pa)
+            .cmp(&tier(pb))
+            .then_with(|| order_of(pa).cmp(&order_of(pb)))
+            .then_with(|| wastes_gpus(pa).cmp(&wastes_gpus(pb)))
+            .then_with(|| a.cost.total_cmp(&b.cost))
+            .then_with(|| pa.name.cmp(&pb.name))
+    });
+    (ranked, ineligible)
+}
