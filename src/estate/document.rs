@@ -272,8 +272,11 @@ where
     let mut unknown = Vec::new();
     let mut track = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(&json, &mut track);
-    let parsed: Result<K, _> =
-        serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()));
+    let parsed: Result<K, _> = serde_ignored::deserialize(deserializer, |path| {
+        // serde_ignored writes `a.0.b`; messages use `a[0].b` like the schema errors.
+        let pointer = format!("/{}", path.to_string().replace('.', "/"));
+        unknown.push(pointer_to_path(&pointer).unwrap_or_default())
+    });
     let object = parsed.map_err(|err| {
         let path = track.path().to_string();
         (Some(path).filter(|p| p != "."), err.to_string())

@@ -1,13 +1,17 @@
 //! The placement decision: for every replica a pool and a reason, plus what could not be placed
 //! and why. Pure and deterministic: the same input always gives the same plan.
 //!
-//! Order of work, so that floors win over extras and existing replicas stay put:
-//! 1. keep existing replicas up to each component's `min` (most sensitive components first);
-//! 2. place the rest of every `min`;
-//! 3. keep existing replicas above `min`, up to `desired`;
-//! 4. place the rest of `desired`;
-//! 5. move replicas to clearly better pools (only where the caller allows rebalancing);
-//! 6. spread components with `min >= 2` over two pools of the same cloud.
+//! Order of work, so that existing replicas stay put and new floors win over new extras:
+//! 1. keep existing replicas on still-eligible pools, up to `desired` (most sensitive first);
+//! 2. place the rest of every component's `min`;
+//! 3. place the rest of `desired`;
+//! 4. move replicas to clearly better pools (only where the caller allows rebalancing), spread
+//!    components with `min >= 2` over two pools of one cloud, and give freed room to floors,
+//!    then extras; repeated until nothing changes.
+//!
+//! Because step 1 keeps everything that still fits and step 4 runs to a fixed point, planning a
+//! plan again changes nothing. Existing replicas are not preempted for another component's
+//! floor; a floor that does not fit is reported, not forced.
 
 use super::input::{ComponentRequest, PlanInput, PoolHealth, PoolView};
 use super::resources::Headroom;
@@ -155,16 +159,12 @@ impl<'a> Planner<'a> {
     fn run(mut self) -> Plan {
         let order = self.order.clone();
         for &ci in &order {
-            let floor = self.floor(ci);
-            self.keep_existing(ci, floor);
+            let desired = self.input.components[ci].desired;
+            self.keep_existing(ci, desired);
         }
         for &ci in &order {
             let floor = self.floor(ci);
             self.place_new(ci, floor);
-        }
-        for &ci in &order {
-            let desired = self.input.components[ci].desired;
-            self.keep_existing(ci, desired);
         }
         for &ci in &order {
             let desired = self.input.components[ci].desired;
@@ -183,11 +183,16 @@ impl<'a> Planner<'a> {
             for &ci in &order {
                 moved |= self.spread(ci);
             }
-            for &ci in &order {
-                let before = self.placed(ci);
-                let desired = self.input.components[ci].desired;
-                self.place_new(ci, desired);
-                moved |= self.placed(ci) != before;
+            // Room freed by moves goes to floors first, then to extras, as in the first pass.
+            for target in [Self::floor as fn(&Self, usize) -> u32, |s: &Self, ci| {
+                s.input.components[ci].desired
+            }] {
+                for &ci in &order {
+                    let before = self.placed(ci);
+                    let target = target(&self, ci);
+                    self.place_new(ci, target);
+                    moved |= self.placed(ci) != before;
+                }
             }
             if !moved {
                 break;

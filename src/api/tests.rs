@@ -1,0 +1,213 @@
+//! CEL rules and schema defaults, evaluated client-side as the API server would.
+
+use super::*;
+use kube::core::cel::Validator;
+use serde_json::{Value, json};
+
+fn schema_of(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The messages of every CEL rule `object` breaks under the CRD of its kind.
+fn cel_errors(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    object: Value,
+) -> Vec<String> {
+    match Validator::new().validate(&schema_of(crd), &object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
+fn pool(spec: Value) -> Value {
+    json!({"apiVersion": "skybridge.io/v1alpha1", "kind": "ComputePool", "metadata": {"name": "p"}, "spec": spec})
+}
+
+fn pool_spec(cloud: &str) -> Value {
+    json!({"cloud": cloud, "provider": "aws", "region": "eu-central-1", "capacity": {"gpu": {"type": "l4", "count": 4}}})
+}
+
+#[test]
+fn a_public_pool_admitting_sensitive_data_is_rejected() {
+    let crd = ComputePool::crd();
+    let mut spec = pool_spec("public");
+    spec["dataClasses"] = json!(["internal", "sensitive"]);
+    let errors = cel_errors(&crd, pool(spec.clone()));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("public pool must not admit the sensitive")),
+        "{errors:?}"
+    );
+    spec["cloud"] = json!("private");
+    assert!(cel_errors(&crd, pool(spec)).is_empty());
+    assert!(
+        cel_errors(&crd, pool(pool_spec("public"))).is_empty(),
+        "defaults are fine"
+    );
+}
+
+#[test]
+fn repeated_data_classes_are_rejected() {
+    let mut spec = pool_spec("private");
+    spec["dataClasses"] = json!(["internal", "internal"]);
+    let errors = cel_errors(&ComputePool::crd(), pool(spec));
+    assert!(
+        errors.iter().any(|e| e.contains("must not repeat")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn store_endpoint_must_be_a_url() {
+    let mut spec = pool_spec("private");
+    spec["artifactStore"] = json!({"bucket": "models", "endpoint": "minio.local:9000"});
+    let errors = cel_errors(&ComputePool::crd(), pool(spec.clone()));
+    assert!(errors.iter().any(|e| e.contains("http://")), "{errors:?}");
+    spec["artifactStore"]["endpoint"] = json!("http://minio.local:9000");
+    assert!(cel_errors(&ComputePool::crd(), pool(spec)).is_empty());
+}
+
+fn deployment(components: Value) -> Value {
+    json!({
+        "apiVersion": "skybridge.io/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "ranker", "namespace": "shop"},
+        "spec": {"model": {"source": {"uri": "s3://models/ranker", "pool": "dc1"}, "version": "1"}, "components": components}
+    })
+}
+
+fn component(name: &str, min: u32, max: u32) -> Value {
+    json!({"name": name, "dataClass": "internal", "image": "triton", "resources": {"cpu": "1", "memory": "1Gi"}, "replicas": {"min": min, "max": max}})
+}
+
+#[test]
+fn replica_bounds_must_be_ordered() {
+    let crd = ModelDeployment::crd();
+    assert!(cel_errors(&crd, deployment(json!([component("a", 1, 3)]))).is_empty());
+    let errors = cel_errors(&crd, deployment(json!([component("a", 4, 3)])));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("replicas.min must not exceed replicas.max")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn component_names_must_be_unique() {
+    let errors = cel_errors(
+        &ModelDeployment::crd(),
+        deployment(json!([component("a", 1, 2), component("a", 1, 2)])),
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("component names must be unique")),
+        "{errors:?}"
+    );
+}
+
+fn policy(spec_patch: Value) -> Value {
+    let mut spec = json!({"metric": {"prometheusUrl": "http://prom:9090", "query": "sum(rate(x[1m]))", "targetPerReplica": 100.0}});
+    if let (Some(spec), Some(patch)) = (spec.as_object_mut(), spec_patch.as_object()) {
+        for (k, v) in patch {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "skybridge.io/v1alpha1", "kind": "BurstPolicy", "metadata": {"name": "bp"}, "spec": spec})
+}
+
+#[test]
+fn policy_rules() {
+    let crd = BurstPolicy::crd();
+    assert!(cel_errors(&crd, policy(json!({}))).is_empty());
+    let floor = cel_errors(
+        &crd,
+        policy(json!({"metricUnavailable": {"action": "Floor"}})),
+    );
+    assert!(
+        floor
+            .iter()
+            .any(|e| e.contains("floorReplicas is required")),
+        "{floor:?}"
+    );
+    let window = cel_errors(
+        &crd,
+        policy(
+            json!({"prewarm": [{"name": "bf", "start": "2026-11-28T00:00:00Z", "end": "2026-11-27T00:00:00Z", "minReplicas": 4}]}),
+        ),
+    );
+    assert!(
+        window
+            .iter()
+            .any(|e| e.contains("must end after it starts")),
+        "{window:?}"
+    );
+    let target = cel_errors(
+        &crd,
+        policy(
+            json!({"metric": {"prometheusUrl": "http://prom:9090", "query": "q", "targetPerReplica": 0.0}}),
+        ),
+    );
+    assert!(
+        target
+            .iter()
+            .any(|e| e.contains("targetPerReplica must be positive")),
+        "{target:?}"
+    );
+    let pools = cel_errors(&crd, policy(json!({"burst": {"pools": ["a", "a"]}})));
+    assert!(
+        pools.iter().any(|e| e.contains("must not repeat")),
+        "{pools:?}"
+    );
+}
+
+#[test]
+fn printer_columns_and_names() {
+    let md = ModelDeployment::crd();
+    assert_eq!(
+        md.spec.names.short_names.as_deref(),
+        Some(&["md".to_string()][..])
+    );
+    let columns: Vec<String> = md.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Ready", "Desired", "Bursting", "Cost/h", "Status", "Age"]
+    );
+    assert_eq!(ComputePool::crd().spec.scope, "Cluster");
+    assert_eq!(
+        BurstPolicy::crd().spec.names.short_names.as_deref(),
+        Some(&["bp".to_string()][..])
+    );
+}
+
+#[test]
+fn default_data_classes_follow_the_cloud() {
+    let private: ComputePoolSpec = serde_json::from_value(pool_spec("private")).unwrap();
+    let public: ComputePoolSpec = serde_json::from_value(pool_spec("public")).unwrap();
+    assert!(private.admits(DataClass::Sensitive));
+    assert!(!public.admits(DataClass::Sensitive));
+    assert!(public.admits(DataClass::Internal));
+    let mut wrong: ComputePoolSpec = serde_json::from_value(pool_spec("public")).unwrap();
+    wrong.data_classes = Some(DataClass::ALL.to_vec());
+    assert!(
+        !wrong.admits(DataClass::Sensitive),
+        "residency holds even past the schema"
+    );
+}
