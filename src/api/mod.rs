@@ -1,4 +1,6 @@
 //! The declarative API: CRD types, their schema and CEL rules, and the generated CRD manifests.
+// kube's `printcolumn(...)` repeats `type_`/`json_path` keys across columns by design.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod burst_policy;
 pub mod common;

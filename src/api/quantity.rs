@@ -29,7 +29,7 @@ pub fn format_bytes(bytes: u64) -> String {
         ("Ki", 1 << 10),
     ];
     for (suffix, size) in UNITS {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{suffix}", bytes / size);
         }
     }
@@ -38,7 +38,7 @@ pub fn format_bytes(bytes: u64) -> String {
 
 /// Formats millicores for people: `4`, `500m`.
 pub fn format_milli(milli: u64) -> String {
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         (milli / 1000).to_string()
     } else {
         format!("{milli}m")

@@ -96,7 +96,7 @@ pub struct ComponentRequest {
 }
 
 /// How a component may use public pools.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BurstPreference {
     /// Public pools are eligible at all.
     pub enabled: bool,

@@ -13,11 +13,13 @@
 //! plan again changes nothing. Existing replicas are not preempted for another component's
 //! floor; a floor that does not fit is reported, not forced.
 
-use super::input::{ComponentRequest, PlanInput, PoolHealth, PoolView};
+use super::input::{BurstPreference, ComponentRequest, PlanInput, PoolHealth, PoolView};
 use super::resources::Headroom;
+use super::resources::Resources;
 use crate::api::{Cloud, DataClass};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 /// The outcome for every component, in input order.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -82,16 +84,41 @@ const NAMES_IN_REASON: usize = 4;
 /// Guard on rounds of rebalancing; each round either moves a replica to a better pool or ends.
 const MAX_MOVE_ROUNDS: usize = 64;
 
+#[derive(Clone, Copy)]
 struct Candidate {
     pool: usize,
     cost: f64,
 }
 
+/// Why a pool cannot take another replica of a component right now.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Blocked {
+    Full(&'static str),
+    ReplicaBudget,
+    CostBudget,
+}
+
+/// Components with the same signature rank pools identically, so ranking is done once per
+/// signature: estates have many components but few distinct shapes.
+type Signature<'a> = (
+    DataClass,
+    DataClass,
+    Resources,
+    Option<&'a str>,
+    Option<&'a BTreeSet<String>>,
+    &'a BurstPreference,
+);
+
+/// Eligible pools best first, and each pool's rank in that list (`u32::MAX`: ineligible).
+type Ranking = (Rc<[Candidate]>, Rc<[u32]>);
+
 struct ComponentState {
-    /// Eligible pools, best first.
-    ranked: Vec<Candidate>,
-    /// Why pools were not eligible, grouped by reason.
-    ineligible: BTreeMap<String, Vec<String>>,
+    /// Eligible pools, best first (shared between components of one signature).
+    ranked: Rc<[Candidate]>,
+    /// Rank of each pool index in `ranked`; `u32::MAX` for ineligible pools.
+    rank_of: Rc<[u32]>,
+    /// Index of the component's signature, to share work that depends only on it.
+    signature: usize,
     /// Replicas per pool index.
     assigned: BTreeMap<usize, u32>,
     /// Existing replicas per pool index not yet kept.
@@ -115,17 +142,36 @@ struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     fn new(input: &'a PlanInput) -> Self {
-        let pool_index: BTreeMap<&str, usize> = input
+        let pool_index: HashMap<&str, usize> = input
             .pools
             .iter()
             .enumerate()
             .map(|(i, p)| (p.name.as_str(), i))
             .collect();
+        let mut signatures: HashMap<Signature, usize> = HashMap::new();
+        let mut rankings: Vec<Ranking> = Vec::new();
         let states = input
             .components
             .iter()
             .map(|component| {
-                let (ranked, ineligible) = rank_pools(&input.pools, component);
+                let signature: Signature = (
+                    component.data_class,
+                    component.model_data_class,
+                    component.per_replica,
+                    component.gpu_type.as_deref(),
+                    component.allowed_pools.as_ref(),
+                    &component.burst,
+                );
+                let signature = *signatures.entry(signature).or_insert_with(|| {
+                    let ranked = rank_pools(&input.pools, &pool_index, component);
+                    let mut rank_of = vec![u32::MAX; input.pools.len()];
+                    for (rank, candidate) in ranked.iter().enumerate() {
+                        rank_of[candidate.pool] = rank as u32;
+                    }
+                    rankings.push((ranked.into(), rank_of.into()));
+                    rankings.len() - 1
+                });
+                let (ranked, rank_of) = rankings[signature].clone();
                 let unkept = component
                     .current
                     .iter()
@@ -134,7 +180,8 @@ impl<'a> Planner<'a> {
                     .collect();
                 ComponentState {
                     ranked,
-                    ineligible,
+                    rank_of,
+                    signature,
                     assigned: BTreeMap::new(),
                     unkept,
                 }
@@ -211,7 +258,7 @@ impl<'a> Planner<'a> {
     }
 
     /// How many more replicas of component `ci` the policy budget allows on `pool`.
-    fn budget_allows(&self, ci: usize, pool: usize) -> (u32, Option<String>) {
+    fn budget_allows(&self, ci: usize, pool: usize) -> (u32, Option<Blocked>) {
         let component = &self.input.components[ci];
         let pool_view = &self.input.pools[pool];
         let (Cloud::Public, Some(policy)) = (pool_view.cloud, component.policy.as_deref()) else {
@@ -226,9 +273,7 @@ impl<'a> Planner<'a> {
         if let Some(max) = budget.max_public_replicas {
             allowed = max.saturating_sub(used.replicas);
             if allowed == 0 {
-                why = Some(format!(
-                    "budget: maxPublicReplicas {max} of policy {policy} reached"
-                ));
+                why = Some(Blocked::ReplicaBudget);
             }
         }
         if let Some(max_cost) = budget.max_cost_per_hour {
@@ -243,9 +288,7 @@ impl<'a> Planner<'a> {
                 if by_cost < allowed {
                     allowed = by_cost;
                     if allowed == 0 {
-                        why = Some(format!(
-                            "budget: maxCostPerHour {max_cost} of policy {policy} reached"
-                        ));
+                        why = Some(Blocked::CostBudget);
                     }
                 }
             }
@@ -287,24 +330,43 @@ impl<'a> Planner<'a> {
     }
 
     /// How many replicas of `ci` fit on `pool` now, capacity and budget together.
-    fn room_for(&self, ci: usize, pool: usize) -> (u32, Option<String>) {
+    fn room_for(&self, ci: usize, pool: usize) -> (u32, Option<Blocked>) {
         let component = &self.input.components[ci];
         let (fit, short) = self.room[pool].fits(&component.per_replica);
-        let (allowed, budget_why) = self.budget_allows(ci, pool);
         if fit == 0 {
-            let dimension = short.unwrap_or("capacity");
-            return (0, Some(format!("full ({dimension})")));
+            return (0, Some(Blocked::Full(short.unwrap_or("capacity"))));
         }
+        let (allowed, budget_why) = self.budget_allows(ci, pool);
         if allowed == 0 {
             return (0, budget_why);
         }
         (fit.min(allowed), None)
     }
 
+    /// Words for a blocked pool, naming the budget and policy where one binds.
+    fn blocked_reason(&self, ci: usize, blocked: Blocked) -> String {
+        let component = &self.input.components[ci];
+        let policy = component.policy.as_deref().unwrap_or_default();
+        let budget = self.input.budgets.get(policy).copied().unwrap_or_default();
+        match blocked {
+            Blocked::Full(dimension) => format!("full ({dimension})"),
+            Blocked::ReplicaBudget => format!(
+                "budget: maxPublicReplicas {} of policy {policy} reached",
+                budget.max_public_replicas.unwrap_or_default()
+            ),
+            Blocked::CostBudget => format!(
+                "budget: maxCostPerHour {} of policy {policy} reached",
+                budget.max_cost_per_hour.unwrap_or_default()
+            ),
+        }
+    }
+
     /// Keeps existing replicas on still-eligible pools, best pools first, up to `target` placed.
     fn keep_existing(&mut self, ci: usize, target: u32) {
-        let ranked: Vec<usize> = self.states[ci].ranked.iter().map(|c| c.pool).collect();
-        for pool in ranked {
+        if self.states[ci].unkept.is_empty() {
+            return;
+        }
+        for pool in self.by_rank(ci, self.states[ci].unkept.keys().copied()) {
             let placed = self.placed(ci);
             if placed >= target {
                 return;
@@ -327,8 +389,11 @@ impl<'a> Planner<'a> {
 
     /// Places new replicas on the best pools with room until `target` are placed.
     fn place_new(&mut self, ci: usize, target: u32) {
-        let ranked: Vec<usize> = self.states[ci].ranked.iter().map(|c| c.pool).collect();
-        for pool in ranked {
+        if self.placed(ci) >= target {
+            return;
+        }
+        let ranked = Rc::clone(&self.states[ci].ranked);
+        for &Candidate { pool, .. } in ranked.iter() {
             let placed = self.placed(ci);
             if placed >= target {
                 return;
@@ -340,19 +405,30 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Pools of `pools` that are eligible for `ci`, best first.
+    fn by_rank(&self, ci: usize, pools: impl Iterator<Item = usize>) -> Vec<usize> {
+        let rank_of = &self.states[ci].rank_of;
+        let mut eligible: Vec<usize> = pools.filter(|&p| rank_of[p] != u32::MAX).collect();
+        eligible.sort_by_key(|&p| rank_of[p]);
+        eligible
+    }
+
     /// Moves replicas from worse to better pools where that clearly pays.
     fn rebalance(&mut self, ci: usize) -> bool {
         let mut moved = false;
         let margin = self.input.options.stability_margin;
-        let ranked: Vec<(usize, f64)> = self.states[ci]
-            .ranked
-            .iter()
-            .map(|c| (c.pool, c.cost))
-            .collect();
-        // Worst pools give up replicas first; each replica moves at most once per plan.
-        for from_rank in (0..ranked.len()).rev() {
-            let (from, from_cost) = ranked[from_rank];
-            for &(to, to_cost) in ranked.iter().take(from_rank) {
+        let ranked = Rc::clone(&self.states[ci].ranked);
+        // Worst pools give up replicas first; each replica moves at most once per round.
+        let mut holding = self.by_rank(ci, self.states[ci].assigned.keys().copied());
+        holding.reverse();
+        for from in holding {
+            let from_rank = self.states[ci].rank_of[from] as usize;
+            let from_cost = ranked[from_rank].cost;
+            for &Candidate {
+                pool: to,
+                cost: to_cost,
+            } in ranked.iter().take(from_rank)
+            {
                 let have = self.states[ci].assigned.get(&from).copied().unwrap_or(0);
                 if have == 0 {
                     break;
@@ -366,8 +442,7 @@ impl<'a> Planner<'a> {
                 let mut n = have.min(self.room_for(ci, to).0);
                 if self.needs_spread(ci) && self.states[ci].assigned.len() == 2 && n == have {
                     // Moving everything would collapse a spread component into one pool.
-                    let to_has = self.states[ci].assigned.contains_key(&to);
-                    if to_has {
+                    if self.states[ci].assigned.contains_key(&to) {
                         n = n.saturating_sub(1);
                     }
                 }
@@ -434,11 +509,8 @@ impl<'a> Planner<'a> {
             .map(|c| c.pool)
             .partition(|&p| self.room_for(ci, p).0 == 0);
         if roomy.is_empty() {
-            let names: Vec<String> = full
-                .iter()
-                .map(|&p| self.input.pools[p].name.clone())
-                .collect();
-            return format!("{base}; better pools full: {}", list_names(&names));
+            let names = full.iter().map(|&p| self.input.pools[p].name.as_str());
+            return format!("{base}; better pools full: {}", list_names(names));
         }
         if self.needs_spread(ci) && state.assigned.len() == 2 {
             return format!("{base}; spread: min >= 2 keeps replicas in two pools");
@@ -451,6 +523,7 @@ impl<'a> Planner<'a> {
     }
 
     fn finish(self) -> Plan {
+        let mut ineligible_words: HashMap<usize, Vec<String>> = HashMap::new();
         let components = self
             .input
             .components
@@ -460,7 +533,9 @@ impl<'a> Planner<'a> {
                 let state = &self.states[ci];
                 let mut placements = Vec::new();
                 let mut cost = 0.0;
-                for (rank, candidate) in state.ranked.iter().enumerate() {
+                for pool in self.by_rank(ci, state.assigned.keys().copied()) {
+                    let rank = state.rank_of[pool] as usize;
+                    let candidate = &state.ranked[rank];
                     if let Some(&n) = state.assigned.get(&candidate.pool) {
                         let pool = &self.input.pools[candidate.pool];
                         cost += f64::from(n) * candidate.cost;
@@ -479,21 +554,28 @@ impl<'a> Planner<'a> {
                     if state.ranked.is_empty() {
                         reasons.push("no eligible pool".to_string());
                     }
-                    let mut shortfall: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                    for candidate in &state.ranked {
+                    let mut shortfall: BTreeMap<Blocked, Vec<&str>> = BTreeMap::new();
+                    for candidate in state.ranked.iter() {
                         if let (0, Some(why)) = self.room_for(ci, candidate.pool) {
                             shortfall
                                 .entry(why)
                                 .or_default()
-                                .push(self.input.pools[candidate.pool].name.clone());
+                                .push(&self.input.pools[candidate.pool].name);
                         }
                     }
-                    for (why, pools) in &shortfall {
-                        reasons.push(format!("{why}: {}", list_names(pools)));
+                    for (why, pools) in shortfall {
+                        reasons.push(format!(
+                            "{}: {}",
+                            self.blocked_reason(ci, why),
+                            list_names(pools)
+                        ));
                     }
-                    for (why, pools) in &state.ineligible {
-                        reasons.push(format!("{why}: {}", list_names(pools)));
-                    }
+                    // Ineligibility depends on the signature alone: put into words once per
+                    // signature, and only where it explains a shortfall.
+                    let words = ineligible_words
+                        .entry(state.signature)
+                        .or_insert_with(|| ineligibility_words(&self.input.pools, component));
+                    reasons.extend(words.iter().cloned());
                 }
                 ComponentPlan {
                     key: component.key.clone(),
@@ -510,102 +592,143 @@ impl<'a> Planner<'a> {
     }
 }
 
-fn list_names(names: &[String]) -> String {
-    let mut sorted: Vec<&String> = names.iter().collect();
-    sorted.sort();
+fn list_names<'n>(names: impl IntoIterator<Item = &'n str>) -> String {
+    let mut sorted: Vec<&str> = names.into_iter().collect();
+    sorted.sort_unstable();
     sorted.dedup();
-    let shown: Vec<&str> = sorted
-        .iter()
-        .take(NAMES_IN_REASON)
-        .map(|s| s.as_str())
-        .collect();
     let more = sorted.len().saturating_sub(NAMES_IN_REASON);
+    sorted.truncate(NAMES_IN_REASON);
     if more > 0 {
-        format!("{} and {more} more", shown.join(", "))
+        format!("{} and {more} more", sorted.join(", "))
     } else {
-        shown.join(", ")
+        sorted.join(", ")
     }
 }
 
-/// Why `pool` cannot take `component` at all, whatever its load; `None` if it can.
-pub fn ineligibility(pool: &PoolView, component: &ComponentRequest) -> Option<String> {
+/// Why a pool can never take a component, whatever its load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ineligible {
+    NotAllowed,
+    Residency,
+    ModelResidency,
+    ClassNotAdmitted,
+    BurstDisabled,
+    NotInBurstOrder,
+    NoGpus,
+    GpuType,
+    Unhealthy,
+}
+
+fn ineligibility_kind(pool: &PoolView, component: &ComponentRequest) -> Option<Ineligible> {
     if let Some(allowed) = &component.allowed_pools
         && !allowed.contains(&pool.name)
     {
-        return Some("not in the component's pools list".to_string());
+        return Some(Ineligible::NotAllowed);
     }
     // Residency first and unconditionally: no other input can make this placement legal.
     if !component.data_class.may_reside_in(pool.cloud) {
-        return Some(format!(
-            "residency: {} data never runs on a public pool",
-            component.data_class
-        ));
+        return Some(Ineligible::Residency);
     }
     if !component.model_data_class.may_reside_in(pool.cloud) {
-        return Some("residency: the model is shared with a sensitive component, so it never goes to a public store".to_string());
+        return Some(Ineligible::ModelResidency);
     }
     if !pool.admits.contains(&component.data_class) {
-        return Some(format!("pool does not admit {} data", component.data_class));
+        return Some(Ineligible::ClassNotAdmitted);
     }
     if pool.cloud == Cloud::Public {
         if !component.burst.enabled {
-            return Some("bursting to public pools is disabled".to_string());
+            return Some(Ineligible::BurstDisabled);
         }
         if !component.burst.order.is_empty() && !component.burst.order.contains(&pool.name) {
-            return Some("not in the policy's burst pools".to_string());
+            return Some(Ineligible::NotInBurstOrder);
         }
     }
     if component.per_replica.gpus > 0 {
         match (&pool.gpu_type, &component.gpu_type) {
-            (None, _) => return Some("no GPUs".to_string()),
-            (Some(have), Some(want)) if have != want => {
-                return Some(format!("GPU type is not {want}"));
-            }
+            (None, _) => return Some(Ineligible::NoGpus),
+            (Some(have), Some(want)) if have != want => return Some(Ineligible::GpuType),
             _ => {}
         }
     }
-    if let PoolHealth::Unhealthy(why) = &pool.health {
-        return Some(format!("unhealthy ({why})"));
+    if let PoolHealth::Unhealthy(_) = &pool.health {
+        return Some(Ineligible::Unhealthy);
     }
     None
 }
 
-/// Eligible pools best first, and the others grouped by reason.
-fn rank_pools(
-    pools: &[PoolView],
-    component: &ComponentRequest,
-) -> (Vec<Candidate>, BTreeMap<String, Vec<String>>) {
-    let mut ranked = Vec::new();
-    let mut ineligible: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (i, pool) in pools.iter().enumerate() {
-        match ineligibility(pool, component) {
-            Some(why) => ineligible.entry(why).or_default().push(pool.name.clone()),
-            None => ranked.push(Candidate {
-                pool: i,
-                cost: pool.price.per_replica_hour(&component.per_replica),
-            }),
+/// Why `pool` cannot take `component` at all, whatever its load; `None` if it can.
+pub fn ineligibility(pool: &PoolView, component: &ComponentRequest) -> Option<String> {
+    let kind = ineligibility_kind(pool, component)?;
+    Some(match kind {
+        Ineligible::NotAllowed => "not in the component's pools list".to_string(),
+        Ineligible::Residency => format!("residency: {} data never runs on a public pool", component.data_class),
+        Ineligible::ModelResidency => {
+            "residency: the model is shared with a sensitive component, so it never goes to a public store".to_string()
+        }
+        Ineligible::ClassNotAdmitted => format!("pool does not admit {} data", component.data_class),
+        Ineligible::BurstDisabled => "bursting to public pools is disabled".to_string(),
+        Ineligible::NotInBurstOrder => "not in the policy's burst pools".to_string(),
+        Ineligible::NoGpus => "no GPUs".to_string(),
+        Ineligible::GpuType => format!("GPU type is not {}", component.gpu_type.as_deref().unwrap_or_default()),
+        Ineligible::Unhealthy => match &pool.health {
+            PoolHealth::Unhealthy(why) => format!("unhealthy ({why})"),
+            PoolHealth::Healthy => "unhealthy".to_string(),
+        },
+    })
+}
+
+/// Why pools cannot take `component` at all, one line per reason listing the pools.
+fn ineligibility_words(pools: &[PoolView], component: &ComponentRequest) -> Vec<String> {
+    let mut grouped: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for pool in pools {
+        if let Some(why) = ineligibility(pool, component) {
+            grouped.entry(why).or_default().push(&pool.name);
         }
     }
-    let order_of = |pool: &PoolView| -> usize {
-        component
-            .burst
-            .order
-            .iter()
-            .position(|p| *p == pool.name)
-            .unwrap_or(usize::MAX)
-    };
+    grouped
+        .into_iter()
+        .map(|(why, names)| format!("{why}: {}", list_names(names)))
+        .collect()
+}
+
+/// Eligible pools, best first.
+fn rank_pools(
+    pools: &[PoolView],
+    pool_index: &HashMap<&str, usize>,
+    component: &ComponentRequest,
+) -> Vec<Candidate> {
+    // Position of each pool in the policy's burst order, looked up once rather than per comparison.
+    let mut burst_position = vec![usize::MAX; pools.len()];
+    for (position, name) in component.burst.order.iter().enumerate() {
+        if let Some(&i) = pool_index.get(name.as_str()) {
+            burst_position[i] = position;
+        }
+    }
     let cpu_only = component.per_replica.gpus == 0;
+    let mut ranked: Vec<(bool, usize, bool, Candidate)> = pools
+        .iter()
+        .enumerate()
+        .filter(|(_, pool)| ineligibility_kind(pool, component).is_none())
+        .map(|(i, pool)| {
+            let candidate = Candidate {
+                pool: i,
+                cost: pool.price.per_replica_hour(&component.per_replica),
+            };
+            // CPU-only components prefer pools without GPUs, so GPUs stay free for GPU work.
+            let wastes_gpus = cpu_only && pool.gpu_type.is_some();
+            (
+                pool.cloud == Cloud::Public,
+                burst_position[i],
+                wastes_gpus,
+                candidate,
+            )
+        })
+        .collect();
     ranked.sort_by(|a, b| {
-        let (pa, pb) = (&pools[a.pool], &pools[b.pool]);
-        let tier = |p: &PoolView| p.cloud == Cloud::Public;
-        // CPU-only components prefer pools without GPUs, so GPUs stay free for GPU work.
-        let wastes_gpus = |p: &PoolView| cpu_only && p.gpu_type.is_some();
-        tier(pa)
-            .cmp(&tier(pb))
-            .then_with(|| order_of(pa).cmp(&order_of(pb)))
-            .then_with(|| wastes_gpus(pa).cmp(&wastes_gpus(pb)))
-            .then_with(|| a.cost.total_cmp(&b.cost))
-            .then_with(|| pa.name.cmp(&pb.name))
+        (a.0, a.1, a.2)
+            .cmp(&(b.0, b.1, b.2))
+            .then_with(|| a.3.cost.total_cmp(&b.3.cost))
+            .then_with(|| pools[a.3.pool].name.cmp(&pools[b.3.pool].name))
     });
-    (ranked, ineligible)
+    ranked.into_iter().map(|(_, _, _, c)| c).collect()
 }

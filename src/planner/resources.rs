@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// What one replica requests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     pub gpus: u32,
@@ -35,8 +35,8 @@ impl Headroom {
                 }
             }
         };
-        if per_replica.gpus > 0 {
-            take(u64::from(self.gpus / per_replica.gpus), "gpu");
+        if let Some(n) = self.gpus.checked_div(per_replica.gpus) {
+            take(u64::from(n), "gpu");
         }
         if let (Some(free), true) = (self.cpu_milli, per_replica.cpu_milli > 0) {
             take(free / per_replica.cpu_milli, "cpu");
