@@ -5,5 +5,6 @@
 
 pub mod api;
 pub mod estate;
+pub mod operator;
 pub mod planner;
 pub mod report;

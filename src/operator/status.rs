@@ -1,0 +1,372 @@
+//! The status of a ModelDeployment from the plan and what the clusters report: pure, so that
+//! every condition is unit-tested and a reconcile that changes nothing writes nothing.
+
+use super::conditions::{Decided, merge};
+use crate::api::{
+    ArtifactsStatus, Cloud, ComponentStatus, DataClass, ModelDeploymentStatus, PlacementStatus,
+};
+use crate::planner::ComponentPlan;
+use k8s_openapi::jiff::Timestamp;
+
+/// A component's plan with the ready replicas observed per pool.
+pub struct Observed<'a> {
+    pub plan: &'a ComponentPlan,
+    /// Ready replicas per placed pool, in the order of `plan.placements`.
+    pub ready: Vec<u32>,
+}
+
+/// Whether the model is where the plan needs it.
+pub struct ArtifactsState {
+    pub ready: bool,
+    pub reason: String,
+    pub message: String,
+    pub status: Option<ArtifactsStatus>,
+}
+
+/// Everything status depends on.
+pub struct StatusInput<'a> {
+    pub generation: Option<i64>,
+    pub previous: Option<&'a ModelDeploymentStatus>,
+    pub components: Vec<Observed<'a>>,
+    /// Set when the spec is invalid: the deployment is `Stalled` until it changes.
+    pub invalid: Option<String>,
+    pub artifacts: Option<ArtifactsState>,
+    pub now: Timestamp,
+}
+
+pub fn deployment_status(input: StatusInput) -> ModelDeploymentStatus {
+    let previous_conditions = input
+        .previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    if let Some(message) = input.invalid {
+        let conditions = merge(
+            previous_conditions,
+            vec![
+                Decided::new("Ready", false, "InvalidSpec", message.clone()),
+                Decided::new(
+                    "Reconciling",
+                    false,
+                    "InvalidSpec",
+                    "waiting for the spec to change",
+                ),
+                Decided::new("Stalled", true, "InvalidSpec", message),
+            ],
+            input.generation,
+            input.now,
+        );
+        // Keep what was observed before: an invalid change must not hide running replicas.
+        let mut status = input.previous.cloned().unwrap_or_default();
+        status.conditions = conditions;
+        status.observed_generation = input.generation;
+        return status;
+    }
+
+    let mut components = Vec::new();
+    let (mut desired, mut ready, mut unplaced, mut public) = (0, 0, 0, 0);
+    let mut cost = 0.0;
+    let mut shortfalls = Vec::new();
+    let mut public_pools = Vec::new();
+    for observed in &input.components {
+        let plan = observed.plan;
+        let placements: Vec<PlacementStatus> = plan
+            .placements
+            .iter()
+            .zip(observed.ready.iter().copied().chain(std::iter::repeat(0)))
+            .map(|(p, r)| PlacementStatus {
+                pool: p.pool.clone(),
+                cloud: p.cloud,
+                replicas: p.replicas,
+                ready_replicas: r.min(p.replicas),
+                reason: p.reason.clone(),
+            })
+            .collect();
+        let component_ready: u32 = placements.iter().map(|p| p.ready_replicas).sum();
+        for p in placements.iter().filter(|p| p.cloud == Cloud::Public) {
+            public += p.replicas;
+            public_pools.push(format!("{}={}", p.pool, p.replicas));
+        }
+        if plan.unplaced > 0 {
+            let residency = if plan.data_class == DataClass::Sensitive {
+                " (sensitive: private pools only)"
+            } else {
+                ""
+            };
+            shortfalls.push(format!(
+                "{}: {} of {} replicas unplaced{residency}: {}",
+                plan.key.component,
+                plan.unplaced,
+                plan.desired_replicas,
+                plan.reasons.join("; ")
+            ));
+        }
+        desired += plan.desired_replicas;
+        ready += component_ready;
+        unplaced += plan.unplaced;
+        cost += plan.cost_per_hour;
+        components.push(ComponentStatus {
+            name: plan.key.component.clone(),
+            desired_replicas: plan.desired_replicas,
+            ready_replicas: component_ready,
+            placements,
+            unplaced_replicas: plan.unplaced,
+            unplaced_reason: (plan.unplaced > 0).then(|| plan.reasons.join("; ")),
+        });
+    }
+
+    let artifacts_ready = input.artifacts.as_ref().is_none_or(|a| a.ready);
+    let all_ready = ready >= desired && unplaced == 0 && artifacts_ready;
+    let (ready_reason, ready_message) = if all_ready {
+        (
+            "Ready".to_string(),
+            format!("{ready}/{desired} replicas ready"),
+        )
+    } else if unplaced > 0 {
+        ("InsufficientCapacity".to_string(), shortfalls.join("; "))
+    } else if !artifacts_ready {
+        let a = input.artifacts.as_ref().expect("not ready implies present");
+        (a.reason.clone(), a.message.clone())
+    } else {
+        (
+            "Progressing".to_string(),
+            format!("{ready}/{desired} replicas ready"),
+        )
+    };
+    let mut decided = vec![
+        Decided::new(
+            "Ready",
+            all_ready,
+            ready_reason.clone(),
+            ready_message.clone(),
+        ),
+        Decided::new(
+            "Reconciling",
+            !all_ready,
+            if all_ready {
+                "Reconciled".to_string()
+            } else {
+                ready_reason
+            },
+            if all_ready {
+                "observed state matches the spec".to_string()
+            } else {
+                ready_message
+            },
+        ),
+        Decided::new("Stalled", false, "Valid", "the spec is valid"),
+        if unplaced == 0 {
+            Decided::new(
+                "Placed",
+                true,
+                "AllReplicasPlaced",
+                format!("{desired} replicas placed"),
+            )
+        } else {
+            Decided::new(
+                "Placed",
+                false,
+                "InsufficientCapacity",
+                shortfalls.join("; "),
+            )
+        },
+        if public > 0 {
+            Decided::new(
+                "Bursting",
+                true,
+                "PublicReplicas",
+                format!(
+                    "{public} replicas on public pools: {}",
+                    public_pools.join(", ")
+                ),
+            )
+        } else {
+            Decided::new(
+                "Bursting",
+                false,
+                "PrivateOnly",
+                "every replica runs on private pools",
+            )
+        },
+        if unplaced > 0 {
+            Decided::new(
+                "Degraded",
+                true,
+                "InsufficientCapacity",
+                shortfalls.join("; "),
+            )
+        } else {
+            Decided::new(
+                "Degraded",
+                false,
+                "AllReplicasPlaced",
+                "every desired replica has a pool",
+            )
+        },
+    ];
+    if let Some(a) = &input.artifacts {
+        decided.push(Decided::new(
+            "ArtifactsReady",
+            a.ready,
+            a.reason.clone(),
+            a.message.clone(),
+        ));
+    }
+    ModelDeploymentStatus {
+        observed_generation: input.generation,
+        conditions: merge(previous_conditions, decided, input.generation, input.now),
+        ready_replicas: ready,
+        desired_replicas: desired,
+        // Rounded to cents: a float that wobbles in the last digit would rewrite status forever.
+        cost_per_hour: (cost * 100.0).round() / 100.0,
+        components,
+        artifacts: input.artifacts.and_then(|a| a.status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::{ComponentKey, Placement};
+
+    fn plan(class: DataClass, placements: &[(&str, Cloud, u32)], unplaced: u32) -> ComponentPlan {
+        let placed: u32 = placements.iter().map(|p| p.2).sum();
+        ComponentPlan {
+            key: ComponentKey {
+                namespace: "shop".into(),
+                deployment: "md".into(),
+                component: "ranker".into(),
+            },
+            data_class: class,
+            desired_replicas: placed + unplaced,
+            placements: placements
+                .iter()
+                .map(|(pool, cloud, n)| Placement {
+                    pool: pool.to_string(),
+                    cloud: *cloud,
+                    replicas: *n,
+                    reason: "r".into(),
+                })
+                .collect(),
+            unplaced,
+            reasons: if unplaced > 0 {
+                vec!["full (gpu): dc1".into()]
+            } else {
+                vec![]
+            },
+            cost_per_hour: 1.234,
+        }
+    }
+
+    fn condition<'a>(
+        status: &'a ModelDeploymentStatus,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-28T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn ready_when_every_placed_replica_is_ready() {
+        let p = plan(
+            DataClass::Internal,
+            &[("dc1", Cloud::Private, 2), ("aws", Cloud::Public, 1)],
+            0,
+        );
+        let status = deployment_status(StatusInput {
+            generation: Some(3),
+            previous: None,
+            components: vec![Observed {
+                plan: &p,
+                ready: vec![2, 1],
+            }],
+            invalid: None,
+            artifacts: None,
+            now: now(),
+        });
+        assert_eq!(condition(&status, "Ready").status, "True");
+        assert_eq!(condition(&status, "Reconciling").status, "False");
+        assert_eq!(condition(&status, "Bursting").status, "True");
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.cost_per_hour, 1.23);
+        assert_eq!(status.components[0].placements[1].ready_replicas, 1);
+    }
+
+    #[test]
+    fn sensitive_shortage_is_degraded_not_ready() {
+        let p = plan(DataClass::Sensitive, &[("dc1", Cloud::Private, 2)], 3);
+        let status = deployment_status(StatusInput {
+            generation: Some(1),
+            previous: None,
+            components: vec![Observed {
+                plan: &p,
+                ready: vec![2],
+            }],
+            invalid: None,
+            artifacts: None,
+            now: now(),
+        });
+        assert_eq!(condition(&status, "Ready").status, "False");
+        assert_eq!(condition(&status, "Degraded").status, "True");
+        assert!(
+            condition(&status, "Degraded")
+                .message
+                .contains("sensitive: private pools only")
+        );
+        assert_eq!(condition(&status, "Bursting").status, "False");
+        assert_eq!(status.components[0].unplaced_replicas, 3);
+    }
+
+    #[test]
+    fn invalid_spec_stalls_and_keeps_what_was_observed() {
+        let p = plan(DataClass::Internal, &[("dc1", Cloud::Private, 2)], 0);
+        let before = deployment_status(StatusInput {
+            generation: Some(1),
+            previous: None,
+            components: vec![Observed {
+                plan: &p,
+                ready: vec![2],
+            }],
+            invalid: None,
+            artifacts: None,
+            now: now(),
+        });
+        let after = deployment_status(StatusInput {
+            generation: Some(2),
+            previous: Some(&before),
+            components: vec![],
+            invalid: Some("spec.components[0].burstPolicy: unknown BurstPolicy \"x\"".into()),
+            artifacts: None,
+            now: now(),
+        });
+        assert_eq!(condition(&after, "Stalled").status, "True");
+        assert_eq!(condition(&after, "Ready").status, "False");
+        assert_eq!(after.ready_replicas, 2);
+        assert_eq!(after.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn artifacts_not_ready_blocks_ready() {
+        let p = plan(DataClass::Internal, &[("dc1", Cloud::Private, 1)], 0);
+        let status = deployment_status(StatusInput {
+            generation: Some(1),
+            previous: None,
+            components: vec![Observed {
+                plan: &p,
+                ready: vec![1],
+            }],
+            invalid: None,
+            artifacts: Some(ArtifactsState {
+                ready: false,
+                reason: "Syncing".into(),
+                message: "aws: 3/10 objects".into(),
+                status: None,
+            }),
+            now: now(),
+        });
+        assert_eq!(condition(&status, "Ready").reason, "Syncing");
+        assert_eq!(condition(&status, "ArtifactsReady").status, "False");
+    }
+}

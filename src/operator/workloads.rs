@@ -1,0 +1,412 @@
+//! Builds the Kubernetes objects for one placement: pure functions from the spec and the plan to
+//! the objects the operator applies with server-side apply.
+
+use super::names::{
+    ANNOTATION_DIGEST, ANNOTATION_VERSION, child_name, component_labels, placement_labels,
+};
+use crate::api::{Component, ComputePoolSpec, ModelDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+/// Where the model's verified copy for a pool lives, and how a pod fetches it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFetch {
+    /// Image with the `skybridge` binary (the operator's own image) for the init container.
+    pub image: String,
+    /// `s3://bucket/prefix` of the model in the pool's store.
+    pub uri: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: bool,
+    /// Expected `sha256:` digest; the init container fails closed on any other.
+    pub digest: Option<String>,
+    /// Secret in the target namespace with `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`.
+    pub credentials_secret: Option<String>,
+}
+
+/// One component's replicas in one pool.
+pub struct Placement<'a> {
+    pub deployment: &'a ModelDeployment,
+    pub component: &'a Component,
+    pub pool_name: &'a str,
+    pub pool: &'a ComputePoolSpec,
+    pub replicas: u32,
+    /// Namespace in the pool's cluster.
+    pub namespace: &'a str,
+    pub model: Option<&'a ModelFetch>,
+    /// Set for children in the operator's own cluster, so that garbage collection removes them.
+    pub owner: Option<OwnerReference>,
+}
+
+/// Mount point of the verified model in every serving container.
+pub const MODEL_DIR: &str = "/models";
+
+/// Name of the Deployment for one placement.
+pub fn deployment_name(deployment: &ModelDeployment, component: &str, pool: &str) -> String {
+    child_name(&[&deployment.name_any(), component, pool])
+}
+
+/// Name of the Service of one component in one cluster.
+pub fn service_name(deployment: &ModelDeployment, component: &str) -> String {
+    child_name(&[&deployment.name_any(), component])
+}
+
+pub fn build_deployment(p: &Placement) -> Deployment {
+    let md_namespace = p.deployment.namespace().unwrap_or_default();
+    let md_name = p.deployment.name_any();
+    let labels = placement_labels(&md_namespace, &md_name, &p.component.name, p.pool_name);
+    let mut annotations = BTreeMap::from([(
+        ANNOTATION_VERSION.to_string(),
+        p.deployment.spec.model.version.clone(),
+    )]);
+    if let Some(digest) = p.model.and_then(|m| m.digest.clone()) {
+        annotations.insert(ANNOTATION_DIGEST.to_string(), digest);
+    }
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels.clone()),
+            // The digest in the template rolls the pods when the model changes.
+            annotations: Some(annotations.clone()),
+            ..Default::default()
+        }),
+        spec: Some(pod_spec(p)),
+    };
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(deployment_name(
+                p.deployment,
+                &p.component.name,
+                p.pool_name,
+            )),
+            namespace: Some(p.namespace.to_string()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations),
+            owner_references: p.owner.clone().map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: DeploymentSpec {
+            replicas: Some(i32::try_from(p.replicas).unwrap_or(i32::MAX)),
+            selector: LabelSelector {
+                match_labels: Some(labels),
+                ..Default::default()
+            },
+            template,
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                // Never dip below the placed count while a new model rolls out.
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::String("25%".into())),
+                }),
+            }),
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+fn pod_spec(p: &Placement) -> PodSpec {
+    let component = p.component;
+    let mut requests = BTreeMap::from([
+        ("cpu".to_string(), Quantity(component.resources.cpu.clone())),
+        (
+            "memory".to_string(),
+            Quantity(component.resources.memory.clone()),
+        ),
+    ]);
+    let mut limits = BTreeMap::from([(
+        "memory".to_string(),
+        Quantity(component.resources.memory.clone()),
+    )]);
+    if let Some(gpu) = &component.resources.gpu {
+        requests.insert("nvidia.com/gpu".into(), Quantity(gpu.count.to_string()));
+        limits.insert("nvidia.com/gpu".into(), Quantity(gpu.count.to_string()));
+    }
+    let model_volume = VolumeMount {
+        name: "model".into(),
+        mount_path: MODEL_DIR.into(),
+        ..Default::default()
+    };
+    let serving = Container {
+        name: component.name.clone(),
+        image: Some(component.image.clone()),
+        args: (!component.args.is_empty()).then(|| component.args.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some("serving".into()),
+            container_port: i32::from(component.port),
+            ..Default::default()
+        }]),
+        env: Some(model_env(p)),
+        resources: Some(ResourceRequirements {
+            requests: Some(requests),
+            limits: Some(limits),
+            ..Default::default()
+        }),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(i32::from(component.port)),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            read_only: Some(true),
+            ..model_volume.clone()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let init_containers = p.model.map(|model| {
+        let mut args = vec![
+            "fetch-model".to_string(),
+            "--from".into(),
+            model.uri.clone(),
+            "--dest".into(),
+            MODEL_DIR.into(),
+        ];
+        if let Some(endpoint) = &model.endpoint {
+            args.extend(["--endpoint".into(), endpoint.clone()]);
+        }
+        if let Some(region) = &model.region {
+            args.extend(["--region".into(), region.clone()]);
+        }
+        if model.path_style {
+            args.push("--path-style".into());
+        }
+        if let Some(digest) = &model.digest {
+            args.extend(["--digest".into(), digest.clone()]);
+        }
+        vec![Container {
+            name: "fetch-model".into(),
+            image: Some(model.image.clone()),
+            args: Some(args),
+            env_from: model.credentials_secret.as_ref().map(|name| {
+                vec![EnvFromSource {
+                    secret_ref: Some(SecretEnvSource {
+                        name: name.clone(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }]
+            }),
+            volume_mounts: Some(vec![model_volume.clone()]),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    ..Default::default()
+                }),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+    });
+    PodSpec {
+        containers: vec![serving],
+        init_containers,
+        node_selector: (!p.pool.node_selector.is_empty()).then(|| p.pool.node_selector.clone()),
+        tolerations: (!p.pool.tolerations.is_empty()).then(|| p.pool.tolerations.clone()),
+        volumes: Some(vec![Volume {
+            name: "model".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }]),
+        security_context: Some(PodSecurityContext {
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn model_env(p: &Placement) -> Vec<EnvVar> {
+    let mut env = vec![
+        EnvVar {
+            name: "SKYBRIDGE_MODEL_DIR".into(),
+            value: Some(MODEL_DIR.into()),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "SKYBRIDGE_MODEL_VERSION".into(),
+            value: Some(p.deployment.spec.model.version.clone()),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "SKYBRIDGE_POOL".into(),
+            value: Some(p.pool_name.to_string()),
+            ..Default::default()
+        },
+    ];
+    if let Some(digest) = p.model.and_then(|m| m.digest.clone()) {
+        env.push(EnvVar {
+            name: "SKYBRIDGE_MODEL_DIGEST".into(),
+            value: Some(digest),
+            ..Default::default()
+        });
+    }
+    env
+}
+
+/// The Service of one component in one cluster: it selects the component's replicas of every
+/// pool in that cluster.
+pub fn build_service(
+    deployment: &ModelDeployment,
+    component: &Component,
+    namespace: &str,
+    owner: Option<OwnerReference>,
+) -> Service {
+    let md_namespace = deployment.namespace().unwrap_or_default();
+    let labels = component_labels(&md_namespace, &deployment.name_any(), &component.name);
+    Service {
+        metadata: ObjectMeta {
+            name: Some(service_name(deployment, &component.name)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels.clone()),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(labels),
+            ports: Some(vec![ServicePort {
+                name: Some("serving".into()),
+                port: i32::from(component.port),
+                target_port: Some(IntOrString::String("serving".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ComputePool, ModelDeployment};
+
+    fn fixtures() -> (ModelDeployment, ComputePool) {
+        let md: ModelDeployment = serde_yaml_ng::from_str(
+            r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: ctr-ranker, namespace: recsys, uid: "1234"}
+spec:
+  model: {source: {uri: "s3://shop-models/recsys/deepfm", pool: dc1-l4}, version: "2026.11.5"}
+  components:
+    - name: ranker
+      dataClass: internal
+      image: pytorch/torchserve:0.12.0-gpu
+      args: ["torchserve", "--foreground"]
+      resources: {gpu: {count: 1, type: nvidia-l4}, cpu: "4", memory: 16Gi}
+      replicas: {min: 2, max: 10}
+"#,
+        )
+        .unwrap();
+        let pool: ComputePool = serde_yaml_ng::from_str(
+            r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {name: aws-spot}
+spec:
+  cloud: public
+  provider: aws
+  region: eu-central-1
+  nodeSelector: {pool: spot}
+  tolerations: [{key: spot, operator: Exists, effect: NoSchedule}]
+  capacity: {gpu: {type: nvidia-l4, count: 8}}
+"#,
+        )
+        .unwrap();
+        (md, pool)
+    }
+
+    #[test]
+    fn deployment_carries_pool_scheduling_gpu_and_labels() {
+        let (md, pool) = fixtures();
+        let fetch = ModelFetch {
+            image: "ghcr.io/skybridge/skybridge:0.1.0".into(),
+            uri: "s3://shop-models-euc1/recsys/deepfm".into(),
+            endpoint: None,
+            region: Some("eu-central-1".into()),
+            path_style: false,
+            digest: Some("sha256:abc".into()),
+            credentials_secret: Some("skybridge-store-aws-spot".into()),
+        };
+        let built = build_deployment(&Placement {
+            deployment: &md,
+            component: &md.spec.components[0],
+            pool_name: "aws-spot",
+            pool: &pool.spec,
+            replicas: 3,
+            namespace: "shop-burst",
+            model: Some(&fetch),
+            owner: None,
+        });
+        assert_eq!(
+            built.metadata.name.as_deref(),
+            Some("ctr-ranker-ranker-aws-spot")
+        );
+        assert_eq!(built.metadata.namespace.as_deref(), Some("shop-burst"));
+        let labels = built.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "skybridge");
+        assert_eq!(labels["skybridge.io/pool"], "aws-spot");
+        let spec = built.spec;
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["pool"], "spot");
+        assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("spot"));
+        let limits = pod.containers[0]
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .as_ref()
+            .unwrap();
+        assert_eq!(limits["nvidia.com/gpu"].0, "1");
+        let init = &pod.init_containers.unwrap()[0];
+        let args = init.args.as_ref().unwrap();
+        assert!(args.windows(2).any(|w| w == ["--digest", "sha256:abc"]));
+        assert_eq!(
+            init.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn service_selects_every_pool_of_the_component() {
+        let (md, _) = fixtures();
+        let svc = build_service(&md, &md.spec.components[0], "recsys", None);
+        let selector = svc.spec.unwrap().selector.unwrap();
+        assert!(!selector.contains_key("skybridge.io/pool"));
+        assert_eq!(selector["skybridge.io/component"], "ranker");
+    }
+}
