@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod demand;
 pub mod estate;
 pub mod operator;
 pub mod planner;

@@ -1,7 +1,17 @@
 //! The operator: controllers at the edges that fetch state, call the pure planner and burst
 //! controller, apply the result with server-side apply, and write status.
 
+pub mod clusters;
 pub mod conditions;
+pub mod context;
+pub mod demand;
+pub mod deployment_controller;
+pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod names;
+pub mod planning;
+pub mod pool_controller;
+pub mod runtime;
 pub mod status;
 pub mod workloads;

@@ -1,0 +1,142 @@
+//! `skybridge run`: the operator.
+
+use clap::{Args, ValueEnum};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use skybridge::operator::runtime::{RunConfig, run as run_operator};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Namespace the operator runs in: its Lease, and the default namespace of kubeconfig and
+    /// store-credential Secrets.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "skybridge-system")]
+    namespace: String,
+    /// Identity in leader election; unique per replica.
+    #[arg(long, env = "POD_NAME", default_value = "skybridge-local")]
+    identity: String,
+    /// Run leader election on a Lease so that only one replica writes; disable for a single
+    /// replica run by hand.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "skybridge-leader")]
+    lease_name: String,
+    /// Seconds a leader holds the Lease without renewing; a standby takes over after that.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+    /// Address of the `/metrics`, `/readyz` and `/livez` server.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    probe_addr: SocketAddr,
+    /// Seconds between probes of each pool and between re-plans without other triggers.
+    #[arg(long, default_value_t = 15)]
+    period_seconds: u64,
+    /// Image with this binary, for the `fetch-model` init container of every serving pod.
+    #[arg(
+        long,
+        env = "SKYBRIDGE_IMAGE",
+        default_value = "ghcr.io/skybridge-io/skybridge:latest"
+    )]
+    image: String,
+    /// Most requests per second to any one cluster.
+    #[arg(long, default_value_t = 50)]
+    cluster_qps: u32,
+    /// Kubeconfig of the cluster the operator runs in; default: in-cluster, then $KUBECONFIG.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig.
+    #[arg(long)]
+    context: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn main(args: RunArgs) -> anyhow::Result<()> {
+    let client = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)?;
+            let options = KubeConfigOptions {
+                context: args.context.clone(),
+                ..Default::default()
+            };
+            kube::Client::try_from(
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?,
+            )?
+        }
+        None => kube::Client::try_default().await?,
+    };
+    let config = RunConfig {
+        namespace: args.namespace,
+        identity: args.identity,
+        leader_election: args.leader_election,
+        lease_name: args.lease_name,
+        lease_seconds: args.lease_seconds,
+        probe_addr: args.probe_addr,
+        period: Duration::from_secs(args.period_seconds.max(1)),
+        image: args.image,
+        cluster_qps: args.cluster_qps.max(1),
+    };
+    run_operator(client, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

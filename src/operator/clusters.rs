@@ -1,0 +1,176 @@
+//! Clients for the clusters pools live in: the operator's own, plus one per kubeconfig Secret,
+//! cached and rebuilt when the Secret changes, each behind a request-rate limit.
+
+use super::error::{Error, Result};
+use crate::api::{ComputePool, SecretKeyRef};
+use k8s_openapi::api::core::v1::Secret;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, Semaphore};
+
+/// Key under which a kubeconfig Secret holds the kubeconfig when the reference names none.
+pub const DEFAULT_KUBECONFIG_KEY: &str = "kubeconfig";
+
+/// A client for one cluster, with the identity it was built from.
+#[derive(Clone)]
+pub struct ClusterClient {
+    /// `local`, or `namespace/secret@resourceVersion` of the kubeconfig Secret.
+    pub id: String,
+    pub client: Client,
+    limiter: Arc<RateLimiter>,
+}
+
+impl ClusterClient {
+    /// Waits for the cluster's rate limit, then hands out the client.
+    pub async fn client(&self) -> Client {
+        self.limiter.acquire().await;
+        self.client.clone()
+    }
+
+    /// Whether this is the operator's own cluster (children there get owner references).
+    pub fn is_local(&self) -> bool {
+        self.id == "local"
+    }
+}
+
+/// A token bucket refilled continuously: at most `per_second` requests a second, bursts up to
+/// one second's worth.
+struct RateLimiter {
+    tokens: Semaphore,
+    per_second: u32,
+}
+
+impl RateLimiter {
+    fn new(per_second: u32) -> Arc<Self> {
+        let limiter = Arc::new(Self {
+            tokens: Semaphore::new(per_second as usize),
+            per_second,
+        });
+        let weak = Arc::downgrade(&limiter);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while let Some(limiter) = weak.upgrade() {
+                let room = (limiter.per_second as usize)
+                    .saturating_sub(limiter.tokens.available_permits());
+                limiter
+                    .tokens
+                    .add_permits(room.min((limiter.per_second as usize).div_ceil(10)));
+                drop(limiter);
+                tick.tick().await;
+            }
+        });
+        limiter
+    }
+
+    async fn acquire(&self) {
+        if let Ok(permit) = self.tokens.acquire().await {
+            permit.forget();
+        }
+    }
+}
+
+/// Every cluster client the operator uses.
+pub struct Clusters {
+    local: ClusterClient,
+    operator_namespace: String,
+    per_second: u32,
+    remote: Mutex<HashMap<String, ClusterClient>>,
+}
+
+impl Clusters {
+    pub fn new(local: Client, operator_namespace: String, per_second: u32) -> Self {
+        Self {
+            local: ClusterClient {
+                id: "local".into(),
+                client: local,
+                limiter: RateLimiter::new(per_second),
+            },
+            operator_namespace,
+            per_second,
+            remote: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn local(&self) -> &ClusterClient {
+        &self.local
+    }
+
+    pub fn operator_namespace(&self) -> &str {
+        &self.operator_namespace
+    }
+
+    /// The client for `pool`'s cluster. A remote client is rebuilt when its Secret's
+    /// resourceVersion changes, so rotated credentials take effect without a restart.
+    pub async fn for_pool(&self, pool: &ComputePool) -> Result<ClusterClient> {
+        let Some(secret_ref) = pool
+            .spec
+            .cluster
+            .as_ref()
+            .and_then(|c| c.kubeconfig_secret_ref.as_ref())
+        else {
+            return Ok(self.local.clone());
+        };
+        let namespace = secret_ref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.operator_namespace.clone());
+        let secrets: Api<Secret> = Api::namespaced(self.local.client().await, &namespace);
+        let secret_name = format!("{namespace}/{}", secret_ref.name);
+        let secret = secrets
+            .get(&secret_ref.name)
+            .await
+            .map_err(|e| Error::Kubeconfig {
+                secret: secret_name.clone(),
+                message: e.to_string(),
+            })?;
+        let id = format!(
+            "{secret_name}@{}",
+            secret.resource_version().unwrap_or_default()
+        );
+        let mut remote = self.remote.lock().await;
+        if let Some(client) = remote.get(&secret_name).filter(|c| c.id == id) {
+            return Ok(client.clone());
+        }
+        let client = client_from_secret(&secret, secret_ref, &secret_name).await?;
+        let cluster = ClusterClient {
+            id,
+            client,
+            limiter: RateLimiter::new(self.per_second),
+        };
+        remote.insert(secret_name, cluster.clone());
+        Ok(cluster)
+    }
+}
+
+async fn client_from_secret(
+    secret: &Secret,
+    secret_ref: &SecretKeyRef,
+    name: &str,
+) -> Result<Client> {
+    let key = secret_ref.key.as_deref().unwrap_or(DEFAULT_KUBECONFIG_KEY);
+    let bad = |message: String| Error::Kubeconfig {
+        secret: name.to_string(),
+        message,
+    };
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| bad(format!("has no key {key:?}")))?;
+    let text =
+        std::str::from_utf8(&bytes.0).map_err(|e| bad(format!("key {key:?} is not UTF-8: {e}")))?;
+    let kubeconfig = Kubeconfig::from_yaml(text)
+        .map_err(|e| bad(format!("key {key:?} is not a kubeconfig: {e}")))?;
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    // A remote cluster that stops answering must fail fast, so its pool is marked unreachable
+    // and replicas move, instead of hanging a reconcile. Reads keep kube's long default, which
+    // watches need; callers bound single requests with their own timeouts.
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.write_timeout = Some(Duration::from_secs(30));
+    Client::try_from(config).map_err(|e| bad(e.to_string()))
+}

@@ -1,0 +1,127 @@
+//! What every reconcile shares: clients, caches, metrics, the event recorder and leadership.
+
+use super::clusters::Clusters;
+use super::metrics::Metrics;
+use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
+use crate::estate::Estate;
+use kube::ResourceExt;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Settings of one operator process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Image with the `skybridge` binary, for the `fetch-model` init container.
+    pub image: String,
+    /// How often pools are probed and deployments re-planned without other triggers.
+    pub period: Duration,
+}
+
+pub struct Context {
+    pub clusters: Clusters,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub pools: Store<ComputePool>,
+    pub policies: Store<BurstPolicy>,
+    pub deployments: Store<ModelDeployment>,
+    leader: watch::Receiver<bool>,
+    failures: Mutex<HashMap<String, u32>>,
+    heartbeat: Mutex<Instant>,
+}
+
+/// Name under which the operator reports Events.
+pub const REPORTER: &str = "skybridge";
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        clusters: Clusters,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        pools: Store<ComputePool>,
+        policies: Store<BurstPolicy>,
+        deployments: Store<ModelDeployment>,
+        leader: watch::Receiver<bool>,
+        instance: String,
+    ) -> Self {
+        let recorder = Recorder::new(
+            clusters.local().client.clone(),
+            Reporter {
+                controller: REPORTER.into(),
+                instance: Some(instance),
+            },
+        );
+        Self {
+            clusters,
+            metrics,
+            recorder,
+            settings,
+            pools,
+            policies,
+            deployments,
+            leader,
+            failures: Mutex::new(HashMap::new()),
+            heartbeat: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Only the leader writes; standbys keep their caches warm and wait.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// The estate as the caches see it now.
+    pub fn estate(&self) -> Estate {
+        let mut estate = Estate::default();
+        for pool in self.pools.state() {
+            estate.pools.insert(pool.name_any(), (*pool).clone());
+        }
+        for policy in self.policies.state() {
+            estate.policies.insert(policy.name_any(), (*policy).clone());
+        }
+        for md in self.deployments.state() {
+            estate.deployments.insert(
+                (md.namespace().unwrap_or_default(), md.name_any()),
+                (*md).clone(),
+            );
+        }
+        estate
+    }
+
+    /// Backoff for an object's next retry: 1 s doubling to 5 min, so a broken object neither
+    /// spins nor waits a flat five minutes after a transient fault.
+    pub fn backoff<K: kube::Resource<DynamicType = ()>>(&self, object: &K) -> Duration {
+        let key = ObjectRef::from_obj(object).to_string();
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key).or_insert(0);
+        *n = (*n + 1).min(9);
+        Duration::from_secs(1 << *n).min(Duration::from_secs(300))
+    }
+
+    /// Forgets an object's failures after it reconciled.
+    pub fn succeeded<K: kube::Resource<DynamicType = ()>>(&self, object: &K) {
+        let key = ObjectRef::from_obj(object).to_string();
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        self.beat();
+    }
+
+    /// Marks the control loop alive, for `/livez`.
+    pub fn beat(&self) {
+        *self.heartbeat.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    pub fn since_heartbeat(&self) -> Duration {
+        self.heartbeat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+}

@@ -1,0 +1,535 @@
+//! The ModelDeployment controller: fetch, validate, decide, plan, apply, sweep, report.
+//! Decisions are made by pure code (`estate::validate`, the burst controller, `planning`,
+//! `workloads`, `status`); this module only moves data between them and the clusters.
+
+use super::context::Context;
+use super::demand::DemandDecision;
+use super::error::{Error, Result};
+use super::metrics::{ControllerLabels, DeploymentLabels, ErrorLabels};
+use super::names::{LABEL_COMPONENT, LABEL_POOL, deployment_labels, selector};
+use super::planning::plan_deployment;
+use super::status::{Observed, StatusInput, deployment_status};
+use super::workloads::{self, Placement};
+use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
+use crate::estate::{ObjectRef as EstateRef, validate};
+use crate::planner::ComponentPlan;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, instrument, warn};
+
+/// Field manager of this controller's writes.
+pub const FIELD_MANAGER: &str = "skybridge.io/deployment-controller";
+/// Finalizer that removes children in remote clusters, which owner references cannot reach.
+pub const FINALIZER: &str = "skybridge.io/cleanup";
+
+#[instrument(skip(md, ctx), fields(namespace = md.namespace(), name = md.name_any()))]
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.is_leader() {
+        // A warm standby: caches stay current, writes wait for the lease.
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let started = Instant::now();
+    let namespace = md.namespace().unwrap_or_default();
+    let api: Api<ModelDeployment> =
+        Api::namespaced(ctx.clusters.local().client().await, &namespace);
+    let result = finalizer(&api, FINALIZER, md, |event| async {
+        match event {
+            Finalizer::Apply(md) => apply(&md, &ctx).await,
+            Finalizer::Cleanup(md) => cleanup(&md, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&ControllerLabels {
+            controller: "modeldeployment".into(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(namespace = md.namespace(), name = md.name_any(), %error, "reconcile failed");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "modeldeployment".into(),
+            kind: error.kind().into(),
+        })
+        .inc();
+    Action::requeue(ctx.backoff(md.as_ref()))
+}
+
+async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
+    let mut estate = ctx.estate();
+    let key = (md.namespace().unwrap_or_default(), md.name_any());
+    estate.deployments.insert(key, md.clone());
+
+    // Validate: what the schema could not check. An invalid object stalls until it changes.
+    let me = EstateRef::of(md);
+    let issues: Vec<String> = validate(&estate)
+        .into_iter()
+        .filter(|i| i.object == me)
+        .map(|i| format!("{}: {}", i.field, i.message))
+        .collect();
+    if !issues.is_empty() {
+        let message = issues.join("; ");
+        let status = deployment_status(StatusInput {
+            generation: md.metadata.generation,
+            previous: md.status.as_ref(),
+            components: Vec::new(),
+            invalid: Some(message.clone()),
+            artifacts: None,
+            now: now(),
+        });
+        if write_status(md, ctx, status).await? {
+            publish(
+                ctx,
+                md,
+                EventType::Warning,
+                "InvalidSpec",
+                "Validate",
+                &message,
+            )
+            .await;
+        }
+        ctx.succeeded(md);
+        return Ok(Action::await_change());
+    }
+
+    // Decide how many replicas each component wants, then where they go.
+    let decision = DemandDecision::decide(ctx, &estate, md).await;
+    let plans = plan_deployment(&estate, md, &decision.desired, &decision.hold_public);
+
+    // Apply the children, then remove those the plan no longer has.
+    let ready = apply_children(md, ctx, &estate.pools, &plans).await?;
+    sweep_orphans(md, ctx, &estate.pools, Some(&plans)).await?;
+
+    let observed: Vec<Observed> = plans
+        .iter()
+        .map(|plan| Observed {
+            plan,
+            ready: plan
+                .placements
+                .iter()
+                .map(|p| {
+                    ready
+                        .get(&(plan.key.component.clone(), p.pool.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .collect(),
+        })
+        .collect();
+    let status = deployment_status(StatusInput {
+        generation: md.metadata.generation,
+        previous: md.status.as_ref(),
+        components: observed,
+        invalid: None,
+        artifacts: None,
+        now: now(),
+    });
+    record_metrics(md, ctx, &status);
+    let events = placement_events(md.status.as_ref(), &status, &decision.notes);
+    if write_status(md, ctx, status).await? {
+        for (kind, reason, note) in events {
+            publish(ctx, md, kind, reason, "Reconcile", &note).await;
+        }
+    }
+    ctx.succeeded(md);
+    Ok(Action::requeue(
+        decision.next_check.min(ctx.settings.period),
+    ))
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+fn owner(md: &ModelDeployment) -> Option<OwnerReference> {
+    md.controller_owner_ref(&())
+}
+
+/// Server-side applies every Deployment and Service of the plan; returns the ready replicas per
+/// (component, pool). A pool whose cluster fails is skipped (its pool reconciler marks it
+/// unreachable, which moves the replicas); the error is returned after the others are applied.
+async fn apply_children(
+    md: &ModelDeployment,
+    ctx: &Context,
+    pools: &BTreeMap<String, ComputePool>,
+    plans: &[ComponentPlan],
+) -> Result<BTreeMap<(String, String), u32>> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut ready = BTreeMap::new();
+    let mut first_error = None;
+    let mut services: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (component, plan) in md.spec.components.iter().zip(plans) {
+        for placement in plan.placements.iter().filter(|p| p.replicas > 0) {
+            let Some(pool) = pools.get(&placement.pool) else {
+                continue;
+            };
+            let outcome = async {
+                let cluster = ctx.clusters.for_pool(pool).await?;
+                let namespace = target_namespace(md, pool);
+                let child = workloads::build_deployment(&Placement {
+                    deployment: md,
+                    component,
+                    pool_name: &placement.pool,
+                    pool: &pool.spec,
+                    replicas: placement.replicas,
+                    namespace: &namespace,
+                    model: None,
+                    owner: if cluster.is_local() { owner(md) } else { None },
+                });
+                let api: Api<Deployment> = Api::namespaced(cluster.client().await, &namespace);
+                let name = child.metadata.name.clone().unwrap_or_default();
+                let applied = api.patch(&name, &params, &Patch::Apply(&child)).await?;
+                if services.insert((
+                    cluster.id.clone(),
+                    namespace.clone(),
+                    component.name.clone(),
+                )) {
+                    let service = workloads::build_service(
+                        md,
+                        component,
+                        &namespace,
+                        if cluster.is_local() { owner(md) } else { None },
+                    );
+                    let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
+                    api.patch(
+                        &service.metadata.name.clone().unwrap_or_default(),
+                        &params,
+                        &Patch::Apply(&service),
+                    )
+                    .await?;
+                }
+                Ok::<_, Error>(
+                    applied
+                        .status
+                        .and_then(|s| s.ready_replicas)
+                        .unwrap_or(0)
+                        .max(0) as u32,
+                )
+            }
+            .await;
+            match outcome {
+                Ok(n) => {
+                    ready.insert((component.name.clone(), placement.pool.clone()), n);
+                }
+                Err(err) => {
+                    warn!(pool = placement.pool, %err, "applying to the pool's cluster failed");
+                    ctx.metrics
+                        .remote_errors
+                        .get_or_create(&super::metrics::PoolLabels {
+                            pool: placement.pool.clone(),
+                            cloud: pool.spec.cloud.to_string(),
+                        })
+                        .inc();
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(err) if ready.is_empty() && plans.iter().any(|p| p.placed() > 0) => Err(err),
+        _ => Ok(ready),
+    }
+}
+
+/// Namespace of a deployment's children in a pool's cluster.
+pub fn target_namespace(md: &ModelDeployment, pool: &ComputePool) -> String {
+    pool.spec
+        .cluster
+        .as_ref()
+        .and_then(|c| c.namespace.clone())
+        .unwrap_or_else(|| md.namespace().unwrap_or_default())
+}
+
+/// Deletes this deployment's children that the plan no longer has, in every pool's cluster;
+/// with no plan, all of them. Clusters that cannot be reached are retried on the next reconcile.
+async fn sweep_orphans(
+    md: &ModelDeployment,
+    ctx: &Context,
+    pools: &BTreeMap<String, ComputePool>,
+    plans: Option<&[ComponentPlan]>,
+) -> Result<()> {
+    let keep_deployments: BTreeSet<(String, String)> = plans
+        .into_iter()
+        .flatten()
+        .flat_map(|plan| {
+            plan.placements
+                .iter()
+                .filter(|p| p.replicas > 0)
+                .map(|p| (plan.key.component.clone(), p.pool.clone()))
+        })
+        .collect();
+    let labels = selector(&deployment_labels(
+        &md.namespace().unwrap_or_default(),
+        &md.name_any(),
+    ));
+    let mut seen_clusters = BTreeSet::new();
+    let mut first_error = None;
+    for pool in pools.values() {
+        let cluster = match ctx.clusters.for_pool(pool).await {
+            Ok(cluster) => cluster,
+            Err(err) => {
+                first_error.get_or_insert(err);
+                continue;
+            }
+        };
+        if !seen_clusters.insert(cluster.id.clone()) {
+            continue;
+        }
+        let result = async {
+            let deployments: Api<Deployment> = Api::all(cluster.client().await);
+            let listed = deployments
+                .list(&ListParams::default().labels(&labels))
+                .await?;
+            let mut components_left: BTreeSet<(String, String)> = BTreeSet::new();
+            for child in listed {
+                let component = child
+                    .labels()
+                    .get(LABEL_COMPONENT)
+                    .cloned()
+                    .unwrap_or_default();
+                let child_pool = child.labels().get(LABEL_POOL).cloned().unwrap_or_default();
+                let namespace = child.namespace().unwrap_or_default();
+                if keep_deployments.contains(&(component.clone(), child_pool.clone())) {
+                    components_left.insert((namespace, component));
+                    continue;
+                }
+                info!(
+                    child = child.name_any(),
+                    pool = child_pool,
+                    "deleting a workload the plan no longer has"
+                );
+                let api: Api<Deployment> = Api::namespaced(cluster.client().await, &namespace);
+                ignore_not_found(
+                    api.delete(&child.name_any(), &DeleteParams::background())
+                        .await,
+                )?;
+            }
+            let services: Api<Service> = Api::all(cluster.client().await);
+            for service in services
+                .list(&ListParams::default().labels(&labels))
+                .await?
+            {
+                let component = service
+                    .labels()
+                    .get(LABEL_COMPONENT)
+                    .cloned()
+                    .unwrap_or_default();
+                let namespace = service.namespace().unwrap_or_default();
+                if !components_left.contains(&(namespace.clone(), component)) {
+                    let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
+                    ignore_not_found(
+                        api.delete(&service.name_any(), &DeleteParams::background())
+                            .await,
+                    )?;
+                }
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(err) = result {
+            first_error.get_or_insert(err);
+        }
+    }
+    match first_error {
+        // Deleting a deployment must not finish while children may remain somewhere.
+        Some(err) if plans.is_none() => Err(err),
+        Some(err) => {
+            warn!(%err, "orphan sweep incomplete; retrying on the next reconcile");
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+fn ignore_not_found<T>(result: kube::Result<T>) -> kube::Result<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
+    let pools: BTreeMap<String, ComputePool> = ctx
+        .pools
+        .state()
+        .iter()
+        .map(|p| (p.name_any(), (**p).clone()))
+        .collect();
+    sweep_orphans(md, ctx, &pools, None).await?;
+    publish(
+        ctx,
+        md,
+        EventType::Normal,
+        "Deleted",
+        "Cleanup",
+        "removed every workload in every cluster",
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Writes status by server-side apply when it says something new; returns whether it wrote.
+async fn write_status(
+    md: &ModelDeployment,
+    ctx: &Context,
+    status: ModelDeploymentStatus,
+) -> Result<bool> {
+    if let Some(previous) = &md.status
+        && same_status(previous, &status)
+    {
+        return Ok(false);
+    }
+    let api: Api<ModelDeployment> = Api::namespaced(
+        ctx.clusters.local().client().await,
+        &md.namespace().unwrap_or_default(),
+    );
+    let patch = json!({
+        "apiVersion": ModelDeployment::api_version(&()),
+        "kind": ModelDeployment::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &md.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Equal but for condition times.
+fn same_status(a: &ModelDeploymentStatus, b: &ModelDeploymentStatus) -> bool {
+    super::conditions::same(&a.conditions, &b.conditions)
+        && a.observed_generation == b.observed_generation
+        && a.ready_replicas == b.ready_replicas
+        && a.desired_replicas == b.desired_replicas
+        && a.cost_per_hour == b.cost_per_hour
+        && a.components == b.components
+        && a.artifacts == b.artifacts
+}
+
+fn record_metrics(md: &ModelDeployment, ctx: &Context, status: &ModelDeploymentStatus) {
+    let labels = DeploymentLabels {
+        namespace: md.namespace().unwrap_or_default(),
+        name: md.name_any(),
+    };
+    let public: u32 = status
+        .components
+        .iter()
+        .flat_map(|c| &c.placements)
+        .filter(|p| p.cloud == Cloud::Public)
+        .map(|p| p.replicas)
+        .sum();
+    ctx.metrics
+        .bursting
+        .get_or_create(&labels)
+        .set(i64::from(public > 0));
+    ctx.metrics
+        .cost_per_hour
+        .get_or_create(&labels)
+        .set(status.cost_per_hour);
+}
+
+/// Events for what changed between two statuses: placements, bursts, shortfalls, decisions.
+fn placement_events(
+    before: Option<&ModelDeploymentStatus>,
+    after: &ModelDeploymentStatus,
+    notes: &[(EventType, &'static str, String)],
+) -> Vec<(EventType, &'static str, String)> {
+    let mut events = notes.to_vec();
+    let summary = |s: &ModelDeploymentStatus| -> Vec<String> {
+        s.components
+            .iter()
+            .flat_map(|c| {
+                c.placements
+                    .iter()
+                    .map(move |p| format!("{}@{}={}", c.name, p.pool, p.replicas))
+            })
+            .collect()
+    };
+    let before_summary = before.map(summary).unwrap_or_default();
+    let after_summary = summary(after);
+    if before_summary != after_summary {
+        events.push((
+            EventType::Normal,
+            "Placed",
+            format!("placement: {}", after_summary.join(", ")),
+        ));
+    }
+    let flag = |s: Option<&ModelDeploymentStatus>, t: &str| {
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == t))
+            .is_some_and(|c| c.status == "True")
+    };
+    match (flag(before, "Bursting"), flag(Some(after), "Bursting")) {
+        (false, true) => events.push((
+            EventType::Normal,
+            "BurstStarted",
+            condition_message(after, "Bursting"),
+        )),
+        (true, false) => events.push((
+            EventType::Normal,
+            "BurstEnded",
+            "every replica is back on private pools".into(),
+        )),
+        _ => {}
+    }
+    if !flag(before, "Degraded") && flag(Some(after), "Degraded") {
+        events.push((
+            EventType::Warning,
+            "Degraded",
+            condition_message(after, "Degraded"),
+        ));
+    }
+    events
+}
+
+fn condition_message(status: &ModelDeploymentStatus, type_: &str) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+async fn publish(
+    ctx: &Context,
+    md: &ModelDeployment,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        // The Events API caps notes at 1 kB.
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
+        warn!(%err, reason, "could not publish an Event");
+    }
+}

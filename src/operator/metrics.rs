@@ -1,0 +1,141 @@
+//! Prometheus metrics of the operator, served on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+    pub cloud: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeploymentLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub replicas: Family<PoolLabels, Gauge>,
+    pub pool_reachable: Family<PoolLabels, Gauge>,
+    pub bursting: Family<DeploymentLabels, Gauge>,
+    pub cost_per_hour: Family<DeploymentLabels, Gauge<f64, AtomicU64>>,
+    pub budget_exhausted: Family<PolicyLabels, Gauge>,
+    pub remote_errors: Family<PoolLabels, Counter>,
+    pub artifact_sync_failures: Family<PoolLabels, Counter>,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("skybridge");
+        let reconcile_duration =
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            });
+        let metrics = Self {
+            reconcile_duration,
+            reconcile_errors: Family::default(),
+            replicas: Family::default(),
+            pool_reachable: Family::default(),
+            bursting: Family::default(),
+            cost_per_hour: Family::default(),
+            budget_exhausted: Family::default(),
+            remote_errors: Family::default(),
+            artifact_sync_failures: Family::default(),
+            leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile",
+            metrics.reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error kind",
+            metrics.reconcile_errors.clone(),
+        );
+        registry.register(
+            "replicas",
+            "Replicas placed, by pool and cloud",
+            metrics.replicas.clone(),
+        );
+        registry.register(
+            "pool_reachable",
+            "1 when the pool's cluster answers",
+            metrics.pool_reachable.clone(),
+        );
+        registry.register(
+            "bursting",
+            "1 while a deployment has public replicas",
+            metrics.bursting.clone(),
+        );
+        registry.register(
+            "cost_per_hour",
+            "Hourly cost of a deployment's placed replicas",
+            metrics.cost_per_hour.clone(),
+        );
+        registry.register(
+            "budget_exhausted",
+            "1 while a policy's public budget binds",
+            metrics.budget_exhausted.clone(),
+        );
+        registry.register(
+            "remote_request_errors",
+            "Failed requests to a pool's cluster",
+            metrics.remote_errors.clone(),
+        );
+        registry.register(
+            "artifact_sync_failures",
+            "Failed model syncs to a pool's store",
+            metrics.artifact_sync_failures.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 on the replica holding the leader lease",
+            metrics.leader.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

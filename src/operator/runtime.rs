@@ -1,0 +1,220 @@
+//! Wires the operator together: clients, caches, leader election, controllers and probes.
+
+use super::clusters::Clusters;
+use super::context::{Context, Settings};
+use super::error::{Error, Result};
+use super::http::{Health, serve};
+use super::metrics::Metrics;
+use super::{deployment_controller, pool_controller};
+use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+/// Settings of `skybridge run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub namespace: String,
+    pub identity: String,
+    pub leader_election: bool,
+    pub lease_name: String,
+    pub lease_seconds: u64,
+    pub probe_addr: SocketAddr,
+    pub period: Duration,
+    pub image: String,
+    pub cluster_qps: u32,
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let leader = if config.leader_election {
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &config.lease_name)
+                .with_namespace(&config.namespace)
+                .with_identity(&config.identity)
+                .with_duration(config.lease_seconds)
+                .with_grace(config.lease_seconds.div_ceil(3).max(1))
+                .with_field_manager("skybridge.io/leader-election")
+                .build()
+                .await
+                .map_err(|e| Error::LeaderElection(e.to_string()))?;
+        let (rx, _task) = manager.watch().await;
+        rx
+    } else {
+        watch::channel(true).1
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let pools_api: Api<ComputePool> = Api::all(client.clone());
+    let policies_api: Api<BurstPolicy> = Api::all(client.clone());
+    let (pools, pools_writer) = reflector::store();
+    let (policies, policies_writer) = reflector::store();
+    tokio::spawn(
+        reflector::reflector(
+            pools_writer,
+            watcher(pools_api.clone(), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(|_| futures::future::ready(())),
+    );
+    tokio::spawn(
+        reflector::reflector(
+            policies_writer,
+            watcher(policies_api.clone(), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(|_| futures::future::ready(())),
+    );
+
+    let mds_api: Api<ModelDeployment> = Api::all(client.clone());
+    let md_controller = Controller::new(mds_api, watcher::Config::default().any_semantic());
+    let md_store = md_controller.store();
+    let clusters = Clusters::new(client.clone(), config.namespace.clone(), config.cluster_qps);
+    let ctx = Arc::new(Context::new(
+        clusters,
+        metrics.clone(),
+        Settings {
+            image: config.image.clone(),
+            period: config.period,
+        },
+        pools.clone(),
+        policies.clone(),
+        md_store.clone(),
+        leader.clone(),
+        config.identity.clone(),
+    ));
+
+    // Leadership as a metric, for dashboards and alerts.
+    {
+        let metrics = metrics.clone();
+        let mut leader = leader.clone();
+        tokio::spawn(async move {
+            loop {
+                let is_leader = *leader.borrow_and_update();
+                metrics.leader.set(i64::from(is_leader));
+                info!(is_leader, "leadership");
+                if leader.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    let health = Arc::new(Health {
+        context: ctx.clone(),
+        caches_synced: false.into(),
+        stall_after: config.period * 6,
+    });
+    {
+        let health = health.clone();
+        let (pools, policies, mds) = (pools.clone(), policies.clone(), md_store.clone());
+        tokio::spawn(async move {
+            let synced = pools.wait_until_ready().await.is_ok()
+                && policies.wait_until_ready().await.is_ok()
+                && mds.wait_until_ready().await.is_ok();
+            health.caches_synced.store(synced, Ordering::Relaxed);
+        });
+    }
+    // Standbys have no reconciles to beat the heart; the loop itself shows they are alive.
+    {
+        let ctx = ctx.clone();
+        let period = config.period;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                if !ctx.is_leader() {
+                    ctx.beat();
+                }
+            }
+        });
+    }
+    let probe_server = tokio::spawn(serve(config.probe_addr, health.clone(), stopped()));
+
+    let every_deployment = {
+        let store = md_store.clone();
+        move |_: ComputePool| {
+            store
+                .state()
+                .iter()
+                .map(|md| ObjectRef::from_obj(md.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let users_of_policy = {
+        let store = md_store.clone();
+        move |policy: BurstPolicy| {
+            let name = kube::ResourceExt::name_any(&policy);
+            store
+                .state()
+                .iter()
+                .filter(|md| {
+                    md.spec
+                        .components
+                        .iter()
+                        .any(|c| c.burst_policy.as_deref() == Some(name.as_str()))
+                })
+                .map(|md| ObjectRef::from_obj(md.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let md_run = md_controller
+        .watches(
+            pools_api.clone(),
+            watcher::Config::default(),
+            every_deployment,
+        )
+        .watches(policies_api, watcher::Config::default(), users_of_policy)
+        .owns(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=skybridge"),
+        )
+        .graceful_shutdown_on(stopped())
+        .run(
+            deployment_controller::reconcile,
+            deployment_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let pool_run = Controller::new(pools_api, watcher::Config::default())
+        .graceful_shutdown_on(stopped())
+        .run(
+            pool_controller::reconcile,
+            pool_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    info!(identity = config.identity, "skybridge operator started");
+    tokio::join!(md_run, pool_run);
+    match probe_server.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => {
+            error!(%err, "probe server failed");
+            Err(Error::ProbeServer(err.to_string()))
+        }
+        Err(err) => Err(Error::ProbeServer(err.to_string())),
+    }
+}
