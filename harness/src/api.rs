@@ -22,7 +22,7 @@ use crate::resources::ResourceType;
 use crate::selectors::{FieldSelector, LabelSelector, labels_of};
 use crate::store::{DeleteOpts, WriteOpts, now};
 use crate::watch::{self, WatchParams};
-use crate::{control, discovery};
+use crate::{control, discovery, openapi};
 
 /// Response body: whole documents or watch streams.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -201,7 +201,11 @@ async fn route(inner: &Arc<Inner>, req: Request<Incoming>, path: &str, q: &HashM
         }
         "/api" => return Ok(json_response(200, &discovery::core_versions(&format!("127.0.0.1:{}", inner.port)))),
         "/apis" => return Ok(json_response(200, &discovery::groups(&types))),
+        "/openapi/v3" => return Ok(json_response(200, &openapi::root(&types, inner.store.current_rv()))),
         _ => {}
+    }
+    if let Some(key) = trimmed.strip_prefix("/openapi/v3/") {
+        return openapi::group_version(&types, key).map(|d| json_response(200, &d)).ok_or_else(Error::no_route);
     }
     let segs: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {

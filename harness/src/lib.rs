@@ -26,6 +26,7 @@ mod error;
 mod faults;
 mod kubeconfig;
 mod kubelet;
+mod openapi;
 mod patch;
 mod resources;
 mod selectors;
