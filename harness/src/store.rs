@@ -139,7 +139,14 @@ fn same_content(a: &Value, b: &Value) -> bool {
         let mut v = v.clone();
         if let Some(m) = v["metadata"].as_object_mut() {
             m.remove("resourceVersion");
-            m.remove("managedFields");
+            // Ownership changes count, timestamps of managers do not (as on the real server).
+            if let Some(entries) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
+                for e in entries {
+                    if let Some(e) = e.as_object_mut() {
+                        e.remove("time");
+                    }
+                }
+            }
         }
         v
     };
@@ -492,7 +499,14 @@ impl State {
                     },
                     Scope::Status => {
                         let status = obj.get("status").cloned();
+                        let managed = obj["metadata"].get("managedFields").cloned();
                         obj = old.clone();
+                        match managed {
+                            Some(m) => obj["metadata"]["managedFields"] = m,
+                            None => {
+                                obj["metadata"].as_object_mut().expect("object").remove("managedFields");
+                            }
+                        }
                         match status {
                             Some(s) => obj["status"] = s,
                             None => {
