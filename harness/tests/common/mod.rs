@@ -31,21 +31,26 @@ pub struct Answer {
 
 /// One HTTP request; the body is parsed as JSON (Null if empty or not JSON).
 pub async fn http(method: &str, url: &str, content_type: Option<&str>, body: &str) -> Answer {
+    try_http(method, url, content_type, body).await.expect("HTTP request")
+}
+
+/// One HTTP request that may fail at the connection level.
+pub async fn try_http(method: &str, url: &str, content_type: Option<&str>, body: &str) -> Result<Answer, String> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = hyper::Request::builder().method(method).uri(url);
     if let Some(ct) = content_type {
         req = req.header("Content-Type", ct);
     }
     let req = req.body(Full::new(Bytes::from(body.to_string()))).expect("request");
-    let resp = client.request(req).await.expect("HTTP request");
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
     let code = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    Answer {
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Answer {
         code,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         headers,
-    }
+    })
 }
 
 /// Create from JSON, expecting success.
