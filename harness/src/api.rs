@@ -170,6 +170,14 @@ pub async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body>
 }
 
 async fn body_bytes(req: Request<Incoming>) -> Result<Bytes> {
+    // Only JSON and YAML bodies are understood; protobuf (what client-go's typed clients can
+    // send for built-in kinds) is refused as the real server refuses unknown media types.
+    let content_type = req.headers().get("Content-Type").and_then(|c| c.to_str().ok()).unwrap_or_default();
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(Error::unsupported_media(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+        )));
+    }
     Ok(req
         .into_body()
         .collect()
