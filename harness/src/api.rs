@@ -40,7 +40,8 @@ pub fn json_response(code: u16, v: &Value) -> Response<Body> {
 pub fn error_response(e: &Error) -> Response<Body> {
     let mut r = json_response(e.code(), &e.status());
     if e.code() == 429 {
-        r.headers_mut().insert("Retry-After", hyper::header::HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert("Retry-After", hyper::header::HeaderValue::from_static("1"));
     }
     r
 }
@@ -83,7 +84,8 @@ pub fn query(req_query: Option<&str>) -> HashMap<String, String> {
 }
 
 fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
-    q.get(k).is_some_and(|v| v == "true" || v == "1" || v.is_empty())
+    q.get(k)
+        .is_some_and(|v| v == "true" || v == "1" || v.is_empty())
 }
 
 /// A parsed resource path.
@@ -96,16 +98,27 @@ struct Target {
 
 /// `(group, version, rest)` of an API path, or None for non-resource paths.
 fn split_api_path(path: &str) -> Option<(String, String, Vec<String>)> {
-    let segs: Vec<String> = path.trim_matches('/').split('/').map(percent_decode).collect();
+    let segs: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
     match segs.first().map(String::as_str) {
-        Some("api") if segs.len() >= 3 => Some((String::new(), segs[1].clone(), segs[2..].to_vec())),
-        Some("apis") if segs.len() >= 4 => Some((segs[1].clone(), segs[2].clone(), segs[3..].to_vec())),
+        Some("api") if segs.len() >= 3 => {
+            Some((String::new(), segs[1].clone(), segs[2..].to_vec()))
+        }
+        Some("apis") if segs.len() >= 4 => {
+            Some((segs[1].clone(), segs[2].clone(), segs[3..].to_vec()))
+        }
         _ => None,
     }
 }
 
 fn resolve(inner: &Inner, group: &str, version: &str, rest: &[String]) -> Result<Target> {
-    let (ns, rest) = if rest.len() >= 3 && rest[0] == "namespaces" && !matches!(rest[2].as_str(), "status" | "finalize") {
+    let (ns, rest) = if rest.len() >= 3
+        && rest[0] == "namespaces"
+        && !matches!(rest[2].as_str(), "status" | "finalize")
+    {
         (Some(rest[1].clone()), &rest[2..])
     } else {
         (None, rest)
@@ -118,7 +131,11 @@ fn resolve(inner: &Inner, group: &str, version: &str, rest: &[String]) -> Result
         return Err(Error::no_route());
     }
     let sub = rest.get(2).cloned();
-    if rest.len() > 3 || sub.as_deref().is_some_and(|s| s != "status" || !rt.status_subresource) {
+    if rest.len() > 3
+        || sub
+            .as_deref()
+            .is_some_and(|s| s != "status" || !rt.status_subresource)
+    {
         return Err(Error::no_route());
     }
     Ok(Target {
@@ -132,7 +149,11 @@ fn resolve(inner: &Inner, group: &str, version: &str, rest: &[String]) -> Result
 /// The Kubernetes verb of a request (used by fault rules too).
 pub fn verb_of(method: &Method, path: &str, q: &HashMap<String, String>) -> &'static str {
     let named = split_api_path(path).is_some_and(|(_, _, rest)| {
-        let rest = if rest.len() >= 3 && rest[0] == "namespaces" { &rest[2..] } else { &rest[..] };
+        let rest = if rest.len() >= 3 && rest[0] == "namespaces" {
+            &rest[2..]
+        } else {
+            &rest[..]
+        };
         rest.len() >= 2
     });
     match *method {
@@ -156,7 +177,11 @@ pub async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body>
         return control::handle(inner, req, &path, &q).await;
     }
     let verb = verb_of(req.method(), &path, &q);
-    let decision = inner.faults.lock().unwrap_or_else(|e| e.into_inner()).decide(verb, &path);
+    let decision = inner
+        .faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .decide(verb, &path);
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
@@ -172,7 +197,11 @@ pub async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body>
 async fn body_bytes(req: Request<Incoming>) -> Result<Bytes> {
     // Only JSON and YAML bodies are understood; protobuf (what client-go's typed clients can
     // send for built-in kinds) is refused as the real server refuses unknown media types.
-    let content_type = req.headers().get("Content-Type").and_then(|c| c.to_str().ok()).unwrap_or_default();
+    let content_type = req
+        .headers()
+        .get("Content-Type")
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or_default();
     if content_type.contains("protobuf") || content_type.contains("cbor") {
         return Err(Error::unsupported_media(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
@@ -191,11 +220,17 @@ fn parse_body(bytes: &[u8]) -> Result<Value> {
         return Ok(Value::Null);
     }
     serde_json::from_slice(bytes).or_else(|_| {
-        serde_yaml_ng::from_slice(bytes).map_err(|e| Error::bad_request(format!("invalid body: {e}")))
+        serde_yaml_ng::from_slice(bytes)
+            .map_err(|e| Error::bad_request(format!("invalid body: {e}")))
     })
 }
 
-async fn route(inner: &Arc<Inner>, req: Request<Incoming>, path: &str, q: &HashMap<String, String>) -> Result<Response<Body>> {
+async fn route(
+    inner: &Arc<Inner>,
+    req: Request<Incoming>,
+    path: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>> {
     let types = inner.store.resource_types();
     let trimmed = path.trim_end_matches('/');
     match trimmed {
@@ -207,39 +242,71 @@ async fn route(inner: &Arc<Inner>, req: Request<Incoming>, path: &str, q: &HashM
                 .body(Full::new(Bytes::from_static(b"ok")).boxed())
                 .expect("valid response"));
         }
-        "/api" => return Ok(json_response(200, &discovery::core_versions(&format!("127.0.0.1:{}", inner.port)))),
+        "/api" => {
+            return Ok(json_response(
+                200,
+                &discovery::core_versions(&format!("127.0.0.1:{}", inner.port)),
+            ));
+        }
         "/apis" => return Ok(json_response(200, &discovery::groups(&types))),
-        "/openapi/v3" => return Ok(json_response(200, &openapi::root(&types, inner.store.current_rv()))),
+        "/openapi/v3" => {
+            return Ok(json_response(
+                200,
+                &openapi::root(&types, inner.store.current_rv()),
+            ));
+        }
         _ => {}
     }
     if let Some(key) = trimmed.strip_prefix("/openapi/v3/") {
-        return openapi::group_version(&types, key).map(|d| json_response(200, &d)).ok_or_else(Error::no_route);
+        return openapi::group_version(&types, key)
+            .map(|d| json_response(200, &d))
+            .ok_or_else(Error::no_route);
     }
     let segs: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
-        ["api", v] => return discovery::resources(&types, "", v).map(|d| json_response(200, &d)).ok_or_else(Error::no_route),
-        ["apis", g] => return discovery::group(&types, g).map(|d| json_response(200, &d)).ok_or_else(Error::no_route),
-        ["apis", g, v] => return discovery::resources(&types, g, v).map(|d| json_response(200, &d)).ok_or_else(Error::no_route),
+        ["api", v] => {
+            return discovery::resources(&types, "", v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(Error::no_route);
+        }
+        ["apis", g] => {
+            return discovery::group(&types, g)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(Error::no_route);
+        }
+        ["apis", g, v] => {
+            return discovery::resources(&types, g, v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(Error::no_route);
+        }
         _ => {}
     }
     let (group, version, rest) = split_api_path(trimmed).ok_or_else(Error::no_route)?;
     let t = resolve(inner, &group, &version, &rest)?;
-    let manager = q.get("fieldManager").cloned().filter(|m| !m.is_empty()).unwrap_or_else(|| {
-        req.headers()
-            .get("User-Agent")
-            .and_then(|u| u.to_str().ok())
-            .and_then(|u| u.split('/').next())
-            .filter(|u| !u.is_empty())
-            .unwrap_or("unknown")
-            .to_string()
-    });
+    let manager = q
+        .get("fieldManager")
+        .cloned()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| {
+            req.headers()
+                .get("User-Agent")
+                .and_then(|u| u.to_str().ok())
+                .and_then(|u| u.split('/').next())
+                .filter(|u| !u.is_empty())
+                .unwrap_or("unknown")
+                .to_string()
+        });
     let dry_run = q.get("dryRun").is_some_and(|v| v == "All");
     let opts = WriteOpts {
         manager,
         dry_run,
         internal: false,
     };
-    let scope = if t.sub.is_some() { Scope::Status } else { Scope::Main };
+    let scope = if t.sub.is_some() {
+        Scope::Status
+    } else {
+        Scope::Main
+    };
     let rt = t.rt.clone();
     let ns = t.ns.clone().unwrap_or_default();
     if rt.namespaced && t.ns.is_none() && !(req.method() == Method::GET && t.name.is_none()) {
@@ -272,7 +339,17 @@ async fn route(inner: &Arc<Inner>, req: Request<Incoming>, path: &str, q: &HashM
                 .trim()
                 .to_string();
             let body = parse_body(&body_bytes(req).await?)?;
-            patch_object(inner, &rt, &ns, &name, scope, &opts, &content_type, body, truthy(q, "force"))
+            patch_object(
+                inner,
+                &rt,
+                &ns,
+                &name,
+                scope,
+                &opts,
+                &content_type,
+                body,
+                truthy(q, "force"),
+            )
         }
         (Method::DELETE, Some(name)) => {
             let body = parse_body(&body_bytes(req).await?)?;
@@ -284,22 +361,39 @@ async fn route(inner: &Arc<Inner>, req: Request<Incoming>, path: &str, q: &HashM
         (Method::DELETE, None) => {
             let body = parse_body(&body_bytes(req).await?)?;
             let dopts = delete_opts(q, &body, dry_run);
-            let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or_default())?;
-            let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or_default(), !rt.custom)?;
+            let labels = LabelSelector::parse(
+                q.get("labelSelector")
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            )?;
+            let fields = FieldSelector::parse(
+                q.get("fieldSelector")
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+                !rt.custom,
+            )?;
             let (items, _) = inner.store.list(&rt, t.ns.as_deref());
             let mut deleted = Vec::new();
-            for item in items.iter().filter(|o| labels.matches(&labels_of(o)) && fields.matches(o)) {
+            for item in items
+                .iter()
+                .filter(|o| labels.matches(&labels_of(o)) && fields.matches(o))
+            {
                 let name = item["metadata"]["name"].as_str().unwrap_or_default();
                 let ins = item["metadata"]["namespace"].as_str().unwrap_or_default();
                 if let Ok(o) = inner.store.delete(&rt, ins, name, &dopts) {
                     deleted.push(o);
                 }
             }
-            Ok(json_response(200, &json!({
+            Ok(json_response(
+                200,
+                &json!({
                 "kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(),
-                "metadata": {"resourceVersion": inner.store.current_rv().to_string()}, "items": deleted})))
+                "metadata": {"resourceVersion": inner.store.current_rv().to_string()}, "items": deleted}),
+            ))
         }
-        (m, _) => Err(Error::method_not_allowed(format!("the server does not allow this method on the requested resource: {m}"))),
+        (m, _) => Err(Error::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource: {m}"
+        ))),
     }
 }
 
@@ -313,8 +407,13 @@ fn delete_opts(q: &HashMap<String, String>, body: &Value, dry_run: bool) -> Dele
                 Some(true) => Some("Orphan".into()),
                 _ => None,
             }),
-        dry_run: dry_run || body["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All")),
-        precondition_rv: body["preconditions"]["resourceVersion"].as_str().map(str::to_string),
+        dry_run: dry_run
+            || body["dryRun"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|x| x == "All")),
+        precondition_rv: body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
         precondition_uid: body["preconditions"]["uid"].as_str().map(str::to_string),
     }
 }
@@ -335,11 +434,16 @@ fn patch_object(
     let (obj, created) = match content_type {
         "application/apply-patch+yaml" | "application/apply-patch+json" => {
             if opts.manager.is_empty() || opts.manager == "unknown" {
-                return Err(Error::invalid("PatchOptions", "meta.k8s.io", "", vec![(
-                    "fieldManager".into(),
-                    "FieldValueRequired".into(),
-                    "fieldManager: Required value: is required for apply patch".into(),
-                )]));
+                return Err(Error::invalid(
+                    "PatchOptions",
+                    "meta.k8s.io",
+                    "",
+                    vec![(
+                        "fieldManager".into(),
+                        "FieldValueRequired".into(),
+                        "fieldManager: Required value: is required for apply patch".into(),
+                    )],
+                ));
             }
             if !body.is_object() {
                 return Err(Error::bad_request("apply configuration must be an object"));
@@ -355,30 +459,38 @@ fn patch_object(
             if rt.namespaced {
                 cfg["metadata"]["namespace"] = json!(ns);
             }
-            let precondition = cfg["metadata"]["resourceVersion"].as_str().map(str::to_string);
+            let precondition = cfg["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string);
             let manager = opts.manager.clone();
-            inner.store.modify(rt, ns, name, scope, opts, false, |live| {
-                if let (Some(rv), Some(live)) = (&precondition, live)
-                    && live["metadata"]["resourceVersion"].as_str() != Some(rv.as_str())
-                {
-                    return Err(Error::conflict(&rt.group, &rt.plural, name));
-                }
-                if live.is_none() && scope == Scope::Status {
-                    return Err(not_found());
-                }
-                apply::apply(rt, live, &cfg, &manager, force, scope, name, &now())
-            })?
+            inner
+                .store
+                .modify(rt, ns, name, scope, opts, false, |live| {
+                    if let (Some(rv), Some(live)) = (&precondition, live)
+                        && live["metadata"]["resourceVersion"].as_str() != Some(rv.as_str())
+                    {
+                        return Err(Error::conflict(&rt.group, &rt.plural, name));
+                    }
+                    if live.is_none() && scope == Scope::Status {
+                        return Err(not_found());
+                    }
+                    apply::apply(rt, live, &cfg, &manager, force, scope, name, &now())
+                })?
         }
-        "application/merge-patch+json" | "application/json-patch+json" | "application/strategic-merge-patch+json" => {
-            inner.store.modify(rt, ns, name, scope, opts, true, |live| {
-                let mut obj = live.cloned().ok_or_else(not_found)?;
-                match content_type {
-                    "application/merge-patch+json" => patch::merge_patch(&mut obj, &body),
-                    "application/json-patch+json" => patch::json_patch(&mut obj, &body)?,
-                    _ => patch::strategic_merge(rt, &mut obj, &body)?,
-                }
-                Ok(obj)
-            })?
+        "application/merge-patch+json"
+        | "application/json-patch+json"
+        | "application/strategic-merge-patch+json" => {
+            inner
+                .store
+                .modify(rt, ns, name, scope, opts, true, |live| {
+                    let mut obj = live.cloned().ok_or_else(not_found)?;
+                    match content_type {
+                        "application/merge-patch+json" => patch::merge_patch(&mut obj, &body),
+                        "application/json-patch+json" => patch::json_patch(&mut obj, &body)?,
+                        _ => patch::strategic_merge(rt, &mut obj, &body)?,
+                    }
+                    Ok(obj)
+                })?
         }
         other => {
             return Err(Error::unsupported_media(format!(
@@ -395,7 +507,8 @@ fn encode_continue(rv: u64, key: &str) -> String {
 }
 
 fn decode_continue(token: &str) -> Result<(u64, String)> {
-    let bad = || Error::bad_request("continue key is not valid: incorrect encoded start resourceVersion");
+    let bad =
+        || Error::bad_request("continue key is not valid: incorrect encoded start resourceVersion");
     let bytes: Vec<u8> = (0..token.len() / 2)
         .map(|i| u8::from_str_radix(token.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
         .collect::<std::result::Result<_, _>>()
@@ -415,8 +528,17 @@ fn item_key(o: &Value) -> String {
 
 fn list(inner: &Arc<Inner>, t: &Target, q: &HashMap<String, String>) -> Result<Response<Body>> {
     let rt = &t.rt;
-    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or_default())?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or_default(), !rt.custom)?;
+    let labels = LabelSelector::parse(
+        q.get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )?;
+    let fields = FieldSelector::parse(
+        q.get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+        !rt.custom,
+    )?;
     let (items, rv) = inner.store.list(rt, t.ns.as_deref());
     let mut items: Vec<Value> = items
         .into_iter()
@@ -436,7 +558,10 @@ fn list(inner: &Arc<Inner>, t: &Target, q: &HashMap<String, String>) -> Result<R
         items.retain(|o| item_key(o) > after);
     }
     let mut meta = json!({"resourceVersion": list_rv.to_string()});
-    if let Some(limit) = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0)
+    if let Some(limit) = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
         && items.len() > limit
     {
         let remaining = items.len() - limit;
@@ -444,19 +569,35 @@ fn list(inner: &Arc<Inner>, t: &Target, q: &HashMap<String, String>) -> Result<R
         meta["continue"] = json!(encode_continue(list_rv, &item_key(&items[limit - 1])));
         meta["remainingItemCount"] = json!(remaining);
     }
-    Ok(json_response(200, &json!({
-        "kind": format!("{}List", rt.kind),
-        "apiVersion": rt.api_version(),
-        "metadata": meta,
-        "items": items,
-    })))
+    Ok(json_response(
+        200,
+        &json!({
+            "kind": format!("{}List", rt.kind),
+            "apiVersion": rt.api_version(),
+            "metadata": meta,
+            "items": items,
+        }),
+    ))
 }
 
-fn watch_response(inner: &Arc<Inner>, t: &Target, q: &HashMap<String, String>) -> Result<Response<Body>> {
+fn watch_response(
+    inner: &Arc<Inner>,
+    t: &Target,
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>> {
     let params = WatchParams {
         namespace: t.ns.clone(),
-        labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or_default())?,
-        fields: FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or_default(), !t.rt.custom)?,
+        labels: LabelSelector::parse(
+            q.get("labelSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )?,
+        fields: FieldSelector::parse(
+            q.get("fieldSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+            !t.rt.custom,
+        )?,
         resource_version: q.get("resourceVersion").cloned(),
         bookmarks: truthy(q, "allowWatchBookmarks"),
         send_initial_events: q.get("sendInitialEvents").map(|v| v == "true"),

@@ -182,7 +182,7 @@ fn walk(rt: &ResourceType, v: &Value, path: FieldPath, out: &mut FieldSet) {
     }
 }
 
-fn find_item<'a>(list: &'a [Value], step: &Step) -> Option<usize> {
+fn find_item(list: &[Value], step: &Step) -> Option<usize> {
     match step {
         Step::Key(k) => {
             let key: Value = serde_json::from_str(k).ok()?;
@@ -194,10 +194,6 @@ fn find_item<'a>(list: &'a [Value], step: &Step) -> Option<usize> {
         Step::Index(i) => (*i < list.len()).then_some(*i),
         Step::Field(_) => None,
     }
-    .map(|i| {
-        let _: &'a Value = &list[i];
-        i
-    })
 }
 
 /// The value at a path, if present.
@@ -279,7 +275,9 @@ pub fn from_fields_v1(v: &Value) -> FieldSet {
                 out.insert(path.clone());
                 continue;
             }
-            let Some(step) = Step::decode(k) else { continue };
+            let Some(step) = Step::decode(k) else {
+                continue;
+            };
             let mut p = path.clone();
             p.push(step);
             if child.as_object().is_none_or(Map::is_empty) {
@@ -389,7 +387,9 @@ pub fn track_update(
     scope: Scope,
     now: &str,
 ) {
-    let old_mf = old.map(|o| o["metadata"]["managedFields"].clone()).unwrap_or(Value::Null);
+    let old_mf = old
+        .map(|o| o["metadata"]["managedFields"].clone())
+        .unwrap_or(Value::Null);
     let new_mf = new["metadata"]["managedFields"].clone();
     let mut entries = if !new_mf.is_null() && new_mf != old_mf {
         read_entries(new)
@@ -408,7 +408,8 @@ pub fn track_update(
         .collect();
     let removed: FieldSet = old_set.difference(&new_set).cloned().collect();
     for e in entries.iter_mut() {
-        e.fields.retain(|p| !changed.contains(p) && !removed.contains(p));
+        e.fields
+            .retain(|p| !changed.contains(p) && !removed.contains(p));
     }
     if !changed.is_empty() {
         let api_version = rt.api_version();
@@ -442,7 +443,10 @@ fn merge_apply(rt: &ResourceType, live: &mut Value, cfg: &Value, path: &mut Vec<
                         let items = lv.as_array_mut().expect("checked");
                         for ci in citems {
                             let key = key_of(ci, keys);
-                            match items.iter().position(|li| key.is_some() && key_of(li, keys) == key) {
+                            match items
+                                .iter()
+                                .position(|li| key.is_some() && key_of(li, keys) == key)
+                            {
                                 Some(i) => merge_apply(rt, &mut items[i], ci, path),
                                 None => items.push(ci.clone()),
                             }

@@ -142,7 +142,8 @@ impl Inner {
             .modify(&rt, "", &spec.name, Scope::Main, &opts, true, |live| {
                 let mut obj = obj;
                 if let Some(live) = live {
-                    obj["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
+                    obj["metadata"]["resourceVersion"] =
+                        live["metadata"]["resourceVersion"].clone();
                     // Keep heartbeat times of an unchanged node so re-adding it is a no-op.
                     obj["status"]["conditions"] = live["status"]["conditions"].clone();
                 }
@@ -158,7 +159,10 @@ impl Inner {
     }
 
     pub(crate) fn set_faults(&self, rules: Vec<FaultRule>, seed: Option<u64>) -> Result<()> {
-        self.faults.lock().unwrap_or_else(|e| e.into_inner()).set(rules, seed)
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(rules, seed)
     }
 
     pub(crate) fn close_watches(&self) {
@@ -171,14 +175,26 @@ impl Inner {
     }
 
     pub(crate) fn set_unreachable(&self) {
-        if let Some(task) = self.net.lock().unwrap_or_else(|e| e.into_inner()).accept.take() {
+        if let Some(task) = self
+            .net
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accept
+            .take()
+        {
             task.abort();
         }
         self.conn_kill.send_modify(|n| *n += 1);
     }
 
     pub(crate) async fn set_reachable(self: &Arc<Self>) -> Result<()> {
-        if self.net.lock().unwrap_or_else(|e| e.into_inner()).accept.is_some() {
+        if self
+            .net
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accept
+            .is_some()
+        {
             return Ok(());
         }
         // The aborted accept task drops its listener asynchronously; retry briefly.
@@ -202,7 +218,12 @@ impl Inner {
     fn shutdown(&self) {
         self.set_unreachable();
         self.close_watches();
-        if let Some(t) = self.kubelet_task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(t) = self
+            .kubelet_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             t.abort();
         }
     }
@@ -243,8 +264,13 @@ impl Cluster {
         for node in &config.nodes {
             inner.upsert_node(node)?;
         }
-        *inner.kubelet_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(kubelet::spawn(store, kubelet));
-        let task = server::spawn_accept(Arc::downgrade(&inner), listener, inner.conn_kill.subscribe());
+        *inner.kubelet_task.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(kubelet::spawn(store, kubelet));
+        let task = server::spawn_accept(
+            Arc::downgrade(&inner),
+            listener,
+            inner.conn_kill.subscribe(),
+        );
         inner.net.lock().unwrap_or_else(|e| e.into_inner()).accept = Some(task);
 
         let url = format!("http://127.0.0.1:{port}");
@@ -366,7 +392,11 @@ impl ClusterHandle {
 
     /// The fault rules still armed.
     pub fn faults(&self) -> Vec<FaultRule> {
-        self.inner.faults.lock().unwrap_or_else(|e| e.into_inner()).rules()
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rules()
     }
 
     /// End every open watch stream now (clients see the stream end and re-watch).

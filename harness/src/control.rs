@@ -27,14 +27,24 @@ use crate::faults::FaultRule;
 use crate::kubelet::NodeSpec;
 
 /// Handle one control request.
-pub async fn handle(inner: Arc<Inner>, req: Request<Incoming>, path: &str, q: &HashMap<String, String>) -> Response<Body> {
+pub async fn handle(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+    path: &str,
+    q: &HashMap<String, String>,
+) -> Response<Body> {
     match serve(inner, req, path, q).await {
         Ok(v) => json_response(200, &v),
         Err(e) => error_response(&e),
     }
 }
 
-async fn serve(inner: Arc<Inner>, req: Request<Incoming>, path: &str, q: &HashMap<String, String>) -> Result<Value> {
+async fn serve(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+    path: &str,
+    q: &HashMap<String, String>,
+) -> Result<Value> {
     let method = req.method().clone();
     let body = req
         .into_body()
@@ -58,10 +68,14 @@ async fn serve(inner: Arc<Inner>, req: Request<Incoming>, path: &str, q: &HashMa
             inner.remove_node(&p["/harness/nodes/".len()..])?;
             Ok(json!({"deleted": true}))
         }
-        (Method::GET, "/harness/faults") => Ok(json!({"rules": inner.faults.lock().unwrap_or_else(|e| e.into_inner()).rules()})),
+        (Method::GET, "/harness/faults") => {
+            Ok(json!({"rules": inner.faults.lock().unwrap_or_else(|e| e.into_inner()).rules()}))
+        }
         (Method::PUT | Method::POST, "/harness/faults") => {
-            let v: Value = serde_json::from_str(&text).map_err(|e| Error::bad_request(e.to_string()))?;
-            let rules: Vec<FaultRule> = serde_json::from_value(v["rules"].clone()).map_err(|e| Error::bad_request(e.to_string()))?;
+            let v: Value =
+                serde_json::from_str(&text).map_err(|e| Error::bad_request(e.to_string()))?;
+            let rules: Vec<FaultRule> = serde_json::from_value(v["rules"].clone())
+                .map_err(|e| Error::bad_request(e.to_string()))?;
             inner.set_faults(rules, v["seed"].as_u64())?;
             Ok(json!({"ok": true}))
         }

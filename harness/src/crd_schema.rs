@@ -23,7 +23,11 @@ pub fn admit(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, name: &str
             for e in errors.into_vec() {
                 let field = e.field_path.trim_start_matches('.').to_string();
                 let kind = type_name(lookup(obj, &field).unwrap_or(&Value::Null));
-                let shown = if field.is_empty() { "<nil>".to_string() } else { field.clone() };
+                let shown = if field.is_empty() {
+                    "<nil>".to_string()
+                } else {
+                    field.clone()
+                };
                 causes.push((
                     field,
                     "FieldValueInvalid".to_string(),
@@ -80,7 +84,9 @@ fn prune(schema: &Value, v: &mut Value, root: bool) {
                 if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                     continue;
                 }
-                let sub = props.and_then(|p| p.get(&k)).or(additional.is_object().then_some(additional));
+                let sub = props
+                    .and_then(|p| p.get(&k))
+                    .or(additional.is_object().then_some(additional));
                 match sub {
                     Some(sub) => {
                         let child = map.get_mut(&k).expect("key listed above");
@@ -122,8 +128,15 @@ fn join(path: &str, field: &str) -> String {
     }
 }
 
-fn validate(schema: &Value, v: &Value, path: &str, causes: &mut Vec<(String, String, String)>, root: bool) {
-    let mut push = |reason: &str, msg: String| causes.push((path.to_string(), reason.to_string(), msg));
+fn validate(
+    schema: &Value,
+    v: &Value,
+    path: &str,
+    causes: &mut Vec<(String, String, String)>,
+    root: bool,
+) {
+    let mut push =
+        |reason: &str, msg: String| causes.push((path.to_string(), reason.to_string(), msg));
     if v.is_null() {
         return;
     }
@@ -142,7 +155,9 @@ fn validate(schema: &Value, v: &Value, path: &str, causes: &mut Vec<(String, Str
             let actual = type_name(v);
             push(
                 "FieldValueTypeInvalid",
-                format!("{path}: Invalid value: \"{actual}\": {path} in body must be of type {t}: \"{actual}\""),
+                format!(
+                    "{path}: Invalid value: \"{actual}\": {path} in body must be of type {t}: \"{actual}\""
+                ),
             );
             return;
         }
@@ -153,22 +168,45 @@ fn validate(schema: &Value, v: &Value, path: &str, causes: &mut Vec<(String, Str
         let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
         push(
             "FieldValueNotSupported",
-            format!("{path}: Unsupported value: {v}: supported values: {}", list.join(", ")),
+            format!(
+                "{path}: Unsupported value: {v}: supported values: {}",
+                list.join(", ")
+            ),
         );
     }
     if let Some(x) = v.as_f64() {
         if let Some(min) = schema["minimum"].as_f64() {
             let exclusive = schema["exclusiveMinimum"] == true;
             if x < min || (exclusive && x == min) {
-                let rel = if exclusive { "greater than" } else { "greater than or equal to" };
-                push("FieldValueInvalid", format!("{path}: Invalid value: {v}: {path} in body should be {rel} {}", num(min)));
+                let rel = if exclusive {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                push(
+                    "FieldValueInvalid",
+                    format!(
+                        "{path}: Invalid value: {v}: {path} in body should be {rel} {}",
+                        num(min)
+                    ),
+                );
             }
         }
         if let Some(max) = schema["maximum"].as_f64() {
             let exclusive = schema["exclusiveMaximum"] == true;
             if x > max || (exclusive && x == max) {
-                let rel = if exclusive { "less than" } else { "less than or equal to" };
-                push("FieldValueInvalid", format!("{path}: Invalid value: {v}: {path} in body should be {rel} {}", num(max)));
+                let rel = if exclusive {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                push(
+                    "FieldValueInvalid",
+                    format!(
+                        "{path}: Invalid value: {v}: {path} in body should be {rel} {}",
+                        num(max)
+                    ),
+                );
             }
         }
     }
@@ -177,17 +215,28 @@ fn validate(schema: &Value, v: &Value, path: &str, causes: &mut Vec<(String, Str
         if let Some(min) = schema["minLength"].as_u64()
             && len < min
         {
-            push("FieldValueInvalid", format!("{path}: Invalid value: {v}: {path} in body should be at least {min} chars long"));
+            push(
+                "FieldValueInvalid",
+                format!(
+                    "{path}: Invalid value: {v}: {path} in body should be at least {min} chars long"
+                ),
+            );
         }
         if let Some(max) = schema["maxLength"].as_u64()
             && len > max
         {
-            push("FieldValueTooLong", format!("{path}: Too long: may not be more than {max} bytes"));
+            push(
+                "FieldValueTooLong",
+                format!("{path}: Too long: may not be more than {max} bytes"),
+            );
         }
         if let Some(pattern) = schema["pattern"].as_str()
             && regex::Regex::new(pattern).is_ok_and(|re| !re.is_match(s))
         {
-            push("FieldValueInvalid", format!("{path}: Invalid value: {v}: {path} in body should match '{pattern}'"));
+            push(
+                "FieldValueInvalid",
+                format!("{path}: Invalid value: {v}: {path} in body should match '{pattern}'"),
+            );
         }
     }
     match v {
@@ -196,22 +245,45 @@ fn validate(schema: &Value, v: &Value, path: &str, causes: &mut Vec<(String, Str
             if let Some(min) = schema["minItems"].as_u64()
                 && n < min
             {
-                push("FieldValueInvalid", format!("{path}: Invalid value: {n}: {path} in body should have at least {min} items"));
+                push(
+                    "FieldValueInvalid",
+                    format!(
+                        "{path}: Invalid value: {n}: {path} in body should have at least {min} items"
+                    ),
+                );
             }
             if let Some(max) = schema["maxItems"].as_u64()
                 && n > max
             {
-                push("FieldValueTooMany", format!("{path}: Too many: {n}: must have at most {max} items"));
+                push(
+                    "FieldValueTooMany",
+                    format!("{path}: Too many: {n}: must have at most {max} items"),
+                );
             }
             for (i, item) in items.iter().enumerate() {
-                validate(&schema["items"], item, &format!("{path}[{i}]"), causes, false);
+                validate(
+                    &schema["items"],
+                    item,
+                    &format!("{path}[{i}]"),
+                    causes,
+                    false,
+                );
             }
         }
         Value::Object(map) => {
-            for req in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            for req in schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
                 if map.get(req).is_none_or(Value::is_null) {
                     let p = join(path, req);
-                    causes.push((p.clone(), "FieldValueRequired".into(), format!("{p}: Required value")));
+                    causes.push((
+                        p.clone(),
+                        "FieldValueRequired".into(),
+                        format!("{p}: Required value"),
+                    ));
                 }
             }
             for (k, child) in map {
@@ -219,7 +291,11 @@ fn validate(schema: &Value, v: &Value, path: &str, causes: &mut Vec<(String, Str
                     continue;
                 }
                 let sub = &schema["properties"][k.as_str()];
-                let sub = if sub.is_null() { &schema["additionalProperties"] } else { sub };
+                let sub = if sub.is_null() {
+                    &schema["additionalProperties"]
+                } else {
+                    sub
+                };
                 if sub.is_object() {
                     validate(sub, child, &join(path, k), causes, false);
                 }

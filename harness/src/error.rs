@@ -120,9 +120,8 @@ impl Error {
         message: String,
         causes: Vec<Value>,
     ) -> Self {
-        Self::api(409, "Conflict", message).with_details(
-            json!({"name": name, "group": group, "kind": plural, "causes": causes}),
-        )
+        Self::api(409, "Conflict", message)
+            .with_details(json!({"name": name, "group": group, "kind": plural, "causes": causes}))
     }
 
     /// 400 BadRequest.
@@ -152,7 +151,12 @@ impl Error {
 
     /// 422 Invalid with field causes `(field, reason, message)`; the top-level message joins them
     /// as the API server does: `Kind.group "name" is invalid: [a: ..., b: ...]`.
-    pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<(String, String, String)>) -> Self {
+    pub fn invalid(
+        kind: &str,
+        group: &str,
+        name: &str,
+        causes: Vec<(String, String, String)>,
+    ) -> Self {
         let qualified_kind = if group.is_empty() {
             kind.to_string()
         } else {
@@ -194,7 +198,12 @@ impl Error {
                 message,
                 details,
             } => (*code, reason.clone(), message.clone(), details.clone()),
-            other => (other.code(), "InternalError".to_string(), other.to_string(), None),
+            other => (
+                other.code(),
+                "InternalError".to_string(),
+                other.to_string(),
+                None,
+            ),
         };
         let mut status = json!({
             "kind": "Status",

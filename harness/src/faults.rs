@@ -135,7 +135,10 @@ impl FaultRule {
     /// Validate the rule (regex compiles, fraction in range).
     pub fn check(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.fraction) {
-            return Err(Error::Config(format!("fraction {} not in [0, 1]", self.fraction)));
+            return Err(Error::Config(format!(
+                "fraction {} not in [0, 1]",
+                self.fraction
+            )));
         }
         if let Some(p) = &self.path {
             Regex::new(p).map_err(|e| Error::Config(format!("fault path regex: {e}")))?;
@@ -179,7 +182,12 @@ impl Faults {
         let mut compiled = Vec::new();
         for r in rules {
             r.check()?;
-            let re = r.path.as_deref().map(Regex::new).transpose().map_err(|e| Error::Config(e.to_string()))?;
+            let re = r
+                .path
+                .as_deref()
+                .map(Regex::new)
+                .transpose()
+                .map_err(|e| Error::Config(e.to_string()))?;
             compiled.push((r, re));
         }
         self.rules = compiled;
@@ -227,9 +235,15 @@ impl Faults {
 pub fn injected_error(status: u16) -> Error {
     let (reason, message) = match status {
         409 => ("Conflict", "injected fault: conflict"),
-        429 => ("TooManyRequests", "injected fault: too many requests, please try again later"),
+        429 => (
+            "TooManyRequests",
+            "injected fault: too many requests, please try again later",
+        ),
         500 => ("InternalError", "injected fault: internal error"),
-        503 => ("ServiceUnavailable", "injected fault: the server is currently unable to handle the request"),
+        503 => (
+            "ServiceUnavailable",
+            "injected fault: the server is currently unable to handle the request",
+        ),
         504 => ("Timeout", "injected fault: timeout"),
         _ => ("InternalError", "injected fault"),
     };
@@ -250,8 +264,11 @@ mod tests {
     fn seeded_fraction_is_deterministic_and_roughly_right() {
         let run = || {
             let mut f = Faults::new(7);
-            f.set(vec![FaultRule::status(503).fraction(0.3)], None).unwrap();
-            (0..1000).map(|_| f.decide("get", "/api/v1/pods").status.is_some()).collect::<Vec<_>>()
+            f.set(vec![FaultRule::status(503).fraction(0.3)], None)
+                .unwrap();
+            (0..1000)
+                .map(|_| f.decide("get", "/api/v1/pods").status.is_some())
+                .collect::<Vec<_>>()
         };
         let a = run();
         assert_eq!(a, run());

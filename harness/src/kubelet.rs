@@ -121,7 +121,9 @@ impl NodeSpec {
         let mut parts = s.split(',');
         let name = parts.next().unwrap_or_default().trim();
         if name.is_empty() || name.contains('=') {
-            return Err(Error::Config(format!("node spec must start with the node name: {s}")));
+            return Err(Error::Config(format!(
+                "node spec must start with the node name: {s}"
+            )));
         }
         let mut node = NodeSpec::new(name);
         for part in parts.map(str::trim).filter(|p| !p.is_empty()) {
@@ -142,13 +144,17 @@ impl NodeSpec {
             } else if let Some((k, v)) = part.split_once('=') {
                 match k {
                     "gpu" | "gpus" => {
-                        node.gpus = v.parse().map_err(|e| Error::Config(format!("gpu={v}: {e}")))?
+                        node.gpus = v
+                            .parse()
+                            .map_err(|e| Error::Config(format!("gpu={v}: {e}")))?
                     }
                     "gpu-type" => {
-                        node.labels.insert("nvidia.com/gpu.product".into(), v.into());
+                        node.labels
+                            .insert("nvidia.com/gpu.product".into(), v.into());
                     }
                     "cpu" | "memory" => {
-                        parse_quantity(v).ok_or_else(|| Error::Config(format!("bad quantity {v}")))?;
+                        parse_quantity(v)
+                            .ok_or_else(|| Error::Config(format!("bad quantity {v}")))?;
                         if k == "cpu" {
                             node.cpu = v.into()
                         } else {
@@ -251,7 +257,12 @@ struct Resources {
 
 impl Resources {
     fn from_map(m: &Value) -> Self {
-        let q = |k: &str| m[k].as_str().and_then(parse_quantity).or_else(|| m[k].as_f64()).unwrap_or(0.0);
+        let q = |k: &str| {
+            m[k].as_str()
+                .and_then(parse_quantity)
+                .or_else(|| m[k].as_f64())
+                .unwrap_or(0.0)
+        };
         Resources {
             cpu: q("cpu"),
             memory: q("memory"),
@@ -286,10 +297,14 @@ fn tolerates(tolerations: &[Value], taint: &Value) -> bool {
     tolerations.iter().any(|t| {
         let key = t["key"].as_str().unwrap_or_default();
         let op = t["operator"].as_str().unwrap_or("Equal");
-        let key_ok = (key.is_empty() && op == "Exists") || key == taint["key"].as_str().unwrap_or_default();
+        let key_ok =
+            (key.is_empty() && op == "Exists") || key == taint["key"].as_str().unwrap_or_default();
         let value_ok = op == "Exists"
-            || t["value"].as_str().unwrap_or_default() == taint["value"].as_str().unwrap_or_default();
-        let effect_ok = t["effect"].as_str().is_none_or(|e| e.is_empty() || e == effect);
+            || t["value"].as_str().unwrap_or_default()
+                == taint["value"].as_str().unwrap_or_default();
+        let effect_ok = t["effect"]
+            .as_str()
+            .is_none_or(|e| e.is_empty() || e == effect);
         key_ok && value_ok && effect_ok
     })
 }
@@ -310,7 +325,9 @@ fn pod_request(pod_spec: &Value) -> Resources {
 /// How many replicas of each Deployment (by uid) fit on the nodes now.
 fn placements(store: &Store) -> Vec<(Value, u32)> {
     let nodes_rt = store.resource("", "v1", "nodes").expect("built-in");
-    let deploy_rt = store.resource("apps", "v1", "deployments").expect("built-in");
+    let deploy_rt = store
+        .resource("apps", "v1", "deployments")
+        .expect("built-in");
     let mut nodes: Vec<Node> = store
         .list(&nodes_rt, None)
         .0
@@ -330,9 +347,18 @@ fn placements(store: &Store) -> Vec<(Value, u32)> {
         .collect();
     let order = |d: &Value| {
         (
-            d["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_string(),
-            d["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-            d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+            d["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            d["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         )
     };
     deployments.sort_by_key(order);
@@ -343,7 +369,11 @@ fn placements(store: &Store) -> Vec<(Value, u32)> {
         let req = pod_request(pod);
         let selector: BTreeMap<String, String> = pod["nodeSelector"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         let tolerations = pod["tolerations"].as_array().cloned().unwrap_or_default();
         let mut fit = 0;
@@ -396,7 +426,9 @@ fn condition(old: &Value, ty: &str, status: bool, reason: &str, message: String,
         .find(|c| c["type"] == ty)
         .cloned();
     let (transition, update) = match &prev {
-        Some(p) if p["status"] == status && p["reason"] == reason => (p["lastTransitionTime"].clone(), p["lastUpdateTime"].clone()),
+        Some(p) if p["status"] == status && p["reason"] == reason => {
+            (p["lastTransitionTime"].clone(), p["lastUpdateTime"].clone())
+        }
         Some(p) if p["status"] == status => (p["lastTransitionTime"].clone(), json!(t)),
         _ => (json!(t), json!(t)),
     };
@@ -440,13 +472,22 @@ fn status_for(d: &Value, desired: u32, ready: u32) -> Value {
 
 /// One pass: compute placements, advance readiness, write changed statuses. Returns when the
 /// next pending replica becomes ready.
-fn reconcile(store: &Store, tracks: &mut HashMap<String, Track>, delay: Duration) -> Option<Instant> {
-    let deploy_rt = store.resource("apps", "v1", "deployments").expect("built-in");
+fn reconcile(
+    store: &Store,
+    tracks: &mut HashMap<String, Track>,
+    delay: Duration,
+) -> Option<Instant> {
+    let deploy_rt = store
+        .resource("apps", "v1", "deployments")
+        .expect("built-in");
     let now_i = Instant::now();
     let mut next: Option<Instant> = None;
     let mut seen = Vec::new();
     for (d, fit) in placements(store) {
-        let uid = d["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let uid = d["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         seen.push(uid.clone());
         let desired = d["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
         let tr = tracks.entry(uid).or_insert(Track {
@@ -468,15 +509,25 @@ fn reconcile(store: &Store, tracks: &mut HashMap<String, Track>, delay: Duration
             }
         }
         let status = status_for(&d, desired, tr.ready);
-        let ns = d["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-        let name = d["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let ns = d["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = d["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let opts = WriteOpts {
             manager: "kube-controller-manager".into(),
             ..Default::default()
         };
         let _ = store.modify(&deploy_rt, &ns, &name, Scope::Status, &opts, true, |live| {
-            let mut obj = live.cloned().ok_or_else(|| Error::not_found("apps", "deployments", &name))?;
-            if obj["metadata"]["uid"] != d["metadata"]["uid"] || obj["metadata"]["generation"] != d["metadata"]["generation"] {
+            let mut obj = live
+                .cloned()
+                .ok_or_else(|| Error::not_found("apps", "deployments", &name))?;
+            if obj["metadata"]["uid"] != d["metadata"]["uid"]
+                || obj["metadata"]["generation"] != d["metadata"]["generation"]
+            {
                 // Changed since we looked; the change event triggers another pass.
                 return Err(Error::conflict("apps", "deployments", &name));
             }

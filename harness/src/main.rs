@@ -92,16 +92,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (c, spec) = split_cluster(f)?;
         let rule = FaultRule::parse(spec)?;
         if c == "*" {
-            configs.values_mut().for_each(|cfg| cfg.faults.push(rule.clone()));
+            configs
+                .values_mut()
+                .for_each(|cfg| cfg.faults.push(rule.clone()));
         } else {
-            configs.get_mut(c).ok_or_else(|| unknown(c))?.faults.push(rule);
+            configs
+                .get_mut(c)
+                .ok_or_else(|| unknown(c))?
+                .faults
+                .push(rule);
         }
     }
     let mut handles = Vec::new();
     for name in &args.clusters {
         let cfg = configs.remove(name).ok_or_else(|| unknown(name))?;
         let h = Cluster::start(cfg).await?;
-        println!("cluster {} {} {}", h.name(), h.url(), h.kubeconfig_path().display());
+        println!(
+            "cluster {} {} {}",
+            h.name(),
+            h.url(),
+            h.kubeconfig_path().display()
+        );
         handles.push(h);
     }
     std::io::stdout().flush()?;

@@ -24,7 +24,10 @@ pub fn root(types: &[Arc<ResourceType>], rv: u64) -> Value {
     let mut paths = serde_json::Map::new();
     for t in types {
         let key = gv_key(&t.group, &t.version);
-        paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={rv:016X}")}));
+        paths.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={rv:016X}")}),
+        );
     }
     json!({"paths": paths})
 }

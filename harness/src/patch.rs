@@ -46,7 +46,11 @@ pub fn list_type(rt: &ResourceType, path: &[String]) -> ListType {
             Some("map") => ListType::Map(
                 node["x-kubernetes-list-map-keys"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|k| k.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             ),
             _ if path == ["metadata", "finalizers"] => ListType::Set,
@@ -56,7 +60,11 @@ pub fn list_type(rt: &ResourceType, path: &[String]) -> ListType {
     let last = path.last().map(String::as_str).unwrap_or_default();
     let keys = |k: &[&str]| ListType::Map(k.iter().map(|s| s.to_string()).collect());
     match last {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
         | "imagePullSecrets" => keys(&["name"]),
         "ports" if path.iter().any(|p| p.ends_with("ontainers")) => keys(&["containerPort"]),
         "ports" => keys(&["port"]),
@@ -122,7 +130,10 @@ fn smp(rt: &ResourceType, orig: &mut Value, patch: &Value, path: &mut Vec<String
     }
     for (k, pv) in pm {
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(list), Some(del)) = (orig.get_mut(field).and_then(Value::as_array_mut), pv.as_array()) {
+            if let (Some(list), Some(del)) = (
+                orig.get_mut(field).and_then(Value::as_array_mut),
+                pv.as_array(),
+            ) {
                 list.retain(|v| !del.contains(v));
             }
             continue;
@@ -159,7 +170,8 @@ fn smp(rt: &ResourceType, orig: &mut Value, patch: &Value, path: &mut Vec<String
                         } else {
                             for p in pitems {
                                 let pos = items.iter().position(|o| same_key(o, p, keys));
-                                let delete = p.get("$patch").and_then(Value::as_str) == Some("delete");
+                                let delete =
+                                    p.get("$patch").and_then(Value::as_str) == Some("delete");
                                 match (pos, delete) {
                                     (Some(i), true) => {
                                         items.remove(i);
@@ -213,11 +225,11 @@ mod tests {
             {"name": "b", "image": "b:1"}
         ]}}}});
         let patch = json!({"spec": {"template": {"spec": {
-            "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
-            "containers": [
-                {"name": "a", "env": [{"name": "Y", "value": "2"}]},
-                {"name": "b", "$patch": "delete"}
-            ]}}}});
+        "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+        "containers": [
+            {"name": "a", "env": [{"name": "Y", "value": "2"}]},
+            {"name": "b", "$patch": "delete"}
+        ]}}}});
         strategic_merge(&deployments(), &mut obj, &patch).unwrap();
         assert_eq!(
             obj["spec"]["template"]["spec"]["containers"],

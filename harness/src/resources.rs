@@ -76,6 +76,7 @@ impl ResourceType {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn builtin(
     group: &str,
     version: &str,
@@ -104,16 +105,70 @@ fn builtin(
 /// The built-in kinds served by every cluster.
 pub fn builtins() -> Vec<ResourceType> {
     vec![
-        builtin("", "v1", "namespaces", "Namespace", false, &["ns"], &[], true),
+        builtin(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            false,
+            &["ns"],
+            &[],
+            true,
+        ),
         builtin("", "v1", "nodes", "Node", false, &["no"], &[], true),
         builtin("", "v1", "pods", "Pod", true, &["po"], &["all"], true),
         builtin("", "v1", "secrets", "Secret", true, &[], &[], false),
-        builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], &[], false),
-        builtin("", "v1", "services", "Service", true, &["svc"], &["all"], true),
+        builtin(
+            "",
+            "v1",
+            "configmaps",
+            "ConfigMap",
+            true,
+            &["cm"],
+            &[],
+            false,
+        ),
+        builtin(
+            "",
+            "v1",
+            "services",
+            "Service",
+            true,
+            &["svc"],
+            &["all"],
+            true,
+        ),
         builtin("", "v1", "events", "Event", true, &["ev"], &[], false),
-        builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], &[], false),
-        builtin("apps", "v1", "deployments", "Deployment", true, &["deploy"], &["all"], true),
-        builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], &[], false),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            &[],
+            false,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "deployments",
+            "Deployment",
+            true,
+            &["deploy"],
+            &["all"],
+            true,
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            &[],
+            &[],
+            false,
+        ),
         builtin(
             "apiextensions.k8s.io",
             "v1",
@@ -140,7 +195,11 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
         .unwrap_or_else(|| kind.to_lowercase());
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let namespaced = spec["scope"].as_str() != Some("Cluster");

@@ -80,9 +80,14 @@ impl LabelSelector {
                     set_values(&p[idx + 7..], p)?,
                 ));
             } else if let Some(idx) = p.find(" in ") {
-                reqs.push(LabelReq::In(p[..idx].trim().into(), set_values(&p[idx + 4..], p)?));
+                reqs.push(LabelReq::In(
+                    p[..idx].trim().into(),
+                    set_values(&p[idx + 4..], p)?,
+                ));
             } else if p.contains(['(', ')', ' ', '<', '>']) {
-                return Err(Error::bad_request(format!("unable to parse requirement: {p}")));
+                return Err(Error::bad_request(format!(
+                    "unable to parse requirement: {p}"
+                )));
             } else {
                 reqs.push(LabelReq::Exists(p.to_string()));
             }
@@ -170,7 +175,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -190,7 +198,11 @@ mod tests {
             ("app=web,tier in (cpu)", false),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&l), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&l),
+                want,
+                "{sel}"
+            );
         }
     }
 

@@ -80,6 +80,9 @@ pub struct DeleteOpts {
 
 type ObjKey = (String, String);
 
+/// Retained events after the start point, a receiver for later ones, the current version.
+pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64);
+
 struct State {
     rv: u64,
     types: BTreeMap<(String, String, String), Arc<ResourceType>>,
@@ -110,14 +113,22 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
 fn finalizers(obj: &Value) -> Vec<String> {
     obj["metadata"]["finalizers"]
         .as_array()
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {
     obj["metadata"]["ownerReferences"]
         .as_array()
-        .map(|a| a.iter().filter_map(|o| o["uid"].as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o["uid"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -158,7 +169,10 @@ impl Store {
     pub fn new(history_limit: usize, seed: u64) -> Self {
         let mut types = BTreeMap::new();
         for rt in resources::builtins() {
-            types.insert((rt.group.clone(), rt.version.clone(), rt.plural.clone()), Arc::new(rt));
+            types.insert(
+                (rt.group.clone(), rt.version.clone(), rt.plural.clone()),
+                Arc::new(rt),
+            );
         }
         let (events, _) = broadcast::channel(8192);
         let store = Store {
@@ -176,10 +190,15 @@ impl Store {
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let rt = store.resource("", "v1", "namespaces").expect("built-in");
             store
-                .create(&rt, "", json!({"metadata": {"name": ns}}), &WriteOpts {
-                    manager: "kube-apiserver".into(),
-                    ..Default::default()
-                })
+                .create(
+                    &rt,
+                    "",
+                    json!({"metadata": {"name": ns}}),
+                    &WriteOpts {
+                        manager: "kube-apiserver".into(),
+                        ..Default::default()
+                    },
+                )
                 .expect("fresh store");
         }
         store
@@ -242,17 +261,28 @@ impl Store {
     }
 
     /// Create an object (POST).
-    pub fn create(&self, rt: &ResourceType, ns: &str, mut obj: Value, opts: &WriteOpts) -> Result<Value> {
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+        opts: &WriteOpts,
+    ) -> Result<Value> {
         let mut st = self.lock();
         let mut name = meta_str(&obj, "name").to_string();
         if name.is_empty() {
             let prefix = meta_str(&obj, "generateName").to_string();
             if prefix.is_empty() {
-                return Err(Error::invalid(&rt.kind, &rt.group, "", vec![(
-                    "metadata.name".into(),
-                    "FieldValueRequired".into(),
-                    "metadata.name: Required value: name or generateName is required".into(),
-                )]));
+                return Err(Error::invalid(
+                    &rt.kind,
+                    &rt.group,
+                    "",
+                    vec![(
+                        "metadata.name".into(),
+                        "FieldValueRequired".into(),
+                        "metadata.name: Required value: name or generateName is required".into(),
+                    )],
+                ));
             }
             const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
             let suffix: String = (0..5)
@@ -290,11 +320,17 @@ impl Store {
         }
         let rv = meta_str(&obj, "resourceVersion");
         if rv.is_empty() && rt.custom {
-            return Err(Error::invalid(&rt.kind, &rt.group, name, vec![(
-                "metadata.resourceVersion".into(),
-                "FieldValueInvalid".into(),
-                "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update".into(),
-            )]));
+            return Err(Error::invalid(
+                &rt.kind,
+                &rt.group,
+                name,
+                vec![(
+                    "metadata.resourceVersion".into(),
+                    "FieldValueInvalid".into(),
+                    "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+                        .into(),
+                )],
+            ));
         }
         if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
             return Err(Error::conflict(&rt.group, &rt.plural, name));
@@ -332,7 +368,13 @@ impl Store {
 
     /// Delete an object: with finalizers it only gets a deletionTimestamp; otherwise it is
     /// removed and its dependents are garbage-collected according to the propagation policy.
-    pub fn delete(&self, rt: &ResourceType, ns: &str, name: &str, opts: &DeleteOpts) -> Result<Value> {
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<Value> {
         let mut st = self.lock();
         let obj = st
             .get(rt, ns, name)
@@ -359,10 +401,7 @@ impl Store {
     /// Subscribe to changes after `from` (None: from now). Returns the retained events after
     /// `from`, a receiver for later ones, and the current resourceVersion; 410 Expired if `from`
     /// is older than the retained history.
-    pub fn watch_from(
-        &self,
-        from: Option<u64>,
-    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64)> {
+    pub fn watch_from(&self, from: Option<u64>) -> Result<WatchStart> {
         let st = self.lock();
         let rx = self.events.subscribe();
         let replay = match from {
@@ -402,7 +441,14 @@ impl State {
             .cloned()
     }
 
-    fn emit(&mut self, store: &Store, kind: EventType, key: (String, String), object: Value, old: Option<Value>) {
+    fn emit(
+        &mut self,
+        store: &Store,
+        kind: EventType,
+        key: (String, String),
+        object: Value,
+        old: Option<Value>,
+    ) {
         let ev = Arc::new(Event {
             rv: self.rv,
             kind,
@@ -491,12 +537,14 @@ impl State {
             }
             Some(old) => {
                 match scope {
-                    Scope::Main if rt.status_subresource && !opts.internal => match old.get("status") {
-                        Some(s) => obj["status"] = s.clone(),
-                        None => {
-                            obj.as_object_mut().expect("object").remove("status");
+                    Scope::Main if rt.status_subresource && !opts.internal => {
+                        match old.get("status") {
+                            Some(s) => obj["status"] = s.clone(),
+                            None => {
+                                obj.as_object_mut().expect("object").remove("status");
+                            }
                         }
-                    },
+                    }
                     Scope::Status => {
                         let status = obj.get("status").cloned();
                         let managed = obj["metadata"].get("managedFields").cloned();
@@ -504,7 +552,10 @@ impl State {
                         match managed {
                             Some(m) => obj["metadata"]["managedFields"] = m,
                             None => {
-                                obj["metadata"].as_object_mut().expect("object").remove("managedFields");
+                                obj["metadata"]
+                                    .as_object_mut()
+                                    .expect("object")
+                                    .remove("managedFields");
                             }
                         }
                         match status {
@@ -517,7 +568,12 @@ impl State {
                     Scope::Main => {}
                 }
                 let meta = obj["metadata"].as_object_mut().expect("object");
-                for keep in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+                for keep in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                ] {
                     match old["metadata"].get(keep) {
                         Some(v) => meta.insert(keep.into(), v.clone()),
                         None => meta.remove(keep),
@@ -559,7 +615,11 @@ impl State {
             .entry(rt.storage_key())
             .or_default()
             .insert(key, obj.clone());
-        let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
+        let kind = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
         self.emit(store, kind, rt.storage_key(), obj.clone(), old.cloned());
         if rt.group == "apiextensions.k8s.io" {
             self.register_crd(&obj);
@@ -592,11 +652,23 @@ impl State {
                         format!("metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
                     ));
                 }
-                if spec["names"]["kind"].as_str().unwrap_or_default().is_empty() {
-                    causes.push(("spec.names.kind".into(), "FieldValueRequired".into(), "spec.names.kind: Required value".into()));
+                if spec["names"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()
+                {
+                    causes.push((
+                        "spec.names.kind".into(),
+                        "FieldValueRequired".into(),
+                        "spec.names.kind: Required value".into(),
+                    ));
                 }
                 if spec["versions"].as_array().is_none_or(Vec::is_empty) {
-                    causes.push(("spec.versions".into(), "FieldValueRequired".into(), "spec.versions: Required value".into()));
+                    causes.push((
+                        "spec.versions".into(),
+                        "FieldValueRequired".into(),
+                        "spec.versions: Required value".into(),
+                    ));
                 }
                 if !causes.is_empty() {
                     return Err(Error::invalid(&rt.kind, &rt.group, name, causes));
@@ -609,9 +681,7 @@ impl State {
                     .map(|v| v["name"].clone())
                     .collect();
                 let t = obj["metadata"]["creationTimestamp"].clone();
-                let cond = |ty: &str, reason: &str, msg: &str| {
-                    json!({"type": ty, "status": "True", "reason": reason, "message": msg, "lastTransitionTime": t})
-                };
+                let cond = |ty: &str, reason: &str, msg: &str| json!({"type": ty, "status": "True", "reason": reason, "message": msg, "lastTransitionTime": t});
                 obj["status"] = json!({
                     "acceptedNames": obj["spec"]["names"].clone(),
                     "storedVersions": stored,
@@ -627,12 +697,21 @@ impl State {
     }
 
     fn register_crd(&mut self, crd: &Value) {
-        let group = crd["spec"]["group"].as_str().unwrap_or_default().to_string();
-        let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string();
-        self.types.retain(|(g, _, p), t| !(t.custom && *g == group && *p == plural));
+        let group = crd["spec"]["group"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let plural = crd["spec"]["names"]["plural"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.types
+            .retain(|(g, _, p), t| !(t.custom && *g == group && *p == plural));
         for rt in resources::from_crd(crd) {
-            self.types
-                .insert((rt.group.clone(), rt.version.clone(), rt.plural.clone()), Arc::new(rt));
+            self.types.insert(
+                (rt.group.clone(), rt.version.clone(), rt.plural.clone()),
+                Arc::new(rt),
+            );
         }
     }
 
@@ -649,10 +728,22 @@ impl State {
         let mut obj = last.unwrap_or(prev.clone());
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        self.emit(store, EventType::Deleted, rt.storage_key(), obj.clone(), Some(prev));
+        self.emit(
+            store,
+            EventType::Deleted,
+            rt.storage_key(),
+            obj.clone(),
+            Some(prev),
+        );
         if rt.group == "apiextensions.k8s.io" {
-            let group = obj["spec"]["group"].as_str().unwrap_or_default().to_string();
-            let plural = obj["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string();
+            let group = obj["spec"]["group"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let plural = obj["spec"]["names"]["plural"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             if let Some(crt) = self.type_of(&(group.clone(), plural.clone())) {
                 let keys: Vec<ObjKey> = self
                     .objects
@@ -663,11 +754,17 @@ impl State {
                     self.remove(store, &crt, &k, None);
                 }
             }
-            self.types.retain(|(g, _, p), t| !(t.custom && *g == group && *p == plural));
+            self.types
+                .retain(|(g, _, p), t| !(t.custom && *g == group && *p == plural));
         }
         if rt.group.is_empty() && rt.plural == "namespaces" {
             let ns = key.1.clone();
-            let types: Vec<Arc<ResourceType>> = self.types.values().filter(|t| t.namespaced).cloned().collect();
+            let types: Vec<Arc<ResourceType>> = self
+                .types
+                .values()
+                .filter(|t| t.namespaced)
+                .cloned()
+                .collect();
             let mut seen = BTreeSet::new();
             for t in types {
                 if !seen.insert(t.storage_key()) {
@@ -685,14 +782,24 @@ impl State {
         }
     }
 
-    fn set_finalizers(&mut self, store: &Store, rt: &ResourceType, key: &ObjKey, f: impl FnOnce(&mut Vec<String>), mark_deleted: bool) -> Option<Value> {
+    fn set_finalizers(
+        &mut self,
+        store: &Store,
+        rt: &ResourceType,
+        key: &ObjKey,
+        f: impl FnOnce(&mut Vec<String>),
+        mark_deleted: bool,
+    ) -> Option<Value> {
         let old = self.get(rt, &key.0, &key.1)?.clone();
         let mut obj = old.clone();
         let mut fins = finalizers(&obj);
         f(&mut fins);
         obj["metadata"]["finalizers"] = json!(fins);
         if fins.is_empty() {
-            obj["metadata"].as_object_mut().expect("object").remove("finalizers");
+            obj["metadata"]
+                .as_object_mut()
+                .expect("object")
+                .remove("finalizers");
         }
         if mark_deleted && obj["metadata"].get("deletionTimestamp").is_none() {
             obj["metadata"]["deletionTimestamp"] = json!(now());
@@ -707,12 +814,28 @@ impl State {
             self.remove(store, rt, key, Some(obj.clone()));
             return Some(obj);
         }
-        self.objects.entry(rt.storage_key()).or_default().insert(key.clone(), obj.clone());
-        self.emit(store, EventType::Modified, rt.storage_key(), obj.clone(), Some(old));
+        self.objects
+            .entry(rt.storage_key())
+            .or_default()
+            .insert(key.clone(), obj.clone());
+        self.emit(
+            store,
+            EventType::Modified,
+            rt.storage_key(),
+            obj.clone(),
+            Some(old),
+        );
         Some(obj)
     }
 
-    fn delete_obj(&mut self, store: &Store, rt: &ResourceType, ns: &str, name: &str, propagation: Option<&str>) -> Result<Value> {
+    fn delete_obj(
+        &mut self,
+        store: &Store,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        propagation: Option<&str>,
+    ) -> Result<Value> {
         let key = (ns.to_string(), name.to_string());
         let obj = self
             .get(rt, ns, name)
@@ -729,25 +852,42 @@ impl State {
                         }
                         self.rv += 1;
                         new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-                        self.objects.entry(drt.storage_key()).or_default().insert(dkey.clone(), new.clone());
-                        self.emit(store, EventType::Modified, drt.storage_key(), new, Some(dep));
+                        self.objects
+                            .entry(drt.storage_key())
+                            .or_default()
+                            .insert(dkey.clone(), new.clone());
+                        self.emit(
+                            store,
+                            EventType::Modified,
+                            drt.storage_key(),
+                            new,
+                            Some(dep),
+                        );
                     }
                 }
             }
             Some("Foreground") if !self.dependents(&uid).is_empty() => {
                 let out = self
-                    .set_finalizers(store, rt, &key, |f| {
-                        if !f.iter().any(|x| x == "foregroundDeletion") {
-                            f.push("foregroundDeletion".into());
-                        }
-                    }, true)
+                    .set_finalizers(
+                        store,
+                        rt,
+                        &key,
+                        |f| {
+                            if !f.iter().any(|x| x == "foregroundDeletion") {
+                                f.push("foregroundDeletion".into());
+                            }
+                        },
+                        true,
+                    )
                     .unwrap_or(obj);
                 return Ok(out);
             }
             _ => {}
         }
         if !finalizers(&obj).is_empty() {
-            return Ok(self.set_finalizers(store, rt, &key, |_| {}, true).unwrap_or(obj));
+            return Ok(self
+                .set_finalizers(store, rt, &key, |_| {}, true)
+                .unwrap_or(obj));
         }
         self.remove(store, rt, &key, None);
         let mut out = obj;
@@ -758,7 +898,9 @@ impl State {
     fn dependents(&self, uid: &str) -> Vec<(Arc<ResourceType>, ObjKey)> {
         let mut out = Vec::new();
         for (skey, objs) in &self.objects {
-            let Some(rt) = self.type_of(skey) else { continue };
+            let Some(rt) = self.type_of(skey) else {
+                continue;
+            };
             for (k, o) in objs {
                 if owner_uids(o).iter().any(|u| u == uid) {
                     out.push((rt.clone(), k.clone()));
@@ -781,7 +923,9 @@ impl State {
             let mut orphans = Vec::new();
             let mut waiting = Vec::new();
             for (skey, objs) in &self.objects {
-                let Some(rt) = self.type_of(skey) else { continue };
+                let Some(rt) = self.type_of(skey) else {
+                    continue;
+                };
                 for (k, o) in objs {
                     let owners = owner_uids(o);
                     let deleting = o["metadata"].get("deletionTimestamp").is_some();
@@ -797,7 +941,13 @@ impl State {
             for (rt, k, uid) in waiting {
                 let deps = self.dependents(&uid);
                 if deps.is_empty() {
-                    self.set_finalizers(store, &rt, &k, |f| f.retain(|x| x != "foregroundDeletion"), false);
+                    self.set_finalizers(
+                        store,
+                        &rt,
+                        &k,
+                        |f| f.retain(|x| x != "foregroundDeletion"),
+                        false,
+                    );
                     changed = true;
                 } else {
                     for (drt, dk) in deps {

@@ -19,7 +19,13 @@ async fn create_get_conflicts_and_status_bodies() {
     let rv1: u64 = meta["resourceVersion"].as_str().unwrap().parse().unwrap();
 
     // 409 AlreadyExists, as a metav1.Status.
-    let dup = http("POST", &format!("{base}/api/v1/namespaces/default/configmaps"), Some("application/json"), &cm.to_string()).await;
+    let dup = http(
+        "POST",
+        &format!("{base}/api/v1/namespaces/default/configmaps"),
+        Some("application/json"),
+        &cm.to_string(),
+    )
+    .await;
     assert_eq!(dup.code, 409);
     assert_eq!(dup.body["kind"], "Status");
     assert_eq!(dup.body["status"], "Failure");
@@ -29,9 +35,24 @@ async fn create_get_conflicts_and_status_bodies() {
     assert_eq!(dup.body["details"]["name"], "a");
 
     // 404 for a missing object and for a missing namespace.
-    let missing = http("GET", &format!("{base}/api/v1/namespaces/default/configmaps/nope"), None, "").await;
-    assert_eq!((missing.code, missing.body["reason"].as_str()), (404, Some("NotFound")));
-    let no_ns = http("POST", &format!("{base}/api/v1/namespaces/ghost/configmaps"), Some("application/json"), &cm.to_string()).await;
+    let missing = http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/default/configmaps/nope"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (missing.code, missing.body["reason"].as_str()),
+        (404, Some("NotFound"))
+    );
+    let no_ns = http(
+        "POST",
+        &format!("{base}/api/v1/namespaces/ghost/configmaps"),
+        Some("application/json"),
+        &cm.to_string(),
+    )
+    .await;
     assert_eq!(no_ns.code, 404);
     assert_eq!(no_ns.body["message"], "namespaces \"ghost\" not found");
     let no_type = http("GET", &format!("{base}/apis/nope.io/v1/things"), None, "").await;
@@ -41,29 +62,81 @@ async fn create_get_conflicts_and_status_bodies() {
     // higher resourceVersion.
     let mut upd = created.clone();
     upd["data"]["k"] = json!("w");
-    let ok = http("PUT", &format!("{base}/api/v1/namespaces/default/configmaps/a"), Some("application/json"), &upd.to_string()).await;
+    let ok = http(
+        "PUT",
+        &format!("{base}/api/v1/namespaces/default/configmaps/a"),
+        Some("application/json"),
+        &upd.to_string(),
+    )
+    .await;
     assert_eq!(ok.code, 200, "{}", ok.body);
-    let rv2: u64 = ok.body["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let rv2: u64 = ok.body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(rv2 > rv1);
-    let stale = http("PUT", &format!("{base}/api/v1/namespaces/default/configmaps/a"), Some("application/json"), &upd.to_string()).await;
+    let stale = http(
+        "PUT",
+        &format!("{base}/api/v1/namespaces/default/configmaps/a"),
+        Some("application/json"),
+        &upd.to_string(),
+    )
+    .await;
     assert_eq!(stale.code, 409);
     assert_eq!(stale.body["reason"], "Conflict");
-    assert!(stale.body["message"].as_str().unwrap().contains("the object has been modified"));
+    assert!(
+        stale.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("the object has been modified")
+    );
     // uid and creationTimestamp cannot be changed by an update.
     let mut forged = ok.body.clone();
     forged["metadata"]["uid"] = json!("forged");
-    let kept = http("PUT", &format!("{base}/api/v1/namespaces/default/configmaps/a"), Some("application/json"), &forged.to_string()).await;
+    let kept = http(
+        "PUT",
+        &format!("{base}/api/v1/namespaces/default/configmaps/a"),
+        Some("application/json"),
+        &forged.to_string(),
+    )
+    .await;
     assert_eq!(kept.body["metadata"]["uid"], created["metadata"]["uid"]);
 
     // A PUT of a missing object is 404; a no-op PUT keeps the resourceVersion.
-    let put_missing = http("PUT", &format!("{base}/api/v1/namespaces/default/configmaps/zzz"), Some("application/json"), &json!({"metadata": {"name": "zzz"}}).to_string()).await;
+    let put_missing = http(
+        "PUT",
+        &format!("{base}/api/v1/namespaces/default/configmaps/zzz"),
+        Some("application/json"),
+        &json!({"metadata": {"name": "zzz"}}).to_string(),
+    )
+    .await;
     assert_eq!(put_missing.code, 404);
-    let same = http("PUT", &format!("{base}/api/v1/namespaces/default/configmaps/a"), Some("application/json"), &kept.body.to_string()).await;
-    assert_eq!(same.body["metadata"]["resourceVersion"], kept.body["metadata"]["resourceVersion"]);
+    let same = http(
+        "PUT",
+        &format!("{base}/api/v1/namespaces/default/configmaps/a"),
+        Some("application/json"),
+        &kept.body.to_string(),
+    )
+    .await;
+    assert_eq!(
+        same.body["metadata"]["resourceVersion"],
+        kept.body["metadata"]["resourceVersion"]
+    );
 
     // generateName.
-    let generated = post(base, "/api/v1/namespaces/default/configmaps", json!({"metadata": {"generateName": "x-"}})).await;
-    assert!(generated["metadata"]["name"].as_str().unwrap().starts_with("x-"));
+    let generated = post(
+        base,
+        "/api/v1/namespaces/default/configmaps",
+        json!({"metadata": {"generateName": "x-"}}),
+    )
+    .await;
+    assert!(
+        generated["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("x-")
+    );
     assert_eq!(generated["metadata"]["name"].as_str().unwrap().len(), 7);
 
     // Default namespaces exist.
@@ -82,22 +155,49 @@ async fn generation_and_status_subresource() {
     d["status"] = json!({"replicas": 99});
     let created = post(base, "/apis/apps/v1/namespaces/default/deployments", d).await;
     assert_eq!(created["metadata"]["generation"], 1);
-    assert!(created["status"].get("replicas").is_none(), "status is dropped on create");
+    assert!(
+        created["status"].get("replicas").is_none(),
+        "status is dropped on create"
+    );
     let url = format!("{base}/apis/apps/v1/namespaces/default/deployments/web");
 
     // Metadata-only change: generation stays.
-    let a = http("PATCH", &url, Some("application/merge-patch+json"), r#"{"metadata":{"labels":{"x":"y"}}}"#).await;
+    let a = http(
+        "PATCH",
+        &url,
+        Some("application/merge-patch+json"),
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    )
+    .await;
     assert_eq!(a.body["metadata"]["generation"], 1);
     // Status through the main resource is ignored.
-    let a = http("PATCH", &url, Some("application/merge-patch+json"), r#"{"status":{"replicas":5}}"#).await;
+    let a = http(
+        "PATCH",
+        &url,
+        Some("application/merge-patch+json"),
+        r#"{"status":{"replicas":5}}"#,
+    )
+    .await;
     assert_eq!(a.code, 200);
     assert_ne!(a.body["status"]["replicas"], 5);
     assert_eq!(a.body["metadata"]["generation"], 1);
     // Spec change: generation bumps.
-    let a = http("PATCH", &url, Some("application/merge-patch+json"), r#"{"spec":{"replicas":3}}"#).await;
+    let a = http(
+        "PATCH",
+        &url,
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"replicas":3}}"#,
+    )
+    .await;
     assert_eq!(a.body["metadata"]["generation"], 2);
     // Status subresource: status changes, spec changes are ignored, generation stays.
-    let a = http("PATCH", &format!("{url}/status"), Some("application/merge-patch+json"), r#"{"spec":{"replicas":7},"status":{"observedGeneration":2,"replicas":3}}"#).await;
+    let a = http(
+        "PATCH",
+        &format!("{url}/status"),
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"replicas":7},"status":{"observedGeneration":2,"replicas":3}}"#,
+    )
+    .await;
     assert_eq!(a.code, 200, "{}", a.body);
     assert_eq!(a.body["status"]["replicas"], 3);
     assert_eq!(a.body["spec"]["replicas"], 3);
@@ -108,11 +208,28 @@ async fn generation_and_status_subresource() {
     // PUT /status with the current resourceVersion.
     let mut obj = a.body.clone();
     obj["status"]["replicas"] = json!(4);
-    let a = http("PUT", &format!("{url}/status"), Some("application/json"), &obj.to_string()).await;
+    let a = http(
+        "PUT",
+        &format!("{url}/status"),
+        Some("application/json"),
+        &obj.to_string(),
+    )
+    .await;
     assert_eq!(a.body["status"]["replicas"], 4);
     // Kinds without a status subresource: /status is 404.
-    post(base, "/api/v1/namespaces/default/configmaps", json!({"metadata": {"name": "c"}})).await;
-    let a = http("GET", &format!("{base}/api/v1/namespaces/default/configmaps/c/status"), None, "").await;
+    post(
+        base,
+        "/api/v1/namespaces/default/configmaps",
+        json!({"metadata": {"name": "c"}}),
+    )
+    .await;
+    let a = http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/default/configmaps/c/status"),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(a.code, 404);
 }
 
@@ -120,10 +237,21 @@ async fn generation_and_status_subresource() {
 async fn dry_run_stores_nothing() {
     let c = start("dry").await;
     let base = c.url();
-    let a = http("POST", &format!("{base}/api/v1/namespaces/default/secrets?dryRun=All"), Some("application/json"),
-        &json!({"metadata": {"name": "s"}, "stringData": {"a": "b"}}).to_string()).await;
+    let a = http(
+        "POST",
+        &format!("{base}/api/v1/namespaces/default/secrets?dryRun=All"),
+        Some("application/json"),
+        &json!({"metadata": {"name": "s"}, "stringData": {"a": "b"}}).to_string(),
+    )
+    .await;
     assert_eq!(a.code, 201);
-    let g = http("GET", &format!("{base}/api/v1/namespaces/default/secrets/s"), None, "").await;
+    let g = http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/default/secrets/s"),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(g.code, 404);
 }
 
@@ -145,8 +273,13 @@ async fn kube_client_typed_round_trip() {
     }
     let mut got = api.get("typed").await.unwrap();
     got.data = Some([("a".to_string(), "2".to_string())].into());
-    api.replace("typed", &PostParams::default(), &got).await.unwrap();
-    let stale = api.replace("typed", &PostParams::default(), &got).await.unwrap_err();
+    api.replace("typed", &PostParams::default(), &got)
+        .await
+        .unwrap();
+    let stale = api
+        .replace("typed", &PostParams::default(), &got)
+        .await
+        .unwrap_err();
     assert!(matches!(stale, kube::Error::Api(s) if s.code == 409));
     api.delete("typed", &DeleteParams::default()).await.unwrap();
     assert!(api.get_opt("typed").await.unwrap().is_none());

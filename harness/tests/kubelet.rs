@@ -13,17 +13,19 @@ use kube_harness::{Cluster, ClusterConfig, NodeSpec};
 use serde_json::{Value, json};
 
 fn gpu_node(name: &str, gpus: u32) -> NodeSpec {
-    NodeSpec::new(name)
-        .gpus(gpus)
-        .label("pool", "a100")
-        .taint("nvidia.com/gpu", "present", "NoSchedule")
+    NodeSpec::new(name).gpus(gpus).label("pool", "a100").taint(
+        "nvidia.com/gpu",
+        "present",
+        "NoSchedule",
+    )
 }
 
 fn gpu_deployment(name: &str, replicas: u32, gpus: u32, tolerate: bool) -> Deployment {
     let mut d = deployment(name, replicas, gpus);
     d["spec"]["template"]["spec"]["nodeSelector"] = json!({"pool": "a100"});
     if tolerate {
-        d["spec"]["template"]["spec"]["tolerations"] = json!([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]);
+        d["spec"]["template"]["spec"]["tolerations"] =
+            json!([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]);
     }
     serde_json::from_value(d).unwrap()
 }
@@ -63,26 +65,49 @@ async fn replicas_become_ready_up_to_node_capacity() {
 
     // 5 x 2 GPUs fits (8 + 4 GPUs): all ready, but not before the readiness delay.
     let started = Instant::now();
-    api.create(&pp, &gpu_deployment("first", 5, 2, true)).await.unwrap();
+    api.create(&pp, &gpu_deployment("first", 5, 2, true))
+        .await
+        .unwrap();
     let status = wait_ready(&api, "first", 5).await;
-    assert!(started.elapsed() >= delay, "ready only after the readiness delay");
+    assert!(
+        started.elapsed() >= delay,
+        "ready only after the readiness delay"
+    );
     assert_eq!(status["replicas"], 5);
     assert_eq!(status["updatedReplicas"], 5);
     assert_eq!(status["availableReplicas"], 5);
     assert_eq!(status["observedGeneration"], 1);
     let conds = status["conditions"].as_array().unwrap();
-    assert!(conds.iter().any(|c| c["type"] == "Available" && c["status"] == "True"));
-    assert!(conds.iter().any(|c| c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable"));
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "Available" && c["status"] == "True")
+    );
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable")
+    );
 
     // The next Deployment only gets what is left (2 GPUs: one replica); the rest stay
     // unavailable, and Available is False (maxUnavailable 25% of 3 rounds down to 0).
-    api.create(&pp, &gpu_deployment("second", 3, 2, true)).await.unwrap();
+    api.create(&pp, &gpu_deployment("second", 3, 2, true))
+        .await
+        .unwrap();
     let status = wait_ready(&api, "second", 1).await;
     assert_eq!(status["unavailableReplicas"], 2);
-    assert!(status["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Available" && c["status"] == "False"));
+    assert!(
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Available" && c["status"] == "False")
+    );
 
     // Without a toleration for the GPU taint nothing fits; a selector matching no node likewise.
-    api.create(&pp, &gpu_deployment("untolerated", 1, 1, false)).await.unwrap();
+    api.create(&pp, &gpu_deployment("untolerated", 1, 1, false))
+        .await
+        .unwrap();
     let (r, u, _) = eventually("untolerated has a status", 5, || async {
         let s = ready(&api, "untolerated").await;
         (s.1 == 1).then_some(s)
@@ -106,7 +131,9 @@ async fn replicas_become_ready_up_to_node_capacity() {
     wait_ready(&api, "first", 3).await;
     wait_ready(&api, "second", 0).await;
     let patch = kube::api::Patch::Merge(json!({"spec": {"replicas": 1}}));
-    api.patch("first", &kube::api::PatchParams::default(), &patch).await.unwrap();
+    api.patch("first", &kube::api::PatchParams::default(), &patch)
+        .await
+        .unwrap();
     let status = wait_ready(&api, "first", 1).await;
     assert_eq!(status["observedGeneration"], 2);
     // Freed capacity goes to the next Deployment: gpu-b 2 GPUs + gpu-c 2 GPUs = 2 replicas.
@@ -125,12 +152,16 @@ async fn cpu_and_memory_requests_are_packed_too() {
     .unwrap();
     let api: Api<Deployment> = Api::default_namespaced(c.client().unwrap());
     let mut d = deployment("web", 10, 0);
-    d["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "1500m", "memory": "1Gi"}});
-    api.create(&PostParams::default(), &serde_json::from_value(d).unwrap()).await.unwrap();
+    d["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "1500m", "memory": "1Gi"}});
+    api.create(&PostParams::default(), &serde_json::from_value(d).unwrap())
+        .await
+        .unwrap();
     // 4 CPUs / 1.5 = 2 replicas.
     wait_ready(&api, "web", 2).await;
     c.set_readiness_delay(Duration::from_millis(10));
-    c.upsert_node(NodeSpec::new("small").cpu("16").memory("8Gi")).unwrap();
+    c.upsert_node(NodeSpec::new("small").cpu("16").memory("8Gi"))
+        .unwrap();
     // 16 / 1.5 = 10, 8Gi / 1Gi = 8: memory limits it.
     wait_ready(&api, "web", 8).await;
 }

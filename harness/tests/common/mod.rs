@@ -18,7 +18,9 @@ pub const CRDS: &str = include_str!("../../../crds/skybridge.yaml");
 
 /// Start a cluster with defaults suitable for tests.
 pub async fn start(name: &str) -> ClusterHandle {
-    Cluster::start(ClusterConfig::new(name)).await.expect("cluster starts")
+    Cluster::start(ClusterConfig::new(name))
+        .await
+        .expect("cluster starts")
 }
 
 /// A raw HTTP answer.
@@ -31,21 +33,35 @@ pub struct Answer {
 
 /// One HTTP request; the body is parsed as JSON (Null if empty or not JSON).
 pub async fn http(method: &str, url: &str, content_type: Option<&str>, body: &str) -> Answer {
-    try_http(method, url, content_type, body).await.expect("HTTP request")
+    try_http(method, url, content_type, body)
+        .await
+        .expect("HTTP request")
 }
 
 /// One HTTP request that may fail at the connection level.
-pub async fn try_http(method: &str, url: &str, content_type: Option<&str>, body: &str) -> Result<Answer, String> {
+pub async fn try_http(
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Result<Answer, String> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = hyper::Request::builder().method(method).uri(url);
     if let Some(ct) = content_type {
         req = req.header("Content-Type", ct);
     }
-    let req = req.body(Full::new(Bytes::from(body.to_string()))).expect("request");
+    let req = req
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
     let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
     let code = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok(Answer {
         code,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -55,8 +71,19 @@ pub async fn try_http(method: &str, url: &str, content_type: Option<&str>, body:
 
 /// Create from JSON, expecting success.
 pub async fn post(base: &str, path: &str, body: Value) -> Value {
-    let a = http("POST", &format!("{base}{path}"), Some("application/json"), &body.to_string()).await;
-    assert!(a.code == 201 || a.code == 200, "POST {path}: {} {}", a.code, a.body);
+    let a = http(
+        "POST",
+        &format!("{base}{path}"),
+        Some("application/json"),
+        &body.to_string(),
+    )
+    .await;
+    assert!(
+        a.code == 201 || a.code == 200,
+        "POST {path}: {} {}",
+        a.code,
+        a.body
+    );
     a.body
 }
 
@@ -64,33 +91,41 @@ pub async fn post(base: &str, path: &str, body: Value) -> Value {
 pub async fn watch_events(url: &str) -> (u16, futures::stream::BoxStream<'static, Value>) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let resp = client
-        .request(hyper::Request::get(url).body(Full::new(Bytes::new())).expect("request"))
+        .request(
+            hyper::Request::get(url)
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+        )
         .await
         .expect("watch request");
     let code = resp.status().as_u16();
     let body = resp.into_body();
-    let frames = futures::stream::unfold((body, Vec::<u8>::new()), |(mut body, mut buf)| async move {
-        loop {
-            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let v: Value = serde_json::from_slice(&line).expect("watch line is JSON");
-                return Some((v, (body, buf)));
-            }
-            match body.frame().await {
-                Some(Ok(f)) => {
-                    if let Ok(d) = f.into_data() {
-                        buf.extend_from_slice(&d);
-                    }
+    let frames =
+        futures::stream::unfold((body, Vec::<u8>::new()), |(mut body, mut buf)| async move {
+            loop {
+                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let v: Value = serde_json::from_slice(&line).expect("watch line is JSON");
+                    return Some((v, (body, buf)));
                 }
-                _ => return None,
+                match body.frame().await {
+                    Some(Ok(f)) => {
+                        if let Ok(d) = f.into_data() {
+                            buf.extend_from_slice(&d);
+                        }
+                    }
+                    _ => return None,
+                }
             }
-        }
-    });
+        });
     (code, frames.boxed())
 }
 
 /// Next event within a deadline (None: stream ended).
-pub async fn next_event(s: &mut futures::stream::BoxStream<'static, Value>, secs: u64) -> Option<Value> {
+pub async fn next_event(
+    s: &mut futures::stream::BoxStream<'static, Value>,
+    secs: u64,
+) -> Option<Value> {
     tokio::time::timeout(Duration::from_secs(secs), s.next())
         .await
         .expect("watch event within deadline")
@@ -121,7 +156,12 @@ pub async fn install_crds(base: &str) {
         if v.is_null() {
             continue;
         }
-        post(base, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", v).await;
+        post(
+            base,
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            v,
+        )
+        .await;
     }
 }
 
