@@ -301,6 +301,7 @@ async fn route(
         manager,
         dry_run,
         internal: false,
+        strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
     };
     let scope = if t.sub.is_some() {
         Scope::Status

@@ -8,12 +8,19 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::resources::ResourceType;
 
-/// Prune, default and validate `obj`; `old` is the stored object for transition rules.
-pub fn admit(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, name: &str) -> Result<()> {
+/// Prune, default and validate `obj`; `old` is the stored object for transition rules. With
+/// `strict` (`fieldValidation=Strict`, kubectl's default) unknown fields are a 400 BadRequest
+/// instead of being dropped silently.
+pub fn admit(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, name: &str, strict: bool) -> Result<()> {
     let Some(schema) = &rt.schema else {
         return Ok(());
     };
-    prune(&schema.raw, obj, true);
+    let mut unknown = Vec::new();
+    prune(&schema.raw, obj, true, "", &mut unknown);
+    if strict && !unknown.is_empty() {
+        let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        return Err(Error::bad_request(format!("strict decoding error: {}", list.join(", "))));
+    }
     *obj = kube_cel::apply_defaults(&schema.raw, obj);
     let mut causes = Vec::new();
     validate(&schema.raw, obj, "", &mut causes, true);
@@ -74,7 +81,7 @@ fn preserves(schema: &Value) -> bool {
     schema["x-kubernetes-preserve-unknown-fields"] == true
 }
 
-fn prune(schema: &Value, v: &mut Value, root: bool) {
+fn prune(schema: &Value, v: &mut Value, root: bool, path: &str, unknown: &mut Vec<String>) {
     match v {
         Value::Object(map) => {
             let props = schema["properties"].as_object();
@@ -93,19 +100,20 @@ fn prune(schema: &Value, v: &mut Value, root: bool) {
                         if child.is_null() && sub["nullable"] != true {
                             map.remove(&k);
                         } else {
-                            prune(sub, child, false);
+                            prune(sub, child, false, &join(path, &k), unknown);
                         }
                     }
                     None if preserves(schema) || additional == &Value::Bool(true) => {}
                     None => {
+                        unknown.push(join(path, &k));
                         map.remove(&k);
                     }
                 }
             }
         }
         Value::Array(items) => {
-            for item in items {
-                prune(&schema["items"], item, false);
+            for (i, item) in items.iter_mut().enumerate() {
+                prune(&schema["items"], item, false, &format!("{path}[{i}]"), unknown);
             }
         }
         _ => {}

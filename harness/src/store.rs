@@ -63,6 +63,8 @@ pub struct WriteOpts {
     pub dry_run: bool,
     /// Internal writes (harness nodes) may set status on create.
     pub internal: bool,
+    /// `fieldValidation=Strict`: unknown fields of custom resources are an error.
+    pub strict: bool,
 }
 
 /// Options of a delete.
@@ -587,7 +589,7 @@ impl State {
             }
         }
         if rt.custom {
-            crd_schema::admit(rt, &mut obj, old, name)?;
+            crd_schema::admit(rt, &mut obj, old, name, opts.strict)?;
         }
         self.server_managed(rt, &mut obj)?;
         if track {
