@@ -11,15 +11,27 @@ use crate::resources::ResourceType;
 /// Prune, default and validate `obj`; `old` is the stored object for transition rules. With
 /// `strict` (`fieldValidation=Strict`, kubectl's default) unknown fields are a 400 BadRequest
 /// instead of being dropped silently.
-pub fn admit(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, name: &str, strict: bool) -> Result<()> {
+pub fn admit(
+    rt: &ResourceType,
+    obj: &mut Value,
+    old: Option<&Value>,
+    name: &str,
+    strict: bool,
+) -> Result<()> {
     let Some(schema) = &rt.schema else {
         return Ok(());
     };
     let mut unknown = Vec::new();
     prune(&schema.raw, obj, true, "", &mut unknown);
     if strict && !unknown.is_empty() {
-        let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-        return Err(Error::bad_request(format!("strict decoding error: {}", list.join(", "))));
+        let list: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        return Err(Error::bad_request(format!(
+            "strict decoding error: {}",
+            list.join(", ")
+        )));
     }
     *obj = kube_cel::apply_defaults(&schema.raw, obj);
     let mut causes = Vec::new();
@@ -113,7 +125,13 @@ fn prune(schema: &Value, v: &mut Value, root: bool, path: &str, unknown: &mut Ve
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                prune(&schema["items"], item, false, &format!("{path}[{i}]"), unknown);
+                prune(
+                    &schema["items"],
+                    item,
+                    false,
+                    &format!("{path}[{i}]"),
+                    unknown,
+                );
             }
         }
         _ => {}

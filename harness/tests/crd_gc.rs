@@ -69,9 +69,18 @@ async fn crds_become_served_with_scope_discovery_and_defaults() {
     assert_eq!(p["spec"]["cost"]["gpuHour"], 0.0);
     let mut with_unknown = pool("dc2", "private");
     with_unknown["spec"]["bogus"] = json!(1);
-    let strict = http("POST", &format!("{base}{POOLS}?fieldValidation=Strict"), Some("application/json"), &with_unknown.to_string()).await;
+    let strict = http(
+        "POST",
+        &format!("{base}{POOLS}?fieldValidation=Strict"),
+        Some("application/json"),
+        &with_unknown.to_string(),
+    )
+    .await;
     assert_eq!(strict.code, 400);
-    assert_eq!(strict.body["message"], "strict decoding error: unknown field \"spec.bogus\"");
+    assert_eq!(
+        strict.body["message"],
+        "strict decoding error: unknown field \"spec.bogus\""
+    );
     let p2 = post(base, POOLS, with_unknown).await;
     assert!(p2["spec"].get("bogus").is_none());
     let ns_path = http(
