@@ -356,8 +356,11 @@ async fn route(
             let body = parse_body(&body_bytes(req).await?)?;
             let dopts = delete_opts(q, &body, dry_run);
             let obj = inner.store.delete(&rt, &ns, &name, &dopts)?;
-            let gone = inner.store.get(&rt, &ns, &name).is_err() || dry_run;
-            Ok(json_response(if gone { 200 } else { 202 }, &obj))
+            // Like the API server: 200 with the object, 202 only if the deletion is pending and
+            // the client explicitly asked for `orphanDependents: false`.
+            let pending = !dry_run && inner.store.get(&rt, &ns, &name).is_ok();
+            let accepted = pending && body["orphanDependents"] == Value::Bool(false);
+            Ok(json_response(if accepted { 202 } else { 200 }, &obj))
         }
         (Method::DELETE, None) => {
             let body = parse_body(&body_bytes(req).await?)?;

@@ -344,15 +344,21 @@ impl ClusterHandle {
         &self.kubeconfig_path
     }
 
-    /// A `kube::Client` for this cluster, default namespace `default`. Needs a Tokio runtime.
-    pub fn client(&self) -> Result<kube::Client> {
+    /// A `kube::Config` for this cluster (default namespace `default`, kube's default retry
+    /// and timeouts), to customise before building a client.
+    pub fn kube_config(&self) -> Result<kube::Config> {
         let uri: hyper::Uri = self
             .url
             .parse()
             .map_err(|e| Error::Config(format!("url {}: {e}", self.url)))?;
         let mut config = kube::Config::new(uri);
         config.default_namespace = "default".into();
-        Ok(kube::Client::try_from(config)?)
+        Ok(config)
+    }
+
+    /// A `kube::Client` for this cluster, default namespace `default`. Needs a Tokio runtime.
+    pub fn client(&self) -> Result<kube::Client> {
+        Ok(kube::Client::try_from(self.kube_config()?)?)
     }
 
     /// Add a node or replace the one with the same name (resize, relabel, retaint).

@@ -4,7 +4,7 @@
 //! Every Deployment's pod (its template's summed container requests; limits where requests are
 //! absent, as Kubernetes defaults them) is bin-packed first-fit onto the Nodes (sorted by name)
 //! that match its `nodeSelector`, tolerate the Nodes' `NoSchedule`/`NoExecute` taints and are not
-//! unschedulable. Deployments are placed oldest first (creationTimestamp, then namespace/name),
+//! unschedulable. Deployments are placed oldest first (in creation order),
 //! so earlier ones keep their capacity. Replicas that fit become ready after the readiness delay;
 //! the rest stay unavailable. No Pods or ReplicaSets are created.
 
@@ -345,12 +345,12 @@ fn placements(store: &Store) -> Vec<(Value, u32)> {
         .into_iter()
         .filter(|d| d["metadata"].get("deletionTimestamp").is_none())
         .collect();
-    let order = |d: &Value| {
+    // Oldest first, by the resourceVersion of creation (creationTimestamp has only seconds).
+    deployments.sort_by_cached_key(|d| {
         (
-            d["metadata"]["creationTimestamp"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            store
+                .creation_rv(d["metadata"]["uid"].as_str().unwrap_or_default())
+                .unwrap_or(u64::MAX),
             d["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or_default()
@@ -360,8 +360,7 @@ fn placements(store: &Store) -> Vec<(Value, u32)> {
                 .unwrap_or_default()
                 .to_string(),
         )
-    };
-    deployments.sort_by_key(order);
+    });
     let mut out = Vec::new();
     for d in deployments {
         let desired = d["spec"]["replicas"].as_u64().unwrap_or(1) as u32;

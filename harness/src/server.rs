@@ -31,8 +31,14 @@ pub fn spawn_accept(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
             };
             let Some(inner) = inner.upgrade() else { return };
             let mut kill = kill.clone();

@@ -93,6 +93,8 @@ struct State {
     history_limit: usize,
     compacted_rv: u64,
     rng: Rng,
+    /// resourceVersion at which each uid was created: exact creation order for the kubelet.
+    created: HashMap<String, u64>,
 }
 
 /// One cluster's storage.
@@ -186,6 +188,7 @@ impl Store {
                 history_limit: history_limit.max(1),
                 compacted_rv: 0,
                 rng: Rng::new(seed),
+                created: HashMap::new(),
             }),
             events,
         };
@@ -222,6 +225,11 @@ impl Store {
     /// Every served resource type.
     pub fn resource_types(&self) -> Vec<Arc<ResourceType>> {
         self.lock().types.values().cloned().collect()
+    }
+
+    /// The resourceVersion at which the object with this uid was created (creation order).
+    pub fn creation_rv(&self, uid: &str) -> Option<u64> {
+        self.lock().created.get(uid).copied()
     }
 
     /// Every change from now on.
@@ -606,6 +614,10 @@ impl State {
         }
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        if old.is_none() {
+            self.created
+                .insert(meta_str(&obj, "uid").to_string(), self.rv);
+        }
         let key = (ns.to_string(), name.to_string());
         if obj["metadata"].get("deletionTimestamp").is_some() && finalizers(&obj).is_empty() {
             // The last finalizer is gone: the object is removed now.
@@ -727,6 +739,7 @@ impl State {
         else {
             return;
         };
+        self.created.remove(meta_str(&prev, "uid"));
         let mut obj = last.unwrap_or(prev.clone());
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());

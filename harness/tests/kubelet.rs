@@ -164,4 +164,22 @@ async fn cpu_and_memory_requests_are_packed_too() {
         .unwrap();
     // 16 / 1.5 = 10, 8Gi / 1Gi = 8: memory limits it.
     wait_ready(&api, "web", 8).await;
+
+    // Creation order decides, not names: "older" (created first, name sorts last) keeps its
+    // capacity when the node shrinks.
+    api.delete("web", &Default::default()).await.unwrap();
+    for name in ["zz-older", "aa-newer"] {
+        let mut d = deployment(name, 2, 0);
+        d["spec"]["template"]["spec"]["containers"][0]["resources"] =
+            json!({"requests": {"cpu": "4"}});
+        api.create(&PostParams::default(), &serde_json::from_value(d).unwrap())
+            .await
+            .unwrap();
+    }
+    wait_ready(&api, "zz-older", 2).await;
+    wait_ready(&api, "aa-newer", 2).await;
+    c.upsert_node(NodeSpec::new("small").cpu("8").memory("8Gi"))
+        .unwrap();
+    wait_ready(&api, "aa-newer", 0).await;
+    wait_ready(&api, "zz-older", 2).await;
 }
