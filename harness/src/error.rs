@@ -168,9 +168,15 @@ impl Error {
         } else {
             format!("[{}]", texts.join(", "))
         };
+        // A cause's message omits the field, which has its own property (kubectl prints both).
         let causes_json: Vec<Value> = causes
             .iter()
-            .map(|(field, reason, message)| json!({"reason": reason, "message": message, "field": field}))
+            .map(|(field, reason, message)| {
+                let body = message
+                    .strip_prefix(&format!("{field}: "))
+                    .unwrap_or(message);
+                json!({"reason": reason, "message": body, "field": field})
+            })
             .collect();
         Self::api(
             422,

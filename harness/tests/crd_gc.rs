@@ -14,7 +14,13 @@ fn causes(v: &Value) -> Vec<String> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|c| c["message"].as_str().unwrap().to_string())
+                .map(|c| {
+                    format!(
+                        "{}: {}",
+                        c["field"].as_str().unwrap(),
+                        c["message"].as_str().unwrap()
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -143,6 +149,10 @@ async fn crd_schema_validation_and_cel_rules() {
     assert_eq!(a.code, 422);
     assert_eq!(a.body["reason"], "Invalid");
     assert_eq!(causes(&a.body), vec!["spec.region: Required value"]);
+    assert_eq!(
+        a.body["details"]["causes"][0],
+        json!({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.region"})
+    );
     assert!(
         a.body["message"]
             .as_str()
