@@ -36,6 +36,8 @@ pub struct ClusterConfig {
     pub faults: Vec<FaultRule>,
     /// Where to write `<name>.kubeconfig`; None: the system temp directory.
     pub kubeconfig_dir: Option<PathBuf>,
+    /// Whether the kubelet stand-in creates a Pod per Deployment replica (default true).
+    pub pods: bool,
 }
 
 impl ClusterConfig {
@@ -52,7 +54,14 @@ impl ClusterConfig {
             fault_seed: 1,
             faults: Vec::new(),
             kubeconfig_dir: None,
+            pods: true,
         }
+    }
+
+    /// Whether the kubelet stand-in creates Pods for Deployment replicas.
+    pub fn pods(mut self, on: bool) -> Self {
+        self.pods = on;
+        self
     }
 
     /// Use this port.
@@ -248,6 +257,7 @@ impl Cluster {
         let kubelet = Arc::new(KubeletControl {
             delay: Mutex::new(config.readiness_delay),
             kick: tokio::sync::Notify::new(),
+            pods: config.pods,
         });
         let inner = Arc::new(Inner {
             name: config.name.clone(),

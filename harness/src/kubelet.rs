@@ -6,7 +6,9 @@
 //! that match its `nodeSelector`, tolerate the Nodes' `NoSchedule`/`NoExecute` taints and are not
 //! unschedulable. Deployments are placed oldest first (in creation order),
 //! so earlier ones keep their capacity. Replicas that fit become ready after the readiness delay;
-//! the rest stay unavailable. No Pods or ReplicaSets are created.
+//! the rest stay unavailable. Each replica is a Pod (`<deployment>-<template hash>-<i>`, owned by
+//! the Deployment) bound to its node, or Pending/Unschedulable; Pods bound by others count
+//! against node capacity. No ReplicaSets are created.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -246,6 +248,8 @@ pub struct KubeletControl {
     pub delay: Mutex<Duration>,
     /// Wakes the loop after a setting changed.
     pub kick: Notify,
+    /// Whether to create Pods for Deployments.
+    pub pods: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -283,6 +287,7 @@ impl Resources {
 }
 
 struct Node {
+    name: String,
     labels: BTreeMap<String, String>,
     taints: Vec<Value>,
     unschedulable: bool,
@@ -322,8 +327,15 @@ fn pod_request(pod_spec: &Value) -> Resources {
     total
 }
 
-/// How many replicas of each Deployment (by uid) fit on the nodes now.
-fn placements(store: &Store) -> Vec<(Value, u32)> {
+/// Marks Pods the kubelet stand-in created (and so manages).
+pub const MANAGED: &str = "kube-harness.io/kubelet";
+
+fn is_managed(pod: &Value) -> bool {
+    pod["metadata"]["annotations"][MANAGED] == "true"
+}
+
+/// The node of each replica that fits, per Deployment, oldest Deployment first.
+fn placements(store: &Store) -> Vec<(Value, Vec<String>)> {
     let nodes_rt = store.resource("", "v1", "nodes").expect("built-in");
     let deploy_rt = store
         .resource("apps", "v1", "deployments")
@@ -333,12 +345,31 @@ fn placements(store: &Store) -> Vec<(Value, u32)> {
         .0
         .iter()
         .map(|n| Node {
+            name: n["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             labels: crate::selectors::labels_of(n),
             taints: n["spec"]["taints"].as_array().cloned().unwrap_or_default(),
             unschedulable: n["spec"]["unschedulable"] == true,
             free: Resources::from_map(&n["status"]["allocatable"]),
         })
         .collect();
+    // Pods bound to a node by someone else (a test, a DaemonSet stand-in) use its capacity.
+    let pods_rt = store.resource("", "v1", "pods").expect("built-in");
+    for pod in store.list(&pods_rt, None).0 {
+        let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+        let finished = matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
+        if is_managed(&pod) || node_name.is_empty() || finished {
+            continue;
+        }
+        if let Some(n) = nodes.iter_mut().find(|n| n.name == node_name) {
+            n.free.take(&pod_request(&pod["spec"]));
+        }
+    }
     let mut deployments: Vec<Value> = store
         .list(&deploy_rt, None)
         .0
@@ -375,8 +406,8 @@ fn placements(store: &Store) -> Vec<(Value, u32)> {
             })
             .unwrap_or_default();
         let tolerations = pod["tolerations"].as_array().cloned().unwrap_or_default();
-        let mut fit = 0;
-        while fit < desired {
+        let mut assigned = Vec::new();
+        while (assigned.len() as u32) < desired {
             let slot = nodes.iter_mut().find(|n| {
                 !n.unschedulable
                     && selector.iter().all(|(k, v)| n.labels.get(k) == Some(v))
@@ -386,12 +417,12 @@ fn placements(store: &Store) -> Vec<(Value, u32)> {
             match slot {
                 Some(n) => {
                     n.free.take(&req);
-                    fit += 1;
+                    assigned.push(n.name.clone());
                 }
                 None => break,
             }
         }
-        out.push((d, fit));
+        out.push((d, assigned));
     }
     out
 }
@@ -469,12 +500,140 @@ fn status_for(d: &Value, desired: u32, ready: u32) -> Value {
     status
 }
 
-/// One pass: compute placements, advance readiness, write changed statuses. Returns when the
-/// next pending replica becomes ready.
+fn template_hash(template: &Value) -> String {
+    // FNV-1a of the template: stable names while the template is unchanged, new ones after.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in template.to_string().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10)
+        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+fn pod_condition(
+    live: Option<&Value>,
+    ty: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+) -> Value {
+    let status = if ok { "True" } else { "False" };
+    let t = live
+        .and_then(|l| l["status"]["conditions"].as_array())
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == ty && c["status"] == status)
+        .map(|c| c["lastTransitionTime"].clone())
+        .unwrap_or_else(|| json!(now()));
+    let mut c = json!({"type": ty, "status": status, "lastTransitionTime": t});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        c["message"] = json!(m);
+    }
+    c
+}
+
+/// Create, update and delete the Pods of one Deployment: `<deployment>-<template hash>-<i>`,
+/// bound to their node and Running (Ready once ready) if they fit, Pending and Unschedulable if not.
+fn sync_pods(store: &Store, d: &Value, assigned: &[String], desired: u32, ready: u32) {
+    let pods_rt = store.resource("", "v1", "pods").expect("built-in");
+    let nodes_rt = store.resource("", "v1", "nodes").expect("built-in");
+    let node_count = store.list(&nodes_rt, None).0.len();
+    let ns = d["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let dname = d["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let uid = d["metadata"]["uid"].clone();
+    let template = &d["spec"]["template"];
+    let hash = template_hash(template);
+    let want: Vec<String> = (0..desired)
+        .map(|i| format!("{dname}-{hash}-{i}"))
+        .collect();
+    let opts = WriteOpts {
+        manager: "kubelet".into(),
+        internal: true,
+        ..Default::default()
+    };
+    for pod in store.list(&pods_rt, Some(&ns)).0 {
+        let owned = pod["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        if is_managed(&pod) && owned && !want.iter().any(|w| w == name) {
+            let _ = store.delete(&pods_rt, &ns, name, &Default::default());
+        }
+    }
+    for (i, name) in want.iter().enumerate() {
+        let node = assigned.get(i);
+        let is_ready = node.is_some() && (i as u32) < ready;
+        let mut labels = template["metadata"]["labels"].clone();
+        if !labels.is_object() {
+            labels = json!({});
+        }
+        labels["pod-template-hash"] = json!(hash);
+        let mut spec = template["spec"].clone();
+        if let Some(n) = node {
+            spec["nodeName"] = json!(n);
+        }
+        let _ = store.modify(&pods_rt, &ns, name, Scope::Main, &opts, true, |live| {
+            let conditions = vec![
+                if node.is_some() {
+                    pod_condition(live, "PodScheduled", true, None, None)
+                } else {
+                    pod_condition(
+                        live,
+                        "PodScheduled",
+                        false,
+                        Some("Unschedulable"),
+                        Some(format!(
+                            "0/{node_count} nodes are available: no node with enough free resources matches the pod's node selector and tolerations."
+                        )),
+                    )
+                },
+                pod_condition(live, "ContainersReady", is_ready, None, None),
+                pod_condition(live, "Ready", is_ready, None, None),
+            ];
+            let mut pod = json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": labels,
+                    "annotations": {MANAGED: "true"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": dname,
+                        "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+                },
+                "spec": spec,
+                "status": {
+                    "phase": if node.is_some() { "Running" } else { "Pending" },
+                    "conditions": conditions,
+                },
+            });
+            if let Some(live) = live {
+                pod["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
+            }
+            Ok(pod)
+        });
+    }
+}
+
+/// One pass: compute placements, advance readiness, write changed statuses (and Pods). Returns
+/// when the next pending replica becomes ready.
 fn reconcile(
     store: &Store,
     tracks: &mut HashMap<String, Track>,
     delay: Duration,
+    pods: bool,
 ) -> Option<Instant> {
     let deploy_rt = store
         .resource("apps", "v1", "deployments")
@@ -482,7 +641,8 @@ fn reconcile(
     let now_i = Instant::now();
     let mut next: Option<Instant> = None;
     let mut seen = Vec::new();
-    for (d, fit) in placements(store) {
+    for (d, assigned) in placements(store) {
+        let fit = assigned.len() as u32;
         let uid = d["metadata"]["uid"]
             .as_str()
             .unwrap_or_default()
@@ -533,6 +693,9 @@ fn reconcile(
             obj["status"] = status;
             Ok(obj)
         });
+        if pods {
+            sync_pods(store, &d, &assigned, desired, tr.ready);
+        }
     }
     tracks.retain(|uid, _| seen.contains(uid));
     next
@@ -545,7 +708,7 @@ pub fn spawn(store: Arc<Store>, control: Arc<KubeletControl>) -> tokio::task::Jo
         let mut tracks = HashMap::new();
         loop {
             let delay = *control.delay.lock().unwrap_or_else(|e| e.into_inner());
-            let next = reconcile(&store, &mut tracks, delay);
+            let next = reconcile(&store, &mut tracks, delay, control.pods);
             let wake = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -556,7 +719,7 @@ pub fn spawn(store: Arc<Store>, control: Arc<KubeletControl>) -> tokio::task::Jo
             loop {
                 tokio::select! {
                     ev = rx.recv() => match ev {
-                        Ok(ev) if ev.key.1 == "nodes" || ev.key.1 == "deployments" => break,
+                        Ok(ev) if matches!(ev.key.1.as_str(), "nodes" | "deployments" | "pods") => break,
                         Ok(_) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

@@ -54,6 +54,10 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     watch_history: usize,
 
+    /// Do not create a Pod per Deployment replica (only Deployment status is maintained).
+    #[arg(long)]
+    no_pods: bool,
+
     /// Milliseconds between BOOKMARK events on watches that allow them.
     #[arg(long, default_value_t = 5000)]
     bookmark_interval_ms: u64,
@@ -74,6 +78,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .watch_history(args.watch_history)
                 .bookmark_interval(Duration::from_millis(args.bookmark_interval_ms))
                 .fault_seed(args.seed)
+                .pods(!args.no_pods)
                 .kubeconfig_dir(&args.kubeconfig_dir),
         );
     }

@@ -161,6 +161,7 @@ fn help_documents_every_flag() {
         "--seed",
         "--watch-history",
         "--bookmark-interval-ms",
+        "--no-pods",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
 use kube_harness::{Cluster, ClusterConfig, NodeSpec};
 use serde_json::{Value, json};
 
@@ -89,6 +90,36 @@ async fn replicas_become_ready_up_to_node_capacity() {
             .any(|c| c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable")
     );
 
+    // One Pod per replica, bound to the nodes the replicas were packed on, Running and Ready.
+    let pods: Api<Pod> = Api::default_namespaced(c.client().unwrap());
+    let first_pods = pods
+        .list(&ListParams::default().labels("app=first"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(first_pods.len(), 5);
+    let mut on_nodes: Vec<String> = first_pods
+        .iter()
+        .map(|p| p.spec.as_ref().unwrap().node_name.clone().unwrap())
+        .collect();
+    on_nodes.sort();
+    assert_eq!(on_nodes, vec!["gpu-a", "gpu-a", "gpu-a", "gpu-a", "gpu-b"]);
+    for p in &first_pods {
+        let st = p.status.as_ref().unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        assert!(
+            st.conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        );
+        assert_eq!(
+            p.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "Deployment"
+        );
+    }
+
     // The next Deployment only gets what is left (2 GPUs: one replica); the rest stay
     // unavailable, and Available is False (maxUnavailable 25% of 3 rounds down to 0).
     api.create(&pp, &gpu_deployment("second", 3, 2, true))
@@ -102,6 +133,35 @@ async fn replicas_become_ready_up_to_node_capacity() {
             .unwrap()
             .iter()
             .any(|c| c["type"] == "Available" && c["status"] == "False")
+    );
+    let second_pods = eventually("second has 3 pods", 5, || async {
+        let items = pods
+            .list(&ListParams::default().labels("app=second"))
+            .await
+            .unwrap()
+            .items;
+        (items.len() == 3).then_some(items)
+    })
+    .await;
+    let pending: Vec<&Pod> = second_pods
+        .iter()
+        .filter(|p| p.status.as_ref().unwrap().phase.as_deref() == Some("Pending"))
+        .collect();
+    assert_eq!(pending.len(), 2);
+    let scheduled = pending[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (scheduled.status.as_str(), scheduled.reason.as_deref()),
+        ("False", Some("Unschedulable"))
     );
 
     // Without a toleration for the GPU taint nothing fits; a selector matching no node likewise.
@@ -139,6 +199,17 @@ async fn replicas_become_ready_up_to_node_capacity() {
     // Freed capacity goes to the next Deployment: gpu-b 2 GPUs + gpu-c 2 GPUs = 2 replicas.
     wait_ready(&api, "second", 2).await;
     assert_eq!(c.nodes().len(), 3);
+    // Deleting a Deployment garbage-collects its Pods.
+    api.delete("second", &Default::default()).await.unwrap();
+    eventually("second's pods are gone", 5, || async {
+        pods.list(&ListParams::default().labels("app=second"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -182,4 +253,14 @@ async fn cpu_and_memory_requests_are_packed_too() {
         .unwrap();
     wait_ready(&api, "aa-newer", 0).await;
     wait_ready(&api, "zz-older", 2).await;
+
+    // A Pod bound to the node by someone else uses its capacity.
+    let pods: Api<Pod> = Api::default_namespaced(c.client().unwrap());
+    let hog: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "hog"}, "spec": {"nodeName": "small",
+        "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "4"}}}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &hog).await.unwrap();
+    wait_ready(&api, "zz-older", 1).await;
 }
