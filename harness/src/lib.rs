@@ -32,6 +32,7 @@ mod resources;
 mod selectors;
 mod server;
 mod store;
+mod validation;
 mod watch;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterHandle};

@@ -599,6 +599,10 @@ impl State {
         if rt.custom {
             crd_schema::admit(rt, &mut obj, old, name, opts.strict)?;
         }
+        let causes = crate::validation::validate(rt, &obj, old, name);
+        if !causes.is_empty() {
+            return Err(Error::invalid(&rt.kind, &rt.group, name, causes));
+        }
         self.server_managed(rt, &mut obj)?;
         if track {
             apply::track_update(rt, old, &mut obj, &opts.manager, scope, &now);

@@ -284,3 +284,85 @@ async fn kube_client_typed_round_trip() {
     api.delete("typed", &DeleteParams::default()).await.unwrap();
     assert!(api.get_opt("typed").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn invalid_names_labels_and_deployments_are_422() {
+    let c = start("invalid").await;
+    let base = c.url();
+    let cms = format!("{base}/api/v1/namespaces/default/configmaps");
+    let a = http(
+        "POST",
+        &cms,
+        Some("application/json"),
+        r#"{"metadata":{"name":"Upper_Case"}}"#,
+    )
+    .await;
+    assert_eq!((a.code, a.body["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(a.body["details"]["causes"][0]["field"], "metadata.name");
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("a lowercase RFC 1123 subdomain")
+    );
+    let a = http(
+        "POST",
+        &cms,
+        Some("application/json"),
+        r#"{"metadata":{"name":"ok","labels":{"model":"s3://bucket/x"}}}"#,
+    )
+    .await;
+    assert_eq!(a.code, 422);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("a valid label must be an empty string")
+    );
+    let a = http(
+        "POST",
+        &format!("{base}/api/v1/namespaces"),
+        Some("application/json"),
+        r#"{"metadata":{"name":"has.dot"}}"#,
+    )
+    .await;
+    assert_eq!(a.code, 422, "namespaces need DNS labels");
+
+    let deps = format!("{base}/apis/apps/v1/namespaces/default/deployments");
+    let mut d = deployment("web", 1, 0);
+    d["spec"]["selector"]["matchLabels"]["app"] = json!("other");
+    let a = http("POST", &deps, Some("application/json"), &d.to_string()).await;
+    assert_eq!(a.code, 422);
+    assert_eq!(
+        a.body["details"]["causes"][0]["field"],
+        "spec.template.metadata.labels"
+    );
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("`selector` does not match template `labels`")
+    );
+    let mut d = deployment("web", 1, 0);
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("");
+    let a = http("POST", &deps, Some("application/json"), &d.to_string()).await;
+    assert_eq!(
+        a.body["details"]["causes"][0]["field"],
+        "spec.template.spec.containers[0].image"
+    );
+    post(
+        base,
+        "/apis/apps/v1/namespaces/default/deployments",
+        deployment("web", 1, 0),
+    )
+    .await;
+    let a = http("PATCH", &format!("{deps}/web"), Some("application/merge-patch+json"),
+        r#"{"spec":{"selector":{"matchLabels":{"app":"x"}},"template":{"metadata":{"labels":{"app":"x"}}}}}"#).await;
+    assert_eq!(a.code, 422);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("field is immutable")
+    );
+}
