@@ -21,6 +21,7 @@ mod apply;
 mod cluster;
 mod control;
 mod crd_schema;
+mod defaults;
 mod discovery;
 mod error;
 mod faults;

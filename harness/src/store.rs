@@ -607,6 +607,7 @@ impl State {
         if track {
             apply::track_update(rt, old, &mut obj, &opts.manager, scope, &now);
         }
+        crate::defaults::apply(rt, &mut obj);
         if let Some(old) = old
             && same_content(old, &obj)
         {

@@ -90,9 +90,27 @@ async fn merge_json_and_strategic_patches() {
         r#"{"spec":{"template":{"spec":{"containers":[{"name":"only","image":"x"}]}}}}"#,
     )
     .await;
+    let containers = a.body["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(containers.len(), 1);
     assert_eq!(
-        a.body["spec"]["template"]["spec"]["containers"],
-        json!([{"name": "only", "image": "x"}])
+        (
+            containers[0]["name"].as_str(),
+            containers[0]["image"].as_str()
+        ),
+        (Some("only"), Some("x"))
+    );
+    // Defaulted like the API server does (untagged image: imagePullPolicy Always).
+    assert_eq!(containers[0]["imagePullPolicy"], "Always");
+    assert_eq!(
+        a.body["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        "25%"
+    );
+    assert_eq!(
+        a.body["spec"]["template"]["spec"]["restartPolicy"],
+        "Always"
     );
 
     // JSON patch, including a passing test op; a failing test op is 422 and changes nothing.
@@ -334,6 +352,16 @@ async fn apply_keyed_lists_and_status_subresource() {
     )
     .await;
     assert_eq!(a.body["status"]["replicas"], 2);
+    // Defaulted fields belong to nobody: another manager may set them without a conflict.
+    let a = http(
+        "PATCH",
+        &format!("{url}?fieldManager=tuner"),
+        Some(APPLY),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  revisionHistoryLimit: 5\n",
+    )
+    .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(a.body["spec"]["revisionHistoryLimit"], 5);
 }
 
 #[tokio::test]
