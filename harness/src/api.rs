@@ -313,11 +313,23 @@ async fn route(
     if rt.namespaced && t.ns.is_none() && !(req.method() == Method::GET && t.name.is_none()) {
         return Err(Error::no_route());
     }
+    // Metadata-only reads (kube's `Api<PartialObjectMeta<K>>`, client-go metadata informers).
+    let partial = req
+        .headers()
+        .get("Accept")
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let method = req.method().clone();
     match (method, t.name.clone()) {
-        (Method::GET, None) if truthy(q, "watch") => watch_response(inner, &t, q),
-        (Method::GET, None) => list(inner, &t, q),
-        (Method::GET, Some(name)) => Ok(json_response(200, &inner.store.get(&rt, &ns, &name)?)),
+        (Method::GET, None) if truthy(q, "watch") => watch_response(inner, &t, q, partial),
+        (Method::GET, None) => list(inner, &t, q, partial),
+        (Method::GET, Some(name)) => {
+            let obj = inner.store.get(&rt, &ns, &name)?;
+            Ok(json_response(
+                200,
+                &if partial { watch::partial(&obj) } else { obj },
+            ))
+        }
         (Method::POST, None) => {
             let body = parse_body(&body_bytes(req).await?)?;
             let obj = inner.store.create(&rt, &ns, body, &opts)?;
@@ -530,7 +542,12 @@ fn item_key(o: &Value) -> String {
     )
 }
 
-fn list(inner: &Arc<Inner>, t: &Target, q: &HashMap<String, String>) -> Result<Response<Body>> {
+fn list(
+    inner: &Arc<Inner>,
+    t: &Target,
+    q: &HashMap<String, String>,
+    partial: bool,
+) -> Result<Response<Body>> {
     let rt = &t.rt;
     let labels = LabelSelector::parse(
         q.get("labelSelector")
@@ -573,6 +590,13 @@ fn list(inner: &Arc<Inner>, t: &Target, q: &HashMap<String, String>) -> Result<R
         meta["continue"] = json!(encode_continue(list_rv, &item_key(&items[limit - 1])));
         meta["remainingItemCount"] = json!(remaining);
     }
+    if partial {
+        let items: Vec<Value> = items.iter().map(watch::partial).collect();
+        return Ok(json_response(
+            200,
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+        ));
+    }
     Ok(json_response(
         200,
         &json!({
@@ -588,6 +612,7 @@ fn watch_response(
     inner: &Arc<Inner>,
     t: &Target,
     q: &HashMap<String, String>,
+    partial: bool,
 ) -> Result<Response<Body>> {
     let params = WatchParams {
         namespace: t.ns.clone(),
@@ -609,6 +634,7 @@ fn watch_response(
             .get("timeoutSeconds")
             .and_then(|s| s.parse::<u64>().ok())
             .map(Duration::from_secs),
+        partial,
     };
     let rx = watch::start(
         inner.store.clone(),

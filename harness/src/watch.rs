@@ -36,6 +36,13 @@ pub struct WatchParams {
     pub send_initial_events: Option<bool>,
     /// `timeoutSeconds`.
     pub timeout: Option<Duration>,
+    /// Send `PartialObjectMetadata` (Accept `as=PartialObjectMetadata`).
+    pub partial: bool,
+}
+
+/// An object as `meta.k8s.io/v1` `PartialObjectMetadata`.
+pub fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 
 impl WatchParams {
@@ -84,7 +91,12 @@ pub fn start(
         let from = if initial {
             let (items, rv) = store.list(&rt, params.namespace.as_deref());
             for item in items.iter().filter(|o| params.matches(o)) {
-                start_events.push(line("ADDED", item));
+                let shown = if params.partial {
+                    partial(item)
+                } else {
+                    item.clone()
+                };
+                start_events.push(line("ADDED", &shown));
             }
             if params.send_initial_events == Some(true) && params.bookmarks {
                 start_events.push(bookmark(&rt, rv, true));
@@ -183,5 +195,8 @@ fn render(rt: &ResourceType, params: &WatchParams, ev: &Event) -> Option<Bytes> 
         (EventType::Modified, true, false) => EventType::Deleted,
         _ => return None,
     };
+    if params.partial {
+        obj = partial(&obj);
+    }
     Some(line(kind.as_str(), &obj))
 }

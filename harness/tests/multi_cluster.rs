@@ -172,3 +172,43 @@ async fn watcher_with_streaming_lists_and_bookmarks() {
         .unwrap();
     assert_eq!(o.metadata.name.as_deref(), Some("live"));
 }
+
+#[tokio::test]
+async fn metadata_only_api_and_metadata_watcher() {
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let c = start("meta").await;
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "m1", "labels": {"a": "b"}}})).unwrap();
+    api.create(&PostParams::default(), &cm).await.unwrap();
+    let meta = api.get_metadata("m1").await.unwrap();
+    assert_eq!(meta.metadata.labels.unwrap()["a"], "b");
+    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    // The wire form is PartialObjectMetadata, as the API server sends it.
+    let raw = c.client().unwrap();
+    let req = hyper::Request::get("/api/v1/namespaces/default/configmaps/m1")
+        .header(
+            "Accept",
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let v: serde_json::Value = raw.request(req).await.unwrap();
+    assert_eq!(
+        (v["kind"].as_str(), v["apiVersion"].as_str()),
+        (Some("PartialObjectMetadata"), Some("meta.k8s.io/v1"))
+    );
+    assert!(v.get("data").is_none());
+    let meta_api: Api<PartialObjectMeta<ConfigMap>> = Api::default_namespaced(c.client().unwrap());
+    let mut stream = watcher(meta_api, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("m1"));
+}
