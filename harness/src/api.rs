@@ -313,16 +313,52 @@ async fn route(
     if rt.namespaced && t.ns.is_none() && !(req.method() == Method::GET && t.name.is_none()) {
         return Err(Error::no_route());
     }
-    // Metadata-only reads (kube's `Api<PartialObjectMeta<K>>`, client-go metadata informers).
-    let partial = req
+    let accept = req
         .headers()
         .get("Accept")
         .and_then(|a| a.to_str().ok())
-        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+        .unwrap_or_default()
+        .to_string();
+    // Metadata-only reads (kube's `Api<PartialObjectMeta<K>>`, client-go metadata informers).
+    let partial = accept.contains("as=PartialObjectMetadata");
+    // kubectl's human-readable `get` asks for Tables (not for watches: those stay objects).
+    let as_table = accept.contains("as=Table") && !truthy(q, "watch");
+    let include = q.get("includeObject").cloned().unwrap_or_default();
     let method = req.method().clone();
     match (method, t.name.clone()) {
         (Method::GET, None) if truthy(q, "watch") => watch_response(inner, &t, q, partial),
+        (Method::GET, None) if as_table => {
+            let listed = list(inner, &t, q, false)?;
+            let body = listed
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| Error::internal("list body"))?
+                .to_bytes();
+            let v: Value =
+                serde_json::from_slice(&body).map_err(|e| Error::internal(e.to_string()))?;
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            let rv = v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
+            let mut tbl = crate::table::table(&rt, &items, rv, &include);
+            if let Some(c) = v["metadata"].get("continue") {
+                tbl["metadata"]["continue"] = c.clone();
+            }
+            Ok(json_response(200, &tbl))
+        }
         (Method::GET, None) => list(inner, &t, q, partial),
+        (Method::GET, Some(name)) if as_table && t.sub.is_none() => {
+            let obj = inner.store.get(&rt, &ns, &name)?;
+            let rv = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            Ok(json_response(
+                200,
+                &crate::table::table(&rt, &[obj], &rv, &include),
+            ))
+        }
         (Method::GET, Some(name)) => {
             let obj = inner.store.get(&rt, &ns, &name)?;
             Ok(json_response(

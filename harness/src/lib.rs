@@ -33,6 +33,7 @@ mod resources;
 mod selectors;
 mod server;
 mod store;
+mod table;
 mod validation;
 mod watch;
 

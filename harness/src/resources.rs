@@ -30,6 +30,8 @@ pub struct ResourceType {
     pub schema: Option<Arc<CrdSchema>>,
     /// True for custom resources (affects unconditional updates and strategic merge patch).
     pub custom: bool,
+    /// A CRD version's `additionalPrinterColumns`.
+    pub printer_columns: Vec<Value>,
 }
 
 /// The compiled CRD schema of one version.
@@ -99,6 +101,7 @@ fn builtin(
         status_subresource: status,
         schema: None,
         custom: false,
+        printer_columns: Vec::new(),
     }
 }
 
@@ -227,6 +230,10 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             status_subresource: version["subresources"]["status"].is_object(),
             schema,
             custom: true,
+            printer_columns: version["additionalPrinterColumns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
         });
     }
     out

@@ -105,6 +105,30 @@ async fn kubectl_apply_get_wait_delete() {
     assert_eq!(obj["kind"], "ComputePool");
     assert_eq!(obj["spec"]["startupSeconds"], 120);
     assert_eq!(obj["spec"]["capacity"]["gpu"]["count"], 16);
+    // Default output is a server-side Table with the CRD's printer columns.
+    let table = ok(&kc, &cache, &["get", "cpool"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        vec![
+            "NAME",
+            "CLOUD",
+            "REGION",
+            "GPU",
+            "GPUS-FREE",
+            "READY",
+            "AGE"
+        ],
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("dc1-a100   private   fra-dc1   nvidia-a100-80gb"),
+        "{table}"
+    );
     let names = ok(&kc, &cache, &["get", "computepools", "-o", "name"]).await;
     assert_eq!(names.trim(), "computepool.skybridge.io/dc1-a100");
 
