@@ -131,7 +131,7 @@ async fn status_codes_by_verb_and_path_with_status_bodies() {
 async fn latency_is_added() {
     let c = start("slow").await;
     c.set_faults(vec![
-        FaultRule::latency(Duration::from_millis(300)).path("/configmaps"),
+        FaultRule::latency(Duration::from_millis(800)).path("/configmaps"),
     ])
     .unwrap();
     let t = Instant::now();
@@ -146,10 +146,13 @@ async fn latency_is_added() {
         .code,
         200
     );
-    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(t.elapsed() >= Duration::from_millis(800));
     let t = Instant::now();
     http("GET", &format!("{}/api/v1/namespaces", c.url()), None, "").await;
-    assert!(t.elapsed() < Duration::from_millis(300));
+    assert!(
+        t.elapsed() < Duration::from_millis(800),
+        "other paths are not delayed"
+    );
 }
 
 #[tokio::test]
