@@ -430,6 +430,64 @@ impl ClusterHandle {
         self.inner.set_reachable().await
     }
 
+    /// Server-side apply (forced, field manager `manager`) every document of a multi-document
+    /// YAML, in order: e.g. the output of `skybridge crd`, then objects of those CRDs. Namespaced
+    /// objects without a namespace go to `default`. Returns the stored objects.
+    pub fn apply_yaml(&self, yaml: &str, manager: &str) -> Result<Vec<Value>> {
+        use serde::Deserialize;
+        let mut out = Vec::new();
+        for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+            let v = Value::deserialize(doc).map_err(|e| Error::Config(format!("YAML: {e}")))?;
+            if v.is_null() {
+                continue;
+            }
+            let api_version = v["apiVersion"].as_str().unwrap_or_default();
+            let kind = v["kind"].as_str().unwrap_or_default();
+            let rt = self
+                .inner
+                .store
+                .resource_for_kind(api_version, kind)
+                .ok_or_else(|| Error::Config(format!("no resource serves {api_version} {kind}")))?;
+            let name = v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let ns = if rt.namespaced {
+                v["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_string()
+            } else {
+                String::new()
+            };
+            let mut cfg = v.clone();
+            if rt.namespaced {
+                cfg["metadata"]["namespace"] = Value::String(ns.clone());
+            }
+            let opts = WriteOpts {
+                manager: manager.to_string(),
+                ..Default::default()
+            };
+            let (obj, _) =
+                self.inner
+                    .store
+                    .modify(&rt, &ns, &name, Scope::Main, &opts, false, |live| {
+                        crate::apply::apply(
+                            &rt,
+                            live,
+                            &cfg,
+                            manager,
+                            true,
+                            Scope::Main,
+                            &name,
+                            &crate::store::now(),
+                        )
+                    })?;
+            out.push(obj);
+        }
+        Ok(out)
+    }
+
     /// The cluster's latest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.inner.store.current_rv()

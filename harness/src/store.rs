@@ -222,6 +222,15 @@ impl Store {
             .cloned()
     }
 
+    /// The resource type of an apiVersion and kind.
+    pub fn resource_for_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceType>> {
+        self.lock()
+            .types
+            .values()
+            .find(|t| t.api_version() == api_version && t.kind == kind)
+            .cloned()
+    }
+
     /// Every served resource type.
     pub fn resource_types(&self) -> Vec<Arc<ResourceType>> {
         self.lock().types.values().cloned().collect()

@@ -53,6 +53,24 @@ async fn clusters_are_independent() {
             .len(),
         1
     );
+    // Every cluster can get the CRDs and objects from YAML without a client.
+    for c in &clusters {
+        let applied = c.apply_yaml(CRDS, "e2e-setup").unwrap();
+        assert_eq!(applied.len(), 3);
+    }
+    let pools = clusters[1]
+        .apply_yaml("apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: p}\nspec: {cloud: private, provider: onprem, region: r, capacity: {}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n", "e2e-setup")
+        .unwrap();
+    assert_eq!(
+        pools[0]["spec"]["startupSeconds"], 120,
+        "schema defaults applied"
+    );
+    assert_eq!(pools[1]["metadata"]["namespace"], "default");
+    assert!(
+        clusters[0]
+            .apply_yaml("apiVersion: x/v1\nkind: Nope\nmetadata: {name: n}\n", "m")
+            .is_err()
+    );
     // Kubeconfigs name their cluster.
     assert!(
         clusters[1]
