@@ -116,6 +116,9 @@ impl ClusterConfig {
 #[derive(Default)]
 pub(crate) struct Net {
     accept: Option<JoinHandle<()>>,
+    /// A bound listener nobody accepts from: connections complete the TCP handshake (kernel
+    /// backlog) and then never get an answer, like a silently dropped network path.
+    blackhole: Option<tokio::net::TcpListener>,
 }
 
 /// Shared state of a running cluster.
@@ -184,33 +187,21 @@ impl Inner {
     }
 
     pub(crate) fn set_unreachable(&self) {
-        if let Some(task) = self
-            .net
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .accept
-            .take()
-        {
+        let mut net = self.net.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = net.accept.take() {
             task.abort();
         }
+        net.blackhole = None;
+        drop(net);
         self.conn_kill.send_modify(|n| *n += 1);
     }
 
-    pub(crate) async fn set_reachable(self: &Arc<Self>) -> Result<()> {
-        if self
-            .net
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .accept
-            .is_some()
-        {
-            return Ok(());
-        }
-        // The aborted accept task drops its listener asynchronously; retry briefly.
+    /// Bind our port, retrying briefly: an aborted accept task drops its listener asynchronously.
+    async fn bind_again(&self) -> Result<tokio::net::TcpListener> {
         let mut attempt = 0;
-        let listener = loop {
+        loop {
             match server::bind(self.port).await {
-                Ok(l) => break l,
+                Ok(l) => return Ok(l),
                 Err(e) if attempt < 50 => {
                     attempt += 1;
                     tracing::debug!("rebind {}: {e}", self.port);
@@ -218,7 +209,26 @@ impl Inner {
                 }
                 Err(e) => return Err(e.into()),
             }
-        };
+        }
+    }
+
+    pub(crate) async fn set_unresponsive(&self) -> Result<()> {
+        self.set_unreachable();
+        let listener = self.bind_again().await?;
+        self.net.lock().unwrap_or_else(|e| e.into_inner()).blackhole = Some(listener);
+        Ok(())
+    }
+
+    pub(crate) async fn set_reachable(self: &Arc<Self>) -> Result<()> {
+        {
+            let mut net = self.net.lock().unwrap_or_else(|e| e.into_inner());
+            if net.accept.is_some() {
+                return Ok(());
+            }
+            // Connections parked in the blackhole's backlog are reset.
+            net.blackhole = None;
+        }
+        let listener = self.bind_again().await?;
         let task = server::spawn_accept(Arc::downgrade(self), listener, self.conn_kill.subscribe());
         self.net.lock().unwrap_or_else(|e| e.into_inner()).accept = Some(task);
         Ok(())
@@ -425,7 +435,13 @@ impl ClusterHandle {
         self.inner.set_unreachable()
     }
 
-    /// Serve again on the same port.
+    /// Keep the port open but never answer: connections are accepted by the kernel and requests
+    /// hang until the client times out (a silently broken network path). Open connections drop.
+    pub async fn set_unresponsive(&self) -> Result<()> {
+        self.inner.set_unresponsive().await
+    }
+
+    /// Serve again on the same port (after `set_unreachable` or `set_unresponsive`).
     pub async fn set_reachable(&self) -> Result<()> {
         self.inner.set_reachable().await
     }

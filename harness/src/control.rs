@@ -5,8 +5,9 @@
 //!   `DELETE /harness/nodes/<name>`.
 //! - `GET|PUT|DELETE /harness/faults` – body `{"seed": 1, "rules": [FaultRule...]}`.
 //! - `POST /harness/watches/close` – end every open watch stream now.
-//! - `POST /harness/unreachable?durationMs=N` – refuse connections for N ms, then serve again on
-//!   the same port (the answer is sent before the cluster goes down).
+//! - `POST /harness/unreachable?durationMs=N[&mode=refuse|hang]` – refuse connections (or, with
+//!   `hang`, accept them and never answer) for N ms, then serve again on the same port (the answer
+//!   is sent before the cluster goes down).
 //! - `PUT /harness/readiness-delay?ms=N` – kubelet readiness delay.
 //!
 //! Faults never apply to these paths.
@@ -92,11 +93,26 @@ async fn serve(
                 .get("durationMs")
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| Error::bad_request("durationMs is required"))?;
+            let hang = match q.get("mode").map(String::as_str) {
+                None | Some("refuse") => false,
+                Some("hang") => true,
+                Some(other) => {
+                    return Err(Error::bad_request(format!(
+                        "unknown mode {other}: refuse or hang"
+                    )));
+                }
+            };
             let inner2 = inner.clone();
             tokio::spawn(async move {
                 // Let this answer reach the client before the connections drop.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                inner2.set_unreachable();
+                if hang {
+                    if let Err(e) = inner2.set_unresponsive().await {
+                        tracing::error!("cluster {} could not rebind: {e}", inner2.name);
+                    }
+                } else {
+                    inner2.set_unreachable();
+                }
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 if let Err(e) = inner2.set_reachable().await {
                     tracing::error!("cluster {} could not rebind: {e}", inner2.name);

@@ -336,3 +336,63 @@ async fn http_control_endpoint() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn unresponsive_cluster_makes_clients_time_out() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let c = start("hang").await;
+    let mut config = c.kube_config().unwrap();
+    config.read_timeout = Some(Duration::from_millis(300));
+    config.connect_timeout = Some(Duration::from_millis(300));
+    let api: kube::Api<ConfigMap> =
+        kube::Api::default_namespaced(kube::Client::try_from(config).unwrap());
+    assert!(api.list(&Default::default()).await.is_ok());
+    c.set_unresponsive().await.unwrap();
+    let t = Instant::now();
+    let err = api.list(&Default::default()).await.unwrap_err();
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "a timeout, not a refusal: {err:?}"
+    );
+    let raw = tokio::time::timeout(
+        Duration::from_millis(300),
+        try_http("GET", &format!("{}/version", c.url()), None, ""),
+    )
+    .await;
+    assert!(raw.is_err(), "no answer while unresponsive");
+    c.set_reachable().await.unwrap();
+    assert!(api.list(&Default::default()).await.is_ok());
+    // Over the control endpoint too.
+    let base = c.url().to_string();
+    assert_eq!(
+        http(
+            "POST",
+            &format!("{base}/harness/unreachable?durationMs=400&mode=hang"),
+            None,
+            ""
+        )
+        .await
+        .code,
+        200
+    );
+    eventually("cluster hangs", 5, || async {
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            try_http("GET", &format!("{base}/version"), None, ""),
+        )
+        .await
+        .is_err()
+        .then_some(())
+    })
+    .await;
+    eventually("cluster answers again", 5, || async {
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            try_http("GET", &format!("{base}/version"), None, ""),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+    })
+    .await;
+}
