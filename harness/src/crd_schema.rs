@@ -1,0 +1,332 @@
+//! What the API server does to a custom resource against its CRD's structural schema, in its
+//! order: prune unknown fields (and `null`s of non-nullable fields), apply defaults, validate the
+//! OpenAPI constraints, evaluate `x-kubernetes-validations` CEL rules. Failures are one 422
+//! Invalid listing every cause.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::resources::ResourceType;
+
+/// Prune, default and validate `obj`; `old` is the stored object for transition rules. With
+/// `strict` (`fieldValidation=Strict`, kubectl's default) unknown fields are a 400 BadRequest
+/// instead of being dropped silently.
+pub fn admit(
+    rt: &ResourceType,
+    obj: &mut Value,
+    old: Option<&Value>,
+    name: &str,
+    strict: bool,
+) -> Result<()> {
+    let Some(schema) = &rt.schema else {
+        return Ok(());
+    };
+    let mut unknown = Vec::new();
+    prune(&schema.raw, obj, true, "", &mut unknown);
+    if strict && !unknown.is_empty() {
+        let list: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        return Err(Error::bad_request(format!(
+            "strict decoding error: {}",
+            list.join(", ")
+        )));
+    }
+    *obj = kube_cel::apply_defaults(&schema.raw, obj);
+    let mut causes = Vec::new();
+    validate(&schema.raw, obj, "", &mut causes, true);
+    if causes.is_empty() {
+        let validator = kube_cel::Validator::new();
+        if let Err(errors) = validator.validate_compiled(&schema.compiled, obj, old) {
+            for e in errors.into_vec() {
+                let field = e.field_path.trim_start_matches('.').to_string();
+                let kind = type_name(lookup(obj, &field).unwrap_or(&Value::Null));
+                let shown = if field.is_empty() {
+                    "<nil>".to_string()
+                } else {
+                    field.clone()
+                };
+                causes.push((
+                    field,
+                    "FieldValueInvalid".to_string(),
+                    format!("{shown}: Invalid value: \"{kind}\": {}", e.message),
+                ));
+            }
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid(&rt.kind, &rt.group, name, causes))
+    }
+}
+
+fn lookup<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
+    let mut cur = obj;
+    for seg in dotted.split('.').filter(|s| !s.is_empty()) {
+        let (field, index) = match seg.split_once('[') {
+            Some((f, rest)) => (f, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        cur = cur.get(field)?;
+        if let Some(i) = index {
+            cur = cur.get(i)?;
+        }
+    }
+    Some(cur)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn preserves(schema: &Value) -> bool {
+    schema["x-kubernetes-preserve-unknown-fields"] == true
+}
+
+fn prune(schema: &Value, v: &mut Value, root: bool, path: &str, unknown: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            let props = schema["properties"].as_object();
+            let additional = &schema["additionalProperties"];
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for k in keys {
+                if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                let sub = props
+                    .and_then(|p| p.get(&k))
+                    .or(additional.is_object().then_some(additional));
+                match sub {
+                    Some(sub) => {
+                        let child = map.get_mut(&k).expect("key listed above");
+                        if child.is_null() && sub["nullable"] != true {
+                            map.remove(&k);
+                        } else {
+                            prune(sub, child, false, &join(path, &k), unknown);
+                        }
+                    }
+                    None if preserves(schema) || additional == &Value::Bool(true) => {}
+                    None => {
+                        unknown.push(join(path, &k));
+                        map.remove(&k);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                prune(
+                    &schema["items"],
+                    item,
+                    false,
+                    &format!("{path}[{i}]"),
+                    unknown,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+fn num(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+fn validate(
+    schema: &Value,
+    v: &Value,
+    path: &str,
+    causes: &mut Vec<(String, String, String)>,
+    root: bool,
+) {
+    let mut push =
+        |reason: &str, msg: String| causes.push((path.to_string(), reason.to_string(), msg));
+    if v.is_null() {
+        return;
+    }
+    let int_or_string = schema["x-kubernetes-int-or-string"] == true;
+    if let Some(t) = schema["type"].as_str() {
+        let ok = match t {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string() || (int_or_string && (v.is_i64() || v.is_u64())),
+            "integer" => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
+            "number" => v.is_number(),
+            "boolean" => v.is_boolean(),
+            _ => true,
+        };
+        if !ok {
+            let actual = type_name(v);
+            push(
+                "FieldValueTypeInvalid",
+                format!(
+                    "{path}: Invalid value: \"{actual}\": {path} in body must be of type {t}: \"{actual}\""
+                ),
+            );
+            return;
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(v)
+    {
+        let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        push(
+            "FieldValueNotSupported",
+            format!(
+                "{path}: Unsupported value: {v}: supported values: {}",
+                list.join(", ")
+            ),
+        );
+    }
+    if let Some(x) = v.as_f64() {
+        if let Some(min) = schema["minimum"].as_f64() {
+            let exclusive = schema["exclusiveMinimum"] == true;
+            if x < min || (exclusive && x == min) {
+                let rel = if exclusive {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                push(
+                    "FieldValueInvalid",
+                    format!(
+                        "{path}: Invalid value: {v}: {path} in body should be {rel} {}",
+                        num(min)
+                    ),
+                );
+            }
+        }
+        if let Some(max) = schema["maximum"].as_f64() {
+            let exclusive = schema["exclusiveMaximum"] == true;
+            if x > max || (exclusive && x == max) {
+                let rel = if exclusive {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                push(
+                    "FieldValueInvalid",
+                    format!(
+                        "{path}: Invalid value: {v}: {path} in body should be {rel} {}",
+                        num(max)
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(s) = v.as_str() {
+        let len = s.chars().count() as u64;
+        if let Some(min) = schema["minLength"].as_u64()
+            && len < min
+        {
+            push(
+                "FieldValueInvalid",
+                format!(
+                    "{path}: Invalid value: {v}: {path} in body should be at least {min} chars long"
+                ),
+            );
+        }
+        if let Some(max) = schema["maxLength"].as_u64()
+            && len > max
+        {
+            push(
+                "FieldValueTooLong",
+                format!("{path}: Too long: may not be more than {max} bytes"),
+            );
+        }
+        if let Some(pattern) = schema["pattern"].as_str()
+            && regex::Regex::new(pattern).is_ok_and(|re| !re.is_match(s))
+        {
+            push(
+                "FieldValueInvalid",
+                format!("{path}: Invalid value: {v}: {path} in body should match '{pattern}'"),
+            );
+        }
+    }
+    match v {
+        Value::Array(items) => {
+            let n = items.len() as u64;
+            if let Some(min) = schema["minItems"].as_u64()
+                && n < min
+            {
+                push(
+                    "FieldValueInvalid",
+                    format!(
+                        "{path}: Invalid value: {n}: {path} in body should have at least {min} items"
+                    ),
+                );
+            }
+            if let Some(max) = schema["maxItems"].as_u64()
+                && n > max
+            {
+                push(
+                    "FieldValueTooMany",
+                    format!("{path}: Too many: {n}: must have at most {max} items"),
+                );
+            }
+            for (i, item) in items.iter().enumerate() {
+                validate(
+                    &schema["items"],
+                    item,
+                    &format!("{path}[{i}]"),
+                    causes,
+                    false,
+                );
+            }
+        }
+        Value::Object(map) => {
+            for req in schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if map.get(req).is_none_or(Value::is_null) {
+                    let p = join(path, req);
+                    causes.push((
+                        p.clone(),
+                        "FieldValueRequired".into(),
+                        format!("{p}: Required value"),
+                    ));
+                }
+            }
+            for (k, child) in map {
+                if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                let sub = &schema["properties"][k.as_str()];
+                let sub = if sub.is_null() {
+                    &schema["additionalProperties"]
+                } else {
+                    sub
+                };
+                if sub.is_object() {
+                    validate(sub, child, &join(path, k), causes, false);
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,756 @@
+//! The kubelet and deployment-controller stand-in: Nodes with GPU/CPU/memory, and Deployment
+//! status computed from how many replicas fit.
+//!
+//! Every Deployment's pod (its template's summed container requests; limits where requests are
+//! absent, as Kubernetes defaults them) is bin-packed first-fit onto the Nodes (sorted by name)
+//! that match its `nodeSelector`, tolerate the Nodes' `NoSchedule`/`NoExecute` taints and are not
+//! unschedulable. Deployments are placed oldest first (in creation order),
+//! so earlier ones keep their capacity. Replicas that fit become ready after the readiness delay;
+//! the rest stay unavailable. Each replica is a Pod (`<deployment>-<template hash>-<i>`, owned by
+//! the Deployment) bound to its node, or Pending/Unschedulable; Pods bound by others count
+//! against node capacity. No ReplicaSets are created.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::apply::Scope;
+use crate::error::{Error, Result};
+use crate::store::{Store, WriteOpts, now};
+
+/// A node taint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Taint {
+    /// Taint key.
+    pub key: String,
+    /// Taint value.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
+}
+
+/// A simulated node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSpec {
+    /// Node name.
+    pub name: String,
+    /// Allocatable `nvidia.com/gpu`.
+    #[serde(default)]
+    pub gpus: u32,
+    /// Allocatable CPU as a quantity.
+    #[serde(default = "default_cpu")]
+    pub cpu: String,
+    /// Allocatable memory as a quantity.
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// Labels (besides `kubernetes.io/hostname` and `kubernetes.io/os`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Taints.
+    #[serde(default)]
+    pub taints: Vec<Taint>,
+    /// `spec.unschedulable` (cordoned).
+    #[serde(default)]
+    pub unschedulable: bool,
+}
+
+fn default_cpu() -> String {
+    "32".into()
+}
+
+fn default_memory() -> String {
+    "256Gi".into()
+}
+
+impl NodeSpec {
+    /// A node with no GPUs, 32 CPUs and 256Gi memory.
+    pub fn new(name: &str) -> Self {
+        NodeSpec {
+            name: name.into(),
+            gpus: 0,
+            cpu: default_cpu(),
+            memory: default_memory(),
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+            unschedulable: false,
+        }
+    }
+
+    /// Set the GPU count.
+    pub fn gpus(mut self, n: u32) -> Self {
+        self.gpus = n;
+        self
+    }
+
+    /// Set allocatable CPU (quantity).
+    pub fn cpu(mut self, q: &str) -> Self {
+        self.cpu = q.into();
+        self
+    }
+
+    /// Set allocatable memory (quantity).
+    pub fn memory(mut self, q: &str) -> Self {
+        self.memory = q.into();
+        self
+    }
+
+    /// Add a label.
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.labels.insert(k.into(), v.into());
+        self
+    }
+
+    /// Add a taint (`value` may be empty).
+    pub fn taint(mut self, key: &str, value: &str, effect: &str) -> Self {
+        self.taints.push(Taint {
+            key: key.into(),
+            value: (!value.is_empty()).then(|| value.to_string()),
+            effect: effect.into(),
+        });
+        self
+    }
+
+    /// Parse `NAME[,gpu=N][,gpu-type=T][,cpu=Q][,memory=Q][,label:K=V]...[,taint:K[=V]:EFFECT]...[,unschedulable]`.
+    /// `gpu-type=T` is short for `label:nvidia.com/gpu.product=T`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut parts = s.split(',');
+        let name = parts.next().unwrap_or_default().trim();
+        if name.is_empty() || name.contains('=') {
+            return Err(Error::Config(format!(
+                "node spec must start with the node name: {s}"
+            )));
+        }
+        let mut node = NodeSpec::new(name);
+        for part in parts.map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "unschedulable" {
+                node.unschedulable = true;
+            } else if let Some(l) = part.strip_prefix("label:") {
+                let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                node.labels.insert(k.into(), v.into());
+            } else if let Some(t) = part.strip_prefix("taint:") {
+                let (kv, effect) = t
+                    .rsplit_once(':')
+                    .ok_or_else(|| Error::Config(format!("taint needs :EFFECT: {part}")))?;
+                if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+                    return Err(Error::Config(format!("unknown taint effect {effect}")));
+                }
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                node = node.taint(k, v, effect);
+            } else if let Some((k, v)) = part.split_once('=') {
+                match k {
+                    "gpu" | "gpus" => {
+                        node.gpus = v
+                            .parse()
+                            .map_err(|e| Error::Config(format!("gpu={v}: {e}")))?
+                    }
+                    "gpu-type" => {
+                        node.labels
+                            .insert("nvidia.com/gpu.product".into(), v.into());
+                    }
+                    "cpu" | "memory" => {
+                        parse_quantity(v)
+                            .ok_or_else(|| Error::Config(format!("bad quantity {v}")))?;
+                        if k == "cpu" {
+                            node.cpu = v.into()
+                        } else {
+                            node.memory = v.into()
+                        }
+                    }
+                    other => return Err(Error::Config(format!("unknown node attribute {other}"))),
+                }
+            } else {
+                return Err(Error::Config(format!("cannot parse node attribute {part}")));
+            }
+        }
+        Ok(node)
+    }
+
+    /// The Node object.
+    pub fn to_object(&self) -> Value {
+        let mut labels = json!({
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+        });
+        for (k, v) in &self.labels {
+            labels[k] = json!(v);
+        }
+        let mut resources = json!({"cpu": self.cpu, "memory": self.memory, "pods": "110"});
+        if self.gpus > 0 {
+            resources["nvidia.com/gpu"] = json!(self.gpus.to_string());
+        }
+        let mut spec = json!({});
+        if !self.taints.is_empty() {
+            spec["taints"] = serde_json::to_value(&self.taints).unwrap_or_default();
+        }
+        if self.unschedulable {
+            spec["unschedulable"] = json!(true);
+        }
+        let t = now();
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.name, "labels": labels},
+            "spec": spec,
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status", "lastHeartbeatTime": t, "lastTransitionTime": t}],
+                "nodeInfo": {"kubeletVersion": "v1.32.0-kube-harness", "operatingSystem": "linux", "architecture": "amd64"},
+            },
+        })
+    }
+}
+
+/// A Kubernetes quantity (`500m`, `2`, `16Gi`, `1e3`) as a number.
+pub fn parse_quantity(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let base: f64 = num.parse().ok()?;
+    let mult = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some(base * mult)
+}
+
+/// Runtime-adjustable kubelet settings.
+#[derive(Debug)]
+pub struct KubeletControl {
+    /// Time from "fits" to "ready".
+    pub delay: Mutex<Duration>,
+    /// Wakes the loop after a setting changed.
+    pub kick: Notify,
+    /// Whether to create Pods for Deployments.
+    pub pods: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Resources {
+    cpu: f64,
+    memory: f64,
+    gpu: f64,
+}
+
+impl Resources {
+    fn from_map(m: &Value) -> Self {
+        let q = |k: &str| {
+            m[k].as_str()
+                .and_then(parse_quantity)
+                .or_else(|| m[k].as_f64())
+                .unwrap_or(0.0)
+        };
+        Resources {
+            cpu: q("cpu"),
+            memory: q("memory"),
+            gpu: q("nvidia.com/gpu"),
+        }
+    }
+
+    fn fits(&self, req: &Resources) -> bool {
+        const EPS: f64 = 1e-9;
+        self.cpu + EPS >= req.cpu && self.memory + EPS >= req.memory && self.gpu + EPS >= req.gpu
+    }
+
+    fn take(&mut self, req: &Resources) {
+        self.cpu -= req.cpu;
+        self.memory -= req.memory;
+        self.gpu -= req.gpu;
+    }
+}
+
+struct Node {
+    name: String,
+    labels: BTreeMap<String, String>,
+    taints: Vec<Value>,
+    unschedulable: bool,
+    free: Resources,
+}
+
+fn tolerates(tolerations: &[Value], taint: &Value) -> bool {
+    let effect = taint["effect"].as_str().unwrap_or_default();
+    if effect == "PreferNoSchedule" {
+        return true;
+    }
+    tolerations.iter().any(|t| {
+        let key = t["key"].as_str().unwrap_or_default();
+        let op = t["operator"].as_str().unwrap_or("Equal");
+        let key_ok =
+            (key.is_empty() && op == "Exists") || key == taint["key"].as_str().unwrap_or_default();
+        let value_ok = op == "Exists"
+            || t["value"].as_str().unwrap_or_default()
+                == taint["value"].as_str().unwrap_or_default();
+        let effect_ok = t["effect"]
+            .as_str()
+            .is_none_or(|e| e.is_empty() || e == effect);
+        key_ok && value_ok && effect_ok
+    })
+}
+
+fn pod_request(pod_spec: &Value) -> Resources {
+    let mut total = Resources::default();
+    for c in pod_spec["containers"].as_array().into_iter().flatten() {
+        let req = Resources::from_map(&c["resources"]["requests"]);
+        let lim = Resources::from_map(&c["resources"]["limits"]);
+        let pick = |r: f64, l: f64| if r > 0.0 { r } else { l };
+        total.cpu += pick(req.cpu, lim.cpu);
+        total.memory += pick(req.memory, lim.memory);
+        total.gpu += pick(req.gpu, lim.gpu);
+    }
+    total
+}
+
+/// Marks Pods the kubelet stand-in created (and so manages).
+pub const MANAGED: &str = "kube-harness.io/kubelet";
+
+fn is_managed(pod: &Value) -> bool {
+    pod["metadata"]["annotations"][MANAGED] == "true"
+}
+
+/// The node of each replica that fits, per Deployment, oldest Deployment first.
+fn placements(store: &Store) -> Vec<(Value, Vec<String>)> {
+    let nodes_rt = store.resource("", "v1", "nodes").expect("built-in");
+    let deploy_rt = store
+        .resource("apps", "v1", "deployments")
+        .expect("built-in");
+    let mut nodes: Vec<Node> = store
+        .list(&nodes_rt, None)
+        .0
+        .iter()
+        .map(|n| Node {
+            name: n["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            labels: crate::selectors::labels_of(n),
+            taints: n["spec"]["taints"].as_array().cloned().unwrap_or_default(),
+            unschedulable: n["spec"]["unschedulable"] == true,
+            free: Resources::from_map(&n["status"]["allocatable"]),
+        })
+        .collect();
+    // Pods bound to a node by someone else (a test, a DaemonSet stand-in) use its capacity.
+    let pods_rt = store.resource("", "v1", "pods").expect("built-in");
+    for pod in store.list(&pods_rt, None).0 {
+        let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+        let finished = matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
+        if is_managed(&pod) || node_name.is_empty() || finished {
+            continue;
+        }
+        if let Some(n) = nodes.iter_mut().find(|n| n.name == node_name) {
+            n.free.take(&pod_request(&pod["spec"]));
+        }
+    }
+    let mut deployments: Vec<Value> = store
+        .list(&deploy_rt, None)
+        .0
+        .into_iter()
+        .filter(|d| d["metadata"].get("deletionTimestamp").is_none())
+        .collect();
+    // Oldest first, by the resourceVersion of creation (creationTimestamp has only seconds).
+    deployments.sort_by_cached_key(|d| {
+        (
+            store
+                .creation_rv(d["metadata"]["uid"].as_str().unwrap_or_default())
+                .unwrap_or(u64::MAX),
+            d["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    });
+    let mut out = Vec::new();
+    for d in deployments {
+        let desired = d["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
+        let pod = &d["spec"]["template"]["spec"];
+        let req = pod_request(pod);
+        let selector: BTreeMap<String, String> = pod["nodeSelector"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tolerations = pod["tolerations"].as_array().cloned().unwrap_or_default();
+        let mut assigned = Vec::new();
+        while (assigned.len() as u32) < desired {
+            let slot = nodes.iter_mut().find(|n| {
+                !n.unschedulable
+                    && selector.iter().all(|(k, v)| n.labels.get(k) == Some(v))
+                    && n.taints.iter().all(|t| tolerates(&tolerations, t))
+                    && n.free.fits(&req)
+            });
+            match slot {
+                Some(n) => {
+                    n.free.take(&req);
+                    assigned.push(n.name.clone());
+                }
+                None => break,
+            }
+        }
+        out.push((d, assigned));
+    }
+    out
+}
+
+struct Track {
+    target: u32,
+    ready: u32,
+    since: Instant,
+}
+
+fn max_unavailable(d: &Value, desired: u32) -> u32 {
+    if d["spec"]["strategy"]["type"] == "Recreate" {
+        return 0;
+    }
+    match &d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] {
+        Value::Number(n) => n.as_u64().unwrap_or(0) as u32,
+        Value::String(s) if s.ends_with('%') => {
+            let pct: f64 = s.trim_end_matches('%').parse().unwrap_or(25.0);
+            (desired as f64 * pct / 100.0).floor() as u32
+        }
+        _ => (desired as f64 * 0.25).floor() as u32,
+    }
+}
+
+fn condition(old: &Value, ty: &str, status: bool, reason: &str, message: String, t: &str) -> Value {
+    let status = if status { "True" } else { "False" };
+    let prev = old["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == ty)
+        .cloned();
+    let (transition, update) = match &prev {
+        Some(p) if p["status"] == status && p["reason"] == reason => {
+            (p["lastTransitionTime"].clone(), p["lastUpdateTime"].clone())
+        }
+        Some(p) if p["status"] == status => (p["lastTransitionTime"].clone(), json!(t)),
+        _ => (json!(t), json!(t)),
+    };
+    json!({"type": ty, "status": status, "reason": reason, "message": message,
+        "lastTransitionTime": transition, "lastUpdateTime": update})
+}
+
+fn status_for(d: &Value, desired: u32, ready: u32) -> Value {
+    let t = now();
+    let name = d["metadata"]["name"].as_str().unwrap_or_default();
+    let available = ready + max_unavailable(d, desired) >= desired;
+    let mut status = json!({
+        "observedGeneration": d["metadata"]["generation"].clone(),
+        "conditions": [
+            if available {
+                condition(d, "Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), &t)
+            } else {
+                condition(d, "Available", false, "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into(), &t)
+            },
+            if ready >= desired {
+                condition(d, "Progressing", true, "NewReplicaSetAvailable", format!("ReplicaSet \"{name}\" has successfully progressed."), &t)
+            } else {
+                condition(d, "Progressing", true, "ReplicaSetUpdated", format!("ReplicaSet \"{name}\" is progressing."), &t)
+            },
+        ],
+    });
+    // Zero counts are omitted, as the Go structs' omitempty does.
+    for (k, v) in [
+        ("replicas", desired),
+        ("updatedReplicas", desired),
+        ("readyReplicas", ready),
+        ("availableReplicas", ready),
+        ("unavailableReplicas", desired - ready),
+    ] {
+        if v > 0 {
+            status[k] = json!(v);
+        }
+    }
+    status
+}
+
+fn template_hash(template: &Value) -> String {
+    // FNV-1a of the template: stable names while the template is unchanged, new ones after.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in template.to_string().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10)
+        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+fn pod_condition(
+    live: Option<&Value>,
+    ty: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+) -> Value {
+    let status = if ok { "True" } else { "False" };
+    let t = live
+        .and_then(|l| l["status"]["conditions"].as_array())
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == ty && c["status"] == status)
+        .map(|c| c["lastTransitionTime"].clone())
+        .unwrap_or_else(|| json!(now()));
+    let mut c = json!({"type": ty, "status": status, "lastTransitionTime": t});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        c["message"] = json!(m);
+    }
+    c
+}
+
+/// Create, update and delete the Pods of one Deployment: `<deployment>-<template hash>-<i>`,
+/// bound to their node and Running (Ready once ready) if they fit, Pending and Unschedulable if not.
+fn sync_pods(store: &Store, d: &Value, assigned: &[String], desired: u32, ready: u32) {
+    let pods_rt = store.resource("", "v1", "pods").expect("built-in");
+    let nodes_rt = store.resource("", "v1", "nodes").expect("built-in");
+    let node_count = store.list(&nodes_rt, None).0.len();
+    let ns = d["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let dname = d["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let uid = d["metadata"]["uid"].clone();
+    let template = &d["spec"]["template"];
+    let hash = template_hash(template);
+    let want: Vec<String> = (0..desired)
+        .map(|i| format!("{dname}-{hash}-{i}"))
+        .collect();
+    let opts = WriteOpts {
+        manager: "kubelet".into(),
+        internal: true,
+        ..Default::default()
+    };
+    for pod in store.list(&pods_rt, Some(&ns)).0 {
+        let owned = pod["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        if is_managed(&pod) && owned && !want.iter().any(|w| w == name) {
+            let _ = store.delete(&pods_rt, &ns, name, &Default::default());
+        }
+    }
+    for (i, name) in want.iter().enumerate() {
+        let node = assigned.get(i);
+        let is_ready = node.is_some() && (i as u32) < ready;
+        let mut labels = template["metadata"]["labels"].clone();
+        if !labels.is_object() {
+            labels = json!({});
+        }
+        labels["pod-template-hash"] = json!(hash);
+        let mut spec = template["spec"].clone();
+        if let Some(n) = node {
+            spec["nodeName"] = json!(n);
+        }
+        let _ = store.modify(&pods_rt, &ns, name, Scope::Main, &opts, true, |live| {
+            let conditions = vec![
+                if node.is_some() {
+                    pod_condition(live, "PodScheduled", true, None, None)
+                } else {
+                    pod_condition(
+                        live,
+                        "PodScheduled",
+                        false,
+                        Some("Unschedulable"),
+                        Some(format!(
+                            "0/{node_count} nodes are available: no node with enough free resources matches the pod's node selector and tolerations."
+                        )),
+                    )
+                },
+                pod_condition(live, "ContainersReady", is_ready, None, None),
+                pod_condition(live, "Ready", is_ready, None, None),
+            ];
+            let mut pod = json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": labels,
+                    "annotations": {MANAGED: "true"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": dname,
+                        "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+                },
+                "spec": spec,
+                "status": {
+                    "phase": if node.is_some() { "Running" } else { "Pending" },
+                    "conditions": conditions,
+                },
+            });
+            if let Some(live) = live {
+                pod["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
+            }
+            Ok(pod)
+        });
+    }
+}
+
+/// One pass: compute placements, advance readiness, write changed statuses (and Pods). Returns
+/// when the next pending replica becomes ready.
+fn reconcile(
+    store: &Store,
+    tracks: &mut HashMap<String, Track>,
+    delay: Duration,
+    pods: bool,
+) -> Option<Instant> {
+    let deploy_rt = store
+        .resource("apps", "v1", "deployments")
+        .expect("built-in");
+    let now_i = Instant::now();
+    let mut next: Option<Instant> = None;
+    let mut seen = Vec::new();
+    for (d, assigned) in placements(store) {
+        let fit = assigned.len() as u32;
+        let uid = d["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        seen.push(uid.clone());
+        let desired = d["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
+        let tr = tracks.entry(uid).or_insert(Track {
+            target: 0,
+            ready: 0,
+            since: now_i,
+        });
+        if tr.target != fit {
+            tr.ready = tr.ready.min(fit);
+            tr.target = fit;
+            tr.since = now_i;
+        }
+        if tr.ready < tr.target {
+            let at = tr.since + delay;
+            if now_i >= at {
+                tr.ready = tr.target;
+            } else {
+                next = Some(next.map_or(at, |n: Instant| n.min(at)));
+            }
+        }
+        let status = status_for(&d, desired, tr.ready);
+        let ns = d["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = d["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let opts = WriteOpts {
+            manager: "kube-controller-manager".into(),
+            ..Default::default()
+        };
+        let _ = store.modify(&deploy_rt, &ns, &name, Scope::Status, &opts, true, |live| {
+            let mut obj = live
+                .cloned()
+                .ok_or_else(|| Error::not_found("apps", "deployments", &name))?;
+            if obj["metadata"]["uid"] != d["metadata"]["uid"]
+                || obj["metadata"]["generation"] != d["metadata"]["generation"]
+            {
+                // Changed since we looked; the change event triggers another pass.
+                return Err(Error::conflict("apps", "deployments", &name));
+            }
+            obj["status"] = status;
+            Ok(obj)
+        });
+        if pods {
+            sync_pods(store, &d, &assigned, desired, tr.ready);
+        }
+    }
+    tracks.retain(|uid, _| seen.contains(uid));
+    next
+}
+
+/// Run the kubelet loop until the task is aborted.
+pub fn spawn(store: Arc<Store>, control: Arc<KubeletControl>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut rx = store.subscribe();
+        let mut tracks = HashMap::new();
+        loop {
+            let delay = *control.delay.lock().unwrap_or_else(|e| e.into_inner());
+            let next = reconcile(&store, &mut tracks, delay, control.pods);
+            let wake = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(wake);
+            loop {
+                tokio::select! {
+                    ev = rx.recv() => match ev {
+                        Ok(ev) if matches!(ev.key.1.as_str(), "nodes" | "deployments" | "pods") => break,
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = control.kick.notified() => break,
+                    _ = &mut wake => break,
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("2Gi"), Some(2.0 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_quantity("1e3"), Some(1000.0));
+        assert_eq!(parse_quantity("x"), None);
+    }
+
+    #[test]
+    fn node_syntax() {
+        let n = NodeSpec::parse("gpu-a,gpu=8,gpu-type=nvidia-a100,cpu=64,memory=512Gi,label:pool=private,taint:nvidia.com/gpu=present:NoSchedule").unwrap();
+        assert_eq!(n.gpus, 8);
+        assert_eq!(n.labels["nvidia.com/gpu.product"], "nvidia-a100");
+        assert_eq!(n.labels["pool"], "private");
+        assert_eq!(n.taints[0].value.as_deref(), Some("present"));
+        assert!(NodeSpec::parse("gpu-a,taint:x").is_err());
+    }
+}

@@ -1,0 +1,1002 @@
+//! The object store of one cluster: every object as JSON, one resourceVersion counter, a bounded
+//! event history for watches, and the server-side write rules (metadata, generation, status
+//! subresource, CRD admission, managedFields, finalizers, owner-reference garbage collection).
+//!
+//! Everything happens under one mutex: a test cluster holds few objects, and one lock makes
+//! resourceVersions, history and broadcasts trivially consistent.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::apply::{self, Scope};
+use crate::crd_schema;
+use crate::error::{Error, Result};
+use crate::faults::Rng;
+use crate::resources::{self, ResourceType};
+
+/// Watch event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Object created (or started matching).
+    Added,
+    /// Object changed.
+    Modified,
+    /// Object removed.
+    Deleted,
+}
+
+impl EventType {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as kept in history and broadcast to watchers.
+#[derive(Debug)]
+pub struct Event {
+    /// resourceVersion of the change.
+    pub rv: u64,
+    /// Type of change.
+    pub kind: EventType,
+    /// Storage key `(group, plural)`.
+    pub key: (String, String),
+    /// The object after the change (for deletes: the last state, with the delete's RV).
+    pub object: Value,
+    /// The object before the change, for selector transitions.
+    pub old: Option<Value>,
+}
+
+/// Options of a write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOpts {
+    /// Field manager recorded in managedFields.
+    pub manager: String,
+    /// `dryRun=All`: validate and answer, store nothing.
+    pub dry_run: bool,
+    /// Internal writes (harness nodes) may set status on create.
+    pub internal: bool,
+    /// `fieldValidation=Strict`: unknown fields of custom resources are an error.
+    pub strict: bool,
+}
+
+/// Options of a delete.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOpts {
+    /// `Background` (default), `Foreground` or `Orphan`.
+    pub propagation: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// `preconditions.resourceVersion`.
+    pub precondition_rv: Option<String>,
+    /// `preconditions.uid`.
+    pub precondition_uid: Option<String>,
+}
+
+type ObjKey = (String, String);
+
+/// Retained events after the start point, a receiver for later ones, the current version.
+pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64);
+
+struct State {
+    rv: u64,
+    types: BTreeMap<(String, String, String), Arc<ResourceType>>,
+    objects: HashMap<(String, String), BTreeMap<ObjKey, Value>>,
+    history: VecDeque<Arc<Event>>,
+    history_limit: usize,
+    compacted_rv: u64,
+    rng: Rng,
+    /// resourceVersion at which each uid was created: exact creation order for the kubelet.
+    created: HashMap<String, u64>,
+}
+
+/// One cluster's storage.
+pub struct Store {
+    state: Mutex<State>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+/// Current time as the API server writes timestamps.
+pub fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj["metadata"][field].as_str().unwrap_or_default()
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o["uid"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The parts of an object whose change bumps `metadata.generation`.
+fn spec_part(rt: &ResourceType, obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        if rt.status_subresource {
+            m.remove("status");
+        }
+    }
+    v
+}
+
+/// Store equality ignoring server-maintained bookkeeping, to detect no-op writes.
+fn same_content(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+            // Ownership changes count, timestamps of managers do not (as on the real server).
+            if let Some(entries) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
+                for e in entries {
+                    if let Some(e) = e.as_object_mut() {
+                        e.remove("time");
+                    }
+                }
+            }
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+impl Store {
+    /// An empty store with the built-in kinds and the given watch history length.
+    pub fn new(history_limit: usize, seed: u64) -> Self {
+        let mut types = BTreeMap::new();
+        for rt in resources::builtins() {
+            types.insert(
+                (rt.group.clone(), rt.version.clone(), rt.plural.clone()),
+                Arc::new(rt),
+            );
+        }
+        let (events, _) = broadcast::channel(8192);
+        let store = Store {
+            state: Mutex::new(State {
+                rv: 0,
+                types,
+                objects: HashMap::new(),
+                history: VecDeque::new(),
+                history_limit: history_limit.max(1),
+                compacted_rv: 0,
+                rng: Rng::new(seed),
+                created: HashMap::new(),
+            }),
+            events,
+        };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let rt = store.resource("", "v1", "namespaces").expect("built-in");
+            store
+                .create(
+                    &rt,
+                    "",
+                    json!({"metadata": {"name": ns}}),
+                    &WriteOpts {
+                        manager: "kube-apiserver".into(),
+                        ..Default::default()
+                    },
+                )
+                .expect("fresh store");
+        }
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough test state; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The resource type served at group/version/plural.
+    pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
+        self.lock()
+            .types
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
+    }
+
+    /// The resource type of an apiVersion and kind.
+    pub fn resource_for_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceType>> {
+        self.lock()
+            .types
+            .values()
+            .find(|t| t.api_version() == api_version && t.kind == kind)
+            .cloned()
+    }
+
+    /// Every served resource type.
+    pub fn resource_types(&self) -> Vec<Arc<ResourceType>> {
+        self.lock().types.values().cloned().collect()
+    }
+
+    /// The resourceVersion at which the object with this uid was created (creation order).
+    pub fn creation_rv(&self, uid: &str) -> Option<u64> {
+        self.lock().created.get(uid).copied()
+    }
+
+    /// Every change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    /// The latest resourceVersion.
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// The oldest resourceVersion a watch may start from.
+    pub fn compacted_rv(&self) -> u64 {
+        self.lock().compacted_rv
+    }
+
+    /// One object.
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value> {
+        let st = self.lock();
+        st.get(rt, ns, name)
+            .map(|o| with_version(rt, o.clone()))
+            .ok_or_else(|| Error::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// All objects of a type (in one namespace if given), sorted by namespace and name, and the
+    /// resourceVersion of the snapshot.
+    pub fn list(&self, rt: &ResourceType, ns: Option<&str>) -> (Vec<Value>, u64) {
+        let st = self.lock();
+        let items = st
+            .objects
+            .get(&rt.storage_key())
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
+            .map(|(_, o)| with_version(rt, o.clone()))
+            .collect();
+        (items, st.rv)
+    }
+
+    /// Create an object (POST).
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+        opts: &WriteOpts,
+    ) -> Result<Value> {
+        let mut st = self.lock();
+        let mut name = meta_str(&obj, "name").to_string();
+        if name.is_empty() {
+            let prefix = meta_str(&obj, "generateName").to_string();
+            if prefix.is_empty() {
+                return Err(Error::invalid(
+                    &rt.kind,
+                    &rt.group,
+                    "",
+                    vec![(
+                        "metadata.name".into(),
+                        "FieldValueRequired".into(),
+                        "metadata.name: Required value: name or generateName is required".into(),
+                    )],
+                ));
+            }
+            const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+            let suffix: String = (0..5)
+                .map(|_| ALPHABET[(st.rng.next_u64() % ALPHABET.len() as u64) as usize] as char)
+                .collect();
+            name = format!("{prefix}{suffix}");
+            obj["metadata"]["name"] = json!(name);
+        }
+        if st.get(rt, ns, &name).is_some() {
+            return Err(Error::already_exists(&rt.group, &rt.plural, &name));
+        }
+        st.commit(self, rt, ns, &name, None, obj, Scope::Main, opts, true)
+    }
+
+    /// Replace an object (PUT), checking the resourceVersion precondition.
+    pub fn update(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        scope: Scope,
+        opts: &WriteOpts,
+    ) -> Result<Value> {
+        let mut st = self.lock();
+        let old = st
+            .get(rt, ns, name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(&rt.group, &rt.plural, name))?;
+        let body_name = meta_str(&obj, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(Error::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let rv = meta_str(&obj, "resourceVersion");
+        if rv.is_empty() && rt.custom {
+            return Err(Error::invalid(
+                &rt.kind,
+                &rt.group,
+                name,
+                vec![(
+                    "metadata.resourceVersion".into(),
+                    "FieldValueInvalid".into(),
+                    "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+                        .into(),
+                )],
+            ));
+        }
+        if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
+            return Err(Error::conflict(&rt.group, &rt.plural, name));
+        }
+        st.commit(self, rt, ns, name, Some(&old), obj, scope, opts, true)
+    }
+
+    /// Read-modify-write under the lock (PATCH and apply). `f` gets the current object (None if
+    /// missing) and returns the new one; `track` says whether to record the write as an `Update`
+    /// (apply records its own managedFields). Returns the object and whether it was created.
+    #[allow(clippy::too_many_arguments)]
+    pub fn modify(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        scope: Scope,
+        opts: &WriteOpts,
+        track: bool,
+        f: impl FnOnce(Option<&Value>) -> Result<Value>,
+    ) -> Result<(Value, bool)> {
+        let mut st = self.lock();
+        let old = st.get(rt, ns, name).cloned();
+        let new = f(old.as_ref().map(|o| with_version_ref(rt, o)).as_ref())?;
+        if let Some(old) = &old {
+            let rv = meta_str(&new, "resourceVersion");
+            if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
+                return Err(Error::conflict(&rt.group, &rt.plural, name));
+            }
+        }
+        let created = old.is_none();
+        let obj = st.commit(self, rt, ns, name, old.as_ref(), new, scope, opts, track)?;
+        Ok((obj, created))
+    }
+
+    /// Delete an object: with finalizers it only gets a deletionTimestamp; otherwise it is
+    /// removed and its dependents are garbage-collected according to the propagation policy.
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<Value> {
+        let mut st = self.lock();
+        let obj = st
+            .get(rt, ns, name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(&rt.group, &rt.plural, name))?;
+        if let Some(rv) = &opts.precondition_rv
+            && rv != meta_str(&obj, "resourceVersion")
+        {
+            return Err(Error::conflict(&rt.group, &rt.plural, name));
+        }
+        if let Some(uid) = &opts.precondition_uid
+            && uid != meta_str(&obj, "uid")
+        {
+            return Err(Error::conflict(&rt.group, &rt.plural, name));
+        }
+        if opts.dry_run {
+            return Ok(with_version(rt, obj));
+        }
+        let out = st.delete_obj(self, rt, ns, name, opts.propagation.as_deref())?;
+        st.collect_garbage(self);
+        Ok(with_version(rt, out))
+    }
+
+    /// Subscribe to changes after `from` (None: from now). Returns the retained events after
+    /// `from`, a receiver for later ones, and the current resourceVersion; 410 Expired if `from`
+    /// is older than the retained history.
+    pub fn watch_from(&self, from: Option<u64>) -> Result<WatchStart> {
+        let st = self.lock();
+        let rx = self.events.subscribe();
+        let replay = match from {
+            Some(rv) if rv < st.compacted_rv => {
+                return Err(Error::expired(format!(
+                    "too old resource version: {rv} ({})",
+                    st.compacted_rv
+                )));
+            }
+            Some(rv) => st.history.iter().filter(|e| e.rv > rv).cloned().collect(),
+            None => Vec::new(),
+        };
+        Ok((replay, rx, st.rv))
+    }
+}
+
+fn with_version(rt: &ResourceType, mut obj: Value) -> Value {
+    obj["apiVersion"] = json!(rt.api_version());
+    obj
+}
+
+fn with_version_ref(rt: &ResourceType, obj: &Value) -> Value {
+    with_version(rt, obj.clone())
+}
+
+impl State {
+    fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<&Value> {
+        self.objects
+            .get(&rt.storage_key())?
+            .get(&(ns.to_string(), name.to_string()))
+    }
+
+    fn type_of(&self, key: &(String, String)) -> Option<Arc<ResourceType>> {
+        self.types
+            .values()
+            .find(|t| t.group == key.0 && t.plural == key.1)
+            .cloned()
+    }
+
+    fn emit(
+        &mut self,
+        store: &Store,
+        kind: EventType,
+        key: (String, String),
+        object: Value,
+        old: Option<Value>,
+    ) {
+        let ev = Arc::new(Event {
+            rv: self.rv,
+            kind,
+            key,
+            object,
+            old,
+        });
+        self.history.push_back(ev.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(e) = self.history.pop_front() {
+                self.compacted_rv = e.rv;
+            }
+        }
+        let _ = store.events.send(ev);
+    }
+
+    fn new_uid(&mut self) -> String {
+        let a = self.rng.next_u64();
+        let b = self.rng.next_u64();
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | (b >> 48 & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    /// Apply the server's write rules and store the result.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &mut self,
+        store: &Store,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        old: Option<&Value>,
+        mut obj: Value,
+        scope: Scope,
+        opts: &WriteOpts,
+        track: bool,
+    ) -> Result<Value> {
+        if !obj.is_object() {
+            return Err(Error::bad_request("the body must be a JSON object"));
+        }
+        let body_ns = meta_str(&obj, "namespace");
+        if rt.namespaced && !body_ns.is_empty() && body_ns != ns {
+            return Err(Error::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let now = now();
+        obj["apiVersion"] = json!(rt.api_version());
+        obj["kind"] = json!(rt.kind);
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        let meta = obj["metadata"].as_object_mut().expect("set above");
+        meta.insert("name".into(), json!(name));
+        if rt.namespaced {
+            meta.insert("namespace".into(), json!(ns));
+        } else {
+            meta.remove("namespace");
+        }
+        match old {
+            None => {
+                if rt.namespaced
+                    && !self
+                        .objects
+                        .get(&(String::new(), "namespaces".into()))
+                        .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
+                {
+                    return Err(Error::not_found("", "namespaces", ns));
+                }
+                if rt.status_subresource && !opts.internal {
+                    obj.as_object_mut().expect("object").remove("status");
+                }
+                let uid = self.new_uid();
+                let meta = obj["metadata"].as_object_mut().expect("object");
+                meta.insert("uid".into(), json!(uid));
+                meta.insert("creationTimestamp".into(), json!(now));
+                meta.insert("generation".into(), json!(1));
+                meta.remove("deletionTimestamp");
+                meta.remove("resourceVersion");
+            }
+            Some(old) => {
+                match scope {
+                    Scope::Main if rt.status_subresource && !opts.internal => {
+                        match old.get("status") {
+                            Some(s) => obj["status"] = s.clone(),
+                            None => {
+                                obj.as_object_mut().expect("object").remove("status");
+                            }
+                        }
+                    }
+                    Scope::Status => {
+                        let status = obj.get("status").cloned();
+                        let managed = obj["metadata"].get("managedFields").cloned();
+                        obj = old.clone();
+                        match managed {
+                            Some(m) => obj["metadata"]["managedFields"] = m,
+                            None => {
+                                obj["metadata"]
+                                    .as_object_mut()
+                                    .expect("object")
+                                    .remove("managedFields");
+                            }
+                        }
+                        match status {
+                            Some(s) => obj["status"] = s,
+                            None => {
+                                obj.as_object_mut().expect("object").remove("status");
+                            }
+                        }
+                    }
+                    Scope::Main => {}
+                }
+                let meta = obj["metadata"].as_object_mut().expect("object");
+                for keep in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                ] {
+                    match old["metadata"].get(keep) {
+                        Some(v) => meta.insert(keep.into(), v.clone()),
+                        None => meta.remove(keep),
+                    };
+                }
+                let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
+                if spec_part(rt, &obj) != spec_part(rt, old) {
+                    generation += 1;
+                }
+                obj["metadata"]["generation"] = json!(generation);
+            }
+        }
+        if rt.custom {
+            crd_schema::admit(rt, &mut obj, old, name, opts.strict)?;
+        }
+        let causes = crate::validation::validate(rt, &obj, old, name);
+        if !causes.is_empty() {
+            return Err(Error::invalid(&rt.kind, &rt.group, name, causes));
+        }
+        self.server_managed(rt, &mut obj)?;
+        if track {
+            apply::track_update(rt, old, &mut obj, &opts.manager, scope, &now);
+        }
+        crate::defaults::apply(rt, &mut obj);
+        if let Some(old) = old
+            && same_content(old, &obj)
+        {
+            // No-op writes keep the resourceVersion and emit nothing, as on the real server.
+            return Ok(with_version(rt, old.clone()));
+        }
+        if opts.dry_run {
+            return Ok(with_version(rt, obj));
+        }
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        if old.is_none() {
+            self.created
+                .insert(meta_str(&obj, "uid").to_string(), self.rv);
+        }
+        let key = (ns.to_string(), name.to_string());
+        if obj["metadata"].get("deletionTimestamp").is_some() && finalizers(&obj).is_empty() {
+            // The last finalizer is gone: the object is removed now.
+            self.remove(store, rt, &key, Some(obj.clone()));
+            self.collect_garbage(store);
+            return Ok(with_version(rt, obj));
+        }
+        self.objects
+            .entry(rt.storage_key())
+            .or_default()
+            .insert(key, obj.clone());
+        let kind = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.emit(store, kind, rt.storage_key(), obj.clone(), old.cloned());
+        if rt.group == "apiextensions.k8s.io" {
+            self.register_crd(&obj);
+        }
+        if old.is_some() {
+            self.collect_garbage(store);
+        }
+        Ok(with_version(rt, obj))
+    }
+
+    /// Fields the server itself maintains and validations of built-in kinds.
+    fn server_managed(&mut self, rt: &ResourceType, obj: &mut Value) -> Result<()> {
+        match (rt.group.as_str(), rt.plural.as_str()) {
+            ("", "namespaces") => {
+                if obj["metadata"].get("deletionTimestamp").is_none() {
+                    obj["status"] = json!({"phase": "Active"});
+                }
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+            ("apiextensions.k8s.io", _) => {
+                let spec = &obj["spec"];
+                let group = spec["group"].as_str().unwrap_or_default();
+                let plural = spec["names"]["plural"].as_str().unwrap_or_default();
+                let name = meta_str(obj, "name");
+                let mut causes = Vec::new();
+                if name != format!("{plural}.{group}") {
+                    causes.push((
+                        "metadata.name".to_string(),
+                        "FieldValueInvalid".to_string(),
+                        format!("metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+                    ));
+                }
+                if spec["names"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()
+                {
+                    causes.push((
+                        "spec.names.kind".into(),
+                        "FieldValueRequired".into(),
+                        "spec.names.kind: Required value".into(),
+                    ));
+                }
+                if spec["versions"].as_array().is_none_or(Vec::is_empty) {
+                    causes.push((
+                        "spec.versions".into(),
+                        "FieldValueRequired".into(),
+                        "spec.versions: Required value".into(),
+                    ));
+                }
+                if !causes.is_empty() {
+                    return Err(Error::invalid(&rt.kind, &rt.group, name, causes));
+                }
+                let stored: Vec<Value> = spec["versions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| v["storage"] == true)
+                    .map(|v| v["name"].clone())
+                    .collect();
+                let t = obj["metadata"]["creationTimestamp"].clone();
+                let cond = |ty: &str, reason: &str, msg: &str| json!({"type": ty, "status": "True", "reason": reason, "message": msg, "lastTransitionTime": t});
+                obj["status"] = json!({
+                    "acceptedNames": obj["spec"]["names"].clone(),
+                    "storedVersions": stored,
+                    "conditions": [
+                        cond("NamesAccepted", "NoConflicts", "no conflicts found"),
+                        cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+                    ],
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn register_crd(&mut self, crd: &Value) {
+        let group = crd["spec"]["group"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let plural = crd["spec"]["names"]["plural"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.types
+            .retain(|(g, _, p), t| !(t.custom && *g == group && *p == plural));
+        for rt in resources::from_crd(crd) {
+            self.types.insert(
+                (rt.group.clone(), rt.version.clone(), rt.plural.clone()),
+                Arc::new(rt),
+            );
+        }
+    }
+
+    /// Remove an object for good, emit DELETED; removing a CRD drops its objects and types,
+    /// removing a namespace drops its contents.
+    fn remove(&mut self, store: &Store, rt: &ResourceType, key: &ObjKey, last: Option<Value>) {
+        let Some(prev) = self
+            .objects
+            .get_mut(&rt.storage_key())
+            .and_then(|m| m.remove(key))
+        else {
+            return;
+        };
+        self.created.remove(meta_str(&prev, "uid"));
+        let mut obj = last.unwrap_or(prev.clone());
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.emit(
+            store,
+            EventType::Deleted,
+            rt.storage_key(),
+            obj.clone(),
+            Some(prev),
+        );
+        if rt.group == "apiextensions.k8s.io" {
+            let group = obj["spec"]["group"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let plural = obj["spec"]["names"]["plural"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if let Some(crt) = self.type_of(&(group.clone(), plural.clone())) {
+                let keys: Vec<ObjKey> = self
+                    .objects
+                    .get(&crt.storage_key())
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default();
+                for k in keys {
+                    self.remove(store, &crt, &k, None);
+                }
+            }
+            self.types
+                .retain(|(g, _, p), t| !(t.custom && *g == group && *p == plural));
+        }
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            let ns = key.1.clone();
+            let types: Vec<Arc<ResourceType>> = self
+                .types
+                .values()
+                .filter(|t| t.namespaced)
+                .cloned()
+                .collect();
+            let mut seen = BTreeSet::new();
+            for t in types {
+                if !seen.insert(t.storage_key()) {
+                    continue;
+                }
+                let keys: Vec<ObjKey> = self
+                    .objects
+                    .get(&t.storage_key())
+                    .map(|m| m.keys().filter(|(n, _)| *n == ns).cloned().collect())
+                    .unwrap_or_default();
+                for k in keys {
+                    self.remove(store, &t, &k, None);
+                }
+            }
+        }
+    }
+
+    fn set_finalizers(
+        &mut self,
+        store: &Store,
+        rt: &ResourceType,
+        key: &ObjKey,
+        f: impl FnOnce(&mut Vec<String>),
+        mark_deleted: bool,
+    ) -> Option<Value> {
+        let old = self.get(rt, &key.0, &key.1)?.clone();
+        let mut obj = old.clone();
+        let mut fins = finalizers(&obj);
+        f(&mut fins);
+        obj["metadata"]["finalizers"] = json!(fins);
+        if fins.is_empty() {
+            obj["metadata"]
+                .as_object_mut()
+                .expect("object")
+                .remove("finalizers");
+        }
+        if mark_deleted && obj["metadata"].get("deletionTimestamp").is_none() {
+            obj["metadata"]["deletionTimestamp"] = json!(now());
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        }
+        if obj == old {
+            return Some(old);
+        }
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        if obj["metadata"].get("deletionTimestamp").is_some() && fins.is_empty() {
+            self.remove(store, rt, key, Some(obj.clone()));
+            return Some(obj);
+        }
+        self.objects
+            .entry(rt.storage_key())
+            .or_default()
+            .insert(key.clone(), obj.clone());
+        self.emit(
+            store,
+            EventType::Modified,
+            rt.storage_key(),
+            obj.clone(),
+            Some(old),
+        );
+        Some(obj)
+    }
+
+    fn delete_obj(
+        &mut self,
+        store: &Store,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        propagation: Option<&str>,
+    ) -> Result<Value> {
+        let key = (ns.to_string(), name.to_string());
+        let obj = self
+            .get(rt, ns, name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(&rt.group, &rt.plural, name))?;
+        let uid = meta_str(&obj, "uid").to_string();
+        match propagation {
+            Some("Orphan") => {
+                for (drt, dkey) in self.dependents(&uid) {
+                    if let Some(dep) = self.get(&drt, &dkey.0, &dkey.1).cloned() {
+                        let mut new = dep.clone();
+                        if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
+                            refs.retain(|r| r["uid"].as_str() != Some(uid.as_str()));
+                        }
+                        self.rv += 1;
+                        new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                        self.objects
+                            .entry(drt.storage_key())
+                            .or_default()
+                            .insert(dkey.clone(), new.clone());
+                        self.emit(
+                            store,
+                            EventType::Modified,
+                            drt.storage_key(),
+                            new,
+                            Some(dep),
+                        );
+                    }
+                }
+            }
+            Some("Foreground") if !self.dependents(&uid).is_empty() => {
+                let out = self
+                    .set_finalizers(
+                        store,
+                        rt,
+                        &key,
+                        |f| {
+                            if !f.iter().any(|x| x == "foregroundDeletion") {
+                                f.push("foregroundDeletion".into());
+                            }
+                        },
+                        true,
+                    )
+                    .unwrap_or(obj);
+                return Ok(out);
+            }
+            _ => {}
+        }
+        if !finalizers(&obj).is_empty() {
+            return Ok(self
+                .set_finalizers(store, rt, &key, |_| {}, true)
+                .unwrap_or(obj));
+        }
+        self.remove(store, rt, &key, None);
+        let mut out = obj;
+        out["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        Ok(out)
+    }
+
+    fn dependents(&self, uid: &str) -> Vec<(Arc<ResourceType>, ObjKey)> {
+        let mut out = Vec::new();
+        for (skey, objs) in &self.objects {
+            let Some(rt) = self.type_of(skey) else {
+                continue;
+            };
+            for (k, o) in objs {
+                if owner_uids(o).iter().any(|u| u == uid) {
+                    out.push((rt.clone(), k.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The garbage collector: dependents whose owners are all gone are deleted (background);
+    /// owners waiting in foreground deletion lose their finalizer once no dependents remain.
+    fn collect_garbage(&mut self, store: &Store) {
+        for _ in 0..64 {
+            let uids: BTreeSet<String> = self
+                .objects
+                .values()
+                .flat_map(|m| m.values())
+                .map(|o| meta_str(o, "uid").to_string())
+                .collect();
+            let mut orphans = Vec::new();
+            let mut waiting = Vec::new();
+            for (skey, objs) in &self.objects {
+                let Some(rt) = self.type_of(skey) else {
+                    continue;
+                };
+                for (k, o) in objs {
+                    let owners = owner_uids(o);
+                    let deleting = o["metadata"].get("deletionTimestamp").is_some();
+                    if !owners.is_empty() && !deleting && owners.iter().all(|u| !uids.contains(u)) {
+                        orphans.push((rt.clone(), k.clone()));
+                    }
+                    if deleting && finalizers(o).iter().any(|f| f == "foregroundDeletion") {
+                        waiting.push((rt.clone(), k.clone(), meta_str(o, "uid").to_string()));
+                    }
+                }
+            }
+            let mut changed = false;
+            for (rt, k, uid) in waiting {
+                let deps = self.dependents(&uid);
+                if deps.is_empty() {
+                    self.set_finalizers(
+                        store,
+                        &rt,
+                        &k,
+                        |f| f.retain(|x| x != "foregroundDeletion"),
+                        false,
+                    );
+                    changed = true;
+                } else {
+                    for (drt, dk) in deps {
+                        let being_deleted = self
+                            .get(&drt, &dk.0, &dk.1)
+                            .is_some_and(|d| d["metadata"].get("deletionTimestamp").is_some());
+                        if !being_deleted {
+                            let _ = self.delete_obj(store, &drt, &dk.0, &dk.1, Some("Foreground"));
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            for (rt, k) in orphans {
+                let _ = self.delete_obj(store, &rt, &k.0, &k.1, None);
+                changed = true;
+            }
+            if !changed {
+                return;
+            }
+        }
+    }
+}

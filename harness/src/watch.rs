@@ -1,0 +1,202 @@
+//! Watch streams: newline-delimited `{"type", "object"}` events, as the API server sends them.
+//!
+//! Start points follow the API semantics: no `resourceVersion` (or `"0"`) first sends the current
+//! objects as synthetic ADDED events; a specific version replays retained history after it, or
+//! sends one ERROR event with a 410 Expired `Status` if it is older than the history kept.
+//! Bookmarks carry the latest resourceVersion seen; label/field selector transitions turn into
+//! ADDED/DELETED like on the real server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::SinkExt;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::Error;
+use crate::resources::ResourceType;
+use crate::selectors::{FieldSelector, LabelSelector, labels_of};
+use crate::store::{Event, EventType, Store};
+
+/// Parameters of one watch request.
+#[derive(Debug, Clone)]
+pub struct WatchParams {
+    /// Namespace to watch, None: all.
+    pub namespace: Option<String>,
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `allowWatchBookmarks`.
+    pub bookmarks: bool,
+    /// `sendInitialEvents`.
+    pub send_initial_events: Option<bool>,
+    /// `timeoutSeconds`.
+    pub timeout: Option<Duration>,
+    /// Send `PartialObjectMetadata` (Accept `as=PartialObjectMetadata`).
+    pub partial: bool,
+}
+
+/// An object as `meta.k8s.io/v1` `PartialObjectMetadata`.
+pub fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+impl WatchParams {
+    fn matches(&self, obj: &Value) -> bool {
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns))
+            && self.labels.matches(&labels_of(obj))
+            && self.fields.matches(obj)
+    }
+}
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut s = json!({"type": kind, "object": object}).to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line(
+        "BOOKMARK",
+        &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}),
+    )
+}
+
+/// The chunks of one watch response; the stream ends when the watch ends.
+pub fn start(
+    store: Arc<Store>,
+    rt: Arc<ResourceType>,
+    params: WatchParams,
+    bookmark_interval: Duration,
+    mut kill: tokio::sync::watch::Receiver<u64>,
+) -> futures::channel::mpsc::Receiver<Bytes> {
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let rv_param = params.resource_version.clone().unwrap_or_default();
+        let initial = match params.send_initial_events {
+            Some(v) => v,
+            None => rv_param.is_empty() || rv_param == "0",
+        };
+        let mut start_events: Vec<Bytes> = Vec::new();
+        let from = if initial {
+            let (items, rv) = store.list(&rt, params.namespace.as_deref());
+            for item in items.iter().filter(|o| params.matches(o)) {
+                let shown = if params.partial {
+                    partial(item)
+                } else {
+                    item.clone()
+                };
+                start_events.push(line("ADDED", &shown));
+            }
+            if params.send_initial_events == Some(true) && params.bookmarks {
+                start_events.push(bookmark(&rt, rv, true));
+            }
+            Some(rv)
+        } else {
+            match rv_param.parse::<u64>() {
+                Ok(rv) => Some(rv),
+                Err(_) => {
+                    let e = Error::bad_request(format!("invalid resource version: {rv_param}"));
+                    let _ = tx.send(line("ERROR", &e.status())).await;
+                    return;
+                }
+            }
+        };
+        let (replay, mut rx, current) = match store.watch_from(from) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = tx.send(line("ERROR", &e.status())).await;
+                return;
+            }
+        };
+        let mut last_rv = from.unwrap_or(current);
+        for chunk in start_events {
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+        for ev in replay {
+            last_rv = last_rv.max(ev.rv);
+            if let Some(chunk) = render(&rt, &params, &ev)
+                && tx.send(chunk).await.is_err()
+            {
+                return;
+            }
+        }
+        let deadline = params.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut tick = tokio::time::interval(bookmark_interval.min(Duration::from_secs(1)));
+        let mut last_bookmark = tokio::time::Instant::now();
+        tick.tick().await;
+        loop {
+            let timeout = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Ok(ev) => {
+                        if ev.rv <= last_rv {
+                            continue;
+                        }
+                        last_rv = ev.rv;
+                        if let Some(chunk) = render(&rt, &params, &ev)
+                            && tx.send(chunk).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // A watcher that falls behind is closed; clients re-watch, as with the real server.
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                },
+                _ = tick.tick() => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    if params.bookmarks && last_bookmark.elapsed() >= bookmark_interval {
+                        last_bookmark = tokio::time::Instant::now();
+                        if tx.send(bookmark(&rt, last_rv, false)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ = kill.changed() => return,
+                _ = timeout => return,
+            }
+        }
+    });
+    rx
+}
+
+fn render(rt: &ResourceType, params: &WatchParams, ev: &Event) -> Option<Bytes> {
+    if ev.key != rt.storage_key() {
+        return None;
+    }
+    let mut obj = ev.object.clone();
+    obj["apiVersion"] = json!(rt.api_version());
+    let now = params.matches(&ev.object);
+    let before = ev.old.as_ref().is_some_and(|o| params.matches(o));
+    let kind = match (ev.kind, before, now) {
+        (EventType::Added, _, true) => EventType::Added,
+        (EventType::Deleted, _, true) => EventType::Deleted,
+        (EventType::Modified, true, true) => EventType::Modified,
+        (EventType::Modified, false, true) => EventType::Added,
+        (EventType::Modified, true, false) => EventType::Deleted,
+        _ => return None,
+    };
+    if params.partial {
+        obj = partial(&obj);
+    }
+    Some(line(kind.as_str(), &obj))
+}

@@ -1,0 +1,368 @@
+//! Object lifecycle through the HTTP API, checked against the API conventions: status codes,
+//! `Status` bodies, metadata the server owns, generation and the status subresource.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn create_get_conflicts_and_status_bodies() {
+    let c = start("crud").await;
+    let base = c.url();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
+    let created = post(base, "/api/v1/namespaces/default/configmaps", cm.clone()).await;
+    let meta = &created["metadata"];
+    assert_eq!(meta["namespace"], "default");
+    assert_eq!(meta["uid"].as_str().unwrap().len(), 36);
+    assert!(meta["creationTimestamp"].as_str().unwrap().ends_with('Z'));
+    let rv1: u64 = meta["resourceVersion"].as_str().unwrap().parse().unwrap();
+
+    // 409 AlreadyExists, as a metav1.Status.
+    let dup = http(
+        "POST",
+        &format!("{base}/api/v1/namespaces/default/configmaps"),
+        Some("application/json"),
+        &cm.to_string(),
+    )
+    .await;
+    assert_eq!(dup.code, 409);
+    assert_eq!(dup.body["kind"], "Status");
+    assert_eq!(dup.body["status"], "Failure");
+    assert_eq!(dup.body["reason"], "AlreadyExists");
+    assert_eq!(dup.body["code"], 409);
+    assert_eq!(dup.body["message"], "configmaps \"a\" already exists");
+    assert_eq!(dup.body["details"]["name"], "a");
+
+    // 404 for a missing object and for a missing namespace.
+    let missing = http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/default/configmaps/nope"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (missing.code, missing.body["reason"].as_str()),
+        (404, Some("NotFound"))
+    );
+    let no_ns = http(
+        "POST",
+        &format!("{base}/api/v1/namespaces/ghost/configmaps"),
+        Some("application/json"),
+        &cm.to_string(),
+    )
+    .await;
+    assert_eq!(no_ns.code, 404);
+    assert_eq!(no_ns.body["message"], "namespaces \"ghost\" not found");
+    let no_type = http("GET", &format!("{base}/apis/nope.io/v1/things"), None, "").await;
+    assert_eq!(no_type.code, 404);
+
+    // PUT with a stale resourceVersion: 409 Conflict; with the current one: success and a
+    // higher resourceVersion.
+    let mut upd = created.clone();
+    upd["data"]["k"] = json!("w");
+    let ok = http(
+        "PUT",
+        &format!("{base}/api/v1/namespaces/default/configmaps/a"),
+        Some("application/json"),
+        &upd.to_string(),
+    )
+    .await;
+    assert_eq!(ok.code, 200, "{}", ok.body);
+    let rv2: u64 = ok.body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv2 > rv1);
+    let stale = http(
+        "PUT",
+        &format!("{base}/api/v1/namespaces/default/configmaps/a"),
+        Some("application/json"),
+        &upd.to_string(),
+    )
+    .await;
+    assert_eq!(stale.code, 409);
+    assert_eq!(stale.body["reason"], "Conflict");
+    assert!(
+        stale.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("the object has been modified")
+    );
+    // uid and creationTimestamp cannot be changed by an update.
+    let mut forged = ok.body.clone();
+    forged["metadata"]["uid"] = json!("forged");
+    let kept = http(
+        "PUT",
+        &format!("{base}/api/v1/namespaces/default/configmaps/a"),
+        Some("application/json"),
+        &forged.to_string(),
+    )
+    .await;
+    assert_eq!(kept.body["metadata"]["uid"], created["metadata"]["uid"]);
+
+    // A PUT of a missing object is 404; a no-op PUT keeps the resourceVersion.
+    let put_missing = http(
+        "PUT",
+        &format!("{base}/api/v1/namespaces/default/configmaps/zzz"),
+        Some("application/json"),
+        &json!({"metadata": {"name": "zzz"}}).to_string(),
+    )
+    .await;
+    assert_eq!(put_missing.code, 404);
+    let same = http(
+        "PUT",
+        &format!("{base}/api/v1/namespaces/default/configmaps/a"),
+        Some("application/json"),
+        &kept.body.to_string(),
+    )
+    .await;
+    assert_eq!(
+        same.body["metadata"]["resourceVersion"],
+        kept.body["metadata"]["resourceVersion"]
+    );
+
+    // generateName.
+    let generated = post(
+        base,
+        "/api/v1/namespaces/default/configmaps",
+        json!({"metadata": {"generateName": "x-"}}),
+    )
+    .await;
+    assert!(
+        generated["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("x-")
+    );
+    assert_eq!(generated["metadata"]["name"].as_str().unwrap().len(), 7);
+
+    // Default namespaces exist.
+    for ns in ["default", "kube-system"] {
+        let a = http("GET", &format!("{base}/api/v1/namespaces/{ns}"), None, "").await;
+        assert_eq!(a.code, 200);
+        assert_eq!(a.body["status"]["phase"], "Active");
+    }
+}
+
+#[tokio::test]
+async fn generation_and_status_subresource() {
+    let c = start("gen").await;
+    let base = c.url();
+    let mut d = deployment("web", 1, 0);
+    d["status"] = json!({"replicas": 99});
+    let created = post(base, "/apis/apps/v1/namespaces/default/deployments", d).await;
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert!(
+        created["status"].get("replicas").is_none(),
+        "status is dropped on create"
+    );
+    let url = format!("{base}/apis/apps/v1/namespaces/default/deployments/web");
+
+    // Metadata-only change: generation stays.
+    let a = http(
+        "PATCH",
+        &url,
+        Some("application/merge-patch+json"),
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    )
+    .await;
+    assert_eq!(a.body["metadata"]["generation"], 1);
+    // Status through the main resource is ignored.
+    let a = http(
+        "PATCH",
+        &url,
+        Some("application/merge-patch+json"),
+        r#"{"status":{"replicas":5}}"#,
+    )
+    .await;
+    assert_eq!(a.code, 200);
+    assert_ne!(a.body["status"]["replicas"], 5);
+    assert_eq!(a.body["metadata"]["generation"], 1);
+    // Spec change: generation bumps.
+    let a = http(
+        "PATCH",
+        &url,
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"replicas":3}}"#,
+    )
+    .await;
+    assert_eq!(a.body["metadata"]["generation"], 2);
+    // Status subresource: status changes, spec changes are ignored, generation stays.
+    let a = http(
+        "PATCH",
+        &format!("{url}/status"),
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"replicas":7},"status":{"observedGeneration":2,"replicas":3}}"#,
+    )
+    .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(a.body["status"]["replicas"], 3);
+    assert_eq!(a.body["spec"]["replicas"], 3);
+    assert_eq!(a.body["metadata"]["generation"], 2);
+    // GET /status returns the whole object.
+    let a = http("GET", &format!("{url}/status"), None, "").await;
+    assert_eq!(a.body["status"]["replicas"], 3);
+    // PUT /status with the current resourceVersion.
+    let mut obj = a.body.clone();
+    obj["status"]["replicas"] = json!(4);
+    let a = http(
+        "PUT",
+        &format!("{url}/status"),
+        Some("application/json"),
+        &obj.to_string(),
+    )
+    .await;
+    assert_eq!(a.body["status"]["replicas"], 4);
+    // Kinds without a status subresource: /status is 404.
+    post(
+        base,
+        "/api/v1/namespaces/default/configmaps",
+        json!({"metadata": {"name": "c"}}),
+    )
+    .await;
+    let a = http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/default/configmaps/c/status"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(a.code, 404);
+}
+
+#[tokio::test]
+async fn dry_run_stores_nothing() {
+    let c = start("dry").await;
+    let base = c.url();
+    let a = http(
+        "POST",
+        &format!("{base}/api/v1/namespaces/default/secrets?dryRun=All"),
+        Some("application/json"),
+        &json!({"metadata": {"name": "s"}, "stringData": {"a": "b"}}).to_string(),
+    )
+    .await;
+    assert_eq!(a.code, 201);
+    let g = http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/default/secrets/s"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(g.code, 404);
+}
+
+#[tokio::test]
+async fn kube_client_typed_round_trip() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, DeleteParams, PostParams};
+    let c = start("typed").await;
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("typed".into());
+    cm.data = Some([("a".to_string(), "1".to_string())].into());
+    let created = api.create(&PostParams::default(), &cm).await.unwrap();
+    assert!(created.metadata.resource_version.is_some());
+    let err = api.create(&PostParams::default(), &cm).await.unwrap_err();
+    match err {
+        kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists")),
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut got = api.get("typed").await.unwrap();
+    got.data = Some([("a".to_string(), "2".to_string())].into());
+    api.replace("typed", &PostParams::default(), &got)
+        .await
+        .unwrap();
+    let stale = api
+        .replace("typed", &PostParams::default(), &got)
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, kube::Error::Api(s) if s.code == 409));
+    api.delete("typed", &DeleteParams::default()).await.unwrap();
+    assert!(api.get_opt("typed").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn invalid_names_labels_and_deployments_are_422() {
+    let c = start("invalid").await;
+    let base = c.url();
+    let cms = format!("{base}/api/v1/namespaces/default/configmaps");
+    let a = http(
+        "POST",
+        &cms,
+        Some("application/json"),
+        r#"{"metadata":{"name":"Upper_Case"}}"#,
+    )
+    .await;
+    assert_eq!((a.code, a.body["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(a.body["details"]["causes"][0]["field"], "metadata.name");
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("a lowercase RFC 1123 subdomain")
+    );
+    let a = http(
+        "POST",
+        &cms,
+        Some("application/json"),
+        r#"{"metadata":{"name":"ok","labels":{"model":"s3://bucket/x"}}}"#,
+    )
+    .await;
+    assert_eq!(a.code, 422);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("a valid label must be an empty string")
+    );
+    let a = http(
+        "POST",
+        &format!("{base}/api/v1/namespaces"),
+        Some("application/json"),
+        r#"{"metadata":{"name":"has.dot"}}"#,
+    )
+    .await;
+    assert_eq!(a.code, 422, "namespaces need DNS labels");
+
+    let deps = format!("{base}/apis/apps/v1/namespaces/default/deployments");
+    let mut d = deployment("web", 1, 0);
+    d["spec"]["selector"]["matchLabels"]["app"] = json!("other");
+    let a = http("POST", &deps, Some("application/json"), &d.to_string()).await;
+    assert_eq!(a.code, 422);
+    assert_eq!(
+        a.body["details"]["causes"][0]["field"],
+        "spec.template.metadata.labels"
+    );
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("`selector` does not match template `labels`")
+    );
+    let mut d = deployment("web", 1, 0);
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("");
+    let a = http("POST", &deps, Some("application/json"), &d.to_string()).await;
+    assert_eq!(
+        a.body["details"]["causes"][0]["field"],
+        "spec.template.spec.containers[0].image"
+    );
+    post(
+        base,
+        "/apis/apps/v1/namespaces/default/deployments",
+        deployment("web", 1, 0),
+    )
+    .await;
+    let a = http("PATCH", &format!("{deps}/web"), Some("application/merge-patch+json"),
+        r#"{"spec":{"selector":{"matchLabels":{"app":"x"}},"template":{"metadata":{"labels":{"app":"x"}}}}}"#).await;
+    assert_eq!(a.code, 422);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("field is immutable")
+    );
+}
