@@ -82,9 +82,18 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// JSON patch; a failing `test` or a bad path is 422 Invalid as the API server answers.
+///
+/// Like the API server (evanphx/json-patch), a `test` of a missing path against `null` passes:
+/// kube-runtime's finalizer helper relies on it when an object has no finalizers yet.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<()> {
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+    let mut ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| Error::bad_request(format!("invalid JSON patch: {e}")))?;
+    ops.0.retain(|op| match op {
+        json_patch::PatchOperation::Test(test) => {
+            !(test.value.is_null() && target.pointer(test.path.as_str()).is_none())
+        }
+        _ => true,
+    });
     json_patch::patch(target, &ops).map_err(|e| Error::api(422, "Invalid", e.to_string()))
 }
 
@@ -216,6 +225,23 @@ mod tests {
             .into_iter()
             .find(|r| r.plural == "deployments")
             .unwrap()
+    }
+
+    #[test]
+    fn test_of_a_missing_path_against_null_passes() {
+        let mut object = serde_json::json!({"metadata": {"name": "x"}});
+        let patch = serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}
+        ]);
+        json_patch(&mut object, &patch).unwrap();
+        assert_eq!(object["metadata"]["finalizers"][0], "f");
+        let stale =
+            serde_json::json!([{"op": "test", "path": "/metadata/finalizers", "value": null}]);
+        assert!(
+            json_patch(&mut object, &stale).is_err(),
+            "present and not null: the test fails"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
 use crate::estate::{ObjectRef as EstateRef, validate};
 use crate::planner::ComponentPlan;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -198,7 +198,14 @@ async fn apply_children(
                 });
                 let api: Api<Deployment> = Api::namespaced(cluster.client().await, &namespace);
                 let name = child.metadata.name.clone().unwrap_or_default();
-                let applied = api.patch(&name, &params, &Patch::Apply(&child)).await?;
+                let applied = match api.patch(&name, &params, &Patch::Apply(&child)).await {
+                    // The target namespace does not exist yet in that cluster: create it once.
+                    Err(kube::Error::Api(status)) if status.code == 404 => {
+                        ensure_namespace(&cluster, &namespace).await?;
+                        api.patch(&name, &params, &Patch::Apply(&child)).await?
+                    }
+                    other => other?,
+                };
                 if services.insert((
                     cluster.id.clone(),
                     namespace.clone(),
@@ -249,6 +256,18 @@ async fn apply_children(
         Some(err) if ready.is_empty() && plans.iter().any(|p| p.placed() > 0) => Err(err),
         _ => Ok(ready),
     }
+}
+
+async fn ensure_namespace(cluster: &super::clusters::ClusterClient, namespace: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(cluster.client().await);
+    let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+    api.patch(
+        namespace,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Apply(&object),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Namespace of a deployment's children in a pool's cluster.

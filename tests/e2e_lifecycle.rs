@@ -1,0 +1,119 @@
+//! End to end, through the Kubernetes API only: apply to Ready, scale, delete.
+
+mod e2e_support;
+
+use e2e_support::*;
+use kube::api::DeleteParams;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_to_ready_then_delete_removes_everything() {
+    let estate = Estate::start(8, 8).await;
+    estate.apply_pools();
+    let _operator = Operator::start(&estate).await;
+    estate.apply(&deployment_yaml("ranker", "internal", 3, 6, ""));
+
+    let md = wait_for(&estate, "ranker", "Ready", |md| is_true(md, "Ready")).await;
+    let status = md.status.as_ref().unwrap();
+    assert_eq!(status.ready_replicas, 3);
+    assert_eq!(status.desired_replicas, 3);
+    assert!(!is_true(&md, "Bursting"), "private capacity suffices");
+    assert!(is_true(&md, "Placed"));
+    let private = children(&estate.private).await;
+    assert_eq!(total_replicas(&private), 3, "{private:?}");
+    assert!(children(&estate.public).await.is_empty());
+    let pool = estate.pools_api().get("dc1-l4").await.unwrap();
+    let ready = pool
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "True");
+
+    // Scale: a new minimum is a spec change; generation and status follow.
+    patch_spec(
+        &estate,
+        "ranker",
+        json!({"components": [{
+            "name": "ranker", "dataClass": "internal", "image": "pytorch/torchserve:0.12.0-gpu",
+            "resources": {"gpu": {"count": 1, "type": "nvidia-l4"}, "cpu": "1", "memory": "1Gi"},
+            "replicas": {"min": 5, "max": 6}
+        }]}),
+    )
+    .await;
+    let md = wait_for(&estate, "ranker", "Ready at 5", |md| {
+        is_true(md, "Ready") && md.status.as_ref().is_some_and(|s| s.ready_replicas == 5)
+    })
+    .await;
+    assert_eq!(md.metadata.generation, Some(2));
+
+    estate
+        .deployments_api()
+        .delete("ranker", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the ModelDeployment is gone", || async {
+        estate
+            .deployments_api()
+            .get_opt("ranker")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eventually("no children left in any cluster", || async {
+        (children(&estate.private).await.is_empty() && children(&estate.public).await.is_empty())
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demand_beyond_private_capacity_bursts_and_sensitive_stays_private() {
+    let estate = Estate::start(4, 16).await;
+    estate.apply_pools();
+    let _operator = Operator::start(&estate).await;
+    // The pool's spec says 64 GPUs, but only 4 exist: observed capacity bounds the plan.
+    estate.apply(&deployment_yaml("ranker", "internal", 6, 10, ""));
+    estate.apply(&deployment_yaml("encoder", "sensitive", 3, 3, ""));
+
+    let ranker = wait_for(&estate, "ranker", "ranker Ready and bursting", |md| {
+        is_true(md, "Ready") && is_true(md, "Bursting")
+    })
+    .await;
+    let placements = &ranker.status.as_ref().unwrap().components[0].placements;
+    assert!(
+        placements
+            .iter()
+            .any(|p| p.pool == "cloud-l4" && p.replicas > 0),
+        "{placements:?}"
+    );
+    let public = children(&estate.public).await;
+    assert!(total_replicas(&public) > 0);
+
+    let encoder = wait_for(&estate, "encoder", "encoder placed", |md| {
+        md.status.as_ref().is_some_and(|s| s.desired_replicas == 3)
+    })
+    .await;
+    for placement in encoder
+        .status
+        .as_ref()
+        .unwrap()
+        .components
+        .iter()
+        .flat_map(|c| &c.placements)
+    {
+        assert_eq!(placement.pool, "dc1-l4", "sensitive replicas stay private");
+    }
+    // No encoder workload was ever created in the public cluster.
+    assert!(
+        public
+            .iter()
+            .all(|(name, _, _)| !name.starts_with("encoder")),
+        "{public:?}"
+    );
+}

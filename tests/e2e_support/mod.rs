@@ -1,0 +1,336 @@
+//! Shared setup of the operator's end-to-end tests: three clusters served by `kube-harness` on
+//! loopback (the hub the operator runs in, a private GPU cluster, a public GPU cluster), the
+//! CRDs, kubeconfig Secrets, and the real operator started in-process. Tests then act only
+//! through the Kubernetes API, as a user would.
+#![allow(dead_code)]
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use kube_harness::{Cluster, ClusterConfig, ClusterHandle, NodeSpec};
+use serde_json::{Value, json};
+use skybridge::api::{ComputePool, ModelDeployment};
+use skybridge::operator::runtime::{RunConfig, run};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any awaited state may take; generous for a loaded 2-core CI machine.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub const OPERATOR_NAMESPACE: &str = "skybridge-system";
+pub const APP_NAMESPACE: &str = "shop";
+
+pub struct Estate {
+    pub hub: ClusterHandle,
+    pub private: ClusterHandle,
+    pub public: ClusterHandle,
+}
+
+/// Node label that selects each pool's nodes.
+pub const POOL_LABEL: &str = "skybridge.test/pool";
+
+impl Estate {
+    /// Hub with the CRDs; a private cluster with `private_gpus` L4 GPUs in pool `dc1-l4`;
+    /// a public cluster with `public_gpus` L4 GPUs in pool `cloud-l4`.
+    pub async fn start(private_gpus: u32, public_gpus: u32) -> Self {
+        init_logs();
+        let fast = Duration::from_millis(100);
+        let hub = Cluster::start(ClusterConfig::new("hub").readiness_delay(fast))
+            .await
+            .expect("hub starts");
+        let private = Cluster::start(
+            ClusterConfig::new("private").readiness_delay(fast).node(
+                NodeSpec::new("dc1-gpu-0")
+                    .gpus(private_gpus)
+                    .label(POOL_LABEL, "dc1-l4"),
+            ),
+        )
+        .await
+        .expect("private cluster starts");
+        let public = Cluster::start(
+            ClusterConfig::new("public").readiness_delay(fast).node(
+                NodeSpec::new("cloud-gpu-0")
+                    .gpus(public_gpus)
+                    .label(POOL_LABEL, "cloud-l4"),
+            ),
+        )
+        .await
+        .expect("public cluster starts");
+        hub.apply_yaml(&skybridge::api::crds_yaml().unwrap(), "e2e-setup")
+            .expect("CRDs apply");
+        let secrets = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {OPERATOR_NAMESPACE}}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {APP_NAMESPACE}}}\n---\n{}\n---\n{}\n",
+            kubeconfig_secret("private-kubeconfig", private.kubeconfig_yaml()),
+            kubeconfig_secret("public-kubeconfig", public.kubeconfig_yaml()),
+        );
+        hub.apply_yaml(&secrets, "e2e-setup")
+            .expect("namespaces and secrets apply");
+        Self {
+            hub,
+            private,
+            public,
+        }
+    }
+
+    pub fn hub_client(&self) -> Client {
+        self.hub.client().expect("hub client")
+    }
+
+    /// Applies YAML to the hub as a user would (`kubectl apply --server-side`).
+    pub fn apply(&self, yaml: &str) {
+        self.hub.apply_yaml(yaml, "kubectl").expect("objects apply");
+    }
+
+    /// The two pools used by most tests.
+    pub fn apply_pools(&self) {
+        self.apply(&format!(
+            r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {{name: dc1-l4}}
+spec:
+  cloud: private
+  provider: onprem
+  region: fra-dc1
+  cluster: {{kubeconfigSecretRef: {{name: private-kubeconfig}}, namespace: {APP_NAMESPACE}}}
+  nodeSelector: {{{POOL_LABEL}: dc1-l4}}
+  capacity: {{gpu: {{type: nvidia-l4, count: 64}}}}
+  cost: {{gpuHour: 0.3}}
+  startupSeconds: 30
+  artifactStore: {{bucket: models, endpoint: "http://127.0.0.1:1", pathStyle: true}}
+---
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {{name: cloud-l4}}
+spec:
+  cloud: public
+  provider: aws
+  region: eu-central-1
+  cluster: {{kubeconfigSecretRef: {{name: public-kubeconfig}}, namespace: burst}}
+  nodeSelector: {{{POOL_LABEL}: cloud-l4}}
+  capacity: {{gpu: {{type: nvidia-l4, count: 64}}}}
+  cost: {{gpuHour: 0.9}}
+  startupSeconds: 120
+  artifactStore: {{bucket: models-public}}
+"#
+        ));
+    }
+
+    pub fn deployments_api(&self) -> Api<ModelDeployment> {
+        Api::namespaced(self.hub_client(), APP_NAMESPACE)
+    }
+
+    pub fn pools_api(&self) -> Api<ComputePool> {
+        Api::all(self.hub_client())
+    }
+}
+
+/// Operator logs in the test output, filtered by `RUST_LOG` (default: warnings).
+fn init_logs() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+fn kubeconfig_secret(name: &str, kubeconfig: &str) -> String {
+    serde_yaml_ng::to_string(&json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE},
+        "stringData": {"kubeconfig": kubeconfig},
+    }))
+    .unwrap()
+}
+
+/// A ModelDeployment with one GPU component.
+pub fn deployment_yaml(name: &str, class: &str, min: u32, max: u32, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ModelDeployment
+metadata: {{name: {name}, namespace: {APP_NAMESPACE}}}
+spec:
+  model: {{source: {{uri: "s3://models/{name}", pool: dc1-l4}}, version: "1"}}
+  components:
+    - name: ranker
+      dataClass: {class}
+      image: pytorch/torchserve:0.12.0-gpu
+      resources: {{gpu: {{count: 1, type: nvidia-l4}}, cpu: "1", memory: 1Gi}}
+      replicas: {{min: {min}, max: {max}}}
+{extra}
+"#
+    )
+}
+
+/// The operator, running in-process against the hub until dropped.
+pub struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    pub probe_addr: SocketAddr,
+}
+
+impl Operator {
+    pub async fn start(estate: &Estate) -> Self {
+        Self::start_named(estate, "operator-0", false).await
+    }
+
+    pub async fn start_named(estate: &Estate, identity: &str, leader_election: bool) -> Self {
+        let probe_addr = free_addr();
+        let config = RunConfig {
+            namespace: OPERATOR_NAMESPACE.into(),
+            identity: identity.into(),
+            leader_election,
+            lease_name: "skybridge-leader".into(),
+            lease_seconds: 3,
+            probe_addr,
+            period: Duration::from_secs(1),
+            image: "skybridge:e2e".into(),
+            cluster_qps: 200,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = estate.hub_client();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(err) = run(client, config, shutdown).await {
+                eprintln!("operator stopped with an error: {err}");
+            }
+        });
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+            probe_addr,
+        }
+    }
+
+    /// Kills the operator at once, mid-reconcile if it is in one.
+    pub fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Stops gracefully and waits.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound")
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after `PATIENCE`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn condition<'a>(md: &'a ModelDeployment, type_: &str) -> Option<&'a Condition> {
+    md.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+pub fn is_true(md: &ModelDeployment, type_: &str) -> bool {
+    condition(md, type_).is_some_and(|c| c.status == "True")
+}
+
+/// Waits until `name` satisfies `check` with status written for its current generation.
+pub async fn wait_for(
+    estate: &Estate,
+    name: &str,
+    what: &str,
+    check: impl Fn(&ModelDeployment) -> bool,
+) -> ModelDeployment {
+    let api = estate.deployments_api();
+    eventually(what, || {
+        let api = api.clone();
+        let check = &check;
+        async move {
+            let md = api.get_opt(name).await.ok().flatten()?;
+            let current =
+                md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation;
+            (current && check(&md)).then_some(md)
+        }
+    })
+    .await
+}
+
+/// Replicas per Deployment name of one cluster's Skybridge children, with their readiness.
+pub async fn children(cluster: &ClusterHandle) -> Vec<(String, i32, i32)> {
+    let api: Api<Deployment> = Api::all(cluster.client().expect("client"));
+    let listed = api
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=skybridge"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut out: Vec<(String, i32, i32)> = listed
+        .iter()
+        .map(|d| {
+            (
+                d.name_any(),
+                d.spec.replicas.unwrap_or(0),
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn total_replicas(children: &[(String, i32, i32)]) -> i32 {
+    children.iter().map(|c| c.1).sum()
+}
+
+/// Merge-patches a ModelDeployment's spec as `kubectl patch --type merge` would.
+pub async fn patch_spec(estate: &Estate, name: &str, spec: Value) {
+    estate
+        .deployments_api()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .expect("patch applies");
+}
