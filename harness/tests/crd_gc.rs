@@ -432,3 +432,103 @@ async fn owner_references_garbage_collection() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn crd_transition_rules_map_lists_and_preserved_fields() {
+    let c = start("crd2").await;
+    let base = c.url();
+    let crd = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              region:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "self == oldSelf", message: "region is immutable"}
+              ports:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    port: {type: integer}
+              extra:
+                type: object
+                x-kubernetes-preserve-unknown-fields: true
+"#;
+    c.apply_yaml(crd, "setup").unwrap();
+    let url = format!("{base}/apis/example.com/v1/namespaces/default/widgets/w");
+    let apply = |manager: &str, body: &str| {
+        let url = format!("{url}?fieldManager={manager}");
+        let body = format!(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n{body}"
+        );
+        async move { http("PATCH", &url, Some("application/apply-patch+yaml"), &body).await }
+    };
+    let a = apply(
+        "one",
+        "  region: eu\n  ports:\n  - {name: http, port: 80}\n  extra: {anything: {goes: [1]}}\n",
+    )
+    .await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    assert_eq!(
+        a.body["spec"]["extra"]["anything"]["goes"],
+        json!([1]),
+        "preserved unknown fields"
+    );
+    // list-type=map: a second manager adds an item keyed by name; both survive.
+    let a = apply("two", "  ports:\n  - {name: grpc, port: 9090}\n").await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    let ports: Vec<&str> = a.body["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ports, vec!["http", "grpc"]);
+    let two = a.body["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "two")
+        .unwrap()
+        .clone();
+    assert!(
+        two["fieldsV1"]["f:spec"]["f:ports"]
+            .get("k:{\"name\":\"grpc\"}")
+            .is_some()
+    );
+    // Transition rule with oldSelf: changing the region is rejected.
+    let a = http(
+        "PATCH",
+        &url,
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"region":"us"}}"#,
+    )
+    .await;
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("region is immutable")
+    );
+}
