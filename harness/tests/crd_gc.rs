@@ -404,7 +404,8 @@ async fn owner_references_garbage_collection() {
             .is_none_or(|r| r.is_empty())
     );
 
-    // Deleting a namespace deletes its contents.
+    // Deleting a namespace: it turns Terminating, its contents are deleted with their finalizers
+    // respected, new content is 403 Forbidden, and it goes once empty.
     post(
         base,
         "/api/v1/namespaces",
@@ -417,16 +418,62 @@ async fn owner_references_garbage_collection() {
         json!({"metadata": {"name": "x"}}),
     )
     .await;
-    http("DELETE", &format!("{base}/api/v1/namespaces/tmp"), None, "").await;
-    eventually("namespace contents removed", 5, || async {
-        (http(
+    post(
+        base,
+        "/api/v1/namespaces/tmp/configmaps",
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/cleanup"]}}),
+    )
+    .await;
+    let a = http("DELETE", &format!("{base}/api/v1/namespaces/tmp"), None, "").await;
+    assert_eq!(a.code, 200);
+    assert_eq!(a.body["status"]["phase"], "Terminating");
+    assert_eq!(
+        http(
             "GET",
             &format!("{base}/api/v1/namespaces/tmp/configmaps/x"),
             None,
-            "",
+            ""
         )
         .await
-        .code
+        .code,
+        404
+    );
+    let held = http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/tmp/configmaps/held"),
+        None,
+        "",
+    )
+    .await;
+    assert!(held.body["metadata"]["deletionTimestamp"].is_string());
+    let a = http(
+        "POST",
+        &format!("{base}/api/v1/namespaces/tmp/configmaps"),
+        Some("application/json"),
+        r#"{"metadata":{"name":"new"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (a.code, a.body["reason"].as_str()),
+        (403, Some("Forbidden"))
+    );
+    assert_eq!(
+        http("GET", &format!("{base}/api/v1/namespaces/tmp"), None, "")
+            .await
+            .body["status"]["phase"],
+        "Terminating"
+    );
+    http(
+        "PATCH",
+        &format!("{base}/api/v1/namespaces/tmp/configmaps/held"),
+        Some("application/merge-patch+json"),
+        r#"{"metadata":{"finalizers":null}}"#,
+    )
+    .await;
+    eventually("namespace removed once empty", 5, || async {
+        (http("GET", &format!("{base}/api/v1/namespaces/tmp"), None, "")
+            .await
+            .code
             == 404)
             .then_some(())
     })
