@@ -1058,6 +1058,7 @@ impl State {
                 .map(|o| meta_str(o, "uid").to_string())
                 .collect();
             let mut orphans = Vec::new();
+            let mut dangling = Vec::new();
             let mut waiting = Vec::new();
             for (skey, objs) in &self.objects {
                 let Some(rt) = self.type_of(skey) else {
@@ -1068,6 +1069,9 @@ impl State {
                     let deleting = o["metadata"].get("deletionTimestamp").is_some();
                     if !owners.is_empty() && !deleting && owners.iter().all(|u| !uids.contains(u)) {
                         orphans.push((rt.clone(), k.clone()));
+                    } else if owners.iter().any(|u| !uids.contains(u)) {
+                        // Some owners remain: the collector only drops the dangling references.
+                        dangling.push((rt.clone(), k.clone()));
                     }
                     if deleting && finalizers(o).iter().any(|f| f == "foregroundDeletion") {
                         waiting.push((rt.clone(), k.clone(), meta_str(o, "uid").to_string()));
@@ -1100,6 +1104,23 @@ impl State {
             }
             for (rt, k) in orphans {
                 let _ = self.delete_obj(store, &rt, &k.0, &k.1, None);
+                changed = true;
+            }
+            for (rt, k) in dangling {
+                let Some(old) = self.get(&rt, &k.0, &k.1).cloned() else {
+                    continue;
+                };
+                let mut new = old.clone();
+                if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|r| r["uid"].as_str().is_some_and(|u| uids.contains(u)));
+                }
+                self.rv += 1;
+                new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                self.objects
+                    .entry(rt.storage_key())
+                    .or_default()
+                    .insert(k.clone(), new.clone());
+                self.emit(store, EventType::Modified, rt.storage_key(), new, Some(old));
                 changed = true;
             }
             changed |= self.finish_namespaces(store);

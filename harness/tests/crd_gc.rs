@@ -404,6 +404,31 @@ async fn owner_references_garbage_collection() {
             .is_none_or(|r| r.is_empty())
     );
 
+    // Two owners, one deleted: the dependent stays, minus the dangling reference.
+    let o4 = owner("o4").await;
+    let o5 = owner("o5").await;
+    let mut two = dependent("d4", &o4, false);
+    let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "o5", "uid": o5["metadata"]["uid"]});
+    two["metadata"]["ownerReferences"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    post(base, cms, two).await;
+    http("DELETE", &format!("{base}{cms}/o4"), None, "").await;
+    let d4 = get("d4").await;
+    assert_eq!(d4.code, 200);
+    let refs = d4.body["metadata"]["ownerReferences"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs[0]["name"], "o5");
+    http("DELETE", &format!("{base}{cms}/o5"), None, "").await;
+    eventually("last owner gone", 5, || async {
+        (get("d4").await.code == 404).then_some(())
+    })
+    .await;
+
     // Deleting a namespace: it turns Terminating, its contents are deleted with their finalizers
     // respected, new content is 403 Forbidden, and it goes once empty.
     post(
