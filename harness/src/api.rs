@@ -612,7 +612,17 @@ fn list(
             ));
         }
         list_rv = token_rv;
-        items.retain(|o| item_key(o) > after);
+        // Compare as (namespace, name) like the store orders items, not as one string ("a-b/x"
+        // sorts before "a/b" as text but after it as a pair).
+        let after = after
+            .split_once('/')
+            .map(|(ns, name)| (ns.to_string(), name.to_string()))
+            .unwrap_or_default();
+        items.retain(|o| {
+            let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+            let name = o["metadata"]["name"].as_str().unwrap_or_default();
+            (ns, name) > (after.0.as_str(), after.1.as_str())
+        });
     }
     let mut meta = json!({"resourceVersion": list_rv.to_string()});
     if let Some(limit) = q

@@ -262,4 +262,22 @@ mod tests {
             json!([{"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]}])
         );
     }
+
+    #[test]
+    fn strategic_directives() {
+        let rt = deployments();
+        let mut obj = json!({"metadata": {"finalizers": ["a", "b"]}, "spec": {"template": {"spec": {
+            "volumes": [{"name": "v1"}, {"name": "v2"}]}}}});
+        let patch = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"], "finalizers": ["c"]},
+            "spec": {"template": {"spec": {"volumes": [{"name": "v3"}, {"$patch": "replace"}]}}}});
+        strategic_merge(&rt, &mut obj, &patch).unwrap();
+        assert_eq!(obj["metadata"]["finalizers"], json!(["b", "c"]));
+        assert_eq!(
+            obj["spec"]["template"]["spec"]["volumes"],
+            json!([{"name": "v3"}])
+        );
+        let mut cr = rt.clone();
+        cr.custom = true;
+        assert!(strategic_merge(&cr, &mut obj, &json!({})).is_err());
+    }
 }

@@ -543,6 +543,22 @@ impl State {
                 {
                     return Err(Error::not_found("", "namespaces", ns));
                 }
+                if rt.namespaced
+                    && self
+                        .objects
+                        .get(&(String::new(), "namespaces".into()))
+                        .and_then(|m| m.get(&(String::new(), ns.to_string())))
+                        .is_some_and(|n| n["metadata"].get("deletionTimestamp").is_some())
+                {
+                    return Err(Error::api(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                            crate::error::qualified(&rt.group, &rt.plural)
+                        ),
+                    ));
+                }
                 if rt.status_subresource && !opts.internal {
                     obj.as_object_mut().expect("object").remove("status");
                 }
@@ -870,6 +886,9 @@ impl State {
             .get(rt, ns, name)
             .cloned()
             .ok_or_else(|| Error::not_found(&rt.group, &rt.plural, name))?;
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            return Ok(self.terminate_namespace(store, rt, &key, obj));
+        }
         let uid = meta_str(&obj, "uid").to_string();
         match propagation {
             Some("Orphan") => {
@@ -924,6 +943,95 @@ impl State {
         Ok(out)
     }
 
+    /// Namespace deletion as the namespace controller does it: the namespace turns
+    /// `Terminating`, its contents are deleted (finalizers respected), and it goes once empty.
+    fn terminate_namespace(
+        &mut self,
+        store: &Store,
+        rt: &ResourceType,
+        key: &ObjKey,
+        obj: Value,
+    ) -> Value {
+        let mut current = obj.clone();
+        if obj["metadata"].get("deletionTimestamp").is_none() {
+            current["metadata"]["deletionTimestamp"] = json!(now());
+            current["status"] = json!({"phase": "Terminating"});
+            self.rv += 1;
+            current["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            self.objects
+                .entry(rt.storage_key())
+                .or_default()
+                .insert(key.clone(), current.clone());
+            self.emit(
+                store,
+                EventType::Modified,
+                rt.storage_key(),
+                current.clone(),
+                Some(obj),
+            );
+        }
+        let ns = key.1.clone();
+        let mut seen = BTreeSet::new();
+        let types: Vec<Arc<ResourceType>> = self
+            .types
+            .values()
+            .filter(|t| t.namespaced)
+            .cloned()
+            .collect();
+        for t in types {
+            if !seen.insert(t.storage_key()) {
+                continue;
+            }
+            let keys: Vec<ObjKey> = self
+                .objects
+                .get(&t.storage_key())
+                .map(|m| m.keys().filter(|(n, _)| *n == ns).cloned().collect())
+                .unwrap_or_default();
+            for k in keys {
+                let deleting = self
+                    .get(&t, &k.0, &k.1)
+                    .is_some_and(|o| o["metadata"].get("deletionTimestamp").is_some());
+                if !deleting {
+                    let _ = self.delete_obj(store, &t, &k.0, &k.1, None);
+                }
+            }
+        }
+        self.finish_namespaces(store);
+        current
+    }
+
+    /// Remove terminating namespaces that are empty (and have no finalizers of their own).
+    fn finish_namespaces(&mut self, store: &Store) -> bool {
+        let Some(ns_rt) = self.type_of(&(String::new(), "namespaces".into())) else {
+            return false;
+        };
+        let terminating: Vec<ObjKey> = self
+            .objects
+            .get(&ns_rt.storage_key())
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, o)| {
+                        o["metadata"].get("deletionTimestamp").is_some() && finalizers(o).is_empty()
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut removed = false;
+        for key in terminating {
+            let empty = self
+                .objects
+                .iter()
+                .filter(|(skey, _)| self.type_of(skey).is_some_and(|t| t.namespaced))
+                .all(|(_, m)| !m.keys().any(|(n, _)| *n == key.1));
+            if empty {
+                self.remove(store, &ns_rt, &key, None);
+                removed = true;
+            }
+        }
+        removed
+    }
+
     fn dependents(&self, uid: &str) -> Vec<(Arc<ResourceType>, ObjKey)> {
         let mut out = Vec::new();
         for (skey, objs) in &self.objects {
@@ -950,6 +1058,7 @@ impl State {
                 .map(|o| meta_str(o, "uid").to_string())
                 .collect();
             let mut orphans = Vec::new();
+            let mut dangling = Vec::new();
             let mut waiting = Vec::new();
             for (skey, objs) in &self.objects {
                 let Some(rt) = self.type_of(skey) else {
@@ -960,6 +1069,9 @@ impl State {
                     let deleting = o["metadata"].get("deletionTimestamp").is_some();
                     if !owners.is_empty() && !deleting && owners.iter().all(|u| !uids.contains(u)) {
                         orphans.push((rt.clone(), k.clone()));
+                    } else if owners.iter().any(|u| !uids.contains(u)) {
+                        // Some owners remain: the collector only drops the dangling references.
+                        dangling.push((rt.clone(), k.clone()));
                     }
                     if deleting && finalizers(o).iter().any(|f| f == "foregroundDeletion") {
                         waiting.push((rt.clone(), k.clone(), meta_str(o, "uid").to_string()));
@@ -994,6 +1106,24 @@ impl State {
                 let _ = self.delete_obj(store, &rt, &k.0, &k.1, None);
                 changed = true;
             }
+            for (rt, k) in dangling {
+                let Some(old) = self.get(&rt, &k.0, &k.1).cloned() else {
+                    continue;
+                };
+                let mut new = old.clone();
+                if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|r| r["uid"].as_str().is_some_and(|u| uids.contains(u)));
+                }
+                self.rv += 1;
+                new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                self.objects
+                    .entry(rt.storage_key())
+                    .or_default()
+                    .insert(k.clone(), new.clone());
+                self.emit(store, EventType::Modified, rt.storage_key(), new, Some(old));
+                changed = true;
+            }
+            changed |= self.finish_namespaces(store);
             if !changed {
                 return;
             }

@@ -404,7 +404,33 @@ async fn owner_references_garbage_collection() {
             .is_none_or(|r| r.is_empty())
     );
 
-    // Deleting a namespace deletes its contents.
+    // Two owners, one deleted: the dependent stays, minus the dangling reference.
+    let o4 = owner("o4").await;
+    let o5 = owner("o5").await;
+    let mut two = dependent("d4", &o4, false);
+    let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "o5", "uid": o5["metadata"]["uid"]});
+    two["metadata"]["ownerReferences"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    post(base, cms, two).await;
+    http("DELETE", &format!("{base}{cms}/o4"), None, "").await;
+    let d4 = get("d4").await;
+    assert_eq!(d4.code, 200);
+    let refs = d4.body["metadata"]["ownerReferences"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs[0]["name"], "o5");
+    http("DELETE", &format!("{base}{cms}/o5"), None, "").await;
+    eventually("last owner gone", 5, || async {
+        (get("d4").await.code == 404).then_some(())
+    })
+    .await;
+
+    // Deleting a namespace: it turns Terminating, its contents are deleted with their finalizers
+    // respected, new content is 403 Forbidden, and it goes once empty.
     post(
         base,
         "/api/v1/namespaces",
@@ -417,18 +443,164 @@ async fn owner_references_garbage_collection() {
         json!({"metadata": {"name": "x"}}),
     )
     .await;
-    http("DELETE", &format!("{base}/api/v1/namespaces/tmp"), None, "").await;
-    eventually("namespace contents removed", 5, || async {
-        (http(
+    post(
+        base,
+        "/api/v1/namespaces/tmp/configmaps",
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/cleanup"]}}),
+    )
+    .await;
+    let a = http("DELETE", &format!("{base}/api/v1/namespaces/tmp"), None, "").await;
+    assert_eq!(a.code, 200);
+    assert_eq!(a.body["status"]["phase"], "Terminating");
+    assert_eq!(
+        http(
             "GET",
             &format!("{base}/api/v1/namespaces/tmp/configmaps/x"),
             None,
-            "",
+            ""
         )
         .await
-        .code
+        .code,
+        404
+    );
+    let held = http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/tmp/configmaps/held"),
+        None,
+        "",
+    )
+    .await;
+    assert!(held.body["metadata"]["deletionTimestamp"].is_string());
+    let a = http(
+        "POST",
+        &format!("{base}/api/v1/namespaces/tmp/configmaps"),
+        Some("application/json"),
+        r#"{"metadata":{"name":"new"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (a.code, a.body["reason"].as_str()),
+        (403, Some("Forbidden"))
+    );
+    assert_eq!(
+        http("GET", &format!("{base}/api/v1/namespaces/tmp"), None, "")
+            .await
+            .body["status"]["phase"],
+        "Terminating"
+    );
+    http(
+        "PATCH",
+        &format!("{base}/api/v1/namespaces/tmp/configmaps/held"),
+        Some("application/merge-patch+json"),
+        r#"{"metadata":{"finalizers":null}}"#,
+    )
+    .await;
+    eventually("namespace removed once empty", 5, || async {
+        (http("GET", &format!("{base}/api/v1/namespaces/tmp"), None, "")
+            .await
+            .code
             == 404)
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn crd_transition_rules_map_lists_and_preserved_fields() {
+    let c = start("crd2").await;
+    let base = c.url();
+    let crd = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              region:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "self == oldSelf", message: "region is immutable"}
+              ports:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    port: {type: integer}
+              extra:
+                type: object
+                x-kubernetes-preserve-unknown-fields: true
+"#;
+    c.apply_yaml(crd, "setup").unwrap();
+    let url = format!("{base}/apis/example.com/v1/namespaces/default/widgets/w");
+    let apply = |manager: &str, body: &str| {
+        let url = format!("{url}?fieldManager={manager}");
+        let body = format!(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n{body}"
+        );
+        async move { http("PATCH", &url, Some("application/apply-patch+yaml"), &body).await }
+    };
+    let a = apply(
+        "one",
+        "  region: eu\n  ports:\n  - {name: http, port: 80}\n  extra: {anything: {goes: [1]}}\n",
+    )
+    .await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    assert_eq!(
+        a.body["spec"]["extra"]["anything"]["goes"],
+        json!([1]),
+        "preserved unknown fields"
+    );
+    // list-type=map: a second manager adds an item keyed by name; both survive.
+    let a = apply("two", "  ports:\n  - {name: grpc, port: 9090}\n").await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    let ports: Vec<&str> = a.body["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ports, vec!["http", "grpc"]);
+    let two = a.body["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "two")
+        .unwrap()
+        .clone();
+    assert!(
+        two["fieldsV1"]["f:spec"]["f:ports"]
+            .get("k:{\"name\":\"grpc\"}")
+            .is_some()
+    );
+    // Transition rule with oldSelf: changing the region is rejected.
+    let a = http(
+        "PATCH",
+        &url,
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"region":"us"}}"#,
+    )
+    .await;
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("region is immutable")
+    );
 }

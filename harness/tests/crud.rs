@@ -366,3 +366,56 @@ async fn invalid_names_labels_and_deployments_are_422() {
             .contains("field is immutable")
     );
 }
+
+#[tokio::test]
+async fn delete_preconditions_and_builtin_defaults() {
+    let c = start("pre").await;
+    let base = c.url();
+    let cm = post(
+        base,
+        "/api/v1/namespaces/default/configmaps",
+        json!({"metadata": {"name": "p"}}),
+    )
+    .await;
+    let url = format!("{base}/api/v1/namespaces/default/configmaps/p");
+    let a = http(
+        "DELETE",
+        &url,
+        Some("application/json"),
+        r#"{"preconditions":{"resourceVersion":"1"}}"#,
+    )
+    .await;
+    assert_eq!(a.code, 409);
+    let a = http(
+        "DELETE",
+        &url,
+        Some("application/json"),
+        r#"{"preconditions":{"uid":"other"}}"#,
+    )
+    .await;
+    assert_eq!(a.code, 409);
+    let body = json!({"preconditions": {"uid": cm["metadata"]["uid"], "resourceVersion": cm["metadata"]["resourceVersion"]}});
+    let a = http("DELETE", &url, Some("application/json"), &body.to_string()).await;
+    assert_eq!(a.code, 200);
+    assert_eq!(http("DELETE", &url, None, "").await.code, 404);
+
+    let svc = post(
+        base,
+        "/api/v1/namespaces/default/services",
+        json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    assert_eq!(
+        svc["spec"]["ports"][0],
+        json!({"port": 80, "protocol": "TCP", "targetPort": 80})
+    );
+    let secret = post(
+        base,
+        "/api/v1/namespaces/default/secrets",
+        json!({"metadata": {"name": "s"}}),
+    )
+    .await;
+    assert_eq!(secret["type"], "Opaque");
+}

@@ -147,6 +147,51 @@ async fn pagination_with_limit_and_continue() {
     let gone = http("GET", &format!("{url}?limit=2&continue={token}"), None, "").await;
     assert_eq!(gone.code, 410);
     assert_eq!(gone.body["reason"], "Expired");
+    // Pages across namespaces whose names sort differently as text and as (namespace, name).
+    for ns in ["a", "a-b"] {
+        post(
+            base,
+            "/api/v1/namespaces",
+            json!({"metadata": {"name": ns}}),
+        )
+        .await;
+        for n in ["x", "y"] {
+            post(
+                base,
+                &format!("/api/v1/namespaces/{ns}/configmaps"),
+                json!({"metadata": {"name": n}}),
+            )
+            .await;
+        }
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = http(
+            "GET",
+            &format!("{base}/api/v1/configmaps?labelSelector=&limit=1&continue={token}"),
+            None,
+            "",
+        )
+        .await
+        .body;
+        for i in page["items"].as_array().unwrap() {
+            seen.push(format!(
+                "{}/{}",
+                i["metadata"]["namespace"].as_str().unwrap(),
+                i["metadata"]["name"].as_str().unwrap()
+            ));
+        }
+        match page["metadata"]["continue"].as_str() {
+            Some(t) => token = t.to_string(),
+            None => break,
+        }
+    }
+    let all = http("GET", &format!("{base}/api/v1/configmaps"), None, "")
+        .await
+        .body;
+    assert_eq!(seen.len(), all["items"].as_array().unwrap().len());
+    assert!(seen.contains(&"a/y".to_string()) && seen.contains(&"a-b/x".to_string()));
     let garbage = http("GET", &format!("{url}?limit=2&continue=zz"), None, "").await;
     assert_eq!(garbage.code, 400);
 }

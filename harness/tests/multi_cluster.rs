@@ -230,3 +230,43 @@ async fn metadata_only_api_and_metadata_watcher() {
         .unwrap();
     assert_eq!(first.metadata.name.as_deref(), Some("m1"));
 }
+
+#[tokio::test]
+async fn kube_event_recorder_publishes_and_patches_series() {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let c = start("events").await;
+    let client = c.client().unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "skybridge".into(),
+            instance: Some("skybridge-0".into()),
+        },
+    );
+    let reference = ObjectReference {
+        kind: Some("ModelDeployment".into()),
+        name: Some("m".into()),
+        namespace: Some("default".into()),
+        ..Default::default()
+    };
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Placed".into(),
+        note: Some("3 replicas".into()),
+        action: "Place".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let events: Api<K8sEvent> = Api::default_namespaced(client);
+    let list = events.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(
+        list.len(),
+        1,
+        "the repeat is a series update, not a new event"
+    );
+    assert_eq!(list[0].reason.as_deref(), Some("Placed"));
+    assert_eq!(list[0].series.as_ref().map(|s| s.count), Some(2));
+}
