@@ -85,7 +85,43 @@ pub fn apply(rt: &ResourceType, obj: &mut Value) {
                 set_if_absent(p, "targetPort", port);
             }
         }
-        ("", "secrets") => set_if_absent(obj, "type", json!("Opaque")),
+        ("", "secrets") => {
+            set_if_absent(obj, "type", json!("Opaque"));
+            // `stringData` is write-only: the API server merges it into `data`, base64-encoded,
+            // and never stores or returns it.
+            if let Some(Value::Object(strings)) =
+                obj.as_object_mut().and_then(|o| o.remove("stringData"))
+            {
+                use base64::Engine as _;
+                if !obj["data"].is_object() {
+                    obj["data"] = json!({});
+                }
+                for (key, value) in strings {
+                    let text = value.as_str().unwrap_or_default();
+                    obj["data"][key] =
+                        json!(base64::engine::general_purpose::STANDARD.encode(text));
+                }
+            }
+        }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_string_data_becomes_data() {
+        let rt = crate::resources::builtins()
+            .into_iter()
+            .find(|r| r.plural == "secrets")
+            .unwrap();
+        let mut secret = json!({"metadata": {"name": "s"}, "stringData": {"kubeconfig": "apiVersion: v1"}, "data": {"a": "Yg=="}});
+        apply(&rt, &mut secret);
+        assert!(secret.get("stringData").is_none());
+        assert_eq!(secret["data"]["kubeconfig"], "YXBpVmVyc2lvbjogdjE=");
+        assert_eq!(secret["data"]["a"], "Yg==");
+        assert_eq!(secret["type"], "Opaque");
     }
 }
