@@ -95,8 +95,10 @@ async fn demand_beyond_private_capacity_bursts_and_sensitive_stays_private() {
     let public = children(&estate.public).await;
     assert!(total_replicas(&public) > 0);
 
-    let encoder = wait_for(&estate, "encoder", "encoder placed", |md| {
-        md.status.as_ref().is_some_and(|s| s.desired_replicas == 3)
+    // The sensitive encoder's floor outranks the ranker's private replicas: it gets the private
+    // GPUs, the ranker moves further out, and nothing sensitive ever reaches the public cluster.
+    let encoder = wait_for(&estate, "encoder", "encoder Ready on private GPUs", |md| {
+        is_true(md, "Ready")
     })
     .await;
     for placement in encoder
@@ -109,11 +111,62 @@ async fn demand_beyond_private_capacity_bursts_and_sensitive_stays_private() {
     {
         assert_eq!(placement.pool, "dc1-l4", "sensitive replicas stay private");
     }
-    // No encoder workload was ever created in the public cluster.
+    wait_for(
+        &estate,
+        "ranker",
+        "ranker re-placed around the encoder",
+        |md| {
+            let placements = &md.status.as_ref().unwrap().components[0].placements;
+            is_true(md, "Ready")
+                && placements
+                    .iter()
+                    .filter(|p| p.pool == "dc1-l4")
+                    .map(|p| p.replicas)
+                    .sum::<u32>()
+                    == 1
+        },
+    )
+    .await;
+    let public = children(&estate.public).await;
     assert!(
         public
             .iter()
             .all(|(name, _, _)| !name.starts_with("encoder")),
         "{public:?}"
+    );
+    assert_eq!(
+        total_replicas(&children(&estate.private).await),
+        4,
+        "3 encoder + 1 ranker on 4 private GPUs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensitive_shortage_stays_private_and_reports_degraded() {
+    let estate = Estate::start(2, 16).await;
+    estate.apply_pools();
+    let _operator = Operator::start(&estate).await;
+    estate.apply(&deployment_yaml("encoder", "sensitive", 3, 3, ""));
+    let md = wait_for(&estate, "encoder", "Degraded", |md| is_true(md, "Degraded")).await;
+    let status = md.status.as_ref().unwrap();
+    assert!(!is_true(&md, "Ready"));
+    assert!(!is_true(&md, "Bursting"));
+    assert_eq!(status.components[0].unplaced_replicas, 1);
+    assert!(
+        status.components[0]
+            .unplaced_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("residency")
+    );
+    assert!(
+        condition(&md, "Degraded")
+            .unwrap()
+            .message
+            .contains("sensitive")
+    );
+    assert!(
+        children(&estate.public).await.is_empty(),
+        "nothing reaches the public cluster"
     );
 }

@@ -1,17 +1,19 @@
 //! The placement decision: for every replica a pool and a reason, plus what could not be placed
 //! and why. Pure and deterministic: the same input always gives the same plan.
 //!
-//! Order of work, so that existing replicas stay put and new floors win over new extras:
-//! 1. keep existing replicas on still-eligible pools, up to `desired` (most sensitive first);
-//! 2. place the rest of every component's `min`;
-//! 3. place the rest of `desired`;
-//! 4. move replicas to clearly better pools (only where the caller allows rebalancing), spread
+//! Order of work, so that existing replicas stay put and floors win over extras:
+//! 1. keep the existing replicas of components that only private pools can hold (sensitive,
+//!    or not allowed to burst), up to `desired`, most sensitive first;
+//! 2. place the rest of their floors;
+//! 3. keep the existing replicas of the other components, up to `desired`;
+//! 4. place the rest of every component's `min`, then the rest of `desired`;
+//! 5. move replicas to clearly better pools (only where the caller allows rebalancing), spread
 //!    components with `min >= 2` over two pools of one cloud, and give freed room to floors,
 //!    then extras; repeated until nothing changes.
 //!
-//! Because step 1 keeps everything that still fits and step 4 runs to a fixed point, planning a
-//! plan again changes nothing. Existing replicas are not preempted for another component's
-//! floor; a floor that does not fit is reported, not forced.
+//! Existing replicas of burstable components yield to private-only floors (step 2); they are
+//! re-placed, on public pools where allowed. Everything else that still fits is kept, and
+//! step 5 runs to a fixed point, so planning a plan again changes nothing.
 
 use super::input::{BurstPreference, ComponentRequest, PlanInput, PoolHealth, PoolView};
 use super::resources::Headroom;
@@ -205,7 +207,20 @@ impl<'a> Planner<'a> {
 
     fn run(mut self) -> Plan {
         let order = self.order.clone();
-        for &ci in &order {
+        let (private_bound, burstable): (Vec<usize>, Vec<usize>) =
+            order.iter().partition(|&&ci| self.private_bound(ci));
+        for &ci in &private_bound {
+            let desired = self.input.components[ci].desired;
+            self.keep_existing(ci, desired);
+        }
+        // Floors that only private pools can hold go before the existing replicas of components
+        // that may burst: a sensitive encoder's minimum outranks a ranker's private replicas,
+        // which are re-placed, on public pools where allowed.
+        for &ci in &private_bound {
+            let floor = self.floor(ci);
+            self.place_new(ci, floor);
+        }
+        for &ci in &burstable {
             let desired = self.input.components[ci].desired;
             self.keep_existing(ci, desired);
         }
@@ -246,6 +261,14 @@ impl<'a> Planner<'a> {
             }
         }
         self.finish()
+    }
+
+    /// Whether no public pool may take this component (residency, policy or allow-list).
+    fn private_bound(&self, ci: usize) -> bool {
+        !self.states[ci]
+            .ranked
+            .iter()
+            .any(|c| self.input.pools[c.pool].cloud == Cloud::Public)
     }
 
     fn floor(&self, ci: usize) -> u32 {

@@ -249,6 +249,27 @@ fn mins_win_over_extras() {
 }
 
 #[test]
+fn a_sensitive_floor_displaces_burstable_replicas_to_public() {
+    let pools = vec![
+        pool("priv", Cloud::Private, 4, 1.0),
+        pool("pub", Cloud::Public, 8, 2.0),
+    ];
+    let mut ranker = component("ranker", DataClass::Internal, 2, 6);
+    ranker.current = BTreeMap::from([("priv".into(), 4), ("pub".into(), 2)]);
+    ranker.rebalance = false;
+    let encoder = component("encoder", DataClass::Sensitive, 3, 3);
+    let plan = plan(&input(pools, vec![ranker, encoder]));
+    assert_eq!(
+        replicas_by_pool(&plan.components[1]),
+        BTreeMap::from([("priv".into(), 3)])
+    );
+    assert_eq!(
+        replicas_by_pool(&plan.components[0]),
+        BTreeMap::from([("priv".into(), 1), ("pub".into(), 5)])
+    );
+}
+
+#[test]
 fn keeps_existing_placements_unless_moving_clearly_pays() {
     let pools = vec![
         pool("a", Cloud::Private, 8, 1.0),
