@@ -265,10 +265,11 @@ impl<'a> Planner<'a> {
 
     /// Whether no public pool may take this component (residency, policy or allow-list).
     fn private_bound(&self, ci: usize) -> bool {
-        !self.states[ci]
+        // Ranked lists put private pools first, so the last pool tells.
+        self.states[ci]
             .ranked
-            .iter()
-            .any(|c| self.input.pools[c.pool].cloud == Cloud::Public)
+            .last()
+            .is_none_or(|c| self.input.pools[c.pool].cloud == Cloud::Private)
     }
 
     fn floor(&self, ci: usize) -> u32 {
