@@ -563,6 +563,17 @@ pub fn apply(
     to_remove.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in to_remove {
         remove_at(&mut obj, p);
+        // A struct whose last owned field went away goes too, as on the real server; one that
+        // another manager or this config still names stays.
+        for depth in (1..p.len()).rev() {
+            let parent: FieldPath = p[..depth].to_vec();
+            let empty =
+                value_at(&obj, &parent).is_some_and(|v| v.as_object().is_some_and(Map::is_empty));
+            if !empty || cfg_set.contains(&parent) || others.contains(&parent) {
+                break;
+            }
+            remove_at(&mut obj, &parent);
+        }
     }
 
     merge_apply(rt, &mut obj, &cfg, &mut Vec::new());

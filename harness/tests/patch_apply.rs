@@ -395,3 +395,27 @@ async fn kube_client_server_side_apply() {
         .unwrap();
     assert_eq!(out.data.unwrap()["x"], "2");
 }
+
+#[tokio::test]
+async fn apply_dropping_a_whole_struct_removes_it() {
+    let c = start("apply-drop-struct").await;
+    let url = format!(
+        "{}/api/v1/namespaces/default/configmaps/cfg?fieldManager=op",
+        c.url()
+    );
+    let with = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "1", "b": "2"}});
+    assert_eq!(
+        http("PATCH", &url, Some(APPLY), &with.to_string())
+            .await
+            .code,
+        201
+    );
+    let without = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}});
+    let answer = http("PATCH", &url, Some(APPLY), &without.to_string()).await;
+    assert_eq!(answer.code, 200);
+    assert!(
+        answer.body.get("data").is_none(),
+        "no empty struct left behind: {}",
+        answer.body
+    );
+}
