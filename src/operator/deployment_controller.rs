@@ -117,7 +117,9 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let plans = plan_deployment(&estate, md, &decision.desired, &decision.hold_public);
 
     // Apply the children, then remove those the plan no longer has.
-    let ready = apply_children(md, ctx, &estate.pools, &plans).await?;
+    // A cluster that fails does not stop the others, nor the status report; the error then
+    // requeues with backoff.
+    let (ready, apply_error) = apply_children(md, ctx, &estate.pools, &plans).await;
     sweep_orphans(md, ctx, &estate.pools, Some(&plans)).await?;
 
     let observed: Vec<Observed> = plans
@@ -151,6 +153,9 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
             publish(ctx, md, kind, reason, "Reconcile", &note).await;
         }
     }
+    if let Some(err) = apply_error {
+        return Err(err);
+    }
     ctx.succeeded(md);
     Ok(Action::requeue(
         decision.next_check.min(ctx.settings.period),
@@ -166,14 +171,14 @@ fn owner(md: &ModelDeployment) -> Option<OwnerReference> {
 }
 
 /// Server-side applies every Deployment and Service of the plan; returns the ready replicas per
-/// (component, pool). A pool whose cluster fails is skipped (its pool reconciler marks it
-/// unreachable, which moves the replicas); the error is returned after the others are applied.
+/// (component, pool), and the first error. A pool whose cluster fails is skipped (its pool
+/// reconciler marks it unreachable, which moves the replicas).
 async fn apply_children(
     md: &ModelDeployment,
     ctx: &Context,
     pools: &BTreeMap<String, ComputePool>,
     plans: &[ComponentPlan],
-) -> Result<BTreeMap<(String, String), u32>> {
+) -> (BTreeMap<(String, String), u32>, Option<Error>) {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut ready = BTreeMap::new();
     let mut first_error = None;
@@ -252,10 +257,7 @@ async fn apply_children(
             }
         }
     }
-    match first_error {
-        Some(err) if ready.is_empty() && plans.iter().any(|p| p.placed() > 0) => Err(err),
-        _ => Ok(ready),
-    }
+    (ready, first_error)
 }
 
 async fn ensure_namespace(cluster: &super::clusters::ClusterClient, namespace: &str) -> Result<()> {
