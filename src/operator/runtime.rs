@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::{error, info};
 
 /// Settings of `skybridge run`.
@@ -39,8 +40,15 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // Bound first: a port that cannot be had is a startup error, not a silent dead probe.
+    let probe_listener = tokio::net::TcpListener::bind(config.probe_addr)
+        .await
+        .map_err(|e| Error::ProbeServer(format!("cannot listen on {}: {e}", config.probe_addr)))?;
+    // Every background task lives in this set: when `run` ends or is dropped, they all stop,
+    // the lease renewal included, exactly as when the process exits.
+    let mut tasks = JoinSet::new();
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
@@ -51,6 +59,7 @@ pub async fn run(
         }
     };
 
+    let mut lease_guard = None;
     let leader = if config.leader_election {
         let manager =
             kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &config.lease_name)
@@ -62,7 +71,12 @@ pub async fn run(
                 .build()
                 .await
                 .map_err(|e| Error::LeaderElection(e.to_string()))?;
-        let (rx, _task) = manager.watch().await;
+        let (rx, renewal) = manager.watch().await;
+        let abort = renewal.abort_handle();
+        tasks.spawn(async move {
+            let _ = renewal.await;
+        });
+        lease_guard = Some(AbortOnDrop(abort));
         rx
     } else {
         watch::channel(true).1
@@ -112,7 +126,7 @@ pub async fn run(
     {
         let metrics = metrics.clone();
         let mut leader = leader.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
                 let is_leader = *leader.borrow_and_update();
                 metrics.leader.set(i64::from(is_leader));
@@ -132,7 +146,7 @@ pub async fn run(
     {
         let health = health.clone();
         let (pools, policies, mds) = (pools.clone(), policies.clone(), md_store.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let synced = pools.wait_until_ready().await.is_ok()
                 && policies.wait_until_ready().await.is_ok()
                 && mds.wait_until_ready().await.is_ok();
@@ -143,7 +157,7 @@ pub async fn run(
     {
         let ctx = ctx.clone();
         let period = config.period;
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
                 if !ctx.is_leader() {
@@ -152,7 +166,8 @@ pub async fn run(
             }
         });
     }
-    let probe_server = tokio::spawn(serve(config.probe_addr, health.clone(), stopped()));
+    let probe_server = tokio::spawn(serve(probe_listener, health.clone(), stopped()));
+    let _probe_guard = AbortOnDrop(probe_server.abort_handle());
 
     let every_deployment = {
         let store = md_store.clone();
@@ -209,6 +224,8 @@ pub async fn run(
         .for_each(|_| futures::future::ready(()));
     info!(identity = config.identity, "skybridge operator started");
     tokio::join!(md_run, pool_run);
+    drop(lease_guard);
+    tasks.shutdown().await;
     match probe_server.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => {
@@ -216,5 +233,14 @@ pub async fn run(
             Err(Error::ProbeServer(err.to_string()))
         }
         Err(err) => Err(Error::ProbeServer(err.to_string())),
+    }
+}
+
+/// Aborts a task spawned outside `run`'s set when `run` ends or is dropped.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

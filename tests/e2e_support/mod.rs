@@ -237,9 +237,18 @@ impl Drop for Operator {
     }
 }
 
+/// A probe port per operator, outside the ephemeral range the harness clusters bind in, so that
+/// parallel tests never race for one.
 fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("bound")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 20;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("bound");
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, failing the test with `what` after `PATIENCE`.
@@ -299,8 +308,8 @@ pub async fn children(cluster: &ClusterHandle) -> Vec<(String, i32, i32)> {
     let listed = api
         .list(&ListParams::default().labels("app.kubernetes.io/managed-by=skybridge"))
         .await
-        .map(|l| l.items)
-        .unwrap_or_default();
+        .expect("children list")
+        .items;
     let mut out: Vec<(String, i32, i32)> = listed
         .iter()
         .map(|d| {
