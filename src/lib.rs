@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod burst;
 pub mod estate;
 pub mod planner;
 pub mod report;
