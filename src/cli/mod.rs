@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod crd;
 mod plan;
+mod simulate;
 
 /// Skybridge: burst model replicas from private to public clouds, keep sensitive work private.
 #[derive(Parser, Debug)]
@@ -21,6 +22,8 @@ enum Command {
     Crd(crd::CrdArgs),
     /// Dry-run placement of ModelDeployments over ComputePools, with reasons.
     Plan(plan::PlanArgs),
+    /// Replay a demand trace through the burst controller, baselines and a lower bound.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Exit status for bad input (files, flags, objects), distinct from runtime failures (1).
@@ -30,6 +33,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Crd(args) => crd::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 

@@ -1,0 +1,420 @@
+//! Replays sampled demand through a scaler and the planner, with the pools' start-up delays: a
+//! replica requested at `t` serves from `t + startupSeconds` of its pool. Pure: demand in,
+//! metrics and (optionally) the per-step series out.
+//!
+//! Each step at time `t`: replicas whose start-up ended are ready; the scaler decides; when the
+//! decision changed, the planner places it (memoised: the planner is deterministic, so the same
+//! decision from the same placement always gives the same plan); the interval `[t, t + step)` is
+//! then served by the ready replicas and paid for every requested replica.
+//!
+//! Moves (a replica removed from one pool while another pool gains one, e.g. on failback) are
+//! make-before-break: removed ready replicas keep serving, and costing, until enough new ones
+//! are ready.
+
+use super::world::World;
+use crate::burst::{
+    BurstController, ControllerState, EventKind, Observation, PlacementSummary, replicas_for,
+};
+use crate::planner::plan;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// The figures of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunMetrics {
+    /// Fixed private cost plus public replica cost over the run.
+    pub cost: f64,
+    /// `sum(max(0, demand - ready capacity)) / sum(demand)`.
+    pub unmet_demand_fraction: f64,
+    pub public_replica_hours: f64,
+    /// Times public replicas went from none to some.
+    pub burst_events: u64,
+    /// Steps at which the requested replica count changed.
+    pub scale_events: u64,
+    /// Of `cost`: the owned private capacity, paid whether used or not.
+    pub private_cost: f64,
+    /// Of `cost`: public replicas, paid while requested (starting up included).
+    pub public_cost: f64,
+    pub peak_public_replicas: u32,
+}
+
+/// What a run's scaler saw and said at each step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Series {
+    pub start: i64,
+    pub step: i64,
+    pub pools: Vec<String>,
+    pub public: Vec<bool>,
+    pub demand: Vec<f64>,
+    /// Ready (serving) replicas, `pools.len()` per step.
+    pub ready: Vec<u32>,
+    /// Requested replicas (ready or starting), `pools.len()` per step.
+    pub requested: Vec<u32>,
+    /// Capacity of one replica, to turn replicas into demand units.
+    pub target_per_replica: f64,
+}
+
+/// The replay's output.
+#[derive(Clone, Debug, Default)]
+pub struct RunOutput {
+    pub metrics: RunMetrics,
+    pub series: Option<Series>,
+    /// Controller events by kind (empty for scalers without a controller).
+    pub events: BTreeMap<EventKind, u64>,
+    /// Planner calls made (cache misses), for the speed report.
+    pub planner_calls: u64,
+}
+
+/// What a scaler sees each step.
+#[derive(Clone, Copy, Debug)]
+pub struct View {
+    pub requested: u32,
+    pub public_requested: u32,
+    pub ready: u32,
+    pub starting: u32,
+    pub private_capacity: u32,
+}
+
+/// Decides the replica count each step.
+pub trait Scaler {
+    /// `(desired replicas, whether existing replicas may move to better pools)`.
+    fn decide(&mut self, now: i64, demand: f64, view: &View) -> (u32, bool);
+    /// What the planner made of the decision.
+    fn placed(&mut self, _summary: &PlacementSummary, _now: i64) {}
+    fn events(&self) -> BTreeMap<EventKind, u64> {
+        BTreeMap::new()
+    }
+}
+
+/// The burst controller as a scaler.
+pub struct ControllerScaler<'a> {
+    pub controller: &'a BurstController,
+    pub state: ControllerState,
+    pub counts: BTreeMap<EventKind, u64>,
+}
+
+impl<'a> ControllerScaler<'a> {
+    pub fn new(controller: &'a BurstController) -> Self {
+        Self {
+            controller,
+            state: ControllerState::default(),
+            counts: BTreeMap::new(),
+        }
+    }
+}
+
+impl Scaler for ControllerScaler<'_> {
+    fn decide(&mut self, now: i64, demand: f64, view: &View) -> (u32, bool) {
+        let observation = Observation {
+            demand: Some(demand),
+            current_replicas: view.requested,
+            public_replicas: view.public_requested,
+            private_capacity: view.private_capacity,
+        };
+        let r = self
+            .controller
+            .recommend_in_place(&mut self.state, &observation, now);
+        for e in &r.events {
+            *self.counts.entry(e.kind).or_default() += 1;
+        }
+        (r.desired, r.rebalance)
+    }
+
+    fn placed(&mut self, summary: &PlacementSummary, now: i64) {
+        for e in self
+            .controller
+            .observe_plan_in_place(&mut self.state, summary, now)
+        {
+            *self.counts.entry(e.kind).or_default() += 1;
+        }
+    }
+
+    fn events(&self) -> BTreeMap<EventKind, u64> {
+        self.counts.clone()
+    }
+}
+
+/// Memoised planner for one world: the plan of the component for (decision, current placement).
+struct Placer<'w> {
+    world: &'w World,
+    work: crate::planner::PlanInput,
+    cache: HashMap<Vec<u32>, (Vec<u32>, PlacementSummary)>,
+    key: Vec<u32>,
+    calls: u64,
+}
+
+impl<'w> Placer<'w> {
+    fn new(world: &'w World) -> Self {
+        Self {
+            world,
+            work: world.input.clone(),
+            cache: HashMap::new(),
+            key: Vec::new(),
+            calls: 0,
+        }
+    }
+
+    fn place(&mut self, desired: u32, rebalance: bool, current: &[u32]) -> &(Vec<u32>, PlacementSummary) {
+        self.key.clear();
+        self.key.push(desired);
+        self.key.push(u32::from(rebalance));
+        self.key.extend_from_slice(current);
+        if !self.cache.contains_key(self.key.as_slice()) {
+            self.calls += 1;
+            let w = self.world;
+            let component = &mut self.work.components[w.index];
+            component.desired = desired.clamp(w.min(), w.max());
+            component.rebalance = rebalance;
+            component.current = current
+                .iter()
+                .enumerate()
+                .filter(|&(_, &n)| n > 0)
+                .map(|(p, &n)| (w.input.pools[p].name.clone(), n))
+                .collect();
+            let planned = plan(&self.work);
+            let mine = &planned.components[w.index];
+            let mut counts = vec![0; w.input.pools.len()];
+            for placement in &mine.placements {
+                if let Some(p) = w.input.pools.iter().position(|x| x.name == placement.pool) {
+                    counts[p] = placement.replicas;
+                }
+            }
+            let summary = PlacementSummary::from_plan(mine);
+            self.cache.insert(self.key.clone(), (counts, summary));
+        }
+        &self.cache[self.key.as_slice()]
+    }
+}
+
+/// Replays `demand` (one value per `step` seconds from `start`) in `world`. `progress` is told the
+/// step index now and then.
+pub fn replay(
+    world: &World,
+    demand: &[f64],
+    start: i64,
+    step: i64,
+    scaler: &mut dyn Scaler,
+    record: bool,
+    progress: &mut dyn FnMut(usize),
+) -> RunOutput {
+    let pools = world.input.pools.len();
+    let mut placer = Placer::new(world);
+    let mut requested = vec![0u32; pools];
+    let mut ready = vec![0u32; pools];
+    let mut draining = vec![0u32; pools];
+    let mut pending: Vec<VecDeque<(i64, u32)>> = vec![VecDeque::new(); pools];
+    let mut metrics = RunMetrics::default();
+    let mut series = record.then(|| Series {
+        start,
+        step,
+        pools: world.input.pools.iter().map(|p| p.name.clone()).collect(),
+        public: world.public.clone(),
+        demand: Vec::with_capacity(demand.len()),
+        ready: Vec::with_capacity(demand.len() * pools),
+        requested: Vec::with_capacity(demand.len() * pools),
+        target_per_replica: world.target(),
+    });
+    // Warm start: the run begins with what the first demand needs, placed and ready.
+    let first = demand.first().copied().unwrap_or(0.0);
+    let initial = world.need(first);
+    {
+        let (counts, summary) = placer.place(initial, true, &requested);
+        requested.clone_from(counts);
+        ready.clone_from(counts);
+        scaler.placed(&summary.clone(), start);
+    }
+    let mut planned_for = (initial, true);
+    let hours = step as f64 / 3600.0;
+    let target = world.target();
+    let (mut demand_sum, mut unmet_sum) = (0.0, 0.0);
+    let mut public_before = requested
+        .iter()
+        .zip(&world.public)
+        .any(|(&n, &public)| public && n > 0);
+    let mut total_before: u32 = requested.iter().sum();
+
+    for (k, &d) in demand.iter().enumerate() {
+        if k & 0xffff == 0 {
+            progress(k);
+        }
+        let now = start + k as i64 * step;
+        for p in 0..pools {
+            while let Some(&(at, n)) = pending[p].front() {
+                if at > now {
+                    break;
+                }
+                ready[p] += n;
+                pending[p].pop_front();
+            }
+        }
+        let requested_total: u32 = requested.iter().sum();
+        let ready_total: u32 = ready.iter().sum();
+        let public_requested: u32 = (0..pools)
+            .filter(|&p| world.public[p])
+            .map(|p| requested[p])
+            .sum();
+        let view = View {
+            requested: requested_total,
+            public_requested,
+            ready: ready_total,
+            starting: requested_total - ready_total,
+            private_capacity: world.private_capacity,
+        };
+        let (desired, rebalance) = scaler.decide(now, d, &view);
+        // Rebalancing only matters while something sits on a public pool.
+        let rebalance = rebalance && public_requested > 0;
+        if (desired, rebalance) != planned_for {
+            planned_for = (desired, rebalance);
+            let (counts, summary) = placer.place(desired, rebalance, &requested);
+            let summary = summary.clone();
+            for p in 0..pools {
+                let (old, new) = (requested[p], counts[p]);
+                if new > old {
+                    pending[p].push_back((now + world.startup[p], new - old));
+                } else if new < old {
+                    let mut cut = old - new;
+                    // Cancel replicas still starting first (newest first), then stop ready ones.
+                    while cut > 0 {
+                        let Some(last) = pending[p].back_mut() else {
+                            break;
+                        };
+                        let n = last.1.min(cut);
+                        last.1 -= n;
+                        cut -= n;
+                        if last.1 == 0 {
+                            pending[p].pop_back();
+                        }
+                    }
+                    ready[p] -= cut;
+                    draining[p] += cut;
+                }
+                requested[p] = new;
+            }
+            scaler.placed(&summary, now);
+        }
+        // Make-before-break: keep removed replicas only while the new ones are not ready.
+        let requested_total: u32 = requested.iter().sum();
+        let ready_total: u32 = ready.iter().sum();
+        let mut drain_total: u32 = draining.iter().sum();
+        let keep = requested_total.saturating_sub(ready_total);
+        if drain_total > keep {
+            let mut release = drain_total - keep;
+            // Release the most expensive first.
+            while release > 0 {
+                let p = (0..pools)
+                    .filter(|&p| draining[p] > 0)
+                    .max_by(|&a, &b| world.replica_cost[a].total_cmp(&world.replica_cost[b]))
+                    .expect("draining replicas exist");
+                let n = draining[p].min(release);
+                draining[p] -= n;
+                release -= n;
+            }
+            drain_total = keep.min(drain_total);
+        }
+        // Account for [now, now + step).
+        let capacity = f64::from(ready_total + drain_total) * target;
+        demand_sum += d;
+        unmet_sum += (d - capacity).max(0.0);
+        let mut public_now = 0u32;
+        let mut public_cost = 0.0;
+        for p in 0..pools {
+            if world.public[p] {
+                let n = requested[p] + draining[p];
+                public_now += n;
+                public_cost += f64::from(n) * world.replica_cost[p];
+            }
+        }
+        metrics.public_cost += public_cost * hours;
+        metrics.private_cost += world.fixed_cost_per_hour * hours;
+        metrics.public_replica_hours += f64::from(public_now) * hours;
+        metrics.peak_public_replicas = metrics.peak_public_replicas.max(public_now);
+        let public_requested_now = (0..pools).any(|p| world.public[p] && requested[p] > 0);
+        if public_requested_now && !public_before {
+            metrics.burst_events += 1;
+        }
+        public_before = public_requested_now;
+        if requested_total != total_before {
+            metrics.scale_events += 1;
+        }
+        total_before = requested_total;
+        if let Some(s) = series.as_mut() {
+            s.demand.push(d);
+            for p in 0..pools {
+                s.ready.push(ready[p] + draining[p]);
+            }
+            s.requested.extend_from_slice(&requested);
+        }
+    }
+    progress(demand.len());
+    metrics.cost = metrics.private_cost + metrics.public_cost;
+    metrics.unmet_demand_fraction = if demand_sum > 0.0 {
+        unmet_sum / demand_sum
+    } else {
+        0.0
+    };
+    RunOutput {
+        metrics,
+        series,
+        events: scaler.events(),
+        planner_calls: placer.calls,
+    }
+}
+
+/// The naive baseline: every private replica the component can have always on (they are paid
+/// anyway), plus public replicas in fixed blocks: one more block whenever utilisation of the
+/// ready replicas passes 80% and nothing is starting, one block less when utilisation would stay
+/// under 60% without it. No forecast, no stabilisation.
+pub struct ThresholdScaler {
+    pub base: u32,
+    pub block: u32,
+    pub blocks: u32,
+    pub min: u32,
+    pub max: u32,
+    pub target: f64,
+}
+
+impl ThresholdScaler {
+    /// Blocks of a tenth of `max` (at least one replica).
+    pub fn for_world(world: &World) -> Self {
+        Self {
+            base: world.private_capacity.clamp(world.min(), world.max()),
+            block: world.max().div_ceil(10).max(1),
+            blocks: 0,
+            min: world.min(),
+            max: world.max(),
+            target: world.target(),
+        }
+    }
+}
+
+/// Utilisation above which the threshold baseline bursts a block.
+pub const THRESHOLD_UP: f64 = 0.8;
+/// Utilisation under which (after removing a block) it removes one.
+pub const THRESHOLD_DOWN: f64 = 0.6;
+
+impl Scaler for ThresholdScaler {
+    fn decide(&mut self, _now: i64, demand: f64, view: &View) -> (u32, bool) {
+        let capacity = f64::from(view.ready) * self.target;
+        let utilisation = if capacity > 0.0 {
+            demand / capacity
+        } else {
+            f64::INFINITY
+        };
+        let desired = |blocks: u32| (self.base + blocks * self.block).clamp(self.min, self.max);
+        if utilisation > THRESHOLD_UP && view.starting == 0 && desired(self.blocks) < self.max {
+            self.blocks += 1;
+        } else if self.blocks > 0 {
+            let without = f64::from(view.ready.saturating_sub(self.block)) * self.target;
+            if without > 0.0 && demand / without < THRESHOLD_DOWN {
+                self.blocks -= 1;
+            }
+        }
+        (desired(self.blocks), true)
+    }
+}
+
+/// Replicas the need at `demand` takes without headroom: the lower bound's count.
+pub fn exact_need(world: &World, demand: f64) -> u32 {
+    replicas_for(demand, world.target(), 0).clamp(world.min(), world.max())
+}
