@@ -18,6 +18,10 @@ pub enum ConfigError {
     Bounds { min: u32, max: u32 },
 }
 
+/// Dead band of scale-downs when the policy sets none: half the HPA's 10%, since demand here is
+/// a rate averaged over a minute rather than a noisy utilisation sample.
+pub const DEFAULT_TOLERANCE_PERCENT: u32 = 5;
+
 /// A prewarm window in Unix seconds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrewarmSpan {
@@ -34,6 +38,10 @@ pub struct PrewarmSpan {
 pub struct ControllerConfig {
     pub target_per_replica: f64,
     pub headroom_percent: u32,
+    /// Extra headroom a scale-down must leave (dead band against flapping).
+    pub tolerance_percent: u32,
+    /// Seconds between reads of the metric: the next decision is this far away.
+    pub interval_seconds: i64,
     pub min: u32,
     pub max: u32,
     pub up: Behavior,
@@ -88,6 +96,11 @@ impl ControllerConfig {
         Ok(Self {
             target_per_replica: target,
             headroom_percent: policy.metric.headroom_percent,
+            tolerance_percent: policy
+                .metric
+                .tolerance_percent
+                .unwrap_or(DEFAULT_TOLERANCE_PERCENT),
+            interval_seconds: i64::from(policy.metric.interval_seconds),
             min: replicas.min,
             max: replicas.max,
             up: Behavior::from(&policy.scale_up),
@@ -306,8 +319,13 @@ impl BurstController {
         let (desired, recommended, why) = match demand {
             Some(demand) => {
                 state.metric_unavailable_since = None;
+                // The next decision comes about one tick later: look ahead over that too.
+                let gap = state
+                    .forecast
+                    .last
+                    .map_or(c.interval_seconds, |last| (now - last).max(0));
                 state.forecast.update(now, demand);
-                let (raw, mut why) = self.from_demand(state, demand, observation);
+                let (raw, mut why) = self.from_demand(state, demand, observation, current, gap);
                 let recommended = raw.clamp(floor, c.max);
                 if recommended != raw {
                     why = if raw > c.max { Why::Max } else { floor_why };
@@ -406,30 +424,52 @@ impl BurstController {
     /// Replicas for `demand`, anticipating start-up: the forecast over the private pools'
     /// start-up, and when the forecast over the public pools' (slower) start-up no longer fits
     /// private capacity, over that horizon, so the burst is requested early enough.
+    ///
+    /// Below `current`, the same is computed with `tolerancePercent` more headroom and the higher
+    /// count is kept (never above `current`): a dead band, so noise does not flap replicas.
     fn from_demand(
         &self,
         state: &ControllerState,
         demand: f64,
         observation: &Observation,
+        current: u32,
+        gap: i64,
     ) -> (u32, Why) {
         let c = &self.config;
-        let need = |d: f64| replicas_for(d, c.target_per_replica, c.headroom_percent);
-        let now_need = need(demand);
-        let private_ahead =
-            need(demand.max(state.forecast.forecast(f64::from(c.private_startup_seconds))));
-        let mut ahead = private_ahead;
-        if let Some(public_startup) = c.public_startup_seconds {
-            let public_ahead =
-                need(demand.max(state.forecast.forecast(f64::from(public_startup))));
-            if public_ahead > observation.private_capacity {
-                ahead = ahead.max(public_ahead);
+        let expected = |startup: u32| {
+            demand.max(
+                state
+                    .forecast
+                    .forecast(f64::from(startup) + gap as f64),
+            )
+        };
+        let private_d = expected(c.private_startup_seconds);
+        let public_d = c.public_startup_seconds.map(expected);
+        let need_with = |headroom: u32| {
+            let need = |d: f64| replicas_for(d, c.target_per_replica, headroom);
+            let mut ahead = need(private_d);
+            if let Some(d) = public_d {
+                let public_ahead = need(d);
+                if public_ahead > observation.private_capacity {
+                    ahead = ahead.max(public_ahead);
+                }
             }
-        }
-        if ahead > now_need {
+            (need(demand), ahead)
+        };
+        let (now_need, ahead) = need_with(c.headroom_percent);
+        let (mut recommended, mut why) = if ahead > now_need {
             (ahead, Why::Forecast)
         } else {
             (now_need, Why::Demand)
+        };
+        if recommended < current {
+            let (_, tolerant) = need_with(c.headroom_percent + c.tolerance_percent);
+            if tolerant > recommended {
+                recommended = tolerant.min(current);
+                why = Why::Demand;
+            }
         }
+        (recommended, why)
     }
 
     /// Step 2, functional form: (state, what the planner placed, now) → (new state, events).
