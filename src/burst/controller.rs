@@ -3,7 +3,7 @@
 
 use super::events::{Event, EventKind};
 use super::forecast::Holt;
-use super::scaling::{Behavior, ScaleHistory, replicas_for};
+use super::scaling::{Behavior, ScaleHistory, replicas_at};
 use crate::api::{BurstPolicySpec, Cloud, FallbackAction, ReplicaRange};
 use crate::planner::{ComponentPlan, ComponentRequest, PlanInput, PoolView, ineligibility, plan};
 use serde::{Deserialize, Serialize};
@@ -436,6 +436,7 @@ impl BurstController {
         gap: i64,
     ) -> (u32, Why) {
         let c = &self.config;
+        let factor = |headroom: u32| (1.0 + f64::from(headroom) / 100.0) / c.target_per_replica;
         let expected = |startup: u32| {
             demand.max(
                 state
@@ -446,7 +447,8 @@ impl BurstController {
         let private_d = expected(c.private_startup_seconds);
         let public_d = c.public_startup_seconds.map(expected);
         let need_with = |headroom: u32| {
-            let need = |d: f64| replicas_for(d, c.target_per_replica, headroom);
+            let f = factor(headroom);
+            let need = |d: f64| replicas_at(d, f);
             let mut ahead = need(private_d);
             if let Some(d) = public_d {
                 let public_ahead = need(d);

@@ -20,6 +20,27 @@ const LEVEL_TAU_SECONDS: f64 = 60.0;
 /// Time constant of the trend: longer, so noise between reads does not look like a trend.
 const TREND_TAU_SECONDS: f64 = 600.0;
 
+/// Smoothing factors and `1 / dt` for a gap of `dt` seconds. Ticks come at a fixed interval, so
+/// the last gap's factors are remembered per thread: `exp` is costly in the simulator's loop.
+fn factors(dt: i64) -> (f64, f64, f64) {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<(i64, f64, f64, f64)> = const { Cell::new((0, 0.0, 0.0, 0.0)) };
+    }
+    LAST.with(|last| {
+        let cached = last.get();
+        if cached.0 == dt {
+            return (cached.1, cached.2, cached.3);
+        }
+        let seconds = dt as f64;
+        let alpha = 1.0 - (-seconds / LEVEL_TAU_SECONDS).exp();
+        let beta = 1.0 - (-seconds / TREND_TAU_SECONDS).exp();
+        let computed = (dt, alpha, beta, 1.0 / seconds);
+        last.set(computed);
+        (computed.1, computed.2, computed.3)
+    })
+}
+
 impl Holt {
     /// Folds in a sample. Smoothing factors derive from the time since the last sample, so the
     /// forecast behaves the same at 30 s metric intervals and at 60 s simulation steps.
@@ -38,11 +59,10 @@ impl Holt {
             self.level = value;
             return;
         }
-        let alpha = 1.0 - (-dt / LEVEL_TAU_SECONDS).exp();
-        let beta = 1.0 - (-dt / TREND_TAU_SECONDS).exp();
+        let (alpha, beta, inverse_dt) = factors(now - last);
         let predicted = self.level + self.trend * dt;
         let level = alpha * value + (1.0 - alpha) * predicted;
-        self.trend = beta * (level - self.level) / dt + (1.0 - beta) * self.trend;
+        self.trend = beta * (level - self.level) * inverse_dt + (1.0 - beta) * self.trend;
         self.level = level;
         self.last = Some(now);
     }

@@ -40,14 +40,25 @@ pub fn replicas_for(demand: f64, target_per_replica: f64, headroom_percent: u32)
     if !(demand > 0.0) || !(target_per_replica > 0.0) || !demand.is_finite() {
         return 0;
     }
-    let exact = demand * (1.0 + f64::from(headroom_percent) / 100.0) / target_per_replica;
-    // A relative epsilon keeps 400.0000001 / 400 from asking for a second replica.
-    let replicas = (exact * (1.0 - 1e-12)).ceil();
-    if replicas >= f64::from(u32::MAX) {
-        u32::MAX
-    } else {
-        replicas as u32
+    replicas_at(
+        demand,
+        (1.0 + f64::from(headroom_percent) / 100.0) / target_per_replica,
+    )
+}
+
+/// `ceil(demand * factor)` for a precomputed `factor = (1 + headroom%) / target`: the hot path
+/// of [`replicas_for`] without divisions or a libm call.
+pub(crate) fn replicas_at(demand: f64, factor: f64) -> u32 {
+    if !(demand > 0.0) || !demand.is_finite() {
+        return 0;
     }
+    // A relative epsilon keeps 400.0000001 / 400 from asking for a second replica.
+    let exact = demand * factor * (1.0 - 1e-12);
+    if exact >= f64::from(u32::MAX) {
+        return u32::MAX;
+    }
+    let floor = exact as u32;
+    if f64::from(floor) < exact { floor + 1 } else { floor }
 }
 
 /// What the stabilisation windows and step limits remember.
