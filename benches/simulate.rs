@@ -65,7 +65,13 @@ fn main() {
     println!("simulate: {DEPLOYMENTS} deployments x {STEPS} one-minute steps (one year), one core");
     println!("  time:           {elapsed:.3} s");
     println!("  per step:       {:.1} ns", elapsed / steps * 1e9);
-    println!("  planner calls:  {planner_calls} (cache misses; {:.3}% of steps)", planner_calls as f64 / steps * 100.0);
-    println!("  ratio to the {TARGET_SECONDS} s target: {:.2}", elapsed / TARGET_SECONDS);
+    println!(
+        "  planner calls:  {planner_calls} (cache misses; {:.3}% of steps)",
+        planner_calls as f64 / steps * 100.0
+    );
+    println!(
+        "  ratio to the {TARGET_SECONDS} s target: {:.2}",
+        elapsed / TARGET_SECONDS
+    );
     println!("  (total simulated cost {cost:.0}, printed so the work is not optimised away)");
 }

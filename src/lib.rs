@@ -7,5 +7,5 @@ pub mod api;
 pub mod burst;
 pub mod estate;
 pub mod planner;
-pub mod simulate;
 pub mod report;
+pub mod simulate;

@@ -340,14 +340,31 @@ fn a_misfit_restarts_the_failback_clock() {
         private_capacity: capacity,
     };
     for t in (0..600).step_by(60) {
-        assert!(!controller.recommend_in_place(&mut state, &obs(19), t).rebalance);
+        assert!(
+            !controller
+                .recommend_in_place(&mut state, &obs(19), t)
+                .rebalance
+        );
     }
     // Private capacity dips below the need once: the clock restarts.
-    assert!(!controller.recommend_in_place(&mut state, &obs(5), 600).rebalance);
+    assert!(
+        !controller
+            .recommend_in_place(&mut state, &obs(5), 600)
+            .rebalance
+    );
     for t in (660..1500).step_by(60) {
-        assert!(!controller.recommend_in_place(&mut state, &obs(19), t).rebalance, "{t}");
+        assert!(
+            !controller
+                .recommend_in_place(&mut state, &obs(19), t)
+                .rebalance,
+            "{t}"
+        );
     }
-    assert!(controller.recommend_in_place(&mut state, &obs(19), 1560).rebalance);
+    assert!(
+        controller
+            .recommend_in_place(&mut state, &obs(19), 1560)
+            .rebalance
+    );
 }
 
 #[test]
@@ -367,11 +384,23 @@ fn scale_up_steps_follow_the_policy() {
     assert_eq!(first.desired, 12, "4 + max(8, 4)");
     assert_eq!(first.why, skybridge::burst::Why::StepLimited);
     // Within the same period nothing more.
-    assert_eq!(controller.recommend_in_place(&mut state, &obs, 15).desired, 12);
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 15).desired,
+        12
+    );
     // Next period: from 12, +100% = 24.
-    assert_eq!(controller.recommend_in_place(&mut state, &obs, 30).desired, 24);
-    assert_eq!(controller.recommend_in_place(&mut state, &obs, 60).desired, 48);
-    assert_eq!(controller.recommend_in_place(&mut state, &obs, 90).desired, 80);
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 30).desired,
+        24
+    );
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 60).desired,
+        48
+    );
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 90).desired,
+        80
+    );
 }
 
 #[test]
@@ -387,16 +416,35 @@ fn scale_down_waits_for_the_window_and_steps() {
         public_replicas: 0,
         private_capacity: 19,
     };
-    assert_eq!(controller.recommend_in_place(&mut state, &at(40.0 * 392.0), 0).desired, 40);
+    assert_eq!(
+        controller
+            .recommend_in_place(&mut state, &at(40.0 * 392.0), 0)
+            .desired,
+        40
+    );
     let mut t = 0;
     let mut seen = vec![];
     while t < 900 {
         t += 30;
-        seen.push((t, controller.recommend_in_place(&mut state, &at(10.0 * 380.0), t).desired));
+        seen.push((
+            t,
+            controller
+                .recommend_in_place(&mut state, &at(10.0 * 380.0), t)
+                .desired,
+        ));
     }
     // Held for the whole window, then down 4 per minute.
-    assert!(seen.iter().filter(|(t, _)| *t <= 300).all(|&(_, d)| d == 40), "{seen:?}");
-    let after: Vec<u32> = seen.iter().filter(|(t, _)| *t > 300).map(|&(_, d)| d).collect();
+    assert!(
+        seen.iter()
+            .filter(|(t, _)| *t <= 300)
+            .all(|&(_, d)| d == 40),
+        "{seen:?}"
+    );
+    let after: Vec<u32> = seen
+        .iter()
+        .filter(|(t, _)| *t > 300)
+        .map(|&(_, d)| d)
+        .collect();
     assert_eq!(after[0], 36);
     for pair in after.windows(2) {
         assert!(pair[0] - pair[1] <= 4);
@@ -423,7 +471,10 @@ fn bursts_ahead_of_a_ramp_by_the_public_start_up() {
         }
     }
     let burst_at = burst_at.expect("it bursts");
-    assert!(burst_at + 420 <= cross, "burst at {burst_at}, capacity crossed at {cross}");
+    assert!(
+        burst_at + 420 <= cross,
+        "burst at {burst_at}, capacity crossed at {cross}"
+    );
 }
 
 #[test]
@@ -475,7 +526,10 @@ fn metric_unavailable_hold_last() {
         public_replicas: 0,
         private_capacity: 19,
     };
-    assert_eq!(controller.recommend_in_place(&mut state, &obs, 0).desired, 10);
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 0).desired,
+        10
+    );
     obs.demand = None;
     let r = controller.recommend_in_place(&mut state, &obs, 30);
     assert_eq!(r.desired, 10);
@@ -487,7 +541,10 @@ fn metric_unavailable_hold_last() {
     let r = controller.recommend_in_place(&mut state, &obs, 60);
     assert!(r.events.is_empty());
     obs.demand = Some(f64::NAN);
-    assert_eq!(controller.recommend_in_place(&mut state, &obs, 90).why, skybridge::burst::Why::HoldLast);
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 90).why,
+        skybridge::burst::Why::HoldLast
+    );
 }
 
 #[test]
@@ -511,7 +568,11 @@ fn metric_unavailable_floor() {
     let r = controller.recommend_in_place(&mut state, &obs, 300);
     assert_eq!(r.desired, 8, "floorReplicas of feature-cpu");
     assert_eq!(r.why, skybridge::burst::Why::FallbackFloor);
-    assert!(r.events.iter().any(|e| e.kind == EventKind::MetricUnavailable && e.message.contains("Floor")));
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.kind == EventKind::MetricUnavailable && e.message.contains("Floor"))
+    );
 }
 
 #[test]

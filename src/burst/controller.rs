@@ -437,13 +437,8 @@ impl BurstController {
     ) -> (u32, Why) {
         let c = &self.config;
         let factor = |headroom: u32| (1.0 + f64::from(headroom) / 100.0) / c.target_per_replica;
-        let expected = |startup: u32| {
-            demand.max(
-                state
-                    .forecast
-                    .forecast(f64::from(startup) + gap as f64),
-            )
-        };
+        let expected =
+            |startup: u32| demand.max(state.forecast.forecast(f64::from(startup) + gap as f64));
         let private_d = expected(c.private_startup_seconds);
         let public_d = c.public_startup_seconds.map(expected);
         let need_with = |headroom: u32| {

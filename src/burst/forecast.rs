@@ -86,7 +86,10 @@ mod tests {
         let now = 119 * 60;
         let expected = 1000.0 + 2.0 * (now + 420) as f64;
         let got = h.forecast(420.0);
-        assert!((got - expected).abs() / expected < 0.02, "{got} vs {expected}");
+        assert!(
+            (got - expected).abs() / expected < 0.02,
+            "{got} vs {expected}"
+        );
     }
 
     #[test]

@@ -22,8 +22,8 @@ mod forecast;
 mod scaling;
 
 pub use controller::{
-    BurstController, ConfigError, ControllerConfig, ControllerState, Observation,
-    PlacementSummary, PrewarmSpan, Recommendation, Why, pool_capacity_for, private_capacity,
+    BurstController, ConfigError, ControllerConfig, ControllerState, Observation, PlacementSummary,
+    PrewarmSpan, Recommendation, Why, pool_capacity_for, private_capacity,
 };
 pub use events::{Event, EventKind};
 pub use forecast::Holt;

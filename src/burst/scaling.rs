@@ -58,7 +58,11 @@ pub(crate) fn replicas_at(demand: f64, factor: f64) -> u32 {
         return u32::MAX;
     }
     let floor = exact as u32;
-    if f64::from(floor) < exact { floor + 1 } else { floor }
+    if f64::from(floor) < exact {
+        floor + 1
+    } else {
+        floor
+    }
 }
 
 /// What the stabilisation windows and step limits remember.
@@ -188,7 +192,9 @@ fn up_limit(start: u64, b: &Behavior) -> Option<u64> {
 }
 
 fn down_limit(start: u64, b: &Behavior) -> Option<u64> {
-    let by_count = b.max_step_replicas.map(|n| start.saturating_sub(u64::from(n)));
+    let by_count = b
+        .max_step_replicas
+        .map(|n| start.saturating_sub(u64::from(n)));
     let by_percent = b
         .max_step_percent
         .map(|p| start * 100u64.saturating_sub(u64::from(p).min(100)) / 100);

@@ -84,12 +84,18 @@ pub fn run(args: SimulateArgs) -> ExitCode {
         );
         bar
     });
-    let result = simulate(&estate, component.as_ref(), &trace, options, &mut |done, total| {
-        if let Some(bar) = &bar {
-            bar.set_length(total);
-            bar.set_position(done);
-        }
-    });
+    let result = simulate(
+        &estate,
+        component.as_ref(),
+        &trace,
+        options,
+        &mut |done, total| {
+            if let Some(bar) = &bar {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        },
+    );
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

@@ -133,11 +133,23 @@ impl SimulateReport {
                 table.add_row([name, "n/a", "", "", "", "", ""]);
             }
         };
-        row(&format!("policy ({})", self.policy_name), Some(&self.policy));
-        row("private only (enough capacity)", self.baselines.private_only.as_ref());
+        row(
+            &format!("policy ({})", self.policy_name),
+            Some(&self.policy),
+        );
+        row(
+            "private only (enough capacity)",
+            self.baselines.private_only.as_ref(),
+        );
         row("public only", self.baselines.public_only.as_ref());
-        row("static threshold (80%)", Some(&self.baselines.static_threshold));
-        row("optimal lower bound", Some(&self.baselines.optimal_lower_bound));
+        row(
+            "static threshold (80%)",
+            Some(&self.baselines.static_threshold),
+        );
+        row(
+            "optimal lower bound",
+            Some(&self.baselines.optimal_lower_bound),
+        );
         for i in 1..7 {
             if let Some(column) = table.column_mut(i) {
                 column.set_cell_alignment(CellAlignment::Right);

@@ -51,7 +51,9 @@ pub fn lower_bound(world: &World, demand: &[f64], step: i64) -> RunMetrics {
                 break;
             }
             let by_cost = if price > 0.0 {
-                ((cost_left / price) + 1e-9).floor().min(f64::from(u32::MAX)) as u32
+                ((cost_left / price) + 1e-9)
+                    .floor()
+                    .min(f64::from(u32::MAX)) as u32
             } else {
                 u32::MAX
             };

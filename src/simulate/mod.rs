@@ -102,10 +102,22 @@ pub fn simulate(
         options.record,
         &mut done,
     );
-    let private_only = private_only
-        .map(|w| run(&w, &mut ControllerScaler::new(&w.controller), false, &mut done));
-    let public_only =
-        public_only.map(|w| run(&w, &mut ControllerScaler::new(&w.controller), false, &mut done));
+    let private_only = private_only.map(|w| {
+        run(
+            &w,
+            &mut ControllerScaler::new(&w.controller),
+            false,
+            &mut done,
+        )
+    });
+    let public_only = public_only.map(|w| {
+        run(
+            &w,
+            &mut ControllerScaler::new(&w.controller),
+            false,
+            &mut done,
+        )
+    });
     let static_threshold = run(
         &world,
         &mut ThresholdScaler::for_world(&world),

@@ -36,8 +36,14 @@ pub fn render_svg(series: &Series, title: &str) -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         let (top, bottom) = root.split_vertically(HEIGHT / 2 - 20);
         let steps = series.demand.len();
-        panel(&top, series, 0, steps, "Whole run (each column: the busiest step of its span)")
-            .map_err(|e| e.to_string())?;
+        panel(
+            &top,
+            series,
+            0,
+            steps,
+            "Whole run (each column: the busiest step of its span)",
+        )
+        .map_err(|e| e.to_string())?;
         let (from, to) = busiest_week(series);
         let caption = format!(
             "Week with the most public replicas: {} to {}",
@@ -130,7 +136,9 @@ fn panel(
             stacks[i].push(cumulative);
         }
         bursting.push(
-            (k..end).any(|s| (0..pools).any(|p| series.public[p] && series.requested[s * pools + p] > 0)),
+            (k..end).any(|s| {
+                (0..pools).any(|p| series.public[p] && series.requested[s * pools + p] > 0)
+            }),
         );
         k = end;
     }
@@ -212,7 +220,11 @@ fn panel(
     for i in (0..order.len()).rev() {
         let p = order[i];
         let colour = colours[i];
-        let cloud = if series.public[p] { "public" } else { "private" };
+        let cloud = if series.public[p] {
+            "public"
+        } else {
+            "private"
+        };
         chart
             .draw_series(AreaSeries::new(
                 xs.iter().copied().zip(stacks[i].iter().copied()),

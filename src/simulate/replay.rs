@@ -155,7 +155,12 @@ impl<'w> Placer<'w> {
         }
     }
 
-    fn place(&mut self, desired: u32, rebalance: bool, current: &[u32]) -> &(Vec<u32>, PlacementSummary) {
+    fn place(
+        &mut self,
+        desired: u32,
+        rebalance: bool,
+        current: &[u32],
+    ) -> &(Vec<u32>, PlacementSummary) {
         self.key.clear();
         self.key.push(desired);
         self.key.push(u32::from(rebalance));

@@ -236,11 +236,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let e = parse("timestamp,value\n2014-07-01 00:00:00,1\n2014-07-01 00:30:00,x\n")
-            .unwrap_err();
+        let e =
+            parse("timestamp,value\n2014-07-01 00:00:00,1\n2014-07-01 00:30:00,x\n").unwrap_err();
         assert_eq!(e.line, Some(3));
-        let e = parse("timestamp,value\n2014-07-01 00:30:00,1\n2014-07-01 00:00:00,2\n")
-            .unwrap_err();
+        let e =
+            parse("timestamp,value\n2014-07-01 00:30:00,1\n2014-07-01 00:00:00,2\n").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert!(e.to_string().starts_with("t.csv:3: "), "{e}");
         let e = parse("time,v\n1,2\n").unwrap_err();

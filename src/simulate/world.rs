@@ -245,7 +245,10 @@ pub fn public_only_world(policy: &World, peak_replicas: u32) -> Option<World> {
         component.allowed_pools = Some([name.clone()].into_iter().collect());
         component.burst.order.clear();
         if let Some(policy) = &component.policy {
-            world.input.budgets.insert(policy.clone(), Budget::default());
+            world
+                .input
+                .budgets
+                .insert(policy.clone(), Budget::default());
         }
     }
     if need > world.capacity[pool] {
