@@ -82,7 +82,7 @@ fn sensitive_components_have_no_public_baseline() {
         "      replicas: { min: 3, max: 6 }\n      pools: [dc1-a100]\n      burstPolicy: ranking",
     );
     std::fs::write(dir.join("search.yaml"), search).unwrap();
-    let estate = load_paths(&[dir.clone()]).unwrap();
+    let estate = load_paths(std::slice::from_ref(&dir)).unwrap();
     let key = ComponentKey {
         namespace: "search".into(),
         deployment: "query-encoder".into(),

@@ -325,7 +325,7 @@ impl BurstController {
                     .last
                     .map_or(c.interval_seconds, |last| (now - last).max(0));
                 state.forecast.update(now, demand);
-                let (raw, mut why) = self.from_demand(state, demand, observation, current, gap);
+                let (raw, mut why) = self.for_demand(state, demand, observation, current, gap);
                 let recommended = raw.clamp(floor, c.max);
                 if recommended != raw {
                     why = if raw > c.max { Why::Max } else { floor_why };
@@ -427,7 +427,7 @@ impl BurstController {
     ///
     /// Below `current`, the same is computed with `tolerancePercent` more headroom and the higher
     /// count is kept (never above `current`): a dead band, so noise does not flap replicas.
-    fn from_demand(
+    fn for_demand(
         &self,
         state: &ControllerState,
         demand: f64,

@@ -37,7 +37,12 @@ impl From<&ScalingBehavior> for Behavior {
 /// Replicas that serve `demand` at `target` per replica with `headroom_percent` spare:
 /// `ceil(demand * (1 + headroom%) / target)`. Non-finite or non-positive demand needs none.
 pub fn replicas_for(demand: f64, target_per_replica: f64, headroom_percent: u32) -> u32 {
-    if !(demand > 0.0) || !(target_per_replica > 0.0) || !demand.is_finite() {
+    if demand.is_nan()
+        || demand <= 0.0
+        || target_per_replica.is_nan()
+        || target_per_replica <= 0.0
+        || !demand.is_finite()
+    {
         return 0;
     }
     replicas_at(
@@ -49,7 +54,7 @@ pub fn replicas_for(demand: f64, target_per_replica: f64, headroom_percent: u32)
 /// `ceil(demand * factor)` for a precomputed `factor = (1 + headroom%) / target`: the hot path
 /// of [`replicas_for`] without divisions or a libm call.
 pub(crate) fn replicas_at(demand: f64, factor: f64) -> u32 {
-    if !(demand > 0.0) || !demand.is_finite() {
+    if demand.is_nan() || demand <= 0.0 || !demand.is_finite() {
         return 0;
     }
     // A relative epsilon keeps 400.0000001 / 400 from asking for a second replica.
