@@ -8,7 +8,11 @@
 //! - step limits never force a change against the recommendation (a scale-up limit below the
 //!   current count holds the count, it does not scale down);
 //! - a step limit with neither `maxStepReplicas` nor `maxStepPercent` is unlimited (the HPA
-//!   would apply its default policies).
+//!   would apply its default policies);
+//! - the HPA's 10% tolerance (both directions) is replaced by a scale-down dead band,
+//!   `metric.tolerancePercent` (see the controller): scale-ups are never delayed by it;
+//! - the count windows and steps start from is the controller's last decision, as the HPA uses
+//!   the scale's `spec.replicas`, not the replicas observed ready.
 
 use crate::api::ScalingBehavior;
 use serde::{Deserialize, Serialize};

@@ -3,6 +3,7 @@
 //! and estate come in as values, the figures and series go out; files are read and written by the
 //! command line.
 
+mod baselines;
 pub mod csv_out;
 mod lower_bound;
 pub mod plot;
@@ -10,15 +11,15 @@ mod replay;
 mod trace;
 mod world;
 
+pub use baselines::{
+    THRESHOLD_DOWN, THRESHOLD_UP, ThresholdScaler, private_only_world, public_only_world,
+};
 pub use lower_bound::lower_bound;
 pub use replay::{
-    ControllerScaler, RunMetrics, RunOutput, Scaler, Series, THRESHOLD_DOWN, THRESHOLD_UP,
-    ThresholdScaler, View, exact_need, replay,
+    ControllerScaler, RunMetrics, RunOutput, Scaler, Series, View, exact_need, replay,
 };
 pub use trace::{Trace, TraceError, format_timestamp, parse_timestamp, parse_trace};
-pub use world::{
-    SetupError, World, policy_world, private_only_world, public_only_world, select_component,
-};
+pub use world::{SetupError, World, policy_world, select_component};
 
 use crate::estate::Estate;
 use crate::planner::ComponentKey;

@@ -366,59 +366,6 @@ pub fn replay(
     }
 }
 
-/// The naive baseline: every private replica the component can have always on (they are paid
-/// anyway), plus public replicas in fixed blocks: one more block whenever utilisation of the
-/// ready replicas passes 80% and nothing is starting, one block less when utilisation would stay
-/// under 60% without it. No forecast, no stabilisation.
-pub struct ThresholdScaler {
-    pub base: u32,
-    pub block: u32,
-    pub blocks: u32,
-    pub min: u32,
-    pub max: u32,
-    pub target: f64,
-}
-
-impl ThresholdScaler {
-    /// Blocks of a tenth of `max` (at least one replica).
-    pub fn for_world(world: &World) -> Self {
-        Self {
-            base: world.private_capacity.clamp(world.min(), world.max()),
-            block: world.max().div_ceil(10).max(1),
-            blocks: 0,
-            min: world.min(),
-            max: world.max(),
-            target: world.target(),
-        }
-    }
-}
-
-/// Utilisation above which the threshold baseline bursts a block.
-pub const THRESHOLD_UP: f64 = 0.8;
-/// Utilisation under which (after removing a block) it removes one.
-pub const THRESHOLD_DOWN: f64 = 0.6;
-
-impl Scaler for ThresholdScaler {
-    fn decide(&mut self, _now: i64, demand: f64, view: &View) -> (u32, bool) {
-        let capacity = f64::from(view.ready) * self.target;
-        let utilisation = if capacity > 0.0 {
-            demand / capacity
-        } else {
-            f64::INFINITY
-        };
-        let desired = |blocks: u32| (self.base + blocks * self.block).clamp(self.min, self.max);
-        if utilisation > THRESHOLD_UP && view.starting == 0 && desired(self.blocks) < self.max {
-            self.blocks += 1;
-        } else if self.blocks > 0 {
-            let without = f64::from(view.ready.saturating_sub(self.block)) * self.target;
-            if without > 0.0 && demand / without < THRESHOLD_DOWN {
-                self.blocks -= 1;
-            }
-        }
-        (desired(self.blocks), true)
-    }
-}
-
 /// Replicas the need at `demand` takes without headroom: the lower bound's count.
 pub fn exact_need(world: &World, demand: f64) -> u32 {
     replicas_for(demand, world.target(), 0).clamp(world.min(), world.max())

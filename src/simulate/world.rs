@@ -8,9 +8,7 @@ use crate::burst::{
     replicas_for,
 };
 use crate::estate::{DemandOverrides, Estate, plan_input};
-use crate::planner::{
-    Budget, ComponentKey, PlanInput, PoolHealth, PoolView, Resources, ineligibility,
-};
+use crate::planner::{ComponentKey, PlanInput, PoolHealth, PoolView, Resources, ineligibility};
 
 /// Why a simulation cannot be set up from the estate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -84,7 +82,7 @@ impl World {
     }
 
     /// Recomputes capacities and costs after the input changed.
-    fn refresh(&mut self) {
+    pub(super) fn refresh(&mut self) {
         let per_replica = self.per_replica();
         let fits = pool_capacity_for(&self.input, self.index);
         let eligible: Vec<bool> = self.input.pools.iter().map(|p| self.eligible(p)).collect();
@@ -129,14 +127,14 @@ impl World {
     }
 
     /// Index of the cheapest eligible pool of `cloud` for the component.
-    fn cheapest(&self, cloud: Cloud) -> Option<usize> {
+    pub(super) fn cheapest(&self, cloud: Cloud) -> Option<usize> {
         (0..self.input.pools.len())
             .filter(|&p| self.input.pools[p].cloud == cloud && self.eligible(&self.input.pools[p]))
             .min_by(|&a, &b| self.replica_cost[a].total_cmp(&self.replica_cost[b]))
     }
 
     /// Makes room for `extra` more replicas of the component in pool `p`.
-    fn grow(&mut self, p: usize, extra: u32) {
+    pub(super) fn grow(&mut self, p: usize, extra: u32) {
         let per_replica = self.per_replica();
         self.input.pools[p].capacity.give_back(&per_replica, extra);
     }
@@ -214,48 +212,4 @@ pub fn policy_world(estate: &Estate, key: &ComponentKey) -> Result<World, SetupE
     };
     world.refresh();
     Ok(world)
-}
-
-/// Private only, with enough capacity: the cheapest eligible private pool grows until the
-/// component's private share serves `peak_replicas`; no bursting; the same controller. `None`
-/// when no private pool may run the component.
-pub fn private_only_world(policy: &World, peak_replicas: u32) -> Option<World> {
-    let mut world = policy.clone();
-    let pool = world.cheapest(Cloud::Private)?;
-    let need = peak_replicas.clamp(world.min(), world.max());
-    if need > world.private_capacity {
-        world.grow(pool, need - world.private_capacity);
-    }
-    world.input.components[world.index].burst.enabled = false;
-    world.controller.config.public_startup_seconds = None;
-    world.refresh();
-    Some(world)
-}
-
-/// Public only: every replica on the cheapest eligible public pool, grown to serve
-/// `peak_replicas`, without the policy's budgets (they limit bursting, and here everything is
-/// public); the same controller. `None` when no public pool may run the component (sensitive).
-pub fn public_only_world(policy: &World, peak_replicas: u32) -> Option<World> {
-    let mut world = policy.clone();
-    let pool = world.cheapest(Cloud::Public)?;
-    let need = peak_replicas.clamp(world.min(), world.max());
-    let name = world.input.pools[pool].name.clone();
-    {
-        let component = &mut world.input.components[world.index];
-        component.allowed_pools = Some([name.clone()].into_iter().collect());
-        component.burst.order.clear();
-        if let Some(policy) = &component.policy {
-            world
-                .input
-                .budgets
-                .insert(policy.clone(), Budget::default());
-        }
-    }
-    if need > world.capacity[pool] {
-        world.grow(pool, need - world.capacity[pool]);
-    }
-    world.controller.config.private_startup_seconds = 0;
-    world.controller.config.public_startup_seconds = Some(world.input.pools[pool].startup_seconds);
-    world.refresh();
-    Some(world)
 }
