@@ -586,3 +586,59 @@ fn state_round_trips_through_json() {
     let back: ControllerState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, ranker.state);
 }
+
+#[test]
+fn reconcile_plans_every_controlled_component_at_once() {
+    // The four ranking components share maxPublicReplicas 64 and maxCostPerHour 60.
+    let estate = example();
+    let keys = [
+        "recsys/ctr-ranker/ranker",
+        "recsys/multitask/search-head",
+        "recsys/multitask/recommendation-head",
+        "recsys/multitask/ads-head",
+    ];
+    let loops: Vec<Loop> = keys.iter().map(|k| Loop::new(&estate, k)).collect();
+    let input = loops[0].input.clone();
+    let mut states: Vec<ControllerState> = vec![ControllerState::default(); keys.len()];
+    let mut public_max = 0;
+    for k in 0..20 {
+        let controlled: Vec<_> = loops
+            .iter()
+            .zip(&states)
+            .map(|(l, s)| {
+                (
+                    l.me(),
+                    &l.world.controller,
+                    s,
+                    Observation {
+                        demand: Some(1.0e6),
+                        current_replicas: 0,
+                        public_replicas: 0,
+                        private_capacity: l.world.private_capacity,
+                    },
+                )
+            })
+            .collect();
+        let (next, planned, decisions) = skybridge::burst::reconcile(&input, &controlled, k * 30);
+        assert_eq!(decisions.len(), keys.len());
+        let public: u32 = decisions.iter().map(|d| d.placement.public_replicas).sum();
+        let cost: f64 = planned
+            .components
+            .iter()
+            .flat_map(|c| c.placements.iter())
+            .filter(|p| p.cloud == Cloud::Public)
+            .map(|p| {
+                let pool = input.pools.iter().find(|x| x.name == p.pool).unwrap();
+                f64::from(p.replicas)
+                    * pool
+                        .price
+                        .per_replica_hour(&input.components[0].per_replica)
+            })
+            .sum();
+        assert!(public <= 64, "{public}");
+        assert!(cost <= 60.0 + 1e-9, "{cost}");
+        public_max = public_max.max(public);
+        states = next;
+    }
+    assert!(public_max > 0);
+}

@@ -436,7 +436,8 @@ impl BurstController {
         gap: i64,
     ) -> (u32, Why) {
         let c = &self.config;
-        let factor = |headroom: u32| (1.0 + f64::from(headroom) / 100.0) / c.target_per_replica;
+        let per_replica = 1.0 / c.target_per_replica;
+        let factor = |headroom: u32| (1.0 + f64::from(headroom) * 0.01) * per_replica;
         let expected =
             |startup: u32| demand.max(state.forecast.forecast(f64::from(startup) + gap as f64));
         let private_d = expected(c.private_startup_seconds);
@@ -575,4 +576,56 @@ pub fn pool_capacity_for(input: &PlanInput, index: usize) -> Vec<u32> {
     }
     let per_replica = &input.components[index].per_replica;
     room.iter().map(|r| r.fits(per_replica).0).collect()
+}
+
+/// The outcome of one reconcile for one controlled component.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Index of the component in the planner input.
+    pub index: usize,
+    pub recommendation: Recommendation,
+    pub placement: PlacementSummary,
+    /// Every event of the tick: the recommendation's, then the placement's.
+    pub events: Vec<Event>,
+}
+
+/// One reconcile of every controlled component of an estate, as the operator runs it: recommend
+/// for each, plan once for all (budgets are shared across a policy's components), observe the
+/// plan. `input` carries every component with its observed `current` replicas per pool;
+/// `controlled[i] = (component index in input, controller, state, observation)`. Returns the new
+/// states (same order), the plan (per pool placements for every component) and the decisions.
+pub fn reconcile(
+    input: &PlanInput,
+    controlled: &[(usize, &BurstController, &ControllerState, Observation)],
+    now: i64,
+) -> (Vec<ControllerState>, crate::planner::Plan, Vec<Decision>) {
+    let mut input = input.clone();
+    let mut states = Vec::with_capacity(controlled.len());
+    let mut recommendations = Vec::with_capacity(controlled.len());
+    for &(index, controller, state, observation) in controlled {
+        let (next, recommendation) = controller.recommend(state, &observation, now);
+        let component = &mut input.components[index];
+        component.desired = recommendation.desired;
+        component.rebalance = recommendation.rebalance;
+        states.push(next);
+        recommendations.push(recommendation);
+    }
+    let planned = plan(&input);
+    let mut decisions = Vec::with_capacity(controlled.len());
+    for (((index, controller, _, _), state), recommendation) in controlled
+        .iter()
+        .zip(states.iter_mut())
+        .zip(recommendations)
+    {
+        let placement = PlacementSummary::from_plan(&planned.components[*index]);
+        let mut events = recommendation.events.clone();
+        events.extend(controller.observe_plan_in_place(state, &placement, now));
+        decisions.push(Decision {
+            index: *index,
+            recommendation,
+            placement,
+            events,
+        });
+    }
+    (states, planned, decisions)
 }

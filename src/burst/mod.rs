@@ -22,8 +22,9 @@ mod forecast;
 mod scaling;
 
 pub use controller::{
-    BurstController, ConfigError, ControllerConfig, ControllerState, Observation, PlacementSummary,
-    PrewarmSpan, Recommendation, Why, pool_capacity_for, private_capacity,
+    BurstController, ConfigError, ControllerConfig, ControllerState, Decision, Observation,
+    PlacementSummary, PrewarmSpan, Recommendation, Why, pool_capacity_for, private_capacity,
+    reconcile,
 };
 pub use events::{Event, EventKind};
 pub use forecast::Holt;

@@ -192,6 +192,140 @@ impl<'w> Placer<'w> {
     }
 }
 
+/// Replicas of the component per pool: requested, ready, starting (with when they will be
+/// ready) and draining (removed but serving until replacements are ready), with the totals the
+/// loop needs kept up to date only when something changes.
+struct Fleet<'w> {
+    world: &'w World,
+    requested: Vec<u32>,
+    ready: Vec<u32>,
+    draining: Vec<u32>,
+    pending: Vec<VecDeque<(i64, u32)>>,
+    /// Earliest time a starting replica becomes ready; `i64::MAX` when none is starting.
+    next_ready: i64,
+    requested_total: u32,
+    ready_total: u32,
+    draining_total: u32,
+    public_requested: u32,
+    /// Public replicas paid for (requested plus draining) and their cost per hour.
+    public_paid: u32,
+    public_cost_per_hour: f64,
+}
+
+impl<'w> Fleet<'w> {
+    fn new(world: &'w World) -> Self {
+        let pools = world.input.pools.len();
+        Self {
+            world,
+            requested: vec![0; pools],
+            ready: vec![0; pools],
+            draining: vec![0; pools],
+            pending: vec![VecDeque::new(); pools],
+            next_ready: i64::MAX,
+            requested_total: 0,
+            ready_total: 0,
+            draining_total: 0,
+            public_requested: 0,
+            public_paid: 0,
+            public_cost_per_hour: 0.0,
+        }
+    }
+
+    /// Recomputes the totals after a change.
+    fn totals(&mut self) {
+        let w = self.world;
+        self.requested_total = self.requested.iter().sum();
+        self.ready_total = self.ready.iter().sum();
+        self.draining_total = self.draining.iter().sum();
+        self.public_requested = 0;
+        self.public_paid = 0;
+        self.public_cost_per_hour = 0.0;
+        for p in 0..self.requested.len() {
+            if w.public[p] {
+                let paid = self.requested[p] + self.draining[p];
+                self.public_requested += self.requested[p];
+                self.public_paid += paid;
+                self.public_cost_per_hour += f64::from(paid) * w.replica_cost[p];
+            }
+        }
+        self.next_ready = self
+            .pending
+            .iter()
+            .filter_map(|q| q.front().map(|&(at, _)| at))
+            .min()
+            .unwrap_or(i64::MAX);
+    }
+
+    /// Replicas whose start-up has ended become ready.
+    fn promote(&mut self, now: i64) {
+        if self.next_ready > now {
+            return;
+        }
+        for p in 0..self.pending.len() {
+            while let Some(&(at, n)) = self.pending[p].front() {
+                if at > now {
+                    break;
+                }
+                self.ready[p] += n;
+                self.pending[p].pop_front();
+            }
+        }
+        self.totals();
+    }
+
+    /// Moves to the planned counts: new replicas start, removed ones stop (starting ones first,
+    /// newest first), removed ready ones drain.
+    fn apply(&mut self, counts: &[u32], now: i64) {
+        for (p, &new) in counts.iter().enumerate() {
+            let old = self.requested[p];
+            if new > old {
+                self.pending[p].push_back((now + self.world.startup[p], new - old));
+            } else if new < old {
+                let mut cut = old - new;
+                while cut > 0 {
+                    let Some(last) = self.pending[p].back_mut() else {
+                        break;
+                    };
+                    let n = last.1.min(cut);
+                    last.1 -= n;
+                    cut -= n;
+                    if last.1 == 0 {
+                        self.pending[p].pop_back();
+                    }
+                }
+                self.ready[p] -= cut;
+                self.draining[p] += cut;
+            }
+            self.requested[p] = new;
+        }
+        self.totals();
+    }
+
+    /// Make-before-break: keeps removed replicas only while their replacements are not ready,
+    /// releasing the most expensive first.
+    fn release_draining(&mut self) {
+        if self.draining_total == 0 {
+            return;
+        }
+        let keep = self.requested_total.saturating_sub(self.ready_total);
+        if self.draining_total <= keep {
+            return;
+        }
+        let mut release = self.draining_total - keep;
+        let w = self.world;
+        while release > 0 {
+            let p = (0..self.draining.len())
+                .filter(|&p| self.draining[p] > 0)
+                .max_by(|&a, &b| w.replica_cost[a].total_cmp(&w.replica_cost[b]))
+                .expect("draining replicas exist");
+            let n = self.draining[p].min(release);
+            self.draining[p] -= n;
+            release -= n;
+        }
+        self.totals();
+    }
+}
+
 /// Replays `demand` (one value per `step` seconds from `start`) in `world`. `progress` is told the
 /// step index now and then.
 pub fn replay(
@@ -205,10 +339,7 @@ pub fn replay(
 ) -> RunOutput {
     let pools = world.input.pools.len();
     let mut placer = Placer::new(world);
-    let mut requested = vec![0u32; pools];
-    let mut ready = vec![0u32; pools];
-    let mut draining = vec![0u32; pools];
-    let mut pending: Vec<VecDeque<(i64, u32)>> = vec![VecDeque::new(); pools];
+    let mut fleet = Fleet::new(world);
     let mut metrics = RunMetrics::default();
     let mut series = record.then(|| Series {
         start,
@@ -224,134 +355,71 @@ pub fn replay(
     let first = demand.first().copied().unwrap_or(0.0);
     let initial = world.need(first);
     {
-        let (counts, summary) = placer.place(initial, true, &requested);
-        requested.clone_from(counts);
-        ready.clone_from(counts);
+        let (counts, summary) = placer.place(initial, true, &fleet.requested);
+        fleet.requested.clone_from(counts);
+        fleet.ready.clone_from(counts);
+        fleet.totals();
         scaler.placed(&summary.clone(), start);
     }
     let mut planned_for = (initial, true);
     let hours = step as f64 / 3600.0;
     let target = world.target();
     let (mut demand_sum, mut unmet_sum) = (0.0, 0.0);
-    let mut public_before = requested
-        .iter()
-        .zip(&world.public)
-        .any(|(&n, &public)| public && n > 0);
-    let mut total_before: u32 = requested.iter().sum();
+    let (mut public_cost, mut public_replica_steps) = (0.0, 0u64);
+    let mut public_before = fleet.public_requested > 0;
+    let mut total_before = fleet.requested_total;
 
     for (k, &d) in demand.iter().enumerate() {
         if k & 0xffff == 0 {
             progress(k);
         }
         let now = start + k as i64 * step;
-        for p in 0..pools {
-            while let Some(&(at, n)) = pending[p].front() {
-                if at > now {
-                    break;
-                }
-                ready[p] += n;
-                pending[p].pop_front();
-            }
-        }
-        let requested_total: u32 = requested.iter().sum();
-        let ready_total: u32 = ready.iter().sum();
-        let public_requested: u32 = (0..pools)
-            .filter(|&p| world.public[p])
-            .map(|p| requested[p])
-            .sum();
+        fleet.promote(now);
         let view = View {
-            requested: requested_total,
-            public_requested,
-            ready: ready_total,
-            starting: requested_total - ready_total,
+            requested: fleet.requested_total,
+            public_requested: fleet.public_requested,
+            ready: fleet.ready_total,
+            starting: fleet.requested_total - fleet.ready_total,
             private_capacity: world.private_capacity,
         };
         let (desired, rebalance) = scaler.decide(now, d, &view);
         // Rebalancing only matters while something sits on a public pool.
-        let rebalance = rebalance && public_requested > 0;
+        let rebalance = rebalance && fleet.public_requested > 0;
         if (desired, rebalance) != planned_for {
             planned_for = (desired, rebalance);
-            let (counts, summary) = placer.place(desired, rebalance, &requested);
-            let summary = summary.clone();
-            for p in 0..pools {
-                let (old, new) = (requested[p], counts[p]);
-                if new > old {
-                    pending[p].push_back((now + world.startup[p], new - old));
-                } else if new < old {
-                    let mut cut = old - new;
-                    // Cancel replicas still starting first (newest first), then stop ready ones.
-                    while cut > 0 {
-                        let Some(last) = pending[p].back_mut() else {
-                            break;
-                        };
-                        let n = last.1.min(cut);
-                        last.1 -= n;
-                        cut -= n;
-                        if last.1 == 0 {
-                            pending[p].pop_back();
-                        }
-                    }
-                    ready[p] -= cut;
-                    draining[p] += cut;
-                }
-                requested[p] = new;
-            }
-            scaler.placed(&summary, now);
+            let (counts, summary) = placer.place(desired, rebalance, &fleet.requested);
+            fleet.apply(counts, now);
+            scaler.placed(summary, now);
         }
-        // Make-before-break: keep removed replicas only while the new ones are not ready.
-        let requested_total: u32 = requested.iter().sum();
-        let ready_total: u32 = ready.iter().sum();
-        let mut drain_total: u32 = draining.iter().sum();
-        let keep = requested_total.saturating_sub(ready_total);
-        if drain_total > keep {
-            let mut release = drain_total - keep;
-            // Release the most expensive first.
-            while release > 0 {
-                let p = (0..pools)
-                    .filter(|&p| draining[p] > 0)
-                    .max_by(|&a, &b| world.replica_cost[a].total_cmp(&world.replica_cost[b]))
-                    .expect("draining replicas exist");
-                let n = draining[p].min(release);
-                draining[p] -= n;
-                release -= n;
-            }
-            drain_total = keep.min(drain_total);
-        }
+        fleet.release_draining();
         // Account for [now, now + step).
-        let capacity = f64::from(ready_total + drain_total) * target;
+        let capacity = f64::from(fleet.ready_total + fleet.draining_total) * target;
         demand_sum += d;
         unmet_sum += (d - capacity).max(0.0);
-        let mut public_now = 0u32;
-        let mut public_cost = 0.0;
-        for p in 0..pools {
-            if world.public[p] {
-                let n = requested[p] + draining[p];
-                public_now += n;
-                public_cost += f64::from(n) * world.replica_cost[p];
-            }
-        }
-        metrics.public_cost += public_cost * hours;
-        metrics.private_cost += world.fixed_cost_per_hour * hours;
-        metrics.public_replica_hours += f64::from(public_now) * hours;
-        metrics.peak_public_replicas = metrics.peak_public_replicas.max(public_now);
-        let public_requested_now = (0..pools).any(|p| world.public[p] && requested[p] > 0);
-        if public_requested_now && !public_before {
+        public_cost += fleet.public_cost_per_hour;
+        public_replica_steps += u64::from(fleet.public_paid);
+        metrics.peak_public_replicas = metrics.peak_public_replicas.max(fleet.public_paid);
+        let public_now = fleet.public_requested > 0;
+        if public_now && !public_before {
             metrics.burst_events += 1;
         }
-        public_before = public_requested_now;
-        if requested_total != total_before {
+        public_before = public_now;
+        if fleet.requested_total != total_before {
             metrics.scale_events += 1;
         }
-        total_before = requested_total;
+        total_before = fleet.requested_total;
         if let Some(s) = series.as_mut() {
             s.demand.push(d);
             for p in 0..pools {
-                s.ready.push(ready[p] + draining[p]);
+                s.ready.push(fleet.ready[p] + fleet.draining[p]);
             }
-            s.requested.extend_from_slice(&requested);
+            s.requested.extend_from_slice(&fleet.requested);
         }
     }
     progress(demand.len());
+    metrics.public_cost = public_cost * hours;
+    metrics.public_replica_hours = public_replica_steps as f64 * hours;
+    metrics.private_cost = world.fixed_cost_per_hour * hours * demand.len() as f64;
     metrics.cost = metrics.private_cost + metrics.public_cost;
     metrics.unmet_demand_fraction = if demand_sum > 0.0 {
         unmet_sum / demand_sum
