@@ -28,13 +28,16 @@ pub fn private_only_world(policy: &World, peak_replicas: u32) -> Option<World> {
 /// public); the same controller. `None` when no public pool may run the component (sensitive).
 pub fn public_only_world(policy: &World, peak_replicas: u32) -> Option<World> {
     let mut world = policy.clone();
+    // Public only means public whatever the policy's burst setting.
+    world.input.components[world.index].burst.enabled = true;
+    world.input.components[world.index].burst.order.clear();
+    world.refresh();
     let pool = world.cheapest(Cloud::Public)?;
     let need = peak_replicas.clamp(world.min(), world.max());
     let name = world.input.pools[pool].name.clone();
     {
         let component = &mut world.input.components[world.index];
         component.allowed_pools = Some([name.clone()].into_iter().collect());
-        component.burst.order.clear();
         if let Some(policy) = &component.policy {
             world
                 .input
