@@ -52,12 +52,14 @@ proptest! {
         let h = ScaleHistory::default();
         let next = h.rate_limited(0, current, target, &up, &down);
         prop_assert!(next >= current.min(target) && next <= current.max(target));
-        if target > current {
-            if let Some(step) = up.max_step_replicas {
-                let by_pct = up.max_step_percent.map_or(0, |p| (u64::from(current) * (100 + u64::from(p))).div_ceil(100).max(u64::from(current) + 1));
-                let allowed = (u64::from(current) + u64::from(step)).max(by_pct);
-                prop_assert!(u64::from(next) <= allowed);
-            }
+        if let (true, Some(step)) = (target > current, up.max_step_replicas) {
+            let by_pct = up.max_step_percent.map_or(0, |p| {
+                (u64::from(current) * (100 + u64::from(p)))
+                    .div_ceil(100)
+                    .max(u64::from(current) + 1)
+            });
+            let allowed = (u64::from(current) + u64::from(step)).max(by_pct);
+            prop_assert!(u64::from(next) <= allowed);
         }
     }
 
