@@ -308,7 +308,10 @@ impl BurstController {
                     kind: EventKind::Prewarm,
                     message: format!(
                         "prewarm window {} raises the floor to {} replicas until {}",
-                        w.name, floor, w.end
+                        w.name,
+                        floor,
+                        k8s_openapi::jiff::Timestamp::from_second(w.end)
+                            .map_or_else(|_| w.end.to_string(), |t| t.to_string())
                     ),
                 });
             }
