@@ -445,26 +445,29 @@ impl BurstController {
             |startup: u32| demand.max(state.forecast.forecast(f64::from(startup) + gap as f64));
         let private_d = expected(c.private_startup_seconds);
         let public_d = c.public_startup_seconds.map(expected);
-        let need_with = |headroom: u32| {
-            let f = factor(headroom);
-            let need = |d: f64| replicas_at(d, f);
-            let mut ahead = need(private_d);
+        // Replicas for the expected demand: over the private start-up, and over the public
+        // start-up when that no longer fits private capacity. Both are at least `demand`.
+        let ahead_with = |f: f64| {
+            let mut ahead = replicas_at(private_d, f);
             if let Some(d) = public_d {
-                let public_ahead = need(d);
+                let public_ahead = replicas_at(d, f);
                 if public_ahead > observation.private_capacity {
                     ahead = ahead.max(public_ahead);
                 }
             }
-            (need(demand), ahead)
+            ahead
         };
-        let (now_need, ahead) = need_with(c.headroom_percent);
-        let (mut recommended, mut why) = if ahead > now_need {
-            (ahead, Why::Forecast)
+        let f = factor(c.headroom_percent);
+        let mut recommended = ahead_with(f);
+        // Whether the forecast raised it: only worth a division-free ceil when it could have.
+        let forecast_above = private_d > demand || public_d.is_some_and(|d| d > demand);
+        let mut why = if forecast_above && recommended > replicas_at(demand, f) {
+            Why::Forecast
         } else {
-            (now_need, Why::Demand)
+            Why::Demand
         };
         if recommended < current {
-            let (_, tolerant) = need_with(c.headroom_percent + c.tolerance_percent);
+            let tolerant = ahead_with(factor(c.headroom_percent + c.tolerance_percent));
             if tolerant > recommended {
                 recommended = tolerant.min(current);
                 why = Why::Demand;
