@@ -4,8 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod burst;
 pub mod demand;
 pub mod estate;
 pub mod operator;
 pub mod planner;
 pub mod report;
+pub mod simulate;

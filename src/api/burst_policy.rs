@@ -84,6 +84,12 @@ pub struct DemandMetric {
     #[serde(default)]
     #[schemars(range(min = 0, max = 400))]
     pub headroom_percent: u32,
+    /// Dead band against flapping, in percent of demand: replicas are removed only when demand
+    /// with `headroomPercent + tolerancePercent` still fits fewer of them (the HPA's tolerance,
+    /// on the way down only). Absent: 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub tolerance_percent: Option<u32>,
 }
 
 fn default_interval_seconds() -> u32 {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod crd;
 mod plan;
 mod run;
+mod simulate;
 
 /// Skybridge: burst model replicas from private to public clouds, keep sensitive work private.
 #[derive(Parser, Debug)]
@@ -24,6 +25,8 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Run the operator: reconcile ModelDeployments across private and public clusters.
     Run(run::RunArgs),
+    /// Replay a demand trace through the burst controller, baselines and a lower bound.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Exit status for bad input (files, flags, objects), distinct from runtime failures (1).
@@ -34,6 +37,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd(args) => crd::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Run(args) => run::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 

@@ -1,0 +1,637 @@
+//! The controller proper: configuration from a policy, the state it remembers, and the two pure
+//! steps of a tick (see the module docs of [`crate::burst`]).
+
+use super::events::{Event, EventKind};
+use super::forecast::Holt;
+use super::scaling::{Behavior, ScaleHistory, replicas_at};
+use crate::api::{BurstPolicySpec, Cloud, FallbackAction, ReplicaRange};
+use crate::planner::{ComponentPlan, ComponentRequest, PlanInput, PoolView, ineligibility, plan};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a policy cannot drive a component.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("metric.targetPerReplica must be positive and finite, got {0}")]
+    Target(f64),
+    #[error("replicas.min {min} exceeds replicas.max {max}")]
+    Bounds { min: u32, max: u32 },
+}
+
+/// Dead band of scale-downs when the policy sets none: half the HPA's 10%, since demand here is
+/// a rate averaged over a minute rather than a noisy utilisation sample.
+pub const DEFAULT_TOLERANCE_PERCENT: u32 = 5;
+
+/// A prewarm window in Unix seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrewarmSpan {
+    pub name: String,
+    pub start: i64,
+    pub end: i64,
+    pub min_replicas: u32,
+}
+
+/// Everything fixed between ticks: the policy's knobs, the component's bounds and the start-up
+/// times of the pools it may use. Rebuild it when the policy, component or pools change; the
+/// [`ControllerState`] stays valid across such rebuilds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControllerConfig {
+    pub target_per_replica: f64,
+    pub headroom_percent: u32,
+    /// Extra headroom a scale-down must leave (dead band against flapping).
+    pub tolerance_percent: u32,
+    /// Seconds between reads of the metric: the next decision is this far away.
+    pub interval_seconds: i64,
+    pub min: u32,
+    pub max: u32,
+    pub up: Behavior,
+    pub down: Behavior,
+    pub failback_after_seconds: i64,
+    pub prewarm: Vec<PrewarmSpan>,
+    pub fallback: FallbackAction,
+    pub fallback_floor: Option<u32>,
+    /// Slowest start-up among the private pools the component may use.
+    pub private_startup_seconds: u32,
+    /// Slowest start-up among the public pools it may burst to; `None` when it cannot burst.
+    pub public_startup_seconds: Option<u32>,
+}
+
+impl ControllerConfig {
+    /// The configuration for `request` (the planner's view of the component) under `policy`.
+    pub fn new(
+        policy: &BurstPolicySpec,
+        replicas: &ReplicaRange,
+        request: &ComponentRequest,
+        pools: &[PoolView],
+    ) -> Result<Self, ConfigError> {
+        let target = policy.metric.target_per_replica;
+        if !(target > 0.0 && target.is_finite()) {
+            return Err(ConfigError::Target(target));
+        }
+        if replicas.min > replicas.max {
+            return Err(ConfigError::Bounds {
+                min: replicas.min,
+                max: replicas.max,
+            });
+        }
+        // Eligibility regardless of health: an unhealthy pool's start-up still bounds how early
+        // the controller must act once it recovers.
+        let eligible = |cloud: Cloud| {
+            pools
+                .iter()
+                .filter(move |p| p.cloud == cloud)
+                .filter(|p| {
+                    let mut healthy = (*p).clone();
+                    healthy.health = crate::planner::PoolHealth::Healthy;
+                    ineligibility(&healthy, request).is_none()
+                })
+                .map(|p| p.startup_seconds)
+        };
+        let private_startup_seconds = eligible(Cloud::Private).max().unwrap_or(0);
+        let public_startup_seconds = if policy.burst.enabled {
+            eligible(Cloud::Public).max()
+        } else {
+            None
+        };
+        Ok(Self {
+            target_per_replica: target,
+            headroom_percent: policy.metric.headroom_percent,
+            tolerance_percent: policy
+                .metric
+                .tolerance_percent
+                .unwrap_or(DEFAULT_TOLERANCE_PERCENT),
+            interval_seconds: i64::from(policy.metric.interval_seconds),
+            min: replicas.min,
+            max: replicas.max,
+            up: Behavior::from(&policy.scale_up),
+            down: Behavior::from(&policy.scale_down),
+            failback_after_seconds: i64::from(policy.burst.failback_after_seconds),
+            prewarm: policy
+                .prewarm
+                .iter()
+                .map(|w| PrewarmSpan {
+                    name: w.name.clone(),
+                    start: w.start.0.as_second(),
+                    end: w.end.0.as_second(),
+                    min_replicas: w.min_replicas,
+                })
+                .collect(),
+            fallback: policy.metric_unavailable.action,
+            fallback_floor: policy.metric_unavailable.floor_replicas,
+            private_startup_seconds,
+            public_startup_seconds,
+        })
+    }
+
+    /// How long the scale history must reach back.
+    fn keep_seconds(&self) -> i64 {
+        self.up
+            .window_seconds
+            .max(self.down.window_seconds)
+            .max(self.up.period_seconds)
+            .max(self.down.period_seconds)
+    }
+}
+
+/// What the controller remembers between ticks. Persist it (it serialises to JSON) and pass it
+/// back on the next tick; a fresh default state is valid too (the first tick then starts from the
+/// observed replicas, without history).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerState {
+    /// Recommendations and scale steps for stabilisation windows and step limits.
+    pub history: ScaleHistory,
+    /// Smoothed demand and its trend.
+    pub forecast: Holt,
+    /// The last decision; `None` before the first tick.
+    pub desired: Option<u32>,
+    /// Since when the metric has been unavailable.
+    pub metric_unavailable_since: Option<i64>,
+    /// The prewarm window in force at the last tick.
+    pub prewarm: Option<String>,
+    /// Since when the decision has fitted private capacity (for failback hysteresis).
+    pub fits_private_since: Option<i64>,
+    /// Since when public replicas have been placed.
+    pub burst_since: Option<i64>,
+    /// Replicas placed at the last observed plan.
+    pub public_replicas: u32,
+    pub private_replicas: u32,
+    /// Whether a budget bound at the last observed plan.
+    pub budget_bound: bool,
+}
+
+/// What the controller observes at a tick.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Observation {
+    /// Demand from the policy's metric; `None` when it cannot be read.
+    pub demand: Option<f64>,
+    /// Replicas requested now (ready or starting); used only before the first decision.
+    pub current_replicas: u32,
+    /// Of which on public pools.
+    pub public_replicas: u32,
+    /// Replicas of this component the private pools can hold now (see [`private_capacity`]).
+    pub private_capacity: u32,
+}
+
+/// Why the decision is what it is: the binding factor, for reasons and status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Why {
+    /// Demand now, with headroom.
+    Demand,
+    /// The demand forecast over the start-up time of the pools it would use.
+    Forecast,
+    /// The component's `replicas.min`.
+    Min,
+    /// The component's `replicas.max`.
+    Max,
+    /// A prewarm window's floor.
+    Prewarm,
+    /// A stabilisation window holds the count.
+    Stabilized,
+    /// A step limit slows the change.
+    StepLimited,
+    /// Metric unavailable: the last decision is kept.
+    HoldLast,
+    /// Metric unavailable: the fallback floor.
+    FallbackFloor,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Why::Demand => "demand with headroom",
+            Why::Forecast => "demand forecast over the start-up time",
+            Why::Min => "replicas.min",
+            Why::Max => "replicas.max",
+            Why::Prewarm => "prewarm window floor",
+            Why::Stabilized => "held by the stabilization window",
+            Why::StepLimited => "limited by the step per period",
+            Why::HoldLast => "metric unavailable: holding the last decision",
+            Why::FallbackFloor => "metric unavailable: fallback floor",
+        })
+    }
+}
+
+/// The first step's output: replicas and whether public replicas may move back to private.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recommendation {
+    /// Replicas wanted now, within the component's bounds: the planner's `desired`.
+    pub desired: u32,
+    /// The planner's `rebalance`: false while failback hysteresis holds public replicas.
+    pub rebalance: bool,
+    /// Replicas demand (or the fallback) asked for before windows and step limits.
+    pub recommended: u32,
+    pub why: Why,
+    /// ScaleUp, ScaleDown, Prewarm, MetricUnavailable.
+    pub events: Vec<Event>,
+}
+
+/// What the planner did with the component, as far as the controller cares.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlacementSummary {
+    pub private_replicas: u32,
+    pub public_replicas: u32,
+    pub unplaced: u32,
+    /// The planner's reason when a budget left replicas unplaced.
+    pub budget_reason: Option<String>,
+}
+
+impl PlacementSummary {
+    pub fn from_plan(plan: &ComponentPlan) -> Self {
+        let budget_reason = if plan.unplaced > 0 {
+            plan.reasons
+                .iter()
+                .find(|r| r.starts_with("budget"))
+                .cloned()
+        } else {
+            None
+        };
+        Self {
+            private_replicas: plan.replicas_in(Cloud::Private),
+            public_replicas: plan.replicas_in(Cloud::Public),
+            unplaced: plan.unplaced,
+            budget_reason,
+        }
+    }
+}
+
+/// The burst controller of one component.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BurstController {
+    pub config: ControllerConfig,
+}
+
+impl BurstController {
+    pub fn new(config: ControllerConfig) -> Self {
+        Self { config }
+    }
+
+    /// Step 1, functional form: (state, observation, now) → (new state, recommendation).
+    pub fn recommend(
+        &self,
+        state: &ControllerState,
+        observation: &Observation,
+        now: i64,
+    ) -> (ControllerState, Recommendation) {
+        let mut next = state.clone();
+        let recommendation = self.recommend_in_place(&mut next, observation, now);
+        (next, recommendation)
+    }
+
+    /// Step 1 updating `state` in place: the same as [`Self::recommend`] without the copy, for
+    /// the simulator's hot loop.
+    pub fn recommend_in_place(
+        &self,
+        state: &mut ControllerState,
+        observation: &Observation,
+        now: i64,
+    ) -> Recommendation {
+        let c = &self.config;
+        let mut events = Vec::new();
+        let current = state.desired.unwrap_or(observation.current_replicas);
+
+        // Floors: min, raised by a prewarm window in force.
+        let window = c.prewarm.iter().find(|w| w.start <= now && now < w.end);
+        let mut floor = c.min;
+        let mut floor_why = Why::Min;
+        if let Some(w) = window
+            && w.min_replicas > floor
+        {
+            floor = w.min_replicas;
+            floor_why = Why::Prewarm;
+        }
+        let floor = floor.min(c.max);
+        if window.map(|w| &w.name) != state.prewarm.as_ref() {
+            if let Some(w) = window {
+                events.push(Event {
+                    at: now,
+                    kind: EventKind::Prewarm,
+                    message: format!(
+                        "prewarm window {} raises the floor to {} replicas until {}",
+                        w.name,
+                        floor,
+                        k8s_openapi::jiff::Timestamp::from_second(w.end)
+                            .map_or_else(|_| w.end.to_string(), |t| t.to_string())
+                    ),
+                });
+            }
+            state.prewarm = window.map(|w| w.name.clone());
+        }
+
+        let demand = observation.demand.filter(|d| d.is_finite() && *d >= 0.0);
+        let (desired, recommended, why) = match demand {
+            Some(demand) => {
+                state.metric_unavailable_since = None;
+                // The next decision comes about one tick later: look ahead over that too.
+                let gap = state
+                    .forecast
+                    .last
+                    .map_or(c.interval_seconds, |last| (now - last).max(0));
+                state.forecast.update(now, demand);
+                let (raw, mut why) = self.for_demand(state, demand, observation, current, gap);
+                let recommended = raw.clamp(floor, c.max);
+                if recommended != raw {
+                    why = if raw > c.max { Why::Max } else { floor_why };
+                }
+                state
+                    .history
+                    .record_recommendation(now, recommended, c.keep_seconds());
+                let stabilized = state.history.stabilized(now, current, &c.up, &c.down);
+                let limited = state
+                    .history
+                    .rate_limited(now, current, stabilized, &c.up, &c.down);
+                // Floors and max are hard bounds, as the HPA's min and max are.
+                let desired = limited.clamp(floor, c.max);
+                if desired != recommended {
+                    why = if stabilized != recommended {
+                        Why::Stabilized
+                    } else {
+                        Why::StepLimited
+                    };
+                    if desired == floor && floor > limited {
+                        why = floor_why;
+                    }
+                }
+                (desired, recommended, why)
+            }
+            None => {
+                if state.metric_unavailable_since.is_none() {
+                    state.metric_unavailable_since = Some(now);
+                    events.push(Event {
+                        at: now,
+                        kind: EventKind::MetricUnavailable,
+                        message: match c.fallback {
+                            FallbackAction::HoldLast => {
+                                format!("metric unavailable: holding {current} replicas (HoldLast)")
+                            }
+                            FallbackAction::Floor => format!(
+                                "metric unavailable: scaling to the floor of {} replicas (Floor)",
+                                c.fallback_floor.unwrap_or(c.min)
+                            ),
+                        },
+                    });
+                }
+                // No recommendation is recorded: the windows must not learn a made-up value.
+                match c.fallback {
+                    FallbackAction::HoldLast => {
+                        let d = current.clamp(floor, c.max);
+                        (d, d, Why::HoldLast)
+                    }
+                    FallbackAction::Floor => {
+                        let d = c.fallback_floor.unwrap_or(c.min).clamp(floor, c.max);
+                        (d, d, Why::FallbackFloor)
+                    }
+                }
+            }
+        };
+
+        let change = i64::from(desired) - i64::from(current);
+        state
+            .history
+            .record_change(now, change as i32, c.keep_seconds());
+        if change != 0 {
+            let kind = if change > 0 {
+                EventKind::ScaleUp
+            } else {
+                EventKind::ScaleDown
+            };
+            events.push(Event {
+                at: now,
+                kind,
+                message: format!("{current} → {desired} replicas: {why}"),
+            });
+        }
+
+        // Failback hysteresis: public replicas may move back only after the decision has fitted
+        // private capacity for the whole window; any misfit restarts the clock.
+        if desired <= observation.private_capacity {
+            state.fits_private_since.get_or_insert(now);
+        } else {
+            state.fits_private_since = None;
+        }
+        let settled = state
+            .fits_private_since
+            .is_some_and(|since| now - since >= c.failback_after_seconds);
+        let rebalance = observation.public_replicas == 0 || settled;
+
+        state.desired = Some(desired);
+        Recommendation {
+            desired,
+            rebalance,
+            recommended,
+            why,
+            events,
+        }
+    }
+
+    /// Replicas for `demand`, anticipating start-up: the forecast over the private pools'
+    /// start-up, and when the forecast over the public pools' (slower) start-up no longer fits
+    /// private capacity, over that horizon, so the burst is requested early enough.
+    ///
+    /// Below `current`, the same is computed with `tolerancePercent` more headroom and the higher
+    /// count is kept (never above `current`): a dead band, so noise does not flap replicas.
+    fn for_demand(
+        &self,
+        state: &ControllerState,
+        demand: f64,
+        observation: &Observation,
+        current: u32,
+        gap: i64,
+    ) -> (u32, Why) {
+        let c = &self.config;
+        let per_replica = 1.0 / c.target_per_replica;
+        let factor = |headroom: u32| (1.0 + f64::from(headroom) * 0.01) * per_replica;
+        let expected =
+            |startup: u32| demand.max(state.forecast.forecast(f64::from(startup) + gap as f64));
+        let private_d = expected(c.private_startup_seconds);
+        let public_d = c.public_startup_seconds.map(expected);
+        // Replicas for the expected demand: over the private start-up, and over the public
+        // start-up when that no longer fits private capacity. Both are at least `demand`.
+        let ahead_with = |f: f64| {
+            let mut ahead = replicas_at(private_d, f);
+            if let Some(d) = public_d {
+                let public_ahead = replicas_at(d, f);
+                if public_ahead > observation.private_capacity {
+                    ahead = ahead.max(public_ahead);
+                }
+            }
+            ahead
+        };
+        let f = factor(c.headroom_percent);
+        let mut recommended = ahead_with(f);
+        // Whether the forecast raised it: only worth a division-free ceil when it could have.
+        let forecast_above = private_d > demand || public_d.is_some_and(|d| d > demand);
+        let mut why = if forecast_above && recommended > replicas_at(demand, f) {
+            Why::Forecast
+        } else {
+            Why::Demand
+        };
+        if recommended < current {
+            let tolerant = ahead_with(factor(c.headroom_percent + c.tolerance_percent));
+            if tolerant > recommended {
+                recommended = tolerant.min(current);
+                why = Why::Demand;
+            }
+        }
+        (recommended, why)
+    }
+
+    /// Step 2, functional form: (state, what the planner placed, now) → (new state, events).
+    pub fn observe_plan(
+        &self,
+        state: &ControllerState,
+        placed: &PlacementSummary,
+        now: i64,
+    ) -> (ControllerState, Vec<Event>) {
+        let mut next = state.clone();
+        let events = self.observe_plan_in_place(&mut next, placed, now);
+        (next, events)
+    }
+
+    /// Step 2 updating `state` in place.
+    pub fn observe_plan_in_place(
+        &self,
+        state: &mut ControllerState,
+        placed: &PlacementSummary,
+        now: i64,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        let (was_public, was_private) = (state.public_replicas, state.private_replicas);
+        if was_public == 0 && placed.public_replicas > 0 {
+            state.burst_since = Some(now);
+            events.push(Event {
+                at: now,
+                kind: EventKind::BurstStart,
+                message: format!(
+                    "{} replicas on public pools: private capacity is not enough",
+                    placed.public_replicas
+                ),
+            });
+        }
+        if was_public > 0 && placed.public_replicas < was_public {
+            let moved = (was_public - placed.public_replicas)
+                .min(placed.private_replicas.saturating_sub(was_private));
+            if moved > 0 {
+                events.push(Event {
+                    at: now,
+                    kind: EventKind::Failback,
+                    message: format!(
+                        "{moved} replicas moved from public back to private after demand fitted private capacity for {} s",
+                        self.config.failback_after_seconds
+                    ),
+                });
+            }
+        }
+        if was_public > 0 && placed.public_replicas == 0 {
+            let lasted = state.burst_since.map_or(0, |since| now - since);
+            state.burst_since = None;
+            events.push(Event {
+                at: now,
+                kind: EventKind::BurstEnd,
+                message: format!("no replicas on public pools any more, after {lasted} s"),
+            });
+        }
+        let bound = placed.budget_reason.is_some();
+        if bound && !state.budget_bound {
+            events.push(Event {
+                at: now,
+                kind: EventKind::BudgetHit,
+                message: format!(
+                    "{} replicas unplaced: {}",
+                    placed.unplaced,
+                    placed.budget_reason.as_deref().unwrap_or("budget")
+                ),
+            });
+        }
+        state.budget_bound = bound;
+        state.public_replicas = placed.public_replicas;
+        state.private_replicas = placed.private_replicas;
+        events
+    }
+}
+
+/// Replicas of component `index` of `input` the private pools can hold next to the others as
+/// they are requested: the planner's own answer with bursting disabled and the component at its
+/// max. Call it when pools or other components change, not every tick.
+pub fn private_capacity(input: &PlanInput, index: usize, max: u32) -> u32 {
+    let mut trial = input.clone();
+    let component = &mut trial.components[index];
+    component.burst.enabled = false;
+    component.desired = max.max(component.min);
+    component.current.clear();
+    component.rebalance = true;
+    plan(&trial).components[index].placed()
+}
+
+/// Replicas of component `index` each pool can still hold next to the other components as the
+/// planner places them (the component itself left out), in the order of `input.pools`.
+pub fn pool_capacity_for(input: &PlanInput, index: usize) -> Vec<u32> {
+    let mut without = input.clone();
+    without.components[index].desired = 0;
+    without.components[index].min = 0;
+    without.components[index].current.clear();
+    let planned = plan(&without);
+    let mut room: Vec<_> = input.pools.iter().map(|p| p.capacity).collect();
+    for (ci, component) in planned.components.iter().enumerate() {
+        let per_replica = &input.components[ci].per_replica;
+        for placement in &component.placements {
+            if let Some(pi) = input.pools.iter().position(|p| p.name == placement.pool) {
+                room[pi].take(per_replica, placement.replicas);
+            }
+        }
+    }
+    let per_replica = &input.components[index].per_replica;
+    room.iter().map(|r| r.fits(per_replica).0).collect()
+}
+
+/// The outcome of one reconcile for one controlled component.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Index of the component in the planner input.
+    pub index: usize,
+    pub recommendation: Recommendation,
+    pub placement: PlacementSummary,
+    /// Every event of the tick: the recommendation's, then the placement's.
+    pub events: Vec<Event>,
+}
+
+/// One reconcile of every controlled component of an estate, as the operator runs it: recommend
+/// for each, plan once for all (budgets are shared across a policy's components), observe the
+/// plan. `input` carries every component with its observed `current` replicas per pool;
+/// `controlled[i] = (component index in input, controller, state, observation)`. Returns the new
+/// states (same order), the plan (per pool placements for every component) and the decisions.
+pub fn reconcile(
+    input: &PlanInput,
+    controlled: &[(usize, &BurstController, &ControllerState, Observation)],
+    now: i64,
+) -> (Vec<ControllerState>, crate::planner::Plan, Vec<Decision>) {
+    let mut input = input.clone();
+    let mut states = Vec::with_capacity(controlled.len());
+    let mut recommendations = Vec::with_capacity(controlled.len());
+    for &(index, controller, state, observation) in controlled {
+        let (next, recommendation) = controller.recommend(state, &observation, now);
+        let component = &mut input.components[index];
+        component.desired = recommendation.desired;
+        component.rebalance = recommendation.rebalance;
+        states.push(next);
+        recommendations.push(recommendation);
+    }
+    let planned = plan(&input);
+    let mut decisions = Vec::with_capacity(controlled.len());
+    for (((index, controller, _, _), state), recommendation) in controlled
+        .iter()
+        .zip(states.iter_mut())
+        .zip(recommendations)
+    {
+        let placement = PlacementSummary::from_plan(&planned.components[*index]);
+        let mut events = recommendation.events.clone();
+        events.extend(controller.observe_plan_in_place(state, &placement, now));
+        decisions.push(Decision {
+            index: *index,
+            recommendation,
+            placement,
+            events,
+        });
+    }
+    (states, planned, decisions)
+}

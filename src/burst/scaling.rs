@@ -1,0 +1,296 @@
+//! Replica counts from demand, and the HPA `behavior` semantics on top: stabilisation windows and
+//! step limits per period.
+//!
+//! Where this differs from the Kubernetes HPA (documented in `docs/simulate.md` too):
+//! - recommendations are stored after clamping to the component's bounds and floors (the HPA
+//!   stores them before), so a raised floor does not linger in the window after it ends;
+//! - a percent step from zero replicas allows one replica (the HPA never scales from zero);
+//! - step limits never force a change against the recommendation (a scale-up limit below the
+//!   current count holds the count, it does not scale down);
+//! - a step limit with neither `maxStepReplicas` nor `maxStepPercent` is unlimited (the HPA
+//!   would apply its default policies);
+//! - the HPA's 10% tolerance (both directions) is replaced by a scale-down dead band,
+//!   `metric.tolerancePercent` (see the controller): scale-ups are never delayed by it;
+//! - the count windows and steps start from is the controller's last decision, as the HPA uses
+//!   the scale's `spec.replicas`, not the replicas observed ready.
+
+use crate::api::ScalingBehavior;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// One direction's scaling limits, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Behavior {
+    pub window_seconds: i64,
+    pub max_step_replicas: Option<u32>,
+    pub max_step_percent: Option<u32>,
+    pub period_seconds: i64,
+}
+
+impl From<&ScalingBehavior> for Behavior {
+    fn from(b: &ScalingBehavior) -> Self {
+        Self {
+            window_seconds: i64::from(b.stabilization_window_seconds),
+            max_step_replicas: b.max_step_replicas,
+            max_step_percent: b.max_step_percent,
+            period_seconds: i64::from(b.period_seconds.max(1)),
+        }
+    }
+}
+
+/// Replicas that serve `demand` at `target` per replica with `headroom_percent` spare:
+/// `ceil(demand * (1 + headroom%) / target)`. Non-finite or non-positive demand needs none.
+pub fn replicas_for(demand: f64, target_per_replica: f64, headroom_percent: u32) -> u32 {
+    if demand.is_nan()
+        || demand <= 0.0
+        || target_per_replica.is_nan()
+        || target_per_replica <= 0.0
+        || !demand.is_finite()
+    {
+        return 0;
+    }
+    replicas_at(
+        demand,
+        (1.0 + f64::from(headroom_percent) / 100.0) / target_per_replica,
+    )
+}
+
+/// `ceil(demand * factor)` for a precomputed `factor = (1 + headroom%) / target`: the hot path
+/// of [`replicas_for`] without divisions or a libm call.
+pub(crate) fn replicas_at(demand: f64, factor: f64) -> u32 {
+    if demand.is_nan() || demand <= 0.0 || !demand.is_finite() {
+        return 0;
+    }
+    // A relative epsilon keeps 400.0000001 / 400 from asking for a second replica.
+    let exact = demand * factor * (1.0 - 1e-12);
+    if exact >= f64::from(u32::MAX) {
+        return u32::MAX;
+    }
+    let floor = exact as u32;
+    if f64::from(floor) < exact {
+        floor + 1
+    } else {
+        floor
+    }
+}
+
+/// What the stabilisation windows and step limits remember.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleHistory {
+    /// `(unix seconds, recommended replicas)`, oldest first, within the longest window.
+    pub recommendations: VecDeque<(i64, u32)>,
+    /// `(unix seconds, replica change)` of recent scale steps, within the longest period.
+    pub changes: VecDeque<(i64, i32)>,
+}
+
+impl ScaleHistory {
+    /// Remembers a recommendation and forgets those older than `keep_seconds`.
+    pub fn record_recommendation(&mut self, now: i64, replicas: u32, keep_seconds: i64) {
+        while self
+            .recommendations
+            .front()
+            .is_some_and(|&(t, _)| t < now - keep_seconds)
+        {
+            self.recommendations.pop_front();
+        }
+        self.recommendations.push_back((now, replicas));
+    }
+
+    /// Remembers a scale step and forgets those older than `keep_seconds`.
+    pub fn record_change(&mut self, now: i64, change: i32, keep_seconds: i64) {
+        while self
+            .changes
+            .front()
+            .is_some_and(|&(t, _)| t <= now - keep_seconds)
+        {
+            self.changes.pop_front();
+        }
+        if change != 0 {
+            self.changes.push_back((now, change));
+        }
+    }
+
+    /// HPA stabilisation: scale up only to the lowest recommendation of the up-window, down only
+    /// to the highest of the down-window; in between, hold `current`.
+    pub fn stabilized(&self, now: i64, current: u32, up: &Behavior, down: &Behavior) -> u32 {
+        let mut up_rec = u32::MAX;
+        let mut down_rec = 0;
+        for &(t, r) in self.recommendations.iter().rev() {
+            let age = now - t;
+            let in_up = age <= up.window_seconds;
+            let in_down = age <= down.window_seconds;
+            if !in_up && !in_down {
+                break;
+            }
+            if in_up {
+                up_rec = up_rec.min(r);
+            }
+            if in_down {
+                down_rec = down_rec.max(r);
+            }
+        }
+        if up_rec == u32::MAX {
+            // No history at all: nothing to stabilise against.
+            return current;
+        }
+        let mut replicas = current;
+        if replicas < up_rec {
+            replicas = up_rec;
+        }
+        if replicas > down_rec {
+            replicas = down_rec;
+        }
+        replicas
+    }
+
+    /// HPA step limits: from the count at the start of the period, the larger change any limit
+    /// allows (`selectPolicy: Max`). Returns the count to move to on the way to `target`.
+    pub fn rate_limited(
+        &self,
+        now: i64,
+        current: u32,
+        target: u32,
+        up: &Behavior,
+        down: &Behavior,
+    ) -> u32 {
+        if target > current {
+            let added: i64 = self.changes_within(now, up.period_seconds, true);
+            let start = (i64::from(current) - added).max(0) as u64;
+            let Some(limit) = up_limit(start, up) else {
+                return target;
+            };
+            let limit = limit.max(u64::from(current));
+            target.min(u32::try_from(limit).unwrap_or(u32::MAX))
+        } else if target < current {
+            let removed: i64 = self.changes_within(now, down.period_seconds, false);
+            let start = u64::from(current) + removed as u64;
+            let Some(limit) = down_limit(start, down) else {
+                return target;
+            };
+            let limit = limit.min(u64::from(current));
+            target.max(limit as u32)
+        } else {
+            current
+        }
+    }
+
+    /// Sum of additions (`up`) or of removals (as a positive number) in the last `period`.
+    fn changes_within(&self, now: i64, period: i64, up: bool) -> i64 {
+        self.changes
+            .iter()
+            .rev()
+            .take_while(|&&(t, _)| t > now - period)
+            .filter(|&&(_, c)| (c > 0) == up)
+            .map(|&(_, c)| i64::from(c).abs())
+            .sum()
+    }
+}
+
+fn up_limit(start: u64, b: &Behavior) -> Option<u64> {
+    let by_count = b.max_step_replicas.map(|n| start + u64::from(n));
+    let by_percent = b.max_step_percent.map(|p| {
+        let grown = (start * (100 + u64::from(p))).div_ceil(100);
+        // From zero a percentage allows nothing; allow one so a scaled-to-zero component wakes.
+        grown.max(start + 1)
+    });
+    match (by_count, by_percent) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
+    }
+}
+
+fn down_limit(start: u64, b: &Behavior) -> Option<u64> {
+    let by_count = b
+        .max_step_replicas
+        .map(|n| start.saturating_sub(u64::from(n)));
+    let by_percent = b
+        .max_step_percent
+        .map(|p| start * 100u64.saturating_sub(u64::from(p).min(100)) / 100);
+    match (by_count, by_percent) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(window: i64, step: Option<u32>, pct: Option<u32>, period: i64) -> Behavior {
+        Behavior {
+            window_seconds: window,
+            max_step_replicas: step,
+            max_step_percent: pct,
+            period_seconds: period,
+        }
+    }
+
+    #[test]
+    fn replicas_round_up_with_headroom() {
+        assert_eq!(replicas_for(400.0, 400.0, 0), 1);
+        assert_eq!(replicas_for(401.0, 400.0, 0), 2);
+        assert_eq!(replicas_for(400.0, 400.0, 10), 2);
+        assert_eq!(replicas_for(0.0, 400.0, 10), 0);
+        assert_eq!(replicas_for(f64::NAN, 400.0, 10), 0);
+        assert_eq!(replicas_for(-5.0, 400.0, 10), 0);
+    }
+
+    #[test]
+    fn scale_down_takes_the_highest_recommendation_of_the_window() {
+        let up = b(0, None, None, 15);
+        let down = b(300, None, None, 60);
+        let mut h = ScaleHistory::default();
+        for (t, r) in [(0, 10), (60, 4), (120, 6), (180, 3)] {
+            h.record_recommendation(t, r, 300);
+        }
+        assert_eq!(h.stabilized(180, 10, &up, &down), 10);
+        h.record_recommendation(360, 3, 300);
+        // 10 at t=0 left the window; 6 at t=120 is the highest left.
+        assert_eq!(h.stabilized(360, 10, &up, &down), 6);
+    }
+
+    #[test]
+    fn scale_up_takes_the_lowest_recommendation_of_the_window() {
+        let up = b(120, None, None, 15);
+        let down = b(0, None, None, 60);
+        let mut h = ScaleHistory::default();
+        for (t, r) in [(0, 8), (60, 12), (120, 10)] {
+            h.record_recommendation(t, r, 300);
+        }
+        assert_eq!(h.stabilized(120, 5, &up, &down), 8);
+    }
+
+    #[test]
+    fn step_limits_take_the_larger_change() {
+        let up = b(0, Some(4), Some(100), 60);
+        let down = b(0, Some(2), Some(50), 60);
+        let h = ScaleHistory::default();
+        // From 2: +4 allows 6, +100% allows 4: the larger, 6.
+        assert_eq!(h.rate_limited(0, 2, 50, &up, &down), 6);
+        // From 20: +4 allows 24, +100% allows 40.
+        assert_eq!(h.rate_limited(0, 20, 50, &up, &down), 40);
+        // Down from 20: -2 allows 18, -50% allows 10: the larger change, 10.
+        assert_eq!(h.rate_limited(0, 20, 1, &up, &down), 10);
+    }
+
+    #[test]
+    fn step_limits_count_changes_within_the_period() {
+        let up = b(0, Some(4), None, 60);
+        let down = b(0, None, None, 60);
+        let mut h = ScaleHistory::default();
+        h.record_change(0, 4, 60);
+        // Four added 30 s ago: the period started at 2 replicas, so 6 is the most now.
+        assert_eq!(h.rate_limited(30, 6, 20, &up, &down), 6);
+        // A period later the budget is back.
+        assert_eq!(h.rate_limited(61, 6, 20, &up, &down), 10);
+    }
+
+    #[test]
+    fn unlimited_without_step_settings() {
+        let free = b(0, None, None, 60);
+        let h = ScaleHistory::default();
+        assert_eq!(h.rate_limited(0, 1, 100, &free, &free), 100);
+        assert_eq!(h.rate_limited(0, 100, 1, &free, &free), 1);
+    }
+}

@@ -1,0 +1,440 @@
+//! Replays sampled demand through a scaler and the planner, with the pools' start-up delays: a
+//! replica requested at `t` serves from `t + startupSeconds` of its pool. Pure: demand in,
+//! metrics and (optionally) the per-step series out.
+//!
+//! Each step at time `t`: replicas whose start-up ended are ready; the scaler decides; when the
+//! decision changed, the planner places it (memoised: the planner is deterministic, so the same
+//! decision from the same placement always gives the same plan); the interval `[t, t + step)` is
+//! then served by the ready replicas and paid for every requested replica.
+//!
+//! Moves (a replica removed from one pool while another pool gains one, e.g. on failback) are
+//! make-before-break: removed ready replicas keep serving, and costing, until enough new ones
+//! are ready.
+
+use super::world::World;
+use crate::burst::{
+    BurstController, ControllerState, EventKind, Observation, PlacementSummary, replicas_for,
+};
+use crate::planner::plan;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// The figures of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunMetrics {
+    /// Fixed private cost plus public replica cost over the run.
+    pub cost: f64,
+    /// `sum(max(0, demand - ready capacity)) / sum(demand)`.
+    pub unmet_demand_fraction: f64,
+    pub public_replica_hours: f64,
+    /// Times public replicas went from none to some.
+    pub burst_events: u64,
+    /// Steps at which the requested replica count changed.
+    pub scale_events: u64,
+    /// Of `cost`: the owned private capacity, paid whether used or not.
+    pub private_cost: f64,
+    /// Of `cost`: public replicas, paid while requested (starting up included).
+    pub public_cost: f64,
+    pub peak_public_replicas: u32,
+}
+
+/// What a run's scaler saw and said at each step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Series {
+    pub start: i64,
+    pub step: i64,
+    pub pools: Vec<String>,
+    pub public: Vec<bool>,
+    pub demand: Vec<f64>,
+    /// Ready (serving) replicas, `pools.len()` per step.
+    pub ready: Vec<u32>,
+    /// Requested replicas (ready or starting), `pools.len()` per step.
+    pub requested: Vec<u32>,
+    /// Capacity of one replica, to turn replicas into demand units.
+    pub target_per_replica: f64,
+}
+
+/// The replay's output.
+#[derive(Clone, Debug, Default)]
+pub struct RunOutput {
+    pub metrics: RunMetrics,
+    pub series: Option<Series>,
+    /// Controller events by kind (empty for scalers without a controller).
+    pub events: BTreeMap<EventKind, u64>,
+    /// Planner calls made (cache misses), for the speed report.
+    pub planner_calls: u64,
+}
+
+/// What a scaler sees each step.
+#[derive(Clone, Copy, Debug)]
+pub struct View {
+    pub requested: u32,
+    pub public_requested: u32,
+    pub ready: u32,
+    pub starting: u32,
+    pub private_capacity: u32,
+}
+
+/// Decides the replica count each step.
+pub trait Scaler {
+    /// `(desired replicas, whether existing replicas may move to better pools)`.
+    fn decide(&mut self, now: i64, demand: f64, view: &View) -> (u32, bool);
+    /// What the planner made of the decision.
+    fn placed(&mut self, _summary: &PlacementSummary, _now: i64) {}
+    fn events(&self) -> BTreeMap<EventKind, u64> {
+        BTreeMap::new()
+    }
+}
+
+/// The burst controller as a scaler.
+pub struct ControllerScaler<'a> {
+    pub controller: &'a BurstController,
+    pub state: ControllerState,
+    pub counts: BTreeMap<EventKind, u64>,
+}
+
+impl<'a> ControllerScaler<'a> {
+    pub fn new(controller: &'a BurstController) -> Self {
+        Self {
+            controller,
+            state: ControllerState::default(),
+            counts: BTreeMap::new(),
+        }
+    }
+}
+
+impl Scaler for ControllerScaler<'_> {
+    fn decide(&mut self, now: i64, demand: f64, view: &View) -> (u32, bool) {
+        let observation = Observation {
+            demand: Some(demand),
+            current_replicas: view.requested,
+            public_replicas: view.public_requested,
+            private_capacity: view.private_capacity,
+        };
+        let r = self
+            .controller
+            .recommend_in_place(&mut self.state, &observation, now);
+        for e in &r.events {
+            *self.counts.entry(e.kind).or_default() += 1;
+        }
+        (r.desired, r.rebalance)
+    }
+
+    fn placed(&mut self, summary: &PlacementSummary, now: i64) {
+        for e in self
+            .controller
+            .observe_plan_in_place(&mut self.state, summary, now)
+        {
+            *self.counts.entry(e.kind).or_default() += 1;
+        }
+    }
+
+    fn events(&self) -> BTreeMap<EventKind, u64> {
+        self.counts.clone()
+    }
+}
+
+/// Memoised planner for one world: the plan of the component for (decision, current placement).
+struct Placer<'w> {
+    world: &'w World,
+    work: crate::planner::PlanInput,
+    cache: HashMap<Vec<u32>, (Vec<u32>, PlacementSummary)>,
+    key: Vec<u32>,
+    calls: u64,
+}
+
+impl<'w> Placer<'w> {
+    fn new(world: &'w World) -> Self {
+        Self {
+            world,
+            work: world.input.clone(),
+            cache: HashMap::new(),
+            key: Vec::new(),
+            calls: 0,
+        }
+    }
+
+    fn place(
+        &mut self,
+        desired: u32,
+        rebalance: bool,
+        current: &[u32],
+    ) -> &(Vec<u32>, PlacementSummary) {
+        self.key.clear();
+        self.key.push(desired);
+        self.key.push(u32::from(rebalance));
+        self.key.extend_from_slice(current);
+        if !self.cache.contains_key(self.key.as_slice()) {
+            self.calls += 1;
+            let w = self.world;
+            let component = &mut self.work.components[w.index];
+            component.desired = desired.clamp(w.min(), w.max());
+            component.rebalance = rebalance;
+            component.current = current
+                .iter()
+                .enumerate()
+                .filter(|&(_, &n)| n > 0)
+                .map(|(p, &n)| (w.input.pools[p].name.clone(), n))
+                .collect();
+            let planned = plan(&self.work);
+            let mine = &planned.components[w.index];
+            let mut counts = vec![0; w.input.pools.len()];
+            for placement in &mine.placements {
+                if let Some(p) = w.input.pools.iter().position(|x| x.name == placement.pool) {
+                    counts[p] = placement.replicas;
+                }
+            }
+            let summary = PlacementSummary::from_plan(mine);
+            self.cache.insert(self.key.clone(), (counts, summary));
+        }
+        &self.cache[self.key.as_slice()]
+    }
+}
+
+/// Replicas of the component per pool: requested, ready, starting (with when they will be
+/// ready) and draining (removed but serving until replacements are ready), with the totals the
+/// loop needs kept up to date only when something changes.
+struct Fleet<'w> {
+    world: &'w World,
+    requested: Vec<u32>,
+    ready: Vec<u32>,
+    draining: Vec<u32>,
+    pending: Vec<VecDeque<(i64, u32)>>,
+    /// Earliest time a starting replica becomes ready; `i64::MAX` when none is starting.
+    next_ready: i64,
+    requested_total: u32,
+    ready_total: u32,
+    draining_total: u32,
+    public_requested: u32,
+    /// Public replicas paid for (requested plus draining) and their cost per hour.
+    public_paid: u32,
+    public_cost_per_hour: f64,
+}
+
+impl<'w> Fleet<'w> {
+    fn new(world: &'w World) -> Self {
+        let pools = world.input.pools.len();
+        Self {
+            world,
+            requested: vec![0; pools],
+            ready: vec![0; pools],
+            draining: vec![0; pools],
+            pending: vec![VecDeque::new(); pools],
+            next_ready: i64::MAX,
+            requested_total: 0,
+            ready_total: 0,
+            draining_total: 0,
+            public_requested: 0,
+            public_paid: 0,
+            public_cost_per_hour: 0.0,
+        }
+    }
+
+    /// Recomputes the totals after a change.
+    fn totals(&mut self) {
+        let w = self.world;
+        self.requested_total = self.requested.iter().sum();
+        self.ready_total = self.ready.iter().sum();
+        self.draining_total = self.draining.iter().sum();
+        self.public_requested = 0;
+        self.public_paid = 0;
+        self.public_cost_per_hour = 0.0;
+        for p in 0..self.requested.len() {
+            if w.public[p] {
+                let paid = self.requested[p] + self.draining[p];
+                self.public_requested += self.requested[p];
+                self.public_paid += paid;
+                self.public_cost_per_hour += f64::from(paid) * w.replica_cost[p];
+            }
+        }
+        self.next_ready = self
+            .pending
+            .iter()
+            .filter_map(|q| q.front().map(|&(at, _)| at))
+            .min()
+            .unwrap_or(i64::MAX);
+    }
+
+    /// Replicas whose start-up has ended become ready.
+    fn promote(&mut self, now: i64) {
+        if self.next_ready > now {
+            return;
+        }
+        for p in 0..self.pending.len() {
+            while let Some(&(at, n)) = self.pending[p].front() {
+                if at > now {
+                    break;
+                }
+                self.ready[p] += n;
+                self.pending[p].pop_front();
+            }
+        }
+        self.totals();
+    }
+
+    /// Moves to the planned counts: new replicas start, removed ones stop (starting ones first,
+    /// newest first), removed ready ones drain.
+    fn apply(&mut self, counts: &[u32], now: i64) {
+        for (p, &new) in counts.iter().enumerate() {
+            let old = self.requested[p];
+            if new > old {
+                self.pending[p].push_back((now + self.world.startup[p], new - old));
+            } else if new < old {
+                let mut cut = old - new;
+                while cut > 0 {
+                    let Some(last) = self.pending[p].back_mut() else {
+                        break;
+                    };
+                    let n = last.1.min(cut);
+                    last.1 -= n;
+                    cut -= n;
+                    if last.1 == 0 {
+                        self.pending[p].pop_back();
+                    }
+                }
+                self.ready[p] -= cut;
+                self.draining[p] += cut;
+            }
+            self.requested[p] = new;
+        }
+        self.totals();
+    }
+
+    /// Make-before-break: keeps removed replicas only while their replacements are not ready,
+    /// releasing the most expensive first.
+    fn release_draining(&mut self) {
+        if self.draining_total == 0 {
+            return;
+        }
+        let keep = self.requested_total.saturating_sub(self.ready_total);
+        if self.draining_total <= keep {
+            return;
+        }
+        let mut release = self.draining_total - keep;
+        let w = self.world;
+        while release > 0 {
+            let p = (0..self.draining.len())
+                .filter(|&p| self.draining[p] > 0)
+                .max_by(|&a, &b| w.replica_cost[a].total_cmp(&w.replica_cost[b]))
+                .expect("draining replicas exist");
+            let n = self.draining[p].min(release);
+            self.draining[p] -= n;
+            release -= n;
+        }
+        self.totals();
+    }
+}
+
+/// Replays `demand` (one value per `step` seconds from `start`) in `world`. `progress` is told the
+/// step index now and then.
+pub fn replay(
+    world: &World,
+    demand: &[f64],
+    start: i64,
+    step: i64,
+    scaler: &mut dyn Scaler,
+    record: bool,
+    progress: &mut dyn FnMut(usize),
+) -> RunOutput {
+    let pools = world.input.pools.len();
+    let mut placer = Placer::new(world);
+    let mut fleet = Fleet::new(world);
+    let mut metrics = RunMetrics::default();
+    let mut series = record.then(|| Series {
+        start,
+        step,
+        pools: world.input.pools.iter().map(|p| p.name.clone()).collect(),
+        public: world.public.clone(),
+        demand: Vec::with_capacity(demand.len()),
+        ready: Vec::with_capacity(demand.len() * pools),
+        requested: Vec::with_capacity(demand.len() * pools),
+        target_per_replica: world.target(),
+    });
+    // Warm start: the run begins with what the first demand needs, placed and ready.
+    let first = demand.first().copied().unwrap_or(0.0);
+    let initial = world.need(first);
+    {
+        let (counts, summary) = placer.place(initial, true, &fleet.requested);
+        fleet.requested.clone_from(counts);
+        fleet.ready.clone_from(counts);
+        fleet.totals();
+        scaler.placed(&summary.clone(), start);
+    }
+    let mut planned_for = (initial, true);
+    let hours = step as f64 / 3600.0;
+    let target = world.target();
+    let (mut demand_sum, mut unmet_sum) = (0.0, 0.0);
+    let (mut public_cost, mut public_replica_steps) = (0.0, 0u64);
+    let mut public_before = fleet.public_requested > 0;
+    let mut total_before = fleet.requested_total;
+
+    for (k, &d) in demand.iter().enumerate() {
+        if k & 0xffff == 0 {
+            progress(k);
+        }
+        let now = start + k as i64 * step;
+        fleet.promote(now);
+        let view = View {
+            requested: fleet.requested_total,
+            public_requested: fleet.public_requested,
+            ready: fleet.ready_total,
+            starting: fleet.requested_total - fleet.ready_total,
+            private_capacity: world.private_capacity,
+        };
+        let (desired, rebalance) = scaler.decide(now, d, &view);
+        // Rebalancing only matters while something sits on a public pool.
+        let rebalance = rebalance && fleet.public_requested > 0;
+        if (desired, rebalance) != planned_for {
+            planned_for = (desired, rebalance);
+            let (counts, summary) = placer.place(desired, rebalance, &fleet.requested);
+            fleet.apply(counts, now);
+            scaler.placed(summary, now);
+        }
+        fleet.release_draining();
+        // Account for [now, now + step).
+        let capacity = f64::from(fleet.ready_total + fleet.draining_total) * target;
+        demand_sum += d;
+        unmet_sum += (d - capacity).max(0.0);
+        public_cost += fleet.public_cost_per_hour;
+        public_replica_steps += u64::from(fleet.public_paid);
+        metrics.peak_public_replicas = metrics.peak_public_replicas.max(fleet.public_paid);
+        let public_now = fleet.public_requested > 0;
+        if public_now && !public_before {
+            metrics.burst_events += 1;
+        }
+        public_before = public_now;
+        if fleet.requested_total != total_before {
+            metrics.scale_events += 1;
+        }
+        total_before = fleet.requested_total;
+        if let Some(s) = series.as_mut() {
+            s.demand.push(d);
+            for p in 0..pools {
+                s.ready.push(fleet.ready[p] + fleet.draining[p]);
+            }
+            s.requested.extend_from_slice(&fleet.requested);
+        }
+    }
+    progress(demand.len());
+    metrics.public_cost = public_cost * hours;
+    metrics.public_replica_hours = public_replica_steps as f64 * hours;
+    metrics.private_cost = world.fixed_cost_per_hour * hours * demand.len() as f64;
+    metrics.cost = metrics.private_cost + metrics.public_cost;
+    metrics.unmet_demand_fraction = if demand_sum > 0.0 {
+        unmet_sum / demand_sum
+    } else {
+        0.0
+    };
+    RunOutput {
+        metrics,
+        series,
+        events: scaler.events(),
+        planner_calls: placer.calls,
+    }
+}
+
+/// Replicas the need at `demand` takes without headroom: the lower bound's count.
+pub fn exact_need(world: &World, demand: f64) -> u32 {
+    replicas_for(demand, world.target(), 0).clamp(world.min(), world.max())
+}

@@ -1,0 +1,644 @@
+//! The burst controller driven as the operator drives it: recommend, plan, observe.
+
+use proptest::prelude::*;
+use skybridge::api::Cloud;
+use skybridge::burst::{
+    ControllerState, Event, EventKind, Observation, PlacementSummary, Recommendation,
+};
+use skybridge::estate::{Estate, load_paths};
+use skybridge::planner::{ComponentKey, ComponentPlan, PlanInput, plan};
+use skybridge::simulate::{World, policy_world};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn example() -> Estate {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/ecommerce");
+    load_paths(&[dir]).expect("the example estate loads")
+}
+
+/// Loads an estate from YAML text through a temporary file.
+fn estate_from(yaml: &str) -> Estate {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "skybridge-burst-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("estate.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let estate = load_paths(&[file]).unwrap_or_else(|e| panic!("{e:?}"));
+    std::fs::remove_dir_all(&dir).ok();
+    estate
+}
+
+fn key(text: &str) -> ComponentKey {
+    let parts: Vec<&str> = text.split('/').collect();
+    ComponentKey {
+        namespace: parts[0].into(),
+        deployment: parts[1].into(),
+        component: parts[2].into(),
+    }
+}
+
+/// One component under its controller, planned with the whole estate each tick.
+struct Loop {
+    world: World,
+    input: PlanInput,
+    state: ControllerState,
+    events: Vec<Event>,
+}
+
+impl Loop {
+    fn new(estate: &Estate, component: &str) -> Self {
+        let world = policy_world(estate, &key(component)).unwrap();
+        let input = world.input.clone();
+        Self {
+            world,
+            input,
+            state: ControllerState::default(),
+            events: Vec::new(),
+        }
+    }
+
+    fn me(&self) -> usize {
+        self.world.index
+    }
+
+    fn current(&self) -> &BTreeMap<String, u32> {
+        &self.input.components[self.me()].current
+    }
+
+    fn public_now(&self) -> u32 {
+        self.current()
+            .iter()
+            .filter(|(pool, _)| {
+                self.input
+                    .pools
+                    .iter()
+                    .any(|p| &p.name == *pool && p.cloud == Cloud::Public)
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn tick(&mut self, now: i64, demand: Option<f64>) -> (Recommendation, ComponentPlan) {
+        let i = self.me();
+        let observation = Observation {
+            demand,
+            current_replicas: self.current().values().sum(),
+            public_replicas: self.public_now(),
+            private_capacity: self.world.private_capacity,
+        };
+        let (state, rec) = self
+            .world
+            .controller
+            .recommend(&self.state, &observation, now);
+        self.state = state;
+        self.events.extend(rec.events.iter().cloned());
+        let component = &mut self.input.components[i];
+        component.desired = rec.desired;
+        component.rebalance = rec.rebalance;
+        let planned = plan(&self.input);
+        let mine = planned.components[i].clone();
+        let (state, events) = self.world.controller.observe_plan(
+            &self.state,
+            &PlacementSummary::from_plan(&mine),
+            now,
+        );
+        self.state = state;
+        self.events.extend(events);
+        self.input.components[i].current = mine
+            .placements
+            .iter()
+            .map(|p| (p.pool.clone(), p.replicas))
+            .collect();
+        (rec, mine)
+    }
+
+    fn count(&self, kind: EventKind) -> usize {
+        self.events.iter().filter(|e| e.kind == kind).count()
+    }
+}
+
+const RANKER: &str = "recsys/ctr-ranker/ranker";
+
+const TWO_CLOUDS: &str = r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: { name: onprem }
+spec:
+  cloud: private
+  provider: onprem
+  region: dc1
+  capacity: { cpu: "8", memory: 64Gi }
+  cost: { cpuHour: 0.01 }
+  startupSeconds: 30
+  artifactStore: { endpoint: "https://minio.dc1", bucket: models, region: dc1, credentialsSecretRef: { name: s } }
+---
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: { name: cloud }
+spec:
+  cloud: public
+  provider: aws
+  region: eu-central-1
+  capacity: { cpu: "1000", memory: 4Ti }
+  cost: { cpuHour: 0.05 }
+  startupSeconds: 120
+  artifactStore: { bucket: models-euc1, region: eu-central-1, credentialsSecretRef: { name: s } }
+---
+apiVersion: skybridge.io/v1alpha1
+kind: BurstPolicy
+metadata: { name: cpu }
+spec:
+  metric: { prometheusUrl: "http://prometheus:9090", query: q, targetPerReplica: 100 }
+  burst: { maxPublicReplicas: 10, maxCostPerHour: 0.4, failbackAfterSeconds: 300 }
+---
+apiVersion: skybridge.io/v1alpha1
+kind: ModelDeployment
+metadata: { name: secret, namespace: ns }
+spec:
+  model: { source: { uri: "s3://models/secret", pool: onprem }, version: "1" }
+  components:
+    - name: c
+      dataClass: sensitive
+      image: img
+      resources: { cpu: "1", memory: 1Gi }
+      replicas: { min: 1, max: 100 }
+      burstPolicy: cpu
+---
+apiVersion: skybridge.io/v1alpha1
+kind: ModelDeployment
+metadata: { name: open, namespace: ns }
+spec:
+  model: { source: { uri: "s3://models/open", pool: onprem }, version: "1" }
+  components:
+    - name: c
+      dataClass: internal
+      image: img
+      resources: { cpu: "1", memory: 1Gi }
+      replicas: { min: 1, max: 100 }
+      burstPolicy: cpu
+"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A sensitive component never lands on a public pool, whatever the demand; an internal one
+    /// under the same policy does burst, so the test is not vacuous.
+    #[test]
+    fn sensitive_never_on_public(demand in prop::collection::vec(0.0f64..5000.0, 5..40)) {
+        let estate = estate_from(TWO_CLOUDS);
+        let mut secret = Loop::new(&estate, "ns/secret/c");
+        for (k, &d) in demand.iter().enumerate() {
+            let (_, planned) = secret.tick(k as i64 * 30, Some(d));
+            prop_assert_eq!(planned.replicas_in(Cloud::Public), 0);
+        }
+        let mut open = Loop::new(&estate, "ns/open/c");
+        let mut public = 0;
+        for k in 0..10 {
+            public = public.max(open.tick(k * 30, Some(5000.0)).1.replicas_in(Cloud::Public));
+        }
+        prop_assert!(public > 0);
+    }
+
+    /// maxPublicReplicas and maxCostPerHour hold for every plan; a shortfall is reported.
+    #[test]
+    fn budgets_never_exceeded(demand in prop::collection::vec(0.0f64..3000.0, 5..60)) {
+        let estate = estate_from(TWO_CLOUDS);
+        let mut open = Loop::new(&estate, "ns/open/c");
+        let price = 0.05; // one CPU at 0.05 per hour
+        for (k, &d) in demand.iter().enumerate() {
+            let (rec, planned) = open.tick(k as i64 * 30, Some(d));
+            let public = planned.replicas_in(Cloud::Public);
+            prop_assert!(public <= 8, "cost 0.4/h allows 8 public replicas, got {public}");
+            prop_assert!(f64::from(public) * price <= 0.4 + 1e-9);
+            if planned.placed() < rec.desired {
+                prop_assert!(planned.reasons.iter().any(|r| r.contains("budget")), "{:?}", planned.reasons);
+                prop_assert!(open.state.budget_bound);
+            }
+        }
+        if open.state.budget_bound {
+            prop_assert!(open.count(EventKind::BudgetHit) >= 1);
+        }
+    }
+
+    /// Noisy but constant demand: after the first minutes, next to no scale changes.
+    #[test]
+    fn no_oscillation_on_noisy_constant_demand(
+        level in 2000.0f64..20000.0,
+        noise in prop::collection::vec(-0.05f64..0.05, 400),
+    ) {
+        let estate = example();
+        let mut ranker = Loop::new(&estate, RANKER);
+        let mut changes = 0;
+        let mut last = None;
+        for (k, n) in noise.iter().enumerate() {
+            let (rec, _) = ranker.tick(k as i64 * 30, Some(level * (1.0 + n)));
+            if k >= 40 && last.is_some_and(|l| l != rec.desired) {
+                changes += 1;
+            }
+            last = Some(rec.desired);
+        }
+        // 360 ticks (3 hours) of noise within ±5%: a handful of single-replica moves at most.
+        prop_assert!(changes <= 8, "{changes} scale changes on constant demand");
+    }
+}
+
+#[test]
+fn budget_shortfall_is_an_event_not_hidden() {
+    let estate = estate_from(TWO_CLOUDS);
+    let mut open = Loop::new(&estate, "ns/open/c");
+    // Default scale-up steps (+4 or +100% per 15 s) reach 50 within a few ticks.
+    let (mut rec, mut planned) = open.tick(0, Some(5000.0));
+    for k in 1..10 {
+        (rec, planned) = open.tick(k * 30, Some(5000.0));
+    }
+    assert_eq!(rec.desired, 50);
+    // 8 private CPUs, one taken by the sensitive deployment's min; 0.4/h buys 8 public.
+    assert_eq!(planned.replicas_in(Cloud::Private), 7);
+    assert_eq!(planned.replicas_in(Cloud::Public), 8);
+    assert_eq!(planned.unplaced, 35);
+    assert_eq!(open.count(EventKind::BudgetHit), 1);
+    // Still binding: no second event.
+    open.tick(300, Some(5000.0));
+    assert_eq!(open.count(EventKind::BudgetHit), 1);
+}
+
+#[test]
+fn public_replicas_go_first_on_scale_down() {
+    let estate = example();
+    let mut ranker = Loop::new(&estate, RANKER);
+    let private = ranker.world.private_capacity;
+    let mut t = 0;
+    let mut planned = ranker.tick(t, Some(40.0 * 400.0)).1;
+    while planned.placed() < 40 {
+        t += 30;
+        planned = ranker.tick(t, Some(40.0 * 400.0)).1;
+    }
+    assert_eq!(planned.replicas_in(Cloud::Private), private);
+    let public = planned.replicas_in(Cloud::Public);
+    assert!(public > 0);
+    assert_eq!(ranker.count(EventKind::BurstStart), 1);
+    // Demand falls for good; once the window passes, replicas go, public ones first.
+    loop {
+        t += 30;
+        let (_, planned) = ranker.tick(t, Some(15.0 * 400.0));
+        if planned.replicas_in(Cloud::Public) > 0 {
+            assert_eq!(planned.replicas_in(Cloud::Private), private, "at {t}");
+        } else {
+            break;
+        }
+        assert!(t < 3600, "public replicas never left");
+    }
+    assert_eq!(ranker.count(EventKind::BurstEnd), 1);
+}
+
+#[test]
+fn failback_only_after_the_window() {
+    // Public replicas exist and private has room (e.g. another component shrank): they stay
+    // until demand has fitted private capacity for failbackAfterSeconds (900 in the example).
+    let estate = example();
+    let mut ranker = Loop::new(&estate, RANKER);
+    let i = ranker.me();
+    ranker.input.components[i].current = [("aws-euc1-l4-spot".to_string(), 6)].into();
+    ranker.state.public_replicas = 6;
+    ranker.state.desired = Some(6);
+    let window = ranker.world.controller.config.failback_after_seconds;
+    assert_eq!(window, 900);
+    let mut t = 0;
+    while t < window {
+        let (rec, planned) = ranker.tick(t, Some(6.0 * 400.0 / 1.05));
+        assert!(!rec.rebalance, "rebalance allowed at {t}");
+        assert_eq!(planned.replicas_in(Cloud::Public), 6, "moved at {t}");
+        t += 60;
+    }
+    let (rec, planned) = ranker.tick(window, Some(6.0 * 400.0 / 1.05));
+    assert!(rec.rebalance);
+    // The planner keeps a component with min >= 2 in two pools where it can, so one replica may
+    // stay on the public pool as the spread partner (dc1-l4 is the only private L4 pool).
+    assert!(planned.replicas_in(Cloud::Public) <= 1, "{planned:?}");
+    assert!(planned.replicas_in(Cloud::Private) >= 5);
+    assert_eq!(ranker.count(EventKind::Failback), 1);
+}
+
+#[test]
+fn a_misfit_restarts_the_failback_clock() {
+    let estate = example();
+    let ranker = Loop::new(&estate, RANKER);
+    let controller = &ranker.world.controller;
+    let mut state = ControllerState {
+        desired: Some(10),
+        ..Default::default()
+    };
+    let obs = |capacity| Observation {
+        demand: Some(10.0 * 400.0 / 1.05),
+        current_replicas: 10,
+        public_replicas: 3,
+        private_capacity: capacity,
+    };
+    for t in (0..600).step_by(60) {
+        assert!(
+            !controller
+                .recommend_in_place(&mut state, &obs(19), t)
+                .rebalance
+        );
+    }
+    // Private capacity dips below the need once: the clock restarts.
+    assert!(
+        !controller
+            .recommend_in_place(&mut state, &obs(5), 600)
+            .rebalance
+    );
+    for t in (660..1500).step_by(60) {
+        assert!(
+            !controller
+                .recommend_in_place(&mut state, &obs(19), t)
+                .rebalance,
+            "{t}"
+        );
+    }
+    assert!(
+        controller
+            .recommend_in_place(&mut state, &obs(19), 1560)
+            .rebalance
+    );
+}
+
+#[test]
+fn scale_up_steps_follow_the_policy() {
+    // Example scale-up: +8 replicas or +100% per 30 s, whichever is more; no window.
+    let estate = example();
+    let ranker = Loop::new(&estate, RANKER);
+    let controller = &ranker.world.controller;
+    let mut state = ControllerState::default();
+    let obs = Observation {
+        demand: Some(80.0 * 400.0),
+        current_replicas: 4,
+        public_replicas: 0,
+        private_capacity: 19,
+    };
+    let first = controller.recommend_in_place(&mut state, &obs, 0);
+    assert_eq!(first.desired, 12, "4 + max(8, 4)");
+    assert_eq!(first.why, skybridge::burst::Why::StepLimited);
+    // Within the same period nothing more.
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 15).desired,
+        12
+    );
+    // Next period: from 12, +100% = 24.
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 30).desired,
+        24
+    );
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 60).desired,
+        48
+    );
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 90).desired,
+        80
+    );
+}
+
+#[test]
+fn scale_down_waits_for_the_window_and_steps() {
+    // Example scale-down: 300 s window, at most 4 replicas per 60 s.
+    let estate = example();
+    let ranker = Loop::new(&estate, RANKER);
+    let controller = &ranker.world.controller;
+    let mut state = ControllerState::default();
+    let at = |d: f64| Observation {
+        demand: Some(d),
+        current_replicas: 40,
+        public_replicas: 0,
+        private_capacity: 19,
+    };
+    assert_eq!(
+        controller
+            .recommend_in_place(&mut state, &at(40.0 * 392.0), 0)
+            .desired,
+        40
+    );
+    let mut t = 0;
+    let mut seen = vec![];
+    while t < 900 {
+        t += 30;
+        seen.push((
+            t,
+            controller
+                .recommend_in_place(&mut state, &at(10.0 * 380.0), t)
+                .desired,
+        ));
+    }
+    // Held for the whole window, then down 4 per minute.
+    assert!(
+        seen.iter()
+            .filter(|(t, _)| *t <= 300)
+            .all(|&(_, d)| d == 40),
+        "{seen:?}"
+    );
+    let after: Vec<u32> = seen
+        .iter()
+        .filter(|(t, _)| *t > 300)
+        .map(|&(_, d)| d)
+        .collect();
+    assert_eq!(after[0], 36);
+    for pair in after.windows(2) {
+        assert!(pair[0] - pair[1] <= 4);
+    }
+    assert_eq!(*after.last().unwrap(), 10);
+}
+
+#[test]
+fn bursts_ahead_of_a_ramp_by_the_public_start_up() {
+    // Demand rises linearly; replicas requested on spot take 420 s. The controller must ask for
+    // public replicas at least that long before demand exceeds private capacity.
+    let estate = example();
+    let mut ranker = Loop::new(&estate, RANKER);
+    let private = f64::from(ranker.world.private_capacity) * 400.0;
+    let slope = 2.0; // requests per second, per second
+    let headroom = 1.0 + f64::from(ranker.world.controller.config.headroom_percent) / 100.0;
+    let cross = (private / headroom / slope) as i64; // demand with headroom reaches private capacity
+    let mut burst_at = None;
+    for k in 0..(cross / 30 + 40) {
+        let t = k * 30;
+        let (_, planned) = ranker.tick(t, Some(slope * t as f64));
+        if burst_at.is_none() && planned.replicas_in(Cloud::Public) > 0 {
+            burst_at = Some(t);
+        }
+    }
+    let burst_at = burst_at.expect("it bursts");
+    assert!(
+        burst_at + 420 <= cross,
+        "burst at {burst_at}, capacity crossed at {cross}"
+    );
+}
+
+#[test]
+fn prewarm_raises_the_floor_in_its_window() {
+    let estate = example();
+    let ranker = Loop::new(&estate, RANKER);
+    let controller = &ranker.world.controller;
+    let window = controller
+        .config
+        .prewarm
+        .iter()
+        .find(|w| w.name == "black-friday-2026")
+        .unwrap()
+        .clone();
+    let mut state = ControllerState::default();
+    let obs = Observation {
+        demand: Some(100.0),
+        current_replicas: 4,
+        public_replicas: 0,
+        private_capacity: 19,
+    };
+    let before = controller.recommend_in_place(&mut state, &obs, window.start - 60);
+    assert_eq!(before.desired, 4);
+    let during = controller.recommend_in_place(&mut state, &obs, window.start);
+    assert_eq!(during.desired, window.min_replicas);
+    assert_eq!(during.why, skybridge::burst::Why::Prewarm);
+    assert!(during.events.iter().any(|e| e.kind == EventKind::Prewarm));
+    let again = controller.recommend_in_place(&mut state, &obs, window.start + 60);
+    assert!(again.events.iter().all(|e| e.kind != EventKind::Prewarm));
+    // After the window, the floor is gone; the scale-down window then brings it back to min.
+    let mut t = window.end;
+    let mut last = window.min_replicas;
+    while t < window.end + 3600 {
+        last = controller.recommend_in_place(&mut state, &obs, t).desired;
+        t += 30;
+    }
+    assert_eq!(last, 4);
+}
+
+#[test]
+fn metric_unavailable_hold_last() {
+    let estate = example();
+    let ranker = Loop::new(&estate, RANKER);
+    let controller = &ranker.world.controller;
+    let mut state = ControllerState::default();
+    let mut obs = Observation {
+        demand: Some(10.0 * 390.0),
+        current_replicas: 10,
+        public_replicas: 0,
+        private_capacity: 19,
+    };
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 0).desired,
+        10
+    );
+    obs.demand = None;
+    let r = controller.recommend_in_place(&mut state, &obs, 30);
+    assert_eq!(r.desired, 10);
+    assert_eq!(r.why, skybridge::burst::Why::HoldLast);
+    assert_eq!(r.events.len(), 1);
+    assert_eq!(r.events[0].kind, EventKind::MetricUnavailable);
+    assert!(r.events[0].message.contains("HoldLast"));
+    // One event per outage, not per tick.
+    let r = controller.recommend_in_place(&mut state, &obs, 60);
+    assert!(r.events.is_empty());
+    obs.demand = Some(f64::NAN);
+    assert_eq!(
+        controller.recommend_in_place(&mut state, &obs, 90).why,
+        skybridge::burst::Why::HoldLast
+    );
+}
+
+#[test]
+fn metric_unavailable_floor() {
+    let estate = example();
+    let features = Loop::new(&estate, "recsys/ctr-ranker/feature-transform");
+    let controller = &features.world.controller;
+    let mut state = ControllerState::default();
+    let mut obs = Observation {
+        demand: Some(30.0 * 1500.0),
+        current_replicas: 2,
+        public_replicas: 0,
+        private_capacity: 48,
+    };
+    let mut last = 0;
+    for t in (0..300).step_by(30) {
+        last = controller.recommend_in_place(&mut state, &obs, t).desired;
+    }
+    assert_eq!(last, 30);
+    obs.demand = None;
+    let r = controller.recommend_in_place(&mut state, &obs, 300);
+    assert_eq!(r.desired, 8, "floorReplicas of feature-cpu");
+    assert_eq!(r.why, skybridge::burst::Why::FallbackFloor);
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.kind == EventKind::MetricUnavailable && e.message.contains("Floor"))
+    );
+}
+
+#[test]
+fn state_round_trips_through_json() {
+    let estate = example();
+    let mut ranker = Loop::new(&estate, RANKER);
+    for k in 0..50 {
+        ranker.tick(k * 30, Some(100.0 * k as f64 * 3.0));
+    }
+    let json = serde_json::to_string(&ranker.state).unwrap();
+    let back: ControllerState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, ranker.state);
+}
+
+#[test]
+fn reconcile_plans_every_controlled_component_at_once() {
+    // The four ranking components share maxPublicReplicas 64 and maxCostPerHour 60.
+    let estate = example();
+    let keys = [
+        "recsys/ctr-ranker/ranker",
+        "recsys/multitask/search-head",
+        "recsys/multitask/recommendation-head",
+        "recsys/multitask/ads-head",
+    ];
+    let loops: Vec<Loop> = keys.iter().map(|k| Loop::new(&estate, k)).collect();
+    let input = loops[0].input.clone();
+    let mut states: Vec<ControllerState> = vec![ControllerState::default(); keys.len()];
+    let mut public_max = 0;
+    for k in 0..20 {
+        let controlled: Vec<_> = loops
+            .iter()
+            .zip(&states)
+            .map(|(l, s)| {
+                (
+                    l.me(),
+                    &l.world.controller,
+                    s,
+                    Observation {
+                        demand: Some(1.0e6),
+                        current_replicas: 0,
+                        public_replicas: 0,
+                        private_capacity: l.world.private_capacity,
+                    },
+                )
+            })
+            .collect();
+        let (next, planned, decisions) = skybridge::burst::reconcile(&input, &controlled, k * 30);
+        assert_eq!(decisions.len(), keys.len());
+        let public: u32 = decisions.iter().map(|d| d.placement.public_replicas).sum();
+        let cost: f64 = planned
+            .components
+            .iter()
+            .flat_map(|c| c.placements.iter())
+            .filter(|p| p.cloud == Cloud::Public)
+            .map(|p| {
+                let pool = input.pools.iter().find(|x| x.name == p.pool).unwrap();
+                f64::from(p.replicas)
+                    * pool
+                        .price
+                        .per_replica_hour(&input.components[0].per_replica)
+            })
+            .sum();
+        assert!(public <= 64, "{public}");
+        assert!(cost <= 60.0 + 1e-9, "{cost}");
+        public_max = public_max.max(public);
+        states = next;
+    }
+    assert!(public_max > 0);
+}
