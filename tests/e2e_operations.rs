@@ -116,6 +116,12 @@ async fn converges_through_conflicts_server_errors_latency_and_dropped_watches()
         .hub
         .set_faults_seeded(
             vec![
+                // Deterministic: the first five writes to ModelDeployments fail, more than one
+                // request's retries absorb, so at least one reconcile fails and backs off.
+                FaultRule::status(500)
+                    .path("modeldeployments")
+                    .verb("patch")
+                    .times(5),
                 FaultRule::status(409).fraction(0.2).verb("patch"),
                 FaultRule::status(500).fraction(0.15),
                 FaultRule::latency(Duration::from_millis(150)).fraction(0.3),
@@ -146,10 +152,16 @@ async fn converges_through_conflicts_server_errors_latency_and_dropped_watches()
     assert_eq!(md.status.as_ref().unwrap().ready_replicas, 3);
     estate.hub.clear_faults();
     estate.private.clear_faults();
+    let private = children(&estate.private).await;
+    let public = children(&estate.public).await;
     assert_eq!(
-        total_replicas(&children(&estate.private).await),
+        total_replicas(&private) + total_replicas(&public),
         3,
         "nothing duplicated by retries"
+    );
+    assert!(
+        private.len() <= 1 && public.len() <= 1,
+        "one Deployment per pool: {private:?} {public:?}"
     );
     let (_, metrics) = http_get(_operator.probe_addr, "/metrics").await.unwrap();
     let errors: f64 = metrics

@@ -119,8 +119,7 @@ impl Clusters {
             .unwrap_or_else(|| self.operator_namespace.clone());
         let secrets: Api<Secret> = Api::namespaced(self.local.client().await, &namespace);
         let secret_name = format!("{namespace}/{}", secret_ref.name);
-        let secret = secrets
-            .get(&secret_ref.name)
+        let secret = super::retry::idempotent(|| secrets.get(&secret_ref.name))
             .await
             .map_err(|e| Error::Kubeconfig {
                 secret: secret_name.clone(),

@@ -93,14 +93,14 @@ impl Context {
         estate
     }
 
-    /// Backoff for an object's next retry: 1 s doubling to 5 min, so a broken object neither
+    /// Backoff for an object's next retry: 0.5 s doubling to 5 min, so a broken object neither
     /// spins nor waits a flat five minutes after a transient fault.
     pub fn backoff<K: kube::Resource<DynamicType = ()>>(&self, object: &K) -> Duration {
         let key = ObjectRef::from_obj(object).to_string();
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = failures.entry(key).or_insert(0);
-        *n = (*n + 1).min(9);
-        Duration::from_secs(1 << *n).min(Duration::from_secs(300))
+        *n = (*n + 1).min(11);
+        Duration::from_millis(250 << *n).min(Duration::from_secs(300))
     }
 
     /// Forgets an object's failures after it reconciled.

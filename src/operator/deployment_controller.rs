@@ -8,6 +8,7 @@ use super::error::{Error, Result};
 use super::metrics::{ControllerLabels, DeploymentLabels, ErrorLabels};
 use super::names::{LABEL_COMPONENT, LABEL_POOL, deployment_labels, selector};
 use super::planning::plan_deployment;
+use super::retry::idempotent;
 use super::status::{Observed, StatusInput, deployment_status};
 use super::workloads::{self, Placement};
 use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
@@ -203,11 +204,14 @@ async fn apply_children(
                 });
                 let api: Api<Deployment> = Api::namespaced(cluster.client().await, &namespace);
                 let name = child.metadata.name.clone().unwrap_or_default();
-                let applied = match api.patch(&name, &params, &Patch::Apply(&child)).await {
+                let apply_patch = Patch::Apply(&child);
+
+                let apply = || idempotent(|| api.patch(&name, &params, &apply_patch));
+                let applied = match apply().await {
                     // The target namespace does not exist yet in that cluster: create it once.
                     Err(kube::Error::Api(status)) if status.code == 404 => {
                         ensure_namespace(&cluster, &namespace).await?;
-                        api.patch(&name, &params, &Patch::Apply(&child)).await?
+                        apply().await?
                     }
                     other => other?,
                 };
@@ -223,12 +227,10 @@ async fn apply_children(
                         if cluster.is_local() { owner(md) } else { None },
                     );
                     let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
-                    api.patch(
-                        &service.metadata.name.clone().unwrap_or_default(),
-                        &params,
-                        &Patch::Apply(&service),
-                    )
-                    .await?;
+                    let name = service.metadata.name.clone().unwrap_or_default();
+                    let apply_patch = Patch::Apply(&service);
+
+                    idempotent(|| api.patch(&name, &params, &apply_patch)).await?;
                 }
                 Ok::<_, Error>(
                     applied
@@ -263,12 +265,10 @@ async fn apply_children(
 async fn ensure_namespace(cluster: &super::clusters::ClusterClient, namespace: &str) -> Result<()> {
     let api: Api<Namespace> = Api::all(cluster.client().await);
     let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
-    api.patch(
-        namespace,
-        &PatchParams::apply(FIELD_MANAGER),
-        &Patch::Apply(&object),
-    )
-    .await?;
+    let params = PatchParams::apply(FIELD_MANAGER);
+    let apply_patch = Patch::Apply(&object);
+
+    idempotent(|| api.patch(namespace, &params, &apply_patch)).await?;
     Ok(())
 }
 
@@ -318,9 +318,9 @@ async fn sweep_orphans(
         }
         let result = async {
             let deployments: Api<Deployment> = Api::all(cluster.client().await);
-            let listed = deployments
-                .list(&ListParams::default().labels(&labels))
-                .await?;
+            let by_labels = ListParams::default().labels(&labels);
+            let background = DeleteParams::background();
+            let listed = idempotent(|| deployments.list(&by_labels)).await?;
             let mut components_left: BTreeSet<(String, String)> = BTreeSet::new();
             for child in listed {
                 let component = child
@@ -340,16 +340,11 @@ async fn sweep_orphans(
                     "deleting a workload the plan no longer has"
                 );
                 let api: Api<Deployment> = Api::namespaced(cluster.client().await, &namespace);
-                ignore_not_found(
-                    api.delete(&child.name_any(), &DeleteParams::background())
-                        .await,
-                )?;
+                let name = child.name_any();
+                ignore_not_found(idempotent(|| api.delete(&name, &background)).await)?;
             }
             let services: Api<Service> = Api::all(cluster.client().await);
-            for service in services
-                .list(&ListParams::default().labels(&labels))
-                .await?
-            {
+            for service in idempotent(|| services.list(&by_labels)).await? {
                 let component = service
                     .labels()
                     .get(LABEL_COMPONENT)
@@ -358,10 +353,8 @@ async fn sweep_orphans(
                 let namespace = service.namespace().unwrap_or_default();
                 if !components_left.contains(&(namespace.clone(), component)) {
                     let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
-                    ignore_not_found(
-                        api.delete(&service.name_any(), &DeleteParams::background())
-                            .await,
-                    )?;
+                    let name = service.name_any();
+                    ignore_not_found(idempotent(|| api.delete(&name, &background)).await)?;
                 }
             }
             Ok::<_, Error>(())
@@ -430,12 +423,10 @@ async fn write_status(
         "kind": ModelDeployment::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &md.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let (name, params) = (md.name_any(), PatchParams::apply(FIELD_MANAGER).force());
+    let apply_patch = Patch::Apply(&patch);
+
+    idempotent(|| api.patch_status(&name, &params, &apply_patch)).await?;
     Ok(true)
 }
 

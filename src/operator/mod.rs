@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod names;
 pub mod planning;
 pub mod pool_controller;
+pub mod retry;
 pub mod runtime;
 pub mod status;
 pub mod workloads;

@@ -19,6 +19,8 @@ pub const FIELD_MANAGER: &str = "skybridge.io/pool-controller";
 
 /// How long one probe may take before the cluster counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts per probe before the cluster counts as unreachable.
+const PROBE_ATTEMPTS: u32 = 3;
 
 /// What the Nodes of a pool offer.
 #[derive(Debug, Default, PartialEq)]
@@ -162,12 +164,9 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
             "kind": ComputePool::kind(&()),
             "status": status,
         });
-        api.patch_status(
-            &pool.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        let (name, params) = (pool.name_any(), PatchParams::apply(FIELD_MANAGER).force());
+        let apply_patch = Patch::Apply(&patch);
+        super::retry::idempotent(|| api.patch_status(&name, &params, &apply_patch)).await?;
     }
     ctx.metrics
         .reconcile_duration
@@ -180,7 +179,27 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
     Ok(Action::requeue(ctx.settings.period))
 }
 
+/// Probes a pool's cluster, retrying quickly so that one failed request (a 500, a dropped
+/// connection) does not flip the pool and move its replicas; a cluster that is really gone fails
+/// all attempts within about a second.
 async fn probe(pool: &ComputePool, ctx: &Context) -> std::result::Result<NodeCapacity, String> {
+    let mut last_error = String::new();
+    for attempt in 0..PROBE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+        }
+        match probe_once(pool, ctx).await {
+            Ok(capacity) => return Ok(capacity),
+            Err(err) => last_error = err,
+        }
+    }
+    Err(last_error)
+}
+
+async fn probe_once(
+    pool: &ComputePool,
+    ctx: &Context,
+) -> std::result::Result<NodeCapacity, String> {
     let cluster = ctx
         .clusters
         .for_pool(pool)

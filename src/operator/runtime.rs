@@ -147,9 +147,8 @@ pub async fn run(
         let health = health.clone();
         let (pools, policies, mds) = (pools.clone(), policies.clone(), md_store.clone());
         tasks.spawn(async move {
-            let synced = pools.wait_until_ready().await.is_ok()
-                && policies.wait_until_ready().await.is_ok()
-                && mds.wait_until_ready().await.is_ok();
+            let synced = ready(&pools).await && ready(&policies).await && ready(&mds).await;
+            info!(synced, "caches synced");
             health.caches_synced.store(synced, Ordering::Relaxed);
         });
     }
@@ -233,6 +232,21 @@ pub async fn run(
             Err(Error::ProbeServer(err.to_string()))
         }
         Err(err) => Err(Error::ProbeServer(err.to_string())),
+    }
+}
+
+/// Waits until a cache has its first full list. Polled in short rounds: kube-runtime's store
+/// readiness keeps one waker, so a second waiter (the controller also waits) may never be woken.
+async fn ready<K>(store: &reflector::Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            Ok(result) => return result.is_ok(),
+            Err(_) => continue,
+        }
     }
 }
 
