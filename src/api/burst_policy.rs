@@ -17,12 +17,28 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     cel,
     doc = "Scaling and bursting rules shared by the components that name this policy.",
-    printcolumn(name = "Target", type_ = "number", json_path = ".spec.metric.targetPerReplica"),
+    printcolumn(
+        name = "Target",
+        type_ = "number",
+        json_path = ".spec.metric.targetPerReplica"
+    ),
     printcolumn(name = "Burst", type_ = "boolean", json_path = ".spec.burst.enabled"),
-    printcolumn(name = "Public", type_ = "integer", json_path = ".status.publicReplicas"),
-    printcolumn(name = "Max-Public", type_ = "integer", json_path = ".spec.burst.maxPublicReplicas"),
+    printcolumn(
+        name = "Public",
+        type_ = "integer",
+        json_path = ".status.publicReplicas"
+    ),
+    printcolumn(
+        name = "Max-Public",
+        type_ = "integer",
+        json_path = ".spec.burst.maxPublicReplicas"
+    ),
     printcolumn(name = "Cost/h", type_ = "number", json_path = ".status.costPerHour"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BurstPolicySpec {
@@ -209,7 +225,9 @@ impl Default for MetricFallback {
 }
 
 /// What to do without a demand signal.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum FallbackAction {
     /// Keep the last replica decision.
     #[default]

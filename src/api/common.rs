@@ -10,7 +10,9 @@ pub const GROUP: &str = "skybridge.io";
 pub const VERSION: &str = "v1alpha1";
 
 /// Which side of the hybrid estate a pool lives on.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Cloud {
     /// The company's own data centre: the only place sensitive data may go.
@@ -35,7 +37,9 @@ impl fmt::Display for Cloud {
 }
 
 /// How sensitive the data a component reads is. Ordered from least to most sensitive.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DataClass {
     /// Public data: may run anywhere.

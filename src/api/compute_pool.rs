@@ -23,9 +23,21 @@ use std::collections::BTreeMap;
     printcolumn(name = "Cloud", type_ = "string", json_path = ".spec.cloud"),
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
     printcolumn(name = "GPU", type_ = "string", json_path = ".spec.capacity.gpu.type"),
-    printcolumn(name = "GPUs-Free", type_ = "integer", json_path = ".status.observedCapacity.gpusFree"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "GPUs-Free",
+        type_ = "integer",
+        json_path = ".status.observedCapacity.gpusFree"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.cloud == 'private' || !has(self.dataClasses) || !self.dataClasses.exists(c, c == 'sensitive')").message("a public pool must not admit the sensitive data class").field_path(".dataClasses"))]
@@ -145,7 +157,10 @@ pub struct ArtifactStore {
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("endpoint must be an http:// or https:// URL"))]
     pub endpoint: Option<String>,
     /// Bucket name.
-    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
     pub bucket: String,
     /// Region of the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,7 +219,10 @@ impl ComputePoolSpec {
                 Cloud::Public => vec![DataClass::Public, DataClass::Internal],
             },
         };
-        listed.into_iter().filter(|c| c.may_reside_in(self.cloud)).collect()
+        listed
+            .into_iter()
+            .filter(|c| c.may_reside_in(self.cloud))
+            .collect()
     }
 
     pub fn admits(&self, class: DataClass) -> bool {

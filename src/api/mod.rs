@@ -16,7 +16,11 @@ use kube::CustomResourceExt;
 
 /// Every CRD Skybridge serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![ComputePool::crd(), BurstPolicy::crd(), ModelDeployment::crd()]
+    vec![
+        ComputePool::crd(),
+        BurstPolicy::crd(),
+        ModelDeployment::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream, as `skybridge crd` prints and `crds/` holds.

@@ -19,11 +19,27 @@ use serde::{Deserialize, Serialize};
     cel,
     doc = "A model and its serving components, placed across private and public compute pools.",
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
-    printcolumn(name = "Bursting", type_ = "string", json_path = ".status.conditions[?(@.type==\"Bursting\")].status"),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredReplicas"
+    ),
+    printcolumn(
+        name = "Bursting",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Bursting\")].status"
+    ),
     printcolumn(name = "Cost/h", type_ = "number", json_path = ".status.costPerHour"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelDeploymentSpec {
@@ -66,7 +82,10 @@ pub struct ModelSource {
 #[serde(rename_all = "camelCase")]
 pub struct Component {
     /// Name, unique within the deployment; a DNS label.
-    #[schemars(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Sensitivity of the data this component reads. `sensitive` never leaves private pools.
     pub data_class: DataClass,
@@ -157,7 +176,9 @@ pub struct ArtifactsSpec {
 }
 
 /// When artifacts are copied to public stores.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum ArtifactMode {
     /// Pre-sync to every pool that may be used.
     #[default]

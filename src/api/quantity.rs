@@ -3,7 +3,9 @@
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("invalid quantity {0:?}: expected a number with an optional suffix such as m, k, M, G, Ki, Mi, Gi, Ti")]
+#[error(
+    "invalid quantity {0:?}: expected a number with an optional suffix such as m, k, M, G, Ki, Mi, Gi, Ti"
+)]
 pub struct QuantityError(pub String);
 
 /// Parses a quantity into thousandths of its unit (millicores for CPU), rounding up.
@@ -20,7 +22,12 @@ pub fn parse_units(text: &str) -> Result<u64, QuantityError> {
 
 /// Formats bytes for people: `64Gi`, `512Mi`, or a plain count when it is not a round binary size.
 pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
     for (suffix, size) in UNITS {
         if bytes >= size && bytes % size == 0 {
             return format!("{}{suffix}", bytes / size);
@@ -31,7 +38,11 @@ pub fn format_bytes(bytes: u64) -> String {
 
 /// Formats millicores for people: `4`, `500m`.
 pub fn format_milli(milli: u64) -> String {
-    if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{milli}m") }
+    if milli % 1000 == 0 {
+        (milli / 1000).to_string()
+    } else {
+        format!("{milli}m")
+    }
 }
 
 fn split(text: &str) -> Result<(f64, f64), QuantityError> {

@@ -69,7 +69,9 @@ impl FromStr for Digest {
     type Err = DigestParseError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let hex = text.strip_prefix(SHA256_PREFIX).ok_or_else(|| DigestParseError(text.to_string()))?;
+        let hex = text
+            .strip_prefix(SHA256_PREFIX)
+            .ok_or_else(|| DigestParseError(text.to_string()))?;
         Digest::from_hex(hex).map_err(|_| DigestParseError(text.to_string()))
     }
 }
@@ -135,9 +137,19 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "sha256:", "sha256:xyz", "md5:00", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:xyz",
+            "md5:00",
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
-        assert!("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD".parse::<Digest>().is_ok());
+        assert!(
+            "sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"
+                .parse::<Digest>()
+                .is_ok()
+        );
     }
 }

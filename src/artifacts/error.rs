@@ -26,7 +26,11 @@ pub struct S3Error {
 impl S3Error {
     /// The store answered 404 (or `NoSuchKey`/`NoSuchUpload`).
     pub fn is_not_found(&self) -> bool {
-        self.status == Some(404) || matches!(self.code.as_deref(), Some("NoSuchKey" | "NoSuchUpload" | "NotFound"))
+        self.status == Some(404)
+            || matches!(
+                self.code.as_deref(),
+                Some("NoSuchKey" | "NoSuchUpload" | "NotFound")
+            )
     }
 }
 
@@ -45,20 +49,35 @@ pub enum ArtifactError {
     S3(#[from] S3Error),
     /// A response body broke off mid-stream (connection reset, timeout).
     #[error("reading s3://{bucket}/{key}: {message}")]
-    Stream { bucket: String, key: String, message: String },
+    Stream {
+        bucket: String,
+        key: String,
+        message: String,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The model has no manifest (never synced, or a sync is in progress).
     #[error("no manifest at s3://{bucket}/{key}: the model is absent or a sync has not finished")]
     ManifestMissing { bucket: String, key: String },
     #[error("manifest at s3://{bucket}/{key}: {source}")]
-    Manifest { bucket: String, key: String, source: ManifestError },
+    Manifest {
+        bucket: String,
+        key: String,
+        source: ManifestError,
+    },
     /// The manifest's digest is not the one asked for.
     #[error("model digest mismatch: expected {expected}, store has {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     /// Content does not match its recorded size or SHA-256.
     #[error("{what}: content mismatch: expected {expected}, got {actual}")]
-    ContentMismatch { what: String, expected: String, actual: String },
+    ContentMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     /// The source changed while it was being copied, or disagrees with its own manifest.
     #[error("source changed or inconsistent: {0}")]
     SourceChanged(String),
@@ -76,10 +95,16 @@ impl ArtifactError {
 
     /// Whether the caller's input is at fault (CLI exit code 2) rather than the environment.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, ArtifactError::InvalidRequest(_) | ArtifactError::Residency(_))
+        matches!(
+            self,
+            ArtifactError::InvalidRequest(_) | ArtifactError::Residency(_)
+        )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ArtifactError::Io { path: path.into(), source }
+        ArtifactError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -64,7 +64,12 @@ pub enum ManifestError {
 /// inside the reserved `.skybridge/` directory. `fetch-model` relies on this to never write
 /// outside its destination directory.
 pub fn validate_path(path: &str) -> Result<(), ManifestError> {
-    let bad = |reason| Err(ManifestError::InvalidPath { path: path.to_string(), reason });
+    let bad = |reason| {
+        Err(ManifestError::InvalidPath {
+            path: path.to_string(),
+            reason,
+        })
+    };
     if path.is_empty() {
         return bad("empty");
     }
@@ -130,8 +135,11 @@ impl Manifest {
             schema: &'a str,
             files: &'a [ManifestEntry],
         }
-        serde_json::to_vec(&WireRef { schema: MANIFEST_SCHEMA, files: &self.files })
-            .expect("serializing plain structs to JSON cannot fail")
+        serde_json::to_vec(&WireRef {
+            schema: MANIFEST_SCHEMA,
+            files: &self.files,
+        })
+        .expect("serializing plain structs to JSON cannot fail")
     }
 
     /// The model digest: SHA-256 of the canonical serialization.
@@ -142,9 +150,13 @@ impl Manifest {
     /// Parses a stored manifest and requires it to be canonical, so that the digest of the bytes
     /// read equals [`Manifest::digest`].
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let wire: Wire = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        let wire: Wire =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
         if wire.schema != MANIFEST_SCHEMA {
-            return Err(ManifestError::Parse(format!("unknown schema {:?}", wire.schema)));
+            return Err(ManifestError::Parse(format!(
+                "unknown schema {:?}",
+                wire.schema
+            )));
         }
         let manifest = Manifest::new(wire.files)?;
         if manifest.to_canonical_bytes() != bytes {
@@ -168,7 +180,8 @@ pub struct ManifestDiff {
 /// Compares two manifests by path, size and SHA-256 only (never by ETag: ETags differ between
 /// stores for identical content). Each list is sorted by path.
 pub fn diff(source: &Manifest, dest: &Manifest) -> ManifestDiff {
-    let dest_by_path: BTreeMap<&str, &ManifestEntry> = dest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let dest_by_path: BTreeMap<&str, &ManifestEntry> =
+        dest.files.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut out = ManifestDiff::default();
     for s in &source.files {
         match dest_by_path.get(s.path.as_str()) {
@@ -176,7 +189,12 @@ pub fn diff(source: &Manifest, dest: &Manifest) -> ManifestDiff {
             _ => out.copy.push(s.clone()),
         }
     }
-    out.delete = dest.files.iter().filter(|d| source.get(&d.path).is_none()).cloned().collect();
+    out.delete = dest
+        .files
+        .iter()
+        .filter(|d| source.get(&d.path).is_none())
+        .cloned()
+        .collect();
     out
 }
 
@@ -185,7 +203,11 @@ mod tests {
     use super::*;
 
     fn entry(path: &str, content: &[u8]) -> ManifestEntry {
-        ManifestEntry { path: path.into(), size: content.len() as u64, digest: Digest::of(content) }
+        ManifestEntry {
+            path: path.into(),
+            size: content.len() as u64,
+            digest: Digest::of(content),
+        }
     }
 
     #[test]
@@ -202,21 +224,43 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_non_canonical() {
-        let m = Manifest::new(vec![entry("w/0.safetensors", b"abc"), entry("config.json", b"{}")]).unwrap();
+        let m = Manifest::new(vec![
+            entry("w/0.safetensors", b"abc"),
+            entry("config.json", b"{}"),
+        ])
+        .unwrap();
         let bytes = m.to_canonical_bytes();
         assert_eq!(Manifest::from_canonical_bytes(&bytes).unwrap(), m);
-        let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()).unwrap();
-        assert_eq!(Manifest::from_canonical_bytes(&pretty), Err(ManifestError::NotCanonical));
-        assert!(matches!(Manifest::from_canonical_bytes(b"{}"), Err(ManifestError::Parse(_))));
+        let pretty = serde_json::to_vec_pretty(
+            &serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            Manifest::from_canonical_bytes(&pretty),
+            Err(ManifestError::NotCanonical)
+        );
+        assert!(matches!(
+            Manifest::from_canonical_bytes(b"{}"),
+            Err(ManifestError::Parse(_))
+        ));
         let other_schema = String::from_utf8(bytes).unwrap().replace("/v1", "/v9");
-        assert!(matches!(Manifest::from_canonical_bytes(other_schema.as_bytes()), Err(ManifestError::Parse(_))));
+        assert!(matches!(
+            Manifest::from_canonical_bytes(other_schema.as_bytes()),
+            Err(ManifestError::Parse(_))
+        ));
     }
 
     #[test]
     fn digest_changes_with_any_field() {
         let base = Manifest::new(vec![entry("a", b"x")]).unwrap().digest();
-        assert_ne!(Manifest::new(vec![entry("b", b"x")]).unwrap().digest(), base);
-        assert_ne!(Manifest::new(vec![entry("a", b"y")]).unwrap().digest(), base);
+        assert_ne!(
+            Manifest::new(vec![entry("b", b"x")]).unwrap().digest(),
+            base
+        );
+        assert_ne!(
+            Manifest::new(vec![entry("a", b"y")]).unwrap().digest(),
+            base
+        );
         let mut sized = entry("a", b"x");
         sized.size = 2;
         assert_ne!(Manifest::new(vec![sized]).unwrap().digest(), base);
@@ -224,7 +268,18 @@ mod tests {
 
     #[test]
     fn rejects_unsafe_paths_and_duplicates() {
-        for bad in ["", "/abs", "a//b", "a/", "../up", "a/../b", "./a", "a\\b", ".skybridge/manifest.json", "nul\0"] {
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "a/",
+            "../up",
+            "a/../b",
+            "./a",
+            "a\\b",
+            ".skybridge/manifest.json",
+            "nul\0",
+        ] {
             assert!(validate_path(bad).is_err(), "{bad:?}");
             assert!(Manifest::new(vec![entry(bad, b"")]).is_err());
         }
@@ -239,8 +294,18 @@ mod tests {
 
     #[test]
     fn diff_splits_copy_delete_unchanged() {
-        let src = Manifest::new(vec![entry("same", b"1"), entry("changed", b"new"), entry("new", b"n")]).unwrap();
-        let dst = Manifest::new(vec![entry("same", b"1"), entry("changed", b"old"), entry("gone", b"g")]).unwrap();
+        let src = Manifest::new(vec![
+            entry("same", b"1"),
+            entry("changed", b"new"),
+            entry("new", b"n"),
+        ])
+        .unwrap();
+        let dst = Manifest::new(vec![
+            entry("same", b"1"),
+            entry("changed", b"old"),
+            entry("gone", b"g"),
+        ])
+        .unwrap();
         let d = diff(&src, &dst);
         let paths = |v: &[ManifestEntry]| v.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
         assert_eq!(paths(&d.copy), ["changed", "new"]);

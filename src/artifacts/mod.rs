@@ -10,14 +10,33 @@
 
 pub mod digest;
 pub mod error;
+pub mod fetch;
 pub mod manifest;
 pub mod residency;
 pub mod retry;
 pub mod store;
+pub mod sync;
+mod transfer;
 
 pub use digest::Digest;
 pub use error::{ArtifactError, S3Error};
+pub use fetch::{FetchReport, FetchRequest, fetch_model};
 pub use manifest::{Manifest, ManifestEntry};
 pub use residency::ResidencyError;
 pub use retry::RetryPolicy;
 pub use store::{Credentials, Store, StoreLocation};
+pub use sync::{Outcome, SyncEvent, SyncOptions, SyncReport, SyncRequest, VerifyMode, sync_model};
+
+/// Reads and validates the manifest of the model at `location`; its [`Manifest::digest`] is the
+/// model digest. [`ArtifactError::ManifestMissing`] when there is none (never synced, or a sync
+/// is in progress).
+pub async fn read_manifest(location: &StoreLocation) -> Result<Manifest, ArtifactError> {
+    let store = Store::connect(location, RetryPolicy::default()).await?;
+    store
+        .read_manifest()
+        .await?
+        .ok_or_else(|| ArtifactError::ManifestMissing {
+            bucket: location.bucket.clone(),
+            key: location.key(manifest::MANIFEST_PATH),
+        })
+}

@@ -6,7 +6,9 @@ use crate::api::common::{Cloud, DataClass};
 /// A copy the residency rule forbids. The operator turns this into a `Forbidden` condition and
 /// an Event; the CLI exits with status 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("residency: a model of data class {data_class} must not be copied to a store in a {cloud} cloud")]
+#[error(
+    "residency: a model of data class {data_class} must not be copied to a store in a {cloud} cloud"
+)]
 pub struct ResidencyError {
     pub data_class: DataClass,
     pub cloud: Cloud,
@@ -18,7 +20,10 @@ pub fn check(data_class: DataClass, destination: Cloud) -> Result<(), ResidencyE
     if data_class.may_reside_in(destination) {
         Ok(())
     } else {
-        Err(ResidencyError { data_class, cloud: destination })
+        Err(ResidencyError {
+            data_class,
+            cloud: destination,
+        })
     }
 }
 
@@ -34,7 +39,13 @@ mod tests {
         assert!(check(DataClass::Public, Cloud::Public).is_ok());
         assert!(check(DataClass::Internal, Cloud::Public).is_ok());
         let err = check(DataClass::Sensitive, Cloud::Public).unwrap_err();
-        assert_eq!(err, ResidencyError { data_class: DataClass::Sensitive, cloud: Cloud::Public });
+        assert_eq!(
+            err,
+            ResidencyError {
+                data_class: DataClass::Sensitive,
+                cloud: Cloud::Public
+            }
+        );
         assert!(err.to_string().contains("sensitive"));
     }
 }

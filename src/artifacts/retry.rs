@@ -21,7 +21,11 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         // 10 attempts with a 100 ms base and 5 s cap ride out ~20 s of throttling per request.
-        RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) }
+        RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        }
     }
 }
 
@@ -29,7 +33,10 @@ impl RetryPolicy {
     /// Backoff before retry number `retry` (0-based): uniform in `[0, min(max, base * 2^retry)]`
     /// ("full jitter"), so that many parallel requests throttled together do not retry together.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let cap = self.base_delay.saturating_mul(1u32 << retry.min(20)).min(self.max_delay);
+        let cap = self
+            .base_delay
+            .saturating_mul(1u32 << retry.min(20))
+            .min(self.max_delay);
         let nanos = cap.as_nanos() as u64;
         if nanos == 0 {
             return Duration::ZERO;
@@ -65,7 +72,10 @@ fn next_random() -> u64 {
     static STATE: AtomicU64 = AtomicU64::new(0);
     let mut seed = STATE.load(Ordering::Relaxed);
     if seed == 0 {
-        seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
             ^ u64::from(std::process::id());
     }
     let next = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -96,9 +106,14 @@ mod tests {
 
     #[test]
     fn backoff_is_capped_and_jittered() {
-        let p = RetryPolicy { max_attempts: 5, base_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) };
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        };
         for retry in 0..30 {
-            let cap = Duration::from_millis(10 * (1u64 << retry.min(20))).min(Duration::from_millis(50));
+            let cap =
+                Duration::from_millis(10 * (1u64 << retry.min(20))).min(Duration::from_millis(50));
             assert!(p.backoff(retry) <= cap);
         }
         let samples: std::collections::HashSet<_> = (0..20).map(|_| p.backoff(3)).collect();
@@ -107,23 +122,41 @@ mod tests {
 
     #[tokio::test]
     async fn retries_transient_until_success_and_stops_on_permanent() {
-        let p = RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2) };
+        let p = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        };
         let calls = AtomicU32::new(0);
         let out = p
             .run("t", || async {
-                if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(s3(true)) } else { Ok(7) }
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(s3(true))
+                } else {
+                    Ok(7)
+                }
             })
             .await;
         assert_eq!(out.unwrap(), 7);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
 
         calls.store(0, Ordering::SeqCst);
-        let out: Result<(), _> = p.run("t", || async { calls.fetch_add(1, Ordering::SeqCst); Err(s3(false)) }).await;
+        let out: Result<(), _> = p
+            .run("t", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(s3(false))
+            })
+            .await;
         assert!(out.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
         calls.store(0, Ordering::SeqCst);
-        let out: Result<(), _> = p.run("t", || async { calls.fetch_add(1, Ordering::SeqCst); Err(s3(true)) }).await;
+        let out: Result<(), _> = p
+            .run("t", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(s3(true))
+            })
+            .await;
         assert!(out.unwrap_err().is_transient());
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }

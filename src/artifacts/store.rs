@@ -27,7 +27,11 @@ pub const SHA256_METADATA: &str = "sha256";
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum Credentials {
     /// Explicit keys, e.g. read by the operator from a pool's `credentialsSecretRef`.
-    Static { access_key_id: String, secret_access_key: String, session_token: Option<String> },
+    Static {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+    },
     /// A named profile from `~/.aws/config` / `~/.aws/credentials`.
     Profile(String),
     /// The default AWS chain: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, web
@@ -70,8 +74,14 @@ pub struct StoreLocation {
 impl StoreLocation {
     /// Parses `s3://BUCKET[/PREFIX]`; other fields default (AWS endpoint, default credentials).
     pub fn parse_uri(uri: &str) -> Result<Self, ArtifactError> {
-        let bad = |why: &str| ArtifactError::InvalidRequest(format!("{uri:?} is not an s3://BUCKET/PREFIX URI: {why}"));
-        let rest = uri.strip_prefix("s3://").ok_or_else(|| bad("must start with s3://"))?;
+        let bad = |why: &str| {
+            ArtifactError::InvalidRequest(format!(
+                "{uri:?} is not an s3://BUCKET/PREFIX URI: {why}"
+            ))
+        };
+        let rest = uri
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("must start with s3://"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         validate_bucket(bucket).map_err(|why| bad(&why))?;
         let prefix = normalize_prefix(prefix).map_err(|why| bad(&why))?;
@@ -87,7 +97,11 @@ impl StoreLocation {
 
     /// The location of model `model_path` (e.g. `llama-3-8b/v2`) inside a pool's artifact store:
     /// `store.prefix/model_path`.
-    pub fn from_artifact_store(store: &ArtifactStore, model_path: &str, credentials: Credentials) -> Result<Self, ArtifactError> {
+    pub fn from_artifact_store(
+        store: &ArtifactStore,
+        model_path: &str,
+        credentials: Credentials,
+    ) -> Result<Self, ArtifactError> {
         let bad = |why: String| ArtifactError::InvalidRequest(format!("artifact store: {why}"));
         validate_bucket(&store.bucket).map_err(bad)?;
         let joined = match store.prefix.as_deref().map(|p| p.trim_matches('/')) {
@@ -98,7 +112,9 @@ impl StoreLocation {
         if let Some(e) = &store.endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
-            return Err(ArtifactError::InvalidRequest(format!("endpoint {e:?} must be an http:// or https:// URL")));
+            return Err(ArtifactError::InvalidRequest(format!(
+                "endpoint {e:?} must be an http:// or https:// URL"
+            )));
         }
         Ok(StoreLocation {
             endpoint: store.endpoint.clone(),
@@ -112,7 +128,11 @@ impl StoreLocation {
 
     /// The object key of `path` (relative to the prefix).
     pub fn key(&self, path: &str) -> String {
-        if self.prefix.is_empty() { path.to_string() } else { format!("{}/{path}", self.prefix) }
+        if self.prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}/{path}", self.prefix)
+        }
     }
 
     /// `s3://bucket/prefix`, for messages.
@@ -131,17 +151,25 @@ impl StoreLocation {
 }
 
 fn validate_bucket(bucket: &str) -> Result<(), String> {
-    let ok_chars = bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'));
+    let ok_chars = bucket
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'));
     if bucket.len() < 3 || bucket.len() > 63 || !ok_chars {
-        return Err(format!("bucket {bucket:?} must be 3-63 characters of a-z, 0-9, '.', '-', '_'"));
+        return Err(format!(
+            "bucket {bucket:?} must be 3-63 characters of a-z, 0-9, '.', '-', '_'"
+        ));
     }
     Ok(())
 }
 
 fn normalize_prefix(prefix: &str) -> Result<String, String> {
     let p = prefix.trim_matches('/');
-    if p.split('/').any(|s| s == "." || s == "..") || (!p.is_empty() && p.split('/').any(str::is_empty)) {
-        return Err(format!("prefix {prefix:?} has an empty, '.' or '..' segment"));
+    if p.split('/').any(|s| s == "." || s == "..")
+        || (!p.is_empty() && p.split('/').any(str::is_empty))
+    {
+        return Err(format!(
+            "prefix {prefix:?} has an empty, '.' or '..' segment"
+        ));
     }
     Ok(p.to_string())
 }
@@ -174,7 +202,10 @@ pub struct Store {
 
 impl Store {
     /// Builds a client for `location`. No request is sent.
-    pub async fn connect(location: &StoreLocation, retry: RetryPolicy) -> Result<Self, ArtifactError> {
+    pub async fn connect(
+        location: &StoreLocation,
+        retry: RetryPolicy,
+    ) -> Result<Self, ArtifactError> {
         // rustls with ring: kube already pulls ring in, and aws-lc would need cmake and a C build.
         let http_client = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
@@ -194,15 +225,17 @@ impl Store {
             loader = loader.region(Region::new(region.clone()));
         }
         loader = match &location.credentials {
-            Credentials::Static { access_key_id, secret_access_key, session_token } => {
-                loader.credentials_provider(aws_credential_types::Credentials::new(
-                    access_key_id,
-                    secret_access_key,
-                    session_token.clone(),
-                    None,
-                    "skybridge-static",
-                ))
-            }
+            Credentials::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => loader.credentials_provider(aws_credential_types::Credentials::new(
+                access_key_id,
+                secret_access_key,
+                session_token.clone(),
+                None,
+                "skybridge-static",
+            )),
             Credentials::Profile(name) => loader.profile_name(name),
             Credentials::DefaultChain => loader,
             Credentials::Anonymous => loader.no_credentials(),
@@ -218,26 +251,48 @@ impl Store {
         if let Some(endpoint) = &location.endpoint {
             config = config.endpoint_url(endpoint);
         }
-        Ok(Store { client: aws_sdk_s3::Client::from_conf(config.build()), location: location.clone(), retry })
+        Ok(Store {
+            client: aws_sdk_s3::Client::from_conf(config.build()),
+            location: location.clone(),
+            retry,
+        })
     }
 
     pub fn location(&self) -> &StoreLocation {
         &self.location
     }
 
-    fn err<E>(&self, operation: &'static str, path: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> ArtifactError
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    fn err<E>(
+        &self,
+        operation: &'static str,
+        path: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> ArtifactError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_string);
         let transient = match &err {
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
             SdkError::ServiceError(_) => {
                 matches!(status, Some(s) if s >= 500 || s == 429)
                     || matches!(
                         code.as_deref(),
-                        Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+                        Some(
+                            "SlowDown"
+                                | "Throttling"
+                                | "ThrottlingException"
+                                | "RequestTimeout"
+                                | "InternalError"
+                                | "ServiceUnavailable"
+                        )
                     )
             }
             _ => false,
@@ -254,13 +309,21 @@ impl Store {
     }
 
     fn stream_err(&self, path: &str, e: impl fmt::Display) -> ArtifactError {
-        ArtifactError::Stream { bucket: self.location.bucket.clone(), key: self.location.key(path), message: e.to_string() }
+        ArtifactError::Stream {
+            bucket: self.location.bucket.clone(),
+            key: self.location.key(path),
+            message: e.to_string(),
+        }
     }
 
     /// Lists the model's objects, excluding the reserved `.skybridge/` directory and zero-byte
     /// "directory marker" keys ending in `/`.
     pub async fn list(&self) -> Result<Vec<ListedObject>, ArtifactError> {
-        let list_prefix = if self.location.prefix.is_empty() { String::new() } else { format!("{}/", self.location.prefix) };
+        let list_prefix = if self.location.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.location.prefix)
+        };
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -279,7 +342,9 @@ impl Store {
                 .await?;
             for obj in page.contents() {
                 let Some(key) = obj.key() else { continue };
-                let Some(path) = key.strip_prefix(&list_prefix) else { continue };
+                let Some(path) = key.strip_prefix(&list_prefix) else {
+                    continue;
+                };
                 if path.starts_with(RESERVED_DIR) || path.is_empty() || path.ends_with('/') {
                     continue;
                 }
@@ -304,14 +369,23 @@ impl Store {
         let res = self
             .retry
             .run("HeadObject", || async {
-                self.client.head_object().bucket(&self.location.bucket).key(&key).send().await.map_err(|e| self.err("HeadObject", path, e))
+                self.client
+                    .head_object()
+                    .bucket(&self.location.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| self.err("HeadObject", path, e))
             })
             .await;
         match res {
             Ok(h) => Ok(Some(ObjectInfo {
                 size: h.content_length().unwrap_or(0).max(0) as u64,
                 etag: unquote(h.e_tag().unwrap_or_default()),
-                sha256_metadata: h.metadata().and_then(|m| m.get(SHA256_METADATA)).and_then(|v| Digest::from_hex(v).ok()),
+                sha256_metadata: h
+                    .metadata()
+                    .and_then(|m| m.get(SHA256_METADATA))
+                    .and_then(|v| Digest::from_hex(v).ok()),
             })),
             Err(ArtifactError::S3(e)) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -360,7 +434,9 @@ impl Store {
                     && buf.len() as u64 != n
                 {
                     // A short body is a broken transfer (or a changed object): retry.
-                    return Err(self.stream_err(path, format!("expected {n} bytes, got {}", buf.len())));
+                    return Err(
+                        self.stream_err(path, format!("expected {n} bytes, got {}", buf.len()))
+                    );
                 }
                 Ok(buf.freeze())
             })
@@ -369,7 +445,12 @@ impl Store {
 
     /// Opens `path` from byte `start` for streaming. Only opening is retried; a body that breaks
     /// off is the caller's to resume (with a new `open` at the offset reached).
-    pub async fn open(&self, path: &str, start: u64, if_match: Option<&str>) -> Result<ByteStream, ArtifactError> {
+    pub async fn open(
+        &self,
+        path: &str,
+        start: u64,
+        if_match: Option<&str>,
+    ) -> Result<ByteStream, ArtifactError> {
         let key = self.location.key(path);
         self.retry
             .run("GetObject", || async {
@@ -389,13 +470,26 @@ impl Store {
     }
 
     /// Reads the next chunk of a stream opened by [`Store::open`], mapping errors.
-    pub async fn next_chunk(&self, path: &str, body: &mut ByteStream) -> Result<Option<Bytes>, ArtifactError> {
-        body.next().await.transpose().map_err(|e| self.stream_err(path, e))
+    pub async fn next_chunk(
+        &self,
+        path: &str,
+        body: &mut ByteStream,
+    ) -> Result<Option<Bytes>, ArtifactError> {
+        body.next()
+            .await
+            .transpose()
+            .map_err(|e| self.stream_err(path, e))
     }
 
     /// Single-request upload with `Content-MD5` (the store rejects corrupted bodies) and the
     /// SHA-256 in metadata. Returns the ETag.
-    pub async fn put(&self, path: &str, body: Bytes, md5: &[u8; 16], sha256: Option<Digest>) -> Result<String, ArtifactError> {
+    pub async fn put(
+        &self,
+        path: &str,
+        body: Bytes,
+        md5: &[u8; 16],
+        sha256: Option<Digest>,
+    ) -> Result<String, ArtifactError> {
         let key = self.location.key(path);
         let md5 = aws_smithy_types::base64::encode(md5);
         self.retry
@@ -407,7 +501,9 @@ impl Store {
                     .key(&key)
                     .content_length(body.len() as i64)
                     .content_md5(&md5)
-                    .set_metadata(sha256.map(|d| [(SHA256_METADATA.to_string(), d.to_hex())].into()))
+                    .set_metadata(
+                        sha256.map(|d| [(SHA256_METADATA.to_string(), d.to_hex())].into()),
+                    )
                     .body(ByteStream::from(body.clone()))
                     .send()
                     .await
@@ -417,7 +513,11 @@ impl Store {
             .await
     }
 
-    pub async fn create_multipart(&self, path: &str, sha256: Option<Digest>) -> Result<String, ArtifactError> {
+    pub async fn create_multipart(
+        &self,
+        path: &str,
+        sha256: Option<Digest>,
+    ) -> Result<String, ArtifactError> {
         let key = self.location.key(path);
         self.retry
             .run("CreateMultipartUpload", || async {
@@ -426,17 +526,28 @@ impl Store {
                     .create_multipart_upload()
                     .bucket(&self.location.bucket)
                     .key(&key)
-                    .set_metadata(sha256.map(|d| [(SHA256_METADATA.to_string(), d.to_hex())].into()))
+                    .set_metadata(
+                        sha256.map(|d| [(SHA256_METADATA.to_string(), d.to_hex())].into()),
+                    )
                     .send()
                     .await
                     .map_err(|e| self.err("CreateMultipartUpload", path, e))?;
-                out.upload_id().map(str::to_string).ok_or_else(|| self.stream_err(path, "CreateMultipartUpload returned no upload id"))
+                out.upload_id().map(str::to_string).ok_or_else(|| {
+                    self.stream_err(path, "CreateMultipartUpload returned no upload id")
+                })
             })
             .await
     }
 
     /// Uploads one part with `Content-MD5`; returns its ETag.
-    pub async fn upload_part(&self, path: &str, upload_id: &str, part: i32, body: Bytes, md5: &[u8; 16]) -> Result<String, ArtifactError> {
+    pub async fn upload_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        part: i32,
+        body: Bytes,
+        md5: &[u8; 16],
+    ) -> Result<String, ArtifactError> {
         let key = self.location.key(path);
         let md5 = aws_smithy_types::base64::encode(md5);
         self.retry
@@ -460,11 +571,24 @@ impl Store {
     }
 
     /// Completes a multipart upload; returns the object's ETag. `parts` are `(number, etag)`.
-    pub async fn complete_multipart(&self, path: &str, upload_id: &str, parts: &[(i32, String)]) -> Result<String, ArtifactError> {
+    pub async fn complete_multipart(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> Result<String, ArtifactError> {
         let key = self.location.key(path);
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
-                parts.iter().map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(format!("\"{etag}\"")).build()).collect(),
+                parts
+                    .iter()
+                    .map(|(n, etag)| {
+                        CompletedPart::builder()
+                            .part_number(*n)
+                            .e_tag(format!("\"{etag}\""))
+                            .build()
+                    })
+                    .collect(),
             ))
             .build();
         self.retry
@@ -508,7 +632,11 @@ impl Store {
 
     /// Multipart uploads in progress under the prefix, as `(key, upload_id)`.
     pub async fn list_multipart_uploads(&self) -> Result<Vec<(String, String)>, ArtifactError> {
-        let list_prefix = if self.location.prefix.is_empty() { String::new() } else { format!("{}/", self.location.prefix) };
+        let list_prefix = if self.location.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.location.prefix)
+        };
         let mut out = Vec::new();
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         loop {
@@ -547,7 +675,13 @@ impl Store {
         let res = self
             .retry
             .run("DeleteObject", || async {
-                self.client.delete_object().bucket(&self.location.bucket).key(&key).send().await.map_err(|e| self.err("DeleteObject", path, e))
+                self.client
+                    .delete_object()
+                    .bucket(&self.location.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| self.err("DeleteObject", path, e))
             })
             .await;
         match res {
@@ -559,19 +693,33 @@ impl Store {
 
     /// Reads and validates the model's manifest; `Ok(None)` when there is none.
     pub async fn read_manifest(&self) -> Result<Option<Manifest>, ArtifactError> {
-        let Some(bytes) = self.get_optional(MANIFEST_PATH).await? else { return Ok(None) };
-        Manifest::from_canonical_bytes(&bytes).map(Some).map_err(|source| ArtifactError::Manifest {
-            bucket: self.location.bucket.clone(),
-            key: self.location.key(MANIFEST_PATH),
-            source,
-        })
+        let Some(bytes) = self.get_optional(MANIFEST_PATH).await? else {
+            return Ok(None);
+        };
+        Manifest::from_canonical_bytes(&bytes)
+            .map(Some)
+            .map_err(|source| ArtifactError::Manifest {
+                bucket: self.location.bucket.clone(),
+                key: self.location.key(MANIFEST_PATH),
+                source,
+            })
+    }
+
+    /// Like [`Store::read_manifest`], but a malformed manifest counts as absent (sync replaces it).
+    pub async fn read_manifest_lenient(&self) -> Result<Option<Manifest>, ArtifactError> {
+        match self.read_manifest().await {
+            Err(ArtifactError::Manifest { .. }) => Ok(None),
+            other => other,
+        }
     }
 
     /// Writes the manifest (canonical bytes) at the well-known key.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<(), ArtifactError> {
         let bytes = Bytes::from(manifest.to_canonical_bytes());
         let md5 = md5_of(&bytes);
-        self.put(MANIFEST_PATH, bytes.clone(), &md5, Some(Digest::of(&bytes))).await.map(|_| ())
+        self.put(MANIFEST_PATH, bytes.clone(), &md5, Some(Digest::of(&bytes)))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -606,11 +754,30 @@ mod tests {
     #[test]
     fn parses_uris() {
         let l = StoreLocation::parse_uri("s3://models/llama/v1/").unwrap();
-        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("models", "llama/v1"));
+        assert_eq!(
+            (l.bucket.as_str(), l.prefix.as_str()),
+            ("models", "llama/v1")
+        );
         assert_eq!(l.key("a/b.bin"), "llama/v1/a/b.bin");
-        assert_eq!(StoreLocation::parse_uri("s3://models").unwrap().key("x"), "x");
-        for bad in ["models/x", "s3://", "s3://AB/x", "http://b/x", "s3://bkt/a//b", "s3://bkt/../x"] {
-            assert!(matches!(StoreLocation::parse_uri(bad), Err(ArtifactError::InvalidRequest(_))), "{bad}");
+        assert_eq!(
+            StoreLocation::parse_uri("s3://models").unwrap().key("x"),
+            "x"
+        );
+        for bad in [
+            "models/x",
+            "s3://",
+            "s3://AB/x",
+            "http://b/x",
+            "s3://bkt/a//b",
+            "s3://bkt/../x",
+        ] {
+            assert!(
+                matches!(
+                    StoreLocation::parse_uri(bad),
+                    Err(ArtifactError::InvalidRequest(_))
+                ),
+                "{bad}"
+            );
         }
     }
 
@@ -624,7 +791,8 @@ mod tests {
             path_style: true,
             credentials_secret_ref: None,
         };
-        let l = StoreLocation::from_artifact_store(&store, "llama/v1", Credentials::Anonymous).unwrap();
+        let l =
+            StoreLocation::from_artifact_store(&store, "llama/v1", Credentials::Anonymous).unwrap();
         assert_eq!(l.prefix, "team-a/llama/v1");
         assert!(l.path_style);
         assert_eq!(l.endpoint.as_deref(), Some("http://minio:9000"));
@@ -643,7 +811,10 @@ mod tests {
 
     #[test]
     fn etags_follow_s3_rules() {
-        assert_eq!(expected_etag(&[md5_of(b"")], false), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(
+            expected_etag(&[md5_of(b"")], false),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
         let parts = [md5_of(b"a"), md5_of(b"b")];
         let e = expected_etag(&parts, true);
         assert!(e.ends_with("-2") && e.len() == 34);
@@ -651,7 +822,11 @@ mod tests {
 
     #[test]
     fn credentials_debug_hides_secret() {
-        let c = Credentials::Static { access_key_id: "AKIA".into(), secret_access_key: "hunter2".into(), session_token: None };
+        let c = Credentials::Static {
+            access_key_id: "AKIA".into(),
+            secret_access_key: "hunter2".into(),
+            session_token: None,
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

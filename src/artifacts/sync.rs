@@ -1,0 +1,768 @@
+//! Verified incremental sync of one model between two S3-compatible stores.
+//!
+//! Order of work, chosen so that a reader never sees a partial model and an interrupted sync can
+//! resume cheaply:
+//! 1. residency check (pure, before any connection);
+//! 2. list both sides, read the source manifest (if any), the destination's sync state and
+//!    manifest; abort multipart uploads left under the destination prefix by an interrupted run;
+//! 3. plan: skip what is verified, re-verify what is plausibly there, copy the rest;
+//! 4. if anything will change, delete the destination manifest first (readers fail closed);
+//! 5. copy (streaming GET -> PUT / multipart PUT, bounded memory), verify, checkpoint state;
+//! 6. delete destination objects absent from the source (after the new objects are in place);
+//! 7. write the sync state, then the manifest **last**.
+//!
+//! **Verification after upload.** Each request carries `Content-MD5`, so the store rejects a body
+//! corrupted in transit; the ETag it returns for our upload must then equal the MD5 (single PUT)
+//! or MD5-of-part-MD5s (multipart) computed over the very bytes we hashed with SHA-256. That is
+//! a checksum computed by the store over what it stored, and costs no second transfer, which
+//! matters across clouds. When the ETag is not an MD5 (SSE-KMS, some gateways) or
+//! [`VerifyMode::Reread`] is chosen, the object is read back and hashed instead. ETags are only
+//! ever compared with the same store's ETags.
+//!
+//! **Skipping.** The destination keeps `.skybridge/sync-state.json`: per path the SHA-256, size,
+//! the destination ETag at verification time and the source ETag it was copied from. An object is
+//! skipped without any read when its current destination ETag still equals the recorded one
+//! (ETags change on every rewrite) and its SHA-256 equals the source's (from the source manifest,
+//! or from the state when the source ETag is unchanged). An object present with the right size
+//! but no matching record (e.g. state lost in an interruption) is re-verified: `x-amz-meta-sha256`
+//! is a cheap filter, and a full read-back proves it.
+
+use super::digest::Digest;
+use super::error::ArtifactError;
+use super::manifest::{MANIFEST_PATH, Manifest, ManifestEntry};
+use super::residency;
+use super::retry::RetryPolicy;
+use super::store::{ListedObject, Store, StoreLocation, expected_etag, md5_of};
+use super::transfer::{MemoryBudget, Task, stream_object};
+use crate::api::common::{Cloud, DataClass};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Relative path of the destination's sync state (store-local; not part of the model).
+pub const STATE_PATH: &str = ".skybridge/sync-state.json";
+/// S3's smallest allowed part (except the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+const MAX_PARTS: u64 = 10_000;
+
+/// How an upload is verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Compare the store-returned ETag with the MD5s of the bytes sent; read back on mismatch.
+    #[default]
+    Etag,
+    /// Always read every uploaded object back and compare its SHA-256.
+    Reread,
+}
+
+/// Progress notifications, e.g. for a progress bar.
+#[derive(Clone, Debug)]
+pub enum SyncEvent {
+    /// Planning done: `copy` objects (`copy_bytes`) to transfer, `check` to re-verify,
+    /// `delete` to remove, out of `objects` in the model.
+    Planned {
+        objects: usize,
+        copy: usize,
+        copy_bytes: u64,
+        check: usize,
+        delete: usize,
+    },
+    /// `n` more bytes uploaded.
+    Bytes(u64),
+    /// One object is done.
+    Object { path: String, outcome: Outcome },
+}
+
+/// What happened to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Copied and verified.
+    Copied,
+    /// Already verified at the destination; nothing read or written.
+    Skipped,
+    /// Present at the destination; verified by reading it back, not copied.
+    Reverified,
+    Deleted,
+}
+
+/// Callback receiving [`SyncEvent`]s; called from transfer tasks, so keep it cheap.
+pub type ProgressFn = Arc<dyn Fn(&SyncEvent) + Send + Sync>;
+
+/// Tuning knobs. `Default` suits most stores.
+#[derive(Clone)]
+pub struct SyncOptions {
+    /// Objects in flight, and parts in flight per object. Default 16.
+    pub parallel: usize,
+    /// Multipart part size; objects larger than this are uploaded in parts. Default 16 MiB,
+    /// at least 5 MiB (S3's minimum). Raised automatically to keep within 10,000 parts.
+    pub part_size: u64,
+    /// Upper bound on bytes held in transfer buffers at once. Default 128 MiB.
+    pub memory_budget: u64,
+    pub verify: VerifyMode,
+    pub retry: RetryPolicy,
+    /// Minimum time between writes of the sync state during a sync (for resumption). Default 2 s.
+    pub checkpoint_interval: Duration,
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            parallel: 16,
+            part_size: 16 * 1024 * 1024,
+            memory_budget: 128 * 1024 * 1024,
+            verify: VerifyMode::Etag,
+            retry: RetryPolicy::default(),
+            checkpoint_interval: Duration::from_secs(2),
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("parallel", &self.parallel)
+            .field("part_size", &self.part_size)
+            .field("memory_budget", &self.memory_budget)
+            .field("verify", &self.verify)
+            .field("retry", &self.retry)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncOptions {
+    fn validate(&self) -> Result<(), ArtifactError> {
+        let bad = |m: String| Err(ArtifactError::InvalidRequest(m));
+        if self.parallel == 0 || self.parallel > 1024 {
+            return bad(format!("parallel must be 1..=1024, got {}", self.parallel));
+        }
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
+            return bad(format!(
+                "part size must be 5 MiB..=5 GiB, got {}",
+                self.part_size
+            ));
+        }
+        if self.memory_budget < self.part_size {
+            return bad(format!(
+                "memory budget {} is smaller than the part size {}",
+                self.memory_budget, self.part_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Copy the model at `source` to `destination`.
+#[derive(Clone, Debug)]
+pub struct SyncRequest {
+    pub source: StoreLocation,
+    pub destination: StoreLocation,
+    /// Data class of the model; with `destination_cloud`, decides residency.
+    pub data_class: DataClass,
+    /// Which cloud the destination store is in.
+    pub destination_cloud: Cloud,
+    pub options: SyncOptions,
+}
+
+/// What a successful sync did. On success the destination holds a verified copy whose manifest
+/// digest is `digest`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncReport {
+    pub source: String,
+    pub destination: String,
+    /// The model digest (of the manifest now at the destination).
+    pub digest: Digest,
+    /// Objects and bytes in the model.
+    pub objects: usize,
+    pub bytes: u64,
+    pub copied: Vec<String>,
+    pub bytes_copied: u64,
+    /// Verified earlier and unchanged since (no read).
+    pub skipped: Vec<String>,
+    /// Found present and verified by reading them back.
+    pub reverified: Vec<String>,
+    pub deleted: Vec<String>,
+    /// Objects of the model verified at the destination (all of them, on success).
+    pub verified: usize,
+    /// Multipart uploads of earlier interrupted runs that were aborted.
+    pub aborted_uploads: usize,
+    /// Whether the manifest was (re)written; false when it was already current.
+    pub manifest_written: bool,
+    pub elapsed_seconds: f64,
+}
+
+/// Per-object record of the destination sync state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StateEntry {
+    size: u64,
+    digest: Digest,
+    dest_etag: String,
+    source_etag: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SyncState {
+    /// Identity of the source the `source_etag`s belong to.
+    source: String,
+    objects: BTreeMap<String, StateEntry>,
+}
+
+fn source_id(l: &StoreLocation) -> String {
+    format!(
+        "{}|{}|{}",
+        l.endpoint.as_deref().unwrap_or("aws"),
+        l.bucket,
+        l.prefix
+    )
+}
+
+enum Action {
+    Skip(StateEntry),
+    /// Plausibly present with this digest; verify by reading, copy if wrong.
+    Check(Digest),
+    /// Copy; the digest when already known (source manifest or state).
+    Copy(Option<Digest>),
+}
+
+struct Ctx {
+    src: Store,
+    dst: Store,
+    budget: MemoryBudget,
+    part_size: u64,
+    parallel: usize,
+    verify: VerifyMode,
+    progress: Option<ProgressFn>,
+}
+
+impl Ctx {
+    fn emit(&self, e: SyncEvent) {
+        if let Some(p) = &self.progress {
+            p(&e);
+        }
+    }
+}
+
+/// Makes `request.destination` hold a verified copy of the model at `request.source`, writing the
+/// manifest last. Refuses with [`ArtifactError::Residency`] before any connection when the data
+/// class may not reside in the destination cloud. Safe to re-run after any interruption.
+pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactError> {
+    let started = Instant::now();
+    residency::check(request.data_class, request.destination_cloud)?;
+    let opts = &request.options;
+    opts.validate()?;
+    if request.source.overlaps(&request.destination) {
+        return Err(ArtifactError::InvalidRequest(format!(
+            "source {} and destination {} overlap",
+            request.source.uri(),
+            request.destination.uri()
+        )));
+    }
+    let src = Store::connect(&request.source, opts.retry.clone()).await?;
+    let dst = Store::connect(&request.destination, opts.retry.clone()).await?;
+
+    let (src_manifest, src_list, dst_list, old_state, dst_manifest, uploads) = futures::try_join!(
+        src.read_manifest(),
+        src.list(),
+        dst.list(),
+        read_state(&dst),
+        dst.read_manifest_lenient(),
+        dst.list_multipart_uploads(),
+    )?;
+    if let Some(m) = &src_manifest {
+        check_source_against_manifest(&src_list, m)?;
+    }
+
+    // Uploads left by an interrupted run would otherwise linger (and be billed) forever.
+    let aborted_uploads = uploads.len();
+    stream::iter(uploads.iter())
+        .map(|(key, id)| dst.abort_multipart(key, id))
+        .buffer_unordered(opts.parallel)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    // Plan.
+    let sid = source_id(&request.source);
+    let state_trusted_for_source = old_state.source == sid;
+    let dst_by_path: BTreeMap<&str, &ListedObject> =
+        dst_list.iter().map(|o| (o.path.as_str(), o)).collect();
+    let mut state = SyncState {
+        source: sid,
+        objects: BTreeMap::new(),
+    };
+    let mut work = Vec::new();
+    let (mut copy_n, mut copy_bytes, mut check_n) = (0, 0u64, 0);
+    for obj in &src_list {
+        let recorded = old_state.objects.get(&obj.path);
+        let known = match &src_manifest {
+            Some(m) => m.get(&obj.path).map(|e| e.digest),
+            None => recorded
+                .filter(|r| {
+                    state_trusted_for_source && r.source_etag == obj.etag && r.size == obj.size
+                })
+                .map(|r| r.digest),
+        };
+        let at_dst = dst_by_path
+            .get(obj.path.as_str())
+            .filter(|d| d.size == obj.size);
+        let action = match (known, at_dst, recorded) {
+            (Some(d), Some(at), Some(r))
+                if r.digest == d && r.dest_etag == at.etag && r.size == obj.size =>
+            {
+                Action::Skip(StateEntry {
+                    source_etag: obj.etag.clone(),
+                    ..r.clone()
+                })
+            }
+            (Some(d), Some(_), _) => Action::Check(d),
+            (known, _, _) => Action::Copy(known),
+        };
+        match &action {
+            Action::Skip(entry) => {
+                state.objects.insert(obj.path.clone(), entry.clone());
+            }
+            Action::Check(_) => check_n += 1,
+            Action::Copy(_) => {
+                copy_n += 1;
+                copy_bytes += obj.size;
+            }
+        }
+        work.push((obj.clone(), action));
+    }
+    let src_paths: BTreeSet<&str> = src_list.iter().map(|o| o.path.as_str()).collect();
+    let to_delete: Vec<String> = dst_list
+        .iter()
+        .filter(|d| !src_paths.contains(d.path.as_str()))
+        .map(|d| d.path.clone())
+        .collect();
+
+    let ctx = Arc::new(Ctx {
+        src,
+        dst,
+        budget: MemoryBudget::new(opts.memory_budget),
+        part_size: opts.part_size,
+        parallel: opts.parallel,
+        verify: opts.verify,
+        progress: opts.progress.clone(),
+    });
+    ctx.emit(SyncEvent::Planned {
+        objects: src_list.len(),
+        copy: copy_n,
+        copy_bytes,
+        check: check_n,
+        delete: to_delete.len(),
+    });
+
+    // Readers must not see the old manifest over objects that are about to change.
+    let changes = copy_n + check_n + to_delete.len() > 0;
+    if changes && dst_manifest.is_some() {
+        ctx.dst.delete(MANIFEST_PATH).await?;
+    }
+
+    let mut report = SyncReport {
+        source: request.source.uri(),
+        destination: request.destination.uri(),
+        digest: Digest::from_bytes([0; 32]),
+        objects: src_list.len(),
+        bytes: src_list.iter().map(|o| o.size).sum(),
+        copied: vec![],
+        bytes_copied: 0,
+        skipped: vec![],
+        reverified: vec![],
+        deleted: vec![],
+        verified: 0,
+        aborted_uploads,
+        manifest_written: false,
+        elapsed_seconds: 0.0,
+    };
+
+    let mut tasks = Vec::new();
+    for (obj, action) in work {
+        match action {
+            Action::Skip(_) => {
+                ctx.emit(SyncEvent::Object {
+                    path: obj.path.clone(),
+                    outcome: Outcome::Skipped,
+                });
+                report.skipped.push(obj.path);
+            }
+            Action::Check(d) => tasks.push((obj, Some(d), true)),
+            Action::Copy(d) => tasks.push((obj, d, false)),
+        }
+    }
+    let mut results = stream::iter(tasks)
+        .map(|(obj, known, check)| {
+            let ctx = ctx.clone();
+            Task::spawn(async move {
+                let res = transfer_one(&ctx, &obj, known, check).await;
+                (obj, res)
+            })
+            .join()
+        })
+        .buffer_unordered(opts.parallel);
+    let mut last_checkpoint = Instant::now();
+    let mut failure = None;
+    while let Some((obj, res)) = results.next().await {
+        match res {
+            Ok((entry, outcome)) => {
+                match outcome {
+                    Outcome::Copied => {
+                        report.bytes_copied += obj.size;
+                        report.copied.push(obj.path.clone());
+                    }
+                    _ => report.reverified.push(obj.path.clone()),
+                }
+                ctx.emit(SyncEvent::Object {
+                    path: obj.path.clone(),
+                    outcome,
+                });
+                state.objects.insert(obj.path, entry);
+                if last_checkpoint.elapsed() >= opts.checkpoint_interval {
+                    write_state(&ctx.dst, &state).await?;
+                    last_checkpoint = Instant::now();
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(results);
+    if let Some(e) = failure {
+        // Keep what was verified so the next run skips it; the original error matters more.
+        if let Err(se) = write_state(&ctx.dst, &state).await {
+            tracing::warn!(error = %se, "could not checkpoint sync state after failure");
+        }
+        return Err(e);
+    }
+
+    // Deletes after the new objects are in place and before the manifest: the manifest then
+    // describes exactly what is under the prefix.
+    stream::iter(to_delete.iter())
+        .map(|path| ctx.dst.delete(path))
+        .buffer_unordered(opts.parallel)
+        .try_collect::<Vec<()>>()
+        .await?;
+    for path in &to_delete {
+        ctx.emit(SyncEvent::Object {
+            path: path.clone(),
+            outcome: Outcome::Deleted,
+        });
+    }
+    report.deleted = to_delete;
+
+    let manifest = Manifest::new(
+        state
+            .objects
+            .iter()
+            .map(|(path, e)| ManifestEntry {
+                path: path.clone(),
+                size: e.size,
+                digest: e.digest,
+            })
+            .collect(),
+    )
+    .map_err(|source| ArtifactError::Manifest {
+        bucket: request.source.bucket.clone(),
+        key: request.source.key(MANIFEST_PATH),
+        source,
+    })?;
+    if manifest.len() != src_list.len() {
+        return Err(ArtifactError::SourceChanged(
+            "not every source object was verified at the destination".into(),
+        ));
+    }
+    if let Some(m) = &src_manifest
+        && m != &manifest
+    {
+        return Err(ArtifactError::SourceChanged(
+            "copied content disagrees with the source manifest".into(),
+        ));
+    }
+    write_state(&ctx.dst, &state).await?;
+    if changes || dst_manifest.as_ref() != Some(&manifest) {
+        ctx.dst.write_manifest(&manifest).await?;
+        report.manifest_written = true;
+    }
+    report.digest = manifest.digest();
+    report.verified = manifest.len();
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Every object the source manifest lists must be listed with its size, and nothing else.
+fn check_source_against_manifest(
+    list: &[ListedObject],
+    manifest: &Manifest,
+) -> Result<(), ArtifactError> {
+    if list.len() != manifest.len() {
+        return Err(ArtifactError::SourceChanged(format!(
+            "source lists {} objects but its manifest {}",
+            list.len(),
+            manifest.len()
+        )));
+    }
+    for obj in list {
+        match manifest.get(&obj.path) {
+            Some(e) if e.size == obj.size => {}
+            _ => {
+                return Err(ArtifactError::SourceChanged(format!(
+                    "{} disagrees with the source manifest",
+                    obj.path
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn read_state(dst: &Store) -> Result<SyncState, ArtifactError> {
+    Ok(match dst.get_optional(STATE_PATH).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            // Only an optimisation: a bad state costs re-verification, never correctness.
+            tracing::warn!(error = %e, "ignoring unreadable sync state");
+            SyncState::default()
+        }),
+        None => SyncState::default(),
+    })
+}
+
+async fn write_state(dst: &Store, state: &SyncState) -> Result<(), ArtifactError> {
+    let bytes = Bytes::from(serde_json::to_vec(state).expect("state serializes"));
+    let md5 = md5_of(&bytes);
+    dst.put(STATE_PATH, bytes, &md5, None).await.map(|_| ())
+}
+
+/// Checks (when `check`) or copies one object; returns its verified state entry.
+async fn transfer_one(
+    ctx: &Ctx,
+    obj: &ListedObject,
+    known: Option<Digest>,
+    check: bool,
+) -> Result<(StateEntry, Outcome), ArtifactError> {
+    if check && let Some(d) = known {
+        if let Some(entry) = reverify(ctx, obj, d).await? {
+            return Ok((entry, Outcome::Reverified));
+        }
+    }
+    let entry = copy_object(ctx, obj, known).await?;
+    Ok((entry, Outcome::Copied))
+}
+
+/// Is the destination object `obj.path` verifiably `digest`? Metadata filters, reading proves.
+async fn reverify(
+    ctx: &Ctx,
+    obj: &ListedObject,
+    digest: Digest,
+) -> Result<Option<StateEntry>, ArtifactError> {
+    let Some(info) = ctx.dst.head(&obj.path).await? else {
+        return Ok(None);
+    };
+    if info.size != obj.size || info.sha256_metadata.is_some_and(|m| m != digest) {
+        return Ok(None);
+    }
+    match stream_object(&ctx.dst, &obj.path, info.size, Some(&info.etag), |_| Ok(())).await {
+        Ok(actual) if actual == digest => Ok(Some(StateEntry {
+            size: obj.size,
+            digest,
+            dest_etag: info.etag,
+            source_etag: obj.etag.clone(),
+        })),
+        Ok(_) | Err(ArtifactError::ContentMismatch { .. }) => Ok(None),
+        Err(ArtifactError::S3(e)) if e.status == Some(412) || e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn effective_part_size(configured: u64, size: u64) -> u64 {
+    let needed = size.div_ceil(MAX_PARTS).next_multiple_of(1024 * 1024);
+    configured.max(needed)
+}
+
+/// Copies one object (single PUT or multipart), verifying it. The source is pinned by its ETag
+/// (`If-Match`, same store) so a concurrent overwrite at the source cannot produce a mix.
+async fn copy_object(
+    ctx: &Ctx,
+    obj: &ListedObject,
+    known: Option<Digest>,
+) -> Result<StateEntry, ArtifactError> {
+    let path = obj.path.as_str();
+    let (digest, dest_etag, md5s, multipart) = if obj.size <= ctx.part_size {
+        let permit = ctx.budget.reserve(obj.size).await;
+        let data = ctx
+            .src
+            .get_bytes(path, None, Some(&obj.etag), Some(obj.size))
+            .await?;
+        let digest = Digest::of(&data);
+        check_known(path, known, digest)?;
+        let md5 = md5_of(&data);
+        let etag = ctx.dst.put(path, data, &md5, Some(digest)).await?;
+        drop(permit);
+        ctx.emit(SyncEvent::Bytes(obj.size));
+        (digest, etag, vec![md5], false)
+    } else {
+        let upload_id = ctx.dst.create_multipart(path, known).await?;
+        match copy_parts(ctx, obj, known, &upload_id).await {
+            Ok((digest, md5s, parts)) => {
+                let etag = ctx.dst.complete_multipart(path, &upload_id, &parts).await?;
+                (digest, etag, md5s, true)
+            }
+            Err(e) => {
+                let key = ctx.dst.location().key(path);
+                if let Err(ae) = ctx.dst.abort_multipart(&key, &upload_id).await {
+                    tracing::warn!(%key, error = %ae, "could not abort multipart upload; the next sync will");
+                }
+                return Err(e);
+            }
+        }
+    };
+    let etag_ok = ctx.verify == VerifyMode::Etag && dest_etag == expected_etag(&md5s, multipart);
+    if !etag_ok {
+        let actual = stream_object(&ctx.dst, path, obj.size, Some(&dest_etag), |_| Ok(())).await?;
+        if actual != digest {
+            return Err(ArtifactError::ContentMismatch {
+                what: format!("verifying {}", ctx.dst.location().key(path)),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+    }
+    Ok(StateEntry {
+        size: obj.size,
+        digest,
+        dest_etag,
+        source_etag: obj.etag.clone(),
+    })
+}
+
+fn check_known(path: &str, known: Option<Digest>, actual: Digest) -> Result<(), ArtifactError> {
+    match known {
+        Some(k) if k != actual => Err(ArtifactError::SourceChanged(format!(
+            "{path}: source content is {actual}, its manifest says {k}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+type PartsOutcome = (Digest, Vec<[u8; 16]>, Vec<(i32, String)>);
+
+/// Streams the parts of `obj`: ranged GET, MD5, UploadPart, in parallel; SHA-256 in order.
+/// Each part's buffer is reserved in the memory budget *in part order* before it is filled, so
+/// the lowest outstanding part always holds its reservation and progress is guaranteed.
+async fn copy_parts(
+    ctx: &Ctx,
+    obj: &ListedObject,
+    known: Option<Digest>,
+    upload_id: &str,
+) -> Result<PartsOutcome, ArtifactError> {
+    let part = effective_part_size(ctx.part_size, obj.size);
+    let count = obj.size.div_ceil(part);
+    let mut parts = std::pin::pin!(
+        stream::iter(0..count)
+            .then(|i| {
+                let len = part.min(obj.size - i * part);
+                let budget = ctx.budget.clone();
+                async move { (i, len, budget.reserve(len).await) }
+            })
+            .map(|(i, len, permit)| {
+                let (src, dst) = (ctx.src.clone(), ctx.dst.clone());
+                let (path, etag, upload_id) =
+                    (obj.path.clone(), obj.etag.clone(), upload_id.to_string());
+                Task::spawn(async move {
+                    let start = i * part;
+                    let data = src
+                        .get_bytes(
+                            &path,
+                            Some((start, start + len - 1)),
+                            Some(&etag),
+                            Some(len),
+                        )
+                        .await?;
+                    let md5 = md5_of(&data);
+                    let part_etag = dst
+                        .upload_part(&path, &upload_id, (i + 1) as i32, data.clone(), &md5)
+                        .await?;
+                    Ok::<_, ArtifactError>((i, data, md5, part_etag, permit))
+                })
+                .join()
+            })
+            .buffered(ctx.parallel)
+    );
+    let mut hasher = super::digest::Hasher::new();
+    let mut md5s = Vec::with_capacity(count as usize);
+    let mut completed = Vec::with_capacity(count as usize);
+    while let Some(res) = parts.next().await {
+        let (i, data, md5, part_etag, permit) = res?;
+        hasher.update(&data);
+        drop((data, permit));
+        ctx.emit(SyncEvent::Bytes(part.min(obj.size - i * part)));
+        md5s.push(md5);
+        completed.push(((i + 1) as i32, part_etag));
+    }
+    let digest = hasher.finish();
+    check_known(&obj.path, known, digest)?;
+    Ok((digest, md5s, completed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_grows_to_stay_within_10000_parts() {
+        assert_eq!(effective_part_size(MIN_PART_SIZE, 1024), MIN_PART_SIZE);
+        let huge = 100 * 1024 * 1024 * 1024u64;
+        let p = effective_part_size(MIN_PART_SIZE, huge);
+        assert!(huge.div_ceil(p) <= MAX_PARTS);
+    }
+
+    #[test]
+    fn options_are_validated() {
+        assert!(SyncOptions::default().validate().is_ok());
+        let o = SyncOptions {
+            part_size: 1024,
+            ..SyncOptions::default()
+        };
+        assert!(o.validate().is_err());
+        let o = SyncOptions {
+            parallel: 0,
+            ..SyncOptions::default()
+        };
+        assert!(o.validate().is_err());
+        let o = SyncOptions {
+            memory_budget: MIN_PART_SIZE,
+            part_size: 2 * MIN_PART_SIZE,
+            ..SyncOptions::default()
+        };
+        assert!(o.validate().is_err());
+    }
+
+    #[tokio::test]
+    async fn residency_refused_before_any_connection() {
+        // Endpoints that do not exist: a refusal must come first, without touching the network.
+        let mut source = StoreLocation::parse_uri("s3://src-bkt/m").unwrap();
+        source.endpoint = Some("http://127.0.0.1:9".into());
+        let mut destination = StoreLocation::parse_uri("s3://dst-bkt/m").unwrap();
+        destination.endpoint = Some("http://127.0.0.1:9".into());
+        let req = SyncRequest {
+            source,
+            destination,
+            data_class: DataClass::Sensitive,
+            destination_cloud: Cloud::Public,
+            options: SyncOptions::default(),
+        };
+        assert!(matches!(
+            sync_model(&req).await,
+            Err(ArtifactError::Residency(_))
+        ));
+    }
+}
