@@ -100,33 +100,31 @@ pub async fn fetch_model(request: &FetchRequest) -> Result<FetchReport, Artifact
         return Ok(report(expected, m, true));
     }
 
-    let store = Store::connect(&request.source, request.retry.clone()).await?;
-    let manifest = store
-        .read_manifest()
-        .await?
-        .ok_or_else(|| ArtifactError::ManifestMissing {
+    let target = async {
+        let store = Store::connect(&request.source, request.retry.clone()).await?;
+        let manifest = store.read_manifest().await?.ok_or_else(|| ArtifactError::ManifestMissing {
             bucket: request.source.bucket.clone(),
             key: request.source.key(MANIFEST_PATH),
         })?;
-    let digest = manifest.digest();
-    if let Some(expected) = request.expected_digest
-        && expected != digest
-    {
-        return Err(ArtifactError::DigestMismatch {
-            expected,
-            actual: digest,
-        });
+        let digest = manifest.digest();
+        match request.expected_digest {
+            Some(expected) if expected != digest => Err(ArtifactError::DigestMismatch { expected, actual: digest }),
+            _ => Ok((store, manifest, digest)),
+        }
     }
-    if let Some(m) = &local
-        && m.digest() == digest
+    .await;
+    if let (Ok((_, manifest, digest)), Some(m)) = (&target, &local)
+        && m == manifest
         && verify_local(&dest, m).await.is_ok()
     {
-        return Ok(report(digest, m, true));
+        return Ok(report(*digest, m, true));
     }
 
-    // DEST is stale (or broken): remove it now, so that a failure below leaves nothing that looks
-    // complete. Only ever remove a directory that is ours or empty.
+    // DEST is not the verified target (stale, broken, or the target is unavailable): remove it
+    // now, so that no failure leaves anything that looks complete. Only ever remove a directory
+    // that is ours or empty.
     remove_stale_dest(&dest)?;
+    let (store, manifest, digest) = target?;
 
     let partial = parent.join(format!(".{name}.partial"));
     let result = download_into(&store, &manifest, &partial, request.parallel)

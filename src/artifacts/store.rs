@@ -223,6 +223,11 @@ impl Store {
             .timeout_config(timeouts);
         if let Some(region) = &location.region {
             loader = loader.region(Region::new(region.clone()));
+        } else if location.endpoint.is_some() {
+            // A custom endpoint (MinIO, Ceph) rarely cares about the region, but signing needs one;
+            // do not let the default chain probe EC2 instance metadata for it.
+            let env = std::env::var("AWS_REGION").or_else(|_| std::env::var("AWS_DEFAULT_REGION"));
+            loader = loader.region(Region::new(env.unwrap_or_else(|_| "us-east-1".to_string())));
         }
         loader = match &location.credentials {
             Credentials::Static {
