@@ -613,7 +613,16 @@ async fn copy_object(
         let upload_id = ctx.dst.create_multipart(path, known).await?;
         match copy_parts(ctx, obj, known, &upload_id).await {
             Ok((digest, md5s, parts)) => {
-                let etag = ctx.dst.complete_multipart(path, &upload_id, &parts).await?;
+                let etag = match ctx.dst.complete_multipart(path, &upload_id, &parts).await {
+                    Ok(etag) => etag,
+                    // A retried Complete whose first attempt succeeded but lost its response
+                    // finds the upload gone: the object as we assembled it is the proof.
+                    Err(ArtifactError::S3(e)) if e.is_not_found() => match ctx.dst.head(path).await? {
+                        Some(info) if info.etag == expected_etag(&md5s, true) => info.etag,
+                        _ => return Err(ArtifactError::S3(e)),
+                    },
+                    Err(e) => return Err(e),
+                };
                 (digest, etag, md5s, true)
             }
             Err(e) => {
