@@ -252,3 +252,81 @@ pub fn heavy_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Uploads a `size`-byte object of generated content by multipart (64 MiB parts), so the test
+/// process never holds it whole.
+pub async fn put_large(endpoint: &str, bucket: &str, key: &str, size: u64, seed: u64) {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    const PART: u64 = 64 * 1024 * 1024;
+    let client = admin(endpoint);
+    let id = client.create_multipart_upload().bucket(bucket).key(key).send().await.expect("create upload");
+    let id = id.upload_id().unwrap().to_string();
+    let mut parts = Vec::new();
+    for (i, start) in (0..size).step_by(PART as usize).enumerate() {
+        let len = PART.min(size - start) as usize;
+        let out = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&id)
+            .part_number(i as i32 + 1)
+            .body(ByteStream::from(data(seed * 100_000 + i as u64, len)))
+            .send()
+            .await
+            .expect("upload part");
+        parts.push(CompletedPart::builder().part_number(i as i32 + 1).set_e_tag(out.e_tag().map(str::to_string)).build());
+    }
+    // moto's CompleteMultipartUpload answer does not parse with this SDK (see store.rs); the
+    // upload completes regardless, which the HEAD below checks.
+    let _ = client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await;
+    let head = client.head_object().bucket(bucket).key(key).send().await.expect("large object exists");
+    assert_eq!(head.content_length(), Some(size as i64));
+}
+
+/// Runs the `skybridge` binary with test credentials, sampling its peak RSS (`VmHWM`, which
+/// only grows) from /proc until it exits. Returns (exit code, stdout, stderr, peak RSS bytes).
+pub fn run_measured(bin: &str, args: &[&str]) -> (i32, String, String, u64) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn skybridge");
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code().unwrap_or(-1), out_thread.join().unwrap(), err_thread.join().unwrap(), peak_kib * 1024)
+}
