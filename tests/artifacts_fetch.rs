@@ -4,9 +4,13 @@
 #[path = "support/s3.rs"]
 mod s3;
 
-use s3::{create_bucket, location, model_files, put_with_sha_metadata, seed_model, stores, unique_bucket};
+use s3::{
+    create_bucket, location, model_files, put_with_sha_metadata, seed_model, stores, unique_bucket,
+};
 use skybridge::api::common::{Cloud, DataClass};
-use skybridge::artifacts::{ArtifactError, Digest, FetchRequest, SyncOptions, SyncRequest, fetch_model, sync_model};
+use skybridge::artifacts::{
+    ArtifactError, Digest, FetchRequest, SyncOptions, SyncRequest, fetch_model, sync_model,
+};
 use std::path::Path;
 use std::process::Command;
 
@@ -15,7 +19,10 @@ const MIB: usize = 1024 * 1024;
 /// A synced model at store B, `s3://<bucket>/served/m`; returns bucket, files and digest.
 async fn synced_model(tag: &str) -> (String, Vec<(String, Vec<u8>)>, Digest) {
     let s = stores();
-    let (src, dst) = (unique_bucket(&format!("{tag}-src")), unique_bucket(&format!("{tag}-dst")));
+    let (src, dst) = (
+        unique_bucket(&format!("{tag}-src")),
+        unique_bucket(&format!("{tag}-dst")),
+    );
     let files = model_files(2, 6 * MIB);
     seed_model(&s.a.endpoint, &src, "m", &files).await;
     create_bucket(&s.b.endpoint, &dst).await;
@@ -24,7 +31,10 @@ async fn synced_model(tag: &str) -> (String, Vec<(String, Vec<u8>)>, Digest) {
         destination: location(&s.b.endpoint, &dst, "served/m"),
         data_class: DataClass::Public,
         destination_cloud: Cloud::Public,
-        options: SyncOptions { part_size: 5 * MIB as u64, ..SyncOptions::default() },
+        options: SyncOptions {
+            part_size: 5 * MIB as u64,
+            ..SyncOptions::default()
+        },
     })
     .await
     .unwrap();
@@ -44,9 +54,16 @@ fn assert_dir_holds(dest: &Path, files: &[(String, Vec<u8>)]) {
 
 /// Nothing that looks like a model: no DEST and no partial directory next to it.
 fn assert_nothing_left(dest: &Path) {
-    assert!(!dest.exists(), "{} must not exist after a refused fetch", dest.display());
+    assert!(
+        !dest.exists(),
+        "{} must not exist after a refused fetch",
+        dest.display()
+    );
     let parent = dest.parent().unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
 
@@ -62,7 +79,10 @@ async fn fetch_model_downloads_verifies_and_is_idempotent() {
     assert_eq!((report.digest, report.files), (digest, files.len()));
     assert_dir_holds(&dest, &files);
     let again = fetch_model(&req).await.unwrap();
-    assert!(again.already_present, "a verified DEST is not downloaded again");
+    assert!(
+        again.already_present,
+        "a verified DEST is not downloaded again"
+    );
     // Without a pinned digest the store's manifest decides; still a no-op.
     req.expected_digest = None;
     assert!(fetch_model(&req).await.unwrap().already_present);
@@ -84,7 +104,9 @@ async fn fetch_model_refuses_a_digest_mismatch_and_leaves_nothing_complete() {
     let wanted = Digest::of(b"another model version");
     req.expected_digest = Some(wanted);
     match fetch_model(&req).await {
-        Err(ArtifactError::DigestMismatch { expected, actual }) => assert_eq!((expected, actual), (wanted, digest)),
+        Err(ArtifactError::DigestMismatch { expected, actual }) => {
+            assert_eq!((expected, actual), (wanted, digest))
+        }
         other => panic!("expected a digest mismatch, got {other:?}"),
     }
     assert_nothing_left(&dest);
@@ -111,13 +133,22 @@ async fn fetch_model_refuses_a_corrupted_object() {
     let (path, content) = &files[4];
     let mut bad = content.clone();
     bad[0] ^= 1;
-    put_with_sha_metadata(&s.b.endpoint, &bucket, &format!("served/m/{path}"), bad, &Digest::of(content).to_hex()).await;
+    put_with_sha_metadata(
+        &s.b.endpoint,
+        &bucket,
+        &format!("served/m/{path}"),
+        bad,
+        &Digest::of(content).to_hex(),
+    )
+    .await;
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("model");
     let mut req = fetch_request(&bucket, &dest);
     req.expected_digest = Some(digest);
     match fetch_model(&req).await {
-        Err(ArtifactError::ContentMismatch { what, .. }) => assert!(what.contains(path.as_str()), "{what}"),
+        Err(ArtifactError::ContentMismatch { what, .. }) => {
+            assert!(what.contains(path.as_str()), "{what}")
+        }
         other => panic!("expected a content mismatch, got {other:?}"),
     }
     assert_nothing_left(&dest);
@@ -147,8 +178,19 @@ async fn cli_sync_and_fetch_model_exit_codes() {
     create_bucket(&s.b.endpoint, &dst).await;
     let (from, to) = (format!("s3://{src}/m"), format!("s3://{dst}/m"));
     let base = [
-        "sync", "--from", &from, "--to", &to, "--from-endpoint", &s.a.endpoint, "--to-endpoint", &s.b.endpoint,
-        "--from-path-style", "--to-path-style", "--part-size-mib", "5",
+        "sync",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--from-endpoint",
+        &s.a.endpoint,
+        "--to-endpoint",
+        &s.b.endpoint,
+        "--from-path-style",
+        "--to-path-style",
+        "--part-size-mib",
+        "5",
     ];
 
     // Residency: the default data class is the strictest; a public destination is refused.
@@ -157,7 +199,20 @@ async fn cli_sync_and_fetch_model_exit_codes() {
     assert!(err.contains("residency"), "{err}");
     assert!(s3::keys(&s.b.endpoint, &dst).await.is_empty());
 
-    let (code, out, err) = skybridge(&[&base[..], &["--data-class", "internal", "--to-cloud", "public", "-o", "json"]].concat());
+    let (code, out, err) = skybridge(
+        &[
+            &base[..],
+            &[
+                "--data-class",
+                "internal",
+                "--to-cloud",
+                "public",
+                "-o",
+                "json",
+            ],
+        ]
+        .concat(),
+    );
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("json report");
     assert_eq!(report["copied"].as_array().unwrap().len(), files.len());
@@ -165,17 +220,37 @@ async fn cli_sync_and_fetch_model_exit_codes() {
 
     let (code, out, err) = skybridge(&base);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&digest) && out.contains("copied        0 objects"), "{out}");
+    assert!(
+        out.contains(&digest) && out.contains("copied        0 objects"),
+        "{out}"
+    );
 
     let (code, _, err) = skybridge(&["sync", "--from", "s3:/nope", "--to", &to]);
     assert_eq!(code, 2, "bad URI is bad input: {err}");
-    let (code, _, err) = skybridge(&["sync", "--from", &from, "--to", &to, "--from-endpoint", "ftp://x"]);
+    let (code, _, err) = skybridge(&[
+        "sync",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--from-endpoint",
+        "ftp://x",
+    ]);
     assert_eq!(code, 2, "bad endpoint is bad input: {err}");
 
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("model");
     let dest_s = dest.to_str().unwrap();
-    let fetch = ["fetch-model", "--from", &to, "--endpoint", &s.b.endpoint, "--path-style", "--dest", dest_s];
+    let fetch = [
+        "fetch-model",
+        "--from",
+        &to,
+        "--endpoint",
+        &s.b.endpoint,
+        "--path-style",
+        "--dest",
+        dest_s,
+    ];
     let (code, out, err) = skybridge(&[&fetch[..], &["--digest", &digest]].concat());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&digest));

@@ -3,17 +3,26 @@
 #[path = "support/s3.rs"]
 mod s3;
 
-use s3::{create_bucket, data, get, keys, location, model_files, put, put_with_sha_metadata, seed_model, stores, unique_bucket};
+use s3::{
+    create_bucket, data, get, keys, location, model_files, put, put_with_sha_metadata, seed_model,
+    stores, unique_bucket,
+};
 use skybridge::api::common::{Cloud, DataClass};
 use skybridge::artifacts::manifest::MANIFEST_PATH;
 use skybridge::artifacts::{
-    ArtifactError, Digest, Manifest, ManifestEntry, SyncOptions, SyncReport, SyncRequest, read_manifest, sync_model,
+    ArtifactError, Digest, Manifest, ManifestEntry, SyncOptions, SyncReport, SyncRequest,
+    read_manifest, sync_model,
 };
 
 const MIB: usize = 1024 * 1024;
 
 fn options() -> SyncOptions {
-    SyncOptions { parallel: 4, part_size: 5 * MIB as u64, memory_budget: 32 * MIB as u64, ..SyncOptions::default() }
+    SyncOptions {
+        parallel: 4,
+        part_size: 5 * MIB as u64,
+        memory_budget: 32 * MIB as u64,
+        ..SyncOptions::default()
+    }
 }
 
 fn request(src_bucket: &str, dst_bucket: &str) -> SyncRequest {
@@ -31,7 +40,11 @@ fn expected_manifest(files: &[(String, Vec<u8>)]) -> Manifest {
     Manifest::new(
         files
             .iter()
-            .map(|(p, c)| ManifestEntry { path: p.clone(), size: c.len() as u64, digest: Digest::of(c) })
+            .map(|(p, c)| ManifestEntry {
+                path: p.clone(),
+                size: c.len() as u64,
+                digest: Digest::of(c),
+            })
             .collect(),
     )
     .unwrap()
@@ -41,7 +54,10 @@ fn expected_manifest(files: &[(String, Vec<u8>)]) -> Manifest {
 /// with 5 MiB parts).
 async fn setup(tag: &str) -> (String, String, Vec<(String, Vec<u8>)>) {
     let s = stores();
-    let (src, dst) = (unique_bucket(&format!("{tag}-src")), unique_bucket(&format!("{tag}-dst")));
+    let (src, dst) = (
+        unique_bucket(&format!("{tag}-src")),
+        unique_bucket(&format!("{tag}-dst")),
+    );
     let files = model_files(2, 7 * MIB);
     seed_model(&s.a.endpoint, &src, "models/m1", &files).await;
     create_bucket(&s.b.endpoint, &dst).await;
@@ -55,12 +71,16 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 async fn assert_destination_holds(dst: &str, files: &[(String, Vec<u8>)], report: &SyncReport) {
     let s = stores();
-    let manifest = read_manifest(&location(&s.b.endpoint, dst, "mirror/m1")).await.unwrap();
+    let manifest = read_manifest(&location(&s.b.endpoint, dst, "mirror/m1"))
+        .await
+        .unwrap();
     assert_eq!(manifest, expected_manifest(files));
     assert_eq!(report.digest, manifest.digest());
     assert_eq!(report.verified, files.len());
     for (path, content) in files {
-        let got = get(&s.b.endpoint, dst, &format!("mirror/m1/{path}")).await.expect("object copied");
+        let got = get(&s.b.endpoint, dst, &format!("mirror/m1/{path}"))
+            .await
+            .expect("object copied");
         assert!(got == *content, "{path} differs at the destination");
     }
 }
@@ -69,9 +89,15 @@ async fn assert_destination_holds(dst: &str, files: &[(String, Vec<u8>)], report
 async fn full_sync_copies_every_object_and_writes_the_manifest() {
     let (src, dst, files) = setup("full").await;
     let report = sync_model(&request(&src, &dst)).await.unwrap();
-    assert_eq!(sorted(report.copied.clone()), sorted(files.iter().map(|f| f.0.clone()).collect()));
+    assert_eq!(
+        sorted(report.copied.clone()),
+        sorted(files.iter().map(|f| f.0.clone()).collect())
+    );
     assert!(report.skipped.is_empty() && report.deleted.is_empty());
-    assert_eq!(report.bytes_copied, files.iter().map(|f| f.1.len() as u64).sum::<u64>());
+    assert_eq!(
+        report.bytes_copied,
+        files.iter().map(|f| f.1.len() as u64).sum::<u64>()
+    );
     assert!(report.manifest_written);
     assert_destination_holds(&dst, &files, &report).await;
     // Nothing but the model and Skybridge's own objects under the prefix.
@@ -88,7 +114,11 @@ async fn second_sync_copies_nothing() {
     let (src, dst, files) = setup("again").await;
     let first = sync_model(&request(&src, &dst)).await.unwrap();
     let second = sync_model(&request(&src, &dst)).await.unwrap();
-    assert!(second.copied.is_empty(), "copied again: {:?}", second.copied);
+    assert!(
+        second.copied.is_empty(),
+        "copied again: {:?}",
+        second.copied
+    );
     assert!(second.reverified.is_empty());
     assert_eq!(second.skipped.len(), files.len());
     assert_eq!(second.bytes_copied, 0);
@@ -103,8 +133,18 @@ async fn changed_source_object_is_the_only_one_copied_and_the_digest_changes() {
     // Same size, different content: only content hashes can tell.
     let s = stores();
     let new_content = data(999, 10_000);
-    put(&s.a.endpoint, &src, "models/m1/tokenizer/vocab.txt", new_content.clone()).await;
-    files.iter_mut().find(|f| f.0 == "tokenizer/vocab.txt").unwrap().1 = new_content;
+    put(
+        &s.a.endpoint,
+        &src,
+        "models/m1/tokenizer/vocab.txt",
+        new_content.clone(),
+    )
+    .await;
+    files
+        .iter_mut()
+        .find(|f| f.0 == "tokenizer/vocab.txt")
+        .unwrap()
+        .1 = new_content;
     let second = sync_model(&request(&src, &dst)).await.unwrap();
     assert_eq!(second.copied, vec!["tokenizer/vocab.txt".to_string()]);
     assert_eq!(second.skipped.len(), files.len() - 1);
@@ -122,9 +162,20 @@ async fn corrupted_destination_object_is_detected_and_repaired() {
     let (path, content) = &files[3];
     let mut bad = content.clone();
     bad[12345] ^= 0xff;
-    put_with_sha_metadata(&s.b.endpoint, &dst, &format!("mirror/m1/{path}"), bad, &Digest::of(content).to_hex()).await;
+    put_with_sha_metadata(
+        &s.b.endpoint,
+        &dst,
+        &format!("mirror/m1/{path}"),
+        bad,
+        &Digest::of(content).to_hex(),
+    )
+    .await;
     let second = sync_model(&request(&src, &dst)).await.unwrap();
-    assert_eq!(second.copied, vec![path.clone()], "the corrupted object must be re-copied");
+    assert_eq!(
+        second.copied,
+        vec![path.clone()],
+        "the corrupted object must be re-copied"
+    );
     assert_eq!(second.digest, first.digest);
     assert_destination_holds(&dst, &files, &second).await;
 }
@@ -136,13 +187,23 @@ async fn objects_removed_at_the_source_are_deleted_at_the_destination() {
     let s = stores();
     s3::delete(&s.a.endpoint, &src, "models/m1/config.json").await;
     // A stray object at the destination goes too.
-    put(&s.b.endpoint, &dst, "mirror/m1/stray.bin", b"stray".to_vec()).await;
+    put(
+        &s.b.endpoint,
+        &dst,
+        "mirror/m1/stray.bin",
+        b"stray".to_vec(),
+    )
+    .await;
     let report = sync_model(&request(&src, &dst)).await.unwrap();
     assert_eq!(sorted(report.deleted.clone()), ["config.json", "stray.bin"]);
     assert!(report.copied.is_empty());
     let remaining: Vec<_> = files.into_iter().filter(|f| f.0 != "config.json").collect();
     assert_destination_holds(&dst, &remaining, &report).await;
-    assert!(get(&s.b.endpoint, &dst, "mirror/m1/stray.bin").await.is_none());
+    assert!(
+        get(&s.b.endpoint, &dst, "mirror/m1/stray.bin")
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,9 +212,19 @@ async fn lost_sync_state_costs_a_read_back_not_a_copy() {
     let s = stores();
     // A source with its own manifest: its digests are known without reading the source.
     let manifest = expected_manifest(&files);
-    put(&s.a.endpoint, &src, &format!("models/m1/{MANIFEST_PATH}"), manifest.to_canonical_bytes()).await;
+    put(
+        &s.a.endpoint,
+        &src,
+        &format!("models/m1/{MANIFEST_PATH}"),
+        manifest.to_canonical_bytes(),
+    )
+    .await;
     let first = sync_model(&request(&src, &dst)).await.unwrap();
-    assert_eq!(first.digest, manifest.digest(), "the destination digest equals the source manifest's");
+    assert_eq!(
+        first.digest,
+        manifest.digest(),
+        "the destination digest equals the source manifest's"
+    );
     s3::delete(&s.b.endpoint, &dst, "mirror/m1/.skybridge/sync-state.json").await;
     let second = sync_model(&request(&src, &dst)).await.unwrap();
     assert!(second.copied.is_empty(), "copied: {:?}", second.copied);
@@ -169,11 +240,17 @@ async fn sensitive_model_is_refused_for_a_public_store_and_nothing_is_written() 
     req.destination_cloud = Cloud::Public;
     match sync_model(&req).await {
         Err(ArtifactError::Residency(e)) => {
-            assert_eq!((e.data_class, e.cloud), (DataClass::Sensitive, Cloud::Public));
+            assert_eq!(
+                (e.data_class, e.cloud),
+                (DataClass::Sensitive, Cloud::Public)
+            );
         }
         other => panic!("expected a residency refusal, got {other:?}"),
     }
-    assert!(keys(&stores().b.endpoint, &dst).await.is_empty(), "no object may be written");
+    assert!(
+        keys(&stores().b.endpoint, &dst).await.is_empty(),
+        "no object may be written"
+    );
     // The same model may go to a private store.
     req.destination_cloud = Cloud::Private;
     sync_model(&req).await.unwrap();
@@ -185,10 +262,21 @@ async fn source_disagreeing_with_its_manifest_is_refused() {
     let s = stores();
     let mut stale = files.clone();
     stale[0].1 = b"{\"arch\":\"old!\"}".to_vec(); // same length, other content
-    put(&s.a.endpoint, &src, &format!("models/m1/{MANIFEST_PATH}"), expected_manifest(&stale).to_canonical_bytes()).await;
+    put(
+        &s.a.endpoint,
+        &src,
+        &format!("models/m1/{MANIFEST_PATH}"),
+        expected_manifest(&stale).to_canonical_bytes(),
+    )
+    .await;
     match sync_model(&request(&src, &dst)).await {
         Err(ArtifactError::SourceChanged(_)) => {}
         other => panic!("expected SourceChanged, got {other:?}"),
     }
-    assert!(get(&s.b.endpoint, &dst, &format!("mirror/m1/{MANIFEST_PATH}")).await.is_none(), "no manifest for a bad copy");
+    assert!(
+        get(&s.b.endpoint, &dst, &format!("mirror/m1/{MANIFEST_PATH}"))
+            .await
+            .is_none(),
+        "no manifest for a bad copy"
+    );
 }

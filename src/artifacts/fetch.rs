@@ -102,13 +102,20 @@ pub async fn fetch_model(request: &FetchRequest) -> Result<FetchReport, Artifact
 
     let target = async {
         let store = Store::connect(&request.source, request.retry.clone()).await?;
-        let manifest = store.read_manifest().await?.ok_or_else(|| ArtifactError::ManifestMissing {
-            bucket: request.source.bucket.clone(),
-            key: request.source.key(MANIFEST_PATH),
-        })?;
+        let manifest =
+            store
+                .read_manifest()
+                .await?
+                .ok_or_else(|| ArtifactError::ManifestMissing {
+                    bucket: request.source.bucket.clone(),
+                    key: request.source.key(MANIFEST_PATH),
+                })?;
         let digest = manifest.digest();
         match request.expected_digest {
-            Some(expected) if expected != digest => Err(ArtifactError::DigestMismatch { expected, actual: digest }),
+            Some(expected) if expected != digest => Err(ArtifactError::DigestMismatch {
+                expected,
+                actual: digest,
+            }),
             _ => Ok((store, manifest, digest)),
         }
     }

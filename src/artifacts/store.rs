@@ -764,7 +764,11 @@ fn etag_in_xml(body: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     let start = text.find("<ETag>")? + "<ETag>".len();
     let end = start + text[start..].find("</ETag>")?;
-    Some(unquote(&text[start..end].replace("&quot;", "\"").replace("&#34;", "\"")))
+    Some(unquote(
+        &text[start..end]
+            .replace("&quot;", "\"")
+            .replace("&#34;", "\""),
+    ))
 }
 
 fn unquote(etag: &str) -> String {

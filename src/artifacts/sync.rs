@@ -549,10 +549,11 @@ async fn transfer_one(
     known: Option<Digest>,
     check: bool,
 ) -> Result<(StateEntry, Outcome), ArtifactError> {
-    if check && let Some(d) = known {
-        if let Some(entry) = reverify(ctx, obj, d).await? {
-            return Ok((entry, Outcome::Reverified));
-        }
+    if check
+        && let Some(d) = known
+        && let Some(entry) = reverify(ctx, obj, d).await?
+    {
+        return Ok((entry, Outcome::Reverified));
     }
     let entry = copy_object(ctx, obj, known).await?;
     Ok((entry, Outcome::Copied))
@@ -617,10 +618,12 @@ async fn copy_object(
                     Ok(etag) => etag,
                     // A retried Complete whose first attempt succeeded but lost its response
                     // finds the upload gone: the object as we assembled it is the proof.
-                    Err(ArtifactError::S3(e)) if e.is_not_found() => match ctx.dst.head(path).await? {
-                        Some(info) if info.etag == expected_etag(&md5s, true) => info.etag,
-                        _ => return Err(ArtifactError::S3(e)),
-                    },
+                    Err(ArtifactError::S3(e)) if e.is_not_found() => {
+                        match ctx.dst.head(path).await? {
+                            Some(info) if info.etag == expected_etag(&md5s, true) => info.etag,
+                            _ => return Err(ArtifactError::S3(e)),
+                        }
+                    }
                     Err(e) => return Err(e),
                 };
                 (digest, etag, md5s, true)

@@ -37,8 +37,13 @@ pub struct FetchModelArgs {
 
 pub fn run(args: FetchModelArgs) -> ExitCode {
     init_logging();
-    let source = match location(&args.from, args.endpoint.as_deref(), args.region.as_deref(), args.path_style, args.profile.as_deref())
-    {
+    let source = match location(
+        &args.from,
+        args.endpoint.as_deref(),
+        args.region.as_deref(),
+        args.path_style,
+        args.profile.as_deref(),
+    ) {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
@@ -64,13 +69,27 @@ pub fn run(args: FetchModelArgs) -> ExitCode {
 
 fn print_report(r: &FetchReport, output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(r).expect("report serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(r).expect("report serializes")
+        );
         return;
     }
     println!("source        {}", r.source);
     println!("dest          {}", r.dest.display());
-    println!("files         {} ({:.1} MiB)", r.files, r.bytes as f64 / (1024.0 * 1024.0));
-    println!("status        {}", if r.already_present { "already present, verified" } else { "downloaded, verified" });
+    println!(
+        "files         {} ({:.1} MiB)",
+        r.files,
+        r.bytes as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "status        {}",
+        if r.already_present {
+            "already present, verified"
+        } else {
+            "downloaded, verified"
+        }
+    );
     println!("time          {:.2} s", r.elapsed_seconds);
     println!("digest        {}", r.digest);
 }

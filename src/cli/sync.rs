@@ -5,7 +5,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use skybridge::api::common::{Cloud, DataClass};
 use skybridge::artifacts::{
-    ArtifactError, Credentials, StoreLocation, SyncEvent, SyncOptions, SyncReport, SyncRequest, VerifyMode, sync_model,
+    ArtifactError, Credentials, StoreLocation, SyncEvent, SyncOptions, SyncReport, SyncRequest,
+    VerifyMode, sync_model,
 };
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -76,11 +77,17 @@ pub(crate) enum Output {
 }
 
 pub(crate) fn parse_data_class(s: &str) -> Result<DataClass, String> {
-    DataClass::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| format!("expected public, internal or sensitive, got {s:?}"))
+    DataClass::ALL
+        .into_iter()
+        .find(|c| c.as_str() == s)
+        .ok_or_else(|| format!("expected public, internal or sensitive, got {s:?}"))
 }
 
 fn parse_cloud(s: &str) -> Result<Cloud, String> {
-    [Cloud::Private, Cloud::Public].into_iter().find(|c| c.as_str() == s).ok_or_else(|| format!("expected private or public, got {s:?}"))
+    [Cloud::Private, Cloud::Public]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+        .ok_or_else(|| format!("expected private or public, got {s:?}"))
 }
 
 /// Builds a location from the CLI pieces shared by `sync` and `fetch-model`.
@@ -94,32 +101,47 @@ pub(crate) fn location(
     let mut loc = StoreLocation::parse_uri(uri)?;
     if let Some(e) = endpoint {
         if !(e.starts_with("http://") || e.starts_with("https://")) {
-            return Err(ArtifactError::InvalidRequest(format!("endpoint {e:?} must be an http:// or https:// URL")));
+            return Err(ArtifactError::InvalidRequest(format!(
+                "endpoint {e:?} must be an http:// or https:// URL"
+            )));
         }
         loc.endpoint = Some(e.trim_end_matches('/').to_string());
     }
     loc.region = region.map(str::to_string);
     loc.path_style = path_style;
-    loc.credentials = profile.map_or(Credentials::DefaultChain, |p| Credentials::Profile(p.to_string()));
+    loc.credentials = profile.map_or(Credentials::DefaultChain, |p| {
+        Credentials::Profile(p.to_string())
+    });
     Ok(loc)
 }
 
 pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        ExitCode::FAILURE
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 /// Exit status of a library error: 2 for bad input (including residency refusals), else 1.
 pub(crate) fn fail(e: &ArtifactError) -> ExitCode {
     eprintln!("error: {e}");
-    if e.is_bad_input() { ExitCode::from(EXIT_BAD_INPUT) } else { ExitCode::FAILURE }
+    if e.is_bad_input() {
+        ExitCode::from(EXIT_BAD_INPUT)
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 pub fn run(args: SyncArgs) -> ExitCode {
@@ -137,9 +159,17 @@ pub fn run(args: SyncArgs) -> ExitCode {
     if let Some(bar) = &bar {
         let bar = bar.clone();
         request.options.progress = Some(Arc::new(move |e: &SyncEvent| match e {
-            SyncEvent::Planned { copy_bytes, copy, check, delete, .. } => {
+            SyncEvent::Planned {
+                copy_bytes,
+                copy,
+                check,
+                delete,
+                ..
+            } => {
                 bar.set_length(*copy_bytes);
-                bar.set_message(format!("{copy} to copy, {check} to verify, {delete} to delete"));
+                bar.set_message(format!(
+                    "{copy} to copy, {check} to verify, {delete} to delete"
+                ));
             }
             SyncEvent::Bytes(n) => bar.inc(*n),
             SyncEvent::Object { .. } => {}
@@ -166,8 +196,13 @@ fn build_request(args: &SyncArgs) -> Result<SyncRequest, ArtifactError> {
         args.from_path_style,
         args.from_profile.as_deref(),
     )?;
-    let destination =
-        location(&args.to, args.to_endpoint.as_deref(), args.to_region.as_deref(), args.to_path_style, args.to_profile.as_deref())?;
+    let destination = location(
+        &args.to,
+        args.to_endpoint.as_deref(),
+        args.to_region.as_deref(),
+        args.to_path_style,
+        args.to_profile.as_deref(),
+    )?;
     let part_size = args.part_size_mib * 1024 * 1024;
     let options = SyncOptions {
         parallel: usize::from(args.parallel),
@@ -179,36 +214,79 @@ fn build_request(args: &SyncArgs) -> Result<SyncRequest, ArtifactError> {
         },
         ..SyncOptions::default()
     };
-    Ok(SyncRequest { source, destination, data_class: args.data_class, destination_cloud: args.to_cloud, options })
+    Ok(SyncRequest {
+        source,
+        destination,
+        data_class: args.data_class,
+        destination_cloud: args.to_cloud,
+        options,
+    })
 }
 
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
 }
 
 fn print_report(r: &SyncReport, output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(r).expect("report serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(r).expect("report serializes")
+        );
         return;
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let rate = if r.elapsed_seconds > 0.0 { mib(r.bytes_copied) / r.elapsed_seconds } else { 0.0 };
+    let rate = if r.elapsed_seconds > 0.0 {
+        mib(r.bytes_copied) / r.elapsed_seconds
+    } else {
+        0.0
+    };
     println!("source        {}", r.source);
     println!("destination   {}", r.destination);
-    println!("copied        {} objects, {:.1} MiB", r.copied.len(), mib(r.bytes_copied));
-    println!("skipped       {} objects (verified earlier, unchanged)", r.skipped.len());
-    println!("reverified    {} objects (present, verified by reading back)", r.reverified.len());
+    println!(
+        "copied        {} objects, {:.1} MiB",
+        r.copied.len(),
+        mib(r.bytes_copied)
+    );
+    println!(
+        "skipped       {} objects (verified earlier, unchanged)",
+        r.skipped.len()
+    );
+    println!(
+        "reverified    {} objects (present, verified by reading back)",
+        r.reverified.len()
+    );
     println!("deleted       {} objects", r.deleted.len());
-    println!("verified      {} of {} objects, {:.1} MiB", r.verified, r.objects, mib(r.bytes));
+    println!(
+        "verified      {} of {} objects, {:.1} MiB",
+        r.verified,
+        r.objects,
+        mib(r.bytes)
+    );
     if r.aborted_uploads > 0 {
-        println!("aborted       {} stale multipart uploads", r.aborted_uploads);
+        println!(
+            "aborted       {} stale multipart uploads",
+            r.aborted_uploads
+        );
     }
-    println!("time          {:.2} s ({rate:.1} MiB/s copied)", r.elapsed_seconds);
-    println!("manifest      {}", if r.manifest_written { "written" } else { "unchanged" });
+    println!(
+        "time          {:.2} s ({rate:.1} MiB/s copied)",
+        r.elapsed_seconds
+    );
+    println!(
+        "manifest      {}",
+        if r.manifest_written {
+            "written"
+        } else {
+            "unchanged"
+        }
+    );
     println!("digest        {}", r.digest);
 }

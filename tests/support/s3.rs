@@ -36,12 +36,18 @@ impl Drop for MotoServer {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind loopback").local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts a moto server on a free port and waits (polling, with a deadline) until it answers.
 pub fn start_moto() -> MotoServer {
-    let probe = Command::new("python3").args(["-c", "import moto.server"]).output();
+    let probe = Command::new("python3")
+        .args(["-c", "import moto.server"])
+        .output();
     match probe {
         Ok(out) if out.status.success() => {}
         Ok(out) => panic!(
@@ -79,7 +85,10 @@ pub fn start_moto() -> MotoServer {
         if http_ok(port) {
             break;
         }
-        assert!(Instant::now() < deadline, "moto server on port {port} did not answer within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "moto server on port {port} did not answer within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Moto logs every request to stderr; drain it so the pipe never fills and blocks the server.
@@ -89,14 +98,22 @@ pub fn start_moto() -> MotoServer {
             while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
         });
     }
-    MotoServer { endpoint, child: Some(child), _stdin: stdin }
+    MotoServer {
+        endpoint,
+        child: Some(child),
+        _stdin: stdin,
+    }
 }
 
 fn http_ok(port: u16) -> bool {
     use std::io::Write;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+    if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 12];
@@ -114,16 +131,30 @@ pub fn stores() -> &'static Stores {
     static STORES: OnceLock<Stores> = OnceLock::new();
     STORES.get_or_init(|| {
         let external = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
-        match (external("SKYBRIDGE_TEST_S3_A"), external("SKYBRIDGE_TEST_S3_B")) {
+        match (
+            external("SKYBRIDGE_TEST_S3_A"),
+            external("SKYBRIDGE_TEST_S3_B"),
+        ) {
             (Some(a), Some(b)) => Stores {
-                a: MotoServer { endpoint: a, child: None, _stdin: None },
-                b: MotoServer { endpoint: b, child: None, _stdin: None },
+                a: MotoServer {
+                    endpoint: a,
+                    child: None,
+                    _stdin: None,
+                },
+                b: MotoServer {
+                    endpoint: b,
+                    child: None,
+                    _stdin: None,
+                },
             },
             _ => {
                 // Start both at once: moto takes a second or two to come up.
                 let a = std::thread::spawn(start_moto);
                 let b = start_moto();
-                Stores { a: a.join().expect("start moto A"), b }
+                Stores {
+                    a: a.join().expect("start moto A"),
+                    b,
+                }
             }
         }
     })
@@ -133,15 +164,22 @@ pub fn stores() -> &'static Stores {
 pub fn unique_bucket(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
-    format!("{tag}-{}-{n}", std::process::id()).to_lowercase().replace('_', "-")
+    format!("{tag}-{}-{n}", std::process::id())
+        .to_lowercase()
+        .replace('_', "-")
 }
 
 pub fn location(endpoint: &str, bucket: &str, prefix: &str) -> StoreLocation {
-    let mut loc = StoreLocation::parse_uri(&format!("s3://{bucket}/{prefix}")).expect("valid test uri");
+    let mut loc =
+        StoreLocation::parse_uri(&format!("s3://{bucket}/{prefix}")).expect("valid test uri");
     loc.endpoint = Some(endpoint.to_string());
     loc.region = Some("us-east-1".into());
     loc.path_style = true;
-    loc.credentials = Credentials::Static { access_key_id: "test".into(), secret_access_key: "test".into(), session_token: None };
+    loc.credentials = Credentials::Static {
+        access_key_id: "test".into(),
+        secret_access_key: "test".into(),
+        session_token: None,
+    };
     loc
 }
 
@@ -167,14 +205,32 @@ pub fn admin(endpoint: &str) -> aws_sdk_s3::Client {
 }
 
 pub async fn create_bucket(endpoint: &str, bucket: &str) {
-    admin(endpoint).create_bucket().bucket(bucket).send().await.expect("create bucket");
+    admin(endpoint)
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create bucket");
 }
 
 pub async fn put(endpoint: &str, bucket: &str, key: &str, data: Vec<u8>) {
-    admin(endpoint).put_object().bucket(bucket).key(key).body(ByteStream::from(data)).send().await.expect("put object");
+    admin(endpoint)
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .expect("put object");
 }
 
-pub async fn put_with_sha_metadata(endpoint: &str, bucket: &str, key: &str, data: Vec<u8>, sha_hex: &str) {
+pub async fn put_with_sha_metadata(
+    endpoint: &str,
+    bucket: &str,
+    key: &str,
+    data: Vec<u8>,
+    sha_hex: &str,
+) {
     admin(endpoint)
         .put_object()
         .bucket(bucket)
@@ -187,27 +243,60 @@ pub async fn put_with_sha_metadata(endpoint: &str, bucket: &str, key: &str, data
 }
 
 pub async fn get(endpoint: &str, bucket: &str, key: &str) -> Option<Vec<u8>> {
-    match admin(endpoint).get_object().bucket(bucket).key(key).send().await {
-        Ok(out) => Some(out.body.collect().await.expect("read body").into_bytes().to_vec()),
+    match admin(endpoint)
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(out) => Some(
+            out.body
+                .collect()
+                .await
+                .expect("read body")
+                .into_bytes()
+                .to_vec(),
+        ),
         Err(_) => None,
     }
 }
 
 pub async fn delete(endpoint: &str, bucket: &str, key: &str) {
-    admin(endpoint).delete_object().bucket(bucket).key(key).send().await.expect("delete object");
+    admin(endpoint)
+        .delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("delete object");
 }
 
 /// All keys in the bucket, sorted.
 pub async fn keys(endpoint: &str, bucket: &str) -> Vec<String> {
-    let out = admin(endpoint).list_objects_v2().bucket(bucket).send().await.expect("list");
-    let mut keys: Vec<String> = out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect();
+    let out = admin(endpoint)
+        .list_objects_v2()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("list");
+    let mut keys: Vec<String> = out
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect();
     keys.sort();
     keys
 }
 
 /// Multipart uploads in progress in the bucket.
 pub async fn open_uploads(endpoint: &str, bucket: &str) -> usize {
-    let out = admin(endpoint).list_multipart_uploads().bucket(bucket).send().await.expect("list uploads");
+    let out = admin(endpoint)
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("list uploads");
     out.uploads().len()
 }
 
@@ -233,7 +322,10 @@ pub fn model_files(shards: usize, shard_len: usize) -> Vec<(String, Vec<u8>)> {
         ("empty.txt".to_string(), Vec::new()),
     ];
     for i in 0..shards {
-        files.push((format!("weights/shard-{i:03}.bin"), data(100 + i as u64, shard_len)));
+        files.push((
+            format!("weights/shard-{i:03}.bin"),
+            data(100 + i as u64, shard_len),
+        ));
     }
     files
 }
@@ -243,7 +335,13 @@ pub fn model_files(shards: usize, shard_len: usize) -> Vec<(String, Vec<u8>)> {
 pub async fn seed_model(endpoint: &str, bucket: &str, prefix: &str, files: &[(String, Vec<u8>)]) {
     create_bucket(endpoint, bucket).await;
     for (path, content) in files {
-        put(endpoint, bucket, &format!("{prefix}/{path}"), content.clone()).await;
+        put(
+            endpoint,
+            bucket,
+            &format!("{prefix}/{path}"),
+            content.clone(),
+        )
+        .await;
     }
 }
 
@@ -259,7 +357,13 @@ pub async fn put_large(endpoint: &str, bucket: &str, key: &str, size: u64, seed:
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
     const PART: u64 = 64 * 1024 * 1024;
     let client = admin(endpoint);
-    let id = client.create_multipart_upload().bucket(bucket).key(key).send().await.expect("create upload");
+    let id = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("create upload");
     let id = id.upload_id().unwrap().to_string();
     let mut parts = Vec::new();
     for (i, start) in (0..size).step_by(PART as usize).enumerate() {
@@ -274,7 +378,12 @@ pub async fn put_large(endpoint: &str, bucket: &str, key: &str, size: u64, seed:
             .send()
             .await
             .expect("upload part");
-        parts.push(CompletedPart::builder().part_number(i as i32 + 1).set_e_tag(out.e_tag().map(str::to_string)).build());
+        parts.push(
+            CompletedPart::builder()
+                .part_number(i as i32 + 1)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build(),
+        );
     }
     // moto's CompleteMultipartUpload answer does not parse with this SDK (see store.rs); the
     // upload completes regardless, which the HEAD below checks.
@@ -283,10 +392,20 @@ pub async fn put_large(endpoint: &str, bucket: &str, key: &str, size: u64, seed:
         .bucket(bucket)
         .key(key)
         .upload_id(&id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await;
-    let head = client.head_object().bucket(bucket).key(key).send().await.expect("large object exists");
+    let head = client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("large object exists");
     assert_eq!(head.content_length(), Some(size as i64));
 }
 
@@ -320,7 +439,11 @@ pub fn run_measured(bin: &str, args: &[&str]) -> (i32, String, String, u64) {
         if let Ok(text) = std::fs::read_to_string(&status_path)
             && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
         {
-            let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let kib: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             peak_kib = peak_kib.max(kib);
         }
         if let Some(status) = child.try_wait().expect("wait") {
@@ -328,5 +451,10 @@ pub fn run_measured(bin: &str, args: &[&str]) -> (i32, String, String, u64) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    (status.code().unwrap_or(-1), out_thread.join().unwrap(), err_thread.join().unwrap(), peak_kib * 1024)
+    (
+        status.code().unwrap_or(-1),
+        out_thread.join().unwrap(),
+        err_thread.join().unwrap(),
+        peak_kib * 1024,
+    )
 }

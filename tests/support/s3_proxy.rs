@@ -38,7 +38,9 @@ pub struct Stats {
 
 impl Stats {
     pub fn injected(&self) -> u64 {
-        self.internal_errors.load(Ordering::SeqCst) + self.slow_downs.load(Ordering::SeqCst) + self.resets.load(Ordering::SeqCst)
+        self.internal_errors.load(Ordering::SeqCst)
+            + self.slow_downs.load(Ordering::SeqCst)
+            + self.resets.load(Ordering::SeqCst)
     }
 }
 
@@ -73,7 +75,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Starts a proxy on a free loopback port forwarding to `upstream` (`http://host:port`).
 pub async fn start(upstream: &str, cfg: FaultConfig) -> FaultProxy {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let stats = Arc::new(Stats::default());
     let shared = Arc::new(Shared {
@@ -84,27 +88,39 @@ pub async fn start(upstream: &str, cfg: FaultConfig) -> FaultProxy {
     });
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let shared = shared.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
                 // An Err from the service makes hyper close the connection without a response.
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
-    FaultProxy { endpoint, stats, task }
+    FaultProxy {
+        endpoint,
+        stats,
+        task,
+    }
 }
 
 fn random(seed: u64, n: u64, salt: u64) -> f64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z =
+        seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, BoxError> {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, BoxError> {
     let cfg = &shared.cfg;
     let n = shared.stats.requests.fetch_add(1, Ordering::SeqCst);
     if cfg.fail_after.is_some_and(|limit| n >= limit) {
@@ -147,18 +163,35 @@ fn inject(shared: &Shared, fault: Fault) -> Result<Response<Full<Bytes>>, BoxErr
             (StatusCode::SERVICE_UNAVAILABLE, "SlowDown")
         }
     };
-    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>");
-    Ok(Response::builder().status(status).header("content-type", "application/xml").body(Full::new(Bytes::from(body)))?)
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+    );
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(Full::new(Bytes::from(body)))?)
 }
 
-async fn forward(shared: &Shared, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, BoxError> {
+async fn forward(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, BoxError> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut up = Request::builder().method(parts.method.clone()).uri(format!("{}{path}", shared.upstream));
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut up = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("{}{path}", shared.upstream));
     for (name, value) in &parts.headers {
         // The body is re-framed from a complete buffer; hyper sets the length.
-        if !matches!(name.as_str(), "connection" | "transfer-encoding" | "content-length") {
+        if !matches!(
+            name.as_str(),
+            "connection" | "transfer-encoding" | "content-length"
+        ) {
             up = up.header(name, value);
         }
     }
@@ -169,7 +202,8 @@ async fn forward(shared: &Shared, req: Request<Incoming>) -> Result<Response<Ful
     let mut out = Response::builder().status(rparts.status);
     for (name, value) in &rparts.headers {
         // HEAD answers carry the object's length with no body: keep it. Otherwise re-frame.
-        let reframed = matches!(name.as_str(), "connection" | "transfer-encoding") || (!is_head && name == "content-length");
+        let reframed = matches!(name.as_str(), "connection" | "transfer-encoding")
+            || (!is_head && name == "content-length");
         if !reframed {
             out = out.header(name, value);
         }
