@@ -280,3 +280,19 @@ async fn source_disagreeing_with_its_manifest_is_refused() {
         "no manifest for a bad copy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_source_is_refused_instead_of_wiping_the_destination() {
+    let (src, dst, files) = setup("empty").await;
+    sync_model(&request(&src, &dst)).await.unwrap();
+    let mut req = request(&src, &dst);
+    req.source = location(&stores().a.endpoint, &src, "models/typo");
+    assert!(matches!(
+        sync_model(&req).await,
+        Err(ArtifactError::InvalidRequest(_))
+    ));
+    assert_eq!(
+        read_manifest(&req.destination).await.unwrap().len(),
+        files.len()
+    );
+}

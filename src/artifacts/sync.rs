@@ -25,7 +25,10 @@
 //! (ETags change on every rewrite) and its SHA-256 equals the source's (from the source manifest,
 //! or from the state when the source ETag is unchanged). An object present with the right size
 //! but no matching record (e.g. state lost in an interruption) is re-verified: `x-amz-meta-sha256`
-//! is a cheap filter, and a full read-back proves it.
+//! is a cheap filter, and a full read-back proves it. `x-amz-meta-sha256` is set on every object
+//! whose SHA-256 is known when its upload starts: all single-PUT objects, and multipart objects
+//! when the source manifest or the state supplies it (a multipart upload's metadata is fixed at
+//! its creation, before the content has been hashed); the state and the manifest always have it.
 
 use super::digest::Digest;
 use super::error::ArtifactError;
@@ -277,6 +280,13 @@ pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactErr
         dst.read_manifest_lenient(),
         dst.list_multipart_uploads(),
     )?;
+    if src_list.is_empty() {
+        // Almost always a mistyped prefix; with sync semantics it would wipe the destination.
+        return Err(ArtifactError::InvalidRequest(format!(
+            "source {} holds no objects",
+            request.source.uri()
+        )));
+    }
     if let Some(m) = &src_manifest {
         check_source_against_manifest(&src_list, m)?;
     }
