@@ -228,6 +228,7 @@ fn source_id(l: &StoreLocation) -> String {
     )
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Action {
     Skip(StateEntry),
     /// Plausibly present with this digest; verify by reading, copy if wrong.
@@ -299,60 +300,20 @@ pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactErr
         .try_collect::<Vec<()>>()
         .await?;
 
-    // Plan.
-    let sid = source_id(&request.source);
-    let state_trusted_for_source = old_state.source == sid;
-    let dst_by_path: BTreeMap<&str, &ListedObject> =
-        dst_list.iter().map(|o| (o.path.as_str(), o)).collect();
-    let mut state = SyncState {
-        source: sid,
-        objects: BTreeMap::new(),
-    };
-    let mut work = Vec::new();
-    let (mut copy_n, mut copy_bytes, mut check_n) = (0, 0u64, 0);
-    for obj in &src_list {
-        let recorded = old_state.objects.get(&obj.path);
-        let known = match &src_manifest {
-            Some(m) => m.get(&obj.path).map(|e| e.digest),
-            None => recorded
-                .filter(|r| {
-                    state_trusted_for_source && r.source_etag == obj.etag && r.size == obj.size
-                })
-                .map(|r| r.digest),
-        };
-        let at_dst = dst_by_path
-            .get(obj.path.as_str())
-            .filter(|d| d.size == obj.size);
-        let action = match (known, at_dst, recorded) {
-            (Some(d), Some(at), Some(r))
-                if r.digest == d && r.dest_etag == at.etag && r.size == obj.size =>
-            {
-                Action::Skip(StateEntry {
-                    source_etag: obj.etag.clone(),
-                    ..r.clone()
-                })
-            }
-            (Some(d), Some(_), _) => Action::Check(d),
-            (known, _, _) => Action::Copy(known),
-        };
-        match &action {
-            Action::Skip(entry) => {
-                state.objects.insert(obj.path.clone(), entry.clone());
-            }
-            Action::Check(_) => check_n += 1,
-            Action::Copy(_) => {
-                copy_n += 1;
-                copy_bytes += obj.size;
-            }
-        }
-        work.push((obj.clone(), action));
-    }
-    let src_paths: BTreeSet<&str> = src_list.iter().map(|o| o.path.as_str()).collect();
-    let to_delete: Vec<String> = dst_list
-        .iter()
-        .filter(|d| !src_paths.contains(d.path.as_str()))
-        .map(|d| d.path.clone())
-        .collect();
+    let Plan {
+        work,
+        mut state,
+        copy_n,
+        copy_bytes,
+        check_n,
+        to_delete,
+    } = plan(
+        &src_list,
+        src_manifest.as_ref(),
+        &dst_list,
+        &old_state,
+        source_id(&request.source),
+    );
 
     let ctx = Arc::new(Ctx {
         src,
@@ -507,6 +468,88 @@ pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactErr
     report.verified = manifest.len();
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What a sync will do, decided from listings and records alone (no I/O).
+#[derive(Debug)]
+struct Plan {
+    work: Vec<(ListedObject, Action)>,
+    /// The new state, holding the skipped objects; transfers add theirs.
+    state: SyncState,
+    copy_n: usize,
+    copy_bytes: u64,
+    check_n: usize,
+    to_delete: Vec<String>,
+}
+
+/// Decides per source object: skip (recorded as verified, destination ETag unchanged, digest
+/// equal to the source's), check (present with the right size and a known digest, but no
+/// matching record), or copy; and which destination objects to delete. The source digest comes
+/// from the source manifest, else from the record when the source ETag is unchanged (only for
+/// the same source: ETags are never compared across stores).
+fn plan(
+    src_list: &[ListedObject],
+    src_manifest: Option<&Manifest>,
+    dst_list: &[ListedObject],
+    old_state: &SyncState,
+    source: String,
+) -> Plan {
+    let same_source = old_state.source == source;
+    let dst_by_path: BTreeMap<&str, &ListedObject> =
+        dst_list.iter().map(|o| (o.path.as_str(), o)).collect();
+    let mut plan = Plan {
+        work: Vec::with_capacity(src_list.len()),
+        state: SyncState {
+            source,
+            objects: BTreeMap::new(),
+        },
+        copy_n: 0,
+        copy_bytes: 0,
+        check_n: 0,
+        to_delete: Vec::new(),
+    };
+    for obj in src_list {
+        let recorded = old_state.objects.get(&obj.path);
+        let known = match src_manifest {
+            Some(m) => m.get(&obj.path).map(|e| e.digest),
+            None => recorded
+                .filter(|r| same_source && r.source_etag == obj.etag && r.size == obj.size)
+                .map(|r| r.digest),
+        };
+        let at_dst = dst_by_path
+            .get(obj.path.as_str())
+            .filter(|d| d.size == obj.size);
+        let action = match (known, at_dst, recorded) {
+            (Some(d), Some(at), Some(r))
+                if r.digest == d && r.dest_etag == at.etag && r.size == obj.size =>
+            {
+                Action::Skip(StateEntry {
+                    source_etag: obj.etag.clone(),
+                    ..r.clone()
+                })
+            }
+            (Some(d), Some(_), _) => Action::Check(d),
+            (known, _, _) => Action::Copy(known),
+        };
+        match &action {
+            Action::Skip(entry) => {
+                plan.state.objects.insert(obj.path.clone(), entry.clone());
+            }
+            Action::Check(_) => plan.check_n += 1,
+            Action::Copy(_) => {
+                plan.copy_n += 1;
+                plan.copy_bytes += obj.size;
+            }
+        }
+        plan.work.push((obj.clone(), action));
+    }
+    let src_paths: BTreeSet<&str> = src_list.iter().map(|o| o.path.as_str()).collect();
+    plan.to_delete = dst_list
+        .iter()
+        .filter(|d| !src_paths.contains(d.path.as_str()))
+        .map(|d| d.path.clone())
+        .collect();
+    plan
 }
 
 /// Every object the source manifest lists must be listed with its size, and nothing else.
@@ -745,6 +788,97 @@ mod tests {
         let huge = 100 * 1024 * 1024 * 1024u64;
         let p = effective_part_size(MIN_PART_SIZE, huge);
         assert!(huge.div_ceil(p) <= MAX_PARTS);
+    }
+
+    fn listed(path: &str, size: u64, etag: &str) -> ListedObject {
+        ListedObject {
+            path: path.into(),
+            size,
+            etag: etag.into(),
+        }
+    }
+
+    fn entry(size: u64, digest: Digest, dest_etag: &str, source_etag: &str) -> StateEntry {
+        StateEntry {
+            size,
+            digest,
+            dest_etag: dest_etag.into(),
+            source_etag: source_etag.into(),
+        }
+    }
+
+    #[test]
+    fn plan_skips_verified_checks_plausible_copies_rest_and_deletes_extras() {
+        let (d1, d2, d3) = (Digest::of(b"1"), Digest::of(b"2"), Digest::of(b"3"));
+        let src = vec![
+            listed("same", 1, "s1"),
+            listed("rewritten-at-dst", 1, "s2"),
+            listed("changed-at-src", 1, "s3-new"),
+            listed("new", 1, "s4"),
+        ];
+        let dst = vec![
+            listed("same", 1, "d1"),
+            listed("rewritten-at-dst", 1, "d2-other"),
+            listed("changed-at-src", 1, "d3"),
+            listed("extra", 5, "dx"),
+        ];
+        let state = SyncState {
+            source: "src".into(),
+            objects: [
+                ("same".to_string(), entry(1, d1, "d1", "s1")),
+                ("rewritten-at-dst".to_string(), entry(1, d2, "d2", "s2")),
+                ("changed-at-src".to_string(), entry(1, d3, "d3", "s3")),
+            ]
+            .into(),
+        };
+        let p = plan(&src, None, &dst, &state, "src".into());
+        let actions: Vec<_> = p.work.iter().map(|(o, a)| (o.path.as_str(), a)).collect();
+        assert_eq!(
+            actions,
+            [
+                ("same", &Action::Skip(entry(1, d1, "d1", "s1"))),
+                ("rewritten-at-dst", &Action::Check(d2)),
+                ("changed-at-src", &Action::Copy(None)),
+                ("new", &Action::Copy(None)),
+            ]
+        );
+        assert_eq!(p.to_delete, ["extra"]);
+        assert_eq!((p.copy_n, p.copy_bytes, p.check_n), (2, 2, 1));
+        assert_eq!(p.state.objects.len(), 1);
+
+        // Another source: its ETags mean nothing here, so without a manifest nothing is known.
+        let p = plan(&src, None, &dst, &state, "other".into());
+        assert!(p.work.iter().all(|(_, a)| matches!(a, Action::Copy(None))));
+
+        // A source manifest supplies digests: the changed object is known, present, so checked.
+        let manifest = Manifest::new(vec![
+            ManifestEntry {
+                path: "same".into(),
+                size: 1,
+                digest: d1,
+            },
+            ManifestEntry {
+                path: "rewritten-at-dst".into(),
+                size: 1,
+                digest: d2,
+            },
+            ManifestEntry {
+                path: "changed-at-src".into(),
+                size: 1,
+                digest: d1,
+            },
+            ManifestEntry {
+                path: "new".into(),
+                size: 1,
+                digest: d3,
+            },
+        ])
+        .unwrap();
+        let p = plan(&src, Some(&manifest), &dst, &state, "other".into());
+        let actions: Vec<_> = p.work.iter().map(|(_, a)| a).collect();
+        assert_eq!(actions[0], &Action::Skip(entry(1, d1, "d1", "s1")));
+        assert_eq!(actions[2], &Action::Check(d1));
+        assert_eq!(actions[3], &Action::Copy(Some(d3)));
     }
 
     #[test]
