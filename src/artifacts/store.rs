@@ -198,6 +198,10 @@ pub struct Store {
     client: aws_sdk_s3::Client,
     location: StoreLocation,
     retry: RetryPolicy,
+    /// Send upload bodies with `UNSIGNED-PAYLOAD` instead of hashing them once more for the
+    /// signature. Only over TLS (as AWS SDKs and MinIO clients do): integrity then rests on TLS
+    /// plus our `Content-MD5`, which the store checks.
+    unsigned_payload: bool,
 }
 
 impl Store {
@@ -260,6 +264,10 @@ impl Store {
             client: aws_sdk_s3::Client::from_conf(config.build()),
             location: location.clone(),
             retry,
+            unsigned_payload: location
+                .endpoint
+                .as_deref()
+                .is_none_or(|e| e.starts_with("https://")),
         })
     }
 
@@ -499,7 +507,7 @@ impl Store {
         let md5 = aws_smithy_types::base64::encode(md5);
         self.retry
             .run("PutObject", || async {
-                let out = self
+                let req = self
                     .client
                     .put_object()
                     .bucket(&self.location.bucket)
@@ -509,10 +517,13 @@ impl Store {
                     .set_metadata(
                         sha256.map(|d| [(SHA256_METADATA.to_string(), d.to_hex())].into()),
                     )
-                    .body(ByteStream::from(body.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| self.err("PutObject", path, e))?;
+                    .body(ByteStream::from(body.clone()));
+                let out = if self.unsigned_payload {
+                    req.customize().disable_payload_signing().send().await
+                } else {
+                    req.send().await
+                }
+                .map_err(|e| self.err("PutObject", path, e))?;
                 Ok(unquote(out.e_tag().unwrap_or_default()))
             })
             .await
@@ -557,7 +568,7 @@ impl Store {
         let md5 = aws_smithy_types::base64::encode(md5);
         self.retry
             .run("UploadPart", || async {
-                let out = self
+                let req = self
                     .client
                     .upload_part()
                     .bucket(&self.location.bucket)
@@ -566,10 +577,13 @@ impl Store {
                     .part_number(part)
                     .content_length(body.len() as i64)
                     .content_md5(&md5)
-                    .body(ByteStream::from(body.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| self.err("UploadPart", path, e))?;
+                    .body(ByteStream::from(body.clone()));
+                let out = if self.unsigned_payload {
+                    req.customize().disable_payload_signing().send().await
+                } else {
+                    req.send().await
+                }
+                .map_err(|e| self.err("UploadPart", path, e))?;
                 Ok(unquote(out.e_tag().unwrap_or_default()))
             })
             .await
