@@ -97,6 +97,7 @@ async fn sync_succeeds_and_verifies_through_injected_5xx_throttling_and_resets()
         reset_rate: 0.05,
         after_rate: 0.3,
         fail_after: None,
+        truncate_rate: 0.3,
     };
     let src_proxy = s3_proxy::start(
         &s.a.endpoint,
@@ -127,6 +128,14 @@ async fn sync_succeeds_and_verifies_through_injected_5xx_throttling_and_resets()
             .slow_downs
             .load(std::sync::atomic::Ordering::SeqCst)
             > 0
+    );
+    assert!(
+        src_proxy
+            .stats
+            .truncations
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0,
+        "no download was cut off mid-body"
     );
     assert_verified_copy(&dst, &files).await;
     // Uploads orphaned by lost CreateMultipartUpload responses are cleaned by the next sync.

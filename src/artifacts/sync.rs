@@ -36,7 +36,7 @@ use super::manifest::{MANIFEST_PATH, Manifest, ManifestEntry};
 use super::residency;
 use super::retry::RetryPolicy;
 use super::store::{ListedObject, Store, StoreLocation, expected_etag, md5_of};
-use super::transfer::{MemoryBudget, Task, stream_object};
+use super::transfer::{MemoryBudget, ResumableReader, Task, stream_object};
 use crate::api::common::{Cloud, DataClass};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -106,7 +106,7 @@ pub struct SyncOptions {
     /// Multipart part size; objects larger than this are uploaded in parts. Default 16 MiB,
     /// at least 5 MiB (S3's minimum). Raised automatically to keep within 10,000 parts.
     pub part_size: u64,
-    /// Upper bound on bytes held in transfer buffers at once. Default 128 MiB.
+    /// Upper bound on bytes held in transfer buffers at once. Default 96 MiB.
     pub memory_budget: u64,
     pub verify: VerifyMode,
     pub retry: RetryPolicy,
@@ -120,7 +120,7 @@ impl Default for SyncOptions {
         SyncOptions {
             parallel: 16,
             part_size: 16 * 1024 * 1024,
-            memory_budget: 128 * 1024 * 1024,
+            memory_budget: 96 * 1024 * 1024,
             verify: VerifyMode::Etag,
             retry: RetryPolicy::default(),
             checkpoint_interval: Duration::from_secs(2),
@@ -720,9 +720,12 @@ fn check_known(path: &str, known: Option<Digest>, actual: Digest) -> Result<(), 
 
 type PartsOutcome = (Digest, Vec<[u8; 16]>, Vec<(i32, String)>);
 
-/// Streams the parts of `obj`: ranged GET, MD5, UploadPart, in parallel; SHA-256 in order.
-/// Each part's buffer is reserved in the memory budget *in part order* before it is filled, so
-/// the lowest outstanding part always holds its reservation and progress is guaranteed.
+/// Copies `obj` in parts: one sequential (resumable) GET of the source feeds part buffers,
+/// hashed with SHA-256 in order as they are read; each full buffer is uploaded by its own task
+/// (MD5 + UploadPart), up to `parallel` per object. A buffer is reserved in the memory budget
+/// before it is filled and released when its upload finishes, so memory stays bounded however
+/// many objects and parts are in flight; waiting for a reservation pauses the GET (TCP
+/// backpressure), it never deadlocks because every reserved buffer is already being uploaded.
 async fn copy_parts(
     ctx: &Ctx,
     obj: &ListedObject,
@@ -731,50 +734,60 @@ async fn copy_parts(
 ) -> Result<PartsOutcome, ArtifactError> {
     let part = effective_part_size(ctx.part_size, obj.size);
     let count = obj.size.div_ceil(part);
-    let mut parts = std::pin::pin!(
-        stream::iter(0..count)
-            .then(|i| {
-                let len = part.min(obj.size - i * part);
-                let budget = ctx.budget.clone();
-                async move { (i, len, budget.reserve(len).await) }
-            })
-            .map(|(i, len, permit)| {
-                let (src, dst) = (ctx.src.clone(), ctx.dst.clone());
-                let (path, etag, upload_id) =
-                    (obj.path.clone(), obj.etag.clone(), upload_id.to_string());
-                Task::spawn(async move {
-                    let start = i * part;
-                    let data = src
-                        .get_bytes(
-                            &path,
-                            Some((start, start + len - 1)),
-                            Some(&etag),
-                            Some(len),
-                        )
-                        .await?;
-                    let md5 = md5_of(&data);
-                    let part_etag = dst
-                        .upload_part(&path, &upload_id, (i + 1) as i32, data.clone(), &md5)
-                        .await?;
-                    Ok::<_, ArtifactError>((i, data, md5, part_etag, permit))
-                })
-                .join()
-            })
-            .buffered(ctx.parallel)
-    );
+    let mut reader = ResumableReader::new(&ctx.src, &obj.path, obj.size, Some(&obj.etag));
     let mut hasher = super::digest::Hasher::new();
-    let mut md5s = Vec::with_capacity(count as usize);
-    let mut completed = Vec::with_capacity(count as usize);
-    while let Some(res) = parts.next().await {
-        let (i, data, md5, part_etag, permit) = res?;
+    let mut uploads = futures::stream::FuturesUnordered::new();
+    let mut done: Vec<Option<([u8; 16], String)>> = vec![None; count as usize];
+    let mut record =
+        |res: Result<(u64, [u8; 16], String), ArtifactError>| -> Result<(), ArtifactError> {
+            let (i, md5, etag) = res?;
+            done[i as usize] = Some((md5, etag));
+            Ok(())
+        };
+    for i in 0..count {
+        let len = part.min(obj.size - i * part);
+        while uploads.len() >= ctx.parallel {
+            record(uploads.next().await.expect("non-empty"))?;
+        }
+        let permit = ctx.budget.reserve(len).await;
+        let data = reader.read_exact(len as usize).await?;
         hasher.update(&data);
-        drop((data, permit));
-        ctx.emit(SyncEvent::Bytes(part.min(obj.size - i * part)));
-        md5s.push(md5);
-        completed.push(((i + 1) as i32, part_etag));
+        let (dst, path, upload_id) = (ctx.dst.clone(), obj.path.clone(), upload_id.to_string());
+        let progress = ctx.progress.clone();
+        uploads.push(
+            Task::spawn(async move {
+                let md5 = md5_of(&data);
+                let etag = dst
+                    .upload_part(&path, &upload_id, (i + 1) as i32, data, &md5)
+                    .await?;
+                drop(permit);
+                if let Some(p) = progress {
+                    p(&SyncEvent::Bytes(len));
+                }
+                Ok::<_, ArtifactError>((i, md5, etag))
+            })
+            .join(),
+        );
+    }
+    while let Some(res) = uploads.next().await {
+        record(res)?;
+    }
+    if reader.next_chunk().await?.is_some() {
+        return Err(ArtifactError::SourceChanged(format!(
+            "{} grew while being copied",
+            obj.path
+        )));
     }
     let digest = hasher.finish();
     check_known(&obj.path, known, digest)?;
+    let (md5s, completed) = done
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let (md5, etag) = d.expect("every part uploaded");
+            (md5, ((i + 1) as i32, etag))
+        })
+        .unzip();
     Ok((digest, md5s, completed))
 }
 

@@ -64,9 +64,128 @@ impl<T> Drop for Task<T> {
     }
 }
 
-/// Streams `path` from `store`, feeding each chunk to `sink`, resuming at the offset reached when
-/// the body breaks off (transient errors, with the store's retry policy). Returns the SHA-256 of
-/// everything read and checks the length is `size`.
+/// A sequential reader of one object that survives broken connections: when the body breaks
+/// off with a transient error it reopens the object at the offset reached (a ranged GET, pinned
+/// by `If-Match` when given), with the store's retry policy. One GET per object in the normal
+/// case: ranged GETs per part would multiply requests, and some stores (moto among them) serve
+/// every range by reading the whole object.
+pub(crate) struct ResumableReader<'a> {
+    store: &'a Store,
+    path: &'a str,
+    if_match: Option<&'a str>,
+    size: u64,
+    pos: u64,
+    failures: u32,
+    body: Option<aws_sdk_s3::primitives::ByteStream>,
+    carry: Option<bytes::Bytes>,
+}
+
+impl<'a> ResumableReader<'a> {
+    pub(crate) fn new(
+        store: &'a Store,
+        path: &'a str,
+        size: u64,
+        if_match: Option<&'a str>,
+    ) -> Self {
+        ResumableReader {
+            store,
+            path,
+            if_match,
+            size,
+            pos: 0,
+            failures: 0,
+            body: None,
+            carry: None,
+        }
+    }
+
+    fn too_long(&self) -> ArtifactError {
+        ArtifactError::ContentMismatch {
+            what: self.store.location().key(self.path),
+            expected: format!("{} bytes", self.size),
+            actual: "more".into(),
+        }
+    }
+
+    /// The next chunk, or `None` at the end. Checks the object is exactly `size` bytes long.
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, ArtifactError> {
+        if let Some(c) = self.carry.take() {
+            return Ok(Some(c));
+        }
+        loop {
+            if self.body.is_none() {
+                if self.pos == self.size && self.size > 0 {
+                    return Ok(None);
+                }
+                self.body = Some(self.store.open(self.path, self.pos, self.if_match).await?);
+            }
+            let body = self.body.as_mut().expect("opened above");
+            match self.store.next_chunk(self.path, body).await {
+                Ok(Some(chunk)) => {
+                    if self.pos + chunk.len() as u64 > self.size {
+                        return Err(self.too_long());
+                    }
+                    self.pos += chunk.len() as u64;
+                    return Ok(Some(chunk));
+                }
+                Ok(None) => {
+                    self.body = None;
+                    if self.pos != self.size {
+                        // The store ended the body early: resume (counts as a failure).
+                        let e = ArtifactError::ContentMismatch {
+                            what: self.store.location().key(self.path),
+                            expected: format!("{} bytes", self.size),
+                            actual: format!("{} bytes", self.pos),
+                        };
+                        self.backoff_or(e).await?;
+                        continue;
+                    }
+                    self.pos = self.size;
+                    return Ok(None);
+                }
+                Err(e) if e.is_transient() => {
+                    self.body = None;
+                    self.backoff_or(e).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn backoff_or(&mut self, e: ArtifactError) -> Result<(), ArtifactError> {
+        let policy = self.store.retry_policy();
+        if self.failures + 1 >= policy.max_attempts {
+            return Err(e);
+        }
+        tracing::debug!(path = %self.path, pos = self.pos, error = %e, "stream broke off, resuming");
+        tokio::time::sleep(policy.backoff(self.failures)).await;
+        self.failures += 1;
+        Ok(())
+    }
+
+    /// Reads exactly `len` bytes into one buffer (the caller reserved them in the budget).
+    pub(crate) async fn read_exact(&mut self, len: usize) -> Result<bytes::Bytes, ArtifactError> {
+        let mut buf = bytes::BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let Some(mut chunk) = self.next_chunk().await? else {
+                return Err(ArtifactError::ContentMismatch {
+                    what: self.store.location().key(self.path),
+                    expected: format!("{} bytes", self.size),
+                    actual: format!("{} bytes", self.pos),
+                });
+            };
+            let need = len - buf.len();
+            if chunk.len() > need {
+                self.carry = Some(chunk.split_off(need));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+/// Streams `path` from `store`, feeding each chunk to `sink`, resuming where the body broke off.
+/// Returns the SHA-256 of everything read and checks the length is `size`.
 pub(crate) async fn stream_object<F>(
     store: &Store,
     path: &str,
@@ -77,46 +196,11 @@ pub(crate) async fn stream_object<F>(
 where
     F: FnMut(&[u8]) -> Result<(), ArtifactError>,
 {
-    let policy = store.retry_policy().clone();
+    let mut reader = ResumableReader::new(store, path, size, if_match);
     let mut hasher = Hasher::new();
-    let mut pos = 0u64;
-    let mut failures = 0u32;
-    'open: loop {
-        if pos == size && size > 0 {
-            break;
-        }
-        let mut body = store.open(path, pos, if_match).await?;
-        loop {
-            match store.next_chunk(path, &mut body).await {
-                Ok(Some(chunk)) => {
-                    if pos + chunk.len() as u64 > size {
-                        return Err(ArtifactError::ContentMismatch {
-                            what: store.location().key(path),
-                            expected: format!("{size} bytes"),
-                            actual: "more".into(),
-                        });
-                    }
-                    hasher.update(&chunk);
-                    sink(&chunk)?;
-                    pos += chunk.len() as u64;
-                }
-                Ok(None) => break 'open,
-                Err(e) if e.is_transient() && failures + 1 < policy.max_attempts => {
-                    tracing::debug!(%path, pos, error = %e, "stream broke off, resuming");
-                    tokio::time::sleep(policy.backoff(failures)).await;
-                    failures += 1;
-                    continue 'open;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    if pos != size {
-        return Err(ArtifactError::ContentMismatch {
-            what: store.location().key(path),
-            expected: format!("{size} bytes"),
-            actual: format!("{pos} bytes"),
-        });
+    while let Some(chunk) = reader.next_chunk().await? {
+        hasher.update(&chunk);
+        sink(&chunk)?;
     }
     Ok(hasher.finish())
 }

@@ -54,7 +54,7 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(5..=5120))]
     part_size_mib: u64,
     /// Upper bound on transfer buffers in MiB.
-    #[arg(long, default_value_t = 128, value_name = "MIB", value_parser = clap::value_parser!(u64).range(5..))]
+    #[arg(long, default_value_t = 96, value_name = "MIB", value_parser = clap::value_parser!(u64).range(5..))]
     memory_mib: u64,
     /// `etag`: check the store's ETag against the MD5s of the bytes sent (read back on mismatch);
     /// `reread`: always read every copied object back and hash it.

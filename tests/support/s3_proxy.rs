@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -26,6 +28,8 @@ pub struct FaultConfig {
     pub after_rate: f64,
     /// Reset every request after this many.
     pub fail_after: Option<u64>,
+    /// Fraction of object downloads (GET answers over 1 KiB) cut off half-way through the body.
+    pub truncate_rate: f64,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +38,7 @@ pub struct Stats {
     pub internal_errors: AtomicU64,
     pub slow_downs: AtomicU64,
     pub resets: AtomicU64,
+    pub truncations: AtomicU64,
 }
 
 impl Stats {
@@ -72,6 +77,11 @@ enum Fault {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
 
 /// Starts a proxy on a free loopback port forwarding to `upstream` (`http://host:port`).
 pub async fn start(upstream: &str, cfg: FaultConfig) -> FaultProxy {
@@ -117,10 +127,7 @@ fn random(seed: u64, n: u64, salt: u64) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-async fn handle(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, BoxError> {
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, BoxError> {
     let cfg = &shared.cfg;
     let n = shared.stats.requests.fetch_add(1, Ordering::SeqCst);
     if cfg.fail_after.is_some_and(|limit| n >= limit) {
@@ -141,14 +148,32 @@ async fn handle(
     if let (Some(f), false) = (fault, after) {
         return inject(&shared, f);
     }
+    let is_get = req.method() == hyper::Method::GET;
     let response = forward(&shared, req).await?;
-    match fault {
-        Some(f) => inject(&shared, f),
-        None => Ok(response),
+    if let Some(f) = fault {
+        return inject(&shared, f);
     }
+    let (parts, body) = response.into_parts();
+    if is_get
+        && parts.status.is_success()
+        && body.len() > 1024
+        && random(cfg.seed, n, 3) < cfg.truncate_rate
+    {
+        // Announce the full length, send half, then break the connection mid-body.
+        shared.stats.truncations.fetch_add(1, Ordering::SeqCst);
+        let half = body.slice(..body.len() / 2);
+        let frames = futures::stream::iter(vec![
+            Ok(Frame::data(half)),
+            Err::<Frame<Bytes>, BoxError>("injected: connection reset mid-body".into()),
+        ]);
+        let mut parts = parts;
+        parts.headers.insert("content-length", body.len().into());
+        return Ok(Response::from_parts(parts, StreamBody::new(frames).boxed()));
+    }
+    Ok(Response::from_parts(parts, full(body)))
 }
 
-fn inject(shared: &Shared, fault: Fault) -> Result<Response<Full<Bytes>>, BoxError> {
+fn inject(shared: &Shared, fault: Fault) -> Result<Response<Body>, BoxError> {
     let (status, code) = match fault {
         Fault::Reset => {
             shared.stats.resets.fetch_add(1, Ordering::SeqCst);
@@ -169,13 +194,10 @@ fn inject(shared: &Shared, fault: Fault) -> Result<Response<Full<Bytes>>, BoxErr
     Ok(Response::builder()
         .status(status)
         .header("content-type", "application/xml")
-        .body(Full::new(Bytes::from(body)))?)
+        .body(full(Bytes::from(body)))?)
 }
 
-async fn forward(
-    shared: &Shared,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, BoxError> {
+async fn forward(shared: &Shared, req: Request<Incoming>) -> Result<Response<Bytes>, BoxError> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
     let path = parts
@@ -208,5 +230,5 @@ async fn forward(
             out = out.header(name, value);
         }
     }
-    Ok(out.body(Full::new(rbody))?)
+    Ok(out.body(rbody)?)
 }
