@@ -13,7 +13,8 @@ use s3::{
 use s3_proxy::FaultConfig;
 use skybridge::api::common::{Cloud, DataClass};
 use skybridge::artifacts::{
-    Outcome, RetryPolicy, SyncEvent, SyncOptions, SyncRequest, read_manifest, sync_model,
+    FetchRequest, Outcome, RetryPolicy, SyncEvent, SyncOptions, SyncRequest, fetch_model,
+    read_manifest, sync_model,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,6 +146,25 @@ async fn sync_succeeds_and_verifies_through_injected_5xx_throttling_and_resets()
         .unwrap();
     assert!(again.copied.is_empty(), "copied again: {:?}", again.copied);
     assert_eq!(open_uploads(&s.b.endpoint, &dst).await, 0);
+
+    // fetch-model through the same faults (cut-off downloads included) still verifies.
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("model");
+    let mut fetch = FetchRequest::new(location(&dst_proxy.endpoint, &dst, "m"), &dest);
+    fetch.retry = fast_retry(12);
+    fetch.expected_digest = Some(report.digest);
+    let before = dst_proxy.stats.injected();
+    fetch_model(&fetch).await.expect("fetch through faults");
+    assert!(
+        dst_proxy.stats.injected() > before,
+        "no fault hit the fetch"
+    );
+    for (path, content) in &files {
+        assert!(
+            std::fs::read(dest.join(path)).unwrap() == *content,
+            "{path} differs"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,7 @@ use super::manifest::{MANIFEST_PATH, Manifest, ManifestEntry};
 use super::residency;
 use super::retry::RetryPolicy;
 use super::store::{ListedObject, Store, StoreLocation, expected_etag, md5_of};
-use super::transfer::{MemoryBudget, ResumableReader, Task, stream_object};
+use super::transfer::{BufferPool, MemoryBudget, ResumableReader, Task, stream_object};
 use crate::api::common::{Cloud, DataClass};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -52,6 +52,8 @@ pub const STATE_PATH: &str = ".skybridge/sync-state.json";
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 const MAX_PARTS: u64 = 10_000;
+/// Objects from this size on are read into pooled buffers (see `BufferPool`).
+const POOLED_MIN: u64 = 1024 * 1024;
 
 /// How an upload is verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -241,6 +243,7 @@ struct Ctx {
     src: Store,
     dst: Store,
     budget: MemoryBudget,
+    pool: Arc<BufferPool>,
     part_size: u64,
     parallel: usize,
     verify: VerifyMode,
@@ -319,6 +322,10 @@ pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactErr
         src,
         dst,
         budget: MemoryBudget::new(opts.memory_budget),
+        pool: BufferPool::new(
+            opts.part_size as usize,
+            (opts.memory_budget / opts.part_size) as usize + 1,
+        ),
         part_size: opts.part_size,
         parallel: opts.parallel,
         verify: opts.verify,
@@ -652,10 +659,20 @@ async fn copy_object(
     let path = obj.path.as_str();
     let (digest, dest_etag, md5s, multipart) = if obj.size <= ctx.part_size {
         let permit = ctx.budget.reserve(obj.size).await;
-        let data = ctx
-            .src
-            .get_bytes(path, None, Some(&obj.etag), Some(obj.size))
-            .await?;
+        let data = if obj.size >= POOLED_MIN {
+            let mut reader = ResumableReader::new(&ctx.src, path, obj.size, Some(&obj.etag));
+            let data = reader.read_exact(obj.size as usize, &ctx.pool).await?;
+            if reader.next_chunk().await?.is_some() {
+                return Err(ArtifactError::SourceChanged(format!(
+                    "{path} grew while being copied"
+                )));
+            }
+            data
+        } else {
+            ctx.src
+                .get_bytes(path, None, Some(&obj.etag), Some(obj.size))
+                .await?
+        };
         let digest = Digest::of(&data);
         check_known(path, known, digest)?;
         let md5 = md5_of(&data);
@@ -750,7 +767,7 @@ async fn copy_parts(
             record(uploads.next().await.expect("non-empty"))?;
         }
         let permit = ctx.budget.reserve(len).await;
-        let data = reader.read_exact(len as usize).await?;
+        let data = reader.read_exact(len as usize, &ctx.pool).await?;
         hasher.update(&data);
         let (dst, path, upload_id) = (ctx.dst.clone(), obj.path.clone(), upload_id.to_string());
         let progress = ctx.progress.clone();

@@ -40,6 +40,69 @@ impl MemoryBudget {
     }
 }
 
+/// Reusable part buffers. Large buffers that are allocated and freed over and over make glibc's
+/// malloc raise its mmap threshold and then keep freed multi-MiB chunks in per-thread arenas:
+/// measured, peak RSS grew ~80% past the live buffers. Recycling a fixed set of buffers keeps
+/// RSS at the budget. At most `max` idle buffers are kept; others are freed.
+#[derive(Debug)]
+pub(crate) struct BufferPool {
+    size: usize,
+    max: usize,
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// A pooled buffer behind a `Bytes`; goes back to its pool when the last `Bytes` drops.
+struct PooledBuf {
+    vec: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.vec
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        if self.vec.capacity() == self.pool.size {
+            let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+            if free.len() < self.pool.max {
+                let mut vec = std::mem::take(&mut self.vec);
+                vec.clear();
+                free.push(vec);
+            }
+        }
+    }
+}
+
+impl BufferPool {
+    /// A pool of `size`-byte buffers keeping at most `max` idle.
+    pub(crate) fn new(size: usize, max: usize) -> Arc<Self> {
+        Arc::new(BufferPool {
+            size,
+            max,
+            free: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// An empty buffer able to hold `len` bytes: pooled when `len` fits a pool buffer.
+    fn take(&self, len: usize) -> Vec<u8> {
+        if len > self.size {
+            return Vec::with_capacity(len);
+        }
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| Vec::with_capacity(self.size))
+    }
+
+    fn freeze(self: &Arc<Self>, vec: Vec<u8>) -> bytes::Bytes {
+        bytes::Bytes::from_owner(PooledBuf {
+            vec,
+            pool: self.clone(),
+        })
+    }
+}
+
 /// A spawned task that is aborted when its handle is dropped, so cancelling a sync (dropping its
 /// future) also stops the transfers it started.
 pub(crate) struct Task<T>(tokio::task::JoinHandle<T>);
@@ -163,9 +226,14 @@ impl<'a> ResumableReader<'a> {
         Ok(())
     }
 
-    /// Reads exactly `len` bytes into one buffer (the caller reserved them in the budget).
-    pub(crate) async fn read_exact(&mut self, len: usize) -> Result<bytes::Bytes, ArtifactError> {
-        let mut buf = bytes::BytesMut::with_capacity(len);
+    /// Reads exactly `len` bytes into one buffer from `pool` (the caller reserved them in the
+    /// budget).
+    pub(crate) async fn read_exact(
+        &mut self,
+        len: usize,
+        pool: &Arc<BufferPool>,
+    ) -> Result<bytes::Bytes, ArtifactError> {
+        let mut buf = pool.take(len);
         while buf.len() < len {
             let Some(mut chunk) = self.next_chunk().await? else {
                 return Err(ArtifactError::ContentMismatch {
@@ -180,7 +248,7 @@ impl<'a> ResumableReader<'a> {
             }
             buf.extend_from_slice(&chunk);
         }
-        Ok(buf.freeze())
+        Ok(pool.freeze(buf))
     }
 }
 
