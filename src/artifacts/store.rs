@@ -295,7 +295,8 @@ impl Store {
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => true,
             SdkError::ServiceError(_) => {
-                matches!(status, Some(s) if s >= 500 || s == 429)
+                // 501 Not Implemented is an answer, not a hiccup.
+                matches!(status, Some(s) if (s >= 500 && s != 501) || s == 429)
                     || matches!(
                         code.as_deref(),
                         Some(
@@ -661,7 +662,21 @@ impl Store {
     }
 
     /// Multipart uploads in progress under the prefix, as `(key, upload_id)`.
+    /// Stores that do not implement the listing (some S3-compatible servers answer 501) yield an
+    /// empty list with a warning: leftover uploads there cannot be found, only expire.
     pub async fn list_multipart_uploads(&self) -> Result<Vec<(String, String)>, ArtifactError> {
+        match self.list_multipart_uploads_strict().await {
+            Err(ArtifactError::S3(e))
+                if e.status == Some(501) || e.code.as_deref() == Some("NotImplemented") =>
+            {
+                tracing::warn!(bucket = %self.location.bucket, "store cannot list multipart uploads; leftovers are not aborted");
+                Ok(Vec::new())
+            }
+            other => other,
+        }
+    }
+
+    async fn list_multipart_uploads_strict(&self) -> Result<Vec<(String, String)>, ArtifactError> {
         let list_prefix = if self.location.prefix.is_empty() {
             String::new()
         } else {
