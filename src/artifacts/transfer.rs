@@ -272,3 +272,48 @@ where
     }
     Ok(hasher.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_recycles_buffers_of_its_size_only() {
+        let pool = BufferPool::new(1024, 1);
+        let mut v = pool.take(100);
+        v.extend_from_slice(b"abc");
+        let ptr = v.as_ptr();
+        let b = pool.freeze(v);
+        let b2 = b.clone();
+        drop(b);
+        assert_eq!(pool.free.lock().unwrap().len(), 0, "still referenced");
+        assert_eq!(&b2[..], b"abc");
+        drop(b2);
+        assert_eq!(pool.free.lock().unwrap().len(), 1);
+        let again = pool.take(1024);
+        assert_eq!(again.as_ptr(), ptr, "the same allocation is reused");
+        assert!(again.is_empty());
+        // Larger than a pool buffer: allocated ad hoc, not kept.
+        let big = pool.take(4096);
+        drop(pool.freeze(big));
+        assert_eq!(pool.free.lock().unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn budget_bounds_reservations_and_oversized_requests_still_proceed() {
+        let budget = MemoryBudget::new(4 * UNIT);
+        let a = budget.reserve(3 * UNIT).await;
+        // Only one unit left: a 2-unit reservation must wait.
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            budget.reserve(2 * UNIT),
+        )
+        .await;
+        assert!(waiting.is_err());
+        drop(a);
+        let _b = budget.reserve(2 * UNIT).await;
+        drop(_b);
+        // Bigger than the whole budget: takes all of it rather than waiting forever.
+        let _all = budget.reserve(100 * UNIT).await;
+    }
+}
