@@ -374,6 +374,26 @@ impl Store {
             }
         }
         out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+        // Some S3-compatible servers (s3s-fs, for one) list without ETags; skipping unchanged
+        // objects needs them, so ask HEAD for those (AWS, MinIO, Ceph and moto never need this).
+        let missing: Vec<usize> = (0..out.len()).filter(|&i| out[i].etag.is_empty()).collect();
+        if !missing.is_empty() {
+            use futures::{StreamExt, TryStreamExt};
+            let etags: Vec<(usize, Option<String>)> =
+                futures::stream::iter(missing)
+                    .map(|i| {
+                        let path = out[i].path.clone();
+                        async move {
+                            Ok::<_, ArtifactError>((i, self.head(&path).await?.map(|h| h.etag)))
+                        }
+                    })
+                    .buffer_unordered(32)
+                    .try_collect()
+                    .await?;
+            for (i, etag) in etags {
+                out[i].etag = etag.unwrap_or_default();
+            }
+        }
         Ok(out)
     }
 

@@ -493,7 +493,7 @@ struct Plan {
 /// equal to the source's), check (present with the right size and a known digest, but no
 /// matching record), or copy; and which destination objects to delete. The source digest comes
 /// from the source manifest, else from the record when the source ETag is unchanged (only for
-/// the same source: ETags are never compared across stores).
+/// the same source: ETags are never compared across stores). An empty ETag proves nothing.
 fn plan(
     src_list: &[ListedObject],
     src_manifest: Option<&Manifest>,
@@ -520,7 +520,12 @@ fn plan(
         let known = match src_manifest {
             Some(m) => m.get(&obj.path).map(|e| e.digest),
             None => recorded
-                .filter(|r| same_source && r.source_etag == obj.etag && r.size == obj.size)
+                .filter(|r| {
+                    same_source
+                        && !obj.etag.is_empty()
+                        && r.source_etag == obj.etag
+                        && r.size == obj.size
+                })
                 .map(|r| r.digest),
         };
         let at_dst = dst_by_path
@@ -528,7 +533,10 @@ fn plan(
             .filter(|d| d.size == obj.size);
         let action = match (known, at_dst, recorded) {
             (Some(d), Some(at), Some(r))
-                if r.digest == d && r.dest_etag == at.etag && r.size == obj.size =>
+                if r.digest == d
+                    && !at.etag.is_empty()
+                    && r.dest_etag == at.etag
+                    && r.size == obj.size =>
             {
                 Action::Skip(StateEntry {
                     source_etag: obj.etag.clone(),
@@ -909,6 +917,21 @@ mod tests {
         assert_eq!(actions[0], &Action::Skip(entry(1, d1, "d1", "s1")));
         assert_eq!(actions[2], &Action::Check(d1));
         assert_eq!(actions[3], &Action::Copy(Some(d3)));
+    }
+
+    #[test]
+    fn plan_never_trusts_empty_etags() {
+        let d = Digest::of(b"1");
+        let state = SyncState {
+            source: "src".into(),
+            objects: [("a".to_string(), entry(1, d, "", ""))].into(),
+        };
+        // Listings without ETags: equal empty strings must not count as "unchanged".
+        let p = plan(&[listed("a", 1, "")], None, &[listed("a", 1, "")], &state, "src".into());
+        assert_eq!(p.work[0].1, Action::Copy(None));
+        let manifest = Manifest::new(vec![ManifestEntry { path: "a".into(), size: 1, digest: d }]).unwrap();
+        let p = plan(&[listed("a", 1, "")], Some(&manifest), &[listed("a", 1, "")], &state, "src".into());
+        assert_eq!(p.work[0].1, Action::Check(d));
     }
 
     #[test]
