@@ -21,6 +21,7 @@ SHARD_MIB=${SHARD_MIB:-256}
 SMALL_FILES=${SMALL_FILES:-1000}
 PARALLEL=${PARALLEL:-16}
 BIG_GIB=${BIG_GIB:-0}
+TOOLS=${TOOLS:-skybridge aws rclone}   # subset to run; absent tools print as n/a
 
 WORK=$(mktemp -d /tmp/skybridge-bench.XXXXXX)
 PIDS=()
@@ -118,16 +119,22 @@ export RCLONE_CONFIG_DST_TYPE=s3 RCLONE_CONFIG_DST_PROVIDER=Other RCLONE_CONFIG_
 # rclone 1.60 refuses custom CA bundles on its S3 transport; loopback is plain HTTP anyway.
 rcl() { env -u AWS_CA_BUNDLE rclone sync --transfers "$PARALLEL" --checkers "$PARALLEL" src:src/model dst:dst-rclone/model; }
 
+has() { [[ " $TOOLS " == *" $1 "* ]]; }
+AWS=0 AWS2=0 RCL=0 RCL2=0
 log "skybridge sync (full)";   t0=$(now); RSS_KB=$(sky); t1=$(now); SKY=$(elapsed "$t0" "$t1")
 log "skybridge sync (no change)"; t0=$(now); RSS2_KB=$(sky); t1=$(now); SKY2=$(elapsed "$t0" "$t1")
 SKY2_INTERNAL=$(python3 -c "import json;print(f\"{json.load(open('$WORK/sky.json'))['elapsed_seconds']:.3f}\")")
 COPIED2=$(python3 -c "import json;print(len(json.load(open('$WORK/sky.json'))['copied']))")
 log "skybridge: full ${SKY}s (peak RSS ${RSS_KB} KiB), no change ${SKY2}s (${SKY2_INTERNAL}s in sync_model, copied $COPIED2)"
-log "aws s3 sync (full)";      t0=$(now); awssync; t1=$(now); AWS=$(elapsed "$t0" "$t1")
-log "aws s3 sync (no change)"; t0=$(now); awssync; t1=$(now); AWS2=$(elapsed "$t0" "$t1")
-log "aws: full ${AWS}s, no change ${AWS2}s"
-log "rclone sync (full)";      t0=$(now); rcl; t1=$(now); RCL=$(elapsed "$t0" "$t1")
-log "rclone sync (no change)"; t0=$(now); rcl; t1=$(now); RCL2=$(elapsed "$t0" "$t1")
+if has aws; then
+  log "aws s3 sync (full)";      t0=$(now); awssync; t1=$(now); AWS=$(elapsed "$t0" "$t1")
+  log "aws s3 sync (no change)"; t0=$(now); awssync; t1=$(now); AWS2=$(elapsed "$t0" "$t1")
+  log "aws: full ${AWS}s, no change ${AWS2}s"
+fi
+if has rclone; then
+  log "rclone sync (full)";      t0=$(now); rcl; t1=$(now); RCL=$(elapsed "$t0" "$t1")
+  log "rclone sync (no change)"; t0=$(now); rcl; t1=$(now); RCL2=$(elapsed "$t0" "$t1")
+fi
 
 python3 - <<PY
 sky, aws, rcl = $SKY, $AWS, $RCL
@@ -137,8 +144,14 @@ print()
 print(f"model: $OBJECTS objects, {mib:.0f} MiB ($SHARDS x $SHARD_MIB MiB shards + $SMALL_FILES small files); servers: $S3_SERVER x2 on loopback; parallel $PARALLEL")
 print(f"{'tool':<34}{'full sync s':>12}{'MiB/s':>9}{'no-change s':>13}")
 for name, full, again in [("skybridge sync", sky, sky2), ("aws s3 sync (download + upload)", aws, aws2), ("rclone sync", rcl, rcl2)]:
-    print(f"{name:<34}{full:>12.2f}{mib/full:>9.1f}{again:>13.2f}")
-print(f"speed-up vs aws s3 sync: {aws/sky:.2f}x (target >= 2x); vs rclone: {rcl/sky:.2f}x (target >= 1.5x)")
+    if full:
+        print(f"{name:<34}{full:>12.2f}{mib/full:>9.1f}{again:>13.2f}")
+    else:
+        print(f"{name:<34}{'n/a':>12}")
+if aws:
+    print(f"speed-up vs aws s3 sync: {aws/sky:.2f}x (target >= 2x)")
+if rcl:
+    print(f"speed-up vs rclone: {rcl/sky:.2f}x (target >= 1.5x)")
 print(f"skybridge no-change re-sync of $OBJECTS objects: {sky2:.2f} s wall incl. process start ({float('$SKY2_INTERNAL'):.3f} s inside sync_model), copied $COPIED2 (target < 1 s)")
 print(f"skybridge peak RSS: full {$RSS_KB/1024:.1f} MiB, no-change {$RSS2_KB/1024:.1f} MiB (target < 200 MB)")
 PY
