@@ -927,10 +927,27 @@ mod tests {
             objects: [("a".to_string(), entry(1, d, "", ""))].into(),
         };
         // Listings without ETags: equal empty strings must not count as "unchanged".
-        let p = plan(&[listed("a", 1, "")], None, &[listed("a", 1, "")], &state, "src".into());
+        let p = plan(
+            &[listed("a", 1, "")],
+            None,
+            &[listed("a", 1, "")],
+            &state,
+            "src".into(),
+        );
         assert_eq!(p.work[0].1, Action::Copy(None));
-        let manifest = Manifest::new(vec![ManifestEntry { path: "a".into(), size: 1, digest: d }]).unwrap();
-        let p = plan(&[listed("a", 1, "")], Some(&manifest), &[listed("a", 1, "")], &state, "src".into());
+        let manifest = Manifest::new(vec![ManifestEntry {
+            path: "a".into(),
+            size: 1,
+            digest: d,
+        }])
+        .unwrap();
+        let p = plan(
+            &[listed("a", 1, "")],
+            Some(&manifest),
+            &[listed("a", 1, "")],
+            &state,
+            "src".into(),
+        );
         assert_eq!(p.work[0].1, Action::Check(d));
     }
 
