@@ -38,6 +38,9 @@ log() { printf '== %s\n' "$*" >&2; }
 python3 -c 'import moto.server' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 command -v aws >/dev/null || python3 -m pip install --quiet --disable-pip-version-check awscli
 command -v rclone >/dev/null || { apt-get update -qq && apt-get install -y -qq rclone >/dev/null; }
+if [[ $S3_SERVER == s3s ]] && ! command -v s3s-fs >/dev/null; then
+  cargo install --locked s3s-fs@0.14.1 --features binary # 0.14.1: newest that builds with Rust 1.95
+fi
 log "building skybridge (release)"
 cargo build --release --quiet --bin skybridge
 SKYBRIDGE=$PWD/target/release/skybridge
@@ -56,7 +59,9 @@ wait_http() { # poll until the endpoint answers, 60 s deadline
   done
 }
 
-start_server() { # prints the endpoint
+# Sets ENDPOINT. Not called in $(...): the server's pid must land in this shell's PIDS so the
+# EXIT trap stops it.
+start_server() {
   local port; port=$(free_port)
   case "$S3_SERVER" in
     moto) python3 -m moto.server -H 127.0.0.1 -p "$port" >"$WORK/server-$port.log" 2>&1 & ;;
@@ -67,12 +72,12 @@ start_server() { # prints the endpoint
   esac
   PIDS+=($!)
   wait_http "http://127.0.0.1:$port/"
-  echo "http://127.0.0.1:$port"
+  ENDPOINT="http://127.0.0.1:$port"
 }
 
 log "starting two $S3_SERVER servers"
-A=$(start_server)
-B=$(start_server)
+start_server; A=$ENDPOINT
+start_server; B=$ENDPOINT
 awsA() { aws --endpoint-url "$A" "$@"; }
 awsB() { aws --endpoint-url "$B" "$@"; }
 
