@@ -263,3 +263,67 @@ async fn cli_sync_and_fetch_model_exit_codes() {
     let (code, _, _) = skybridge(&[&fetch[..], &["--digest", "sha256:zz"]].concat());
     assert_eq!(code, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_sync_reads_credentials_from_named_profiles() {
+    let s = stores();
+    let (src, dst) = (unique_bucket("prof-src"), unique_bucket("prof-dst"));
+    seed_model(&s.a.endpoint, &src, "m", &model_files(0, 0)).await;
+    create_bucket(&s.b.endpoint, &dst).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("credentials");
+    std::fs::write(
+        &creds,
+        "[src-store]\naws_access_key_id = a\naws_secret_access_key = b\n\n[dst-store]\naws_access_key_id = c\naws_secret_access_key = d\n",
+    )
+    .unwrap();
+    let config = tmp.path().join("config");
+    std::fs::write(&config, "").unwrap();
+    let run = |from_profile: &str| {
+        let (from, to) = (format!("s3://{src}/m"), format!("s3://{dst}/m"));
+        let out = Command::new(env!("CARGO_BIN_EXE_skybridge"))
+            .args([
+                "sync",
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--from-endpoint",
+                &s.a.endpoint,
+                "--to-endpoint",
+            ])
+            .args([
+                &s.b.endpoint,
+                "--from-path-style",
+                "--to-path-style",
+                "--from-profile",
+                from_profile,
+            ])
+            .args([
+                "--to-profile",
+                "dst-store",
+                "--from-region",
+                "us-east-1",
+                "--to-region",
+                "us-east-1",
+            ])
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("run skybridge");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("src-store");
+    assert_eq!(code, Some(0), "{err}");
+    // A profile that does not exist yields no credentials: a clean failure, not a panic.
+    let (code, err) = run("no-such-profile");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -291,9 +291,14 @@ impl Store {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_string);
         let transient = match &err {
-            SdkError::TimeoutError(_)
-            | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => true,
+            SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+            // Connection failures, resets and timeouts are worth retrying; a missing or broken
+            // credentials configuration (also reported as a dispatch failure) is not.
+            SdkError::DispatchFailure(d) => {
+                d.is_io()
+                    || d.is_timeout()
+                    || d.as_other() == Some(aws_smithy_types::retry::ErrorKind::TransientError)
+            }
             SdkError::ServiceError(_) => {
                 // 501 Not Implemented is an answer, not a hiccup.
                 matches!(status, Some(s) if (s >= 500 && s != 501) || s == 429)
