@@ -7,6 +7,13 @@
 //! - [`sync_model`] to make a destination hold a verified copy of a source model;
 //! - [`read_manifest`] to learn a model's digest;
 //! - [`fetch_model`] (what `skybridge fetch-model` runs in init containers).
+//!
+//! Layout of a model under `s3://bucket/prefix/`: the model files, plus the reserved
+//! `.skybridge/` directory holding `manifest.json` (canonical manifest; its SHA-256 is the model
+//! digest, `sha256:<hex>`; written last, present only while the files match it) and, at sync
+//! destinations, `sync-state.json` (per-object verification records that make re-syncs cheap).
+//! Errors are typed ([`ArtifactError`]): [`ArtifactError::Residency`] maps to a `Forbidden`
+//! condition, [`ArtifactError::is_bad_input`] to CLI exit status 2, everything else to 1.
 
 pub mod digest;
 pub mod error;
