@@ -5,9 +5,11 @@ use serde::Serialize;
 use std::process::ExitCode;
 
 mod crd;
+mod fetch_model;
 mod plan;
 mod run;
 mod simulate;
+mod sync;
 
 /// Skybridge: burst model replicas from private to public clouds, keep sensitive work private.
 #[derive(Parser, Debug)]
@@ -27,6 +29,10 @@ enum Command {
     Run(run::RunArgs),
     /// Replay a demand trace through the burst controller, baselines and a lower bound.
     Simulate(simulate::SimulateArgs),
+    /// Copy a model between S3 stores, verified and incremental; the manifest is written last.
+    Sync(sync::SyncArgs),
+    /// Download a model into a directory, verified against its manifest and digest (fail closed).
+    FetchModel(fetch_model::FetchModelArgs),
 }
 
 /// Exit status for bad input (files, flags, objects), distinct from runtime failures (1).
@@ -38,6 +44,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Run(args) => run::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Sync(args) => sync::run(args),
+        Command::FetchModel(args) => fetch_model::run(args),
     }
 }
 

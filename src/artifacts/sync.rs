@@ -1,0 +1,994 @@
+//! Verified incremental sync of one model between two S3-compatible stores.
+//!
+//! Order of work, chosen so that a reader never sees a partial model and an interrupted sync can
+//! resume cheaply:
+//! 1. residency check (pure, before any connection);
+//! 2. list both sides, read the source manifest (if any), the destination's sync state and
+//!    manifest; abort multipart uploads left under the destination prefix by an interrupted run;
+//! 3. plan: skip what is verified, re-verify what is plausibly there, copy the rest;
+//! 4. if anything will change, delete the destination manifest first (readers fail closed);
+//! 5. copy (streaming GET -> PUT / multipart PUT, bounded memory), verify, checkpoint state;
+//! 6. delete destination objects absent from the source (after the new objects are in place);
+//! 7. write the sync state, then the manifest **last**.
+//!
+//! **Verification after upload.** Each request carries `Content-MD5`, so the store rejects a body
+//! corrupted in transit; the ETag it returns for our upload must then equal the MD5 (single PUT)
+//! or MD5-of-part-MD5s (multipart) computed over the very bytes we hashed with SHA-256. That is
+//! a checksum computed by the store over what it stored, and costs no second transfer, which
+//! matters across clouds. When the ETag is not an MD5 (SSE-KMS, some gateways) or
+//! [`VerifyMode::Reread`] is chosen, the object is read back and hashed instead. ETags are only
+//! ever compared with the same store's ETags.
+//!
+//! **Skipping.** The destination keeps `.skybridge/sync-state.json`: per path the SHA-256, size,
+//! the destination ETag at verification time and the source ETag it was copied from. An object is
+//! skipped without any read when its current destination ETag still equals the recorded one
+//! (ETags change on every rewrite) and its SHA-256 equals the source's (from the source manifest,
+//! or from the state when the source ETag is unchanged). An object present with the right size
+//! but no matching record (e.g. state lost in an interruption) is re-verified: `x-amz-meta-sha256`
+//! is a cheap filter, and a full read-back proves it. `x-amz-meta-sha256` is set on every object
+//! whose SHA-256 is known when its upload starts: all single-PUT objects, and multipart objects
+//! when the source manifest or the state supplies it (a multipart upload's metadata is fixed at
+//! its creation, before the content has been hashed); the state and the manifest always have it.
+
+use super::digest::Digest;
+use super::error::ArtifactError;
+use super::manifest::{MANIFEST_PATH, Manifest, ManifestEntry};
+use super::residency;
+use super::retry::RetryPolicy;
+use super::store::{ListedObject, Store, StoreLocation, expected_etag, md5_of};
+use super::transfer::{BufferPool, MemoryBudget, ResumableReader, Task, stream_object};
+use crate::api::common::{Cloud, DataClass};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Relative path of the destination's sync state (store-local; not part of the model).
+pub const STATE_PATH: &str = ".skybridge/sync-state.json";
+/// S3's smallest allowed part (except the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+const MAX_PARTS: u64 = 10_000;
+/// Objects from this size on are read into pooled buffers (see `BufferPool`).
+const POOLED_MIN: u64 = 1024 * 1024;
+
+/// How an upload is verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Compare the store-returned ETag with the MD5s of the bytes sent; read back on mismatch.
+    #[default]
+    Etag,
+    /// Always read every uploaded object back and compare its SHA-256.
+    Reread,
+}
+
+/// Progress notifications, e.g. for a progress bar.
+#[derive(Clone, Debug)]
+pub enum SyncEvent {
+    /// Planning done: `copy` objects (`copy_bytes`) to transfer, `check` to re-verify,
+    /// `delete` to remove, out of `objects` in the model.
+    Planned {
+        objects: usize,
+        copy: usize,
+        copy_bytes: u64,
+        check: usize,
+        delete: usize,
+    },
+    /// `n` more bytes uploaded.
+    Bytes(u64),
+    /// One object is done.
+    Object { path: String, outcome: Outcome },
+}
+
+/// What happened to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Copied and verified.
+    Copied,
+    /// Already verified at the destination; nothing read or written.
+    Skipped,
+    /// Present at the destination; verified by reading it back, not copied.
+    Reverified,
+    Deleted,
+}
+
+/// Callback receiving [`SyncEvent`]s; called from transfer tasks, so keep it cheap.
+pub type ProgressFn = Arc<dyn Fn(&SyncEvent) + Send + Sync>;
+
+/// Tuning knobs. `Default` suits most stores.
+#[derive(Clone)]
+pub struct SyncOptions {
+    /// Objects in flight, and parts in flight per object. Default 16.
+    pub parallel: usize,
+    /// Multipart part size; objects larger than this are uploaded in parts. Default 16 MiB,
+    /// at least 5 MiB (S3's minimum). Raised automatically to keep within 10,000 parts.
+    pub part_size: u64,
+    /// Upper bound on bytes held in transfer buffers at once. Default 96 MiB.
+    pub memory_budget: u64,
+    pub verify: VerifyMode,
+    pub retry: RetryPolicy,
+    /// Minimum time between writes of the sync state during a sync (for resumption). Default 2 s.
+    pub checkpoint_interval: Duration,
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            parallel: 16,
+            part_size: 16 * 1024 * 1024,
+            memory_budget: 96 * 1024 * 1024,
+            verify: VerifyMode::Etag,
+            retry: RetryPolicy::default(),
+            checkpoint_interval: Duration::from_secs(2),
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("parallel", &self.parallel)
+            .field("part_size", &self.part_size)
+            .field("memory_budget", &self.memory_budget)
+            .field("verify", &self.verify)
+            .field("retry", &self.retry)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncOptions {
+    fn validate(&self) -> Result<(), ArtifactError> {
+        let bad = |m: String| Err(ArtifactError::InvalidRequest(m));
+        if self.parallel == 0 || self.parallel > 1024 {
+            return bad(format!("parallel must be 1..=1024, got {}", self.parallel));
+        }
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
+            return bad(format!(
+                "part size must be 5 MiB..=5 GiB, got {}",
+                self.part_size
+            ));
+        }
+        if self.memory_budget < self.part_size {
+            return bad(format!(
+                "memory budget {} is smaller than the part size {}",
+                self.memory_budget, self.part_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Copy the model at `source` to `destination`.
+#[derive(Clone, Debug)]
+pub struct SyncRequest {
+    pub source: StoreLocation,
+    pub destination: StoreLocation,
+    /// Data class of the model; with `destination_cloud`, decides residency.
+    pub data_class: DataClass,
+    /// Which cloud the destination store is in.
+    pub destination_cloud: Cloud,
+    pub options: SyncOptions,
+}
+
+/// What a successful sync did. On success the destination holds a verified copy whose manifest
+/// digest is `digest`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncReport {
+    pub source: String,
+    pub destination: String,
+    /// The model digest (of the manifest now at the destination).
+    pub digest: Digest,
+    /// Objects and bytes in the model.
+    pub objects: usize,
+    pub bytes: u64,
+    pub copied: Vec<String>,
+    pub bytes_copied: u64,
+    /// Verified earlier and unchanged since (no read).
+    pub skipped: Vec<String>,
+    /// Found present and verified by reading them back.
+    pub reverified: Vec<String>,
+    pub deleted: Vec<String>,
+    /// Objects of the model verified at the destination (all of them, on success).
+    pub verified: usize,
+    /// Multipart uploads of earlier interrupted runs that were aborted.
+    pub aborted_uploads: usize,
+    /// Whether the manifest was (re)written; false when it was already current.
+    pub manifest_written: bool,
+    pub elapsed_seconds: f64,
+}
+
+/// Per-object record of the destination sync state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StateEntry {
+    size: u64,
+    digest: Digest,
+    dest_etag: String,
+    source_etag: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SyncState {
+    /// Identity of the source the `source_etag`s belong to.
+    source: String,
+    objects: BTreeMap<String, StateEntry>,
+}
+
+fn source_id(l: &StoreLocation) -> String {
+    format!(
+        "{}|{}|{}",
+        l.endpoint.as_deref().unwrap_or("aws"),
+        l.bucket,
+        l.prefix
+    )
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Skip(StateEntry),
+    /// Plausibly present with this digest; verify by reading, copy if wrong.
+    Check(Digest),
+    /// Copy; the digest when already known (source manifest or state).
+    Copy(Option<Digest>),
+}
+
+struct Ctx {
+    src: Store,
+    dst: Store,
+    budget: MemoryBudget,
+    pool: Arc<BufferPool>,
+    part_size: u64,
+    parallel: usize,
+    verify: VerifyMode,
+    progress: Option<ProgressFn>,
+}
+
+impl Ctx {
+    fn emit(&self, e: SyncEvent) {
+        if let Some(p) = &self.progress {
+            p(&e);
+        }
+    }
+}
+
+/// Makes `request.destination` hold a verified copy of the model at `request.source`, writing the
+/// manifest last. Refuses with [`ArtifactError::Residency`] before any connection when the data
+/// class may not reside in the destination cloud. Safe to re-run after any interruption.
+pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactError> {
+    let started = Instant::now();
+    residency::check(request.data_class, request.destination_cloud)?;
+    let opts = &request.options;
+    opts.validate()?;
+    if request.source.overlaps(&request.destination) {
+        return Err(ArtifactError::InvalidRequest(format!(
+            "source {} and destination {} overlap",
+            request.source.uri(),
+            request.destination.uri()
+        )));
+    }
+    let src = Store::connect(&request.source, opts.retry.clone()).await?;
+    let dst = Store::connect(&request.destination, opts.retry.clone()).await?;
+
+    let (src_manifest, src_list, dst_list, old_state, dst_manifest, uploads) = futures::try_join!(
+        src.read_manifest(),
+        src.list(),
+        dst.list(),
+        read_state(&dst),
+        dst.read_manifest_lenient(),
+        dst.list_multipart_uploads(),
+    )?;
+    if src_list.is_empty() {
+        // Almost always a mistyped prefix; with sync semantics it would wipe the destination.
+        return Err(ArtifactError::InvalidRequest(format!(
+            "source {} holds no objects",
+            request.source.uri()
+        )));
+    }
+    if let Some(m) = &src_manifest {
+        check_source_against_manifest(&src_list, m)?;
+    }
+
+    // Uploads left by an interrupted run would otherwise linger (and be billed) forever.
+    let aborted_uploads = uploads.len();
+    stream::iter(uploads.iter())
+        .map(|(key, id)| dst.abort_multipart(key, id))
+        .buffer_unordered(opts.parallel)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let Plan {
+        work,
+        mut state,
+        copy_n,
+        copy_bytes,
+        check_n,
+        to_delete,
+    } = plan(
+        &src_list,
+        src_manifest.as_ref(),
+        &dst_list,
+        &old_state,
+        source_id(&request.source),
+    );
+
+    let ctx = Arc::new(Ctx {
+        src,
+        dst,
+        budget: MemoryBudget::new(opts.memory_budget),
+        pool: BufferPool::new(
+            opts.part_size as usize,
+            (opts.memory_budget / opts.part_size) as usize + 1,
+        ),
+        part_size: opts.part_size,
+        parallel: opts.parallel,
+        verify: opts.verify,
+        progress: opts.progress.clone(),
+    });
+    ctx.emit(SyncEvent::Planned {
+        objects: src_list.len(),
+        copy: copy_n,
+        copy_bytes,
+        check: check_n,
+        delete: to_delete.len(),
+    });
+
+    // Readers must not see the old manifest over objects that are about to change.
+    let changes = copy_n + check_n + to_delete.len() > 0;
+    if changes && dst_manifest.is_some() {
+        ctx.dst.delete(MANIFEST_PATH).await?;
+    }
+
+    let mut report = SyncReport {
+        source: request.source.uri(),
+        destination: request.destination.uri(),
+        digest: Digest::from_bytes([0; 32]),
+        objects: src_list.len(),
+        bytes: src_list.iter().map(|o| o.size).sum(),
+        copied: vec![],
+        bytes_copied: 0,
+        skipped: vec![],
+        reverified: vec![],
+        deleted: vec![],
+        verified: 0,
+        aborted_uploads,
+        manifest_written: false,
+        elapsed_seconds: 0.0,
+    };
+
+    let mut tasks = Vec::new();
+    for (obj, action) in work {
+        match action {
+            Action::Skip(_) => {
+                ctx.emit(SyncEvent::Object {
+                    path: obj.path.clone(),
+                    outcome: Outcome::Skipped,
+                });
+                report.skipped.push(obj.path);
+            }
+            Action::Check(d) => tasks.push((obj, Some(d), true)),
+            Action::Copy(d) => tasks.push((obj, d, false)),
+        }
+    }
+    let mut results = stream::iter(tasks)
+        .map(|(obj, known, check)| {
+            let ctx = ctx.clone();
+            Task::spawn(async move {
+                let res = transfer_one(&ctx, &obj, known, check).await;
+                (obj, res)
+            })
+            .join()
+        })
+        .buffer_unordered(opts.parallel);
+    let mut last_checkpoint = Instant::now();
+    let mut failure = None;
+    while let Some((obj, res)) = results.next().await {
+        match res {
+            Ok((entry, outcome)) => {
+                match outcome {
+                    Outcome::Copied => {
+                        report.bytes_copied += obj.size;
+                        report.copied.push(obj.path.clone());
+                    }
+                    _ => report.reverified.push(obj.path.clone()),
+                }
+                ctx.emit(SyncEvent::Object {
+                    path: obj.path.clone(),
+                    outcome,
+                });
+                state.objects.insert(obj.path, entry);
+                if last_checkpoint.elapsed() >= opts.checkpoint_interval {
+                    write_state(&ctx.dst, &state).await?;
+                    last_checkpoint = Instant::now();
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(results);
+    if let Some(e) = failure {
+        // Keep what was verified so the next run skips it; the original error matters more.
+        if let Err(se) = write_state(&ctx.dst, &state).await {
+            tracing::warn!(error = %se, "could not checkpoint sync state after failure");
+        }
+        return Err(e);
+    }
+
+    // Deletes after the new objects are in place and before the manifest: the manifest then
+    // describes exactly what is under the prefix.
+    stream::iter(to_delete.iter())
+        .map(|path| ctx.dst.delete(path))
+        .buffer_unordered(opts.parallel)
+        .try_collect::<Vec<()>>()
+        .await?;
+    for path in &to_delete {
+        ctx.emit(SyncEvent::Object {
+            path: path.clone(),
+            outcome: Outcome::Deleted,
+        });
+    }
+    report.deleted = to_delete;
+
+    let manifest = Manifest::new(
+        state
+            .objects
+            .iter()
+            .map(|(path, e)| ManifestEntry {
+                path: path.clone(),
+                size: e.size,
+                digest: e.digest,
+            })
+            .collect(),
+    )
+    .map_err(|source| ArtifactError::Manifest {
+        bucket: request.source.bucket.clone(),
+        key: request.source.key(MANIFEST_PATH),
+        source,
+    })?;
+    if manifest.len() != src_list.len() {
+        return Err(ArtifactError::SourceChanged(
+            "not every source object was verified at the destination".into(),
+        ));
+    }
+    if let Some(m) = &src_manifest
+        && m != &manifest
+    {
+        return Err(ArtifactError::SourceChanged(
+            "copied content disagrees with the source manifest".into(),
+        ));
+    }
+    write_state(&ctx.dst, &state).await?;
+    if changes || dst_manifest.as_ref() != Some(&manifest) {
+        ctx.dst.write_manifest(&manifest).await?;
+        report.manifest_written = true;
+    }
+    report.digest = manifest.digest();
+    report.verified = manifest.len();
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What a sync will do, decided from listings and records alone (no I/O).
+#[derive(Debug)]
+struct Plan {
+    work: Vec<(ListedObject, Action)>,
+    /// The new state, holding the skipped objects; transfers add theirs.
+    state: SyncState,
+    copy_n: usize,
+    copy_bytes: u64,
+    check_n: usize,
+    to_delete: Vec<String>,
+}
+
+/// Decides per source object: skip (recorded as verified, destination ETag unchanged, digest
+/// equal to the source's), check (present with the right size and a known digest, but no
+/// matching record), or copy; and which destination objects to delete. The source digest comes
+/// from the source manifest, else from the record when the source ETag is unchanged (only for
+/// the same source: ETags are never compared across stores). An empty ETag proves nothing.
+fn plan(
+    src_list: &[ListedObject],
+    src_manifest: Option<&Manifest>,
+    dst_list: &[ListedObject],
+    old_state: &SyncState,
+    source: String,
+) -> Plan {
+    let same_source = old_state.source == source;
+    let dst_by_path: BTreeMap<&str, &ListedObject> =
+        dst_list.iter().map(|o| (o.path.as_str(), o)).collect();
+    let mut plan = Plan {
+        work: Vec::with_capacity(src_list.len()),
+        state: SyncState {
+            source,
+            objects: BTreeMap::new(),
+        },
+        copy_n: 0,
+        copy_bytes: 0,
+        check_n: 0,
+        to_delete: Vec::new(),
+    };
+    for obj in src_list {
+        let recorded = old_state.objects.get(&obj.path);
+        let known = match src_manifest {
+            Some(m) => m.get(&obj.path).map(|e| e.digest),
+            None => recorded
+                .filter(|r| {
+                    same_source
+                        && !obj.etag.is_empty()
+                        && r.source_etag == obj.etag
+                        && r.size == obj.size
+                })
+                .map(|r| r.digest),
+        };
+        let at_dst = dst_by_path
+            .get(obj.path.as_str())
+            .filter(|d| d.size == obj.size);
+        let action = match (known, at_dst, recorded) {
+            (Some(d), Some(at), Some(r))
+                if r.digest == d
+                    && !at.etag.is_empty()
+                    && r.dest_etag == at.etag
+                    && r.size == obj.size =>
+            {
+                Action::Skip(StateEntry {
+                    source_etag: obj.etag.clone(),
+                    ..r.clone()
+                })
+            }
+            (Some(d), Some(_), _) => Action::Check(d),
+            (known, _, _) => Action::Copy(known),
+        };
+        match &action {
+            Action::Skip(entry) => {
+                plan.state.objects.insert(obj.path.clone(), entry.clone());
+            }
+            Action::Check(_) => plan.check_n += 1,
+            Action::Copy(_) => {
+                plan.copy_n += 1;
+                plan.copy_bytes += obj.size;
+            }
+        }
+        plan.work.push((obj.clone(), action));
+    }
+    let src_paths: BTreeSet<&str> = src_list.iter().map(|o| o.path.as_str()).collect();
+    plan.to_delete = dst_list
+        .iter()
+        .filter(|d| !src_paths.contains(d.path.as_str()))
+        .map(|d| d.path.clone())
+        .collect();
+    plan
+}
+
+/// Every object the source manifest lists must be listed with its size, and nothing else.
+fn check_source_against_manifest(
+    list: &[ListedObject],
+    manifest: &Manifest,
+) -> Result<(), ArtifactError> {
+    if list.len() != manifest.len() {
+        return Err(ArtifactError::SourceChanged(format!(
+            "source lists {} objects but its manifest {}",
+            list.len(),
+            manifest.len()
+        )));
+    }
+    for obj in list {
+        match manifest.get(&obj.path) {
+            Some(e) if e.size == obj.size => {}
+            _ => {
+                return Err(ArtifactError::SourceChanged(format!(
+                    "{} disagrees with the source manifest",
+                    obj.path
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn read_state(dst: &Store) -> Result<SyncState, ArtifactError> {
+    Ok(match dst.get_optional(STATE_PATH).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            // Only an optimisation: a bad state costs re-verification, never correctness.
+            tracing::warn!(error = %e, "ignoring unreadable sync state");
+            SyncState::default()
+        }),
+        None => SyncState::default(),
+    })
+}
+
+async fn write_state(dst: &Store, state: &SyncState) -> Result<(), ArtifactError> {
+    let bytes = Bytes::from(serde_json::to_vec(state).expect("state serializes"));
+    let md5 = md5_of(&bytes);
+    dst.put(STATE_PATH, bytes, &md5, None).await.map(|_| ())
+}
+
+/// Checks (when `check`) or copies one object; returns its verified state entry.
+async fn transfer_one(
+    ctx: &Ctx,
+    obj: &ListedObject,
+    known: Option<Digest>,
+    check: bool,
+) -> Result<(StateEntry, Outcome), ArtifactError> {
+    if check
+        && let Some(d) = known
+        && let Some(entry) = reverify(ctx, obj, d).await?
+    {
+        return Ok((entry, Outcome::Reverified));
+    }
+    let entry = copy_object(ctx, obj, known).await?;
+    Ok((entry, Outcome::Copied))
+}
+
+/// Is the destination object `obj.path` verifiably `digest`? Metadata filters, reading proves.
+async fn reverify(
+    ctx: &Ctx,
+    obj: &ListedObject,
+    digest: Digest,
+) -> Result<Option<StateEntry>, ArtifactError> {
+    let Some(info) = ctx.dst.head(&obj.path).await? else {
+        return Ok(None);
+    };
+    if info.size != obj.size || info.sha256_metadata.is_some_and(|m| m != digest) {
+        return Ok(None);
+    }
+    match stream_object(&ctx.dst, &obj.path, info.size, Some(&info.etag), |_| Ok(())).await {
+        Ok(actual) if actual == digest => Ok(Some(StateEntry {
+            size: obj.size,
+            digest,
+            dest_etag: info.etag,
+            source_etag: obj.etag.clone(),
+        })),
+        Ok(_) | Err(ArtifactError::ContentMismatch { .. }) => Ok(None),
+        Err(ArtifactError::S3(e)) if e.status == Some(412) || e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn effective_part_size(configured: u64, size: u64) -> u64 {
+    let needed = size.div_ceil(MAX_PARTS).next_multiple_of(1024 * 1024);
+    configured.max(needed)
+}
+
+/// Copies one object (single PUT or multipart), verifying it. The source is pinned by its ETag
+/// (`If-Match`, same store) so a concurrent overwrite at the source cannot produce a mix.
+async fn copy_object(
+    ctx: &Ctx,
+    obj: &ListedObject,
+    known: Option<Digest>,
+) -> Result<StateEntry, ArtifactError> {
+    let path = obj.path.as_str();
+    let (digest, dest_etag, md5s, multipart) = if obj.size <= ctx.part_size {
+        let permit = ctx.budget.reserve(obj.size).await;
+        let data = if obj.size >= POOLED_MIN {
+            let mut reader = ResumableReader::new(&ctx.src, path, obj.size, Some(&obj.etag));
+            let data = reader.read_exact(obj.size as usize, &ctx.pool).await?;
+            if reader.next_chunk().await?.is_some() {
+                return Err(ArtifactError::SourceChanged(format!(
+                    "{path} grew while being copied"
+                )));
+            }
+            data
+        } else {
+            ctx.src
+                .get_bytes(path, None, Some(&obj.etag), Some(obj.size))
+                .await?
+        };
+        let digest = Digest::of(&data);
+        check_known(path, known, digest)?;
+        let md5 = md5_of(&data);
+        let etag = ctx.dst.put(path, data, &md5, Some(digest)).await?;
+        drop(permit);
+        ctx.emit(SyncEvent::Bytes(obj.size));
+        (digest, etag, vec![md5], false)
+    } else {
+        let upload_id = ctx.dst.create_multipart(path, known).await?;
+        match copy_parts(ctx, obj, known, &upload_id).await {
+            Ok((digest, md5s, parts)) => {
+                let etag = match ctx.dst.complete_multipart(path, &upload_id, &parts).await {
+                    Ok(etag) => etag,
+                    // A retried Complete whose first attempt succeeded but lost its response
+                    // finds the upload gone: the object as we assembled it is the proof.
+                    Err(ArtifactError::S3(e)) if e.is_not_found() => {
+                        match ctx.dst.head(path).await? {
+                            Some(info) if info.etag == expected_etag(&md5s, true) => info.etag,
+                            _ => return Err(ArtifactError::S3(e)),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                };
+                (digest, etag, md5s, true)
+            }
+            Err(e) => {
+                let key = ctx.dst.location().key(path);
+                if let Err(ae) = ctx.dst.abort_multipart(&key, &upload_id).await {
+                    tracing::warn!(%key, error = %ae, "could not abort multipart upload; the next sync will");
+                }
+                return Err(e);
+            }
+        }
+    };
+    let etag_ok = ctx.verify == VerifyMode::Etag && dest_etag == expected_etag(&md5s, multipart);
+    if !etag_ok {
+        let actual = stream_object(&ctx.dst, path, obj.size, Some(&dest_etag), |_| Ok(())).await?;
+        if actual != digest {
+            return Err(ArtifactError::ContentMismatch {
+                what: format!("verifying {}", ctx.dst.location().key(path)),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+    }
+    Ok(StateEntry {
+        size: obj.size,
+        digest,
+        dest_etag,
+        source_etag: obj.etag.clone(),
+    })
+}
+
+fn check_known(path: &str, known: Option<Digest>, actual: Digest) -> Result<(), ArtifactError> {
+    match known {
+        Some(k) if k != actual => Err(ArtifactError::SourceChanged(format!(
+            "{path}: source content is {actual}, its manifest says {k}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+type PartsOutcome = (Digest, Vec<[u8; 16]>, Vec<(i32, String)>);
+
+/// Copies `obj` in parts: one sequential (resumable) GET of the source feeds part buffers,
+/// hashed with SHA-256 in order as they are read; each full buffer is uploaded by its own task
+/// (MD5 + UploadPart), up to `parallel` per object. A buffer is reserved in the memory budget
+/// before it is filled and released when its upload finishes, so memory stays bounded however
+/// many objects and parts are in flight; waiting for a reservation pauses the GET (TCP
+/// backpressure), it never deadlocks because every reserved buffer is already being uploaded.
+async fn copy_parts(
+    ctx: &Ctx,
+    obj: &ListedObject,
+    known: Option<Digest>,
+    upload_id: &str,
+) -> Result<PartsOutcome, ArtifactError> {
+    let part = effective_part_size(ctx.part_size, obj.size);
+    let count = obj.size.div_ceil(part);
+    let mut reader = ResumableReader::new(&ctx.src, &obj.path, obj.size, Some(&obj.etag));
+    let mut hasher = super::digest::Hasher::new();
+    let mut uploads = futures::stream::FuturesUnordered::new();
+    let mut done: Vec<Option<([u8; 16], String)>> = vec![None; count as usize];
+    let mut record =
+        |res: Result<(u64, [u8; 16], String), ArtifactError>| -> Result<(), ArtifactError> {
+            let (i, md5, etag) = res?;
+            done[i as usize] = Some((md5, etag));
+            Ok(())
+        };
+    for i in 0..count {
+        let len = part.min(obj.size - i * part);
+        while uploads.len() >= ctx.parallel {
+            record(uploads.next().await.expect("non-empty"))?;
+        }
+        let permit = ctx.budget.reserve(len).await;
+        let data = reader.read_exact(len as usize, &ctx.pool).await?;
+        hasher.update(&data);
+        let (dst, path, upload_id) = (ctx.dst.clone(), obj.path.clone(), upload_id.to_string());
+        let progress = ctx.progress.clone();
+        uploads.push(
+            Task::spawn(async move {
+                let md5 = md5_of(&data);
+                let etag = dst
+                    .upload_part(&path, &upload_id, (i + 1) as i32, data, &md5)
+                    .await?;
+                drop(permit);
+                if let Some(p) = progress {
+                    p(&SyncEvent::Bytes(len));
+                }
+                Ok::<_, ArtifactError>((i, md5, etag))
+            })
+            .join(),
+        );
+    }
+    while let Some(res) = uploads.next().await {
+        record(res)?;
+    }
+    if reader.next_chunk().await?.is_some() {
+        return Err(ArtifactError::SourceChanged(format!(
+            "{} grew while being copied",
+            obj.path
+        )));
+    }
+    let digest = hasher.finish();
+    check_known(&obj.path, known, digest)?;
+    let (md5s, completed) = done
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let (md5, etag) = d.expect("every part uploaded");
+            (md5, ((i + 1) as i32, etag))
+        })
+        .unzip();
+    Ok((digest, md5s, completed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_grows_to_stay_within_10000_parts() {
+        assert_eq!(effective_part_size(MIN_PART_SIZE, 1024), MIN_PART_SIZE);
+        let huge = 100 * 1024 * 1024 * 1024u64;
+        let p = effective_part_size(MIN_PART_SIZE, huge);
+        assert!(huge.div_ceil(p) <= MAX_PARTS);
+    }
+
+    fn listed(path: &str, size: u64, etag: &str) -> ListedObject {
+        ListedObject {
+            path: path.into(),
+            size,
+            etag: etag.into(),
+        }
+    }
+
+    fn entry(size: u64, digest: Digest, dest_etag: &str, source_etag: &str) -> StateEntry {
+        StateEntry {
+            size,
+            digest,
+            dest_etag: dest_etag.into(),
+            source_etag: source_etag.into(),
+        }
+    }
+
+    #[test]
+    fn plan_skips_verified_checks_plausible_copies_rest_and_deletes_extras() {
+        let (d1, d2, d3) = (Digest::of(b"1"), Digest::of(b"2"), Digest::of(b"3"));
+        let src = vec![
+            listed("same", 1, "s1"),
+            listed("rewritten-at-dst", 1, "s2"),
+            listed("changed-at-src", 1, "s3-new"),
+            listed("new", 1, "s4"),
+        ];
+        let dst = vec![
+            listed("same", 1, "d1"),
+            listed("rewritten-at-dst", 1, "d2-other"),
+            listed("changed-at-src", 1, "d3"),
+            listed("extra", 5, "dx"),
+        ];
+        let state = SyncState {
+            source: "src".into(),
+            objects: [
+                ("same".to_string(), entry(1, d1, "d1", "s1")),
+                ("rewritten-at-dst".to_string(), entry(1, d2, "d2", "s2")),
+                ("changed-at-src".to_string(), entry(1, d3, "d3", "s3")),
+            ]
+            .into(),
+        };
+        let p = plan(&src, None, &dst, &state, "src".into());
+        let actions: Vec<_> = p.work.iter().map(|(o, a)| (o.path.as_str(), a)).collect();
+        assert_eq!(
+            actions,
+            [
+                ("same", &Action::Skip(entry(1, d1, "d1", "s1"))),
+                ("rewritten-at-dst", &Action::Check(d2)),
+                ("changed-at-src", &Action::Copy(None)),
+                ("new", &Action::Copy(None)),
+            ]
+        );
+        assert_eq!(p.to_delete, ["extra"]);
+        assert_eq!((p.copy_n, p.copy_bytes, p.check_n), (2, 2, 1));
+        assert_eq!(p.state.objects.len(), 1);
+
+        // Another source: its ETags mean nothing here, so without a manifest nothing is known.
+        let p = plan(&src, None, &dst, &state, "other".into());
+        assert!(p.work.iter().all(|(_, a)| matches!(a, Action::Copy(None))));
+
+        // A source manifest supplies digests: the changed object is known, present, so checked.
+        let manifest = Manifest::new(vec![
+            ManifestEntry {
+                path: "same".into(),
+                size: 1,
+                digest: d1,
+            },
+            ManifestEntry {
+                path: "rewritten-at-dst".into(),
+                size: 1,
+                digest: d2,
+            },
+            ManifestEntry {
+                path: "changed-at-src".into(),
+                size: 1,
+                digest: d1,
+            },
+            ManifestEntry {
+                path: "new".into(),
+                size: 1,
+                digest: d3,
+            },
+        ])
+        .unwrap();
+        let p = plan(&src, Some(&manifest), &dst, &state, "other".into());
+        let actions: Vec<_> = p.work.iter().map(|(_, a)| a).collect();
+        assert_eq!(actions[0], &Action::Skip(entry(1, d1, "d1", "s1")));
+        assert_eq!(actions[2], &Action::Check(d1));
+        assert_eq!(actions[3], &Action::Copy(Some(d3)));
+    }
+
+    #[test]
+    fn plan_never_trusts_empty_etags() {
+        let d = Digest::of(b"1");
+        let state = SyncState {
+            source: "src".into(),
+            objects: [("a".to_string(), entry(1, d, "", ""))].into(),
+        };
+        // Listings without ETags: equal empty strings must not count as "unchanged".
+        let p = plan(
+            &[listed("a", 1, "")],
+            None,
+            &[listed("a", 1, "")],
+            &state,
+            "src".into(),
+        );
+        assert_eq!(p.work[0].1, Action::Copy(None));
+        let manifest = Manifest::new(vec![ManifestEntry {
+            path: "a".into(),
+            size: 1,
+            digest: d,
+        }])
+        .unwrap();
+        let p = plan(
+            &[listed("a", 1, "")],
+            Some(&manifest),
+            &[listed("a", 1, "")],
+            &state,
+            "src".into(),
+        );
+        assert_eq!(p.work[0].1, Action::Check(d));
+    }
+
+    #[test]
+    fn options_are_validated() {
+        assert!(SyncOptions::default().validate().is_ok());
+        let o = SyncOptions {
+            part_size: 1024,
+            ..SyncOptions::default()
+        };
+        assert!(o.validate().is_err());
+        let o = SyncOptions {
+            parallel: 0,
+            ..SyncOptions::default()
+        };
+        assert!(o.validate().is_err());
+        let o = SyncOptions {
+            memory_budget: MIN_PART_SIZE,
+            part_size: 2 * MIN_PART_SIZE,
+            ..SyncOptions::default()
+        };
+        assert!(o.validate().is_err());
+    }
+
+    #[tokio::test]
+    async fn residency_refused_before_any_connection() {
+        // Endpoints that do not exist: a refusal must come first, without touching the network.
+        let mut source = StoreLocation::parse_uri("s3://src-bkt/m").unwrap();
+        source.endpoint = Some("http://127.0.0.1:9".into());
+        let mut destination = StoreLocation::parse_uri("s3://dst-bkt/m").unwrap();
+        destination.endpoint = Some("http://127.0.0.1:9".into());
+        let req = SyncRequest {
+            source,
+            destination,
+            data_class: DataClass::Sensitive,
+            destination_cloud: Cloud::Public,
+            options: SyncOptions::default(),
+        };
+        assert!(matches!(
+            sync_model(&req).await,
+            Err(ArtifactError::Residency(_))
+        ));
+    }
+}
