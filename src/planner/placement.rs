@@ -464,11 +464,16 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let mut n = have.min(self.room_for(ci, to).0);
-                if self.needs_spread(ci) && self.states[ci].assigned.len() == 2 && n == have {
-                    // Moving everything would collapse a spread component into one pool.
-                    if self.states[ci].assigned.contains_key(&to) {
-                        n = n.saturating_sub(1);
-                    }
+                // Moving everything would collapse a spread component into one pool; a spread
+                // only ever holds within one cloud, so failback from public still completes.
+                let same_cloud = self.input.pools[from].cloud == self.input.pools[to].cloud;
+                if self.needs_spread(ci)
+                    && same_cloud
+                    && self.states[ci].assigned.len() == 2
+                    && n == have
+                    && self.states[ci].assigned.contains_key(&to)
+                {
+                    n = n.saturating_sub(1);
                 }
                 if n > 0 {
                     self.unassign(ci, from, n);

@@ -313,6 +313,21 @@ fn failback_waits_while_rebalance_is_off() {
 }
 
 #[test]
+fn failback_brings_every_replica_home_even_with_min_two() {
+    let pools = vec![
+        pool("priv", Cloud::Private, 8, 1.0),
+        pool("pub", Cloud::Public, 8, 2.0),
+    ];
+    let mut c = component("r", DataClass::Internal, 2, 4);
+    c.current = BTreeMap::from([("priv".into(), 3), ("pub".into(), 1)]);
+    let plan = plan(&input(pools, vec![c]));
+    assert_eq!(
+        replicas_by_pool(&plan.components[0]),
+        BTreeMap::from([("priv".into(), 4)])
+    );
+}
+
+#[test]
 fn scale_down_removes_public_replicas_first() {
     let pools = vec![
         pool("priv", Cloud::Private, 8, 1.0),
