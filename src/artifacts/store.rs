@@ -205,6 +205,15 @@ pub struct Store {
 }
 
 impl Store {
+    /// The key prefix every object of the model starts with (`prefix/`, or empty).
+    fn list_prefix(&self) -> String {
+        if self.location.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.location.prefix)
+        }
+    }
+
     /// Builds a client for `location`. No request is sent.
     pub async fn connect(
         location: &StoreLocation,
@@ -338,11 +347,7 @@ impl Store {
     /// Lists the model's objects, excluding the reserved `.skybridge/` directory and zero-byte
     /// "directory marker" keys ending in `/`.
     pub async fn list(&self) -> Result<Vec<ListedObject>, ArtifactError> {
-        let list_prefix = if self.location.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.location.prefix)
-        };
+        let list_prefix = self.list_prefix();
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -702,11 +707,7 @@ impl Store {
     }
 
     async fn list_multipart_uploads_strict(&self) -> Result<Vec<(String, String)>, ArtifactError> {
-        let list_prefix = if self.location.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.location.prefix)
-        };
+        let list_prefix = self.list_prefix();
         let mut out = Vec::new();
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         loop {
