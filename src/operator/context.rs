@@ -3,11 +3,12 @@
 use super::clusters::Clusters;
 use super::metrics::Metrics;
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
+use crate::burst::ControllerState;
 use crate::estate::Estate;
 use kube::ResourceExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -31,6 +32,10 @@ pub struct Context {
     pub deployments: Store<ModelDeployment>,
     leader: watch::Receiver<bool>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Burst-controller state per deployment and component. Kept in memory: after a restart or
+    /// a leader change a fresh state starts from the replicas the status records, which the
+    /// controller accepts as a valid start.
+    burst: Mutex<HashMap<(String, String), BTreeMap<String, ControllerState>>>,
     heartbeat: Mutex<Instant>,
 }
 
@@ -66,6 +71,7 @@ impl Context {
             deployments,
             leader,
             failures: Mutex::new(HashMap::new()),
+            burst: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
         }
     }
@@ -111,6 +117,26 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
         self.beat();
+    }
+
+    pub fn burst_states(&self, deployment: &(String, String)) -> BTreeMap<String, ControllerState> {
+        self.burst
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(deployment)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn set_burst_states(
+        &self,
+        deployment: &(String, String),
+        states: BTreeMap<String, ControllerState>,
+    ) {
+        self.burst
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(deployment.clone(), states);
     }
 
     /// Marks the control loop alive, for `/livez`.

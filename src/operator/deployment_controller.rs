@@ -3,11 +3,10 @@
 //! `workloads`, `status`); this module only moves data between them and the clusters.
 
 use super::context::Context;
-use super::demand::DemandDecision;
 use super::error::{Error, Result};
 use super::metrics::{ControllerLabels, DeploymentLabels, ErrorLabels};
 use super::names::{LABEL_COMPONENT, LABEL_POOL, deployment_labels, selector};
-use super::planning::plan_deployment;
+use super::planning::decide;
 use super::retry::idempotent;
 use super::status::{Observed, StatusInput, deployment_status};
 use super::workloads::{self, Placement};
@@ -113,9 +112,38 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    // Decide how many replicas each component wants, then where they go.
-    let decision = DemandDecision::decide(ctx, &estate, md).await;
-    let plans = plan_deployment(&estate, md, &decision.desired, &decision.hold_public);
+    // Read demand (the edge), then decide replicas and places (pure, the shared burst
+    // controller and planner).
+    let reading = super::demand::read(ctx, &estate, md).await;
+    let key = (md.namespace().unwrap_or_default(), md.name_any());
+    let states = ctx.burst_states(&key);
+    let decided = decide(&estate, md, &reading.demand, &states, now().as_second());
+    ctx.set_burst_states(&key, decided.states);
+    let plans = decided.plans;
+    let mut notes: Vec<(EventType, &'static str, String)> = reading
+        .failures
+        .iter()
+        .map(|(component, err)| {
+            (
+                EventType::Warning,
+                "MetricUnavailable",
+                format!("component {component}: {err}"),
+            )
+        })
+        .collect();
+    for (component, event) in &decided.events {
+        let kind = match event.kind {
+            crate::burst::EventKind::BudgetHit | crate::burst::EventKind::MetricUnavailable => {
+                EventType::Warning
+            }
+            _ => EventType::Normal,
+        };
+        notes.push((
+            kind,
+            event.kind.as_str(),
+            format!("component {component}: {}", event.message),
+        ));
+    }
 
     // Apply the children, then remove those the plan no longer has.
     // A cluster that fails does not stop the others, nor the status report; the error then
@@ -148,7 +176,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         now: now(),
     });
     record_metrics(md, ctx, &status);
-    let events = placement_events(md.status.as_ref(), &status, &decision.notes);
+    let events = placement_events(md.status.as_ref(), &status, &notes);
     if write_status(md, ctx, status).await? {
         for (kind, reason, note) in events {
             publish(ctx, md, kind, reason, "Reconcile", &note).await;
@@ -158,9 +186,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         return Err(err);
     }
     ctx.succeeded(md);
-    Ok(Action::requeue(
-        decision.next_check.min(ctx.settings.period),
-    ))
+    Ok(Action::requeue(reading.next_read.min(ctx.settings.period)))
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {

@@ -5,10 +5,12 @@
 //! planner's stability keeps them where they are.
 
 use crate::api::{ComputePool, ModelDeployment};
-use crate::estate::{Estate, component_key, component_request, pool_view};
-use crate::planner::{
-    Budget, ComponentKey, ComponentPlan, Headroom, PlanInput, PlannerOptions, plan,
+use crate::burst::{
+    BurstController, ControllerConfig, ControllerState, Event as BurstEvent, Observation,
+    private_capacity, reconcile,
 };
+use crate::estate::{Estate, component_request, pool_view};
+use crate::planner::{Budget, ComponentPlan, Headroom, PlanInput, PlannerOptions};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 
@@ -45,14 +47,28 @@ fn recorded(md: &ModelDeployment, component: &str) -> (Option<u32>, BTreeMap<Str
     (Some(status.desired_replicas), current)
 }
 
-/// Plans the estate with `md`'s components wanting `desired` (others keep their recorded
-/// decision), and returns `md`'s part of the plan, one entry per component in spec order.
-pub fn plan_deployment(
+/// What one reconcile decided for a deployment.
+pub struct Decided {
+    /// The deployment's part of the plan, one entry per component in spec order.
+    pub plans: Vec<ComponentPlan>,
+    /// New burst-controller state per component with a policy.
+    pub states: BTreeMap<String, ControllerState>,
+    /// What the burst controller has to say (scale steps, bursts, failbacks, budget hits).
+    pub events: Vec<(String, BurstEvent)>,
+}
+
+/// Plans the estate for one reconcile of `md`: its components with a burst policy run a tick of
+/// the shared burst controller on `demand` (`None`: the metric could not be read), the others
+/// want their `min`; other deployments keep the decision and placement their status records,
+/// so the planner's stability keeps them where they are. Pure: the operator fetches `demand`
+/// and keeps `states`.
+pub fn decide(
     estate: &Estate,
     md: &ModelDeployment,
-    desired: &BTreeMap<String, u32>,
-    hold_public: &BTreeMap<String, bool>,
-) -> Vec<ComponentPlan> {
+    demand: &BTreeMap<String, Option<f64>>,
+    states: &BTreeMap<String, ControllerState>,
+    now: i64,
+) -> Decided {
     let mut components = Vec::new();
     let this = (md.namespace().unwrap_or_default(), md.name_any());
     for (key, other) in &estate.deployments {
@@ -73,16 +89,11 @@ pub fn plan_deployment(
             components.push(request);
         }
     }
+    let first = components.len();
     for component in &md.spec.components {
-        let (recorded_desired, current) = recorded(md, &component.name);
-        let want = desired
-            .get(&component.name)
-            .copied()
-            .or(recorded_desired)
-            .unwrap_or(component.replicas.min);
-        let mut request = component_request(estate, md, component, want);
+        let (_, current) = recorded(md, &component.name);
+        let mut request = component_request(estate, md, component, component.replicas.min);
         request.current = current;
-        request.rebalance = !hold_public.get(&component.name).copied().unwrap_or(false);
         components.push(request);
     }
     let budgets = estate
@@ -105,19 +116,72 @@ pub fn plan_deployment(
         budgets,
         options: PlannerOptions::default(),
     };
-    let keys: Vec<ComponentKey> = md
-        .spec
-        .components
+
+    // One burst controller per component with a valid policy.
+    let mut controllers = Vec::new();
+    for (offset, component) in md.spec.components.iter().enumerate() {
+        let index = first + offset;
+        let Some(policy) = component
+            .burst_policy
+            .as_ref()
+            .and_then(|p| estate.policies.get(p))
+        else {
+            continue;
+        };
+        let Ok(config) = ControllerConfig::new(
+            &policy.spec,
+            &component.replicas,
+            &input.components[index],
+            &input.pools,
+        ) else {
+            continue;
+        };
+        let request = &input.components[index];
+        let observation = Observation {
+            demand: demand.get(&component.name).copied().flatten(),
+            current_replicas: request.current.values().sum(),
+            public_replicas: request
+                .current
+                .iter()
+                .filter(|(pool, _)| {
+                    estate
+                        .pools
+                        .get(*pool)
+                        .is_some_and(|p| p.spec.cloud == crate::api::Cloud::Public)
+                })
+                .map(|(_, n)| n)
+                .sum(),
+            private_capacity: private_capacity(&input, index, component.replicas.max),
+        };
+        let state = states.get(&component.name).cloned().unwrap_or_default();
+        controllers.push((
+            index,
+            component.name.clone(),
+            BurstController::new(config),
+            state,
+            observation,
+        ));
+    }
+    let controlled: Vec<_> = controllers
         .iter()
-        .map(|c| component_key(md, c))
+        .map(|(i, _, c, s, o)| (*i, c, s, *o))
         .collect();
-    let mut plans: BTreeMap<ComponentKey, ComponentPlan> = plan(&input)
-        .components
-        .into_iter()
-        .filter(|p| keys.contains(&p.key))
-        .map(|p| (p.key.clone(), p))
+    let (new_states, planned, decisions) = reconcile(&input, &controlled, now);
+    let mut events = Vec::new();
+    for ((_, name, _, _, _), decision) in controllers.iter().zip(&decisions) {
+        events.extend(decision.events.iter().cloned().map(|e| (name.clone(), e)));
+    }
+    let states = controllers
+        .iter()
+        .map(|(_, name, _, _, _)| name.clone())
+        .zip(new_states)
         .collect();
-    keys.iter().filter_map(|k| plans.remove(k)).collect()
+    let plans = planned.components.into_iter().skip(first).collect();
+    Decided {
+        plans,
+        states,
+        events,
+    }
 }
 
 #[cfg(test)]
@@ -191,16 +255,41 @@ mod tests {
             ..Default::default()
         });
         let ranker = estate.deployment("recsys", "ctr-ranker").unwrap().clone();
-        let plans = plan_deployment(
-            &estate,
-            &ranker,
-            &BTreeMap::from([("ranker".to_string(), 10)]),
-            &BTreeMap::new(),
-        );
-        let ranker_plan = plans.iter().find(|p| p.key.component == "ranker").unwrap();
-        let private: u32 = ranker_plan.replicas_in(Cloud::Private);
+        // 4,000 req/s at 400 per replica: the burst controller asks for more than the one private
+        // L4 left, within its first scale-up step.
+        let demand = BTreeMap::from([("ranker".to_string(), Some(4000.0))]);
+        let decided = decide(&estate, &ranker, &demand, &BTreeMap::new(), 1_700_000_000);
+        let ranker_plan = decided
+            .plans
+            .iter()
+            .find(|p| p.key.component == "ranker")
+            .unwrap();
         // 24 L4s - 20 (search-head) - 2 (rec-head) - 1 (ads-head) leaves 1 private L4.
-        assert_eq!(private, 1, "{ranker_plan:?}");
-        assert_eq!(ranker_plan.replicas_in(Cloud::Public), 9);
+        assert_eq!(
+            ranker_plan.replicas_in(Cloud::Private),
+            1,
+            "{ranker_plan:?}"
+        );
+        assert!(
+            ranker_plan.desired_replicas >= 4,
+            "at least the minimum: {ranker_plan:?}"
+        );
+        assert_eq!(ranker_plan.unplaced, 0);
+        assert_eq!(
+            ranker_plan.replicas_in(Cloud::Public),
+            ranker_plan.desired_replicas - 1
+        );
+        assert!(
+            decided.states.contains_key("ranker"),
+            "the controller's state is returned"
+        );
+        // feature-transform's metric was not read: its policy's fallback (a floor) applies, and says so.
+        assert_eq!(decided.states.len(), 2);
+        assert!(
+            decided.events.iter().any(|(c, e)| c == "feature-transform"
+                && e.kind == crate::burst::EventKind::MetricUnavailable),
+            "{:?}",
+            decided.events
+        );
     }
 }
