@@ -139,6 +139,14 @@ impl Context {
             .insert(deployment.clone(), states);
     }
 
+    /// Drops the burst state of a deployment that is gone.
+    pub fn forget_burst_states(&self, deployment: &(String, String)) {
+        self.burst
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(deployment);
+    }
+
     /// Marks the control loop alive, for `/livez`.
     pub fn beat(&self) {
         *self.heartbeat.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();

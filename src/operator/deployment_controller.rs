@@ -417,6 +417,7 @@ async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         .map(|p| (p.name_any(), (**p).clone()))
         .collect();
     sweep_orphans(md, ctx, &pools, None).await?;
+    ctx.forget_burst_states(&(md.namespace().unwrap_or_default(), md.name_any()));
     publish(
         ctx,
         md,
