@@ -114,6 +114,19 @@ pub fn component_request(
     }
 }
 
+/// The public budgets of every policy, by policy name.
+pub fn budgets(estate: &Estate) -> BTreeMap<String, Budget> {
+    let budget = |policy: &crate::api::BurstPolicy| Budget {
+        max_public_replicas: policy.spec.burst.max_public_replicas,
+        max_cost_per_hour: policy.spec.burst.max_cost_per_hour,
+    };
+    estate
+        .policies
+        .iter()
+        .map(|(name, policy)| (name.clone(), budget(policy)))
+        .collect()
+}
+
 /// Planner input for the whole estate; each component wants its override, else its `min`.
 pub fn plan_input(estate: &Estate, demand: &DemandOverrides) -> PlanInput {
     let pools = estate.pools.values().map(pool_view).collect();
@@ -125,20 +138,7 @@ pub fn plan_input(estate: &Estate, demand: &DemandOverrides) -> PlanInput {
             components.push(component_request(estate, deployment, component, desired));
         }
     }
-    let budgets = estate
-        .policies
-        .iter()
-        .map(|(name, policy)| {
-            let burst = &policy.spec.burst;
-            (
-                name.clone(),
-                Budget {
-                    max_public_replicas: burst.max_public_replicas,
-                    max_cost_per_hour: burst.max_cost_per_hour,
-                },
-            )
-        })
-        .collect();
+    let budgets = budgets(estate);
     PlanInput {
         pools,
         components,

@@ -10,7 +10,7 @@ use crate::burst::{
     private_capacity, reconcile,
 };
 use crate::estate::{Estate, component_request, pool_view};
-use crate::planner::{Budget, ComponentPlan, Headroom, PlanInput, PlannerOptions};
+use crate::planner::{ComponentPlan, Headroom, PlanInput, PlannerOptions};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 
@@ -96,20 +96,7 @@ pub fn decide(
         request.current = current;
         components.push(request);
     }
-    let budgets = estate
-        .policies
-        .iter()
-        .map(|(name, p)| {
-            let burst = &p.spec.burst;
-            (
-                name.clone(),
-                Budget {
-                    max_public_replicas: burst.max_public_replicas,
-                    max_cost_per_hour: burst.max_cost_per_hour,
-                },
-            )
-        })
-        .collect();
+    let budgets = crate::estate::budgets(estate);
     let input = PlanInput {
         pools: estate.pools.values().map(observed_pool_view).collect(),
         components,

@@ -268,6 +268,18 @@ mod tests {
         "2026-11-28T12:00:00Z".parse().unwrap()
     }
 
+    /// A valid spec at `generation` whose only component is `p`, with `ready` per placement.
+    fn observing<'a>(p: &'a ComponentPlan, ready: Vec<u32>, generation: i64) -> StatusInput<'a> {
+        StatusInput {
+            generation: Some(generation),
+            previous: None,
+            components: vec![Observed { plan: p, ready }],
+            invalid: None,
+            artifacts: None,
+            now: now(),
+        }
+    }
+
     #[test]
     fn ready_when_every_placed_replica_is_ready() {
         let p = plan(
@@ -275,17 +287,7 @@ mod tests {
             &[("dc1", Cloud::Private, 2), ("aws", Cloud::Public, 1)],
             0,
         );
-        let status = deployment_status(StatusInput {
-            generation: Some(3),
-            previous: None,
-            components: vec![Observed {
-                plan: &p,
-                ready: vec![2, 1],
-            }],
-            invalid: None,
-            artifacts: None,
-            now: now(),
-        });
+        let status = deployment_status(observing(&p, vec![2, 1], 3));
         assert_eq!(condition(&status, "Ready").status, "True");
         assert_eq!(condition(&status, "Reconciling").status, "False");
         assert_eq!(condition(&status, "Bursting").status, "True");
@@ -297,17 +299,7 @@ mod tests {
     #[test]
     fn sensitive_shortage_is_degraded_not_ready() {
         let p = plan(DataClass::Sensitive, &[("dc1", Cloud::Private, 2)], 3);
-        let status = deployment_status(StatusInput {
-            generation: Some(1),
-            previous: None,
-            components: vec![Observed {
-                plan: &p,
-                ready: vec![2],
-            }],
-            invalid: None,
-            artifacts: None,
-            now: now(),
-        });
+        let status = deployment_status(observing(&p, vec![2], 1));
         assert_eq!(condition(&status, "Ready").status, "False");
         assert_eq!(condition(&status, "Degraded").status, "True");
         assert!(
@@ -322,17 +314,7 @@ mod tests {
     #[test]
     fn invalid_spec_stalls_and_keeps_what_was_observed() {
         let p = plan(DataClass::Internal, &[("dc1", Cloud::Private, 2)], 0);
-        let before = deployment_status(StatusInput {
-            generation: Some(1),
-            previous: None,
-            components: vec![Observed {
-                plan: &p,
-                ready: vec![2],
-            }],
-            invalid: None,
-            artifacts: None,
-            now: now(),
-        });
+        let before = deployment_status(observing(&p, vec![2], 1));
         let after = deployment_status(StatusInput {
             generation: Some(2),
             previous: Some(&before),
@@ -351,20 +333,13 @@ mod tests {
     fn artifacts_not_ready_blocks_ready() {
         let p = plan(DataClass::Internal, &[("dc1", Cloud::Private, 1)], 0);
         let status = deployment_status(StatusInput {
-            generation: Some(1),
-            previous: None,
-            components: vec![Observed {
-                plan: &p,
-                ready: vec![1],
-            }],
-            invalid: None,
             artifacts: Some(ArtifactsState {
                 ready: false,
                 reason: "Syncing".into(),
                 message: "aws: 3/10 objects".into(),
                 status: None,
             }),
-            now: now(),
+            ..observing(&p, vec![1], 1)
         });
         assert_eq!(condition(&status, "Ready").reason, "Syncing");
         assert_eq!(condition(&status, "ArtifactsReady").status, "False");
