@@ -9,7 +9,7 @@ mod validate;
 pub use document::{DocumentError, Object, ObjectRef, parse_documents};
 pub use load::{LoadError, load_paths};
 pub use plan_input::{
-    DemandOverrides, budgets, component_key, component_request, plan_input, pool_view,
+    DemandOverrides, budgets, component_key, component_request, per_replica, plan_input, pool_view,
 };
 pub use validate::{Issue, validate};
 

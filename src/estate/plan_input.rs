@@ -72,6 +72,17 @@ pub fn component_key(deployment: &ModelDeployment, component: &Component) -> Com
     }
 }
 
+/// What one replica of a component requests (unparseable quantities count as zero: validation
+/// reports them before anything is planned).
+pub fn per_replica(component: &Component) -> Resources {
+    let resources = &component.resources;
+    Resources {
+        gpus: resources.gpu.as_ref().map_or(0, |g| g.count),
+        cpu_milli: quantity::parse_milli(&resources.cpu).unwrap_or(0),
+        memory_bytes: quantity::parse_units(&resources.memory).unwrap_or(0),
+    }
+}
+
 /// The planner's request for one component wanting `desired` replicas (clamped to its bounds).
 pub fn component_request(
     estate: &Estate,
@@ -90,17 +101,16 @@ pub fn component_request(
         },
         None => BurstPreference::default(),
     };
-    let resources = &component.resources;
     ComponentRequest {
         key: component_key(deployment, component),
         data_class: component.data_class,
         model_data_class: deployment.spec.model_data_class(),
-        per_replica: Resources {
-            gpus: resources.gpu.as_ref().map_or(0, |g| g.count),
-            cpu_milli: quantity::parse_milli(&resources.cpu).unwrap_or(0),
-            memory_bytes: quantity::parse_units(&resources.memory).unwrap_or(0),
-        },
-        gpu_type: resources.gpu.as_ref().and_then(|g| g.gpu_type.clone()),
+        per_replica: per_replica(component),
+        gpu_type: component
+            .resources
+            .gpu
+            .as_ref()
+            .and_then(|g| g.gpu_type.clone()),
         min: component.replicas.min,
         desired: desired.clamp(component.replicas.min, component.replicas.max),
         allowed_pools: component

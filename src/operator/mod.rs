@@ -11,6 +11,8 @@ pub mod http;
 pub mod metrics;
 pub mod names;
 pub mod planning;
+pub mod policy_controller;
+pub mod policy_status;
 pub mod pool_controller;
 pub mod retry;
 pub mod runtime;

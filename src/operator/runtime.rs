@@ -5,7 +5,7 @@ use super::context::{Context, Settings};
 use super::error::{Error, Result};
 use super::http::{Health, serve};
 use super::metrics::Metrics;
-use super::{deployment_controller, pool_controller};
+use super::{deployment_controller, policy_controller, pool_controller};
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -201,7 +201,7 @@ pub async fn run(
             watcher::Config::default(),
             every_deployment,
         )
-        .watches(policies_api, watcher::Config::default(), users_of_policy)
+        .watches(policies_api.clone(), watcher::Config::default(), users_of_policy)
         .owns(
             Api::<Deployment>::all(client.clone()),
             watcher::Config::default().labels("app.kubernetes.io/managed-by=skybridge"),
@@ -221,8 +221,21 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
+    let policy_run = Controller::new(policies_api, watcher::Config::default())
+        .watches(
+            Api::<ModelDeployment>::all(client.clone()),
+            watcher::Config::default(),
+            policy_controller::policies_of,
+        )
+        .graceful_shutdown_on(stopped())
+        .run(
+            policy_controller::reconcile,
+            policy_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
     info!(identity = config.identity, "skybridge operator started");
-    tokio::join!(md_run, pool_run);
+    tokio::join!(md_run, pool_run, policy_run);
     drop(lease_guard);
     tasks.shutdown().await;
     match probe_server.await {
