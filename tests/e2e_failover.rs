@@ -5,17 +5,6 @@ mod e2e_support;
 use e2e_support::*;
 use kube_harness::NodeSpec;
 
-fn replicas_on(md: &skybridge::api::ModelDeployment, pool: &str) -> u32 {
-    md.status.as_ref().map_or(0, |s| {
-        s.components
-            .iter()
-            .flat_map(|c| &c.placements)
-            .filter(|p| p.pool == pool)
-            .map(|p| p.replicas)
-            .sum()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_private_cluster_moves_burstable_replicas_and_degrades_sensitive_ones() {
     let estate = Estate::start(8, 16).await;

@@ -131,7 +131,12 @@ async fn budget_event(ctx: &Context, policy: &BurstPolicy, status: &BurstPolicyS
         } else {
             EventType::Normal
         },
-        reason: if on { "BudgetExhausted" } else { "WithinBudget" }.into(),
+        reason: if on {
+            "BudgetExhausted"
+        } else {
+            "WithinBudget"
+        }
+        .into(),
         note: Some(message.chars().take(1000).collect()),
         action: "Budget".into(),
         secondary: None,

@@ -41,10 +41,7 @@ pub fn policy_status<'a>(
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let decided = vec![
-        validity(policy, pools),
-        budget_condition(policy, &usage),
-    ];
+    let decided = vec![validity(policy, pools), budget_condition(policy, &usage)];
     BurstPolicyStatus {
         observed_generation: policy.metadata.generation,
         conditions: merge(previous, decided, policy.metadata.generation, now),
@@ -81,7 +78,11 @@ fn usage<'a>(
                 continue;
             };
             let replica = per_replica(component);
-            for placement in status.placements.iter().filter(|p| p.cloud == Cloud::Public) {
+            for placement in status
+                .placements
+                .iter()
+                .filter(|p| p.cloud == Cloud::Public)
+            {
                 usage.public_replicas += placement.replicas;
                 let price = pools.get(&placement.pool).map(|pool| Price {
                     gpu_hour: pool.spec.cost.gpu_hour,
@@ -121,7 +122,11 @@ fn validity(policy: &BurstPolicy, pools: &BTreeMap<String, ComputePool>) -> Deci
         .burst
         .pools
         .iter()
-        .filter(|p| pools.get(p.as_str()).is_some_and(|pool| pool.spec.cloud != Cloud::Public))
+        .filter(|p| {
+            pools
+                .get(p.as_str())
+                .is_some_and(|pool| pool.spec.cloud != Cloud::Public)
+        })
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
@@ -129,7 +134,10 @@ fn validity(policy: &BurstPolicy, pools: &BTreeMap<String, ComputePool>) -> Deci
             "Ready",
             false,
             "UnknownPools",
-            format!("burst.pools names pools that do not exist: {}", missing.join(", ")),
+            format!(
+                "burst.pools names pools that do not exist: {}",
+                missing.join(", ")
+            ),
         )
     } else if !private.is_empty() {
         Decided::new(
@@ -321,7 +329,12 @@ spec:
     #[test]
     fn counts_public_replicas_and_their_cost_across_deployments() {
         let mds = [
-            deployment("a", &[("dc1", Cloud::Private, 4), ("cloud-a", Cloud::Public, 2)], 0, None),
+            deployment(
+                "a",
+                &[("dc1", Cloud::Private, 4), ("cloud-a", Cloud::Public, 2)],
+                0,
+                None,
+            ),
             deployment("b", &[("cloud-b", Cloud::Public, 1)], 0, None),
         ];
         let status = policy_status(&policy(Some(10), None, &[]), &mds, &pools(), now());
@@ -337,9 +350,12 @@ spec:
     #[test]
     fn replica_budget_reached_is_exhausted_and_names_who_waits() {
         let mds = [
-            deployment("a", &[("cloud-a", Cloud::Public, 2)], 3, Some(
-                "budget: maxPublicReplicas 3 of policy ranking reached",
-            )),
+            deployment(
+                "a",
+                &[("cloud-a", Cloud::Public, 2)],
+                3,
+                Some("budget: maxPublicReplicas 3 of policy ranking reached"),
+            ),
             deployment("b", &[("cloud-a", Cloud::Public, 1)], 0, None),
         ];
         let status = policy_status(&policy(Some(3), None, &[]), &mds, &pools(), now());
@@ -350,20 +366,36 @@ spec:
             .unwrap();
         assert_eq!(exhausted.status, "True");
         assert_eq!(exhausted.reason, "ReplicasHeldBack");
-        assert!(exhausted.message.contains("maxPublicReplicas 3 reached"), "{}", exhausted.message);
-        assert!(exhausted.message.contains("shop/a/ranker (3)"), "{}", exhausted.message);
+        assert!(
+            exhausted.message.contains("maxPublicReplicas 3 reached"),
+            "{}",
+            exhausted.message
+        );
+        assert!(
+            exhausted.message.contains("shop/a/ranker (3)"),
+            "{}",
+            exhausted.message
+        );
     }
 
     #[test]
     fn cost_budget_binds_before_it_is_reached_when_the_next_replica_would_exceed_it() {
         // 1 × 0.9 spent of 1.0: not reached, but the planner held replicas back for it.
-        let mds = [deployment("a", &[("cloud-a", Cloud::Public, 1)], 2, Some(
-            "budget: maxCostPerHour 1 of policy ranking reached",
-        ))];
+        let mds = [deployment(
+            "a",
+            &[("cloud-a", Cloud::Public, 1)],
+            2,
+            Some("budget: maxCostPerHour 1 of policy ranking reached"),
+        )];
         let status = policy_status(&policy(None, Some(1.0), &[]), &mds, &pools(), now());
         assert_eq!(condition(&status, BUDGET_EXHAUSTED), "True");
         // Another policy's budget words do not count against this one.
-        let other = [deployment("a", &[], 2, Some("budget: maxCostPerHour 1 of policy other reached"))];
+        let other = [deployment(
+            "a",
+            &[],
+            2,
+            Some("budget: maxCostPerHour 1 of policy other reached"),
+        )];
         let status = policy_status(&policy(None, Some(1.0), &[]), &other, &pools(), now());
         assert_eq!(condition(&status, BUDGET_EXHAUSTED), "False");
     }
@@ -379,13 +411,30 @@ spec:
 
     #[test]
     fn unknown_or_private_burst_pools_make_the_policy_not_ready() {
-        let status = policy_status(&policy(None, None, &["cloud-a", "gone"]), [], &pools(), now());
-        let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "UnknownPools"));
+        let status = policy_status(
+            &policy(None, None, &["cloud-a", "gone"]),
+            [],
+            &pools(),
+            now(),
+        );
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "UnknownPools")
+        );
         assert!(ready.message.contains("gone"));
         let status = policy_status(&policy(None, None, &["dc1"]), [], &pools(), now());
         assert_eq!(condition(&status, "Ready"), "False");
-        let status = policy_status(&policy(None, None, &["cloud-b", "cloud-a"]), [], &pools(), now());
+        let status = policy_status(
+            &policy(None, None, &["cloud-b", "cloud-a"]),
+            [],
+            &pools(),
+            now(),
+        );
         assert_eq!(condition(&status, "Ready"), "True");
     }
 

@@ -201,7 +201,11 @@ pub async fn run(
             watcher::Config::default(),
             every_deployment,
         )
-        .watches(policies_api.clone(), watcher::Config::default(), users_of_policy)
+        .watches(
+            policies_api.clone(),
+            watcher::Config::default(),
+            users_of_policy,
+        )
         .owns(
             Api::<Deployment>::all(client.clone()),
             watcher::Config::default().labels("app.kubernetes.io/managed-by=skybridge"),

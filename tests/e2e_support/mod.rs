@@ -4,6 +4,8 @@
 //! through the Kubernetes API, as a user would.
 #![allow(dead_code)]
 
+pub mod demand;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -281,7 +283,8 @@ pub fn is_true(md: &ModelDeployment, type_: &str) -> bool {
     condition(md, type_).is_some_and(|c| c.status == "True")
 }
 
-/// Waits until `name` satisfies `check` with status written for its current generation.
+/// Waits until `name` satisfies `check` with status written for its current generation; on
+/// timeout the failure shows the last status seen.
 pub async fn wait_for(
     estate: &Estate,
     name: &str,
@@ -289,17 +292,25 @@ pub async fn wait_for(
     check: impl Fn(&ModelDeployment) -> bool,
 ) -> ModelDeployment {
     let api = estate.deployments_api();
-    eventually(what, || {
-        let api = api.clone();
-        let check = &check;
-        async move {
-            let md = api.get_opt(name).await.ok().flatten()?;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut last = None;
+    loop {
+        if let Ok(Some(md)) = api.get_opt(name).await {
             let current =
                 md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation;
-            (current && check(&md)).then_some(md)
+            if current && check(&md) {
+                return md;
+            }
+            last = md.status;
         }
-    })
-    .await
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out waiting for: {what}; last status: {}",
+                serde_json::to_string_pretty(&last).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Replicas per Deployment name of one cluster's Skybridge children, with their readiness.
@@ -342,4 +353,39 @@ pub async fn patch_spec(estate: &Estate, name: &str, spec: Value) {
         )
         .await
         .expect("patch applies");
+}
+
+/// Waits for an Event with `reason` in `namespace` (cluster-scoped objects report to `default`)
+/// about the object named `regarding`.
+pub async fn event_with_reason(
+    estate: &Estate,
+    namespace: &str,
+    regarding: &str,
+    reason: &str,
+) -> k8s_openapi::api::events::v1::Event {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(estate.hub_client(), namespace);
+    eventually(&format!("a {reason} Event about {regarding}"), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
+        })
+    })
+    .await
+}
+
+/// Replicas of a deployment's components on one pool, from its status.
+pub fn replicas_on(md: &ModelDeployment, pool: &str) -> u32 {
+    md.status
+        .as_ref()
+        .map(|s| {
+            s.components
+                .iter()
+                .flat_map(|c| &c.placements)
+                .filter(|p| p.pool == pool)
+                .map(|p| p.replicas)
+                .sum()
+        })
+        .unwrap_or(0)
 }
