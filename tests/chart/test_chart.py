@@ -296,10 +296,32 @@ class OperatorChart(unittest.TestCase):
                       one(single, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
-def runbook_anchors() -> set[str]:
-    text = (ROOT / "docs" / "operations.md").read_text()
-    return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+def anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown file."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-")
             for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def runbook_anchors() -> set[str]:
+    return anchors(ROOT / "docs" / "operations.md")
+
+
+class Docs(unittest.TestCase):
+    def test_relative_links_and_anchors_resolve(self):
+        files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+        self.assertGreater(len(files), 8)
+        for md in files:
+            text = re.sub(r"```.*?```", "", md.read_text(), flags=re.S)
+            for target in re.findall(r"\]\(([^)\s]+)\)", text):
+                if re.match(r"^[a-z]+:", target):
+                    continue
+                path, _, anchor = target.partition("#")
+                resolved = (md.parent / path).resolve() if path else md
+                with self.subTest(file=md.name, link=target):
+                    self.assertTrue(resolved.exists(), f"{md}: {target}")
+                    if anchor and resolved.suffix == ".md":
+                        self.assertIn(anchor, anchors(resolved))
 
 
 class MemberChart(unittest.TestCase):
