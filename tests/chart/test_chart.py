@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import tempfile
 import unittest
 from pathlib import Path
 
@@ -253,6 +256,62 @@ class OperatorChart(unittest.TestCase):
             self.assertIn("runbook_url", alert["annotations"])
             anchor = alert["annotations"]["runbook_url"].split("#")[1]
             self.assertIn(anchor, runbook_anchors(), alert["alert"])
+
+    def test_alert_expressions_parse_and_read_the_leader(self):
+        """promtool (Debian package `prometheus`) checks every rule and evaluates three of them on
+        series shaped like the operator's, a stale standby included. Skipped without promtool."""
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            self.skipTest("promtool not installed (Debian package prometheus)")
+        rule = one(self.all_on, "PrometheusRule")
+        exprs = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+        with tempfile.TemporaryDirectory() as tmp:
+            rules = Path(tmp) / "rules.yaml"
+            rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+            check = subprocess.run([promtool, "check", "rules", str(rules)],
+                                   capture_output=True, text=True)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+            leader_a = {"series": 'skybridge_leader{instance="a"}', "values": "1x20"}
+            standby_b = {"series": 'skybridge_leader{instance="b"}', "values": "0x20"}
+            tests = {
+                "rule_files": [],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {   # the leader sees the pool down; a standby's stale 1 must not hide it
+                        "interval": "1m",
+                        "input_series": [
+                            leader_a, standby_b,
+                            {"series": 'skybridge_pool_reachable{pool="dc1-l4",cloud="private",instance="a"}', "values": "0x20"},
+                            {"series": 'skybridge_pool_reachable{pool="dc1-l4",cloud="private",instance="b"}', "values": "1x20"},
+                            {"series": 'skybridge_pool_reachable{pool="cloud-l4",cloud="public",instance="a"}', "values": "1x20"},
+                        ],
+                        "promql_expr_test": [{
+                            "expr": exprs["SkybridgePoolUnreachable"], "eval_time": "10m",
+                            "exp_samples": [{"labels": '{cloud="private", pool="dc1-l4"}', "value": 0}],
+                        }],
+                    },
+                    {   # nobody scraped holds the lease
+                        "interval": "1m",
+                        "input_series": [{"series": 'skybridge_leader{instance="b"}', "values": "0x20"}],
+                        "promql_expr_test": [{
+                            "expr": exprs["SkybridgeNoLeader"], "eval_time": "10m",
+                            "exp_samples": [{"labels": "{}", "value": 0}],
+                        }],
+                    },
+                    {   # 0.1 errors/s of kind cluster
+                        "interval": "1m",
+                        "input_series": [{"series": 'skybridge_reconcile_errors_total{controller="modeldeployment",kind="cluster",instance="a"}', "values": "0+6x20"}],
+                        "promql_expr_test": [{
+                            "expr": exprs["SkybridgeReconcileErrors"], "eval_time": "10m",
+                            "exp_samples": [{"labels": '{controller="modeldeployment", kind="cluster"}', "value": 0.1}],
+                        }],
+                    },
+                ],
+            }
+            spec = Path(tmp) / "tests.yaml"
+            spec.write_text(yaml.safe_dump(tests))
+            run = subprocess.run([promtool, "test", "rules", str(spec)], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
 
     def test_network_policy_allows_metrics_and_dns(self):
         policy = one(self.all_on, "NetworkPolicy")
