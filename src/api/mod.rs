@@ -7,6 +7,7 @@ pub mod common;
 pub mod compute_pool;
 pub mod model_deployment;
 pub mod quantity;
+pub mod reference;
 
 pub use burst_policy::*;
 pub use common::*;
@@ -33,6 +34,12 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
         out.push_str(&serde_yaml_ng::to_string(&crd)?);
     }
     Ok(out)
+}
+
+/// The API reference in Markdown, as `skybridge crd --reference` prints and
+/// `docs/reference/api.md` holds.
+pub fn reference_markdown() -> String {
+    reference::markdown(&crds())
 }
 
 #[cfg(test)]

@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# The Skybridge image: one binary that runs the operator (`skybridge run`) and the `fetch-model`
+# init container of every serving pod it creates. Build (BuildKit), from the repository root:
+#
+#   docker build -t ghcr.io/skybridge-io/skybridge:0.1.0 .
+#   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/skybridge:TAG --push .
+#
+# Stage 1 compiles a release binary against glibc (rustls TLS, no OpenSSL); stage 2 copies it
+# onto distroless `cc` (glibc, libgcc, CA certificates, nothing else: no shell, no package
+# manager), running as the distroless `nonroot` user 65532.
+
+ARG RUST_VERSION=1.95
+FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
+WORKDIR /src
+# .dockerignore keeps the context to the manifests, src/, benches/ and harness/. Registry and
+# target caches persist between builds on the same builder.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo build --release --locked --bin skybridge \
+    && install -D -m 0755 target/release/skybridge /out/skybridge \
+    && /out/skybridge --version
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+LABEL org.opencontainers.image.title="skybridge" \
+      org.opencontainers.image.description="Kubernetes operator that bursts stateless model replicas from private to public clouds, keeping sensitive work private" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/skybridge-io/skybridge"
+COPY --from=build /out/skybridge /usr/local/bin/skybridge
+# distroless nonroot: uid/gid 65532. The chart also sets runAsUser 65532 and runAsNonRoot.
+USER 65532:65532
+# /metrics, /readyz, /livez of `skybridge run`.
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/skybridge"]
+CMD ["run"]
