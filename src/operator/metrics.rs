@@ -132,6 +132,16 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The text exposition format.
+    /// Forgets the gauges only a leader keeps current, so that a standby does not go on
+    /// reporting what it saw when it last led (counters and histograms stay: they only grow).
+    pub fn forget_leader_gauges(&self) {
+        self.replicas.clear();
+        self.bursting.clear();
+        self.cost_per_hour.clear();
+        self.budget_exhausted.clear();
+        self.pool_reachable.clear();
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

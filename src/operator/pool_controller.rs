@@ -151,6 +151,10 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
     if probe.is_err() {
         ctx.metrics.remote_errors.get_or_create(&labels).inc();
     }
+    ctx.metrics
+        .replicas
+        .get_or_create(&labels)
+        .set(i64::from(replicas_on(&pool.name_any(), &ctx)));
     let status = pool_status(&pool, &probe);
     let unchanged = pool.status.as_ref().is_some_and(|s| {
         same(&s.conditions, &status.conditions)
@@ -177,6 +181,19 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
     ctx.succeeded(pool.as_ref());
     // Probed every period, so an unreachable pool is noticed within one period.
     Ok(Action::requeue(ctx.settings.period))
+}
+
+/// Replicas the deployments' statuses place on `pool`, for the replicas-by-pool gauge.
+fn replicas_on(pool: &str, ctx: &Context) -> u32 {
+    ctx.deployments
+        .state()
+        .iter()
+        .filter_map(|md| md.status.as_ref())
+        .flat_map(|s| &s.components)
+        .flat_map(|c| &c.placements)
+        .filter(|p| p.pool == pool)
+        .map(|p| p.replicas)
+        .sum()
 }
 
 /// Probes a pool's cluster, retrying quickly so that one failed request (a 500, a dropped

@@ -130,6 +130,9 @@ pub async fn run(
             loop {
                 let is_leader = *leader.borrow_and_update();
                 metrics.leader.set(i64::from(is_leader));
+                if !is_leader {
+                    metrics.forget_leader_gauges();
+                }
                 info!(is_leader, "leadership");
                 if leader.changed().await.is_err() {
                     break;
