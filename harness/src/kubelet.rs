@@ -728,6 +728,15 @@ pub fn spawn(store: Arc<Store>, control: Arc<KubeletControl>) -> tokio::task::Jo
                     _ = &mut wake => break,
                 }
             }
+            // One pass covers every change so far: a burst of writes costs one pass, not one
+            // pass per write (each pass visits every Deployment).
+            loop {
+                match rx.try_recv() {
+                    Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::TryRecvError::Closed) => return,
+                    Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+                }
+            }
         }
     })
 }

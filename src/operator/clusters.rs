@@ -2,9 +2,11 @@
 //! cached and rebuilt when the Secret changes, each behind a request-rate limit.
 
 use super::error::{Error, Result};
-use crate::api::{ComputePool, SecretKeyRef};
+use crate::api::{ComputePool, ModelDeployment, SecretKeyRef};
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Config, ResourceExt};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,12 +74,28 @@ impl RateLimiter {
     }
 }
 
+/// A remote cluster's client and the watch on the children there, which ends with it.
+struct Remote {
+    cluster: ClusterClient,
+    _children: Option<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Every cluster client the operator uses.
 pub struct Clusters {
     local: ClusterClient,
     operator_namespace: String,
     per_second: u32,
-    remote: Mutex<HashMap<String, ClusterClient>>,
+    remote: Mutex<HashMap<String, Remote>>,
+    /// Where the children watches of remote clusters send the deployments to reconcile.
+    child_triggers: Option<UnboundedSender<ObjectRef<ModelDeployment>>>,
 }
 
 impl Clusters {
@@ -91,7 +109,18 @@ impl Clusters {
             operator_namespace,
             per_second,
             remote: Mutex::new(HashMap::new()),
+            child_triggers: None,
         }
+    }
+
+    /// Watches the children in every remote cluster a client is built for, and sends their
+    /// deployments to `triggers` when their readiness changes.
+    pub fn with_child_triggers(
+        mut self,
+        triggers: UnboundedSender<ObjectRef<ModelDeployment>>,
+    ) -> Self {
+        self.child_triggers = Some(triggers);
+        self
     }
 
     pub fn local(&self) -> &ClusterClient {
@@ -130,16 +159,26 @@ impl Clusters {
             secret.resource_version().unwrap_or_default()
         );
         let mut remote = self.remote.lock().await;
-        if let Some(client) = remote.get(&secret_name).filter(|c| c.id == id) {
-            return Ok(client.clone());
+        if let Some(known) = remote.get(&secret_name).filter(|r| r.cluster.id == id) {
+            return Ok(known.cluster.clone());
         }
         let client = client_from_secret(&secret, secret_ref, &secret_name).await?;
+        let children = self.child_triggers.clone().map(|triggers| {
+            AbortOnDrop(super::children_watch::spawn(client.clone(), triggers).abort_handle())
+        });
         let cluster = ClusterClient {
             id,
             client,
             limiter: RateLimiter::new(self.per_second),
         };
-        remote.insert(secret_name, cluster.clone());
+        // Replacing an entry drops the old watch with the old credentials.
+        remote.insert(
+            secret_name,
+            Remote {
+                cluster: cluster.clone(),
+                _children: children,
+            },
+        );
         Ok(cluster)
     }
 }

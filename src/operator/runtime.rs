@@ -107,7 +107,11 @@ pub async fn run(
     let mds_api: Api<ModelDeployment> = Api::all(client.clone());
     let md_controller = Controller::new(mds_api, watcher::Config::default().any_semantic());
     let md_store = md_controller.store();
-    let clusters = Clusters::new(client.clone(), config.namespace.clone(), config.cluster_qps);
+    // Remote children are watched per cluster (owner references cannot cross clusters): their
+    // readiness changes reconcile their deployment at once.
+    let (child_triggers, child_events) = futures::channel::mpsc::unbounded();
+    let clusters = Clusters::new(client.clone(), config.namespace.clone(), config.cluster_qps)
+        .with_child_triggers(child_triggers);
     let ctx = Arc::new(Context::new(
         clusters,
         metrics.clone(),
@@ -213,6 +217,7 @@ pub async fn run(
             Api::<Deployment>::all(client.clone()),
             watcher::Config::default().labels("app.kubernetes.io/managed-by=skybridge"),
         )
+        .reconcile_on(child_events)
         .graceful_shutdown_on(stopped())
         .run(
             deployment_controller::reconcile,

@@ -1,0 +1,448 @@
+//! The operator at scale: 1,000 ModelDeployments of 2 components over 3 clusters (the hub and a
+//! private and a public GPU cluster, each a `kube-harness` API server on loopback).
+//!
+//! 1. The real `skybridge run` process reconciles them: the time from the first apply until every
+//!    deployment reports `Ready` for its generation, and the operator's peak RSS (`VmHWM`).
+//! 2. A plain client applies the very children the operator created (namespaces, Deployments,
+//!    Services) to fresh clusters of the same shape, with server-side apply, and waits until
+//!    every Deployment is ready: the floor any operator pays for the same work.
+//!
+//! Prints both times, the RSS and the ratio against the targets (< 20 s, < 150 MB, ratio < 1.5).
+//! `SKYBRIDGE_BENCH_DEPLOYMENTS` changes the count.
+
+use anyhow::{Context as _, Result, bail};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use kube_harness::{Cluster, ClusterConfig, ClusterHandle, NodeSpec};
+use serde_json::{Value, json};
+use skybridge::api::ModelDeployment;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OPERATOR_NAMESPACE: &str = "skybridge-system";
+const APP_NAMESPACE: &str = "shop";
+const POOL_LABEL: &str = "skybridge.bench/pool";
+/// Requests in flight from the applying client, in both runs.
+const IN_FLIGHT: usize = 16;
+const TARGET_SECONDS: f64 = 20.0;
+const TARGET_RSS_MB: f64 = 150.0;
+const TARGET_RATIO: f64 = 1.5;
+
+struct Clusters {
+    hub: ClusterHandle,
+    private: ClusterHandle,
+    public: ClusterHandle,
+}
+
+/// Private GPUs for 80% of the replicas, public for the rest and some spare: both clusters work.
+async fn clusters(deployments: usize) -> Result<Clusters> {
+    let replicas = (deployments * 2) as u32;
+    let private_gpus = replicas * 4 / 5;
+    let public_gpus = replicas;
+    let node = |name: &str, gpus: u32, pool: &str| {
+        NodeSpec::new(name)
+            .gpus(gpus)
+            .cpu("100000")
+            .memory("100000Gi")
+            .label(POOL_LABEL, pool)
+    };
+    let config = |name: &str| {
+        ClusterConfig::new(name)
+            .readiness_delay(Duration::from_millis(100))
+            .pods(false)
+            .watch_history(100_000)
+    };
+    let hub = Cluster::start(config("hub")).await?;
+    let private =
+        Cluster::start(config("private").node(node("dc1-0", private_gpus, "dc1"))).await?;
+    let public =
+        Cluster::start(config("public").node(node("cloud-0", public_gpus, "cloud"))).await?;
+    Ok(Clusters {
+        hub,
+        private,
+        public,
+    })
+}
+
+fn secret(name: &str, kubeconfig: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE},
+        "stringData": {"kubeconfig": kubeconfig},
+    })
+}
+
+fn pools_yaml(capacity: usize) -> String {
+    format!(
+        r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {{name: dc1}}
+spec:
+  cloud: private
+  provider: onprem
+  region: fra-dc1
+  cluster: {{kubeconfigSecretRef: {{name: private-kubeconfig}}, namespace: {APP_NAMESPACE}}}
+  nodeSelector: {{{POOL_LABEL}: dc1}}
+  capacity: {{gpu: {{type: nvidia-l4, count: {capacity}}}}}
+  cost: {{gpuHour: 0.3}}
+  artifactStore: {{bucket: models, endpoint: "http://127.0.0.1:1", pathStyle: true}}
+---
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {{name: cloud}}
+spec:
+  cloud: public
+  provider: aws
+  region: eu-central-1
+  cluster: {{kubeconfigSecretRef: {{name: public-kubeconfig}}, namespace: burst}}
+  nodeSelector: {{{POOL_LABEL}: cloud}}
+  capacity: {{gpu: {{type: nvidia-l4, count: {capacity}}}}}
+  cost: {{gpuHour: 0.9}}
+  artifactStore: {{bucket: models-public}}
+"#
+    )
+}
+
+fn deployment(i: usize) -> Value {
+    let component = |name: &str, class: &str| {
+        json!({
+            "name": name, "dataClass": class, "image": "pytorch/torchserve:0.12.0-gpu",
+            "resources": {"gpu": {"count": 1, "type": "nvidia-l4"}, "cpu": "1", "memory": "1Gi"},
+            "replicas": {"min": 1, "max": 4},
+        })
+    };
+    json!({
+        "apiVersion": "skybridge.io/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": format!("model-{i:04}"), "namespace": APP_NAMESPACE},
+        "spec": {
+            "model": {"source": {"uri": format!("s3://models/model-{i:04}"), "pool": "dc1"}, "version": "1"},
+            "components": [component("encoder", "internal"), component("ranker", "public")],
+        },
+    })
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Peak resident set of a process, from `/proc`.
+fn peak_rss_mb(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Applies `objects` with server-side apply, `IN_FLIGHT` at a time; discovery once per kind.
+async fn apply_all(client: &Client, objects: Vec<Value>, manager: &str) -> Result<()> {
+    let params = PatchParams::apply(manager).force();
+    let mut kinds = std::collections::HashMap::new();
+    for object in &objects {
+        let gvk = kube::api::GroupVersionKind::try_from(&serde_json::from_value::<
+            kube::api::TypeMeta,
+        >(object.clone())?)?;
+        if !kinds.contains_key(&gvk) {
+            let found = kube::discovery::pinned_kind(client, &gvk).await?;
+            kinds.insert(gvk, found);
+        }
+    }
+    let kinds = &kinds;
+    stream::iter(objects)
+        .map(|object| {
+            let client = client.clone();
+            let params = params.clone();
+            async move {
+                let gvk =
+                    kube::api::GroupVersionKind::try_from(&serde_json::from_value::<
+                        kube::api::TypeMeta,
+                    >(object.clone())?)?;
+                let (resource, caps) = kinds[&gvk].clone();
+                let name = object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let api: Api<kube::api::DynamicObject> =
+                    match object["metadata"]["namespace"].as_str() {
+                        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
+                            Api::namespaced_with(client, ns, &resource)
+                        }
+                        _ => Api::all_with(client, &resource),
+                    };
+                api.patch(&name, &params, &Patch::Apply(&object)).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+async fn ready_deployments(api: &Api<ModelDeployment>) -> Result<usize> {
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|md| {
+            let status = md.status.as_ref();
+            status.and_then(|s| s.observed_generation) == md.metadata.generation
+                && status.is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+        })
+        .count())
+}
+
+/// What a plain client would apply to reproduce the operator's children: spec and labels only.
+async fn children(cluster: &ClusterHandle) -> Result<Vec<Value>> {
+    let client = cluster.client()?;
+    let selector = ListParams::default().labels("app.kubernetes.io/managed-by=skybridge");
+    let clean = |mut v: Value| {
+        let metadata = v["metadata"].take();
+        v["metadata"] = json!({
+            "name": metadata["name"], "namespace": metadata["namespace"], "labels": metadata["labels"],
+        });
+        if let Some(o) = v.as_object_mut() {
+            o.remove("status");
+        }
+        v
+    };
+    let mut out = Vec::new();
+    let mut namespaces = std::collections::BTreeSet::new();
+    for d in Api::<Deployment>::all(client.clone())
+        .list(&selector)
+        .await?
+        .items
+    {
+        namespaces.insert(d.namespace().unwrap_or_default());
+        let mut v = serde_json::to_value(&d)?;
+        v["apiVersion"] = json!("apps/v1");
+        v["kind"] = json!("Deployment");
+        out.push(clean(v));
+    }
+    for s in Api::<Service>::all(client).list(&selector).await?.items {
+        let mut v = serde_json::to_value(&s)?;
+        v["apiVersion"] = json!("v1");
+        v["kind"] = json!("Service");
+        if let Some(spec) = v["spec"].as_object_mut() {
+            // Allocated by the server, as for the operator's own apply.
+            spec.remove("clusterIP");
+            spec.remove("clusterIPs");
+        }
+        out.push(clean(v));
+    }
+    let mut all: Vec<Value> = namespaces
+        .into_iter()
+        .map(|ns| {
+            serde_json::to_value(Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(ns),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+        })
+        .map(|v| {
+            v.map(|mut v| {
+                v["apiVersion"] = json!("v1");
+                v["kind"] = json!("Namespace");
+                v
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    all.extend(out);
+    Ok(all)
+}
+
+async fn all_ready(cluster: &ClusterHandle, expected: usize) -> Result<bool> {
+    let api: Api<Deployment> = Api::all(cluster.client()?);
+    let list = api.list(&ListParams::default()).await?.items;
+    let ready = list
+        .iter()
+        .filter(|d| {
+            let want = d.spec.replicas.unwrap_or(1);
+            d.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                == want
+        })
+        .count();
+    Ok(list.len() == expected && ready == expected)
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut done: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    while !done().await? {
+        if Instant::now() > deadline {
+            bail!("timed out: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+async fn bench() -> Result<()> {
+    let n: usize = std::env::var("SKYBRIDGE_BENCH_DEPLOYMENTS")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(1000);
+    println!("operator bench: {n} ModelDeployments × 2 components, 3 clusters (kube-harness)");
+
+    // ---- 1. the operator ----
+    let c = clusters(n).await?;
+    c.hub.apply_yaml(&skybridge::api::crds_yaml()?, "bench")?;
+    let setup = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}}),
+        secret("private-kubeconfig", c.private.kubeconfig_yaml()),
+        secret("public-kubeconfig", c.public.kubeconfig_yaml()),
+    ];
+    for object in setup {
+        c.hub
+            .apply_yaml(&serde_json::to_string(&object)?, "bench")?;
+    }
+    c.hub.apply_yaml(&pools_yaml(n * 2), "bench")?;
+    let port = free_port()?;
+    let operator = Operator(
+        Command::new(env!("CARGO_BIN_EXE_skybridge"))
+            .args(["run", "--leader-election", "false", "--log-format", "json"])
+            .args(["--namespace", OPERATOR_NAMESPACE])
+            .args(["--probe-addr", &format!("127.0.0.1:{port}")])
+            // Loopback servers: the per-cluster client rate limit would measure itself.
+            .args(["--cluster-qps", "100000"])
+            .arg("--kubeconfig")
+            .arg(c.hub.kubeconfig_path())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting skybridge run")?,
+    );
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    wait_until("operator ready", Duration::from_secs(60), || async {
+        Ok(reqwest::get(&readyz)
+            .await
+            .is_ok_and(|r| r.status().is_success()))
+    })
+    .await?;
+    let hub = c.hub.client()?;
+    let mds: Api<ModelDeployment> = Api::namespaced(hub.clone(), APP_NAMESPACE);
+    let started = Instant::now();
+    apply_all(&hub, (0..n).map(deployment).collect(), "bench").await?;
+    let applied = started.elapsed();
+    wait_until(
+        "all deployments Ready",
+        Duration::from_secs(600),
+        || async { Ok(ready_deployments(&mds).await? == n) },
+    )
+    .await?;
+    let operator_time = started.elapsed();
+    let rss = peak_rss_mb(operator.0.id())?;
+    drop(operator);
+    let mut private_children = children(&c.private).await?;
+    let public_children = children(&c.public).await?;
+    let count = |objects: &[Value]| objects.iter().filter(|o| o["kind"] == "Deployment").count();
+    let (private_deployments, public_deployments) =
+        (count(&private_children), count(&public_children));
+    println!(
+        "operator: {n} Ready in {:.2} s (applied in {:.2} s); children: {} Deployments private, {} public; peak RSS {rss:.1} MB",
+        operator_time.as_secs_f64(),
+        applied.as_secs_f64(),
+        private_deployments,
+        public_deployments,
+    );
+
+    // ---- 2. the same children, applied by a plain client ----
+    let fresh = clusters(n).await?;
+    let started = Instant::now();
+    let (private, public) = (fresh.private.client()?, fresh.public.client()?);
+    // Namespaces first, as any client must.
+    let namespaces: Vec<Value> = private_children
+        .iter()
+        .filter(|o| o["kind"] == "Namespace")
+        .cloned()
+        .collect();
+    private_children.retain(|o| o["kind"] != "Namespace");
+    let (public_namespaces, public_rest): (Vec<Value>, Vec<Value>) = public_children
+        .into_iter()
+        .partition(|o| o["kind"] == "Namespace");
+    tokio::try_join!(
+        async {
+            apply_all(&private, namespaces, "plain").await?;
+            apply_all(&private, private_children, "plain").await
+        },
+        async {
+            apply_all(&public, public_namespaces, "plain").await?;
+            apply_all(&public, public_rest, "plain").await
+        },
+    )?;
+    let plain_applied = started.elapsed();
+    wait_until("plain children ready", Duration::from_secs(600), || async {
+        Ok(all_ready(&fresh.private, private_deployments).await?
+            && all_ready(&fresh.public, public_deployments).await?)
+    })
+    .await?;
+    let plain_time = started.elapsed();
+    let ratio = operator_time.as_secs_f64() / plain_time.as_secs_f64();
+    println!(
+        "plain client: the same children ready in {:.2} s (applied in {:.2} s)",
+        plain_time.as_secs_f64(),
+        plain_applied.as_secs_f64()
+    );
+    println!();
+    println!("| figure | measured | target | |");
+    println!("|---|---|---|---|");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let secs = operator_time.as_secs_f64();
+    println!(
+        "| time to all Ready | {secs:.2} s | < {TARGET_SECONDS} s | {} |",
+        verdict(secs < TARGET_SECONDS)
+    );
+    println!(
+        "| operator peak RSS | {rss:.1} MB | < {TARGET_RSS_MB} MB | {} |",
+        verdict(rss < TARGET_RSS_MB)
+    );
+    println!(
+        "| ratio to plain client | {ratio:.2} | < {TARGET_RATIO} | {} |",
+        verdict(ratio < TARGET_RATIO)
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; this bench takes no filter.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}
