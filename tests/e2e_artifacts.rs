@@ -196,8 +196,53 @@ async fn model_is_synced_and_verified_before_replicas_burst_to_the_public_pool()
         &model_files(3, 300_000),
     )
     .await;
-    // The public store answers through a proxy that fails a fifth of the requests with 500 or
-    // 503 SlowDown: the sync must retry its way through.
+    // First the public store answers every request with 500 or 503 SlowDown.
+    let down = s3_proxy::start(
+        b,
+        FaultConfig {
+            seed: 3,
+            error_rate: 1.0,
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // Two private GPUs for four replicas: two must burst to the public pool.
+    let estate = Estate::start(2, 8).await;
+    apply_pools_with_stores(&estate, &private_bucket, &down.endpoint, &public_bucket);
+    let _operator = Operator::start_with_artifacts(&estate, artifacts_config()).await;
+    let uri = format!("s3://{private_bucket}/recsys/ranker/v1");
+    estate.apply(&model_deployment(
+        "ranker",
+        &uri,
+        &gpu_component("ranker", "internal", 4),
+    ));
+
+    // The sync fails (visibly, after the request retries), and the two replicas that would
+    // burst are held, with the reason, instead of starting pods whose fetch would fail.
+    let md = wait_for(&estate, "ranker", "public store Failed, burst held", |md| {
+        store_state(md, "cloud-l4") == Some(StoreState::Failed)
+            && md.status.as_ref().unwrap().components[0].unplaced_replicas == 2
+    })
+    .await;
+    let failed = store(&md, "cloud-l4").unwrap().message.clone().unwrap();
+    assert!(failed.contains("HTTP 5"), "{failed}");
+    let reason = md.status.as_ref().unwrap().components[0]
+        .unplaced_reason
+        .clone()
+        .unwrap();
+    assert!(
+        reason.contains("cloud-l4: held until its store holds the verified model (sync failed"),
+        "{reason}"
+    );
+    assert_eq!(store_state(&md, "dc1-l4"), Some(StoreState::Synced));
+    assert!(!is_true(&md, "Bursting"));
+    assert!(children(&estate.public).await.is_empty());
+    assert!(down.stats.injected() > 0);
+
+    // Then the store comes back, flaky: a proxy that fails a fifth of the requests with 500
+    // or 503 SlowDown. The operator retries the sync with backoff, the library retries each
+    // request, and the model gets through.
     let proxy = s3_proxy::start(
         b,
         FaultConfig {
@@ -207,17 +252,7 @@ async fn model_is_synced_and_verified_before_replicas_burst_to_the_public_pool()
         },
     )
     .await;
-
-    // Two private GPUs for four replicas: two must burst to the public pool.
-    let estate = Estate::start(2, 8).await;
     apply_pools_with_stores(&estate, &private_bucket, &proxy.endpoint, &public_bucket);
-    let _operator = Operator::start_with_artifacts(&estate, artifacts_config()).await;
-    let uri = format!("s3://{private_bucket}/recsys/ranker/v1");
-    estate.apply(&model_deployment(
-        "ranker",
-        &uri,
-        &gpu_component("ranker", "internal", 4),
-    ));
 
     let md = wait_for(&estate, "ranker", "Ready, bursting, model verified", |md| {
         is_true(md, "Ready") && is_true(md, "Bursting") && is_true(md, "ArtifactsReady")

@@ -31,7 +31,8 @@ use crate::api::{
     ModelDeploymentStatus,
 };
 use crate::artifacts::{
-    Credentials, RetryPolicy, Store, StoreLocation, SyncOptions, SyncRequest, sync_model,
+    ArtifactError, Credentials, RetryPolicy, Store, StoreLocation, SyncOptions, SyncRequest,
+    sync_model,
 };
 use crate::estate::Estate;
 use crate::planner::ComponentPlan;
@@ -249,10 +250,37 @@ async fn credentials(
     }
 }
 
+/// An artifacts error as status and Events show it: one line, the S3 error code rather than the
+/// SDK's debug dump, at most 300 characters.
+pub fn describe(err: &ArtifactError) -> String {
+    let text = match err {
+        ArtifactError::S3(e) => format!(
+            "S3 {} s3://{}/{}: {}{}",
+            e.operation,
+            e.bucket,
+            e.key,
+            e.code.clone().unwrap_or_else(|| e
+                .message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()),
+            e.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+        ),
+        other => other.to_string(),
+    };
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > 300 {
+        format!("{}...", line.chars().take(297).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
 /// Where the model lives in its source store (without credentials).
 fn source_location(md: &ModelDeployment, source_store: &ArtifactStore) -> Result<StoreLocation> {
     let mut location = StoreLocation::parse_uri(&md.spec.model.source.uri)
-        .map_err(|e| Error::Artifacts(e.to_string()))?;
+        .map_err(|e| Error::Artifacts(describe(&e)))?;
     location.endpoint = source_store.endpoint.clone();
     location.region = source_store.region.clone();
     location.path_style = source_store.path_style;
@@ -267,14 +295,14 @@ async fn verify_source(
 ) -> std::result::Result<Verified, String> {
     let store = Store::connect(&location, retry)
         .await
-        .map_err(|e| e.to_string())?;
-    let manifest = store.read_manifest().await.map_err(|e| e.to_string())?.ok_or_else(|| {
+        .map_err(|e| describe(&e))?;
+    let manifest = store.read_manifest().await.map_err(|e| describe(&e))?.ok_or_else(|| {
         format!(
             "no manifest at {}: publish the model with `skybridge sync` so that pods can verify it",
             location.uri()
         )
     })?;
-    let listed = store.list().await.map_err(|e| e.to_string())?;
+    let listed = store.list().await.map_err(|e| describe(&e))?;
     let listed: BTreeMap<&str, u64> = listed.iter().map(|o| (o.path.as_str(), o.size)).collect();
     let mut problems = Vec::new();
     for entry in manifest.entries() {
@@ -487,7 +515,7 @@ impl Stage {
                                     &model_path,
                                     credentials(client, &operator_ns, store).await?,
                                 )
-                                .map_err(|e| Error::Artifacts(e.to_string()))?;
+                                .map_err(|e| Error::Artifacts(describe(&e)))?;
                                 let request = SyncRequest {
                                     source,
                                     destination,
@@ -508,7 +536,7 @@ impl Stage {
                                 })
                                 .await
                                 .map_err(|e| Error::Artifacts(format!("sync task: {e}")))?
-                                .map_err(|e| Error::Artifacts(e.to_string()))?;
+                                .map_err(|e| Error::Artifacts(describe(&e)))?;
                                 Ok(Verified {
                                     digest: report.digest.to_string(),
                                     bytes: report.bytes,
@@ -739,5 +767,121 @@ pub async fn sweep_store_secrets(
             Ok(())
         }
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifacts::S3Error;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn md(name: &str) -> ObjectRef<ModelDeployment> {
+        ObjectRef::new(name).within("shop")
+    }
+
+    fn config() -> ArtifactsConfig {
+        ArtifactsConfig {
+            // Long enough that "within the backoff" holds on a loaded machine.
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_millis(500),
+            reverify: Duration::from_secs(3600),
+            ..ArtifactsConfig::default()
+        }
+    }
+
+    fn verified() -> Verified {
+        Verified {
+            digest: "sha256:aa".into(),
+            bytes: 1,
+            at: k8s_openapi::jiff::Timestamp::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_job_per_source_and_destination_and_every_watcher_is_told() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let syncer = Syncer::new(config(), tx);
+        let started = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let key = ("src".to_string(), "dst".to_string());
+        let counter = started.clone();
+        syncer.ensure(key.clone(), md("a"), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                let _ = released.await;
+                Ok(verified())
+            })
+        });
+        // A second deployment of the same model: the running job is shared, not duplicated.
+        let counter = started.clone();
+        syncer.ensure(key.clone(), md("b"), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(verified()) })
+        });
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        assert!(syncer.view(&key).unwrap().running);
+        release.send(()).unwrap();
+        let mut told = BTreeSet::new();
+        told.insert(rx.recv().await.unwrap().name);
+        told.insert(rx.recv().await.unwrap().name);
+        assert_eq!(told, BTreeSet::from(["a".to_string(), "b".to_string()]));
+        let view = syncer.view(&key).unwrap();
+        assert!(!view.running && view.verified().is_some());
+        // Verified and not yet due for re-verification: nothing starts.
+        let counter = started.clone();
+        syncer.ensure(key.clone(), md("a"), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(verified()) })
+        });
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_is_retried_only_after_its_backoff() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let syncer = Syncer::new(config(), tx);
+        let key = ("src".to_string(), "dst".to_string());
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let attempt = |attempts: Arc<AtomicUsize>| {
+            move || -> BoxFuture<'static, std::result::Result<Verified, String>> {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { Err("S3 GetObject: SlowDown (HTTP 503)".to_string()) })
+            }
+        };
+        syncer.ensure(key.clone(), md("a"), attempt(attempts.clone()));
+        rx.recv().await.unwrap(); // finished (failed)
+        assert_eq!(
+            syncer.view(&key).unwrap().last,
+            Some(Err("S3 GetObject: SlowDown (HTTP 503)".to_string()))
+        );
+        syncer.ensure(key.clone(), md("a"), attempt(attempts.clone()));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "within the backoff");
+        rx.recv().await.unwrap(); // the backoff is over: the watcher is told to come back
+        syncer.ensure(key.clone(), md("a"), attempt(attempts.clone()));
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        // Forgotten by its only watcher, an idle job is dropped.
+        rx.recv().await.unwrap();
+        syncer.forget(&md("a"));
+        assert!(syncer.view(&key).is_none());
+    }
+
+    #[test]
+    fn errors_are_one_short_line() {
+        let err = ArtifactError::S3(S3Error {
+            operation: "GetObject",
+            bucket: "models".into(),
+            key: "m/a.bin".into(),
+            status: Some(503),
+            code: Some("SlowDown".into()),
+            message: "service error: unhandled error (SlowDown): Error { ... }\nmore".into(),
+            transient: true,
+        });
+        assert_eq!(
+            describe(&err),
+            "S3 GetObject s3://models/m/a.bin: SlowDown (HTTP 503)"
+        );
+        let long = ArtifactError::SourceChanged("x".repeat(1000));
+        assert_eq!(describe(&long).chars().count(), 300);
     }
 }
