@@ -129,8 +129,12 @@ spec:
     ));
 }
 
-/// A deployment of the model at `uri` with `components` (YAML list items).
+/// A deployment of the model at `uri` with `components` (YAML list items), mode `Eager`.
 fn model_deployment(name: &str, uri: &str, components: &str) -> String {
+    model_deployment_in_mode(name, uri, components, "Eager")
+}
+
+fn model_deployment_in_mode(name: &str, uri: &str, components: &str, mode: &str) -> String {
     format!(
         r#"
 apiVersion: skybridge.io/v1alpha1
@@ -138,7 +142,7 @@ kind: ModelDeployment
 metadata: {{name: {name}, namespace: {APP_NAMESPACE}}}
 spec:
   model: {{source: {{uri: "{uri}", pool: dc1-l4}}, version: "1"}}
-  artifacts: {{mode: Eager}}
+  artifacts: {{mode: {mode}}}
   components:
 {components}
 "#
@@ -520,4 +524,81 @@ async fn sensitive_model_stays_private_and_a_broken_source_fails_then_recovers()
             .any(|s| s.metadata.name.as_deref() == Some("fraud-store-cloud-l4"))
     );
     eprintln!("residency and repair scenario took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_burst_copies_to_the_public_store_only_when_a_burst_needs_it() {
+    let started = Instant::now();
+    let (a, b) = (&stores().a.endpoint, &stores().b.endpoint);
+    let (private_bucket, public_bucket) = (unique_bucket("dc1"), unique_bucket("cloud"));
+    create_bucket(a, &private_bucket).await;
+    create_bucket(b, &public_bucket).await;
+    let files = model_files(2, 50_000);
+    publish(&private_bucket, "calm/v1", &files).await;
+    let digest = publish(&private_bucket, "busy/v1", &files).await;
+
+    let estate = Estate::start(3, 8).await;
+    apply_pools_with_stores(&estate, &private_bucket, b, &public_bucket);
+    let _operator = Operator::start_with_artifacts(&estate, artifacts_config()).await;
+
+    // Fits on private GPUs: verified at its source, never copied to the public store.
+    estate.apply(&model_deployment_in_mode(
+        "calm",
+        &format!("s3://{private_bucket}/calm/v1"),
+        &gpu_component("calm", "internal", 1),
+        "OnBurst",
+    ));
+    let calm = wait_for(
+        &estate,
+        "calm",
+        "calm Ready with its model verified",
+        |md| is_true(md, "Ready") && is_true(md, "ArtifactsReady"),
+    )
+    .await;
+    assert_eq!(store_state(&calm, "dc1-l4"), Some(StoreState::Synced));
+    assert_eq!(
+        store_state(&calm, "cloud-l4"),
+        None,
+        "not needed, not reported"
+    );
+
+    // Needs two more GPUs than the private pool has left: the burst makes the copy.
+    estate.apply(&model_deployment_in_mode(
+        "busy",
+        &format!("s3://{private_bucket}/busy/v1"),
+        &gpu_component("busy", "internal", 4),
+        "OnBurst",
+    ));
+    let busy = wait_for(
+        &estate,
+        "busy",
+        "busy bursting with its model verified",
+        |md| is_true(md, "Ready") && is_true(md, "Bursting") && is_true(md, "ArtifactsReady"),
+    )
+    .await;
+    assert_eq!(store_state(&busy, "cloud-l4"), Some(StoreState::Synced));
+    assert_eq!(
+        busy.status
+            .clone()
+            .unwrap()
+            .artifacts
+            .unwrap()
+            .digest
+            .as_deref(),
+        Some(digest.as_str())
+    );
+    let public_keys = keys(b, &public_bucket).await;
+    assert!(
+        public_keys
+            .iter()
+            .any(|k| k.ends_with("busy/v1/.skybridge/manifest.json")),
+        "{public_keys:?}"
+    );
+    assert!(
+        !public_keys.iter().any(|k| k.contains("calm")),
+        "{public_keys:?}"
+    );
+    let calm = estate.deployments_api().get("calm").await.unwrap();
+    assert_eq!(store_state(&calm, "cloud-l4"), None);
+    eprintln!("on-burst scenario took {:?}", started.elapsed());
 }

@@ -12,12 +12,17 @@
 //!   as if every pool held the model, wants replicas there (or it already holds a copy, or
 //!   replicas run there), so that storage is spent only on bursts.
 //!
-//! Availability: a **public** pool is available to the planner only once its store holds the
-//! verified model; until then it is *held*: removed from the components' allowed pools, so
-//! replicas that would go there stay unplaced with a reason naming the store and its state
-//! (rather than starting pods whose fetch would fail). Private pools are never held on sync
-//! state (they stay where the model comes from); a pool without an artifact store is held,
-//! since its pods would have nowhere verified to fetch from.
+//! Availability: a **public** pool takes replicas only once its store holds the verified model
+//! (once verified, a later failed re-verification shows `Failed` but does not evict running
+//! replicas). The planner and the burst controller decide as if every store held the model;
+//! then the replicas placed on a pool that does not hold it yet are *held*: taken off that pool
+//! and reported unplaced, with a reason naming the store and its state, instead of starting pods
+//! whose fetch would fail. Holding after planning, rather than hiding the pool from the planner,
+//! keeps the planner's priorities intact (a component limited to private pools outranks the
+//! existing replicas of others) and tells `OnBurst` exactly which public stores a burst needs.
+//! Private pools are never held on sync state (they read where the model comes from, or get it
+//! at once); a pool without an artifact store is held, since its pods would have nowhere
+//! verified to fetch from.
 //!
 //! Residency: a model is as sensitive as the most sensitive component of every deployment that
 //! uses the same source. A sensitive model is never scheduled for a public store: the store is
@@ -70,6 +75,8 @@ pub struct CopyView {
     pub running: bool,
     /// Outcome of the last finished attempt.
     pub last: Option<Result<Verified, String>>,
+    /// The last successful verification, kept through later failures.
+    pub previous: Option<Verified>,
 }
 
 impl CopyView {
@@ -173,6 +180,8 @@ pub fn held(
                 let view = views.get(&c.pool).cloned().unwrap_or_default();
                 match (&view.last, view.running) {
                     (Some(Ok(_)), _) => None,
+                    // Verified before: replicas there keep running while a re-sync fails.
+                    (Some(Err(_)), _) if view.previous.is_some() => None,
                     (Some(Err(message)), _) => Some(format!(
                         "{}: held until its store holds the verified model (sync failed: {message})",
                         c.pool
@@ -196,52 +205,43 @@ pub fn held(
     held
 }
 
-/// `md` with the held pools removed from every component's allowed pools: what the planner and
-/// the burst controller see. Unchanged when nothing is held.
-pub fn gate(
-    md: &ModelDeployment,
-    pools: &BTreeMap<String, ComputePool>,
+/// Takes the replicas a plan put on held pools off them: they count as unplaced, with the
+/// hold's reason, and their cost (`replica_cost(component, pool)`) no longer counts.
+pub fn hold(
+    plans: &mut [ComponentPlan],
     held: &BTreeMap<String, String>,
-) -> ModelDeployment {
-    let mut gated = md.clone();
-    if held.is_empty() {
-        return gated;
-    }
-    for component in &mut gated.spec.components {
-        let allowed: Vec<String> = match &component.pools {
-            Some(list) => list.clone(),
-            None => pools.keys().cloned().collect(),
-        };
-        component.pools = Some(
-            allowed
-                .into_iter()
-                .filter(|p| !held.contains_key(p))
-                .collect(),
-        );
-    }
-    gated
-}
-
-/// Adds the held pools' reasons to the plans that left replicas unplaced, so that status says
-/// why a burst waits.
-pub fn explain_unplaced(plans: &mut [ComponentPlan], held: &BTreeMap<String, String>) {
-    for plan in plans.iter_mut().filter(|p| p.unplaced > 0) {
-        for reason in held.values() {
+    replica_cost: impl Fn(&str, &str) -> f64,
+) {
+    for plan in plans.iter_mut() {
+        let mut taken = 0;
+        for placement in plan.placements.iter_mut().filter(|p| p.replicas > 0) {
+            let Some(reason) = held.get(&placement.pool) else {
+                continue;
+            };
+            taken += placement.replicas;
+            plan.cost_per_hour -=
+                f64::from(placement.replicas) * replica_cost(&plan.key.component, &placement.pool);
+            placement.replicas = 0;
             if !plan.reasons.contains(reason) {
                 plan.reasons.push(reason.clone());
             }
+        }
+        if taken > 0 {
+            plan.placements.retain(|p| p.replicas > 0);
+            plan.unplaced += taken;
+            plan.cost_per_hour = plan.cost_per_hour.max(0.0);
         }
     }
 }
 
 /// Which candidate pools' copies should be kept synced now (the syncer de-duplicates and
-/// applies backoff). `wanted_public`: public pools the ungated plan places replicas in
-/// (`OnBurst` only); `serving`: pools with replicas now.
+/// applies backoff). `wanted`: pools the plan places replicas in (before holding); `serving`:
+/// pools with replicas now.
 pub fn to_sync(
     mode: ArtifactMode,
     candidates: &[Candidate],
     views: &BTreeMap<String, CopyView>,
-    wanted_public: &BTreeSet<String>,
+    wanted: &BTreeSet<String>,
     serving: &BTreeSet<String>,
 ) -> Vec<String> {
     candidates
@@ -251,25 +251,12 @@ pub fn to_sync(
             mode == ArtifactMode::Eager
                 || c.cloud == Cloud::Private
                 || matches!(c.route, Route::Source)
-                || wanted_public.contains(&c.pool)
+                || wanted.contains(&c.pool)
                 || serving.contains(&c.pool)
                 || views.get(&c.pool).is_some_and(|v| v.last.is_some())
         })
         .map(|c| c.pool.clone())
         .collect()
-}
-
-/// Whether `OnBurst` must first ask the ungated plan where replicas would go: some public
-/// candidate is held on sync state.
-pub fn needs_burst_probe(
-    mode: ArtifactMode,
-    candidates: &[Candidate],
-    held: &BTreeMap<String, String>,
-) -> bool {
-    mode == ArtifactMode::OnBurst
-        && candidates
-            .iter()
-            .any(|c| c.cloud == Cloud::Public && held.contains_key(&c.pool))
 }
 
 /// Pools with replicas in `plans`.
@@ -291,7 +278,11 @@ pub fn model_digest(
         candidates
             .iter()
             .filter(|c| route(&c.route))
-            .find_map(|c| views.get(&c.pool).and_then(|v| v.verified()))
+            .find_map(|c| {
+                views
+                    .get(&c.pool)
+                    .and_then(|v| v.verified().or(v.previous.as_ref()))
+            })
             .map(|v| v.digest.clone())
     };
     verified(|r| matches!(r, Route::Source))
@@ -585,6 +576,7 @@ spec:
                 bytes: 42,
                 at: "2026-11-28T12:00:00Z".parse().unwrap(),
             })),
+            previous: None,
         }
     }
 
@@ -670,7 +662,7 @@ spec:
         let c = candidates(&md, &pools, DataClass::Internal);
         let running = CopyView {
             running: true,
-            last: None,
+            ..CopyView::default()
         };
         let views = BTreeMap::from([
             ("aws".to_string(), running),
@@ -681,25 +673,23 @@ spec:
         assert!(h["gcp"].contains("no artifactStore"));
         assert!(!h.contains_key("dc1") && !h.contains_key("dc2"));
 
-        let failed = CopyView {
+        let mut failed = CopyView {
             running: false,
             last: Some(Err("S3 GetObject: HTTP 500".into())),
+            previous: None,
         };
-        let h = held(&c, &BTreeMap::from([("aws".to_string(), failed)]));
+        let h = held(&c, &BTreeMap::from([("aws".to_string(), failed.clone())]));
         assert!(h["aws"].contains("sync failed: S3 GetObject"), "{h:?}");
+        // Verified before: a failed re-sync does not evict the replicas running there.
+        failed.previous = ok("sha256:aa").verified().cloned();
+        let h = held(&c, &BTreeMap::from([("aws".to_string(), failed)]));
+        assert!(!h.contains_key("aws"), "{h:?}");
 
         // Verified, even while re-verifying: available.
         let mut verified = ok("sha256:aa");
         verified.running = true;
         let h = held(&c, &BTreeMap::from([("aws".to_string(), verified)]));
         assert!(!h.contains_key("aws"));
-
-        let gated = gate(&md, &pools, &h);
-        assert_eq!(
-            gated.spec.components[0].pools.as_deref(),
-            Some(&["aws".to_string(), "dc1".into(), "dc2".into()][..])
-        );
-        assert_eq!(gate(&md, &pools, &BTreeMap::new()), md);
     }
 
     #[test]
@@ -727,9 +717,6 @@ spec:
             to_sync(ArtifactMode::OnBurst, &c, &views, &none, &none),
             vec!["aws", "dc1", "dc2"]
         );
-        let h = held(&c, &BTreeMap::new());
-        assert!(needs_burst_probe(ArtifactMode::OnBurst, &c, &h));
-        assert!(!needs_burst_probe(ArtifactMode::Eager, &c, &h));
     }
 
     #[test]
@@ -740,7 +727,7 @@ spec:
         let serving = BTreeSet::from(["dc1".to_string(), "aws".to_string()]);
         let syncing = CopyView {
             running: true,
-            last: None,
+            ..CopyView::default()
         };
         let mut views = BTreeMap::from([
             ("dc1".to_string(), ok("sha256:new")),
@@ -756,6 +743,7 @@ spec:
             CopyView {
                 running: false,
                 last: Some(Err("no manifest".into())),
+                previous: None,
             },
         );
         let r = report(&c, &views, &serving);
@@ -788,11 +776,25 @@ spec:
     }
 
     #[test]
-    fn unplaced_replicas_name_the_held_pool() {
-        let mut plans = vec![plan(&[("dc1", 2)], 2), plan(&[("dc1", 1)], 0)];
+    fn replicas_on_held_pools_become_unplaced_with_the_reason() {
+        let mut plans = vec![plan(&[("dc1", 2), ("aws", 3)], 1), plan(&[("dc1", 1)], 0)];
+        plans[0].cost_per_hour = 2.0 * 0.3 + 3.0 * 0.9;
         let h = BTreeMap::from([("aws".to_string(), "aws: held (syncing)".to_string())]);
-        explain_unplaced(&mut plans, &h);
+        assert_eq!(
+            serving_pools(&plans),
+            BTreeSet::from(["aws".to_string(), "dc1".to_string()])
+        );
+        hold(&mut plans, &h, |component, pool| {
+            assert_eq!(component, "c0");
+            if pool == "aws" { 0.9 } else { 0.3 }
+        });
+        assert_eq!(plans[0].unplaced, 4);
+        assert_eq!(plans[0].desired_replicas, 6);
+        assert_eq!(plans[0].placements.len(), 1);
+        assert_eq!(plans[0].placements[0].pool, "dc1");
+        assert!((plans[0].cost_per_hour - 0.6).abs() < 1e-9);
         assert_eq!(plans[0].reasons, vec!["aws: held (syncing)"]);
+        assert_eq!(plans[1].unplaced, 0);
         assert!(plans[1].reasons.is_empty());
         assert_eq!(serving_pools(&plans), BTreeSet::from(["dc1".to_string()]));
     }

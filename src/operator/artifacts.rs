@@ -16,8 +16,8 @@
 //! AWS chain. A pool's Secret is copied only into that pool's cluster, for that pool's pods.
 
 use super::artifact_plan::{
-    self as plan, Candidate, CopyView, Route, Verified, fetch_for, gate, held, model_class,
-    needs_burst_probe, serving_pools, to_sync,
+    self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, model_class,
+    serving_pools, to_sync,
 };
 use super::context::Context;
 use super::deployment_controller::{FIELD_MANAGER, target_namespace};
@@ -34,7 +34,7 @@ use crate::artifacts::{
     ArtifactError, Credentials, RetryPolicy, Store, StoreLocation, SyncOptions, SyncRequest,
     sync_model,
 };
-use crate::estate::Estate;
+use crate::estate::{Estate, component_request, pool_view};
 use crate::planner::ComponentPlan;
 use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
@@ -89,6 +89,7 @@ type JobKey = (String, String);
 struct Job {
     running: bool,
     last: Option<std::result::Result<Verified, String>>,
+    previous: Option<Verified>,
     finished: Option<Instant>,
     failures: u32,
     watchers: HashSet<ObjectRef<ModelDeployment>>,
@@ -122,6 +123,7 @@ impl Syncer {
         jobs.get(key).map(|job| CopyView {
             running: job.running,
             last: job.last.clone(),
+            previous: job.previous.clone(),
         })
     }
 
@@ -144,6 +146,7 @@ impl Syncer {
         let job = jobs.entry(key.clone()).or_insert_with(|| Job {
             running: false,
             last: None,
+            previous: None,
             finished: None,
             failures: 0,
             watchers: HashSet::new(),
@@ -174,6 +177,7 @@ impl Syncer {
                     Ok(v) => {
                         info!(source = %key.0, destination = %key.1, digest = %v.digest, "model verified");
                         job.failures = 0;
+                        job.previous = Some(v.clone());
                         None
                     }
                     Err(message) => {
@@ -430,6 +434,7 @@ impl Stage {
                         CopyView {
                             running: false,
                             last: Some(Err(message.clone())),
+                            previous: None,
                         },
                     );
                 }
@@ -438,25 +443,21 @@ impl Stage {
         self.held = held(&self.candidates, &self.views);
     }
 
-    /// Starts the syncs the mode asks for, then returns `md` as the planner must see it (held
-    /// pools removed). `probe` plans `md` as if every store held the model: under `OnBurst` it
-    /// tells which public stores a burst needs.
-    pub fn before_plan(
+    /// After planning: starts the syncs the mode asks for (`OnBurst`: public stores only where
+    /// the plan puts replicas), then holds the replicas placed on pools whose store does not hold
+    /// the verified model yet (see `artifact_plan`).
+    pub fn after_plan(
         &mut self,
         ctx: &Context,
         estate: &Estate,
         md: &ModelDeployment,
-        probe: impl FnOnce(&ModelDeployment) -> Vec<ComponentPlan>,
-    ) -> ModelDeployment {
+        plans: &mut [ComponentPlan],
+    ) {
         let Some(syncer) = ctx.artifacts.clone() else {
-            return md.clone();
+            return;
         };
         let pools = &estate.pools;
-        let wanted_public = if needs_burst_probe(self.mode, &self.candidates, &self.held) {
-            serving_pools(&probe(md))
-        } else {
-            BTreeSet::new()
-        };
+        let wanted = serving_pools(plans);
         let serving: BTreeSet<String> = md
             .status
             .iter()
@@ -465,17 +466,11 @@ impl Stage {
             .filter(|p| p.replicas > 0)
             .map(|p| p.pool.clone())
             .collect();
-        let wanted = to_sync(
-            self.mode,
-            &self.candidates,
-            &self.views,
-            &wanted_public,
-            &serving,
-        );
+        let to_start = to_sync(self.mode, &self.candidates, &self.views, &wanted, &serving);
         let keys = self.keys(md, pools);
         let me = ObjectRef::from_obj(md);
         let source_pool = pools.get(&md.spec.model.source.pool).cloned();
-        for pool_name in wanted {
+        for pool_name in to_start {
             let (Some(key), Some(source_pool), Some(pool)) =
                 (keys.get(&pool_name), &source_pool, pools.get(&pool_name))
             else {
@@ -555,7 +550,17 @@ impl Stage {
             });
         }
         self.refresh(ctx, md, pools);
-        gate(md, pools, &self.held)
+        hold(plans, &self.held, |component, pool| {
+            match (
+                md.spec.components.iter().find(|c| c.name == component),
+                pools.get(pool),
+            ) {
+                (Some(component), Some(pool)) => pool_view(pool)
+                    .price
+                    .per_replica_hour(&component_request(estate, md, component, 1).per_replica),
+                _ => 0.0,
+            }
+        });
     }
 
     /// Copies each serving pool's store credentials into that pool's cluster and returns how

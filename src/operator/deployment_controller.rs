@@ -2,7 +2,7 @@
 //! Decisions are made by pure code (`estate::validate`, the burst controller, `planning`,
 //! `workloads`, `status`); this module only moves data between them and the clusters.
 
-use super::artifact_plan::{explain_unplaced, serving_pools};
+use super::artifact_plan::serving_pools;
 use super::artifacts::{Stage, sweep_store_secrets};
 use super::context::Context;
 use super::error::{Error, Result};
@@ -119,34 +119,15 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let reading = super::demand::read(ctx, &estate, md).await;
     let key = (md.namespace().unwrap_or_default(), md.name_any());
     let states = ctx.burst_states(&key);
-    // Artifacts: start the syncs the mode asks for; public pools whose store does not hold the
-    // verified model yet are hidden from the planner (see `artifact_plan`).
-    let mut artifacts = Stage::new(ctx, &estate, md);
-    let planned_md = match &mut artifacts {
-        Some(stage) => stage.before_plan(ctx, &estate, md, |ungated| {
-            decide(
-                &estate,
-                ungated,
-                &reading.demand,
-                &states,
-                now().as_second(),
-            )
-            .plans
-        }),
-        None => md.clone(),
-    };
-    let decided = decide(
-        &estate,
-        &planned_md,
-        &reading.demand,
-        &states,
-        now().as_second(),
-    );
+    let decided = decide(&estate, md, &reading.demand, &states, now().as_second());
     ctx.set_burst_states(&key, decided.states);
     let mut plans = decided.plans;
-    if let Some(stage) = &artifacts {
-        explain_unplaced(&mut plans, &stage.held);
-    }
+    // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose store
+    // does not hold the verified model yet (see `artifact_plan`).
+    let artifacts = Stage::new(ctx, &estate, md).map(|mut stage| {
+        stage.after_plan(ctx, &estate, md, &mut plans);
+        stage
+    });
     let mut notes: Vec<(EventType, &'static str, String)> = reading
         .failures
         .iter()
