@@ -205,6 +205,35 @@ pub fn held(
     held
 }
 
+/// Pools of the plan whose pods could not fetch a verified model now, with the reason: every
+/// one while the model's digest is unknown (a new deployment whose source is not verified yet:
+/// a brief wait, and no rollout when the digest arrives), and any the model has no route to.
+pub fn unfetchable(
+    planned: &BTreeSet<String>,
+    candidates: &[Candidate],
+    digest: Option<&str>,
+) -> BTreeMap<String, String> {
+    planned
+        .iter()
+        .filter_map(|pool| {
+            let route = candidates
+                .iter()
+                .find(|c| c.pool == *pool)
+                .map(|c| &c.route);
+            let reason = match (route, digest) {
+                (None | Some(Route::NoStore | Route::Forbidden(_)), _) => {
+                    format!("{pool}: the model has no route to this pool's store")
+                }
+                (_, None) => format!(
+                    "{pool}: held until the model's digest is known (source not verified yet)"
+                ),
+                _ => return None,
+            };
+            Some((pool.clone(), reason))
+        })
+        .collect()
+}
+
 /// Takes the replicas a plan put on held pools off them: they count as unplaced, with the
 /// hold's reason, and their cost (`replica_cost(component, pool)`) no longer counts.
 pub fn hold(
@@ -269,24 +298,28 @@ pub fn serving_pools(plans: &[ComponentPlan]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The digest every pod must verify: the source's when verified, else that of a verified copy.
+/// The digest every pod must verify: the source's when verified, else that of a verified copy,
+/// else the last verified one, else the one status recorded (so that an operator restart
+/// neither drops the digest from running pods nor rolls them).
 pub fn model_digest(
     candidates: &[Candidate],
     views: &BTreeMap<String, CopyView>,
+    recorded: Option<&str>,
 ) -> Option<String> {
-    let verified = |route: fn(&Route) -> bool| {
+    let found = |route: fn(&Route) -> bool, pick: fn(&CopyView) -> Option<&Verified>| {
         candidates
             .iter()
             .filter(|c| route(&c.route))
-            .find_map(|c| {
-                views
-                    .get(&c.pool)
-                    .and_then(|v| v.verified().or(v.previous.as_ref()))
-            })
+            .find_map(|c| views.get(&c.pool).and_then(pick))
             .map(|v| v.digest.clone())
     };
-    verified(|r| matches!(r, Route::Source))
-        .or_else(|| verified(|r| matches!(r, Route::Copy { .. })))
+    let source = |r: &Route| matches!(r, Route::Source);
+    let copy = |r: &Route| matches!(r, Route::Copy { .. });
+    found(source, CopyView::verified)
+        .or_else(|| found(copy, CopyView::verified))
+        .or_else(|| found(source, |v| v.previous.as_ref()))
+        .or_else(|| found(copy, |v| v.previous.as_ref()))
+        .or_else(|| recorded.map(str::to_string))
 }
 
 /// How pods of `pool` fetch the model: from the pool's own store (the source location when the
@@ -342,8 +375,8 @@ pub fn report(
     candidates: &[Candidate],
     views: &BTreeMap<String, CopyView>,
     serving: &BTreeSet<String>,
+    digest: Option<String>,
 ) -> Report {
-    let digest = model_digest(candidates, views);
     let mut stores = Vec::new();
     let mut problems = Vec::new();
     let mut notes = Vec::new();
@@ -638,7 +671,7 @@ spec:
             let pools = to_sync(mode, &c, &BTreeMap::new(), &wanted, &wanted);
             assert!(!pools.contains(&"aws".to_string()), "{pools:?}");
         }
-        let r = report(&c, &BTreeMap::new(), &BTreeSet::new());
+        let r = report(&c, &BTreeMap::new(), &BTreeSet::new(), None);
         let aws = r.stores.iter().find(|s| s.pool == "aws").unwrap();
         assert_eq!(aws.state, StoreState::Forbidden);
         assert!(r.message.contains("aws: forbidden"), "{}", r.message);
@@ -733,7 +766,7 @@ spec:
             ("dc1".to_string(), ok("sha256:new")),
             ("aws".to_string(), syncing),
         ]);
-        let r = report(&c, &views, &serving);
+        let r = report(&c, &views, &serving, model_digest(&c, &views, None));
         assert!(!r.ready);
         assert_eq!(r.reason, "Syncing");
         assert_eq!(r.digest.as_deref(), Some("sha256:new"));
@@ -746,7 +779,7 @@ spec:
                 previous: None,
             },
         );
-        let r = report(&c, &views, &serving);
+        let r = report(&c, &views, &serving, model_digest(&c, &views, None));
         assert_eq!(r.reason, "SyncFailed");
         assert!(r.message.contains("aws: no manifest"), "{}", r.message);
         let aws = r.stores.iter().find(|s| s.pool == "aws").unwrap();
@@ -757,10 +790,10 @@ spec:
 
         // A copy of an older model does not count.
         views.insert("aws".into(), ok("sha256:old"));
-        let r = report(&c, &views, &serving);
+        let r = report(&c, &views, &serving, model_digest(&c, &views, None));
         assert!(!r.ready);
         views.insert("aws".into(), ok("sha256:new"));
-        let r = report(&c, &views, &serving);
+        let r = report(&c, &views, &serving, model_digest(&c, &views, None));
         assert!(r.ready, "{}", r.message);
         assert_eq!(r.reason, "Verified");
         let aws = r.stores.iter().find(|s| s.pool == "aws").unwrap();
@@ -797,6 +830,43 @@ spec:
         assert_eq!(plans[1].unplaced, 0);
         assert!(plans[1].reasons.is_empty());
         assert_eq!(serving_pools(&plans), BTreeSet::from(["dc1".to_string()]));
+    }
+
+    #[test]
+    fn the_digest_survives_failures_and_restarts_and_is_needed_to_start_pods() {
+        let pools = pools();
+        let md = md(&["internal"], "Eager");
+        let c = candidates(&md, &pools, DataClass::Internal);
+        let failing = CopyView {
+            running: true,
+            last: Some(Err("HTTP 503".into())),
+            previous: ok("sha256:old").verified().cloned(),
+        };
+        let views = BTreeMap::from([
+            ("dc1".to_string(), failing),
+            ("aws".to_string(), ok("sha256:copy")),
+        ]);
+        // A verified copy outranks an older verification of the source.
+        assert_eq!(
+            model_digest(&c, &views, None).as_deref(),
+            Some("sha256:copy")
+        );
+        let views = BTreeMap::from([("dc1".to_string(), ok("sha256:src"))]);
+        assert_eq!(
+            model_digest(&c, &views, Some("sha256:rec")).as_deref(),
+            Some("sha256:src")
+        );
+        // After a restart nothing is verified yet: status's digest keeps pods as they are.
+        assert_eq!(
+            model_digest(&c, &BTreeMap::new(), Some("sha256:rec")).as_deref(),
+            Some("sha256:rec")
+        );
+        let planned = BTreeSet::from(["dc1".to_string(), "gcp".to_string()]);
+        let u = unfetchable(&planned, &c, Some("sha256:rec"));
+        assert_eq!(u.keys().collect::<Vec<_>>(), vec!["gcp"]);
+        let u = unfetchable(&planned, &c, None);
+        assert!(u["dc1"].contains("digest is known"), "{u:?}");
+        assert!(u["gcp"].contains("no route"), "{u:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use super::artifact_plan::{
     self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, model_class,
-    serving_pools, to_sync,
+    serving_pools, to_sync, unfetchable,
 };
 use super::context::Context;
 use super::deployment_controller::{FIELD_MANAGER, target_namespace};
@@ -344,8 +344,10 @@ pub struct Stage {
     class: DataClass,
     candidates: Vec<Candidate>,
     views: BTreeMap<String, CopyView>,
-    /// Pools the planner must not use now, with the reason.
+    /// Pools that must not take replicas now, with the reason.
     pub held: BTreeMap<String, String>,
+    /// The digest status recorded before this reconcile.
+    recorded_digest: Option<String>,
 }
 
 impl Stage {
@@ -360,6 +362,11 @@ impl Stage {
             candidates,
             views: BTreeMap::new(),
             held: BTreeMap::new(),
+            recorded_digest: md
+                .status
+                .as_ref()
+                .and_then(|s| s.artifacts.as_ref())
+                .and_then(|a| a.digest.clone()),
         };
         stage.refresh(ctx, md, &estate.pools);
         Some(stage)
@@ -550,6 +557,9 @@ impl Stage {
             });
         }
         self.refresh(ctx, md, pools);
+        for (pool, reason) in unfetchable(&wanted, &self.candidates, self.digest().as_deref()) {
+            self.held.entry(pool).or_insert(reason);
+        }
         hold(plans, &self.held, |component, pool| {
             match (
                 md.spec.components.iter().find(|c| c.name == component),
@@ -572,7 +582,7 @@ impl Stage {
         pools: &BTreeMap<String, ComputePool>,
         plans: &[ComponentPlan],
     ) -> (BTreeMap<String, ModelFetch>, Option<Error>) {
-        let digest = plan::model_digest(&self.candidates, &self.views);
+        let digest = self.digest();
         let mut fetches = BTreeMap::new();
         let mut first_error = None;
         for pool_name in serving_pools(plans) {
@@ -582,14 +592,18 @@ impl Stage {
             ) else {
                 continue;
             };
-            let secret = match apply_store_secret(ctx, md, &pool_name, pool).await {
-                Ok(secret) => secret,
-                Err(err) => {
-                    warn!(pool = pool_name, %err, "copying the store credentials failed");
-                    first_error.get_or_insert(err);
-                    continue;
-                }
-            };
+            // Fail closed: the pods name the Secret even when copying it failed this time, so
+            // they wait for it rather than start without credentials or verification.
+            let secret = pool
+                .spec
+                .artifact_store
+                .as_ref()
+                .and_then(|s| s.credentials_secret_ref.as_ref())
+                .map(|_| store_secret_name(md, &pool_name));
+            if let Err(err) = apply_store_secret(ctx, md, &pool_name, pool).await {
+                warn!(pool = pool_name, %err, "copying the store credentials failed");
+                first_error.get_or_insert(err);
+            }
             if let Some(fetch) = fetch_for(
                 md,
                 candidate,
@@ -604,9 +618,23 @@ impl Stage {
         (fetches, first_error)
     }
 
+    /// The digest pods verify (see `artifact_plan::model_digest`).
+    fn digest(&self) -> Option<String> {
+        plan::model_digest(
+            &self.candidates,
+            &self.views,
+            self.recorded_digest.as_deref(),
+        )
+    }
+
     /// `status.artifacts` and the `ArtifactsReady` condition for the final plan.
     pub fn state(&self, plans: &[ComponentPlan]) -> ArtifactsState {
-        let report = plan::report(&self.candidates, &self.views, &serving_pools(plans));
+        let report = plan::report(
+            &self.candidates,
+            &self.views,
+            &serving_pools(plans),
+            self.digest(),
+        );
         ArtifactsState {
             ready: report.ready,
             reason: report.reason,
@@ -647,19 +675,19 @@ pub fn store_secret_name(md: &ModelDeployment, pool: &str) -> String {
     child_name(&[&md.name_any(), "store", pool])
 }
 
-/// Applies the copy of `pool`'s store credentials into `pool`'s own cluster (target namespace);
-/// `None` when the store uses the default AWS chain.
+/// Applies the copy of `pool`'s store credentials, named [`store_secret_name`], into `pool`'s
+/// own cluster (target namespace); nothing when the store uses the default AWS chain.
 async fn apply_store_secret(
     ctx: &Context,
     md: &ModelDeployment,
     pool_name: &str,
     pool: &ComputePool,
-) -> Result<Option<String>> {
+) -> Result<()> {
     let Some(store) = &pool.spec.artifact_store else {
-        return Ok(None);
+        return Ok(());
     };
     let Some(secret_ref) = &store.credentials_secret_ref else {
-        return Ok(None);
+        return Ok(());
     };
     let namespace = secret_ref
         .namespace
@@ -712,7 +740,7 @@ async fn apply_store_secret(
             other?;
         }
     }
-    Ok(Some(name))
+    Ok(())
 }
 
 /// Deletes this deployment's store-credential copies for pools not in `keep` (all of them
