@@ -214,7 +214,7 @@ async fn model_is_synced_and_verified_before_replicas_burst_to_the_public_pool()
     // Two private GPUs for four replicas: two must burst to the public pool.
     let estate = Estate::start(2, 8).await;
     apply_pools_with_stores(&estate, &private_bucket, &down.endpoint, &public_bucket);
-    let _operator = Operator::start_with_artifacts(&estate, artifacts_config()).await;
+    let operator = Operator::start_with_artifacts(&estate, artifacts_config()).await;
     let uri = format!("s3://{private_bucket}/recsys/ranker/v1");
     estate.apply(&model_deployment(
         "ranker",
@@ -368,6 +368,47 @@ async fn model_is_synced_and_verified_before_replicas_burst_to_the_public_pool()
         !private_secrets
             .iter()
             .any(|s| holds_value(s, PUBLIC_SECRET))
+    );
+
+    // Restarted, the operator knows nothing of earlier syncs: what status recorded keeps the
+    // public replicas (same Deployment, same template) until it has verified the copy again.
+    let before = public.get("ranker-ranker-cloud-l4").await.unwrap();
+    let verified_before = store(&md, "cloud-l4")
+        .unwrap()
+        .verified_at
+        .clone()
+        .unwrap()
+        .0;
+    operator.stop().await;
+    // Status keeps whole seconds: let the clock pass that second so that the new verification
+    // is told apart from the old one.
+    eventually("the clock to pass the recorded verification", || async {
+        (k8s_openapi::jiff::Timestamp::now().as_second() > verified_before.as_second())
+            .then_some(())
+    })
+    .await;
+    let _operator = Operator::start_with_artifacts(&estate, artifacts_config()).await;
+    let md = wait_for(
+        &estate,
+        "ranker",
+        "the copy verified again after the restart",
+        |md| {
+            store(md, "cloud-l4")
+                .and_then(|s| s.verified_at.as_ref())
+                .is_some_and(|t| t.0 > verified_before)
+                && is_true(md, "Ready")
+        },
+    )
+    .await;
+    assert_eq!(store_state(&md, "cloud-l4"), Some(StoreState::Synced));
+    let after = public.get("ranker-ranker-cloud-l4").await.unwrap();
+    assert_eq!(
+        after.metadata.uid, before.metadata.uid,
+        "not deleted and re-created"
+    );
+    assert_eq!(
+        after.metadata.generation, before.metadata.generation,
+        "template unchanged: the digest stayed"
     );
 
     // Deleted: the credential copies go with the workloads, in every cluster.

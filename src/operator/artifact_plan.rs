@@ -30,7 +30,8 @@
 
 use super::workloads::ModelFetch;
 use crate::api::{
-    ArtifactMode, Cloud, ComputePool, DataClass, ModelDeployment, StoreState, StoreStatus,
+    ArtifactMode, ArtifactsStatus, Cloud, ComputePool, DataClass, ModelDeployment, StoreState,
+    StoreStatus,
 };
 use crate::artifacts::{StoreLocation, residency};
 use crate::planner::ComponentPlan;
@@ -180,8 +181,9 @@ pub fn held(
                 let view = views.get(&c.pool).cloned().unwrap_or_default();
                 match (&view.last, view.running) {
                     (Some(Ok(_)), _) => None,
-                    // Verified before: replicas there keep running while a re-sync fails.
-                    (Some(Err(_)), _) if view.previous.is_some() => None,
+                    // Verified before (or, after a restart, recorded as verified): replicas
+                    // there keep running while a re-sync runs or fails.
+                    _ if view.previous.is_some() => None,
                     (Some(Err(message)), _) => Some(format!(
                         "{}: held until its store holds the verified model (sync failed: {message})",
                         c.pool
@@ -282,7 +284,9 @@ pub fn to_sync(
                 || matches!(c.route, Route::Source)
                 || wanted.contains(&c.pool)
                 || serving.contains(&c.pool)
-                || views.get(&c.pool).is_some_and(|v| v.last.is_some())
+                || views
+                    .get(&c.pool)
+                    .is_some_and(|v| v.last.is_some() || v.previous.is_some())
         })
         .map(|c| c.pool.clone())
         .collect()
@@ -295,6 +299,38 @@ pub fn serving_pools(plans: &[ComponentPlan]) -> BTreeSet<String> {
         .flat_map(|p| &p.placements)
         .filter(|p| p.replicas > 0)
         .map(|p| p.pool.clone())
+        .collect()
+}
+
+/// Views of the copies status recorded as `Synced`, for pools the syncer knows nothing about
+/// yet (after an operator restart): verified before, so replicas there stay while the syncer
+/// verifies them again.
+pub fn recorded_views(status: Option<&ArtifactsStatus>) -> BTreeMap<String, CopyView> {
+    let Some(status) = status else {
+        return BTreeMap::new();
+    };
+    let Some(digest) = &status.digest else {
+        return BTreeMap::new();
+    };
+    status
+        .stores
+        .iter()
+        .filter(|s| s.state == StoreState::Synced)
+        .filter_map(|s| {
+            let at = s.verified_at.as_ref()?.0;
+            Some((
+                s.pool.clone(),
+                CopyView {
+                    running: false,
+                    last: None,
+                    previous: Some(Verified {
+                        digest: digest.clone(),
+                        bytes: s.bytes,
+                        at,
+                    }),
+                },
+            ))
+        })
         .collect()
 }
 
@@ -417,6 +453,9 @@ pub fn report(
                         failed = true;
                         problems.push(format!("{}: {message}", c.pool));
                         Some(status(StoreState::Failed, Some(message.clone()), None))
+                    }
+                    (None, _) if v.previous.as_ref().is_some_and(|p| !stale(p)) => {
+                        Some(status(StoreState::Synced, None, v.previous.as_ref()))
                     }
                     (None, false) => None,
                     _ => {
@@ -867,6 +906,42 @@ spec:
         let u = unfetchable(&planned, &c, None);
         assert!(u["dc1"].contains("digest is known"), "{u:?}");
         assert!(u["gcp"].contains("no route"), "{u:?}");
+    }
+
+    #[test]
+    fn after_a_restart_recorded_copies_keep_their_replicas_until_verified_again() {
+        let pools = pools();
+        let md = md(&["internal"], "Eager");
+        let c = candidates(&md, &pools, DataClass::Internal);
+        let before = report(
+            &c,
+            &BTreeMap::from([
+                ("aws".to_string(), ok("sha256:aa")),
+                ("dc1".to_string(), ok("sha256:aa")),
+            ]),
+            &BTreeSet::from(["aws".to_string()]),
+            Some("sha256:aa".into()),
+        );
+        let status = ArtifactsStatus {
+            digest: before.digest.clone(),
+            stores: before.stores.clone(),
+        };
+        let views = recorded_views(Some(&status));
+        assert!(!held(&c, &views).contains_key("aws"));
+        let after = report(
+            &c,
+            &views,
+            &BTreeSet::from(["aws".to_string()]),
+            model_digest(&c, &views, status.digest.as_deref()),
+        );
+        assert_eq!(after.stores, before.stores, "status unchanged by a restart");
+        assert!(after.ready);
+        // And it is verified again at once, whatever the mode.
+        let none = BTreeSet::new();
+        assert!(
+            to_sync(ArtifactMode::OnBurst, &c, &views, &none, &none).contains(&"aws".to_string())
+        );
+        assert!(recorded_views(None).is_empty());
     }
 
     #[test]

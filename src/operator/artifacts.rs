@@ -281,6 +281,13 @@ pub fn describe(err: &ArtifactError) -> String {
     }
 }
 
+/// Now, in whole seconds: what a `metav1.Time` in status keeps, so that a status read back
+/// equals the one written and an unchanged state is not written again.
+fn verified_now() -> k8s_openapi::jiff::Timestamp {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
 /// Where the model lives in its source store (without credentials).
 fn source_location(md: &ModelDeployment, source_store: &ArtifactStore) -> Result<StoreLocation> {
     let mut location = StoreLocation::parse_uri(&md.spec.model.source.uri)
@@ -334,7 +341,7 @@ async fn verify_source(
     Ok(Verified {
         digest: manifest.digest().to_string(),
         bytes: manifest.total_size(),
-        at: k8s_openapi::jiff::Timestamp::now(),
+        at: verified_now(),
     })
 }
 
@@ -424,10 +431,26 @@ impl Stage {
             .get(&md.spec.model.source.pool)
             .and_then(|p| p.spec.artifact_store.as_ref())
             .is_none();
+        let mut recorded =
+            plan::recorded_views(md.status.as_ref().and_then(|s| s.artifacts.as_ref()));
         self.views = self
             .keys(md, pools)
             .into_iter()
-            .filter_map(|(pool, key)| syncer.view(&key).map(|v| (pool, v)))
+            .filter_map(|(pool, key)| {
+                let view = syncer.view(&key);
+                let recorded = recorded.remove(&pool);
+                match view {
+                    // No success since the restart: what status recorded as verified stands
+                    // until a verification succeeds.
+                    Some(mut v) => {
+                        if v.previous.is_none() {
+                            v.previous = recorded.and_then(|r| r.previous);
+                        }
+                        Some((pool, v))
+                    }
+                    None => recorded.map(|r| (pool, r)),
+                }
+            })
             .collect();
         if source_missing {
             let message = format!(
@@ -542,7 +565,7 @@ impl Stage {
                                 Ok(Verified {
                                     digest: report.digest.to_string(),
                                     bytes: report.bytes,
-                                    at: k8s_openapi::jiff::Timestamp::now(),
+                                    at: verified_now(),
                                 })
                             }
                             Route::Forbidden(why) => Err(Error::Artifacts(why)),
@@ -897,6 +920,15 @@ mod tests {
         rx.recv().await.unwrap();
         syncer.forget(&md("a"));
         assert!(syncer.view(&key).is_none());
+    }
+
+    #[test]
+    fn verification_times_survive_a_round_trip_through_status() {
+        let at = verified_now();
+        let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at);
+        let back: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time =
+            serde_json::from_value(serde_json::to_value(&time).unwrap()).unwrap();
+        assert_eq!(back, time);
     }
 
     #[test]
