@@ -2,7 +2,8 @@
 
 use clap::{Args, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use skybridge::operator::runtime::{RunConfig, run as run_operator};
+use skybridge::operator::artifacts::ArtifactsConfig;
+use skybridge::operator::runtime::{RunConfig, run_with_artifacts as run_operator};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,24 @@ pub struct RunArgs {
         default_value = "ghcr.io/skybridge-io/skybridge:latest"
     )]
     image: String,
+    /// Sync models to the pools' artifact stores in the background and give every serving pod a
+    /// `fetch-model` init container that verifies the model's digest. Disable when models are
+    /// baked into the serving images or distributed by other means.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    manage_artifacts: bool,
+    /// Seconds before a failed model sync is retried; doubles per consecutive failure.
+    #[arg(long, default_value_t = 5)]
+    artifact_retry_seconds: u64,
+    /// Longest wait between attempts of a failing model sync, in seconds.
+    #[arg(long, default_value_t = 300)]
+    artifact_retry_max_seconds: u64,
+    /// Seconds after which a verified copy is synced and verified again (picks up a model
+    /// changed at its source).
+    #[arg(long, default_value_t = 600)]
+    artifact_reverify_seconds: u64,
+    /// Objects (and parts per object) in flight per model sync.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    artifact_parallel: u16,
     /// Most requests per second to any one cluster.
     #[arg(long, default_value_t = 50)]
     cluster_qps: u32,
@@ -115,7 +134,17 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
         image: args.image,
         cluster_qps: args.cluster_qps.max(1),
     };
-    run_operator(client, config, shutdown_signal()).await?;
+    let artifacts = args.manage_artifacts.then(|| ArtifactsConfig {
+        retry_min: Duration::from_secs(args.artifact_retry_seconds.max(1)),
+        retry_max: Duration::from_secs(
+            args.artifact_retry_max_seconds
+                .max(args.artifact_retry_seconds.max(1)),
+        ),
+        reverify: Duration::from_secs(args.artifact_reverify_seconds.max(1)),
+        parallel: usize::from(args.artifact_parallel),
+        ..ArtifactsConfig::default()
+    });
+    run_operator(client, config, artifacts, shutdown_signal()).await?;
     Ok(())
 }
 

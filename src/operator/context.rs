@@ -30,6 +30,8 @@ pub struct Context {
     pub pools: Store<ComputePool>,
     pub policies: Store<BurstPolicy>,
     pub deployments: Store<ModelDeployment>,
+    /// Background model syncs; `None` when the operator does not manage artifacts.
+    pub artifacts: Option<Arc<super::artifacts::Syncer>>,
     leader: watch::Receiver<bool>,
     failures: Mutex<HashMap<String, u32>>,
     /// Burst-controller state per deployment and component. Kept in memory: after a restart or
@@ -69,6 +71,7 @@ impl Context {
             pools,
             policies,
             deployments,
+            artifacts: None,
             leader,
             failures: Mutex::new(HashMap::new()),
             burst: Mutex::new(HashMap::new()),

@@ -2,6 +2,8 @@
 //! Decisions are made by pure code (`estate::validate`, the burst controller, `planning`,
 //! `workloads`, `status`); this module only moves data between them and the clusters.
 
+use super::artifact_plan::serving_pools;
+use super::artifacts::{Stage, sweep_store_secrets};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::metrics::{ControllerLabels, DeploymentLabels, ErrorLabels};
@@ -119,7 +121,13 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let states = ctx.burst_states(&key);
     let decided = decide(&estate, md, &reading.demand, &states, now().as_second());
     ctx.set_burst_states(&key, decided.states);
-    let plans = decided.plans;
+    let mut plans = decided.plans;
+    // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose store
+    // does not hold the verified model yet (see `artifact_plan`).
+    let artifacts = Stage::new(ctx, &estate, md).map(|mut stage| {
+        stage.after_plan(ctx, &estate, md, &mut plans);
+        stage
+    });
     let mut notes: Vec<(EventType, &'static str, String)> = reading
         .failures
         .iter()
@@ -148,8 +156,16 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // Apply the children, then remove those the plan no longer has.
     // A cluster that fails does not stop the others, nor the status report; the error then
     // requeues with backoff.
-    let (ready, apply_error) = apply_children(md, ctx, &estate.pools, &plans).await;
+    let (fetches, secrets_error) = match &artifacts {
+        Some(stage) => stage.prepare_pods(ctx, md, &estate.pools, &plans).await,
+        None => Default::default(),
+    };
+    let (ready, apply_error) = apply_children(md, ctx, &estate.pools, &plans, &fetches).await;
+    let apply_error = secrets_error.or(apply_error);
     sweep_orphans(md, ctx, &estate.pools, Some(&plans)).await?;
+    if artifacts.is_some() {
+        sweep_store_secrets(md, ctx, &estate.pools, Some(&serving_pools(&plans))).await?;
+    }
 
     let observed: Vec<Observed> = plans
         .iter()
@@ -172,10 +188,11 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         previous: md.status.as_ref(),
         components: observed,
         invalid: None,
-        artifacts: None,
+        artifacts: artifacts.as_ref().map(|stage| stage.state(&plans)),
         now: now(),
     });
     record_metrics(md, ctx, &status);
+    notes.extend(Stage::events(md.status.as_ref(), &status));
     let events = placement_events(md.status.as_ref(), &status, &notes);
     if write_status(md, ctx, status).await? {
         for (kind, reason, note) in events {
@@ -205,6 +222,7 @@ async fn apply_children(
     ctx: &Context,
     pools: &BTreeMap<String, ComputePool>,
     plans: &[ComponentPlan],
+    fetches: &BTreeMap<String, workloads::ModelFetch>,
 ) -> (BTreeMap<(String, String), u32>, Option<Error>) {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut ready = BTreeMap::new();
@@ -225,7 +243,7 @@ async fn apply_children(
                     pool: &pool.spec,
                     replicas: placement.replicas,
                     namespace: &namespace,
-                    model: None,
+                    model: fetches.get(&placement.pool),
                     owner: if cluster.is_local() { owner(md) } else { None },
                 });
                 let api: Api<Deployment> = Api::namespaced(cluster.client().await, &namespace);
@@ -417,6 +435,10 @@ async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         .map(|p| (p.name_any(), (**p).clone()))
         .collect();
     sweep_orphans(md, ctx, &pools, None).await?;
+    sweep_store_secrets(md, ctx, &pools, None).await?;
+    if let Some(syncer) = &ctx.artifacts {
+        syncer.forget(&kube::runtime::reflector::ObjectRef::from_obj(md));
+    }
     ctx.forget_burst_states(&(md.namespace().unwrap_or_default(), md.name_any()));
     publish(
         ctx,

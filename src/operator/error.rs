@@ -20,6 +20,8 @@ pub enum Error {
     LeaderElection(String),
     #[error("probe server: {0}")]
     ProbeServer(String),
+    #[error("model artifacts: {0}")]
+    Artifacts(String),
 }
 
 impl Error {
@@ -34,6 +36,7 @@ impl Error {
             Error::Serialize(_) => "serialize",
             Error::LeaderElection(_) => "leader_election",
             Error::ProbeServer(_) => "probe_server",
+            Error::Artifacts(_) => "artifacts",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Wires the operator together: clients, caches, leader election, controllers and probes.
 
+use super::artifacts::{ArtifactsConfig, Syncer};
 use super::clusters::Clusters;
 use super::context::{Context, Settings};
 use super::error::{Error, Result};
@@ -34,10 +35,22 @@ pub struct RunConfig {
     pub cluster_qps: u32,
 }
 
-/// Runs until `shutdown` resolves.
+/// Runs until `shutdown` resolves, without managing model artifacts (no syncs, no fetch init
+/// containers): for clusters whose models are baked into images or managed elsewhere.
 pub async fn run(
     client: Client,
     config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    run_with_artifacts(client, config, None, shutdown).await
+}
+
+/// Runs until `shutdown` resolves; with `artifacts`, models are synced to the pools' stores in
+/// the background and every serving pod fetches and verifies its model (see `artifacts`).
+pub async fn run_with_artifacts(
+    client: Client,
+    config: RunConfig,
+    artifacts: Option<ArtifactsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     // Bound first: a port that cannot be had is a startup error, not a silent dead probe.
@@ -112,7 +125,9 @@ pub async fn run(
     let (child_triggers, child_events) = futures::channel::mpsc::unbounded();
     let clusters = Clusters::new(client.clone(), config.namespace.clone(), config.cluster_qps)
         .with_child_triggers(child_triggers);
-    let ctx = Arc::new(Context::new(
+    // A finished sync re-triggers the deployments waiting for it.
+    let (sync_done, synced) = tokio::sync::mpsc::unbounded_channel();
+    let mut ctx = Context::new(
         clusters,
         metrics.clone(),
         Settings {
@@ -124,7 +139,9 @@ pub async fn run(
         md_store.clone(),
         leader.clone(),
         config.identity.clone(),
-    ));
+    );
+    ctx.artifacts = artifacts.map(|a| Syncer::new(a, sync_done));
+    let ctx = Arc::new(ctx);
 
     // Leadership as a metric, for dashboards and alerts.
     {
@@ -218,6 +235,9 @@ pub async fn run(
             watcher::Config::default().labels("app.kubernetes.io/managed-by=skybridge"),
         )
         .reconcile_on(child_events)
+        .reconcile_on(futures::stream::unfold(synced, |mut rx| async move {
+            rx.recv().await.map(|md| (md, rx))
+        }))
         .graceful_shutdown_on(stopped())
         .run(
             deployment_controller::reconcile,

@@ -213,6 +213,48 @@ impl Operator {
         }
     }
 
+    /// The operator as `skybridge run` starts it by default: managing model artifacts (syncs
+    /// to the pools' stores, `fetch-model` init containers) with `artifacts`.
+    pub async fn start_with_artifacts(
+        estate: &Estate,
+        artifacts: skybridge::operator::artifacts::ArtifactsConfig,
+    ) -> Self {
+        let probe_addr = free_addr();
+        let config = RunConfig {
+            namespace: OPERATOR_NAMESPACE.into(),
+            identity: "operator-0".into(),
+            leader_election: false,
+            lease_name: "skybridge-leader".into(),
+            lease_seconds: 3,
+            probe_addr,
+            period: Duration::from_secs(1),
+            image: "skybridge:e2e".into(),
+            cluster_qps: 200,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = estate.hub_client();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            let result = skybridge::operator::runtime::run_with_artifacts(
+                client,
+                config,
+                Some(artifacts),
+                shutdown,
+            )
+            .await;
+            if let Err(err) = result {
+                eprintln!("operator stopped with an error: {err}");
+            }
+        });
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+            probe_addr,
+        }
+    }
+
     /// Kills the operator at once, mid-reconcile if it is in one.
     pub fn kill(mut self) {
         if let Some(task) = self.task.take() {

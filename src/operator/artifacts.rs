@@ -1,0 +1,952 @@
+//! The artifacts edge of the deployment controller: background syncs of models between pool
+//! stores, source verification, store-credential Secrets in the pools' clusters, and the glue
+//! between them and the pure decisions of [`super::artifact_plan`].
+//!
+//! **Syncs** run as tasks of their own, never inside a reconcile. A job is keyed by (source,
+//! destination) location, so deployments that share a model share its copies. A reconcile asks
+//! the [`Syncer`] to *ensure* the jobs it needs: a job starts when it never ran, when its last
+//! attempt failed and its backoff (doubling from `retry_min` to `retry_max`) has passed, or when
+//! its last verification is older than `reverify`. When a job finishes, every deployment that
+//! asked for it is reconciled again (through the controller's `reconcile_on` trigger), and a
+//! failed job triggers them again when its backoff is over. Each S3 request inside a sync is
+//! itself retried on 5xx, throttling and resets by the artifacts library's [`RetryPolicy`].
+//!
+//! **Credentials** for a store come from its pool's `credentialsSecretRef` (keys
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`), else the default
+//! AWS chain. A pool's Secret is copied only into that pool's cluster, for that pool's pods.
+
+use super::artifact_plan::{
+    self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, model_class,
+    serving_pools, to_sync, unfetchable,
+};
+use super::context::Context;
+use super::deployment_controller::{FIELD_MANAGER, target_namespace};
+use super::error::{Error, Result};
+use super::names::{LABEL_POOL, child_name, deployment_labels, selector};
+use super::retry::idempotent;
+use super::status::ArtifactsState;
+use super::workloads::ModelFetch;
+use crate::api::{
+    ArtifactMode, ArtifactStore, ArtifactsStatus, ComputePool, DataClass, ModelDeployment,
+    ModelDeploymentStatus,
+};
+use crate::artifacts::{
+    ArtifactError, Credentials, RetryPolicy, Store, StoreLocation, SyncOptions, SyncRequest,
+    sync_model,
+};
+use crate::estate::{Estate, component_request, pool_view};
+use crate::planner::ComponentPlan;
+use futures::future::BoxFuture;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Keys copied from a store-credentials Secret; nothing else of it leaves the operator's cluster.
+pub const CREDENTIAL_KEYS: [&str; 3] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// Settings of artifact management (`skybridge run --artifact-*`).
+#[derive(Clone, Debug)]
+pub struct ArtifactsConfig {
+    /// First backoff after a failed sync; doubles per consecutive failure.
+    pub retry_min: Duration,
+    /// Longest backoff between attempts of a failing sync.
+    pub retry_max: Duration,
+    /// How often a verified copy is verified (and synced) again, which also picks up a model
+    /// changed at its source.
+    pub reverify: Duration,
+    /// Objects (and parts per object) in flight per sync.
+    pub parallel: usize,
+    /// Retries of single S3 requests inside a sync.
+    pub request_retry: RetryPolicy,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        Self {
+            retry_min: Duration::from_secs(5),
+            retry_max: Duration::from_secs(300),
+            reverify: Duration::from_secs(600),
+            parallel: 16,
+            request_retry: RetryPolicy::default(),
+        }
+    }
+}
+
+type JobKey = (String, String);
+
+struct Job {
+    running: bool,
+    last: Option<std::result::Result<Verified, String>>,
+    previous: Option<Verified>,
+    finished: Option<Instant>,
+    failures: u32,
+    watchers: HashSet<ObjectRef<ModelDeployment>>,
+}
+
+/// Background model syncs, de-duplicated per (source, destination).
+pub struct Syncer {
+    config: ArtifactsConfig,
+    jobs: Mutex<HashMap<JobKey, Job>>,
+    notify: mpsc::UnboundedSender<ObjectRef<ModelDeployment>>,
+}
+
+impl Syncer {
+    pub fn new(
+        config: ArtifactsConfig,
+        notify: mpsc::UnboundedSender<ObjectRef<ModelDeployment>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            jobs: Mutex::new(HashMap::new()),
+            notify,
+        })
+    }
+
+    pub fn config(&self) -> &ArtifactsConfig {
+        &self.config
+    }
+
+    fn view(&self, key: &JobKey) -> Option<CopyView> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.get(key).map(|job| CopyView {
+            running: job.running,
+            last: job.last.clone(),
+            previous: job.previous.clone(),
+        })
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        self.config
+            .retry_min
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(self.config.retry_max)
+    }
+
+    /// Starts `work` for `key` unless it runs already or its last outcome is still current;
+    /// `watcher` is reconciled when it finishes.
+    fn ensure(
+        self: &Arc<Self>,
+        key: JobKey,
+        watcher: ObjectRef<ModelDeployment>,
+        work: impl FnOnce() -> BoxFuture<'static, std::result::Result<Verified, String>>,
+    ) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let job = jobs.entry(key.clone()).or_insert_with(|| Job {
+            running: false,
+            last: None,
+            previous: None,
+            finished: None,
+            failures: 0,
+            watchers: HashSet::new(),
+        });
+        job.watchers.insert(watcher);
+        let due = match (&job.last, job.finished) {
+            _ if job.running => false,
+            (None, _) | (_, None) => true,
+            (Some(Ok(_)), Some(at)) => at.elapsed() >= self.config.reverify,
+            (Some(Err(_)), Some(at)) => at.elapsed() >= self.backoff(job.failures),
+        };
+        if !due {
+            return;
+        }
+        job.running = true;
+        let future = work();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = future.await;
+            let (watchers, retry_in) = {
+                let mut jobs = this.jobs.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(job) = jobs.get_mut(&key) else {
+                    return;
+                };
+                job.running = false;
+                job.finished = Some(Instant::now());
+                let retry_in = match &outcome {
+                    Ok(v) => {
+                        info!(source = %key.0, destination = %key.1, digest = %v.digest, "model verified");
+                        job.failures = 0;
+                        job.previous = Some(v.clone());
+                        None
+                    }
+                    Err(message) => {
+                        job.failures += 1;
+                        let delay = this.backoff(job.failures);
+                        warn!(source = %key.0, destination = %key.1, %message, ?delay, "model sync failed; retrying after backoff");
+                        Some(delay)
+                    }
+                };
+                job.last = Some(outcome);
+                (job.watchers.iter().cloned().collect::<Vec<_>>(), retry_in)
+            };
+            for watcher in &watchers {
+                let _ = this.notify.send(watcher.clone());
+            }
+            if let Some(delay) = retry_in {
+                tokio::time::sleep(delay).await;
+                for watcher in watchers {
+                    let _ = this.notify.send(watcher);
+                }
+            }
+        });
+    }
+
+    /// Stops reconciling `md` for jobs it no longer needs (it was deleted).
+    pub fn forget(&self, md: &ObjectRef<ModelDeployment>) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        for job in jobs.values_mut() {
+            job.watchers.remove(md);
+        }
+        jobs.retain(|_, job| job.running || !job.watchers.is_empty());
+    }
+}
+
+/// Identity of a location for de-duplication: endpoint, bucket and prefix.
+fn location_id(l: &StoreLocation) -> String {
+    format!(
+        "{}|{}|{}",
+        l.endpoint.as_deref().unwrap_or("aws"),
+        l.bucket,
+        l.prefix
+    )
+}
+
+/// Reads a store's credentials Secret in the operator's cluster.
+async fn credentials(
+    client: Client,
+    operator_ns: &str,
+    store: &ArtifactStore,
+) -> Result<Credentials> {
+    let Some(secret_ref) = &store.credentials_secret_ref else {
+        return Ok(Credentials::DefaultChain);
+    };
+    let namespace = secret_ref.namespace.as_deref().unwrap_or(operator_ns);
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let secret = idempotent(|| api.get(&secret_ref.name)).await?;
+    let value = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    };
+    match (value("AWS_ACCESS_KEY_ID"), value("AWS_SECRET_ACCESS_KEY")) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials::Static {
+            access_key_id,
+            secret_access_key,
+            session_token: value("AWS_SESSION_TOKEN"),
+        }),
+        _ => Err(Error::Artifacts(format!(
+            "Secret {namespace}/{} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY",
+            secret_ref.name
+        ))),
+    }
+}
+
+/// An artifacts error as status and Events show it: one line, the S3 error code rather than the
+/// SDK's debug dump, at most 300 characters.
+pub fn describe(err: &ArtifactError) -> String {
+    let text = match err {
+        ArtifactError::S3(e) => format!(
+            "S3 {} s3://{}/{}: {}{}",
+            e.operation,
+            e.bucket,
+            e.key,
+            e.code.clone().unwrap_or_else(|| e
+                .message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()),
+            e.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+        ),
+        other => other.to_string(),
+    };
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > 300 {
+        format!("{}...", line.chars().take(297).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+/// Now, in whole seconds: what a `metav1.Time` in status keeps, so that a status read back
+/// equals the one written and an unchanged state is not written again.
+fn verified_now() -> k8s_openapi::jiff::Timestamp {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// Where the model lives in its source store (without credentials).
+fn source_location(md: &ModelDeployment, source_store: &ArtifactStore) -> Result<StoreLocation> {
+    let mut location = StoreLocation::parse_uri(&md.spec.model.source.uri)
+        .map_err(|e| Error::Artifacts(describe(&e)))?;
+    location.endpoint = source_store.endpoint.clone();
+    location.region = source_store.region.clone();
+    location.path_style = source_store.path_style;
+    Ok(location)
+}
+
+/// Verifies the source: its manifest must exist and describe exactly what is listed (paths and
+/// sizes). Content hashes are checked by every sync and every fetch.
+async fn verify_source(
+    location: StoreLocation,
+    retry: RetryPolicy,
+) -> std::result::Result<Verified, String> {
+    let store = Store::connect(&location, retry)
+        .await
+        .map_err(|e| describe(&e))?;
+    let manifest = store.read_manifest().await.map_err(|e| describe(&e))?.ok_or_else(|| {
+        format!(
+            "no manifest at {}: publish the model with `skybridge sync` so that pods can verify it",
+            location.uri()
+        )
+    })?;
+    let listed = store.list().await.map_err(|e| describe(&e))?;
+    let listed: BTreeMap<&str, u64> = listed.iter().map(|o| (o.path.as_str(), o.size)).collect();
+    let mut problems = Vec::new();
+    for entry in manifest.entries() {
+        match listed.get(entry.path.as_str()) {
+            None => problems.push(format!("{} is missing", entry.path)),
+            Some(size) if *size != entry.size => problems.push(format!(
+                "{} has {size} bytes, the manifest says {}",
+                entry.path, entry.size
+            )),
+            Some(_) => {}
+        }
+    }
+    for path in listed.keys() {
+        if manifest.get(path).is_none() {
+            problems.push(format!("{path} is not in the manifest"));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!(
+            "source {} disagrees with its manifest: {}",
+            location.uri(),
+            problems.join(", ")
+        ));
+    }
+    Ok(Verified {
+        digest: manifest.digest().to_string(),
+        bytes: manifest.total_size(),
+        at: verified_now(),
+    })
+}
+
+/// One reconcile's view of a deployment's model across stores.
+pub struct Stage {
+    mode: ArtifactMode,
+    class: DataClass,
+    candidates: Vec<Candidate>,
+    views: BTreeMap<String, CopyView>,
+    /// Pools that must not take replicas now, with the reason.
+    pub held: BTreeMap<String, String>,
+    /// The digest status recorded before this reconcile.
+    recorded_digest: Option<String>,
+}
+
+impl Stage {
+    /// `None` when the operator does not manage artifacts.
+    pub fn new(ctx: &Context, estate: &Estate, md: &ModelDeployment) -> Option<Self> {
+        ctx.artifacts.as_ref()?;
+        let class = model_class(md, estate.deployments.values());
+        let candidates = plan::candidates(md, &estate.pools, class);
+        let mut stage = Self {
+            mode: md.spec.artifacts.mode,
+            class,
+            candidates,
+            views: BTreeMap::new(),
+            held: BTreeMap::new(),
+            recorded_digest: md
+                .status
+                .as_ref()
+                .and_then(|s| s.artifacts.as_ref())
+                .and_then(|a| a.digest.clone()),
+        };
+        stage.refresh(ctx, md, &estate.pools);
+        Some(stage)
+    }
+
+    fn keys(
+        &self,
+        md: &ModelDeployment,
+        pools: &BTreeMap<String, ComputePool>,
+    ) -> BTreeMap<String, JobKey> {
+        let Some(source) = pools
+            .get(&md.spec.model.source.pool)
+            .and_then(|p| p.spec.artifact_store.as_ref())
+            .and_then(|s| source_location(md, s).ok())
+        else {
+            return BTreeMap::new();
+        };
+        let source_id = location_id(&source);
+        let mut keys = BTreeMap::new();
+        for c in &self.candidates {
+            let key = match &c.route {
+                Route::Source => (source_id.clone(), source_id.clone()),
+                Route::Copy { model_path } => {
+                    let Some(location) = pools
+                        .get(&c.pool)
+                        .and_then(|p| p.spec.artifact_store.as_ref())
+                        .and_then(|s| {
+                            StoreLocation::from_artifact_store(
+                                s,
+                                model_path,
+                                Credentials::DefaultChain,
+                            )
+                            .ok()
+                        })
+                    else {
+                        continue;
+                    };
+                    (source_id.clone(), location_id(&location))
+                }
+                Route::Forbidden(_) | Route::NoStore => continue,
+            };
+            keys.insert(c.pool.clone(), key);
+        }
+        keys
+    }
+
+    fn refresh(
+        &mut self,
+        ctx: &Context,
+        md: &ModelDeployment,
+        pools: &BTreeMap<String, ComputePool>,
+    ) {
+        let Some(syncer) = &ctx.artifacts else { return };
+        let source_missing = pools
+            .get(&md.spec.model.source.pool)
+            .and_then(|p| p.spec.artifact_store.as_ref())
+            .is_none();
+        let mut recorded =
+            plan::recorded_views(md.status.as_ref().and_then(|s| s.artifacts.as_ref()));
+        self.views = self
+            .keys(md, pools)
+            .into_iter()
+            .filter_map(|(pool, key)| {
+                let view = syncer.view(&key);
+                let recorded = recorded.remove(&pool);
+                match view {
+                    // No success since the restart: what status recorded as verified stands
+                    // until a verification succeeds.
+                    Some(mut v) => {
+                        if v.previous.is_none() {
+                            v.previous = recorded.and_then(|r| r.previous);
+                        }
+                        Some((pool, v))
+                    }
+                    None => recorded.map(|r| (pool, r)),
+                }
+            })
+            .collect();
+        if source_missing {
+            let message = format!(
+                "source pool {:?} has no artifactStore",
+                md.spec.model.source.pool
+            );
+            for c in &self.candidates {
+                if matches!(c.route, Route::Copy { .. } | Route::Source) {
+                    self.views.insert(
+                        c.pool.clone(),
+                        CopyView {
+                            running: false,
+                            last: Some(Err(message.clone())),
+                            previous: None,
+                        },
+                    );
+                }
+            }
+        }
+        self.held = held(&self.candidates, &self.views);
+    }
+
+    /// After planning: starts the syncs the mode asks for (`OnBurst`: public stores only where
+    /// the plan puts replicas), then holds the replicas placed on pools whose store does not hold
+    /// the verified model yet (see `artifact_plan`).
+    pub fn after_plan(
+        &mut self,
+        ctx: &Context,
+        estate: &Estate,
+        md: &ModelDeployment,
+        plans: &mut [ComponentPlan],
+    ) {
+        let Some(syncer) = ctx.artifacts.clone() else {
+            return;
+        };
+        let pools = &estate.pools;
+        let wanted = serving_pools(plans);
+        let serving: BTreeSet<String> = md
+            .status
+            .iter()
+            .flat_map(|s| &s.components)
+            .flat_map(|c| &c.placements)
+            .filter(|p| p.replicas > 0)
+            .map(|p| p.pool.clone())
+            .collect();
+        let to_start = to_sync(self.mode, &self.candidates, &self.views, &wanted, &serving);
+        let keys = self.keys(md, pools);
+        let me = ObjectRef::from_obj(md);
+        let source_pool = pools.get(&md.spec.model.source.pool).cloned();
+        for pool_name in to_start {
+            let (Some(key), Some(source_pool), Some(pool)) =
+                (keys.get(&pool_name), &source_pool, pools.get(&pool_name))
+            else {
+                continue;
+            };
+            let Some(candidate) = self.candidates.iter().find(|c| c.pool == pool_name) else {
+                continue;
+            };
+            let client = ctx.clusters.local().client.clone();
+            let operator_ns = ctx.clusters.operator_namespace().to_string();
+            let config = syncer.config().clone();
+            let md = md.clone();
+            let source_pool = source_pool.clone();
+            let pool = pool.clone();
+            let route = candidate.route.clone();
+            let class = self.class;
+            syncer.ensure(key.clone(), me.clone(), move || {
+                Box::pin(async move {
+                    let run = async {
+                        let source_store =
+                            source_pool.spec.artifact_store.as_ref().ok_or_else(|| {
+                                Error::Artifacts("source pool has no artifactStore".into())
+                            })?;
+                        let mut source = source_location(&md, source_store)?;
+                        source.credentials =
+                            credentials(client.clone(), &operator_ns, source_store).await?;
+                        match route {
+                            Route::Source => verify_source(source, config.request_retry.clone())
+                                .await
+                                .map_err(Error::Artifacts),
+                            Route::Copy { model_path } => {
+                                let store = pool.spec.artifact_store.as_ref().ok_or_else(|| {
+                                    Error::Artifacts("pool has no artifactStore".into())
+                                })?;
+                                let destination = StoreLocation::from_artifact_store(
+                                    store,
+                                    &model_path,
+                                    credentials(client, &operator_ns, store).await?,
+                                )
+                                .map_err(|e| Error::Artifacts(describe(&e)))?;
+                                let request = SyncRequest {
+                                    source,
+                                    destination,
+                                    data_class: class,
+                                    destination_cloud: pool.spec.cloud,
+                                    options: SyncOptions {
+                                        parallel: config.parallel.max(1),
+                                        retry: config.request_retry.clone(),
+                                        ..SyncOptions::default()
+                                    },
+                                };
+                                // `sync_model`'s future is not `Send` (its stream closures are
+                                // not general over lifetimes), so it is driven on a blocking
+                                // thread of its own; its transfers still run on the runtime.
+                                let runtime = tokio::runtime::Handle::current();
+                                let report = tokio::task::spawn_blocking(move || {
+                                    runtime.block_on(sync_model(&request))
+                                })
+                                .await
+                                .map_err(|e| Error::Artifacts(format!("sync task: {e}")))?
+                                .map_err(|e| Error::Artifacts(describe(&e)))?;
+                                Ok(Verified {
+                                    digest: report.digest.to_string(),
+                                    bytes: report.bytes,
+                                    at: verified_now(),
+                                })
+                            }
+                            Route::Forbidden(why) => Err(Error::Artifacts(why)),
+                            Route::NoStore => Err(Error::Artifacts("no artifactStore".into())),
+                        }
+                    };
+                    run.await.map_err(|e| match e {
+                        Error::Artifacts(message) => message,
+                        other => other.to_string(),
+                    })
+                })
+            });
+        }
+        self.refresh(ctx, md, pools);
+        for (pool, reason) in unfetchable(&wanted, &self.candidates, self.digest().as_deref()) {
+            self.held.entry(pool).or_insert(reason);
+        }
+        hold(plans, &self.held, |component, pool| {
+            match (
+                md.spec.components.iter().find(|c| c.name == component),
+                pools.get(pool),
+            ) {
+                (Some(component), Some(pool)) => pool_view(pool)
+                    .price
+                    .per_replica_hour(&component_request(estate, md, component, 1).per_replica),
+                _ => 0.0,
+            }
+        });
+    }
+
+    /// Copies each serving pool's store credentials into that pool's cluster and returns how
+    /// pods of each serving pool fetch the model, with the first error.
+    pub async fn prepare_pods(
+        &self,
+        ctx: &Context,
+        md: &ModelDeployment,
+        pools: &BTreeMap<String, ComputePool>,
+        plans: &[ComponentPlan],
+    ) -> (BTreeMap<String, ModelFetch>, Option<Error>) {
+        let digest = self.digest();
+        let mut fetches = BTreeMap::new();
+        let mut first_error = None;
+        for pool_name in serving_pools(plans) {
+            let (Some(pool), Some(candidate)) = (
+                pools.get(&pool_name),
+                self.candidates.iter().find(|c| c.pool == pool_name),
+            ) else {
+                continue;
+            };
+            // Fail closed: the pods name the Secret even when copying it failed this time, so
+            // they wait for it rather than start without credentials or verification.
+            let secret = pool
+                .spec
+                .artifact_store
+                .as_ref()
+                .and_then(|s| s.credentials_secret_ref.as_ref())
+                .map(|_| store_secret_name(md, &pool_name));
+            if let Err(err) = apply_store_secret(ctx, md, &pool_name, pool).await {
+                warn!(pool = pool_name, %err, "copying the store credentials failed");
+                first_error.get_or_insert(err);
+            }
+            if let Some(fetch) = fetch_for(
+                md,
+                candidate,
+                pool,
+                &ctx.settings.image,
+                digest.as_deref(),
+                secret,
+            ) {
+                fetches.insert(pool_name, fetch);
+            }
+        }
+        (fetches, first_error)
+    }
+
+    /// The digest pods verify (see `artifact_plan::model_digest`).
+    fn digest(&self) -> Option<String> {
+        plan::model_digest(
+            &self.candidates,
+            &self.views,
+            self.recorded_digest.as_deref(),
+        )
+    }
+
+    /// `status.artifacts` and the `ArtifactsReady` condition for the final plan.
+    pub fn state(&self, plans: &[ComponentPlan]) -> ArtifactsState {
+        let report = plan::report(
+            &self.candidates,
+            &self.views,
+            &serving_pools(plans),
+            self.digest(),
+        );
+        ArtifactsState {
+            ready: report.ready,
+            reason: report.reason,
+            message: report.message,
+            status: Some(ArtifactsStatus {
+                digest: report.digest,
+                stores: report.stores,
+            }),
+        }
+    }
+
+    /// Events for store states that changed.
+    pub fn events(
+        before: Option<&ModelDeploymentStatus>,
+        after: &ModelDeploymentStatus,
+    ) -> Vec<(EventType, &'static str, String)> {
+        let stores = |s: Option<&ModelDeploymentStatus>| {
+            s.and_then(|s| s.artifacts.as_ref())
+                .map(|a| a.stores.clone())
+                .unwrap_or_default()
+        };
+        plan::store_events(&stores(before), &stores(Some(after)))
+            .into_iter()
+            .map(|(warning, reason, note)| {
+                let kind = if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                (kind, reason, note)
+            })
+            .collect()
+    }
+}
+
+/// Name of the copy of a pool's store credentials for one deployment's pods.
+pub fn store_secret_name(md: &ModelDeployment, pool: &str) -> String {
+    child_name(&[&md.name_any(), "store", pool])
+}
+
+/// Applies the copy of `pool`'s store credentials, named [`store_secret_name`], into `pool`'s
+/// own cluster (target namespace); nothing when the store uses the default AWS chain.
+async fn apply_store_secret(
+    ctx: &Context,
+    md: &ModelDeployment,
+    pool_name: &str,
+    pool: &ComputePool,
+) -> Result<()> {
+    let Some(store) = &pool.spec.artifact_store else {
+        return Ok(());
+    };
+    let Some(secret_ref) = &store.credentials_secret_ref else {
+        return Ok(());
+    };
+    let namespace = secret_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| ctx.clusters.operator_namespace().to_string());
+    let source: Api<Secret> = Api::namespaced(ctx.clusters.local().client().await, &namespace);
+    let original = idempotent(|| source.get(&secret_ref.name)).await?;
+    let data: BTreeMap<String, ByteString> = original
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| CREDENTIAL_KEYS.contains(&k.as_str()))
+        .collect();
+    let cluster = ctx.clusters.for_pool(pool).await?;
+    let target_ns = target_namespace(md, pool);
+    let mut labels = deployment_labels(&md.namespace().unwrap_or_default(), &md.name_any());
+    labels.insert(LABEL_POOL.to_string(), pool_name.to_string());
+    let name = store_secret_name(md, pool_name);
+    let secret = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(target_ns.clone()),
+            labels: Some(labels),
+            owner_references: if cluster.is_local() {
+                md.controller_owner_ref(&()).map(|o| vec![o])
+            } else {
+                None
+            },
+            ..Default::default()
+        },
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    let api: Api<Secret> = Api::namespaced(cluster.client().await, &target_ns);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&secret);
+    match idempotent(|| api.patch(&name, &params, &patch)).await {
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            // The namespace does not exist yet in that cluster.
+            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
+                Api::all(cluster.client().await);
+            let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target_ns}});
+            let ns_patch = Patch::Apply(&ns);
+            let ns_params = PatchParams::apply(FIELD_MANAGER);
+            idempotent(|| namespaces.patch(&target_ns, &ns_params, &ns_patch)).await?;
+            idempotent(|| api.patch(&name, &params, &patch)).await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes this deployment's store-credential copies for pools not in `keep` (all of them
+/// when `keep` is `None`), in every pool's cluster.
+pub async fn sweep_store_secrets(
+    md: &ModelDeployment,
+    ctx: &Context,
+    pools: &BTreeMap<String, ComputePool>,
+    keep: Option<&BTreeSet<String>>,
+) -> Result<()> {
+    let labels = selector(&deployment_labels(
+        &md.namespace().unwrap_or_default(),
+        &md.name_any(),
+    ));
+    let mut seen = BTreeSet::new();
+    let mut first_error = None;
+    for pool in pools.values() {
+        let cluster = match ctx.clusters.for_pool(pool).await {
+            Ok(cluster) => cluster,
+            Err(err) => {
+                first_error.get_or_insert(err);
+                continue;
+            }
+        };
+        if !seen.insert(cluster.id.clone()) {
+            continue;
+        }
+        let result = async {
+            let secrets: Api<Secret> = Api::all(cluster.client().await);
+            let by_labels = ListParams::default().labels(&labels);
+            for secret in idempotent(|| secrets.list(&by_labels)).await? {
+                let pool = secret.labels().get(LABEL_POOL).cloned().unwrap_or_default();
+                if keep.is_some_and(|k| k.contains(&pool)) {
+                    continue;
+                }
+                let namespace = secret.namespace().unwrap_or_default();
+                let api: Api<Secret> = Api::namespaced(cluster.client().await, &namespace);
+                let name = secret.name_any();
+                let background = DeleteParams::background();
+                match idempotent(|| api.delete(&name, &background)).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(err) => return Err(Error::from(err)),
+                }
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(err) = result {
+            first_error.get_or_insert(err);
+        }
+    }
+    match first_error {
+        Some(err) if keep.is_none() => Err(err),
+        Some(err) => {
+            warn!(%err, "store-secret sweep incomplete; retrying on the next reconcile");
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifacts::S3Error;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn md(name: &str) -> ObjectRef<ModelDeployment> {
+        ObjectRef::new(name).within("shop")
+    }
+
+    fn config() -> ArtifactsConfig {
+        ArtifactsConfig {
+            // Long enough that "within the backoff" holds on a loaded machine.
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_millis(500),
+            reverify: Duration::from_secs(3600),
+            ..ArtifactsConfig::default()
+        }
+    }
+
+    fn verified() -> Verified {
+        Verified {
+            digest: "sha256:aa".into(),
+            bytes: 1,
+            at: k8s_openapi::jiff::Timestamp::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_job_per_source_and_destination_and_every_watcher_is_told() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let syncer = Syncer::new(config(), tx);
+        let started = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let key = ("src".to_string(), "dst".to_string());
+        let counter = started.clone();
+        syncer.ensure(key.clone(), md("a"), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                let _ = released.await;
+                Ok(verified())
+            })
+        });
+        // A second deployment of the same model: the running job is shared, not duplicated.
+        let counter = started.clone();
+        syncer.ensure(key.clone(), md("b"), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(verified()) })
+        });
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        assert!(syncer.view(&key).unwrap().running);
+        release.send(()).unwrap();
+        let mut told = BTreeSet::new();
+        told.insert(rx.recv().await.unwrap().name);
+        told.insert(rx.recv().await.unwrap().name);
+        assert_eq!(told, BTreeSet::from(["a".to_string(), "b".to_string()]));
+        let view = syncer.view(&key).unwrap();
+        assert!(!view.running && view.verified().is_some());
+        // Verified and not yet due for re-verification: nothing starts.
+        let counter = started.clone();
+        syncer.ensure(key.clone(), md("a"), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(verified()) })
+        });
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_is_retried_only_after_its_backoff() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let syncer = Syncer::new(config(), tx);
+        let key = ("src".to_string(), "dst".to_string());
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let attempt = |attempts: Arc<AtomicUsize>| {
+            move || -> BoxFuture<'static, std::result::Result<Verified, String>> {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { Err("S3 GetObject: SlowDown (HTTP 503)".to_string()) })
+            }
+        };
+        syncer.ensure(key.clone(), md("a"), attempt(attempts.clone()));
+        rx.recv().await.unwrap(); // finished (failed)
+        assert_eq!(
+            syncer.view(&key).unwrap().last,
+            Some(Err("S3 GetObject: SlowDown (HTTP 503)".to_string()))
+        );
+        syncer.ensure(key.clone(), md("a"), attempt(attempts.clone()));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "within the backoff");
+        rx.recv().await.unwrap(); // the backoff is over: the watcher is told to come back
+        syncer.ensure(key.clone(), md("a"), attempt(attempts.clone()));
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        // Forgotten by its only watcher, an idle job is dropped.
+        rx.recv().await.unwrap();
+        syncer.forget(&md("a"));
+        assert!(syncer.view(&key).is_none());
+    }
+
+    #[test]
+    fn verification_times_survive_a_round_trip_through_status() {
+        let at = verified_now();
+        let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at);
+        let back: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time =
+            serde_json::from_value(serde_json::to_value(&time).unwrap()).unwrap();
+        assert_eq!(back, time);
+    }
+
+    #[test]
+    fn errors_are_one_short_line() {
+        let err = ArtifactError::S3(S3Error {
+            operation: "GetObject",
+            bucket: "models".into(),
+            key: "m/a.bin".into(),
+            status: Some(503),
+            code: Some("SlowDown".into()),
+            message: "service error: unhandled error (SlowDown): Error { ... }\nmore".into(),
+            transient: true,
+        });
+        assert_eq!(
+            describe(&err),
+            "S3 GetObject s3://models/m/a.bin: SlowDown (HTTP 503)"
+        );
+        let long = ArtifactError::SourceChanged("x".repeat(1000));
+        assert_eq!(describe(&long).chars().count(), 300);
+    }
+}
