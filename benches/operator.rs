@@ -336,13 +336,16 @@ async fn bench() -> Result<()> {
     let operator = Operator(
         Command::new(env!("CARGO_BIN_EXE_skybridge"))
             .args(["run", "--leader-election", "false", "--log-format", "json"])
+            // Models are not what this measures (benches: bench/s3_sync.sh); without stores,
+            // artifact management would hold every replica until a digest is known.
+            .args(["--manage-artifacts", "false"])
             .args(["--namespace", OPERATOR_NAMESPACE])
             .args(["--probe-addr", &format!("127.0.0.1:{port}")])
             // Loopback servers: the per-cluster client rate limit would measure itself.
             .args(["--cluster-qps", "100000"])
             .arg("--kubeconfig")
             .arg(c.hub.kubeconfig_path())
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", std::env::var("SKYBRIDGE_BENCH_LOG").unwrap_or_else(|_| "error".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -368,6 +371,15 @@ async fn bench() -> Result<()> {
     .await?;
     let operator_time = started.elapsed();
     let rss = peak_rss_mb(operator.0.id())?;
+    if std::env::var_os("SKYBRIDGE_BENCH_METRICS").is_some() {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await?
+            .text()
+            .await?;
+        for line in metrics.lines().filter(|l| l.contains("reconcile_duration_seconds_sum") || l.contains("reconcile_duration_seconds_count") || l.contains("errors")) {
+            println!("  {line}");
+        }
+    }
     drop(operator);
     let mut private_children = children(&c.private).await?;
     let public_children = children(&c.public).await?;

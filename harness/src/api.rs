@@ -596,11 +596,9 @@ fn list(
             .unwrap_or_default(),
         !rt.custom,
     )?;
-    let (items, rv) = inner.store.list(rt, t.ns.as_deref());
-    let mut items: Vec<Value> = items
-        .into_iter()
-        .filter(|o| labels.matches(&labels_of(o)) && fields.matches(o))
-        .collect();
+    let (mut items, rv) = inner.store.list_matching(rt, t.ns.as_deref(), |o| {
+        labels.matches(&labels_of(o)) && fields.matches(o)
+    });
     let mut list_rv = rv;
     if let Some(token) = q.get("continue").filter(|c| !c.is_empty()) {
         // Continuation reads current data after the last key; the token only expires when its

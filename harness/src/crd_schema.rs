@@ -257,7 +257,7 @@ fn validate(
             );
         }
         if let Some(pattern) = schema["pattern"].as_str()
-            && regex::Regex::new(pattern).is_ok_and(|re| !re.is_match(s))
+            && crate::validation::matches(pattern, s) == Some(false)
         {
             push(
                 "FieldValueInvalid",

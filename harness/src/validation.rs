@@ -15,7 +15,24 @@ const LABEL_VALUE: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const QUALIFIED_NAME: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 
 fn full(re: &str, s: &str) -> bool {
-    Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(s))
+    matches(&format!("^(?:{re})$"), s).unwrap_or(false)
+}
+
+/// Whether `s` matches `pattern`, with every pattern compiled once per process: validation runs
+/// on every write, and compiling a regex costs far more than matching it. An invalid pattern
+/// gives `None`.
+pub fn matches(pattern: &str, s: &str) -> Option<bool> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static COMPILED: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
+    let mut compiled = COMPILED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let re = compiled
+        .entry(pattern.to_string())
+        .or_insert_with(|| Regex::new(pattern).ok());
+    re.as_ref().map(|re| re.is_match(s))
 }
 
 fn invalid(causes: &mut Causes, field: &str, value: &str, detail: String) {

@@ -1,5 +1,6 @@
 //! Reads an estate from YAML files and directories: the only I/O of this module.
 
+use std::sync::Arc;
 use super::Estate;
 use super::document::{Object, ObjectRef, parse_documents};
 use super::validate::validate;
@@ -104,17 +105,17 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Estate, Vec<LoadError>> {
 fn insert(estate: &mut Estate, object: Object) {
     match object {
         Object::Pool(pool) => {
-            estate.pools.insert(pool.name_any(), *pool);
+            estate.pools.insert(pool.name_any(), Arc::new(*pool));
         }
         Object::Policy(policy) => {
-            estate.policies.insert(policy.name_any(), *policy);
+            estate.policies.insert(policy.name_any(), Arc::new(*policy));
         }
         Object::Deployment(deployment) => {
             let key = (
                 deployment.namespace().unwrap_or_default(),
                 deployment.name_any(),
             );
-            estate.deployments.insert(key, *deployment);
+            estate.deployments.insert(key, Arc::new(*deployment));
         }
     }
 }

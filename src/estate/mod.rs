@@ -15,18 +15,22 @@ pub use validate::{Issue, validate};
 
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The objects of one estate, keyed by name (deployments by namespace and name).
 #[derive(Clone, Debug, Default)]
+/// Objects are shared (`Arc`): the operator builds an estate from its caches on every
+/// reconcile, which must not copy every object.
 pub struct Estate {
-    pub pools: BTreeMap<String, ComputePool>,
-    pub policies: BTreeMap<String, BurstPolicy>,
-    pub deployments: BTreeMap<(String, String), ModelDeployment>,
+    pub pools: BTreeMap<String, Arc<ComputePool>>,
+    pub policies: BTreeMap<String, Arc<BurstPolicy>>,
+    pub deployments: BTreeMap<(String, String), Arc<ModelDeployment>>,
 }
 
 impl Estate {
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<&ModelDeployment> {
         self.deployments
             .get(&(namespace.to_string(), name.to_string()))
+            .map(|d| d.as_ref())
     }
 }

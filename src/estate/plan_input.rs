@@ -139,7 +139,7 @@ pub fn budgets(estate: &Estate) -> BTreeMap<String, Budget> {
 
 /// Planner input for the whole estate; each component wants its override, else its `min`.
 pub fn plan_input(estate: &Estate, demand: &DemandOverrides) -> PlanInput {
-    let pools = estate.pools.values().map(pool_view).collect();
+    let pools = estate.pools.values().map(|p| pool_view(p)).collect();
     let mut components = Vec::new();
     for deployment in estate.deployments.values() {
         for component in &deployment.spec.components {

@@ -20,7 +20,7 @@ pub struct Issue {
 pub fn validate(estate: &Estate) -> Vec<Issue> {
     let mut issues = Vec::new();
     for pool in estate.pools.values() {
-        let object = ObjectRef::of(pool);
+        let object = ObjectRef::of(pool.as_ref());
         let mut push = |field: &str, message: String| {
             issues.push(Issue {
                 object: object.clone(),
@@ -52,7 +52,7 @@ pub fn validate(estate: &Estate) -> Vec<Issue> {
         }
     }
     for policy in estate.policies.values() {
-        let object = ObjectRef::of(policy);
+        let object = ObjectRef::of(policy.as_ref());
         for (i, name) in policy.spec.burst.pools.iter().enumerate() {
             let field = format!("spec.burst.pools[{i}]");
             match estate.pools.get(name) {
@@ -73,7 +73,7 @@ pub fn validate(estate: &Estate) -> Vec<Issue> {
         }
     }
     for deployment in estate.deployments.values() {
-        let object = ObjectRef::of(deployment);
+        let object = ObjectRef::of(deployment.as_ref());
         let mut push = |field: String, message: String| {
             issues.push(Issue {
                 object: object.clone(),

@@ -28,6 +28,7 @@
 //! uses the same source. A sensitive model is never scheduled for a public store: the store is
 //! reported `Forbidden` (and `artifacts::residency::check` would refuse anyway).
 
+use std::sync::Arc;
 use super::workloads::ModelFetch;
 use crate::api::{
     ArtifactMode, ArtifactsStatus, Cloud, ComputePool, DataClass, ModelDeployment, StoreState,
@@ -119,7 +120,7 @@ pub fn model_class<'a>(
 /// with the route of the model to each. Sorted by pool name.
 pub fn candidates(
     md: &ModelDeployment,
-    pools: &BTreeMap<String, ComputePool>,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
     class: DataClass,
 ) -> Vec<Candidate> {
     let source = &md.spec.model.source;
@@ -567,7 +568,7 @@ mod tests {
     use super::*;
     use crate::planner::{ComponentKey, Placement};
 
-    fn pools() -> BTreeMap<String, ComputePool> {
+    fn pools() -> BTreeMap<String, Arc<ComputePool>> {
         let yaml = r#"
 apiVersion: skybridge.io/v1alpha1
 kind: ComputePool
@@ -611,7 +612,7 @@ spec:
         serde_yaml_ng::Deserializer::from_str(yaml)
             .map(|d| {
                 let p: ComputePool = serde::Deserialize::deserialize(d).unwrap();
-                (kube::ResourceExt::name_any(&p), p)
+                (kube::ResourceExt::name_any(&p), Arc::new(p))
             })
             .collect()
     }

@@ -361,7 +361,7 @@ impl Stage {
     /// `None` when the operator does not manage artifacts.
     pub fn new(ctx: &Context, estate: &Estate, md: &ModelDeployment) -> Option<Self> {
         ctx.artifacts.as_ref()?;
-        let class = model_class(md, estate.deployments.values());
+        let class = model_class(md, estate.deployments.values().map(|d| d.as_ref()));
         let candidates = plan::candidates(md, &estate.pools, class);
         let mut stage = Self {
             mode: md.spec.artifacts.mode,
@@ -382,7 +382,7 @@ impl Stage {
     fn keys(
         &self,
         md: &ModelDeployment,
-        pools: &BTreeMap<String, ComputePool>,
+        pools: &BTreeMap<String, Arc<ComputePool>>,
     ) -> BTreeMap<String, JobKey> {
         let Some(source) = pools
             .get(&md.spec.model.source.pool)
@@ -424,7 +424,7 @@ impl Stage {
         &mut self,
         ctx: &Context,
         md: &ModelDeployment,
-        pools: &BTreeMap<String, ComputePool>,
+        pools: &BTreeMap<String, Arc<ComputePool>>,
     ) {
         let Some(syncer) = &ctx.artifacts else { return };
         let source_missing = pools
@@ -602,7 +602,7 @@ impl Stage {
         &self,
         ctx: &Context,
         md: &ModelDeployment,
-        pools: &BTreeMap<String, ComputePool>,
+        pools: &BTreeMap<String, Arc<ComputePool>>,
         plans: &[ComponentPlan],
     ) -> (BTreeMap<String, ModelFetch>, Option<Error>) {
         let digest = self.digest();
@@ -771,7 +771,7 @@ async fn apply_store_secret(
 pub async fn sweep_store_secrets(
     md: &ModelDeployment,
     ctx: &Context,
-    pools: &BTreeMap<String, ComputePool>,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
     keep: Option<&BTreeSet<String>>,
 ) -> Result<()> {
     let labels = selector(&deployment_labels(

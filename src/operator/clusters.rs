@@ -77,8 +77,14 @@ impl RateLimiter {
 /// A remote cluster's client and the watch on the children there, which ends with it.
 struct Remote {
     cluster: ClusterClient,
+    /// When the Secret was last read: within `SECRET_RECHECK` the client is used as is.
+    checked: std::time::Instant,
     _children: Option<AbortOnDrop>,
 }
+
+/// How often a kubeconfig Secret is re-read to notice rotated credentials. Reading it on every
+/// use would add a request to the operator's own cluster per remote request.
+const SECRET_RECHECK: Duration = Duration::from_secs(5);
 
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -146,8 +152,17 @@ impl Clusters {
             .namespace
             .clone()
             .unwrap_or_else(|| self.operator_namespace.clone());
-        let secrets: Api<Secret> = Api::namespaced(self.local.client().await, &namespace);
         let secret_name = format!("{namespace}/{}", secret_ref.name);
+        if let Some(known) = self
+            .remote
+            .lock()
+            .await
+            .get(&secret_name)
+            .filter(|r| r.checked.elapsed() < SECRET_RECHECK)
+        {
+            return Ok(known.cluster.clone());
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.local.client().await, &namespace);
         let secret = super::retry::idempotent(|| secrets.get(&secret_ref.name))
             .await
             .map_err(|e| Error::Kubeconfig {
@@ -159,7 +174,8 @@ impl Clusters {
             secret.resource_version().unwrap_or_default()
         );
         let mut remote = self.remote.lock().await;
-        if let Some(known) = remote.get(&secret_name).filter(|r| r.cluster.id == id) {
+        if let Some(known) = remote.get_mut(&secret_name).filter(|r| r.cluster.id == id) {
+            known.checked = std::time::Instant::now();
             return Ok(known.cluster.clone());
         }
         let client = client_from_secret(&secret, secret_ref, &secret_name).await?;
@@ -176,6 +192,7 @@ impl Clusters {
             secret_name,
             Remote {
                 cluster: cluster.clone(),
+                checked: std::time::Instant::now(),
                 _children: children,
             },
         );

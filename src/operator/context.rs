@@ -39,6 +39,8 @@ pub struct Context {
     /// controller accepts as a valid start.
     burst: Mutex<HashMap<(String, String), BTreeMap<String, ControllerState>>>,
     heartbeat: Mutex<Instant>,
+    /// Per deployment, the placements its children were last swept for (see `swept`).
+    swept: Mutex<HashMap<(String, String), u64>>,
 }
 
 /// Name under which the operator reports Events.
@@ -76,6 +78,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             burst: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
+            swept: Mutex::new(HashMap::new()),
         }
     }
 
@@ -88,16 +91,15 @@ impl Context {
     pub fn estate(&self) -> Estate {
         let mut estate = Estate::default();
         for pool in self.pools.state() {
-            estate.pools.insert(pool.name_any(), (*pool).clone());
+            estate.pools.insert(pool.name_any(), pool);
         }
         for policy in self.policies.state() {
-            estate.policies.insert(policy.name_any(), (*policy).clone());
+            estate.policies.insert(policy.name_any(), policy);
         }
         for md in self.deployments.state() {
-            estate.deployments.insert(
-                (md.namespace().unwrap_or_default(), md.name_any()),
-                (*md).clone(),
-            );
+            estate
+                .deployments
+                .insert((md.namespace().unwrap_or_default(), md.name_any()), md);
         }
         estate
     }
@@ -143,6 +145,29 @@ impl Context {
     }
 
     /// Drops the burst state of a deployment that is gone.
+    /// The placement signature a deployment's orphan sweep last ran for, if any.
+    pub fn swept(&self, deployment: &(String, String)) -> Option<u64> {
+        self.swept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(deployment)
+            .copied()
+    }
+
+    pub fn set_swept(&self, deployment: &(String, String), signature: u64) {
+        self.swept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(deployment.clone(), signature);
+    }
+
+    pub fn forget_swept(&self, deployment: &(String, String)) {
+        self.swept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(deployment);
+    }
+
     pub fn forget_burst_states(&self, deployment: &(String, String)) {
         self.burst
             .lock()

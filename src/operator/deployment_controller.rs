@@ -33,6 +33,8 @@ use tracing::{info, instrument, warn};
 pub const FIELD_MANAGER: &str = "skybridge.io/deployment-controller";
 /// Finalizer that removes children in remote clusters, which owner references cannot reach.
 pub const FINALIZER: &str = "skybridge.io/cleanup";
+/// Safety-net re-plan of a settled deployment, for triggers that were missed.
+const SETTLED_RESYNC: Duration = Duration::from_secs(300);
 
 #[instrument(skip(md, ctx), fields(namespace = md.namespace(), name = md.name_any()))]
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
@@ -80,7 +82,7 @@ pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) 
 async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let mut estate = ctx.estate();
     let key = (md.namespace().unwrap_or_default(), md.name_any());
-    estate.deployments.insert(key, md.clone());
+    estate.deployments.insert(key, Arc::new(md.clone()));
 
     // Validate: what the schema could not check. An invalid object stalls until it changes.
     let me = EstateRef::of(md);
@@ -162,7 +164,13 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     };
     let (ready, apply_error) = apply_children(md, ctx, &estate.pools, &plans, &fetches).await;
     let apply_error = secrets_error.or(apply_error);
-    sweep_orphans(md, ctx, &estate.pools, Some(&plans)).await?;
+    // Orphans appear only when the set of (component, pool) changes; sweeping every cluster on
+    // every reconcile would cost two lists per cluster each time. After a restart the memory is
+    // empty, so the first reconcile always sweeps.
+    let placed = placement_signature(&plans);
+    if ctx.swept(&key) != Some(placed) && sweep_orphans(md, ctx, &estate.pools, Some(&plans)).await? {
+        ctx.set_swept(&key, placed);
+    }
     if artifacts.is_some() {
         sweep_store_secrets(md, ctx, &estate.pools, Some(&serving_pools(&plans))).await?;
     }
@@ -203,7 +211,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         return Err(err);
     }
     ctx.succeeded(md);
-    Ok(Action::requeue(reading.next_read.min(ctx.settings.period)))
+    Ok(Action::requeue(next_reconcile(&plans, &reading, ctx)))
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
@@ -220,7 +228,7 @@ fn owner(md: &ModelDeployment) -> Option<OwnerReference> {
 async fn apply_children(
     md: &ModelDeployment,
     ctx: &Context,
-    pools: &BTreeMap<String, ComputePool>,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
     plans: &[ComponentPlan],
     fetches: &BTreeMap<String, workloads::ModelFetch>,
 ) -> (BTreeMap<(String, String), u32>, Option<Error>) {
@@ -306,6 +314,39 @@ async fn apply_children(
     (ready, first_error)
 }
 
+/// The (component, pool) pairs a plan uses, as one number.
+fn placement_signature(plans: &[ComponentPlan]) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    for plan in plans {
+        for placement in plan.placements.iter().filter(|p| p.replicas > 0) {
+            (&plan.key.component, &placement.pool).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// When to look again without a trigger. Demand is read on its policy's interval; a deployment
+/// that bursts or lacks replicas is re-planned every period, so it fails back or fills up once
+/// capacity frees elsewhere; a settled one (all private, all placed) waits for a trigger (its
+/// spec, a pool, a policy, a child) or the slow resync.
+fn next_reconcile(
+    plans: &[ComponentPlan],
+    reading: &super::demand::DemandReading,
+    ctx: &Context,
+) -> Duration {
+    let unsettled = plans
+        .iter()
+        .any(|p| p.unplaced > 0 || p.replicas_in(Cloud::Public) > 0);
+    if !reading.demand.is_empty() {
+        reading.next_read.min(ctx.settings.period)
+    } else if unsettled {
+        ctx.settings.period
+    } else {
+        SETTLED_RESYNC.max(ctx.settings.period)
+    }
+}
+
 async fn ensure_namespace(cluster: &super::clusters::ClusterClient, namespace: &str) -> Result<()> {
     let api: Api<Namespace> = Api::all(cluster.client().await);
     let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
@@ -326,13 +367,14 @@ pub fn target_namespace(md: &ModelDeployment, pool: &ComputePool) -> String {
 }
 
 /// Deletes this deployment's children that the plan no longer has, in every pool's cluster;
-/// with no plan, all of them. Clusters that cannot be reached are retried on the next reconcile.
+/// with no plan, all of them. Clusters that cannot be reached are retried on the next reconcile;
+/// returns whether every cluster was swept.
 async fn sweep_orphans(
     md: &ModelDeployment,
     ctx: &Context,
-    pools: &BTreeMap<String, ComputePool>,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
     plans: Option<&[ComponentPlan]>,
-) -> Result<()> {
+) -> Result<bool> {
     let keep_deployments: BTreeSet<(String, String)> = plans
         .into_iter()
         .flatten()
@@ -413,9 +455,9 @@ async fn sweep_orphans(
         Some(err) if plans.is_none() => Err(err),
         Some(err) => {
             warn!(%err, "orphan sweep incomplete; retrying on the next reconcile");
-            Ok(())
+            Ok(false)
         }
-        None => Ok(()),
+        None => Ok(true),
     }
 }
 
@@ -428,11 +470,11 @@ fn ignore_not_found<T>(result: kube::Result<T>) -> kube::Result<()> {
 }
 
 async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
-    let pools: BTreeMap<String, ComputePool> = ctx
+    let pools: BTreeMap<String, Arc<ComputePool>> = ctx
         .pools
         .state()
-        .iter()
-        .map(|p| (p.name_any(), (**p).clone()))
+        .into_iter()
+        .map(|p| (p.name_any(), p))
         .collect();
     sweep_orphans(md, ctx, &pools, None).await?;
     sweep_store_secrets(md, ctx, &pools, None).await?;

@@ -98,7 +98,7 @@ pub fn decide(
     }
     let budgets = crate::estate::budgets(estate);
     let input = PlanInput {
-        pools: estate.pools.values().map(observed_pool_view).collect(),
+        pools: estate.pools.values().map(|p| observed_pool_view(p)).collect(),
         components,
         budgets,
         options: PlannerOptions::default(),
@@ -199,15 +199,15 @@ mod tests {
         for object in parse_documents(&text) {
             match object.unwrap() {
                 crate::estate::Object::Pool(p) => {
-                    estate.pools.insert(p.name_any(), *p);
+                    estate.pools.insert(p.name_any(), std::sync::Arc::new(*p));
                 }
                 crate::estate::Object::Policy(p) => {
-                    estate.policies.insert(p.name_any(), *p);
+                    estate.policies.insert(p.name_any(), std::sync::Arc::new(*p));
                 }
                 crate::estate::Object::Deployment(d) => {
                     estate
                         .deployments
-                        .insert((d.namespace().unwrap(), d.name_any()), *d);
+                        .insert((d.namespace().unwrap(), d.name_any()), std::sync::Arc::new(*d));
                 }
             }
         }
@@ -219,7 +219,7 @@ mod tests {
         let mut estate = estate();
         // multitask already holds 20 of the 24 private L4s.
         let key = ("recsys".to_string(), "multitask".to_string());
-        let multitask = estate.deployments.get_mut(&key).unwrap();
+        let multitask = std::sync::Arc::make_mut(estate.deployments.get_mut(&key).unwrap());
         let placed = |name: &str, n: u32| ComponentStatus {
             name: name.into(),
             desired_replicas: n,

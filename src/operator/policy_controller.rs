@@ -35,7 +35,7 @@ pub async fn reconcile(policy: Arc<BurstPolicy>, ctx: Arc<Context>) -> Result<Ac
         .pools
         .state()
         .into_iter()
-        .map(|p| (p.name_any(), p.as_ref().clone()))
+        .map(|p| (p.name_any(), p))
         .collect::<BTreeMap<_, _>>();
     let deployments = ctx.deployments.state();
     let status = policy_status(

@@ -2,6 +2,7 @@
 //! public replicas and their cost against the policy's budgets. Pure: the policy controller
 //! fetches the objects and writes the result.
 
+use std::sync::Arc;
 use super::conditions::{Decided, merge};
 use crate::api::{BurstPolicy, BurstPolicyStatus, Cloud, ComputePool, ModelDeployment};
 use crate::estate::per_replica;
@@ -31,7 +32,7 @@ struct Usage {
 pub fn policy_status<'a>(
     policy: &BurstPolicy,
     deployments: impl IntoIterator<Item = &'a ModelDeployment>,
-    pools: &BTreeMap<String, ComputePool>,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
     now: Timestamp,
 ) -> BurstPolicyStatus {
     let name = policy.name_any();
@@ -54,7 +55,7 @@ pub fn policy_status<'a>(
 fn usage<'a>(
     policy: &str,
     deployments: impl IntoIterator<Item = &'a ModelDeployment>,
-    pools: &BTreeMap<String, ComputePool>,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
 ) -> Usage {
     let mut usage = Usage::default();
     let budget_words = format!("of policy {policy} reached");
@@ -108,7 +109,7 @@ fn usage<'a>(
 }
 
 /// `Ready`: the policy names only pools that exist and are public.
-fn validity(policy: &BurstPolicy, pools: &BTreeMap<String, ComputePool>) -> Decided {
+fn validity(policy: &BurstPolicy, pools: &BTreeMap<String, Arc<ComputePool>>) -> Decided {
     let missing: Vec<&str> = policy
         .spec
         .burst
@@ -232,7 +233,7 @@ spec:
         policy
     }
 
-    fn pool(name: &str, cloud: &str, gpu_hour: f64) -> (String, ComputePool) {
+    fn pool(name: &str, cloud: &str, gpu_hour: f64) -> (String, Arc<ComputePool>) {
         let pool: ComputePool = serde_yaml_ng::from_str(&format!(
             r#"
 apiVersion: skybridge.io/v1alpha1
@@ -249,10 +250,10 @@ spec:
 "#
         ))
         .unwrap();
-        (name.to_string(), pool)
+        (name.to_string(), Arc::new(pool))
     }
 
-    fn pools() -> BTreeMap<String, ComputePool> {
+    fn pools() -> BTreeMap<String, Arc<ComputePool>> {
         [
             pool("dc1", "private", 0.3),
             pool("cloud-a", "public", 0.9),

@@ -118,8 +118,16 @@ pub async fn run_with_artifacts(
     );
 
     let mds_api: Api<ModelDeployment> = Api::all(client.clone());
-    let md_controller = Controller::new(mds_api, watcher::Config::default().any_semantic());
-    let md_store = md_controller.store();
+    // Deployments reconcile on what their owners change (spec, deletion, finalizers), not on the
+    // status this controller writes itself; the cache still sees every change.
+    let (md_store, md_writer) = reflector::store();
+    let md_changes = watcher(mds_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(md_writer)
+        .applied_objects()
+        .predicate_filter(owner_intent, Default::default());
+    let md_controller = Controller::for_stream(md_changes, md_store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
     // Remote children are watched per cluster (owner references cannot cross clusters): their
     // readiness changes reconcile their deployment at once.
     let (child_triggers, child_events) = futures::channel::mpsc::unbounded();
@@ -278,6 +286,23 @@ pub async fn run_with_artifacts(
         }
         Err(err) => Err(Error::ProbeServer(err.to_string())),
     }
+}
+
+/// Deployments reconciled at once: enough to keep every cluster busy, few enough that a burst
+/// of thousands of objects does not hold thousands of estate snapshots in memory.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
+/// What a deployment's owner (a person, GitOps) changes: the spec (its generation), deletion,
+/// finalizers, labels and annotations. Status writes are not in it.
+fn owner_intent(md: &ModelDeployment) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    md.metadata.generation.hash(&mut hasher);
+    md.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    md.metadata.finalizers.hash(&mut hasher);
+    md.metadata.labels.hash(&mut hasher);
+    md.metadata.annotations.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Waits until a cache has its first full list. Polled in short rounds: kube-runtime's store
