@@ -668,6 +668,13 @@ fn reconcile(
             }
         }
         let status = status_for(&d, desired, tr.ready);
+        if pods {
+            sync_pods(store, &d, &assigned, desired, tr.ready);
+        }
+        if d["status"] == status {
+            // Nothing to report: skip the write (it would be a no-op, at the cost of a copy).
+            continue;
+        }
         let ns = d["metadata"]["namespace"]
             .as_str()
             .unwrap_or_default()
@@ -693,9 +700,6 @@ fn reconcile(
             obj["status"] = status;
             Ok(obj)
         });
-        if pods {
-            sync_pods(store, &d, &assigned, desired, tr.ready);
-        }
     }
     tracks.retain(|uid, _| seen.contains(uid));
     next
