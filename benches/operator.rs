@@ -345,7 +345,10 @@ async fn bench() -> Result<()> {
             .args(["--cluster-qps", "100000"])
             .arg("--kubeconfig")
             .arg(c.hub.kubeconfig_path())
-            .env("RUST_LOG", std::env::var("SKYBRIDGE_BENCH_LOG").unwrap_or_else(|_| "error".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SKYBRIDGE_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -363,11 +366,56 @@ async fn bench() -> Result<()> {
     let started = Instant::now();
     apply_all(&hub, (0..n).map(deployment).collect(), "bench").await?;
     let applied = started.elapsed();
-    wait_until(
-        "all deployments Ready",
-        Duration::from_secs(600),
-        || async { Ok(ready_deployments(&mds).await? == n) },
-    )
+    let mut last_report = Instant::now();
+    wait_until("all deployments Ready", Duration::from_secs(600), || {
+        let report = last_report.elapsed() > Duration::from_secs(10);
+        if report {
+            last_report = Instant::now();
+        }
+        let mds = mds.clone();
+        let c = &c;
+        async move {
+            let ready = ready_deployments(&mds).await?;
+            if report {
+                eprintln!(
+                    "  {ready}/{n} Ready after {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+                if std::env::var_os("SKYBRIDGE_BENCH_DEBUG").is_some() {
+                    let waiting = mds
+                        .list(&ListParams::default())
+                        .await?
+                        .items
+                        .into_iter()
+                        .find(|md| {
+                            !md.status.as_ref().is_some_and(|s| {
+                                s.conditions
+                                    .iter()
+                                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                        });
+                    if let Some(md) = waiting {
+                        eprintln!("{} {}", md.name_any(), serde_json::to_string(&md.status)?);
+                        for cluster in [&c.private, &c.public] {
+                            let api: Api<Deployment> = Api::all(cluster.client()?);
+                            let lp = ListParams::default()
+                                .labels(&format!("skybridge.io/deployment={}", md.name_any()));
+                            for d in api.list(&lp).await?.items {
+                                eprintln!(
+                                    "   child {} gen {:?} spec {:?} status {:?}",
+                                    d.name_any(),
+                                    d.metadata.generation,
+                                    d.spec.replicas,
+                                    d.status.map(|s| (s.observed_generation, s.ready_replicas))
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(ready == n)
+        }
+    })
     .await?;
     let operator_time = started.elapsed();
     let rss = peak_rss_mb(operator.0.id())?;
@@ -376,7 +424,11 @@ async fn bench() -> Result<()> {
             .await?
             .text()
             .await?;
-        for line in metrics.lines().filter(|l| l.contains("reconcile_duration_seconds_sum") || l.contains("reconcile_duration_seconds_count") || l.contains("errors")) {
+        for line in metrics.lines().filter(|l| {
+            l.contains("reconcile_duration_seconds_sum")
+                || l.contains("reconcile_duration_seconds_count")
+                || l.contains("errors")
+        }) {
             println!("  {line}");
         }
     }

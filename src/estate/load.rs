@@ -1,12 +1,12 @@
 //! Reads an estate from YAML files and directories: the only I/O of this module.
 
-use std::sync::Arc;
 use super::Estate;
 use super::document::{Object, ObjectRef, parse_documents};
 use super::validate::validate;
 use kube::ResourceExt;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One problem with the input, naming the file and, where known, the line, object and field.
 #[derive(Clone, Debug, PartialEq)]

@@ -28,7 +28,6 @@
 //! uses the same source. A sensitive model is never scheduled for a public store: the store is
 //! reported `Forbidden` (and `artifacts::residency::check` would refuse anyway).
 
-use std::sync::Arc;
 use super::workloads::ModelFetch;
 use crate::api::{
     ArtifactMode, ArtifactsStatus, Cloud, ComputePool, DataClass, ModelDeployment, StoreState,
@@ -39,6 +38,7 @@ use crate::planner::ComponentPlan;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// How the model reaches one candidate pool.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Clients for the clusters pools live in: the operator's own, plus one per kubeconfig Secret,
 //! cached and rebuilt when the Secret changes, each behind a request-rate limit.
 
+use super::children_watch::ObservedChildren;
 use super::error::{Error, Result};
 use crate::api::{ComputePool, ModelDeployment, SecretKeyRef};
 use futures::channel::mpsc::UnboundedSender;
@@ -23,6 +24,8 @@ pub struct ClusterClient {
     pub id: String,
     pub client: Client,
     limiter: Arc<RateLimiter>,
+    /// The children there as their watch sees them (remote clusters with a watch only).
+    pub observed: Option<Arc<ObservedChildren>>,
 }
 
 impl ClusterClient {
@@ -111,6 +114,7 @@ impl Clusters {
                 id: "local".into(),
                 client: local,
                 limiter: RateLimiter::new(per_second),
+                observed: None,
             },
             operator_namespace,
             per_second,
@@ -179,13 +183,25 @@ impl Clusters {
             return Ok(known.cluster.clone());
         }
         let client = client_from_secret(&secret, secret_ref, &secret_name).await?;
-        let children = self.child_triggers.clone().map(|triggers| {
-            AbortOnDrop(super::children_watch::spawn(client.clone(), triggers).abort_handle())
-        });
+        let observed = self
+            .child_triggers
+            .as_ref()
+            .map(|_| Arc::new(ObservedChildren::default()));
+        let children =
+            self.child_triggers
+                .clone()
+                .zip(observed.clone())
+                .map(|(triggers, observed)| {
+                    AbortOnDrop(
+                        super::children_watch::spawn(client.clone(), observed, triggers)
+                            .abort_handle(),
+                    )
+                });
         let cluster = ClusterClient {
             id,
             client,
             limiter: RateLimiter::new(self.per_second),
+            observed,
         };
         // Replacing an entry drops the old watch with the old credentials.
         remote.insert(

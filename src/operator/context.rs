@@ -41,6 +41,14 @@ pub struct Context {
     heartbeat: Mutex<Instant>,
     /// Per deployment, the placements its children were last swept for (see `swept`).
     swept: Mutex<HashMap<(String, String), u64>>,
+    /// What was last applied to each child, to skip applies that change nothing.
+    pub applied: super::applied::AppliedChildren,
+    /// Serializes planning: each decision sees every earlier one (see `decisions`).
+    pub planning: Mutex<()>,
+    /// Each deployment as last decided: its object with the status the decision implies. A
+    /// decision is known here before its status write reaches the cache, so concurrent
+    /// reconciles never promise the same free capacity twice.
+    decisions: Mutex<HashMap<(String, String), Arc<ModelDeployment>>>,
 }
 
 /// Name under which the operator reports Events.
@@ -79,6 +87,10 @@ impl Context {
             burst: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
             swept: Mutex::new(HashMap::new()),
+            planning: Mutex::new(()),
+            decisions: Mutex::new(HashMap::new()),
+            // Every child is re-applied at least this often, whatever the memo says.
+            applied: super::applied::AppliedChildren::new(Duration::from_secs(300)),
         }
     }
 
@@ -87,7 +99,8 @@ impl Context {
         *self.leader.borrow()
     }
 
-    /// The estate as the caches see it now.
+    /// The estate as the caches see it now, each deployment as last decided where that is newer
+    /// than the cache for the same spec.
     pub fn estate(&self) -> Estate {
         let mut estate = Estate::default();
         for pool in self.pools.state() {
@@ -96,12 +109,58 @@ impl Context {
         for policy in self.policies.state() {
             estate.policies.insert(policy.name_any(), policy);
         }
+        let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
         for md in self.deployments.state() {
+            let key = (md.namespace().unwrap_or_default(), md.name_any());
+            let decided = decisions.get(&key).filter(|d| {
+                d.metadata.uid == md.metadata.uid && d.metadata.generation == md.metadata.generation
+            });
             estate
                 .deployments
-                .insert((md.namespace().unwrap_or_default(), md.name_any()), md);
+                .insert(key, decided.cloned().unwrap_or(md));
         }
         estate
+    }
+
+    /// Records what was decided for `md` (see `decisions`).
+    pub fn record_decision(&self, md: &ModelDeployment, plans: &[crate::planner::ComponentPlan]) {
+        use crate::api::{ComponentStatus, ModelDeploymentStatus, PlacementStatus};
+        let mut decided = md.clone();
+        let status = decided
+            .status
+            .get_or_insert_with(ModelDeploymentStatus::default);
+        status.components = plans
+            .iter()
+            .map(|plan| ComponentStatus {
+                name: plan.key.component.clone(),
+                desired_replicas: plan.desired_replicas,
+                placements: plan
+                    .placements
+                    .iter()
+                    .map(|p| PlacementStatus {
+                        pool: p.pool.clone(),
+                        cloud: p.cloud,
+                        replicas: p.replicas,
+                        ready_replicas: 0,
+                        reason: p.reason.clone(),
+                    })
+                    .collect(),
+                unplaced_replicas: plan.unplaced,
+                ..Default::default()
+            })
+            .collect();
+        let key = (md.namespace().unwrap_or_default(), md.name_any());
+        self.decisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Arc::new(decided));
+    }
+
+    pub fn forget_decision(&self, deployment: &(String, String)) {
+        self.decisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(deployment);
     }
 
     /// Backoff for an object's next retry: 0.5 s doubling to 5 min, so a broken object neither

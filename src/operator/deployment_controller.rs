@@ -2,6 +2,7 @@
 //! Decisions are made by pure code (`estate::validate`, the burst controller, `planning`,
 //! `workloads`, `status`); this module only moves data between them and the clusters.
 
+use super::applied::content_hash;
 use super::artifact_plan::serving_pools;
 use super::artifacts::{Stage, sweep_store_secrets};
 use super::context::Context;
@@ -120,16 +121,25 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // controller and planner).
     let reading = super::demand::read(ctx, &estate, md).await;
     let key = (md.namespace().unwrap_or_default(), md.name_any());
-    let states = ctx.burst_states(&key);
-    let decided = decide(&estate, md, &reading.demand, &states, now().as_second());
-    ctx.set_burst_states(&key, decided.states);
-    let mut plans = decided.plans;
-    // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose store
-    // does not hold the verified model yet (see `artifact_plan`).
-    let artifacts = Stage::new(ctx, &estate, md).map(|mut stage| {
-        stage.after_plan(ctx, &estate, md, &mut plans);
-        stage
-    });
+    // Decide one deployment at a time, against every earlier decision, so that concurrent
+    // reconciles never promise the same free capacity twice. Pure and quick: no I/O inside.
+    let (decided, plans, artifacts, estate) = {
+        let _planning = ctx.planning.lock().unwrap_or_else(|e| e.into_inner());
+        let mut estate = ctx.estate();
+        estate.deployments.insert(key.clone(), Arc::new(md.clone()));
+        let states = ctx.burst_states(&key);
+        let mut decided = decide(&estate, md, &reading.demand, &states, now().as_second());
+        ctx.set_burst_states(&key, std::mem::take(&mut decided.states));
+        let mut plans = std::mem::take(&mut decided.plans);
+        // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose
+        // store does not hold the verified model yet (see `artifact_plan`).
+        let artifacts = Stage::new(ctx, &estate, md).map(|mut stage| {
+            stage.after_plan(ctx, &estate, md, &mut plans);
+            stage
+        });
+        ctx.record_decision(md, &plans);
+        (decided, plans, artifacts, estate)
+    };
     let mut notes: Vec<(EventType, &'static str, String)> = reading
         .failures
         .iter()
@@ -168,7 +178,9 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // every reconcile would cost two lists per cluster each time. After a restart the memory is
     // empty, so the first reconcile always sweeps.
     let placed = placement_signature(&plans);
-    if ctx.swept(&key) != Some(placed) && sweep_orphans(md, ctx, &estate.pools, Some(&plans)).await? {
+    if ctx.swept(&key) != Some(placed)
+        && sweep_orphans(md, ctx, &estate.pools, Some(&plans)).await?
+    {
         ctx.set_swept(&key, placed);
     }
     if artifacts.is_some() {
@@ -200,6 +212,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         now: now(),
     });
     record_metrics(md, ctx, &status);
+    let all_ready = status.ready_replicas >= status.desired_replicas;
     notes.extend(Stage::events(md.status.as_ref(), &status));
     let events = placement_events(md.status.as_ref(), &status, &notes);
     if write_status(md, ctx, status).await? {
@@ -211,7 +224,9 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         return Err(err);
     }
     ctx.succeeded(md);
-    Ok(Action::requeue(next_reconcile(&plans, &reading, ctx)))
+    Ok(Action::requeue(next_reconcile(
+        &plans, all_ready, &reading, ctx,
+    )))
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
@@ -254,18 +269,48 @@ async fn apply_children(
                     model: fetches.get(&placement.pool),
                     owner: if cluster.is_local() { owner(md) } else { None },
                 });
-                let api: Api<Deployment> = Api::namespaced(cluster.client().await, &namespace);
                 let name = child.metadata.name.clone().unwrap_or_default();
-                let apply_patch = Patch::Apply(&child);
-
-                let apply = || idempotent(|| api.patch(&name, &params, &apply_patch));
-                let applied = match apply().await {
-                    // The target namespace does not exist yet in that cluster: create it once.
-                    Err(kube::Error::Api(status)) if status.code == 404 => {
-                        ensure_namespace(&cluster, &namespace).await?;
-                        apply().await?
+                let key = (
+                    cluster.id.clone(),
+                    "Deployment",
+                    namespace.clone(),
+                    name.clone(),
+                );
+                let content = content_hash(&child);
+                // Already applied as is, and the watch sees it at the generation that apply
+                // returned with every replica ready: nothing to write or learn. A child not yet
+                // ready is applied again, whose answer carries its current status.
+                let current = cluster.observed.as_ref().and_then(|observed| {
+                    let generation = ctx.applied.unchanged(&key, content)?;
+                    let seen = observed.get(&namespace, &name)?;
+                    (seen.generation == generation && seen.ready_replicas >= placement.replicas)
+                        .then_some(seen.ready_replicas)
+                });
+                let ready_now = match current {
+                    Some(ready) => ready,
+                    None => {
+                        ctx.applied.forget(&key);
+                        let api: Api<Deployment> =
+                            Api::namespaced(cluster.client().await, &namespace);
+                        let apply_patch = Patch::Apply(&child);
+                        let apply = || idempotent(|| api.patch(&name, &params, &apply_patch));
+                        let applied = match apply().await {
+                            // The target namespace does not exist yet in that cluster: create
+                            // it once.
+                            Err(kube::Error::Api(status)) if status.code == 404 => {
+                                ensure_namespace(&cluster, &namespace).await?;
+                                apply().await?
+                            }
+                            other => other?,
+                        };
+                        ctx.applied
+                            .record(key, content, applied.metadata.generation);
+                        applied
+                            .status
+                            .and_then(|s| s.ready_replicas)
+                            .unwrap_or(0)
+                            .max(0) as u32
                     }
-                    other => other?,
                 };
                 if services.insert((
                     cluster.id.clone(),
@@ -278,19 +323,23 @@ async fn apply_children(
                         &namespace,
                         if cluster.is_local() { owner(md) } else { None },
                     );
-                    let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
                     let name = service.metadata.name.clone().unwrap_or_default();
-                    let apply_patch = Patch::Apply(&service);
-
-                    idempotent(|| api.patch(&name, &params, &apply_patch)).await?;
+                    let key = (
+                        cluster.id.clone(),
+                        "Service",
+                        namespace.clone(),
+                        name.clone(),
+                    );
+                    let content = content_hash(&service);
+                    if ctx.applied.unchanged(&key, content).is_none() {
+                        let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
+                        let apply_patch = Patch::Apply(&service);
+                        ctx.applied.forget(&key);
+                        idempotent(|| api.patch(&name, &params, &apply_patch)).await?;
+                        ctx.applied.record(key, content, None);
+                    }
                 }
-                Ok::<_, Error>(
-                    applied
-                        .status
-                        .and_then(|s| s.ready_replicas)
-                        .unwrap_or(0)
-                        .max(0) as u32,
-                )
+                Ok::<_, Error>(ready_now)
             }
             .await;
             match outcome {
@@ -327,17 +376,19 @@ fn placement_signature(plans: &[ComponentPlan]) -> u64 {
 }
 
 /// When to look again without a trigger. Demand is read on its policy's interval; a deployment
-/// that bursts or lacks replicas is re-planned every period, so it fails back or fills up once
+/// that bursts, lacks replicas or waits for them to become ready is re-planned every period, so it fails back or fills up once
 /// capacity frees elsewhere; a settled one (all private, all placed) waits for a trigger (its
 /// spec, a pool, a policy, a child) or the slow resync.
 fn next_reconcile(
     plans: &[ComponentPlan],
+    all_ready: bool,
     reading: &super::demand::DemandReading,
     ctx: &Context,
 ) -> Duration {
-    let unsettled = plans
-        .iter()
-        .any(|p| p.unplaced > 0 || p.replicas_in(Cloud::Public) > 0);
+    let unsettled = !all_ready
+        || plans
+            .iter()
+            .any(|p| p.unplaced > 0 || p.replicas_in(Cloud::Public) > 0);
     if !reading.demand.is_empty() {
         reading.next_read.min(ctx.settings.period)
     } else if unsettled {
@@ -427,6 +478,12 @@ async fn sweep_orphans(
                 );
                 let api: Api<Deployment> = Api::namespaced(cluster.client().await, &namespace);
                 let name = child.name_any();
+                ctx.applied.forget(&(
+                    cluster.id.clone(),
+                    "Deployment",
+                    namespace.clone(),
+                    name.clone(),
+                ));
                 ignore_not_found(idempotent(|| api.delete(&name, &background)).await)?;
             }
             let services: Api<Service> = Api::all(cluster.client().await);
@@ -440,6 +497,12 @@ async fn sweep_orphans(
                 if !components_left.contains(&(namespace.clone(), component)) {
                     let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
                     let name = service.name_any();
+                    ctx.applied.forget(&(
+                        cluster.id.clone(),
+                        "Service",
+                        namespace.clone(),
+                        name.clone(),
+                    ));
                     ignore_not_found(idempotent(|| api.delete(&name, &background)).await)?;
                 }
             }

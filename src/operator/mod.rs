@@ -1,6 +1,7 @@
 //! The operator: controllers at the edges that fetch state, call the pure planner and burst
 //! controller, apply the result with server-side apply, and write status.
 
+pub mod applied;
 pub mod artifact_plan;
 pub mod artifacts;
 pub mod children_watch;

@@ -98,7 +98,11 @@ pub fn decide(
     }
     let budgets = crate::estate::budgets(estate);
     let input = PlanInput {
-        pools: estate.pools.values().map(|p| observed_pool_view(p)).collect(),
+        pools: estate
+            .pools
+            .values()
+            .map(|p| observed_pool_view(p))
+            .collect(),
         components,
         budgets,
         options: PlannerOptions::default(),
@@ -202,12 +206,15 @@ mod tests {
                     estate.pools.insert(p.name_any(), std::sync::Arc::new(*p));
                 }
                 crate::estate::Object::Policy(p) => {
-                    estate.policies.insert(p.name_any(), std::sync::Arc::new(*p));
+                    estate
+                        .policies
+                        .insert(p.name_any(), std::sync::Arc::new(*p));
                 }
                 crate::estate::Object::Deployment(d) => {
-                    estate
-                        .deployments
-                        .insert((d.namespace().unwrap(), d.name_any()), std::sync::Arc::new(*d));
+                    estate.deployments.insert(
+                        (d.namespace().unwrap(), d.name_any()),
+                        std::sync::Arc::new(*d),
+                    );
                 }
             }
         }

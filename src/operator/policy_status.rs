@@ -2,7 +2,6 @@
 //! public replicas and their cost against the policy's budgets. Pure: the policy controller
 //! fetches the objects and writes the result.
 
-use std::sync::Arc;
 use super::conditions::{Decided, merge};
 use crate::api::{BurstPolicy, BurstPolicyStatus, Cloud, ComputePool, ModelDeployment};
 use crate::estate::per_replica;
@@ -10,6 +9,7 @@ use crate::planner::Price;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Condition type set while one of the policy's budgets binds.
 pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";

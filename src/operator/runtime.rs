@@ -126,8 +126,9 @@ pub async fn run_with_artifacts(
         .reflect(md_writer)
         .applied_objects()
         .predicate_filter(owner_intent, Default::default());
-    let md_controller = Controller::for_stream(md_changes, md_store.clone())
-        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
+    let md_controller = Controller::for_stream(md_changes, md_store.clone()).with_config(
+        kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+    );
     // Remote children are watched per cluster (owner references cannot cross clusters): their
     // readiness changes reconcile their deployment at once.
     let (child_triggers, child_events) = futures::channel::mpsc::unbounded();
@@ -290,7 +291,7 @@ pub async fn run_with_artifacts(
 
 /// Deployments reconciled at once: enough to keep every cluster busy, few enough that a burst
 /// of thousands of objects does not hold thousands of estate snapshots in memory.
-const RECONCILE_CONCURRENCY: u16 = 16;
+const RECONCILE_CONCURRENCY: u16 = 64;
 
 /// What a deployment's owner (a person, GitOps) changes: the spec (its generation), deletion,
 /// finalizers, labels and annotations. Status writes are not in it.
