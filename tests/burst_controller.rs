@@ -229,12 +229,7 @@ proptest! {
     /// reversed within the scale-down stabilization window (300 s in the example policy), and
     /// steps stay rare. Scale-ups on upward noise are by design (the example policy scales up
     /// without a window, to serve peaks); what must never happen is up-down-up churn.
-    // Known defect, found by this property (seed in burst_controller.proptest-regressions): with
-    // the example policy (no scale-up window, 3% scale-down tolerance) ±5% noise can reverse a
-    // scale-down within the stabilization window. Ignored until the controller is fixed; run with
-    // `cargo test --test burst_controller -- --ignored`.
     #[test]
-    #[ignore = "known defect: a scale-down can be reversed within the stabilization window on noisy demand"]
     fn no_oscillation_on_noisy_constant_demand(
         level in 2000.0f64..20000.0,
         noise in prop::collection::vec(-0.05f64..0.05, 400),

@@ -22,6 +22,21 @@ pub enum ConfigError {
 /// a rate averaged over a minute rather than a noisy utilisation sample.
 pub const DEFAULT_TOLERANCE_PERCENT: u32 = 5;
 
+/// The widest the dead band grows on noisy demand (unless `tolerancePercent` is wider): the
+/// HPA's fixed tolerance.
+pub const MAX_NOISE_BAND_PERCENT: u32 = 10;
+
+/// The scale-down dead band, as a fraction of demand, for the measured `noise` (see
+/// [`Holt::noise`]): `tolerancePercent`, widened to twice the noise peak (a sample may lie
+/// anywhere between the low and the high side of the noise, so the count a scale-down keeps
+/// must serve the high side seen from the low side), at most [`MAX_NOISE_BAND_PERCENT`] (or the
+/// tolerance when that is wider).
+pub fn dead_band(tolerance_percent: u32, noise: f64) -> f64 {
+    let tolerance = f64::from(tolerance_percent) * 0.01;
+    let cap = tolerance.max(f64::from(MAX_NOISE_BAND_PERCENT) * 0.01);
+    (2.0 * noise).clamp(tolerance, cap)
+}
+
 /// A prewarm window in Unix seconds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrewarmSpan {
@@ -428,8 +443,9 @@ impl BurstController {
     /// start-up, and when the forecast over the public pools' (slower) start-up no longer fits
     /// private capacity, over that horizon, so the burst is requested early enough.
     ///
-    /// Below `current`, the same is computed with `tolerancePercent` more headroom and the higher
-    /// count is kept (never above `current`): a dead band, so noise does not flap replicas.
+    /// Below `current`, the same is computed with the dead band (see [`dead_band`]: at least
+    /// `tolerancePercent`, wider on noisy demand) as more headroom and the higher count is kept
+    /// (never above `current`), so noise does not flap replicas.
     fn for_demand(
         &self,
         state: &ControllerState,
@@ -440,7 +456,8 @@ impl BurstController {
     ) -> (u32, Why) {
         let c = &self.config;
         let per_replica = 1.0 / c.target_per_replica;
-        let factor = |headroom: u32| (1.0 + f64::from(headroom) * 0.01) * per_replica;
+        let headroom = f64::from(c.headroom_percent) * 0.01;
+        let factor = |extra: f64| (1.0 + headroom + extra) * per_replica;
         let expected =
             |startup: u32| demand.max(state.forecast.forecast(f64::from(startup) + gap as f64));
         let private_d = expected(c.private_startup_seconds);
@@ -457,7 +474,7 @@ impl BurstController {
             }
             ahead
         };
-        let f = factor(c.headroom_percent);
+        let f = factor(0.0);
         let mut recommended = ahead_with(f);
         // Whether the forecast raised it: only worth a division-free ceil when it could have.
         let forecast_above = private_d > demand || public_d.is_some_and(|d| d > demand);
@@ -467,7 +484,8 @@ impl BurstController {
             Why::Demand
         };
         if recommended < current {
-            let tolerant = ahead_with(factor(c.headroom_percent + c.tolerance_percent));
+            let band = dead_band(c.tolerance_percent, state.forecast.noise);
+            let tolerant = ahead_with(factor(band));
             if tolerant > recommended {
                 recommended = tolerant.min(current);
                 why = Why::Demand;

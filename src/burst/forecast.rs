@@ -1,6 +1,10 @@
 //! Demand forecast for the look-ahead: Holt's linear (double exponential) smoothing on samples at
 //! irregular times. The controller asks "what will demand be when a replica requested now is
 //! ready?", i.e. `startupSeconds` ahead, so that it bursts early enough on a rising trend.
+//!
+//! It also measures how noisy demand is: the peak relative deviation of a sample from the
+//! one-step prediction, decaying slowly. The controller widens its scale-down dead band to that
+//! noise, so that a scale-down is not undone by the next noisy sample.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,31 +17,56 @@ pub struct Holt {
     pub trend: f64,
     /// Unix seconds of the last sample; `None` before the first.
     pub last: Option<i64>,
+    /// Noise: the peak of `|sample - prediction| / max(sample, prediction)` over recent samples,
+    /// decaying with a time constant of [`NOISE_TAU_SECONDS`]. A smooth trend (which the
+    /// prediction follows) is not noise.
+    #[serde(default)]
+    pub noise: f64,
 }
 
 /// Time constant of the level: short, so the level follows demand closely.
 const LEVEL_TAU_SECONDS: f64 = 60.0;
 /// Time constant of the trend: longer, so noise between reads does not look like a trend.
 const TREND_TAU_SECONDS: f64 = 600.0;
+/// Time constant of the noise peak's decay: long, so a quiet spell between noisy ones does not
+/// narrow the dead band at once.
+pub const NOISE_TAU_SECONDS: f64 = 1800.0;
 
-/// Smoothing factors and `1 / dt` for a gap of `dt` seconds. Ticks come at a fixed interval, so
-/// the last gap's factors are remembered per thread: `exp` is costly in the simulator's loop.
-fn factors(dt: i64) -> (f64, f64, f64) {
+/// What [`factors`] computes for a gap: smoothing factors, noise decay and `1 / dt`.
+#[derive(Clone, Copy)]
+struct Factors {
+    dt: i64,
+    alpha: f64,
+    beta: f64,
+    decay: f64,
+    inverse_dt: f64,
+}
+
+/// Smoothing factors, noise decay and `1 / dt` for a gap of `dt` seconds. Ticks come at a fixed
+/// interval, so the last gap's factors are remembered per thread: `exp` is costly in the
+/// simulator's loop.
+fn factors(dt: i64) -> Factors {
     use std::cell::Cell;
     thread_local! {
-        static LAST: Cell<(i64, f64, f64, f64)> = const { Cell::new((0, 0.0, 0.0, 0.0)) };
+        static LAST: Cell<Factors> = const {
+            Cell::new(Factors { dt: 0, alpha: 0.0, beta: 0.0, decay: 0.0, inverse_dt: 0.0 })
+        };
     }
     LAST.with(|last| {
         let cached = last.get();
-        if cached.0 == dt {
-            return (cached.1, cached.2, cached.3);
+        if cached.dt == dt {
+            return cached;
         }
         let seconds = dt as f64;
-        let alpha = 1.0 - (-seconds / LEVEL_TAU_SECONDS).exp();
-        let beta = 1.0 - (-seconds / TREND_TAU_SECONDS).exp();
-        let computed = (dt, alpha, beta, 1.0 / seconds);
+        let computed = Factors {
+            dt,
+            alpha: 1.0 - (-seconds / LEVEL_TAU_SECONDS).exp(),
+            beta: 1.0 - (-seconds / TREND_TAU_SECONDS).exp(),
+            decay: (-seconds / NOISE_TAU_SECONDS).exp(),
+            inverse_dt: 1.0 / seconds,
+        };
         last.set(computed);
-        (computed.1, computed.2, computed.3)
+        computed
     })
 }
 
@@ -50,6 +79,7 @@ impl Holt {
                 level: value,
                 trend: 0.0,
                 last: Some(now),
+                noise: 0.0,
             };
             return;
         };
@@ -59,10 +89,20 @@ impl Holt {
             self.level = value;
             return;
         }
-        let (alpha, beta, inverse_dt) = factors(now - last);
+        let f = factors(now - last);
         let predicted = self.level + self.trend * dt;
-        let level = alpha * value + (1.0 - alpha) * predicted;
-        self.trend = beta * (level - self.level) * inverse_dt + (1.0 - beta) * self.trend;
+        // Noise peak: a new peak when the deviation beats the decayed one (one division only
+        // then), else the decayed peak.
+        let deviation = (value - predicted).abs();
+        let scale = value.max(predicted);
+        let decayed = self.noise * f.decay;
+        self.noise = if deviation > decayed * scale && scale > 0.0 {
+            (deviation / scale).min(1.0)
+        } else {
+            decayed
+        };
+        let level = f.alpha * value + (1.0 - f.alpha) * predicted;
+        self.trend = f.beta * (level - self.level) * f.inverse_dt + (1.0 - f.beta) * self.trend;
         self.level = level;
         self.last = Some(now);
     }
@@ -99,5 +139,34 @@ mod tests {
             h.update(i * 30, 500.0);
         }
         assert!((h.forecast(600.0) - 500.0).abs() < 1e-6);
+        assert_eq!(h.noise, 0.0);
+    }
+
+    #[test]
+    fn noise_is_the_decaying_peak_deviation() {
+        let mut h = Holt::default();
+        for i in 0..50 {
+            h.update(i * 30, 1000.0);
+        }
+        // One sample 5% above: a peak of about 5% (relative to the larger of sample and
+        // prediction), which then decays with the noise time constant.
+        h.update(50 * 30, 1050.0);
+        assert!((h.noise - 50.0 / 1050.0).abs() < 1e-9, "{}", h.noise);
+        let peak = h.noise;
+        for i in 51..111 {
+            h.update(i * 30, h.level);
+        }
+        let expected = peak * (-1800.0 / NOISE_TAU_SECONDS).exp();
+        assert!(
+            (h.noise - expected).abs() < 1e-9,
+            "{} vs {expected}",
+            h.noise
+        );
+        // A linear ramp is followed, not noise: the peak keeps decaying.
+        let mut ramp = Holt::default();
+        for i in 0..400 {
+            ramp.update(i * 30, 1000.0 + 0.5 * (i * 30) as f64);
+        }
+        assert!(ramp.noise < 0.002, "{}", ramp.noise);
     }
 }

@@ -10,7 +10,8 @@
 //! - a step limit with neither `maxStepReplicas` nor `maxStepPercent` is unlimited (the HPA
 //!   would apply its default policies);
 //! - the HPA's 10% tolerance (both directions) is replaced by a scale-down dead band,
-//!   `metric.tolerancePercent` (see the controller): scale-ups are never delayed by it;
+//!   `metric.tolerancePercent` widened to the measured noise (see
+//!   [`crate::burst::dead_band`]): scale-ups are never delayed by it;
 //! - the count windows and steps start from is the controller's last decision, as the HPA uses
 //!   the scale's `spec.replicas`, not the replicas observed ready.
 
