@@ -315,7 +315,7 @@ fn failback_only_after_the_window() {
     ranker.input.components[i].current = [("aws-euc1-l4-spot".to_string(), 6)].into();
     ranker.state.public_replicas = 6;
     ranker.state.desired = Some(6);
-    let window = ranker.world.controller.config.failback_after_seconds;
+    let window = ranker.world.controller.config().failback_after_seconds;
     assert_eq!(window, 900);
     let mut t = 0;
     while t < window {
@@ -469,7 +469,7 @@ fn bursts_ahead_of_a_ramp_by_the_public_start_up() {
     let mut ranker = Loop::new(&estate, RANKER);
     let private = f64::from(ranker.world.private_capacity) * 400.0;
     let slope = 2.0; // requests per second, per second
-    let headroom = 1.0 + f64::from(ranker.world.controller.config.headroom_percent) / 100.0;
+    let headroom = 1.0 + f64::from(ranker.world.controller.config().headroom_percent) / 100.0;
     let cross = (private / headroom / slope) as i64; // demand with headroom reaches private capacity
     let mut burst_at = None;
     for k in 0..(cross / 30 + 40) {
@@ -492,7 +492,7 @@ fn prewarm_raises_the_floor_in_its_window() {
     let ranker = Loop::new(&estate, RANKER);
     let controller = &ranker.world.controller;
     let window = controller
-        .config
+        .config()
         .prewarm
         .iter()
         .find(|w| w.name == "black-friday-2026")

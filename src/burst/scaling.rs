@@ -58,29 +58,43 @@ pub fn replicas_for(demand: f64, target_per_replica: f64, headroom_percent: u32)
 
 /// `ceil(demand * factor)` for a precomputed `factor = (1 + headroom%) / target`: the hot path
 /// of [`replicas_for`] without divisions or a libm call.
+#[inline]
 pub(crate) fn replicas_at(demand: f64, factor: f64) -> u32 {
-    if demand.is_nan() || demand <= 0.0 || !demand.is_finite() {
+    // NaN, zero, negative and infinite demand need none (as in `replicas_for`).
+    if !(demand > 0.0) || demand == f64::INFINITY {
         return 0;
     }
-    // A relative epsilon keeps 400.0000001 / 400 from asking for a second replica.
-    let exact = demand * factor * (1.0 - 1e-12);
+    ceil_u32(demand * factor)
+}
+
+/// `ceil(x)` for a positive finite-or-not `x`, saturating at `u32::MAX`, with a relative epsilon
+/// that keeps 400.0000001 / 400 from asking for a second replica.
+#[inline]
+pub(crate) fn ceil_u32(x: f64) -> u32 {
+    let exact = x * (1.0 - 1e-12);
     if exact >= f64::from(u32::MAX) {
         return u32::MAX;
     }
+    // `as` saturates (NaN and negatives to 0); the comparison adds the fractional replica.
     let floor = exact as u32;
-    if f64::from(floor) < exact {
-        floor + 1
-    } else {
-        floor
-    }
+    floor + u32::from(f64::from(floor) < exact)
 }
 
 /// What the stabilisation windows and step limits remember.
+///
+/// The windows keep only the recommendations that can still be a window's extreme (monotonic
+/// queues): for the scale-up window's minimum, those lower than every later one; for the
+/// scale-down window's maximum, those higher than every later one. Each tick then costs O(1)
+/// amortised, however long the windows are.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleHistory {
-    /// `(unix seconds, recommended replicas)`, oldest first, within the longest window.
-    pub recommendations: VecDeque<(i64, u32)>,
+    /// `(unix seconds, recommended replicas)`, oldest first, values strictly increasing: the
+    /// candidates for the lowest recommendation of the scale-up window.
+    pub lowest: VecDeque<(i64, u32)>,
+    /// `(unix seconds, recommended replicas)`, oldest first, values strictly decreasing: the
+    /// candidates for the highest recommendation of the scale-down window.
+    pub highest: VecDeque<(i64, u32)>,
     /// `(unix seconds, replica change)` of recent scale steps, within the longest period.
     pub changes: VecDeque<(i64, i32)>,
 }
@@ -88,14 +102,22 @@ pub struct ScaleHistory {
 impl ScaleHistory {
     /// Remembers a recommendation and forgets those older than `keep_seconds`.
     pub fn record_recommendation(&mut self, now: i64, replicas: u32, keep_seconds: i64) {
-        while self
-            .recommendations
-            .front()
-            .is_some_and(|&(t, _)| t < now - keep_seconds)
-        {
-            self.recommendations.pop_front();
+        let oldest = now - keep_seconds;
+        while self.lowest.front().is_some_and(|&(t, _)| t < oldest) {
+            self.lowest.pop_front();
         }
-        self.recommendations.push_back((now, replicas));
+        while self.highest.front().is_some_and(|&(t, _)| t < oldest) {
+            self.highest.pop_front();
+        }
+        // A later recommendation as low (high) as an earlier one outlives it in every window.
+        while self.lowest.back().is_some_and(|&(_, r)| r >= replicas) {
+            self.lowest.pop_back();
+        }
+        while self.highest.back().is_some_and(|&(_, r)| r <= replicas) {
+            self.highest.pop_back();
+        }
+        self.lowest.push_back((now, replicas));
+        self.highest.push_back((now, replicas));
     }
 
     /// Remembers a scale step and forgets those older than `keep_seconds`.
@@ -115,26 +137,24 @@ impl ScaleHistory {
     /// HPA stabilisation: scale up only to the lowest recommendation of the up-window, down only
     /// to the highest of the down-window; in between, hold `current`.
     pub fn stabilized(&self, now: i64, current: u32, up: &Behavior, down: &Behavior) -> u32 {
-        let mut up_rec = u32::MAX;
-        let mut down_rec = 0;
-        for &(t, r) in self.recommendations.iter().rev() {
-            let age = now - t;
-            let in_up = age <= up.window_seconds;
-            let in_down = age <= down.window_seconds;
-            if !in_up && !in_down {
-                break;
-            }
-            if in_up {
-                up_rec = up_rec.min(r);
-            }
-            if in_down {
-                down_rec = down_rec.max(r);
-            }
-        }
-        if up_rec == u32::MAX {
+        // The first candidate still in the window is the window's extreme. An empty window
+        // (no history, or all of it older) leaves that direction unbounded.
+        let in_window = |queue: &VecDeque<(i64, u32)>, window: i64| {
+            queue
+                .iter()
+                .find(|&&(t, _)| now - t <= window)
+                .map(|&(_, r)| r)
+        };
+        let Some(up_rec) = in_window(&self.lowest, up.window_seconds) else {
             // No history at all: nothing to stabilise against.
             return current;
-        }
+        };
+        let down_rec = in_window(&self.highest, down.window_seconds).unwrap_or(0);
+        Self::between(current, up_rec, down_rec)
+    }
+
+    #[inline]
+    fn between(current: u32, up_rec: u32, down_rec: u32) -> u32 {
         let mut replicas = current;
         if replicas < up_rec {
             replicas = up_rec;

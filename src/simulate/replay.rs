@@ -13,7 +13,8 @@
 
 use super::world::World;
 use crate::burst::{
-    BurstController, ControllerState, EventKind, Observation, PlacementSummary, replicas_for,
+    BurstController, ControllerState, EventCounts, EventKind, Observation, PlacementSummary,
+    replicas_for,
 };
 use crate::planner::plan;
 use serde::Serialize;
@@ -91,7 +92,8 @@ pub trait Scaler {
 pub struct ControllerScaler<'a> {
     pub controller: &'a BurstController,
     pub state: ControllerState,
-    pub counts: BTreeMap<EventKind, u64>,
+    /// Events by kind (messages are not formatted: nobody reads them here).
+    pub counts: EventCounts,
 }
 
 impl<'a> ControllerScaler<'a> {
@@ -99,7 +101,7 @@ impl<'a> ControllerScaler<'a> {
         Self {
             controller,
             state: ControllerState::default(),
-            counts: BTreeMap::new(),
+            counts: EventCounts::default(),
         }
     }
 }
@@ -112,26 +114,19 @@ impl Scaler for ControllerScaler<'_> {
             public_replicas: view.public_requested,
             private_capacity: view.private_capacity,
         };
-        let r = self
-            .controller
-            .recommend_in_place(&mut self.state, &observation, now);
-        for e in &r.events {
-            *self.counts.entry(e.kind).or_default() += 1;
-        }
-        (r.desired, r.rebalance)
+        let tick =
+            self.controller
+                .recommend_with(&mut self.state, &observation, now, &mut self.counts);
+        (tick.desired, tick.rebalance)
     }
 
     fn placed(&mut self, summary: &PlacementSummary, now: i64) {
-        for e in self
-            .controller
-            .observe_plan_in_place(&mut self.state, summary, now)
-        {
-            *self.counts.entry(e.kind).or_default() += 1;
-        }
+        self.controller
+            .observe_plan_with(&mut self.state, summary, now, &mut self.counts);
     }
 
     fn events(&self) -> BTreeMap<EventKind, u64> {
-        self.counts.clone()
+        self.counts.to_map()
     }
 }
 
