@@ -3,7 +3,7 @@
 
 use super::events::{Event, EventKind};
 use super::forecast::Holt;
-use super::scaling::{Behavior, ScaleHistory, replicas_at};
+use super::scaling::{Behavior, EPSILON_FACTOR, ScaleHistory, replicas_at};
 use crate::api::{BurstPolicySpec, Cloud, FallbackAction, ReplicaRange};
 use crate::planner::{ComponentPlan, ComponentRequest, PlanInput, PoolView, ineligibility, plan};
 use serde::{Deserialize, Serialize};
@@ -289,6 +289,9 @@ struct Derived {
     keep_seconds: i64,
     private_startup: f64,
     public_startup: Option<f64>,
+    /// The dead band's bounds, as fractions (see [`dead_band`]).
+    tolerance: f64,
+    band_cap: f64,
 }
 
 /// Where the controller's events go: collected with their messages ([`Vec<Event>`]), or only
@@ -352,6 +355,8 @@ impl BurstController {
             keep_seconds: config.keep_seconds(),
             private_startup: f64::from(config.private_startup_seconds),
             public_startup: config.public_startup_seconds.map(f64::from),
+            tolerance: dead_band(config.tolerance_percent, 0.0),
+            band_cap: dead_band(config.tolerance_percent, 1.0),
         };
         Self { config, derived }
     }
@@ -550,34 +555,41 @@ impl BurstController {
         let d = &self.derived;
         let gap = gap as f64;
         let forecast = &state.forecast;
+        // Demand is finite and non-negative here, and so is the forecast: plain comparisons
+        // instead of NaN-aware `f64::max`.
+        let at_least_demand = |x: f64| if x > demand { x } else { demand };
         // Expected demand over the private start-up, and over the public start-up when that no
         // longer fits private capacity; both at least `demand`. The ceiling is monotonic, so the
         // replicas of the larger expectation are the larger count: one ceiling, not two.
-        let private_d = demand.max(forecast.forecast(d.private_startup + gap));
+        let private_d = at_least_demand(forecast.forecast(d.private_startup + gap));
         let public_d = d
             .public_startup
-            .map(|startup| demand.max(forecast.forecast(startup + gap)));
+            .map(|startup| at_least_demand(forecast.forecast(startup + gap)));
         // `replicas_at(public_d, f) > private_capacity` without its ceiling: `ceil(x) > n` iff
-        // `x > n` (the same epsilon as the ceiling).
+        // `x > n` (with the ceiling's epsilon).
         let private_capacity = f64::from(observation.private_capacity);
         let expected_with = |f: f64| match public_d {
-            Some(p) if p * f * (1.0 - 1e-12) > private_capacity => private_d.max(p),
+            Some(p) if p * f * EPSILON_FACTOR > private_capacity && p > private_d => p,
             _ => private_d,
         };
         let expected = expected_with(d.factor);
         let mut recommended = replicas_at(expected, d.factor);
-        // Whether the forecast raised it: only worth a second ceiling when it could have.
-        let mut why = if expected > demand && recommended > replicas_at(demand, d.factor) {
+        // Whether the forecast raised it, i.e. `replicas_at(demand) < recommended`, without a
+        // second ceiling: `ceil(x) < r` iff `x <= r - 1`.
+        let mut why = if expected > demand
+            && demand * d.factor * EPSILON_FACTOR <= f64::from(recommended) - 1.0
+        {
             Why::Forecast
         } else {
             Why::Demand
         };
         if recommended < current {
-            let band = dead_band(self.config.tolerance_percent, forecast.noise);
+            let band = (2.0 * forecast.noise).clamp(d.tolerance, d.band_cap);
             let f = (d.headroom + band) * d.per_replica;
-            let tolerant = replicas_at(expected_with(f), f);
-            if tolerant > recommended {
-                recommended = tolerant.min(current);
+            let tolerant_d = expected_with(f);
+            // The ceiling only when it can exceed `recommended` (`ceil(x) > r` iff `x > r`).
+            if tolerant_d * f * EPSILON_FACTOR > f64::from(recommended) {
+                recommended = replicas_at(tolerant_d, f).min(current);
                 why = Why::Demand;
             }
         }

@@ -67,11 +67,14 @@ pub(crate) fn replicas_at(demand: f64, factor: f64) -> u32 {
     ceil_u32(demand * factor)
 }
 
+/// What [`ceil_u32`] multiplies by before rounding up: a relative epsilon.
+pub(crate) const EPSILON_FACTOR: f64 = 1.0 - 1e-12;
+
 /// `ceil(x)` for a positive finite-or-not `x`, saturating at `u32::MAX`, with a relative epsilon
 /// that keeps 400.0000001 / 400 from asking for a second replica.
 #[inline]
 pub(crate) fn ceil_u32(x: f64) -> u32 {
-    let exact = x * (1.0 - 1e-12);
+    let exact = x * EPSILON_FACTOR;
     if exact >= f64::from(u32::MAX) {
         return u32::MAX;
     }
