@@ -455,7 +455,7 @@ impl BurstController {
                 }
                 state
                     .history
-                    .record_recommendation(now, recommended, self.derived.keep_seconds);
+                    .record_for_windows(now, recommended, &c.up, &c.down);
                 let stabilized = state.history.stabilized(now, current, &c.up, &c.down);
                 let limited = state
                     .history
@@ -544,6 +544,7 @@ impl BurstController {
     /// Below `current`, the same is computed with the dead band (see [`dead_band`]: at least
     /// `tolerancePercent`, wider on noisy demand) as more headroom and the higher count is kept
     /// (never above `current`), so noise does not flap replicas.
+    #[inline]
     fn for_demand(
         &self,
         state: &ControllerState,

@@ -93,6 +93,7 @@ fn factors(dt: i64) -> Factors {
 impl Holt {
     /// Folds in a sample. Smoothing factors derive from the time since the last sample, so the
     /// forecast behaves the same at 30 s metric intervals and at 60 s simulation steps.
+    #[inline]
     pub fn update(&mut self, now: i64, value: f64) {
         let Some(last) = self.last else {
             *self = Holt {

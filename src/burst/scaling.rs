@@ -123,6 +123,35 @@ impl ScaleHistory {
         self.highest.push_back((now, replicas));
     }
 
+    /// Remembers a recommendation, forgetting in each queue what has left its own window (time
+    /// only moves forward, so it never comes back): the window's extreme is then the front,
+    /// found without a scan. What the controller calls each tick.
+    #[inline]
+    pub fn record_for_windows(&mut self, now: i64, replicas: u32, up: &Behavior, down: &Behavior) {
+        while self
+            .lowest
+            .front()
+            .is_some_and(|&(t, _)| now - t > up.window_seconds)
+        {
+            self.lowest.pop_front();
+        }
+        while self
+            .highest
+            .front()
+            .is_some_and(|&(t, _)| now - t > down.window_seconds)
+        {
+            self.highest.pop_front();
+        }
+        while self.lowest.back().is_some_and(|&(_, r)| r >= replicas) {
+            self.lowest.pop_back();
+        }
+        while self.highest.back().is_some_and(|&(_, r)| r <= replicas) {
+            self.highest.pop_back();
+        }
+        self.lowest.push_back((now, replicas));
+        self.highest.push_back((now, replicas));
+    }
+
     /// Remembers a scale step and forgets those older than `keep_seconds`.
     pub fn record_change(&mut self, now: i64, change: i32, keep_seconds: i64) {
         while self
@@ -139,14 +168,17 @@ impl ScaleHistory {
 
     /// HPA stabilisation: scale up only to the lowest recommendation of the up-window, down only
     /// to the highest of the down-window; in between, hold `current`.
+    #[inline]
     pub fn stabilized(&self, now: i64, current: u32, up: &Behavior, down: &Behavior) -> u32 {
         // The first candidate still in the window is the window's extreme. An empty window
         // (no history, or all of it older) leaves that direction unbounded.
-        let in_window = |queue: &VecDeque<(i64, u32)>, window: i64| {
-            queue
+        let in_window = |queue: &VecDeque<(i64, u32)>, window: i64| match queue.front() {
+            // The front is in the window when the queue was recorded for these windows.
+            Some(&(t, r)) if now - t <= window => Some(r),
+            _ => queue
                 .iter()
                 .find(|&&(t, _)| now - t <= window)
-                .map(|&(_, r)| r)
+                .map(|&(_, r)| r),
         };
         let Some(up_rec) = in_window(&self.lowest, up.window_seconds) else {
             // No history at all: nothing to stabilise against.
