@@ -176,7 +176,9 @@ impl Hasher for KeyHasher {
 struct Placer<'w> {
     world: &'w World,
     work: crate::planner::PlanInput,
-    cache: HashMap<Vec<u32>, (Vec<u32>, PlacementSummary), BuildHasherDefault<KeyHasher>>,
+    /// Key to an index into `plans`: a hit is one hash, and returns no borrow of the map.
+    cache: HashMap<Vec<u32>, usize, BuildHasherDefault<KeyHasher>>,
+    plans: Vec<(Vec<u32>, PlacementSummary)>,
     key: Vec<u32>,
     calls: u64,
 }
@@ -187,6 +189,7 @@ impl<'w> Placer<'w> {
             world,
             work: world.input.clone(),
             cache: HashMap::default(),
+            plans: Vec::new(),
             key: Vec::new(),
             calls: 0,
         }
@@ -202,32 +205,32 @@ impl<'w> Placer<'w> {
         self.key.push(desired);
         self.key.push(u32::from(rebalance));
         self.key.extend_from_slice(current);
-        if !self.cache.contains_key(self.key.as_slice()) {
-            self.calls += 1;
-            let w = self.world;
-            let component = &mut self.work.components[w.index];
-            component.desired = desired.clamp(w.min(), w.max());
-            component.rebalance = rebalance;
-            component.current = current
-                .iter()
-                .enumerate()
-                .filter(|&(_, &n)| n > 0)
-                .map(|(p, &n)| (w.input.pools[p].name.clone(), n))
-                .collect();
-            let planned = plan(&self.work);
-            let mine = &planned.components[w.index];
-            let mut counts = vec![0; w.input.pools.len()];
-            for placement in &mine.placements {
-                if let Some(p) = w.input.pools.iter().position(|x| x.name == placement.pool) {
-                    counts[p] = placement.replicas;
-                }
-            }
-            let summary = PlacementSummary::from_plan(mine);
-            self.cache.insert(self.key.clone(), (counts, summary));
+        if let Some(&hit) = self.cache.get(self.key.as_slice()) {
+            return &self.plans[hit];
         }
-        // A second lookup on a hit, cheap with the multiplicative hash (returning the first
-        // lookup's borrow while inserting on a miss is beyond the borrow checker).
-        &self.cache[self.key.as_slice()]
+        self.calls += 1;
+        let w = self.world;
+        let component = &mut self.work.components[w.index];
+        component.desired = desired.clamp(w.min(), w.max());
+        component.rebalance = rebalance;
+        component.current = current
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(p, &n)| (w.input.pools[p].name.clone(), n))
+            .collect();
+        let planned = plan(&self.work);
+        let mine = &planned.components[w.index];
+        let mut counts = vec![0; w.input.pools.len()];
+        for placement in &mine.placements {
+            if let Some(p) = w.input.pools.iter().position(|x| x.name == placement.pool) {
+                counts[p] = placement.replicas;
+            }
+        }
+        let summary = PlacementSummary::from_plan(mine);
+        self.cache.insert(self.key.clone(), self.plans.len());
+        self.plans.push((counts, summary));
+        self.plans.last().expect("just pushed")
     }
 }
 
