@@ -2,8 +2,8 @@
 //! irregular times. The controller asks "what will demand be when a replica requested now is
 //! ready?", i.e. `startupSeconds` ahead, so that it bursts early enough on a rising trend.
 //!
-//! It also measures how noisy demand is: the peak relative deviation of a sample from the
-//! one-step prediction, decaying slowly. The controller widens its scale-down dead band to that
+//! It also measures how noisy demand is: the peak relative deviation of samples from the one-step
+//! prediction where demand reverses (goes to the other side of the prediction), decaying slowly. The controller widens its scale-down dead band to that
 //! noise, so that a scale-down is not undone by the next noisy sample.
 
 use serde::{Deserialize, Serialize};
@@ -17,11 +17,15 @@ pub struct Holt {
     pub trend: f64,
     /// Unix seconds of the last sample; `None` before the first.
     pub last: Option<i64>,
-    /// Noise: the peak of `|sample - prediction| / max(sample, prediction)` over recent samples,
-    /// decaying with a time constant of [`NOISE_TAU_SECONDS`]. A smooth trend (which the
-    /// prediction follows) is not noise.
+    /// Noise: the peak over recent reversals (a sample on the other side of the one-step
+    /// prediction than the previous one) of the smaller of the two relative deviations
+    /// `(sample - prediction) / max(sample, prediction)`, decaying with a time constant of
+    /// [`NOISE_TAU_SECONDS`]. A trend, or a step the forecast is catching up with, is not noise.
     #[serde(default)]
     pub noise: f64,
+    /// The last sample's relative deviation from its prediction (signed).
+    #[serde(default)]
+    pub residual: f64,
 }
 
 /// Time constant of the level: short, so the level follows demand closely.
@@ -101,6 +105,7 @@ impl Holt {
                 trend: 0.0,
                 last: Some(now),
                 noise: 0.0,
+                residual: 0.0,
             };
             return;
         };
@@ -112,16 +117,27 @@ impl Holt {
         }
         let f = factors(now - last);
         let predicted = self.level + self.trend * dt;
-        // Noise peak: a new peak when the deviation beats the decayed one (one division only
-        // then), else the decayed peak.
-        let deviation = (value - predicted).abs();
+        // Noise: a sample on the other side of the prediction than the last one is a reversal,
+        // and the smaller of the two deviations is noise (a step or a ramp keeps deviations on
+        // one side while the forecast catches up: that is not noise). The peak decays.
         let scale = value.max(predicted);
+        let residual = if scale > 0.0 {
+            (value - predicted) / scale
+        } else {
+            0.0
+        };
+        let reversal = if residual * self.residual < 0.0 {
+            residual.abs().min(self.residual.abs())
+        } else {
+            0.0
+        };
         let decayed = self.noise * f.decay;
-        self.noise = if deviation > decayed * scale && scale > 0.0 {
-            (deviation / scale).min(1.0)
+        self.noise = if reversal > decayed {
+            reversal
         } else {
             decayed
         };
+        self.residual = residual;
         // Holt's update, `level' = alpha * value + (1 - alpha) * (level + trend * dt)` and
         // `trend' = beta * (level' - level) / dt + (1 - beta) * trend`, expanded so that each is a
         // short sum of the old level and trend: the chain from one tick to the next (the
@@ -169,18 +185,20 @@ mod tests {
     }
 
     #[test]
-    fn noise_is_the_decaying_peak_deviation() {
+    fn noise_is_the_decaying_peak_of_reversals() {
         let mut h = Holt::default();
         for i in 0..50 {
             h.update(i * 30, 1000.0);
         }
-        // One sample 5% above: a peak of about 5% (relative to the larger of sample and
-        // prediction), which then decays with the noise time constant.
+        // 5% above, then below: a reversal; the smaller deviation (the first, relative to the
+        // larger of sample and prediction) is the noise peak, which then decays.
         h.update(50 * 30, 1050.0);
+        assert_eq!(h.noise, 0.0, "one deviation alone is not noise yet");
+        h.update(51 * 30, 950.0);
         assert!((h.noise - 50.0 / 1050.0).abs() < 1e-9, "{}", h.noise);
         let peak = h.noise;
-        for i in 51..111 {
-            h.update(i * 30, h.level);
+        for i in 52..112 {
+            h.update(i * 30, h.forecast(30.0));
         }
         let expected = peak * (-1800.0 / NOISE_TAU_SECONDS).exp();
         assert!(
@@ -188,7 +206,19 @@ mod tests {
             "{} vs {expected}",
             h.noise
         );
-        // A linear ramp is followed, not noise: the peak keeps decaying.
+    }
+
+    #[test]
+    fn steps_and_ramps_are_not_noise() {
+        // A step down by 75%: deviations stay on one side while the forecast catches up.
+        let mut step = Holt::default();
+        for i in 0..50 {
+            step.update(i * 30, 4000.0);
+        }
+        for i in 50..100 {
+            step.update(i * 30, 1000.0);
+        }
+        assert!(step.noise < 0.03, "{}", step.noise);
         let mut ramp = Holt::default();
         for i in 0..400 {
             ramp.update(i * 30, 1000.0 + 0.5 * (i * 30) as f64);
