@@ -2,8 +2,8 @@
 //! irregular times. The controller asks "what will demand be when a replica requested now is
 //! ready?", i.e. `startupSeconds` ahead, so that it bursts early enough on a rising trend.
 //!
-//! It also measures how noisy demand is: the peak relative deviation of samples from the one-step
-//! prediction where demand reverses (goes to the other side of the prediction), decaying slowly. The controller widens its scale-down dead band to that
+//! It also measures how noisy demand is: the peak relative deviation from the one-step prediction
+//! of samples where demand reverses (goes to the other side of the prediction), decaying slowly. The controller widens its scale-down dead band to that
 //! noise, so that a scale-down is not undone by the next noisy sample.
 
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,8 @@ pub struct Holt {
     /// Unix seconds of the last sample; `None` before the first.
     pub last: Option<i64>,
     /// Noise: the peak over recent reversals (a sample on the other side of the one-step
-    /// prediction than the previous one) of the smaller of the two relative deviations
-    /// `(sample - prediction) / max(sample, prediction)`, decaying with a time constant of
+    /// prediction than the previous one) of the relative deviation
+    /// `|sample - prediction| / max(sample, prediction)`, decaying with a time constant of
     /// [`NOISE_TAU_SECONDS`]. A trend, or a step the forecast is catching up with, is not noise.
     #[serde(default)]
     pub noise: f64,
@@ -118,8 +118,8 @@ impl Holt {
         let f = factors(now - last);
         let predicted = self.level + self.trend * dt;
         // Noise: a sample on the other side of the prediction than the last one is a reversal,
-        // and the smaller of the two deviations is noise (a step or a ramp keeps deviations on
-        // one side while the forecast catches up: that is not noise). The peak decays.
+        // and its deviation is noise (a step or a ramp keeps deviations on one side while the
+        // forecast catches up: that is not noise). The peak decays.
         let scale = value.max(predicted);
         let residual = if scale > 0.0 {
             (value - predicted) / scale
@@ -127,7 +127,7 @@ impl Holt {
             0.0
         };
         let reversal = if residual * self.residual < 0.0 {
-            residual.abs().min(self.residual.abs())
+            residual.abs()
         } else {
             0.0
         };
@@ -190,12 +190,19 @@ mod tests {
         for i in 0..50 {
             h.update(i * 30, 1000.0);
         }
-        // 5% above, then below: a reversal; the smaller deviation (the first, relative to the
-        // larger of sample and prediction) is the noise peak, which then decays.
+        // 5% above, then below: a reversal; the second deviation (relative to the larger of
+        // sample and prediction) is the noise peak, which then decays.
         h.update(50 * 30, 1050.0);
         assert_eq!(h.noise, 0.0, "one deviation alone is not noise yet");
+        let predicted = h.forecast(30.0);
         h.update(51 * 30, 950.0);
-        assert!((h.noise - 50.0 / 1050.0).abs() < 1e-9, "{}", h.noise);
+        let deviation = (predicted - 950.0) / predicted;
+        assert!(deviation > 0.05);
+        assert!(
+            (h.noise - deviation).abs() < 1e-9,
+            "{} vs {deviation}",
+            h.noise
+        );
         let peak = h.noise;
         for i in 52..112 {
             h.update(i * 30, h.forecast(30.0));
