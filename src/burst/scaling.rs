@@ -61,7 +61,7 @@ pub fn replicas_for(demand: f64, target_per_replica: f64, headroom_percent: u32)
 #[inline]
 pub(crate) fn replicas_at(demand: f64, factor: f64) -> u32 {
     // NaN, zero, negative and infinite demand need none (as in `replicas_for`).
-    if !(demand > 0.0) || demand == f64::INFINITY {
+    if demand.is_nan() || demand <= 0.0 || demand == f64::INFINITY {
         return 0;
     }
     ceil_u32(demand * factor)
