@@ -90,6 +90,34 @@ proptest! {
         }
     }
 
+    /// The monotonic queues give exactly what a scan of every recommendation in each window
+    /// gives, recorded either way (expiring by the longest window, or per window as the
+    /// controller records), at irregular times.
+    #[test]
+    fn stabilized_equals_a_scan_of_the_windows(
+        up in behavior(),
+        down in behavior(),
+        steps in prop::collection::vec((1i64..200, 0u32..60), 1..80),
+        current in 0u32..60,
+    ) {
+        let keep = up.window_seconds.max(down.window_seconds);
+        let (mut kept, mut per_window) = (ScaleHistory::default(), ScaleHistory::default());
+        let mut all = Vec::new();
+        let mut now = 0;
+        for &(gap, r) in &steps {
+            now += gap;
+            kept.record_recommendation(now, r, keep);
+            per_window.record_for_windows(now, r, &up, &down);
+            all.push((now, r));
+            let in_window = |w: i64| all.iter().filter(move |&&(t, _)| now - t <= w).map(|&(_, r)| r);
+            let up_min = in_window(up.window_seconds).min().unwrap();
+            let down_max = in_window(down.window_seconds).max().unwrap_or(0);
+            let scanned = current.max(up_min).min(down_max);
+            prop_assert_eq!(kept.stabilized(now, current, &up, &down), scanned);
+            prop_assert_eq!(per_window.stabilized(now, current, &up, &down), scanned);
+        }
+    }
+
     /// Whatever the demand (or its absence), decisions stay within min and max.
     #[test]
     fn decisions_stay_within_bounds(

@@ -3,7 +3,7 @@
 
 use super::events::{Event, EventKind};
 use super::forecast::Holt;
-use super::scaling::{Behavior, ScaleHistory, replicas_at};
+use super::scaling::{Behavior, EPSILON_FACTOR, ScaleHistory, replicas_at};
 use crate::api::{BurstPolicySpec, Cloud, FallbackAction, ReplicaRange};
 use crate::planner::{ComponentPlan, ComponentRequest, PlanInput, PoolView, ineligibility, plan};
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,21 @@ pub enum ConfigError {
 /// Dead band of scale-downs when the policy sets none: half the HPA's 10%, since demand here is
 /// a rate averaged over a minute rather than a noisy utilisation sample.
 pub const DEFAULT_TOLERANCE_PERCENT: u32 = 5;
+
+/// The widest the dead band grows on noisy demand (unless `tolerancePercent` is wider): the
+/// HPA's fixed tolerance.
+pub const MAX_NOISE_BAND_PERCENT: u32 = 10;
+
+/// The scale-down dead band, as a fraction of demand, for the measured `noise` (see
+/// [`Holt::noise`]): `tolerancePercent`, widened to twice the noise peak (a sample may lie
+/// anywhere between the low and the high side of the noise, so the count a scale-down keeps
+/// must serve the high side seen from the low side), at most [`MAX_NOISE_BAND_PERCENT`] (or the
+/// tolerance when that is wider).
+pub fn dead_band(tolerance_percent: u32, noise: f64) -> f64 {
+    let tolerance = f64::from(tolerance_percent) * 0.01;
+    let cap = tolerance.max(f64::from(MAX_NOISE_BAND_PERCENT) * 0.01);
+    (2.0 * noise).clamp(tolerance, cap)
+}
 
 /// A prewarm window in Unix seconds.
 #[derive(Clone, Debug, PartialEq)]
@@ -258,12 +273,97 @@ impl PlacementSummary {
 /// The burst controller of one component.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BurstController {
-    pub config: ControllerConfig,
+    config: ControllerConfig,
+    derived: Derived,
+}
+
+/// Per-configuration constants of the tick, computed once in [`BurstController::new`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Derived {
+    /// `1 / targetPerReplica`.
+    per_replica: f64,
+    /// `(1 + headroom%) / targetPerReplica`.
+    factor: f64,
+    /// `1 + headroom%`.
+    headroom: f64,
+    keep_seconds: i64,
+    private_startup: f64,
+    public_startup: Option<f64>,
+    /// The dead band's bounds, as fractions (see [`dead_band`]).
+    tolerance: f64,
+    band_cap: f64,
+}
+
+/// Where the controller's events go: collected with their messages ([`Vec<Event>`]), or only
+/// counted ([`EventCounts`]); a message is formatted only when a sink keeps it.
+pub trait EventSink {
+    fn emit(&mut self, at: i64, kind: EventKind, message: impl FnOnce() -> String);
+}
+
+impl EventSink for Vec<Event> {
+    fn emit(&mut self, at: i64, kind: EventKind, message: impl FnOnce() -> String) {
+        self.push(Event {
+            at,
+            kind,
+            message: message(),
+        });
+    }
+}
+
+/// Events counted by kind, without their messages: for the simulator's hot loop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventCounts([u64; EventKind::ALL.len()]);
+
+impl EventCounts {
+    pub fn get(&self, kind: EventKind) -> u64 {
+        self.0[kind as usize]
+    }
+
+    /// The kinds that occurred, with their counts.
+    pub fn to_map(&self) -> std::collections::BTreeMap<EventKind, u64> {
+        EventKind::ALL
+            .iter()
+            .filter(|&&k| self.get(k) > 0)
+            .map(|&k| (k, self.get(k)))
+            .collect()
+    }
+}
+
+impl EventSink for EventCounts {
+    fn emit(&mut self, _at: i64, kind: EventKind, _message: impl FnOnce() -> String) {
+        self.0[kind as usize] += 1;
+    }
+}
+
+/// A tick's decision without its events (those went to an [`EventSink`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tick {
+    pub desired: u32,
+    pub rebalance: bool,
+    pub recommended: u32,
+    pub why: Why,
 }
 
 impl BurstController {
     pub fn new(config: ControllerConfig) -> Self {
-        Self { config }
+        let per_replica = 1.0 / config.target_per_replica;
+        let headroom = 1.0 + f64::from(config.headroom_percent) * 0.01;
+        let derived = Derived {
+            per_replica,
+            factor: headroom * per_replica,
+            headroom,
+            keep_seconds: config.keep_seconds(),
+            private_startup: f64::from(config.private_startup_seconds),
+            public_startup: config.public_startup_seconds.map(f64::from),
+            tolerance: dead_band(config.tolerance_percent, 0.0),
+            band_cap: dead_band(config.tolerance_percent, 1.0),
+        };
+        Self { config, derived }
+    }
+
+    /// The configuration (to change it, build a new controller: constants derive from it).
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
     }
 
     /// Step 1, functional form: (state, observation, now) → (new state, recommendation).
@@ -278,20 +378,42 @@ impl BurstController {
         (next, recommendation)
     }
 
-    /// Step 1 updating `state` in place: the same as [`Self::recommend`] without the copy, for
-    /// the simulator's hot loop.
+    /// Step 1 updating `state` in place: the same as [`Self::recommend`] without the copy.
     pub fn recommend_in_place(
         &self,
         state: &mut ControllerState,
         observation: &Observation,
         now: i64,
     ) -> Recommendation {
-        let c = &self.config;
         let mut events = Vec::new();
+        let tick = self.recommend_with(state, observation, now, &mut events);
+        Recommendation {
+            desired: tick.desired,
+            rebalance: tick.rebalance,
+            recommended: tick.recommended,
+            why: tick.why,
+            events,
+        }
+    }
+
+    /// Step 1 updating `state` in place, events to `events`: for the simulator's hot loop
+    /// (with [`EventCounts`], no message is formatted).
+    pub fn recommend_with(
+        &self,
+        state: &mut ControllerState,
+        observation: &Observation,
+        now: i64,
+        events: &mut impl EventSink,
+    ) -> Tick {
+        let c = &self.config;
         let current = state.desired.unwrap_or(observation.current_replicas);
 
         // Floors: min, raised by a prewarm window in force.
-        let window = c.prewarm.iter().find(|w| w.start <= now && now < w.end);
+        let window = if c.prewarm.is_empty() {
+            None
+        } else {
+            c.prewarm.iter().find(|w| w.start <= now && now < w.end)
+        };
         let mut floor = c.min;
         let mut floor_why = Why::Min;
         if let Some(w) = window
@@ -303,16 +425,14 @@ impl BurstController {
         let floor = floor.min(c.max);
         if window.map(|w| &w.name) != state.prewarm.as_ref() {
             if let Some(w) = window {
-                events.push(Event {
-                    at: now,
-                    kind: EventKind::Prewarm,
-                    message: format!(
+                events.emit(now, EventKind::Prewarm, || {
+                    format!(
                         "prewarm window {} raises the floor to {} replicas until {}",
                         w.name,
                         floor,
                         k8s_openapi::jiff::Timestamp::from_second(w.end)
                             .map_or_else(|_| w.end.to_string(), |t| t.to_string())
-                    ),
+                    )
                 });
             }
             state.prewarm = window.map(|w| w.name.clone());
@@ -335,7 +455,7 @@ impl BurstController {
                 }
                 state
                     .history
-                    .record_recommendation(now, recommended, c.keep_seconds());
+                    .record_for_windows(now, recommended, &c.up, &c.down);
                 let stabilized = state.history.stabilized(now, current, &c.up, &c.down);
                 let limited = state
                     .history
@@ -357,18 +477,14 @@ impl BurstController {
             None => {
                 if state.metric_unavailable_since.is_none() {
                     state.metric_unavailable_since = Some(now);
-                    events.push(Event {
-                        at: now,
-                        kind: EventKind::MetricUnavailable,
-                        message: match c.fallback {
-                            FallbackAction::HoldLast => {
-                                format!("metric unavailable: holding {current} replicas (HoldLast)")
-                            }
-                            FallbackAction::Floor => format!(
-                                "metric unavailable: scaling to the floor of {} replicas (Floor)",
-                                c.fallback_floor.unwrap_or(c.min)
-                            ),
-                        },
+                    events.emit(now, EventKind::MetricUnavailable, || match c.fallback {
+                        FallbackAction::HoldLast => {
+                            format!("metric unavailable: holding {current} replicas (HoldLast)")
+                        }
+                        FallbackAction::Floor => format!(
+                            "metric unavailable: scaling to the floor of {} replicas (Floor)",
+                            c.fallback_floor.unwrap_or(c.min)
+                        ),
                     });
                 }
                 // No recommendation is recorded: the windows must not learn a made-up value.
@@ -388,17 +504,15 @@ impl BurstController {
         let change = i64::from(desired) - i64::from(current);
         state
             .history
-            .record_change(now, change as i32, c.keep_seconds());
+            .record_change(now, change as i32, self.derived.keep_seconds);
         if change != 0 {
             let kind = if change > 0 {
                 EventKind::ScaleUp
             } else {
                 EventKind::ScaleDown
             };
-            events.push(Event {
-                at: now,
-                kind,
-                message: format!("{current} → {desired} replicas: {why}"),
+            events.emit(now, kind, || {
+                format!("{current} → {desired} replicas: {why}")
             });
         }
 
@@ -415,12 +529,11 @@ impl BurstController {
         let rebalance = observation.public_replicas == 0 || settled;
 
         state.desired = Some(desired);
-        Recommendation {
+        Tick {
             desired,
             rebalance,
             recommended,
             why,
-            events,
         }
     }
 
@@ -428,8 +541,10 @@ impl BurstController {
     /// start-up, and when the forecast over the public pools' (slower) start-up no longer fits
     /// private capacity, over that horizon, so the burst is requested early enough.
     ///
-    /// Below `current`, the same is computed with `tolerancePercent` more headroom and the higher
-    /// count is kept (never above `current`): a dead band, so noise does not flap replicas.
+    /// Below `current`, the same is computed with the dead band (see [`dead_band`]: at least
+    /// `tolerancePercent`, wider on noisy demand) as more headroom and the higher count is kept
+    /// (never above `current`), so noise does not flap replicas.
+    #[inline]
     fn for_demand(
         &self,
         state: &ControllerState,
@@ -438,38 +553,44 @@ impl BurstController {
         current: u32,
         gap: i64,
     ) -> (u32, Why) {
-        let c = &self.config;
-        let per_replica = 1.0 / c.target_per_replica;
-        let factor = |headroom: u32| (1.0 + f64::from(headroom) * 0.01) * per_replica;
-        let expected =
-            |startup: u32| demand.max(state.forecast.forecast(f64::from(startup) + gap as f64));
-        let private_d = expected(c.private_startup_seconds);
-        let public_d = c.public_startup_seconds.map(expected);
-        // Replicas for the expected demand: over the private start-up, and over the public
-        // start-up when that no longer fits private capacity. Both are at least `demand`.
-        let ahead_with = |f: f64| {
-            let mut ahead = replicas_at(private_d, f);
-            if let Some(d) = public_d {
-                let public_ahead = replicas_at(d, f);
-                if public_ahead > observation.private_capacity {
-                    ahead = ahead.max(public_ahead);
-                }
-            }
-            ahead
+        let d = &self.derived;
+        let gap = gap as f64;
+        let forecast = &state.forecast;
+        // Demand is finite and non-negative here, and so is the forecast: plain comparisons
+        // instead of NaN-aware `f64::max`.
+        let at_least_demand = |x: f64| if x > demand { x } else { demand };
+        // Expected demand over the private start-up, and over the public start-up when that no
+        // longer fits private capacity; both at least `demand`. The ceiling is monotonic, so the
+        // replicas of the larger expectation are the larger count: one ceiling, not two.
+        let private_d = at_least_demand(forecast.forecast(d.private_startup + gap));
+        let public_d = d
+            .public_startup
+            .map(|startup| at_least_demand(forecast.forecast(startup + gap)));
+        // `replicas_at(public_d, f) > private_capacity` without its ceiling: `ceil(x) > n` iff
+        // `x > n` (with the ceiling's epsilon).
+        let private_capacity = f64::from(observation.private_capacity);
+        let expected_with = |f: f64| match public_d {
+            Some(p) if p * f * EPSILON_FACTOR > private_capacity && p > private_d => p,
+            _ => private_d,
         };
-        let f = factor(c.headroom_percent);
-        let mut recommended = ahead_with(f);
-        // Whether the forecast raised it: only worth a division-free ceil when it could have.
-        let forecast_above = private_d > demand || public_d.is_some_and(|d| d > demand);
-        let mut why = if forecast_above && recommended > replicas_at(demand, f) {
+        let expected = expected_with(d.factor);
+        let mut recommended = replicas_at(expected, d.factor);
+        // Whether the forecast raised it, i.e. `replicas_at(demand) < recommended`, without a
+        // second ceiling: `ceil(x) < r` iff `x <= r - 1`.
+        let mut why = if expected > demand
+            && demand * d.factor * EPSILON_FACTOR <= f64::from(recommended) - 1.0
+        {
             Why::Forecast
         } else {
             Why::Demand
         };
         if recommended < current {
-            let tolerant = ahead_with(factor(c.headroom_percent + c.tolerance_percent));
-            if tolerant > recommended {
-                recommended = tolerant.min(current);
+            let band = (2.0 * forecast.noise).clamp(d.tolerance, d.band_cap);
+            let f = (d.headroom + band) * d.per_replica;
+            let tolerant_d = expected_with(f);
+            // The ceiling only when it can exceed `recommended` (`ceil(x) > r` iff `x > r`).
+            if tolerant_d * f * EPSILON_FACTOR > f64::from(recommended) {
+                recommended = replicas_at(tolerant_d, f).min(current);
                 why = Why::Demand;
             }
         }
@@ -496,57 +617,58 @@ impl BurstController {
         now: i64,
     ) -> Vec<Event> {
         let mut events = Vec::new();
+        self.observe_plan_with(state, placed, now, &mut events);
+        events
+    }
+
+    /// Step 2 updating `state` in place, events to `events`.
+    pub fn observe_plan_with(
+        &self,
+        state: &mut ControllerState,
+        placed: &PlacementSummary,
+        now: i64,
+        events: &mut impl EventSink,
+    ) {
         let (was_public, was_private) = (state.public_replicas, state.private_replicas);
         if was_public == 0 && placed.public_replicas > 0 {
             state.burst_since = Some(now);
-            events.push(Event {
-                at: now,
-                kind: EventKind::BurstStart,
-                message: format!(
+            events.emit(now, EventKind::BurstStart, || {
+                format!(
                     "{} replicas on public pools: private capacity is not enough",
                     placed.public_replicas
-                ),
+                )
             });
         }
         if was_public > 0 && placed.public_replicas < was_public {
             let moved = (was_public - placed.public_replicas)
                 .min(placed.private_replicas.saturating_sub(was_private));
             if moved > 0 {
-                events.push(Event {
-                    at: now,
-                    kind: EventKind::Failback,
-                    message: format!(
+                events.emit(now, EventKind::Failback, || format!(
                         "{moved} replicas moved from public back to private after demand fitted private capacity for {} s",
                         self.config.failback_after_seconds
-                    ),
-                });
+                    ));
             }
         }
         if was_public > 0 && placed.public_replicas == 0 {
             let lasted = state.burst_since.map_or(0, |since| now - since);
             state.burst_since = None;
-            events.push(Event {
-                at: now,
-                kind: EventKind::BurstEnd,
-                message: format!("no replicas on public pools any more, after {lasted} s"),
+            events.emit(now, EventKind::BurstEnd, || {
+                format!("no replicas on public pools any more, after {lasted} s")
             });
         }
         let bound = placed.budget_reason.is_some();
         if bound && !state.budget_bound {
-            events.push(Event {
-                at: now,
-                kind: EventKind::BudgetHit,
-                message: format!(
+            events.emit(now, EventKind::BudgetHit, || {
+                format!(
                     "{} replicas unplaced: {}",
                     placed.unplaced,
                     placed.budget_reason.as_deref().unwrap_or("budget")
-                ),
+                )
             });
         }
         state.budget_bound = bound;
         state.public_replicas = placed.public_replicas;
         state.private_replicas = placed.private_replicas;
-        events
     }
 }
 

@@ -27,6 +27,18 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [EventKind; 8] = [
+        EventKind::ScaleUp,
+        EventKind::ScaleDown,
+        EventKind::BurstStart,
+        EventKind::BurstEnd,
+        EventKind::Failback,
+        EventKind::BudgetHit,
+        EventKind::Prewarm,
+        EventKind::MetricUnavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::ScaleUp => "ScaleUp",

@@ -22,9 +22,9 @@ mod forecast;
 mod scaling;
 
 pub use controller::{
-    BurstController, ConfigError, ControllerConfig, ControllerState, Decision, Observation,
-    PlacementSummary, PrewarmSpan, Recommendation, Why, pool_capacity_for, private_capacity,
-    reconcile,
+    BurstController, ConfigError, ControllerConfig, ControllerState, Decision, EventCounts,
+    EventSink, MAX_NOISE_BAND_PERCENT, Observation, PlacementSummary, PrewarmSpan, Recommendation,
+    Tick, Why, dead_band, pool_capacity_for, private_capacity, reconcile,
 };
 pub use events::{Event, EventKind};
 pub use forecast::Holt;

@@ -10,7 +10,8 @@
 //! - a step limit with neither `maxStepReplicas` nor `maxStepPercent` is unlimited (the HPA
 //!   would apply its default policies);
 //! - the HPA's 10% tolerance (both directions) is replaced by a scale-down dead band,
-//!   `metric.tolerancePercent` (see the controller): scale-ups are never delayed by it;
+//!   `metric.tolerancePercent` widened to the measured noise (see
+//!   [`crate::burst::dead_band`]): scale-ups are never delayed by it;
 //! - the count windows and steps start from is the controller's last decision, as the HPA uses
 //!   the scale's `spec.replicas`, not the replicas observed ready.
 
@@ -57,29 +58,46 @@ pub fn replicas_for(demand: f64, target_per_replica: f64, headroom_percent: u32)
 
 /// `ceil(demand * factor)` for a precomputed `factor = (1 + headroom%) / target`: the hot path
 /// of [`replicas_for`] without divisions or a libm call.
+#[inline]
 pub(crate) fn replicas_at(demand: f64, factor: f64) -> u32 {
-    if demand.is_nan() || demand <= 0.0 || !demand.is_finite() {
+    // NaN, zero, negative and infinite demand need none (as in `replicas_for`).
+    if demand.is_nan() || demand <= 0.0 || demand == f64::INFINITY {
         return 0;
     }
-    // A relative epsilon keeps 400.0000001 / 400 from asking for a second replica.
-    let exact = demand * factor * (1.0 - 1e-12);
+    ceil_u32(demand * factor)
+}
+
+/// What [`ceil_u32`] multiplies by before rounding up: a relative epsilon.
+pub(crate) const EPSILON_FACTOR: f64 = 1.0 - 1e-12;
+
+/// `ceil(x)` for a positive finite-or-not `x`, saturating at `u32::MAX`, with a relative epsilon
+/// that keeps 400.0000001 / 400 from asking for a second replica.
+#[inline]
+pub(crate) fn ceil_u32(x: f64) -> u32 {
+    let exact = x * EPSILON_FACTOR;
     if exact >= f64::from(u32::MAX) {
         return u32::MAX;
     }
+    // `as` saturates (NaN and negatives to 0); the comparison adds the fractional replica.
     let floor = exact as u32;
-    if f64::from(floor) < exact {
-        floor + 1
-    } else {
-        floor
-    }
+    floor + u32::from(f64::from(floor) < exact)
 }
 
 /// What the stabilisation windows and step limits remember.
+///
+/// The windows keep only the recommendations that can still be a window's extreme (monotonic
+/// queues): for the scale-up window's minimum, those lower than every later one; for the
+/// scale-down window's maximum, those higher than every later one. Each tick then costs O(1)
+/// amortised, however long the windows are.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleHistory {
-    /// `(unix seconds, recommended replicas)`, oldest first, within the longest window.
-    pub recommendations: VecDeque<(i64, u32)>,
+    /// `(unix seconds, recommended replicas)`, oldest first, values strictly increasing: the
+    /// candidates for the lowest recommendation of the scale-up window.
+    pub lowest: VecDeque<(i64, u32)>,
+    /// `(unix seconds, recommended replicas)`, oldest first, values strictly decreasing: the
+    /// candidates for the highest recommendation of the scale-down window.
+    pub highest: VecDeque<(i64, u32)>,
     /// `(unix seconds, replica change)` of recent scale steps, within the longest period.
     pub changes: VecDeque<(i64, i32)>,
 }
@@ -87,14 +105,51 @@ pub struct ScaleHistory {
 impl ScaleHistory {
     /// Remembers a recommendation and forgets those older than `keep_seconds`.
     pub fn record_recommendation(&mut self, now: i64, replicas: u32, keep_seconds: i64) {
-        while self
-            .recommendations
-            .front()
-            .is_some_and(|&(t, _)| t < now - keep_seconds)
-        {
-            self.recommendations.pop_front();
+        let oldest = now - keep_seconds;
+        while self.lowest.front().is_some_and(|&(t, _)| t < oldest) {
+            self.lowest.pop_front();
         }
-        self.recommendations.push_back((now, replicas));
+        while self.highest.front().is_some_and(|&(t, _)| t < oldest) {
+            self.highest.pop_front();
+        }
+        // A later recommendation as low (high) as an earlier one outlives it in every window.
+        while self.lowest.back().is_some_and(|&(_, r)| r >= replicas) {
+            self.lowest.pop_back();
+        }
+        while self.highest.back().is_some_and(|&(_, r)| r <= replicas) {
+            self.highest.pop_back();
+        }
+        self.lowest.push_back((now, replicas));
+        self.highest.push_back((now, replicas));
+    }
+
+    /// Remembers a recommendation, forgetting in each queue what has left its own window (time
+    /// only moves forward, so it never comes back): the window's extreme is then the front,
+    /// found without a scan. What the controller calls each tick.
+    #[inline]
+    pub fn record_for_windows(&mut self, now: i64, replicas: u32, up: &Behavior, down: &Behavior) {
+        while self
+            .lowest
+            .front()
+            .is_some_and(|&(t, _)| now - t > up.window_seconds)
+        {
+            self.lowest.pop_front();
+        }
+        while self
+            .highest
+            .front()
+            .is_some_and(|&(t, _)| now - t > down.window_seconds)
+        {
+            self.highest.pop_front();
+        }
+        while self.lowest.back().is_some_and(|&(_, r)| r >= replicas) {
+            self.lowest.pop_back();
+        }
+        while self.highest.back().is_some_and(|&(_, r)| r <= replicas) {
+            self.highest.pop_back();
+        }
+        self.lowest.push_back((now, replicas));
+        self.highest.push_back((now, replicas));
     }
 
     /// Remembers a scale step and forgets those older than `keep_seconds`.
@@ -113,27 +168,28 @@ impl ScaleHistory {
 
     /// HPA stabilisation: scale up only to the lowest recommendation of the up-window, down only
     /// to the highest of the down-window; in between, hold `current`.
+    #[inline]
     pub fn stabilized(&self, now: i64, current: u32, up: &Behavior, down: &Behavior) -> u32 {
-        let mut up_rec = u32::MAX;
-        let mut down_rec = 0;
-        for &(t, r) in self.recommendations.iter().rev() {
-            let age = now - t;
-            let in_up = age <= up.window_seconds;
-            let in_down = age <= down.window_seconds;
-            if !in_up && !in_down {
-                break;
-            }
-            if in_up {
-                up_rec = up_rec.min(r);
-            }
-            if in_down {
-                down_rec = down_rec.max(r);
-            }
-        }
-        if up_rec == u32::MAX {
+        // The first candidate still in the window is the window's extreme. An empty window
+        // (no history, or all of it older) leaves that direction unbounded.
+        let in_window = |queue: &VecDeque<(i64, u32)>, window: i64| match queue.front() {
+            // The front is in the window when the queue was recorded for these windows.
+            Some(&(t, r)) if now - t <= window => Some(r),
+            _ => queue
+                .iter()
+                .find(|&&(t, _)| now - t <= window)
+                .map(|&(_, r)| r),
+        };
+        let Some(up_rec) = in_window(&self.lowest, up.window_seconds) else {
             // No history at all: nothing to stabilise against.
             return current;
-        }
+        };
+        let down_rec = in_window(&self.highest, down.window_seconds).unwrap_or(0);
+        Self::between(current, up_rec, down_rec)
+    }
+
+    #[inline]
+    fn between(current: u32, up_rec: u32, down_rec: u32) -> u32 {
         let mut replicas = current;
         if replicas < up_rec {
             replicas = up_rec;

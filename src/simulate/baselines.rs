@@ -5,6 +5,7 @@
 use super::replay::{Scaler, View};
 use super::world::World;
 use crate::api::Cloud;
+use crate::burst::BurstController;
 use crate::planner::Budget;
 
 /// Private only, with enough capacity: the cheapest eligible private pool grows until the
@@ -18,7 +19,9 @@ pub fn private_only_world(policy: &World, peak_replicas: u32) -> Option<World> {
         world.grow(pool, need - world.private_capacity);
     }
     world.input.components[world.index].burst.enabled = false;
-    world.controller.config.public_startup_seconds = None;
+    let mut config = world.controller.config().clone();
+    config.public_startup_seconds = None;
+    world.controller = BurstController::new(config);
     world.refresh();
     Some(world)
 }
@@ -48,8 +51,10 @@ pub fn public_only_world(policy: &World, peak_replicas: u32) -> Option<World> {
     if need > world.capacity[pool] {
         world.grow(pool, need - world.capacity[pool]);
     }
-    world.controller.config.private_startup_seconds = 0;
-    world.controller.config.public_startup_seconds = Some(world.input.pools[pool].startup_seconds);
+    let mut config = world.controller.config().clone();
+    config.private_startup_seconds = 0;
+    config.public_startup_seconds = Some(world.input.pools[pool].startup_seconds);
+    world.controller = BurstController::new(config);
     world.refresh();
     Some(world)
 }

@@ -13,11 +13,13 @@
 
 use super::world::World;
 use crate::burst::{
-    BurstController, ControllerState, EventKind, Observation, PlacementSummary, replicas_for,
+    BurstController, ControllerState, EventCounts, EventKind, Observation, PlacementSummary,
+    replicas_for,
 };
 use crate::planner::plan;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// The figures of one run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -91,7 +93,8 @@ pub trait Scaler {
 pub struct ControllerScaler<'a> {
     pub controller: &'a BurstController,
     pub state: ControllerState,
-    pub counts: BTreeMap<EventKind, u64>,
+    /// Events by kind (messages are not formatted: nobody reads them here).
+    pub counts: EventCounts,
 }
 
 impl<'a> ControllerScaler<'a> {
@@ -99,7 +102,7 @@ impl<'a> ControllerScaler<'a> {
         Self {
             controller,
             state: ControllerState::default(),
-            counts: BTreeMap::new(),
+            counts: EventCounts::default(),
         }
     }
 }
@@ -112,26 +115,60 @@ impl Scaler for ControllerScaler<'_> {
             public_replicas: view.public_requested,
             private_capacity: view.private_capacity,
         };
-        let r = self
-            .controller
-            .recommend_in_place(&mut self.state, &observation, now);
-        for e in &r.events {
-            *self.counts.entry(e.kind).or_default() += 1;
-        }
-        (r.desired, r.rebalance)
+        let tick =
+            self.controller
+                .recommend_with(&mut self.state, &observation, now, &mut self.counts);
+        (tick.desired, tick.rebalance)
     }
 
     fn placed(&mut self, summary: &PlacementSummary, now: i64) {
-        for e in self
-            .controller
-            .observe_plan_in_place(&mut self.state, summary, now)
-        {
-            *self.counts.entry(e.kind).or_default() += 1;
-        }
+        self.controller
+            .observe_plan_with(&mut self.state, summary, now, &mut self.counts);
     }
 
     fn events(&self) -> BTreeMap<EventKind, u64> {
-        self.counts.clone()
+        self.counts.to_map()
+    }
+}
+
+/// A multiplicative hash (as rustc's Fx hash) for the placer's short integer keys: the default
+/// SipHash is built against adversarial keys, which these are not, and costs more than the rest
+/// of a cache hit.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ (rest.len() as u64) << 56);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -139,7 +176,9 @@ impl Scaler for ControllerScaler<'_> {
 struct Placer<'w> {
     world: &'w World,
     work: crate::planner::PlanInput,
-    cache: HashMap<Vec<u32>, (Vec<u32>, PlacementSummary)>,
+    /// Key to an index into `plans`: a hit is one hash, and returns no borrow of the map.
+    cache: HashMap<Vec<u32>, usize, BuildHasherDefault<KeyHasher>>,
+    plans: Vec<(Vec<u32>, PlacementSummary)>,
     key: Vec<u32>,
     calls: u64,
 }
@@ -149,7 +188,8 @@ impl<'w> Placer<'w> {
         Self {
             world,
             work: world.input.clone(),
-            cache: HashMap::new(),
+            cache: HashMap::default(),
+            plans: Vec::new(),
             key: Vec::new(),
             calls: 0,
         }
@@ -165,30 +205,32 @@ impl<'w> Placer<'w> {
         self.key.push(desired);
         self.key.push(u32::from(rebalance));
         self.key.extend_from_slice(current);
-        if !self.cache.contains_key(self.key.as_slice()) {
-            self.calls += 1;
-            let w = self.world;
-            let component = &mut self.work.components[w.index];
-            component.desired = desired.clamp(w.min(), w.max());
-            component.rebalance = rebalance;
-            component.current = current
-                .iter()
-                .enumerate()
-                .filter(|&(_, &n)| n > 0)
-                .map(|(p, &n)| (w.input.pools[p].name.clone(), n))
-                .collect();
-            let planned = plan(&self.work);
-            let mine = &planned.components[w.index];
-            let mut counts = vec![0; w.input.pools.len()];
-            for placement in &mine.placements {
-                if let Some(p) = w.input.pools.iter().position(|x| x.name == placement.pool) {
-                    counts[p] = placement.replicas;
-                }
-            }
-            let summary = PlacementSummary::from_plan(mine);
-            self.cache.insert(self.key.clone(), (counts, summary));
+        if let Some(&hit) = self.cache.get(self.key.as_slice()) {
+            return &self.plans[hit];
         }
-        &self.cache[self.key.as_slice()]
+        self.calls += 1;
+        let w = self.world;
+        let component = &mut self.work.components[w.index];
+        component.desired = desired.clamp(w.min(), w.max());
+        component.rebalance = rebalance;
+        component.current = current
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(p, &n)| (w.input.pools[p].name.clone(), n))
+            .collect();
+        let planned = plan(&self.work);
+        let mine = &planned.components[w.index];
+        let mut counts = vec![0; w.input.pools.len()];
+        for placement in &mine.placements {
+            if let Some(p) = w.input.pools.iter().position(|x| x.name == placement.pool) {
+                counts[p] = placement.replicas;
+            }
+        }
+        let summary = PlacementSummary::from_plan(mine);
+        self.cache.insert(self.key.clone(), self.plans.len());
+        self.plans.push((counts, summary));
+        self.plans.last().expect("just pushed")
     }
 }
 

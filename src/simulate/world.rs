@@ -55,15 +55,15 @@ pub struct World {
 
 impl World {
     pub fn min(&self) -> u32 {
-        self.controller.config.min
+        self.controller.config().min
     }
 
     pub fn max(&self) -> u32 {
-        self.controller.config.max
+        self.controller.config().max
     }
 
     pub fn target(&self) -> f64 {
-        self.controller.config.target_per_replica
+        self.controller.config().target_per_replica
     }
 
     pub fn per_replica(&self) -> Resources {
