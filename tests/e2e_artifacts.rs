@@ -10,12 +10,12 @@ mod s3;
 #[path = "support/s3_proxy.rs"]
 mod s3_proxy;
 
+use e2e_support::TestCluster;
 use e2e_support::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
-use kube_harness::ClusterHandle;
 use s3::{
     create_bucket, delete, keys, location, model_files, put, seed_model, stores, unique_bucket,
 };
@@ -170,7 +170,7 @@ fn store_state(md: &ModelDeployment, pool: &str) -> Option<StoreState> {
 }
 
 /// Every Secret of a cluster, all namespaces.
-async fn secrets(cluster: &ClusterHandle) -> Vec<Secret> {
+async fn secrets(cluster: &TestCluster) -> Vec<Secret> {
     Api::<Secret>::all(cluster.client().expect("client"))
         .list(&ListParams::default())
         .await
@@ -213,6 +213,10 @@ async fn model_is_synced_and_verified_before_replicas_burst_to_the_public_pool()
 
     // Two private GPUs for four replicas: two must burst to the public pool.
     let estate = Estate::start(2, 8).await;
+    if !estate.harness_only("model_is_synced_and_verified_before_replicas_burst_to_the_public_pool")
+    {
+        return;
+    }
     apply_pools_with_stores(&estate, &private_bucket, &down.endpoint, &public_bucket);
     let operator = Operator::start_with_artifacts(&estate, artifacts_config()).await;
     let uri = format!("s3://{private_bucket}/recsys/ranker/v1");
@@ -449,6 +453,10 @@ async fn sensitive_model_stays_private_and_a_broken_source_fails_then_recovers()
     delete(a, &private_bucket, &missing).await;
 
     let estate = Estate::start(8, 8).await;
+    if !estate.harness_only("sensitive_model_stays_private_and_a_broken_source_fails_then_recovers")
+    {
+        return;
+    }
     apply_pools_with_stores(&estate, &private_bucket, b, &public_bucket);
     let _operator = Operator::start_with_artifacts(&estate, artifacts_config()).await;
     // A model read by a sensitive component, and by an internal one that could burst.
@@ -579,6 +587,9 @@ async fn on_burst_copies_to_the_public_store_only_when_a_burst_needs_it() {
     let digest = publish(&private_bucket, "busy/v1", &files).await;
 
     let estate = Estate::start(3, 8).await;
+    if !estate.harness_only("on_burst_copies_to_the_public_store_only_when_a_burst_needs_it") {
+        return;
+    }
     apply_pools_with_stores(&estate, &private_bucket, b, &public_bucket);
     let _operator = Operator::start_with_artifacts(&estate, artifacts_config()).await;
 

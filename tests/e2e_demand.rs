@@ -137,6 +137,9 @@ async fn a_peak_bursts_to_public_and_its_end_releases_public_replicas_first() {
 async fn replicas_pushed_public_fail_back_only_after_the_window() {
     const FAILBACK_SECONDS: u64 = 20;
     let estate = Estate::start(4, 16).await;
+    if !estate.harness_only("replicas_pushed_public_fail_back_only_after_the_window") {
+        return;
+    }
     estate.apply_pools();
     let load = LoadGenerator::start().await;
     let prometheus = Prometheus::start(load.addr).await;

@@ -8,6 +8,11 @@ use kube_harness::NodeSpec;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_private_cluster_moves_burstable_replicas_and_degrades_sensitive_ones() {
     let estate = Estate::start(8, 16).await;
+    if !estate.harness_only(
+        "unreachable_private_cluster_moves_burstable_replicas_and_degrades_sensitive_ones",
+    ) {
+        return;
+    }
     estate.apply_pools();
     let _operator = Operator::start(&estate).await;
     estate.apply(&deployment_yaml("ranker", "internal", 3, 6, ""));
@@ -84,6 +89,9 @@ async fn unreachable_private_cluster_moves_burstable_replicas_and_degrades_sensi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shrinking_pool_sheds_replicas_to_other_pools() {
     let estate = Estate::start(6, 16).await;
+    if !estate.harness_only("a_shrinking_pool_sheds_replicas_to_other_pools") {
+        return;
+    }
     estate.apply_pools();
     let _operator = Operator::start(&estate).await;
     estate.apply(&deployment_yaml("ranker", "internal", 5, 6, ""));

@@ -4,13 +4,16 @@
 //! through the Kubernetes API, as a user would.
 #![allow(dead_code)]
 
+pub mod clusters;
 pub mod demand;
+
+pub use clusters::TestCluster;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use kube_harness::{Cluster, ClusterConfig, ClusterHandle, NodeSpec};
+use kube_harness::{Cluster, ClusterConfig, NodeSpec};
 use serde_json::{Value, json};
 use skybridge::api::{ComputePool, ModelDeployment};
 use skybridge::operator::runtime::{RunConfig, run};
@@ -27,9 +30,9 @@ pub const OPERATOR_NAMESPACE: &str = "skybridge-system";
 pub const APP_NAMESPACE: &str = "shop";
 
 pub struct Estate {
-    pub hub: ClusterHandle,
-    pub private: ClusterHandle,
-    pub public: ClusterHandle,
+    pub hub: TestCluster,
+    pub private: TestCluster,
+    pub public: TestCluster,
 }
 
 /// Node label that selects each pool's nodes.
@@ -40,6 +43,41 @@ impl Estate {
     /// a public cluster with `public_gpus` L4 GPUs in pool `cloud-l4`.
     pub async fn start(private_gpus: u32, public_gpus: u32) -> Self {
         init_logs();
+        let estate = match clusters::real_contexts() {
+            Some((path, [hub, private, public])) => {
+                let hub = TestCluster::Real(clusters::RealCluster::connect(&path, &hub).await);
+                let private =
+                    TestCluster::Real(clusters::RealCluster::connect(&path, &private).await);
+                let public =
+                    TestCluster::Real(clusters::RealCluster::connect(&path, &public).await);
+                clusters::reset(&hub, [&private, &public], APP_NAMESPACE).await;
+                clusters::advertise_gpus(&private, POOL_LABEL, "dc1-l4", private_gpus).await;
+                clusters::advertise_gpus(&public, POOL_LABEL, "cloud-l4", public_gpus).await;
+                Self {
+                    hub,
+                    private,
+                    public,
+                }
+            }
+            None => Self::start_harness(private_gpus, public_gpus).await,
+        };
+        estate
+            .hub
+            .apply_yaml(&skybridge::api::crds_yaml().unwrap(), "e2e-setup")
+            .expect("CRDs apply");
+        let secrets = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {OPERATOR_NAMESPACE}}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {APP_NAMESPACE}}}\n---\n{}\n---\n{}\n",
+            kubeconfig_secret("private-kubeconfig", estate.private.kubeconfig_yaml()),
+            kubeconfig_secret("public-kubeconfig", estate.public.kubeconfig_yaml()),
+        );
+        estate
+            .hub
+            .apply_yaml(&secrets, "e2e-setup")
+            .expect("namespaces and secrets apply");
+        estate
+    }
+
+    async fn start_harness(private_gpus: u32, public_gpus: u32) -> Self {
         let fast = Duration::from_millis(100);
         let hub = Cluster::start(ClusterConfig::new("hub").readiness_delay(fast))
             .await
@@ -62,20 +100,21 @@ impl Estate {
         )
         .await
         .expect("public cluster starts");
-        hub.apply_yaml(&skybridge::api::crds_yaml().unwrap(), "e2e-setup")
-            .expect("CRDs apply");
-        let secrets = format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {OPERATOR_NAMESPACE}}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {APP_NAMESPACE}}}\n---\n{}\n---\n{}\n",
-            kubeconfig_secret("private-kubeconfig", private.kubeconfig_yaml()),
-            kubeconfig_secret("public-kubeconfig", public.kubeconfig_yaml()),
-        );
-        hub.apply_yaml(&secrets, "e2e-setup")
-            .expect("namespaces and secrets apply");
         Self {
-            hub,
-            private,
-            public,
+            hub: TestCluster::Harness(hub),
+            private: TestCluster::Harness(private),
+            public: TestCluster::Harness(public),
         }
+    }
+
+    /// Whether the clusters are harness instances; on real clusters, says that the calling test
+    /// is skipped because it needs harness controls (faults, reachability, Nodes).
+    pub fn harness_only(&self, test: &str) -> bool {
+        let harness = self.hub.is_harness();
+        if !harness {
+            eprintln!("SKIPPED on real clusters: {test} needs kube-harness controls");
+        }
+        harness
     }
 
     pub fn hub_client(&self) -> Client {
@@ -356,7 +395,7 @@ pub async fn wait_for(
 }
 
 /// Replicas per Deployment name of one cluster's Skybridge children, with their readiness.
-pub async fn children(cluster: &ClusterHandle) -> Vec<(String, i32, i32)> {
+pub async fn children(cluster: &TestCluster) -> Vec<(String, i32, i32)> {
     let api: Api<Deployment> = Api::all(cluster.client().expect("client"));
     let listed = api
         .list(&ListParams::default().labels("app.kubernetes.io/managed-by=skybridge"))
