@@ -162,9 +162,9 @@ async fn apply_all(client: &Client, objects: Vec<Value>, manager: &str) -> Resul
         let gvk = kube::api::GroupVersionKind::try_from(&serde_json::from_value::<
             kube::api::TypeMeta,
         >(object.clone())?)?;
-        if !kinds.contains_key(&gvk) {
-            let found = kube::discovery::pinned_kind(client, &gvk).await?;
-            kinds.insert(gvk, found);
+        if let std::collections::hash_map::Entry::Vacant(entry) = kinds.entry(gvk) {
+            let found = kube::discovery::pinned_kind(client, entry.key()).await?;
+            entry.insert(found);
         }
     }
     let kinds = &kinds;

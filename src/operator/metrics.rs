@@ -115,7 +115,7 @@ impl Default for Metrics {
         );
         registry.register(
             "artifact_sync_failures",
-            "Failed model syncs to a pool's store",
+            "Times a model's copy in a pool's store turned Failed (a sync that had worked or was new failed)",
             metrics.artifact_sync_failures.clone(),
         );
         registry.register(
