@@ -780,7 +780,16 @@ pub async fn sweep_store_secrets(
     ));
     let mut seen = BTreeSet::new();
     let mut first_error = None;
-    for pool in pools.values() {
+    // Copies exist only for pools whose store has credentials, and only in the deployment's
+    // target namespace there: list just those, so the operator needs no cluster-wide Secret
+    // access anywhere.
+    let with_credentials = pools.values().filter(|p| {
+        p.spec
+            .artifact_store
+            .as_ref()
+            .is_some_and(|s| s.credentials_secret_ref.is_some())
+    });
+    for pool in with_credentials {
         let cluster = match ctx.clusters.for_pool(pool).await {
             Ok(cluster) => cluster,
             Err(err) => {
@@ -788,13 +797,22 @@ pub async fn sweep_store_secrets(
                 continue;
             }
         };
-        if !seen.insert(cluster.id.clone()) {
+        let namespace = crate::operator::deployment_controller::target_namespace(md, pool);
+        if !seen.insert((cluster.id.clone(), namespace.clone())) {
             continue;
         }
         let result = async {
-            let secrets: Api<Secret> = Api::all(cluster.client().await);
+            let secrets: Api<Secret> = Api::namespaced(cluster.client().await, &namespace);
             let by_labels = ListParams::default().labels(&labels);
-            for secret in idempotent(|| secrets.list(&by_labels)).await? {
+            let listed = match idempotent(|| secrets.list(&by_labels)).await {
+                Ok(listed) => listed,
+                // Nothing was copied where the operator may not even list Secrets.
+                Err(kube::Error::Api(status)) if status.code == 403 || status.code == 404 => {
+                    return Ok(());
+                }
+                Err(err) => return Err(Error::from(err)),
+            };
+            for secret in listed {
                 let pool = secret.labels().get(LABEL_POOL).cloned().unwrap_or_default();
                 if keep.is_some_and(|k| k.contains(&pool)) {
                     continue;

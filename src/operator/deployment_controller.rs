@@ -178,10 +178,13 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // every reconcile would cost two lists per cluster each time. After a restart the memory is
     // empty, so the first reconcile always sweeps.
     let placed = placement_signature(&plans);
-    if ctx.swept(&key) != Some(placed)
-        && sweep_orphans(md, ctx, &estate.pools, Some(&plans)).await?
-    {
-        ctx.set_swept(&key, placed);
+    if ctx.swept(&key) != Some(placed) {
+        // Forget the old signature first: if this sweep is incomplete (a cluster unreachable)
+        // and the plan later returns to that signature, the sweep must still run.
+        ctx.forget_swept(&key);
+        if sweep_orphans(md, ctx, &estate.pools, Some(&plans)).await? {
+            ctx.set_swept(&key, placed);
+        }
     }
     if artifacts.is_some() {
         sweep_store_secrets(md, ctx, &estate.pools, Some(&serving_pools(&plans))).await?;
