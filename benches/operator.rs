@@ -157,39 +157,31 @@ impl Drop for Operator {
 /// Applies `objects` with server-side apply, `IN_FLIGHT` at a time; discovery once per kind.
 async fn apply_all(client: &Client, objects: Vec<Value>, manager: &str) -> Result<()> {
     let params = PatchParams::apply(manager).force();
+    // Each object with the API of its kind, discovered once per kind.
     let mut kinds = std::collections::HashMap::new();
-    for object in &objects {
-        let gvk = kube::api::GroupVersionKind::try_from(&serde_json::from_value::<
-            kube::api::TypeMeta,
-        >(object.clone())?)?;
-        if let std::collections::hash_map::Entry::Vacant(entry) = kinds.entry(gvk) {
+    let mut targets = Vec::with_capacity(objects.len());
+    for object in objects {
+        let type_meta: kube::api::TypeMeta = serde_json::from_value(object.clone())?;
+        let gvk = kube::api::GroupVersionKind::try_from(&type_meta)?;
+        if let std::collections::hash_map::Entry::Vacant(entry) = kinds.entry(gvk.clone()) {
             let found = kube::discovery::pinned_kind(client, entry.key()).await?;
             entry.insert(found);
         }
+        let (resource, caps) = &kinds[&gvk];
+        let api: Api<kube::api::DynamicObject> = match object["metadata"]["namespace"].as_str() {
+            Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
+                Api::namespaced_with(client.clone(), ns, resource)
+            }
+            _ => Api::all_with(client.clone(), resource),
+        };
+        targets.push((api, object));
     }
-    let kinds = &kinds;
-    stream::iter(objects)
-        .map(|object| {
-            let client = client.clone();
+    stream::iter(targets)
+        .map(|(api, object)| {
             let params = params.clone();
             async move {
-                let gvk =
-                    kube::api::GroupVersionKind::try_from(&serde_json::from_value::<
-                        kube::api::TypeMeta,
-                    >(object.clone())?)?;
-                let (resource, caps) = kinds[&gvk].clone();
-                let name = object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let api: Api<kube::api::DynamicObject> =
-                    match object["metadata"]["namespace"].as_str() {
-                        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-                            Api::namespaced_with(client, ns, &resource)
-                        }
-                        _ => Api::all_with(client, &resource),
-                    };
-                api.patch(&name, &params, &Patch::Apply(&object)).await?;
+                let name = object["metadata"]["name"].as_str().unwrap_or_default();
+                api.patch(name, &params, &Patch::Apply(&object)).await?;
                 anyhow::Ok(())
             }
         })

@@ -14,18 +14,50 @@ use serde_json::json;
 use skybridge::api::BurstPolicy;
 use std::time::{Duration, Instant};
 
-/// Starts the load at `rps` for `deployment` and waits until Prometheus sees it.
-async fn demand_seen(prometheus: &Prometheus, load: &LoadGenerator, deployment: &str, rps: f64) {
-    load.set_rate(deployment, rps);
-    let query = DEMAND_QUERY.replace("$deployment", deployment);
-    eventually(&format!("Prometheus measures {rps} rps"), || {
-        let query = query.clone();
-        async move {
-            let value = prometheus.value(&query).await?;
-            ((value - rps).abs() <= rps * 0.1).then_some(())
-        }
-    })
-    .await;
+/// Real demand for the deployment `ranker`: a load generator and Prometheus scraping it.
+struct Demand {
+    load: LoadGenerator,
+    prometheus: Prometheus,
+}
+
+impl Demand {
+    /// Sets the load on `ranker` to `rps` and waits until Prometheus sees it.
+    async fn set(&self, rps: f64) {
+        self.load.set_rate("ranker", rps);
+        let query = DEMAND_QUERY.replace("$deployment", "ranker");
+        eventually(&format!("Prometheus measures {rps} rps"), || {
+            let query = query.clone();
+            async move {
+                let value = self.prometheus.value(&query).await?;
+                ((value - rps).abs() <= rps * 0.1).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// Pools, `rps` of demand seen by Prometheus, the policy `ranking` reading it (with
+/// `policy_extra` under `burst`), the operator, then `ranker` with at most `max` replicas.
+async fn ranker_on_demand(
+    estate: &Estate,
+    rps: f64,
+    policy_extra: &str,
+    max: u32,
+) -> (Demand, Operator) {
+    estate.apply_pools();
+    let load = LoadGenerator::start().await;
+    let prometheus = Prometheus::start(load.addr).await;
+    let demand = Demand { load, prometheus };
+    demand.set(rps).await;
+    estate.apply(&policy_yaml(
+        "ranking",
+        &demand.prometheus.url,
+        100.0,
+        policy_extra,
+    ));
+    let operator = Operator::start(estate).await;
+    estate.apply(&ranker_with_policy("ranker", max));
+    (demand, operator)
 }
 
 fn ranker_with_policy(name: &str, max: u32) -> String {
@@ -44,20 +76,14 @@ async fn policy_status(estate: &Estate) -> Option<skybridge::api::BurstPolicySta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_follow_demand_read_from_prometheus() {
     let estate = Estate::start(8, 8).await;
-    estate.apply_pools();
-    let load = LoadGenerator::start().await;
-    let prometheus = Prometheus::start(load.addr).await;
-    demand_seen(&prometheus, &load, "ranker", 150.0).await;
-    estate.apply(&policy_yaml("ranking", &prometheus.url, 100.0, ""));
-    let _operator = Operator::start(&estate).await;
-    estate.apply(&ranker_with_policy("ranker", 8));
+    let (demand, _operator) = ranker_on_demand(&estate, 150.0, "", 8).await;
 
     wait_for(&estate, "ranker", "2 replicas for 150 rps, Ready", |md| {
         desired(md) == 2 && is_true(md, "Ready")
     })
     .await;
 
-    demand_seen(&prometheus, &load, "ranker", 350.0).await;
+    demand.set(350.0).await;
     let md = wait_for(&estate, "ranker", "4 replicas for 350 rps, Ready", |md| {
         desired(md) == 4 && is_true(md, "Ready")
     })
@@ -66,7 +92,7 @@ async fn replicas_follow_demand_read_from_prometheus() {
     assert!(!is_true(&md, "Bursting"));
     event_with_reason(&estate, APP_NAMESPACE, "ranker", "ScaleUp").await;
 
-    demand_seen(&prometheus, &load, "ranker", 150.0).await;
+    demand.set(150.0).await;
     wait_for(&estate, "ranker", "back to 2 replicas for 150 rps", |md| {
         desired(md) == 2 && is_true(md, "Ready")
     })
@@ -81,20 +107,14 @@ async fn replicas_follow_demand_read_from_prometheus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peak_bursts_to_public_and_its_end_releases_public_replicas_first() {
     let estate = Estate::start(4, 16).await;
-    estate.apply_pools();
-    let load = LoadGenerator::start().await;
-    let prometheus = Prometheus::start(load.addr).await;
-    demand_seen(&prometheus, &load, "ranker", 150.0).await;
-    estate.apply(&policy_yaml("ranking", &prometheus.url, 100.0, ""));
-    let _operator = Operator::start(&estate).await;
-    estate.apply(&ranker_with_policy("ranker", 10));
+    let (demand, _operator) = ranker_on_demand(&estate, 150.0, "", 10).await;
     wait_for(&estate, "ranker", "2 private replicas, Ready", |md| {
         desired(md) == 2 && is_true(md, "Ready") && !is_true(md, "Bursting")
     })
     .await;
 
     // The peak: 7 replicas, of which 4 fit the private GPUs.
-    demand_seen(&prometheus, &load, "ranker", 650.0).await;
+    demand.set(650.0).await;
     let md = wait_for(&estate, "ranker", "7 replicas, bursting, Ready", |md| {
         desired(md) == 7 && is_true(md, "Ready") && is_true(md, "Bursting")
     })
@@ -113,7 +133,7 @@ async fn a_peak_bursts_to_public_and_its_end_releases_public_replicas_first() {
 
     // The peak passes down to what private capacity holds: the scale-down removes the public
     // replicas, not the cheaper private ones.
-    demand_seen(&prometheus, &load, "ranker", 350.0).await;
+    demand.set(350.0).await;
     let md = wait_for(&estate, "ranker", "4 replicas, all private", |md| {
         desired(md) == 4 && is_true(md, "Ready") && !is_true(md, "Bursting")
     })
@@ -140,18 +160,8 @@ async fn replicas_pushed_public_fail_back_only_after_the_window() {
     if !estate.harness_only("replicas_pushed_public_fail_back_only_after_the_window") {
         return;
     }
-    estate.apply_pools();
-    let load = LoadGenerator::start().await;
-    let prometheus = Prometheus::start(load.addr).await;
-    demand_seen(&prometheus, &load, "ranker", 250.0).await;
-    estate.apply(&policy_yaml(
-        "ranking",
-        &prometheus.url,
-        100.0,
-        &format!("    failbackAfterSeconds: {FAILBACK_SECONDS}"),
-    ));
-    let _operator = Operator::start(&estate).await;
-    estate.apply(&ranker_with_policy("ranker", 10));
+    let failback = format!("    failbackAfterSeconds: {FAILBACK_SECONDS}");
+    let (_demand, _operator) = ranker_on_demand(&estate, 250.0, &failback, 10).await;
     wait_for(&estate, "ranker", "3 private replicas, Ready", |md| {
         desired(md) == 3 && replicas_on(md, "dc1-l4") == 3 && is_true(md, "Ready")
     })
@@ -192,13 +202,7 @@ async fn replicas_pushed_public_fail_back_only_after_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_changed_live_rescales_and_its_budget_binds() {
     let estate = Estate::start(4, 16).await;
-    estate.apply_pools();
-    let load = LoadGenerator::start().await;
-    let prometheus = Prometheus::start(load.addr).await;
-    demand_seen(&prometheus, &load, "ranker", 375.0).await;
-    estate.apply(&policy_yaml("ranking", &prometheus.url, 100.0, ""));
-    let _operator = Operator::start(&estate).await;
-    estate.apply(&ranker_with_policy("ranker", 10));
+    let (_demand, _operator) = ranker_on_demand(&estate, 375.0, "", 10).await;
     wait_for(&estate, "ranker", "4 private replicas, Ready", |md| {
         desired(md) == 4 && is_true(md, "Ready") && !is_true(md, "Bursting")
     })

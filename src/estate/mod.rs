@@ -10,6 +10,7 @@ pub use document::{DocumentError, Object, ObjectRef, parse_documents};
 pub use load::{LoadError, load_paths};
 pub use plan_input::{
     DemandOverrides, budgets, component_key, component_request, per_replica, plan_input, pool_view,
+    price,
 };
 pub use validate::{Issue, validate};
 

@@ -54,12 +54,17 @@ pub fn pool_view(pool: &ComputePool) -> PoolView {
             .map(|g| g.gpu_type.clone()),
         capacity,
         health,
-        price: Price {
-            gpu_hour: spec.cost.gpu_hour,
-            cpu_hour: spec.cost.cpu_hour,
-            gib_hour: spec.cost.gib_hour,
-        },
+        price: price(pool),
         startup_seconds: spec.startup_seconds,
+    }
+}
+
+/// What a pool charges per hour.
+pub fn price(pool: &ComputePool) -> Price {
+    Price {
+        gpu_hour: pool.spec.cost.gpu_hour,
+        cpu_hour: pool.spec.cost.cpu_hour,
+        gib_hour: pool.spec.cost.gib_hour,
     }
 }
 

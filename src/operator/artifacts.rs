@@ -30,6 +30,7 @@ use crate::api::{
     ArtifactMode, ArtifactStore, ArtifactsStatus, ComputePool, DataClass, ModelDeployment,
     ModelDeploymentStatus,
 };
+use crate::api::{StoreState, StoreStatus};
 use crate::artifacts::{
     ArtifactError, Credentials, RetryPolicy, Store, StoreLocation, SyncOptions, SyncRequest,
     sync_model,
@@ -674,12 +675,7 @@ impl Stage {
         before: Option<&ModelDeploymentStatus>,
         after: &ModelDeploymentStatus,
     ) -> Vec<(EventType, &'static str, String)> {
-        let stores = |s: Option<&ModelDeploymentStatus>| {
-            s.and_then(|s| s.artifacts.as_ref())
-                .map(|a| a.stores.clone())
-                .unwrap_or_default()
-        };
-        plan::store_events(&stores(before), &stores(Some(after)))
+        plan::store_events(stores_of(before), stores_of(Some(after)))
             .into_iter()
             .map(|(warning, reason, note)| {
                 let kind = if warning {
@@ -691,6 +687,42 @@ impl Stage {
             })
             .collect()
     }
+
+    /// Counts each store that turned `Failed` since the previous status, by pool.
+    pub fn count_failures(
+        ctx: &Context,
+        pools: &BTreeMap<String, Arc<ComputePool>>,
+        before: Option<&ModelDeploymentStatus>,
+        after: &ModelDeploymentStatus,
+    ) {
+        let previous = stores_of(before);
+        for store in stores_of(Some(after)) {
+            let was_failed = previous
+                .iter()
+                .any(|p| p.pool == store.pool && p.state == StoreState::Failed);
+            if store.state == StoreState::Failed && !was_failed {
+                let cloud = pools
+                    .get(&store.pool)
+                    .map(|p| p.spec.cloud.to_string())
+                    .unwrap_or_default();
+                ctx.metrics
+                    .artifact_sync_failures
+                    .get_or_create(&super::metrics::PoolLabels {
+                        pool: store.pool.clone(),
+                        cloud,
+                    })
+                    .inc();
+            }
+        }
+    }
+}
+
+/// The per-store states a status records (none without artifacts).
+fn stores_of(status: Option<&ModelDeploymentStatus>) -> &[StoreStatus] {
+    status
+        .and_then(|s| s.artifacts.as_ref())
+        .map(|a| a.stores.as_slice())
+        .unwrap_or_default()
 }
 
 /// Name of the copy of a pool's store credentials for one deployment's pods.

@@ -3,6 +3,7 @@
 
 use super::children_watch::ObservedChildren;
 use super::error::{Error, Result};
+use super::runtime::AbortOnDrop;
 use crate::api::{ComputePool, ModelDeployment, SecretKeyRef};
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Secret;
@@ -88,14 +89,6 @@ struct Remote {
 /// How often a kubeconfig Secret is re-read to notice rotated credentials. Reading it on every
 /// use would add a request to the operator's own cluster per remote request.
 const SECRET_RECHECK: Duration = Duration::from_secs(5);
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Every cluster client the operator uses.
 pub struct Clusters {

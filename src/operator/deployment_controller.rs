@@ -217,7 +217,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     record_metrics(md, ctx, &status);
     let all_ready = status.ready_replicas >= status.desired_replicas;
     notes.extend(Stage::events(md.status.as_ref(), &status));
-    count_failed_syncs(ctx, &estate.pools, md.status.as_ref(), &status);
+    Stage::count_failures(ctx, &estate.pools, md.status.as_ref(), &status);
     let events = placement_events(md.status.as_ref(), &status, &notes);
     if write_status(md, ctx, status).await? {
         for (kind, reason, note) in events {
@@ -365,40 +365,6 @@ async fn apply_children(
         }
     }
     (ready, first_error)
-}
-
-/// Counts each store that turned `Failed` since the previous status, by pool.
-fn count_failed_syncs(
-    ctx: &Context,
-    pools: &BTreeMap<String, Arc<ComputePool>>,
-    before: Option<&ModelDeploymentStatus>,
-    after: &ModelDeploymentStatus,
-) {
-    use crate::api::StoreState;
-    let stores = |s: Option<&ModelDeploymentStatus>| {
-        s.and_then(|s| s.artifacts.as_ref())
-            .map(|a| a.stores.clone())
-            .unwrap_or_default()
-    };
-    let previous = stores(before);
-    for store in stores(Some(after)) {
-        let was_failed = previous
-            .iter()
-            .any(|p| p.pool == store.pool && p.state == StoreState::Failed);
-        if store.state == StoreState::Failed && !was_failed {
-            let cloud = pools
-                .get(&store.pool)
-                .map(|p| p.spec.cloud.to_string())
-                .unwrap_or_default();
-            ctx.metrics
-                .artifact_sync_failures
-                .get_or_create(&super::metrics::PoolLabels {
-                    pool: store.pool.clone(),
-                    cloud,
-                })
-                .inc();
-        }
-    }
 }
 
 /// The (component, pool) pairs a plan uses, as one number.

@@ -4,8 +4,7 @@
 
 use super::conditions::{Decided, merge};
 use crate::api::{BurstPolicy, BurstPolicyStatus, Cloud, ComputePool, ModelDeployment};
-use crate::estate::per_replica;
-use crate::planner::Price;
+use crate::estate::{per_replica, price};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
@@ -85,12 +84,7 @@ fn usage<'a>(
                 .filter(|p| p.cloud == Cloud::Public)
             {
                 usage.public_replicas += placement.replicas;
-                let price = pools.get(&placement.pool).map(|pool| Price {
-                    gpu_hour: pool.spec.cost.gpu_hour,
-                    cpu_hour: pool.spec.cost.cpu_hour,
-                    gib_hour: pool.spec.cost.gib_hour,
-                });
-                if let Some(price) = price {
+                if let Some(price) = pools.get(&placement.pool).map(|pool| price(pool)) {
                     usage.cost_per_hour +=
                         f64::from(placement.replicas) * price.per_replica_hour(&replica);
                 }

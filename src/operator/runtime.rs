@@ -321,8 +321,9 @@ where
     }
 }
 
-/// Aborts a task spawned outside `run`'s set when `run` ends or is dropped.
-struct AbortOnDrop(AbortHandle);
+/// Aborts a task when its owner goes: a task spawned outside `run`'s set when `run` ends or is
+/// dropped, a cluster's children watch when its client is replaced.
+pub(super) struct AbortOnDrop(pub(super) AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -246,36 +246,32 @@ pub async fn reset(hub: &TestCluster, members: [&TestCluster; 2], app_namespace:
     let _ = policies
         .delete_collection(&Default::default(), &ListParams::default())
         .await;
-    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=skybridge");
     for member in members {
         let client = member.client().expect("client");
-        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::all(client.clone());
-        for d in deployments
-            .list(&managed)
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-        {
-            let ns = d.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<k8s_openapi::api::apps::v1::Deployment> =
-                Api::namespaced(client.clone(), &ns);
-            let _ = api
-                .delete(&d.metadata.name.unwrap_or_default(), &Default::default())
-                .await;
-        }
-        let services: Api<k8s_openapi::api::core::v1::Service> = Api::all(client.clone());
-        for s in services
-            .list(&managed)
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-        {
-            let ns = s.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<k8s_openapi::api::core::v1::Service> =
-                Api::namespaced(client.clone(), &ns);
-            let _ = api
-                .delete(&s.metadata.name.unwrap_or_default(), &Default::default())
-                .await;
-        }
+        delete_managed::<k8s_openapi::api::apps::v1::Deployment>(&client).await;
+        delete_managed::<k8s_openapi::api::core::v1::Service>(&client).await;
+    }
+}
+
+/// Deletes every object of kind `K` that the operator manages, in every namespace.
+async fn delete_managed<K>(client: &Client)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=skybridge");
+    let all: Api<K> = Api::all(client.clone());
+    for object in all
+        .list(&managed)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let namespace = object.meta().namespace.clone().unwrap_or_default();
+        let name = object.meta().name.clone().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+        let _ = api.delete(&name, &Default::default()).await;
     }
 }
