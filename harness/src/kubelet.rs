@@ -334,12 +334,89 @@ fn is_managed(pod: &Value) -> bool {
     pod["metadata"]["annotations"][MANAGED] == "true"
 }
 
-/// The node of each replica that fits, per Deployment, oldest Deployment first.
-fn placements(store: &Store) -> Vec<(Value, Vec<String>)> {
-    let nodes_rt = store.resource("", "v1", "nodes").expect("built-in");
+/// What the kubelet needs of one Deployment. Kept per uid and rebuilt only when the
+/// Deployment's resourceVersion changes, so a pass over many unchanged Deployments costs a lookup
+/// each, not a copy.
+struct DeploymentView {
+    uid: String,
+    namespace: String,
+    name: String,
+    resource_version: String,
+    generation: Value,
+    desired: u32,
+    max_unavailable: u32,
+    request: Resources,
+    node_selector: BTreeMap<String, String>,
+    tolerations: Vec<Value>,
+    /// The status as stored: the previous conditions, and whether a write is needed.
+    status: Value,
+    /// resourceVersion of creation: the placement order.
+    created_rv: u64,
+}
+
+impl DeploymentView {
+    fn of(d: &Value, created_rv: Option<u64>) -> Self {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let desired = d["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
+        let pod = &d["spec"]["template"]["spec"];
+        DeploymentView {
+            uid: text(&d["metadata"]["uid"]),
+            namespace: text(&d["metadata"]["namespace"]),
+            name: text(&d["metadata"]["name"]),
+            resource_version: text(&d["metadata"]["resourceVersion"]),
+            generation: d["metadata"]["generation"].clone(),
+            desired,
+            max_unavailable: max_unavailable(d, desired),
+            request: pod_request(pod),
+            node_selector: pod["nodeSelector"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+                .unwrap_or_default(),
+            tolerations: pod["tolerations"].as_array().cloned().unwrap_or_default(),
+            status: d["status"].clone(),
+            created_rv: created_rv.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// The Deployments not being deleted, oldest first, from `cache` where unchanged.
+fn deployment_views(
+    store: &Store,
+    cache: &mut HashMap<String, Arc<DeploymentView>>,
+) -> Vec<Arc<DeploymentView>> {
     let deploy_rt = store
         .resource("apps", "v1", "deployments")
         .expect("built-in");
+    let mut previous = std::mem::take(cache);
+    let mut views = Vec::new();
+    store.visit(&deploy_rt, |d, created_rv| {
+        if d["metadata"].get("deletionTimestamp").is_some() {
+            return;
+        }
+        let uid = d["metadata"]["uid"].as_str().unwrap_or_default();
+        let rv = d["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
+        let view = match previous.remove(uid) {
+            Some(v) if v.resource_version == rv => v,
+            _ => Arc::new(DeploymentView::of(d, created_rv)),
+        };
+        cache.insert(view.uid.clone(), view.clone());
+        views.push(view);
+    });
+    // Oldest first, by the resourceVersion of creation (creationTimestamp has only seconds).
+    views.sort_by(|a, b| {
+        (a.created_rv, &a.namespace, &a.name).cmp(&(b.created_rv, &b.namespace, &b.name))
+    });
+    views
+}
+
+/// The node of each replica that fits, per Deployment, oldest Deployment first.
+fn placements(
+    store: &Store,
+    cache: &mut HashMap<String, Arc<DeploymentView>>,
+) -> Vec<(Arc<DeploymentView>, Vec<String>)> {
+    let nodes_rt = store.resource("", "v1", "nodes").expect("built-in");
     let mut nodes: Vec<Node> = store
         .list(&nodes_rt, None)
         .0
@@ -357,66 +434,34 @@ fn placements(store: &Store) -> Vec<(Value, Vec<String>)> {
         .collect();
     // Pods bound to a node by someone else (a test, a DaemonSet stand-in) use its capacity.
     let pods_rt = store.resource("", "v1", "pods").expect("built-in");
-    for pod in store.list(&pods_rt, None).0 {
+    store.visit(&pods_rt, |pod, _| {
         let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
         let finished = matches!(
             pod["status"]["phase"].as_str(),
             Some("Succeeded" | "Failed")
         );
-        if is_managed(&pod) || node_name.is_empty() || finished {
-            continue;
+        if is_managed(pod) || node_name.is_empty() || finished {
+            return;
         }
         if let Some(n) = nodes.iter_mut().find(|n| n.name == node_name) {
             n.free.take(&pod_request(&pod["spec"]));
         }
-    }
-    let mut deployments: Vec<Value> = store
-        .list(&deploy_rt, None)
-        .0
-        .into_iter()
-        .filter(|d| d["metadata"].get("deletionTimestamp").is_none())
-        .collect();
-    // Oldest first, by the resourceVersion of creation (creationTimestamp has only seconds).
-    deployments.sort_by_cached_key(|d| {
-        (
-            store
-                .creation_rv(d["metadata"]["uid"].as_str().unwrap_or_default())
-                .unwrap_or(u64::MAX),
-            d["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            d["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        )
     });
     let mut out = Vec::new();
-    for d in deployments {
-        let desired = d["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
-        let pod = &d["spec"]["template"]["spec"];
-        let req = pod_request(pod);
-        let selector: BTreeMap<String, String> = pod["nodeSelector"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let tolerations = pod["tolerations"].as_array().cloned().unwrap_or_default();
+    for d in deployment_views(store, cache) {
         let mut assigned = Vec::new();
-        while (assigned.len() as u32) < desired {
+        while (assigned.len() as u32) < d.desired {
             let slot = nodes.iter_mut().find(|n| {
                 !n.unschedulable
-                    && selector.iter().all(|(k, v)| n.labels.get(k) == Some(v))
-                    && n.taints.iter().all(|t| tolerates(&tolerations, t))
-                    && n.free.fits(&req)
+                    && d.node_selector
+                        .iter()
+                        .all(|(k, v)| n.labels.get(k) == Some(v))
+                    && n.taints.iter().all(|t| tolerates(&d.tolerations, t))
+                    && n.free.fits(&d.request)
             });
             match slot {
                 Some(n) => {
-                    n.free.take(&req);
+                    n.free.take(&d.request);
                     assigned.push(n.name.clone());
                 }
                 None => break,
@@ -431,6 +476,16 @@ struct Track {
     target: u32,
     ready: u32,
     since: Instant,
+    /// The (resourceVersion, ready) at which the stored status was last found current: while
+    /// both stay the same there is nothing to compute.
+    reported: Option<(String, u32)>,
+}
+
+/// What the loop keeps between passes.
+#[derive(Default)]
+struct Memory {
+    tracks: HashMap<String, Track>,
+    views: HashMap<String, Arc<DeploymentView>>,
 }
 
 fn max_unavailable(d: &Value, desired: u32) -> u32 {
@@ -449,7 +504,7 @@ fn max_unavailable(d: &Value, desired: u32) -> u32 {
 
 fn condition(old: &Value, ty: &str, status: bool, reason: &str, message: String, t: &str) -> Value {
     let status = if status { "True" } else { "False" };
-    let prev = old["status"]["conditions"]
+    let prev = old["conditions"]
         .as_array()
         .into_iter()
         .flatten()
@@ -466,22 +521,24 @@ fn condition(old: &Value, ty: &str, status: bool, reason: &str, message: String,
         "lastTransitionTime": transition, "lastUpdateTime": update})
 }
 
-fn status_for(d: &Value, desired: u32, ready: u32) -> Value {
+fn status_for(d: &DeploymentView, ready: u32) -> Value {
     let t = now();
-    let name = d["metadata"]["name"].as_str().unwrap_or_default();
-    let available = ready + max_unavailable(d, desired) >= desired;
+    let name = &d.name;
+    let desired = d.desired;
+    let available = ready + d.max_unavailable >= desired;
+    let old = &d.status;
     let mut status = json!({
-        "observedGeneration": d["metadata"]["generation"].clone(),
+        "observedGeneration": d.generation.clone(),
         "conditions": [
             if available {
-                condition(d, "Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), &t)
+                condition(old, "Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), &t)
             } else {
-                condition(d, "Available", false, "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into(), &t)
+                condition(old, "Available", false, "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into(), &t)
             },
             if ready >= desired {
-                condition(d, "Progressing", true, "NewReplicaSetAvailable", format!("ReplicaSet \"{name}\" has successfully progressed."), &t)
+                condition(old, "Progressing", true, "NewReplicaSetAvailable", format!("ReplicaSet \"{name}\" has successfully progressed."), &t)
             } else {
-                condition(d, "Progressing", true, "ReplicaSetUpdated", format!("ReplicaSet \"{name}\" is progressing."), &t)
+                condition(old, "Progressing", true, "ReplicaSetUpdated", format!("ReplicaSet \"{name}\" is progressing."), &t)
             },
         ],
     });
@@ -629,30 +686,22 @@ fn sync_pods(store: &Store, d: &Value, assigned: &[String], desired: u32, ready:
 
 /// One pass: compute placements, advance readiness, write changed statuses (and Pods). Returns
 /// when the next pending replica becomes ready.
-fn reconcile(
-    store: &Store,
-    tracks: &mut HashMap<String, Track>,
-    delay: Duration,
-    pods: bool,
-) -> Option<Instant> {
+fn reconcile(store: &Store, memory: &mut Memory, delay: Duration, pods: bool) -> Option<Instant> {
     let deploy_rt = store
         .resource("apps", "v1", "deployments")
         .expect("built-in");
     let now_i = Instant::now();
     let mut next: Option<Instant> = None;
-    let mut seen = Vec::new();
-    for (d, assigned) in placements(store) {
+    let mut tracks = HashMap::with_capacity(memory.tracks.len());
+    for (d, assigned) in placements(store, &mut memory.views) {
         let fit = assigned.len() as u32;
-        let uid = d["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        seen.push(uid.clone());
-        let desired = d["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
-        let tr = tracks.entry(uid).or_insert(Track {
-            target: 0,
-            ready: 0,
-            since: now_i,
+        let tr = tracks.entry(d.uid.clone()).or_insert_with(|| {
+            memory.tracks.remove(&d.uid).unwrap_or(Track {
+                target: 0,
+                ready: 0,
+                since: now_i,
+                reported: None,
+            })
         });
         if tr.target != fit {
             tr.ready = tr.ready.min(fit);
@@ -667,41 +716,46 @@ fn reconcile(
                 next = Some(next.map_or(at, |n: Instant| n.min(at)));
             }
         }
-        let status = status_for(&d, desired, tr.ready);
-        if pods {
-            sync_pods(store, &d, &assigned, desired, tr.ready);
+        if pods && let Ok(full) = store.get(&deploy_rt, &d.namespace, &d.name) {
+            sync_pods(store, &full, &assigned, d.desired, tr.ready);
         }
-        if d["status"] == status {
-            // Nothing to report: skip the write (it would be a no-op, at the cost of a copy).
+        let current = (d.resource_version.clone(), tr.ready);
+        if tr.reported.as_ref() == Some(&current) {
             continue;
         }
-        let ns = d["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let name = d["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let status = status_for(&d, tr.ready);
+        if d.status == status {
+            // Nothing to report: skip the write (it would be a no-op, at the cost of a copy).
+            tr.reported = Some(current);
+            continue;
+        }
         let opts = WriteOpts {
             manager: "kube-controller-manager".into(),
             ..Default::default()
         };
-        let _ = store.modify(&deploy_rt, &ns, &name, Scope::Status, &opts, true, |live| {
-            let mut obj = live
-                .cloned()
-                .ok_or_else(|| Error::not_found("apps", "deployments", &name))?;
-            if obj["metadata"]["uid"] != d["metadata"]["uid"]
-                || obj["metadata"]["generation"] != d["metadata"]["generation"]
-            {
-                // Changed since we looked; the change event triggers another pass.
-                return Err(Error::conflict("apps", "deployments", &name));
-            }
-            obj["status"] = status;
-            Ok(obj)
-        });
+        let _ = store.modify(
+            &deploy_rt,
+            &d.namespace,
+            &d.name,
+            Scope::Status,
+            &opts,
+            true,
+            |live| {
+                let mut obj = live
+                    .cloned()
+                    .ok_or_else(|| Error::not_found("apps", "deployments", &d.name))?;
+                if obj["metadata"]["uid"] != d.uid.as_str()
+                    || obj["metadata"]["generation"] != d.generation
+                {
+                    // Changed since we looked; the change event triggers another pass.
+                    return Err(Error::conflict("apps", "deployments", &d.name));
+                }
+                obj["status"] = status;
+                Ok(obj)
+            },
+        );
     }
-    tracks.retain(|uid, _| seen.contains(uid));
+    memory.tracks = tracks;
     next
 }
 
@@ -709,10 +763,10 @@ fn reconcile(
 pub fn spawn(store: Arc<Store>, control: Arc<KubeletControl>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut rx = store.subscribe();
-        let mut tracks = HashMap::new();
+        let mut memory = Memory::default();
         loop {
             let delay = *control.delay.lock().unwrap_or_else(|e| e.into_inner());
-            let next = reconcile(&store, &mut tracks, delay, control.pods);
+            let next = reconcile(&store, &mut memory, delay, control.pods);
             let wake = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(at).await,

@@ -81,6 +81,8 @@ pub struct DeleteOpts {
 }
 
 type ObjKey = (String, String);
+/// Storage key `(group, plural)` and object key `(namespace, name)`.
+type Loc = ((String, String), ObjKey);
 
 /// Retained events after the start point, a receiver for later ones, the current version.
 pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64);
@@ -93,8 +95,17 @@ struct State {
     history_limit: usize,
     compacted_rv: u64,
     rng: Rng,
-    /// resourceVersion at which each uid was created: exact creation order for the kubelet.
+    /// resourceVersion at which each uid was created: exact creation order for the kubelet, and
+    /// the set of live uids.
     created: HashMap<String, u64>,
+    /// Owner uid → the objects whose ownerReferences name it: the garbage collector's graph, so
+    /// that a write costs the collector only the objects it touches.
+    dependents: HashMap<String, BTreeSet<Loc>>,
+    /// Objects the collector must look at: written naming an owner that does not exist, or
+    /// whose owner went.
+    gc_pending: BTreeSet<Loc>,
+    /// Objects deleting in the foreground, waiting for their dependents to go.
+    foreground: BTreeSet<Loc>,
 }
 
 /// One cluster's storage.
@@ -189,6 +200,9 @@ impl Store {
                 compacted_rv: 0,
                 rng: Rng::new(seed),
                 created: HashMap::new(),
+                dependents: HashMap::new(),
+                gc_pending: BTreeSet::new(),
+                foreground: BTreeSet::new(),
             }),
             events,
         };
@@ -234,11 +248,6 @@ impl Store {
     /// Every served resource type.
     pub fn resource_types(&self) -> Vec<Arc<ResourceType>> {
         self.lock().types.values().cloned().collect()
-    }
-
-    /// The resourceVersion at which the object with this uid was created (creation order).
-    pub fn creation_rv(&self, uid: &str) -> Option<u64> {
-        self.lock().created.get(uid).copied()
     }
 
     /// Every change from now on.
@@ -288,6 +297,20 @@ impl Store {
             .map(|(_, o)| with_version(rt, o.clone()))
             .collect();
         (items, st.rv)
+    }
+
+    /// Visit every object of a type under the lock, with the resourceVersion at which it was
+    /// created, copying none: for readers that keep only a summary of a large collection.
+    pub fn visit(&self, rt: &ResourceType, mut f: impl FnMut(&Value, Option<u64>)) {
+        let st = self.lock();
+        for o in st
+            .objects
+            .get(&rt.storage_key())
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            f(o, st.created.get(meta_str(o, "uid")).copied());
+        }
     }
 
     /// Create an object (POST).
@@ -462,6 +485,62 @@ impl State {
         self.objects
             .get(&rt.storage_key())?
             .get(&(ns.to_string(), name.to_string()))
+    }
+
+    fn get_at(&self, (skey, key): &Loc) -> Option<&Value> {
+        self.objects.get(skey)?.get(key)
+    }
+
+    /// Store an object, keeping the collector's indexes current.
+    fn put(&mut self, skey: (String, String), key: ObjKey, obj: Value) {
+        let loc = (skey, key);
+        if let Some(prev) = self.objects.get(&loc.0).and_then(|m| m.get(&loc.1)) {
+            let prev_owners = owner_uids(prev);
+            self.unindex(&loc, &prev_owners);
+        }
+        let owners = owner_uids(&obj);
+        for owner in &owners {
+            self.dependents
+                .entry(owner.clone())
+                .or_default()
+                .insert(loc.clone());
+        }
+        if owners.iter().any(|u| !self.created.contains_key(u)) {
+            self.gc_pending.insert(loc.clone());
+        }
+        if obj["metadata"].get("deletionTimestamp").is_some()
+            && finalizers(&obj).iter().any(|f| f == "foregroundDeletion")
+        {
+            self.foreground.insert(loc.clone());
+        }
+        let (skey, key) = loc;
+        self.objects.entry(skey).or_default().insert(key, obj);
+    }
+
+    /// Take an object out of storage; its dependents become the collector's to look at.
+    fn take(&mut self, skey: &(String, String), key: &ObjKey) -> Option<Value> {
+        let prev = self.objects.get_mut(skey)?.remove(key)?;
+        let loc = (skey.clone(), key.clone());
+        self.unindex(&loc, &owner_uids(&prev));
+        self.gc_pending.remove(&loc);
+        let uid = meta_str(&prev, "uid");
+        self.created.remove(uid);
+        if let Some(deps) = self.dependents.get(uid) {
+            self.gc_pending.extend(deps.iter().cloned());
+        }
+        Some(prev)
+    }
+
+    fn unindex(&mut self, loc: &Loc, owners: &[String]) {
+        for owner in owners {
+            if let Some(deps) = self.dependents.get_mut(owner) {
+                deps.remove(loc);
+                if deps.is_empty() {
+                    self.dependents.remove(owner);
+                }
+            }
+        }
+        self.foreground.remove(loc);
     }
 
     fn type_of(&self, key: &(String, String)) -> Option<Arc<ResourceType>> {
@@ -666,10 +745,7 @@ impl State {
             self.collect_garbage(store);
             return Ok(with_version(rt, obj));
         }
-        self.objects
-            .entry(rt.storage_key())
-            .or_default()
-            .insert(key, obj.clone());
+        self.put(rt.storage_key(), key, obj.clone());
         let kind = if old.is_some() {
             EventType::Modified
         } else {
@@ -679,9 +755,8 @@ impl State {
         if rt.group == "apiextensions.k8s.io" {
             self.register_crd(&obj);
         }
-        if old.is_some() {
-            self.collect_garbage(store);
-        }
+        // Cheap: the collector looks only at what its indexes point to.
+        self.collect_garbage(store);
         Ok(with_version(rt, obj))
     }
 
@@ -773,14 +848,9 @@ impl State {
     /// Remove an object for good, emit DELETED; removing a CRD drops its objects and types,
     /// removing a namespace drops its contents.
     fn remove(&mut self, store: &Store, rt: &ResourceType, key: &ObjKey, last: Option<Value>) {
-        let Some(prev) = self
-            .objects
-            .get_mut(&rt.storage_key())
-            .and_then(|m| m.remove(key))
-        else {
+        let Some(prev) = self.take(&rt.storage_key(), key) else {
             return;
         };
-        self.created.remove(meta_str(&prev, "uid"));
         let mut obj = last.unwrap_or(prev.clone());
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -870,10 +940,7 @@ impl State {
             self.remove(store, rt, key, Some(obj.clone()));
             return Some(obj);
         }
-        self.objects
-            .entry(rt.storage_key())
-            .or_default()
-            .insert(key.clone(), obj.clone());
+        self.put(rt.storage_key(), key.clone(), obj.clone());
         self.emit(
             store,
             EventType::Modified,
@@ -911,10 +978,7 @@ impl State {
                         }
                         self.rv += 1;
                         new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-                        self.objects
-                            .entry(drt.storage_key())
-                            .or_default()
-                            .insert(dkey.clone(), new.clone());
+                        self.put(drt.storage_key(), dkey.clone(), new.clone());
                         self.emit(
                             store,
                             EventType::Modified,
@@ -969,10 +1033,7 @@ impl State {
             current["status"] = json!({"phase": "Terminating"});
             self.rv += 1;
             current["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-            self.objects
-                .entry(rt.storage_key())
-                .or_default()
-                .insert(key.clone(), current.clone());
+            self.put(rt.storage_key(), key.clone(), current.clone());
             self.emit(
                 store,
                 EventType::Modified,
@@ -1044,51 +1105,43 @@ impl State {
     }
 
     fn dependents(&self, uid: &str) -> Vec<(Arc<ResourceType>, ObjKey)> {
-        let mut out = Vec::new();
-        for (skey, objs) in &self.objects {
-            let Some(rt) = self.type_of(skey) else {
-                continue;
-            };
-            for (k, o) in objs {
-                if owner_uids(o).iter().any(|u| u == uid) {
-                    out.push((rt.clone(), k.clone()));
-                }
-            }
-        }
-        out
+        self.dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|(skey, k)| Some((self.type_of(skey)?, k.clone())))
+            .collect()
     }
 
     /// The garbage collector: dependents whose owners are all gone are deleted (background);
     /// owners waiting in foreground deletion lose their finalizer once no dependents remain.
+    /// It looks only at objects the indexes point it to, never at the whole store.
     fn collect_garbage(&mut self, store: &Store) {
         for _ in 0..64 {
-            let uids: BTreeSet<String> = self
-                .objects
-                .values()
-                .flat_map(|m| m.values())
-                .map(|o| meta_str(o, "uid").to_string())
-                .collect();
             let mut orphans = Vec::new();
             let mut dangling = Vec::new();
-            let mut waiting = Vec::new();
-            for (skey, objs) in &self.objects {
-                let Some(rt) = self.type_of(skey) else {
+            for loc in std::mem::take(&mut self.gc_pending) {
+                let (Some(rt), Some(o)) = (self.type_of(&loc.0), self.get_at(&loc)) else {
                     continue;
                 };
-                for (k, o) in objs {
-                    let owners = owner_uids(o);
-                    let deleting = o["metadata"].get("deletionTimestamp").is_some();
-                    if !owners.is_empty() && !deleting && owners.iter().all(|u| !uids.contains(u)) {
-                        orphans.push((rt.clone(), k.clone()));
-                    } else if owners.iter().any(|u| !uids.contains(u)) {
-                        // Some owners remain: the collector only drops the dangling references.
-                        dangling.push((rt.clone(), k.clone()));
-                    }
-                    if deleting && finalizers(o).iter().any(|f| f == "foregroundDeletion") {
-                        waiting.push((rt.clone(), k.clone(), meta_str(o, "uid").to_string()));
-                    }
+                let owners = owner_uids(o);
+                let gone = |u: &String| !self.created.contains_key(u);
+                let deleting = o["metadata"].get("deletionTimestamp").is_some();
+                if !owners.is_empty() && !deleting && owners.iter().all(gone) {
+                    orphans.push((rt, loc.1));
+                } else if owners.iter().any(gone) {
+                    // Some owners remain: the collector only drops the dangling references.
+                    dangling.push((rt, loc.1));
                 }
             }
+            let waiting: Vec<_> = self
+                .foreground
+                .iter()
+                .filter_map(|loc| {
+                    let uid = meta_str(self.get_at(loc)?, "uid").to_string();
+                    Some((self.type_of(&loc.0)?, loc.1.clone(), uid))
+                })
+                .collect();
             let mut changed = false;
             for (rt, k, uid) in waiting {
                 let deps = self.dependents(&uid);
@@ -1123,14 +1176,15 @@ impl State {
                 };
                 let mut new = old.clone();
                 if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
-                    refs.retain(|r| r["uid"].as_str().is_some_and(|u| uids.contains(u)));
+                    refs.retain(|r| {
+                        r["uid"]
+                            .as_str()
+                            .is_some_and(|u| self.created.contains_key(u))
+                    });
                 }
                 self.rv += 1;
                 new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-                self.objects
-                    .entry(rt.storage_key())
-                    .or_default()
-                    .insert(k.clone(), new.clone());
+                self.put(rt.storage_key(), k.clone(), new.clone());
                 self.emit(store, EventType::Modified, rt.storage_key(), new, Some(old));
                 changed = true;
             }

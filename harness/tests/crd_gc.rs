@@ -386,6 +386,16 @@ async fn owner_references_garbage_collection() {
     })
     .await;
 
+    // An owner that never existed: the dependent is collected, as the real collector does once
+    // it finds the owner missing.
+    let ghost =
+        json!({"metadata": {"name": "ghost", "uid": "00000000-0000-4000-8000-000000000000"}});
+    post(base, cms, dependent("d-ghost", &ghost, false)).await;
+    eventually("dependent of a missing owner collected", 5, || async {
+        (get("d-ghost").await.code == 404).then_some(())
+    })
+    .await;
+
     // Orphan: dependents stay, without the owner reference.
     let o = owner("o3").await;
     post(base, cms, dependent("d3", &o, false)).await;
