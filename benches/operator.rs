@@ -145,6 +145,17 @@ fn peak_rss_mb(pid: u32) -> Result<f64> {
     Ok(kb / 1024.0)
 }
 
+/// CPU time (user + system) a process has used so far, from `/proc`.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // USER_HZ is 100 on Linux.
+    Ok(ticks / 100.0)
+}
+
 struct Operator(Child);
 
 impl Drop for Operator {
@@ -191,22 +202,72 @@ async fn apply_all(client: &Client, objects: Vec<Value>, manager: &str) -> Resul
     Ok(())
 }
 
-async fn ready_deployments(api: &Api<ModelDeployment>) -> Result<usize> {
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .filter(|md| {
-            let status = md.status.as_ref();
-            status.and_then(|s| s.observed_generation) == md.metadata.generation
-                && status.is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
+fn md_ready(md: &ModelDeployment) -> bool {
+    let status = md.status.as_ref();
+    status.and_then(|s| s.observed_generation) == md.metadata.generation
+        && status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
         })
-        .count())
+}
+
+fn deployment_ready(d: &Deployment) -> bool {
+    let want = d.spec.replicas.unwrap_or(1);
+    d.status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        == want
+}
+
+/// Watches `api` (as `kubectl wait` would, rather than listing in a loop, which would load the
+/// very servers being measured) until `expected` objects exist and all are ready.
+async fn watch_until_ready<K>(
+    what: &str,
+    api: Api<K>,
+    expected: usize,
+    ready: fn(&K) -> bool,
+    mut progress: impl FnMut(usize),
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    use kube::runtime::watcher;
+    let mut states = std::collections::HashMap::new();
+    let stream = watcher(api, watcher::Config::default());
+    futures::pin_mut!(stream);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut last_report = Instant::now();
+    loop {
+        let event = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .with_context(|| format!("timed out: {what}"))?
+            .context("watch ended")??;
+        match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                states.insert(o.name_any(), ready(&o));
+            }
+            watcher::Event::Delete(o) => {
+                states.remove(&o.name_any());
+            }
+            watcher::Event::Init => states.clear(),
+            watcher::Event::InitDone => {}
+        }
+        let done = states.values().filter(|r| **r).count();
+        if last_report.elapsed() > Duration::from_secs(10) {
+            last_report = Instant::now();
+            progress(done);
+        }
+        if states.len() == expected && done == expected {
+            return Ok(());
+        }
+    }
 }
 
 /// What a plain client would apply to reproduce the operator's children: spec and labels only.
@@ -270,23 +331,6 @@ async fn children(cluster: &ClusterHandle) -> Result<Vec<Value>> {
     Ok(all)
 }
 
-async fn all_ready(cluster: &ClusterHandle, expected: usize) -> Result<bool> {
-    let api: Api<Deployment> = Api::all(cluster.client()?);
-    let list = api.list(&ListParams::default()).await?.items;
-    let ready = list
-        .iter()
-        .filter(|d| {
-            let want = d.spec.replicas.unwrap_or(1);
-            d.status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0)
-                == want
-        })
-        .count();
-    Ok(list.len() == expected && ready == expected)
-}
-
 async fn wait_until<F, Fut>(what: &str, limit: Duration, mut done: F) -> Result<()>
 where
     F: FnMut() -> Fut,
@@ -298,6 +342,34 @@ where
             bail!("timed out: {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// With `SKYBRIDGE_BENCH_DEBUG`, the status of one deployment not yet Ready and its children.
+async fn debug_waiting(mds: Api<ModelDeployment>, clusters: [Client; 2]) -> Result<()> {
+    let waiting = mds
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|md| !md_ready(md));
+    if let Some(md) = waiting {
+        eprintln!("{} {}", md.name_any(), serde_json::to_string(&md.status)?);
+        for cluster in clusters {
+            let api: Api<Deployment> = Api::all(cluster);
+            let lp =
+                ListParams::default().labels(&format!("skybridge.io/deployment={}", md.name_any()));
+            for d in api.list(&lp).await?.items {
+                eprintln!(
+                    "   child {} gen {:?} spec {:?} status {:?}",
+                    d.name_any(),
+                    d.metadata.generation,
+                    d.spec.replicas,
+                    d.status.map(|s| (s.observed_generation, s.ready_replicas))
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -356,61 +428,29 @@ async fn bench() -> Result<()> {
     let hub = c.hub.client()?;
     let mds: Api<ModelDeployment> = Api::namespaced(hub.clone(), APP_NAMESPACE);
     let started = Instant::now();
-    apply_all(&hub, (0..n).map(deployment).collect(), "bench").await?;
-    let applied = started.elapsed();
-    let mut last_report = Instant::now();
-    wait_until("all deployments Ready", Duration::from_secs(600), || {
-        let report = last_report.elapsed() > Duration::from_secs(10);
-        if report {
-            last_report = Instant::now();
-        }
-        let mds = mds.clone();
-        let c = &c;
-        async move {
-            let ready = ready_deployments(&mds).await?;
-            if report {
-                eprintln!(
-                    "  {ready}/{n} Ready after {:.0} s",
-                    started.elapsed().as_secs_f64()
-                );
-                if std::env::var_os("SKYBRIDGE_BENCH_DEBUG").is_some() {
-                    let waiting = mds
-                        .list(&ListParams::default())
-                        .await?
-                        .items
-                        .into_iter()
-                        .find(|md| {
-                            !md.status.as_ref().is_some_and(|s| {
-                                s.conditions
-                                    .iter()
-                                    .any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                        });
-                    if let Some(md) = waiting {
-                        eprintln!("{} {}", md.name_any(), serde_json::to_string(&md.status)?);
-                        for cluster in [&c.private, &c.public] {
-                            let api: Api<Deployment> = Api::all(cluster.client()?);
-                            let lp = ListParams::default()
-                                .labels(&format!("skybridge.io/deployment={}", md.name_any()));
-                            for d in api.list(&lp).await?.items {
-                                eprintln!(
-                                    "   child {} gen {:?} spec {:?} status {:?}",
-                                    d.name_any(),
-                                    d.metadata.generation,
-                                    d.spec.replicas,
-                                    d.status.map(|s| (s.observed_generation, s.ready_replicas))
-                                );
-                            }
-                        }
-                    }
-                }
+    let debug = match std::env::var_os("SKYBRIDGE_BENCH_DEBUG") {
+        Some(_) => Some([c.private.client()?, c.public.client()?]),
+        None => None,
+    };
+    let (applied, ()) = tokio::try_join!(
+        async {
+            apply_all(&hub, (0..n).map(deployment).collect(), "bench").await?;
+            anyhow::Ok(started.elapsed())
+        },
+        watch_until_ready("all deployments Ready", mds.clone(), n, md_ready, |ready| {
+            eprintln!(
+                "  {ready}/{n} Ready after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            if let Some(clusters) = &debug {
+                // Best effort, while the bench goes on.
+                tokio::spawn(debug_waiting(mds.clone(), clusters.clone()));
             }
-            Ok(ready == n)
-        }
-    })
-    .await?;
+        }),
+    )?;
     let operator_time = started.elapsed();
     let rss = peak_rss_mb(operator.0.id())?;
+    let operator_cpu = cpu_seconds(operator.0.id())?;
     if std::env::var_os("SKYBRIDGE_BENCH_METRICS").is_some() {
         let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
             .await?
@@ -431,7 +471,7 @@ async fn bench() -> Result<()> {
     let (private_deployments, public_deployments) =
         (count(&private_children), count(&public_children));
     println!(
-        "operator: {n} Ready in {:.2} s (applied in {:.2} s); children: {} Deployments private, {} public; peak RSS {rss:.1} MB",
+        "operator: {n} Ready in {:.2} s (applied in {:.2} s); children: {} Deployments private, {} public; peak RSS {rss:.1} MB; operator CPU {operator_cpu:.2} s",
         operator_time.as_secs_f64(),
         applied.as_secs_f64(),
         private_deployments,
@@ -463,11 +503,22 @@ async fn bench() -> Result<()> {
         },
     )?;
     let plain_applied = started.elapsed();
-    wait_until("plain children ready", Duration::from_secs(600), || async {
-        Ok(all_ready(&fresh.private, private_deployments).await?
-            && all_ready(&fresh.public, public_deployments).await?)
-    })
-    .await?;
+    tokio::try_join!(
+        watch_until_ready(
+            "plain children ready (private)",
+            Api::<Deployment>::all(private.clone()),
+            private_deployments,
+            deployment_ready,
+            |_| {}
+        ),
+        watch_until_ready(
+            "plain children ready (public)",
+            Api::<Deployment>::all(public.clone()),
+            public_deployments,
+            deployment_ready,
+            |_| {}
+        ),
+    )?;
     let plain_time = started.elapsed();
     let ratio = operator_time.as_secs_f64() / plain_time.as_secs_f64();
     println!(

@@ -759,6 +759,10 @@ fn reconcile(store: &Store, memory: &mut Memory, delay: Duration, pods: bool) ->
     next
 }
 
+/// How long the loop lets further changes gather before a pass: far below any readiness delay
+/// worth simulating, and enough to turn thousands of writes a second into a hundred passes.
+const COALESCE: Duration = Duration::from_millis(10);
+
 /// Run the kubelet loop until the task is aborted.
 pub fn spawn(store: Arc<Store>, control: Arc<KubeletControl>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -786,8 +790,10 @@ pub fn spawn(store: Arc<Store>, control: Arc<KubeletControl>) -> tokio::task::Jo
                     _ = &mut wake => break,
                 }
             }
-            // One pass covers every change so far: a burst of writes costs one pass, not one
-            // pass per write (each pass visits every Deployment).
+            // One pass covers every change so far, and changes arriving within a few
+            // milliseconds wait for it: a stream of writes costs at most one pass per
+            // `COALESCE`, not one per write (each pass visits every Deployment).
+            tokio::time::sleep(COALESCE).await;
             loop {
                 match rx.try_recv() {
                     Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}

@@ -727,7 +727,15 @@ pub fn reconcile(
     controlled: &[(usize, &BurstController, &ControllerState, Observation)],
     now: i64,
 ) -> (Vec<ControllerState>, crate::planner::Plan, Vec<Decision>) {
-    let mut input = input.clone();
+    reconcile_owned(input.clone(), controlled, now)
+}
+
+/// `reconcile` on an input the caller gives up, saving a copy of the whole estate.
+pub fn reconcile_owned(
+    mut input: PlanInput,
+    controlled: &[(usize, &BurstController, &ControllerState, Observation)],
+    now: i64,
+) -> (Vec<ControllerState>, crate::planner::Plan, Vec<Decision>) {
     let mut states = Vec::with_capacity(controlled.len());
     let mut recommendations = Vec::with_capacity(controlled.len());
     for &(index, controller, state, observation) in controlled {

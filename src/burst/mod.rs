@@ -24,7 +24,7 @@ mod scaling;
 pub use controller::{
     BurstController, ConfigError, ControllerConfig, ControllerState, Decision, EventCounts,
     EventSink, MAX_NOISE_BAND_PERCENT, Observation, PlacementSummary, PrewarmSpan, Recommendation,
-    Tick, Why, dead_band, pool_capacity_for, private_capacity, reconcile,
+    Tick, Why, dead_band, pool_capacity_for, private_capacity, reconcile, reconcile_owned,
 };
 pub use events::{Event, EventKind};
 pub use forecast::Holt;

@@ -12,7 +12,7 @@ pub use plan_input::{
     DemandOverrides, budgets, component_key, component_request, per_replica, plan_input, pool_view,
     price,
 };
-pub use validate::{Issue, validate};
+pub use validate::{Issue, validate, validate_deployment};
 
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 
 use super::Estate;
 use super::document::ObjectRef;
-use crate::api::{Cloud, DataClass, quantity};
+use crate::api::{Cloud, DataClass, ModelDeployment, quantity};
 use kube::ResourceExt;
 
 /// One violated rule.
@@ -73,7 +73,16 @@ pub fn validate(estate: &Estate) -> Vec<Issue> {
         }
     }
     for deployment in estate.deployments.values() {
-        let object = ObjectRef::of(deployment.as_ref());
+        issues.extend(validate_deployment(estate, deployment));
+    }
+    issues
+}
+
+/// The rules `validate` checks for one deployment, against the pools and policies of `estate`.
+pub fn validate_deployment(estate: &Estate, deployment: &ModelDeployment) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    {
+        let object = ObjectRef::of(deployment);
         let mut push = |field: String, message: String| {
             issues.push(Issue {
                 object: object.clone(),

@@ -1,6 +1,8 @@
 //! What every reconcile shares: clients, caches, metrics, the event recorder and leadership.
 
+use super::batch::Batcher;
 use super::clusters::Clusters;
+use super::deployment_controller::{PlanOutcome, PlanTicket};
 use super::metrics::Metrics;
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
 use crate::burst::ControllerState;
@@ -43,8 +45,9 @@ pub struct Context {
     swept: Mutex<HashMap<(String, String), u64>>,
     /// What was last applied to each child, to skip applies that change nothing.
     pub applied: super::applied::AppliedChildren,
-    /// Serializes planning: each decision sees every earlier one (see `decisions`).
-    pub planning: Mutex<()>,
+    /// Serializes planning: each decision sees every earlier one (see `decisions`), and the
+    /// reconciles waiting meanwhile are decided together in the next pass.
+    pub planning: Batcher<PlanTicket, PlanOutcome>,
     /// Each deployment as last decided: its object with the status the decision implies. A
     /// decision is known here before its status write reaches the cache, so concurrent
     /// reconciles never promise the same free capacity twice.
@@ -87,7 +90,7 @@ impl Context {
             burst: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
             swept: Mutex::new(HashMap::new()),
-            planning: Mutex::new(()),
+            planning: Batcher::default(),
             decisions: Mutex::new(HashMap::new()),
             // Every child is re-applied at least this often, whatever the memo says.
             applied: super::applied::AppliedChildren::new(Duration::from_secs(300)),
@@ -99,9 +102,9 @@ impl Context {
         *self.leader.borrow()
     }
 
-    /// The estate as the caches see it now, each deployment as last decided where that is newer
-    /// than the cache for the same spec.
-    pub fn estate(&self) -> Estate {
+    /// The pools and policies as the caches see them now, without any deployment: all that
+    /// validating one deployment or reading its demand needs.
+    pub fn pools_and_policies(&self) -> Estate {
         let mut estate = Estate::default();
         for pool in self.pools.state() {
             estate.pools.insert(pool.name_any(), pool);
@@ -109,6 +112,13 @@ impl Context {
         for policy in self.policies.state() {
             estate.policies.insert(policy.name_any(), policy);
         }
+        estate
+    }
+
+    /// The estate as the caches see it now, each deployment as last decided where that is newer
+    /// than the cache for the same spec.
+    pub fn estate(&self) -> Estate {
+        let mut estate = self.pools_and_policies();
         let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
         for md in self.deployments.state() {
             let key = (md.namespace().unwrap_or_default(), md.name_any());

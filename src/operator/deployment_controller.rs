@@ -9,12 +9,12 @@ use super::context::Context;
 use super::error::{Error, Result};
 use super::metrics::{ControllerLabels, DeploymentLabels, ErrorLabels};
 use super::names::{LABEL_COMPONENT, LABEL_POOL, deployment_labels, selector};
-use super::planning::decide;
+use super::planning::{Decided, Request, decide_together};
 use super::retry::idempotent;
 use super::status::{Observed, StatusInput, deployment_status};
 use super::workloads::{self, Placement};
 use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
-use crate::estate::{ObjectRef as EstateRef, validate};
+use crate::estate::{Estate, validate_deployment};
 use crate::planner::ComponentPlan;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -81,15 +81,11 @@ pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) 
 }
 
 async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
-    let mut estate = ctx.estate();
-    let key = (md.namespace().unwrap_or_default(), md.name_any());
-    estate.deployments.insert(key, Arc::new(md.clone()));
+    let estate = ctx.pools_and_policies();
 
     // Validate: what the schema could not check. An invalid object stalls until it changes.
-    let me = EstateRef::of(md);
-    let issues: Vec<String> = validate(&estate)
+    let issues: Vec<String> = validate_deployment(&estate, md)
         .into_iter()
-        .filter(|i| i.object == me)
         .map(|i| format!("{}: {}", i.field, i.message))
         .collect();
     if !issues.is_empty() {
@@ -121,25 +117,20 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // controller and planner).
     let reading = super::demand::read(ctx, &estate, md).await;
     let key = (md.namespace().unwrap_or_default(), md.name_any());
-    // Decide one deployment at a time, against every earlier decision, so that concurrent
-    // reconciles never promise the same free capacity twice. Pure and quick: no I/O inside.
-    let (decided, plans, artifacts, estate) = {
-        let _planning = ctx.planning.lock().unwrap_or_else(|e| e.into_inner());
-        let mut estate = ctx.estate();
-        estate.deployments.insert(key.clone(), Arc::new(md.clone()));
-        let states = ctx.burst_states(&key);
-        let mut decided = decide(&estate, md, &reading.demand, &states, now().as_second());
-        ctx.set_burst_states(&key, std::mem::take(&mut decided.states));
-        let mut plans = std::mem::take(&mut decided.plans);
-        // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose
-        // store does not hold the verified model yet (see `artifact_plan`).
-        let artifacts = Stage::new(ctx, &estate, md).map(|mut stage| {
-            stage.after_plan(ctx, &estate, md, &mut plans);
-            stage
-        });
-        ctx.record_decision(md, &plans);
-        (decided, plans, artifacts, estate)
+    let ticket = PlanTicket {
+        deployment: Arc::new(md.clone()),
+        demand: reading.demand.clone(),
     };
+    let PlanOutcome {
+        decided,
+        plans,
+        artifacts,
+        estate,
+    } = ctx
+        .planning
+        .submit(ticket, |tickets| decide_batch(ctx, tickets))
+        .await
+        .map_err(|e| Error::Planning(e.to_string()))?;
     let mut notes: Vec<(EventType, &'static str, String)> = reading
         .failures
         .iter()
@@ -231,6 +222,72 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(next_reconcile(
         &plans, all_ready, &reading, ctx,
     )))
+}
+
+/// A deployment waiting for a planning pass, with the demand read for it.
+pub struct PlanTicket {
+    deployment: Arc<ModelDeployment>,
+    demand: BTreeMap<String, Option<f64>>,
+}
+
+/// What a planning pass decided for one deployment.
+pub struct PlanOutcome {
+    decided: Decided,
+    /// The deployment's plans, with replicas held for artifacts taken out.
+    plans: Vec<ComponentPlan>,
+    artifacts: Option<Stage>,
+    /// The estate the pass planned, shared by its deployments.
+    estate: Arc<Estate>,
+}
+
+/// One planning pass for every deployment waiting (see `batch`): against every earlier
+/// decision, so that concurrent reconciles never promise the same free capacity twice. Pure
+/// and quick apart from the context's memory: no I/O inside.
+fn decide_batch(ctx: &Context, tickets: Vec<PlanTicket>) -> Vec<PlanOutcome> {
+    let key_of = |md: &ModelDeployment| (md.namespace().unwrap_or_default(), md.name_any());
+    let mut estate = ctx.estate();
+    for ticket in &tickets {
+        estate
+            .deployments
+            .insert(key_of(&ticket.deployment), ticket.deployment.clone());
+    }
+    let states: Vec<_> = tickets
+        .iter()
+        .map(|t| ctx.burst_states(&key_of(&t.deployment)))
+        .collect();
+    let requests: Vec<Request> = tickets
+        .iter()
+        .zip(&states)
+        .map(|(ticket, states)| Request {
+            deployment: &ticket.deployment,
+            demand: &ticket.demand,
+            states,
+        })
+        .collect();
+    let decisions = decide_together(&estate, &requests, now().as_second());
+    let estate = Arc::new(estate);
+    tickets
+        .iter()
+        .zip(decisions)
+        .map(|(ticket, mut decided)| {
+            let md = ticket.deployment.as_ref();
+            ctx.set_burst_states(&key_of(md), std::mem::take(&mut decided.states));
+            let mut plans = std::mem::take(&mut decided.plans);
+            // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose
+            // store does not hold the verified model yet (see `artifact_plan`).
+            let artifacts = Stage::new(ctx, &estate, md).map(|mut stage| {
+                stage.after_plan(ctx, &estate, md, &mut plans);
+                stage
+            });
+            ctx.record_decision(md, &plans);
+            PlanOutcome {
+                decided,
+                plans,
+                artifacts,
+                estate: estate.clone(),
+            }
+        })
+        .collect()
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {

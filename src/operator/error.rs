@@ -22,6 +22,8 @@ pub enum Error {
     ProbeServer(String),
     #[error("model artifacts: {0}")]
     Artifacts(String),
+    #[error("planning: {0}")]
+    Planning(String),
 }
 
 impl Error {
@@ -37,6 +39,7 @@ impl Error {
             Error::LeaderElection(_) => "leader_election",
             Error::ProbeServer(_) => "probe_server",
             Error::Artifacts(_) => "artifacts",
+            Error::Planning(_) => "planning",
         }
     }
 }

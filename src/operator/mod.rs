@@ -4,6 +4,7 @@
 pub mod applied;
 pub mod artifact_plan;
 pub mod artifacts;
+pub mod batch;
 pub mod children_watch;
 pub mod clusters;
 pub mod conditions;

@@ -7,12 +7,12 @@
 use crate::api::{ComputePool, ModelDeployment};
 use crate::burst::{
     BurstController, ControllerConfig, ControllerState, Event as BurstEvent, Observation,
-    private_capacity, reconcile,
+    private_capacity, reconcile_owned,
 };
 use crate::estate::{Estate, component_request, pool_view};
 use crate::planner::{ComponentPlan, Headroom, PlanInput, PlannerOptions};
 use kube::ResourceExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The pool as the planner sees it: spec capacity bounded by what the operator observed.
 pub fn observed_pool_view(pool: &ComputePool) -> crate::planner::PoolView {
@@ -57,6 +57,15 @@ pub struct Decided {
     pub events: Vec<(String, BurstEvent)>,
 }
 
+/// One deployment to decide, with what the operator read for it.
+pub struct Request<'a> {
+    pub deployment: &'a ModelDeployment,
+    /// Demand per component with a burst policy (`None`: the metric could not be read).
+    pub demand: &'a BTreeMap<String, Option<f64>>,
+    /// The burst controller's state per component, from the previous decision.
+    pub states: &'a BTreeMap<String, ControllerState>,
+}
+
 /// Plans the estate for one reconcile of `md`: its components with a burst policy run a tick of
 /// the shared burst controller on `demand` (`None`: the metric could not be read), the others
 /// want their `min`; other deployments keep the decision and placement their status records,
@@ -69,10 +78,32 @@ pub fn decide(
     states: &BTreeMap<String, ControllerState>,
     now: i64,
 ) -> Decided {
+    let request = Request {
+        deployment: md,
+        demand,
+        states,
+    };
+    decide_together(estate, &[request], now)
+        .pop()
+        .expect("one decision per request")
+}
+
+/// `decide` for several deployments in one planning pass: each is planned as in `decide`, and
+/// they share the capacity the other deployments leave as the planner sees fit. One decision
+/// per request, in order. Every requested deployment must be in `estate`.
+pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> Vec<Decided> {
+    let deciding: BTreeSet<(String, String)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r.deployment.namespace().unwrap_or_default(),
+                r.deployment.name_any(),
+            )
+        })
+        .collect();
     let mut components = Vec::new();
-    let this = (md.namespace().unwrap_or_default(), md.name_any());
     for (key, other) in &estate.deployments {
-        if *key == this || other.metadata.deletion_timestamp.is_some() {
+        if deciding.contains(key) || other.metadata.deletion_timestamp.is_some() {
             continue;
         }
         for component in &other.spec.components {
@@ -89,12 +120,18 @@ pub fn decide(
             components.push(request);
         }
     }
-    let first = components.len();
-    for component in &md.spec.components {
-        let (_, current) = recorded(md, &component.name);
-        let mut request = component_request(estate, md, component, component.replicas.min);
-        request.current = current;
-        components.push(request);
+    let frozen = components.len();
+    // Where each requested deployment's components start in the input.
+    let mut starts = Vec::with_capacity(requests.len());
+    for request in requests {
+        starts.push(components.len());
+        let md = request.deployment;
+        for component in &md.spec.components {
+            let (_, current) = recorded(md, &component.name);
+            let mut planned = component_request(estate, md, component, component.replicas.min);
+            planned.current = current;
+            components.push(planned);
+        }
     }
     let budgets = crate::estate::budgets(estate);
     let input = PlanInput {
@@ -108,71 +145,85 @@ pub fn decide(
         options: PlannerOptions::default(),
     };
 
-    // One burst controller per component with a valid policy.
+    // One burst controller per component with a valid policy: (request, input index, name,
+    // controller, state, observation).
     let mut controllers = Vec::new();
-    for (offset, component) in md.spec.components.iter().enumerate() {
-        let index = first + offset;
-        let Some(policy) = component
-            .burst_policy
-            .as_ref()
-            .and_then(|p| estate.policies.get(p))
-        else {
-            continue;
-        };
-        let Ok(config) = ControllerConfig::new(
-            &policy.spec,
-            &component.replicas,
-            &input.components[index],
-            &input.pools,
-        ) else {
-            continue;
-        };
-        let request = &input.components[index];
-        let observation = Observation {
-            demand: demand.get(&component.name).copied().flatten(),
-            current_replicas: request.current.values().sum(),
-            public_replicas: request
-                .current
-                .iter()
-                .filter(|(pool, _)| {
-                    estate
-                        .pools
-                        .get(*pool)
-                        .is_some_and(|p| p.spec.cloud == crate::api::Cloud::Public)
-                })
-                .map(|(_, n)| n)
-                .sum(),
-            private_capacity: private_capacity(&input, index, component.replicas.max),
-        };
-        let state = states.get(&component.name).cloned().unwrap_or_default();
-        controllers.push((
-            index,
-            component.name.clone(),
-            BurstController::new(config),
-            state,
-            observation,
-        ));
+    for (r, request) in requests.iter().enumerate() {
+        for (offset, component) in request.deployment.spec.components.iter().enumerate() {
+            let index = starts[r] + offset;
+            let Some(policy) = component
+                .burst_policy
+                .as_ref()
+                .and_then(|p| estate.policies.get(p))
+            else {
+                continue;
+            };
+            let Ok(config) = ControllerConfig::new(
+                &policy.spec,
+                &component.replicas,
+                &input.components[index],
+                &input.pools,
+            ) else {
+                continue;
+            };
+            let planned = &input.components[index];
+            let observation = Observation {
+                demand: request.demand.get(&component.name).copied().flatten(),
+                current_replicas: planned.current.values().sum(),
+                public_replicas: planned
+                    .current
+                    .iter()
+                    .filter(|(pool, _)| {
+                        estate
+                            .pools
+                            .get(*pool)
+                            .is_some_and(|p| p.spec.cloud == crate::api::Cloud::Public)
+                    })
+                    .map(|(_, n)| n)
+                    .sum(),
+                private_capacity: private_capacity(&input, index, component.replicas.max),
+            };
+            let state = request
+                .states
+                .get(&component.name)
+                .cloned()
+                .unwrap_or_default();
+            controllers.push((
+                r,
+                index,
+                component.name.clone(),
+                BurstController::new(config),
+                state,
+                observation,
+            ));
+        }
     }
     let controlled: Vec<_> = controllers
         .iter()
-        .map(|(i, _, c, s, o)| (*i, c, s, *o))
+        .map(|(_, i, _, c, s, o)| (*i, c, s, *o))
         .collect();
-    let (new_states, planned, decisions) = reconcile(&input, &controlled, now);
-    let mut events = Vec::new();
-    for ((_, name, _, _, _), decision) in controllers.iter().zip(&decisions) {
-        events.extend(decision.events.iter().cloned().map(|e| (name.clone(), e)));
+    let (new_states, mut planned, decisions) = reconcile_owned(input, &controlled, now);
+    let mut decided: Vec<Decided> = Vec::with_capacity(requests.len());
+    let mut plans = planned.components.split_off(frozen).into_iter();
+    for request in requests {
+        decided.push(Decided {
+            plans: plans
+                .by_ref()
+                .take(request.deployment.spec.components.len())
+                .collect(),
+            states: BTreeMap::new(),
+            events: Vec::new(),
+        });
     }
-    let states = controllers
-        .iter()
-        .map(|(_, name, _, _, _)| name.clone())
-        .zip(new_states)
-        .collect();
-    let plans = planned.components.into_iter().skip(first).collect();
-    Decided {
-        plans,
-        states,
-        events,
+    for (((r, _, name, _, _, _), state), decision) in
+        controllers.iter().zip(new_states).zip(decisions)
+    {
+        let out = &mut decided[*r];
+        out.states.insert(name.clone(), state);
+        out.events
+            .extend(decision.events.into_iter().map(|e| (name.clone(), e)));
     }
+    decided
 }
 
 #[cfg(test)]
