@@ -460,6 +460,8 @@ async fn bench() -> Result<()> {
             l.contains("reconcile_duration_seconds_sum")
                 || l.contains("reconcile_duration_seconds_count")
                 || l.contains("errors")
+                || l.contains("planning_batch_size_sum")
+                || l.contains("planning_batch_size_count")
         }) {
             println!("  {line}");
         }

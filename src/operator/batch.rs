@@ -3,16 +3,23 @@
 //!
 //! Planning looks at the whole estate, so one pass costs about the same for one deployment as
 //! for fifty. Deciding one deployment at a time made that cost O(N) per reconcile; a batch pays
-//! it once for every reconcile that queued behind the previous pass.
+//! it once for every reconcile that queued behind the previous pass. Passes are also spaced at
+//! least `min_interval` apart, so that under a stream of requests each pass gathers what
+//! arrived meanwhile instead of starting as soon as one request is there; a request that finds
+//! the planner idle is decided at once.
 
 use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// A queue of requests decided in batches by `run`.
 pub struct Batcher<Request, Outcome> {
     pending: Mutex<Vec<(Request, oneshot::Sender<Outcome>)>>,
-    /// Fair (FIFO): whoever holds it runs the batch; everyone else waits.
-    turn: tokio::sync::Mutex<()>,
+    /// Fair (FIFO): whoever holds it runs the next pass; everyone else waits. It holds when
+    /// the last pass ended.
+    turn: tokio::sync::Mutex<Option<Instant>>,
+    min_interval: Duration,
 }
 
 /// The pass that held this request panicked: the request has no outcome.
@@ -20,16 +27,16 @@ pub struct Batcher<Request, Outcome> {
 #[error("the planning pass for this request failed")]
 pub struct Abandoned;
 
-impl<Request, Outcome> Default for Batcher<Request, Outcome> {
-    fn default() -> Self {
+impl<Request, Outcome> Batcher<Request, Outcome> {
+    /// A queue whose passes start at least `min_interval` apart.
+    pub fn new(min_interval: Duration) -> Self {
         Batcher {
             pending: Mutex::new(Vec::new()),
-            turn: tokio::sync::Mutex::new(()),
+            turn: tokio::sync::Mutex::new(None),
+            min_interval,
         }
     }
-}
 
-impl<Request, Outcome> Batcher<Request, Outcome> {
     /// Queues `request` and returns its outcome. If no earlier pass picked it up by the time
     /// this caller's turn comes, this caller runs `run` on every request queued so far; `run`
     /// returns one outcome per request, in order, and must not block.
@@ -40,12 +47,16 @@ impl<Request, Outcome> Batcher<Request, Outcome> {
     ) -> Result<Outcome, Abandoned> {
         let (reply, mut outcome) = oneshot::channel();
         self.lock_pending().push((request, reply));
-        let _turn = self.turn.lock().await;
+        let mut last_pass = self.turn.lock().await;
         match outcome.try_recv() {
             Ok(done) => return Ok(done),
             // A pass took the request and panicked before answering.
             Err(oneshot::error::TryRecvError::Closed) => return Err(Abandoned),
             Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        if let Some(at) = *last_pass {
+            // Requests arriving meanwhile join this pass.
+            tokio::time::sleep_until(at + self.min_interval).await;
         }
         // Every pass answers all it took before it gives up the turn, so this caller's own
         // request is still queued: it is in this batch.
@@ -57,6 +68,7 @@ impl<Request, Outcome> Batcher<Request, Outcome> {
             // A caller that went away (its reconcile was cancelled) needs no answer.
             let _ = reply.send(done);
         }
+        *last_pass = Some(Instant::now());
         outcome.try_recv().map_err(|_| Abandoned)
     }
 
@@ -73,7 +85,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_caller_decides_its_own_request() {
-        let batcher = Batcher::default();
+        let batcher = Batcher::new(Duration::ZERO);
         let out = batcher
             .submit(3, |reqs: Vec<u32>| reqs.iter().map(|r| r * 2).collect())
             .await
@@ -83,7 +95,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_callers_are_decided_together_and_each_gets_its_own_outcome() {
-        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::default());
+        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(Duration::ZERO));
         let passes = Arc::new(AtomicUsize::new(0));
         // Hold the turn so that the requests queue up behind it.
         let held = batcher.turn.lock().await;
@@ -112,7 +124,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pass_that_panics_abandons_its_requests_and_the_queue_goes_on() {
-        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::default());
+        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(Duration::ZERO));
         let held = batcher.turn.lock().await;
         let (b1, b2) = (batcher.clone(), batcher.clone());
         let first = tokio::spawn(async move { b1.submit(1, |_| panic!("planner bug")).await });
@@ -131,5 +143,40 @@ mod tests {
         // The queue still works.
         let out = batcher.submit(5, |reqs| reqs).await.unwrap();
         assert_eq!(out, 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passes_are_spaced_so_that_a_stream_of_requests_is_batched() {
+        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(Duration::from_millis(10)));
+        let passes = Arc::new(AtomicUsize::new(0));
+        let run = |passes: Arc<AtomicUsize>| {
+            move |reqs: Vec<u32>| {
+                passes.fetch_add(1, Ordering::SeqCst);
+                reqs
+            }
+        };
+        // An idle planner decides at once.
+        let started = Instant::now();
+        batcher.submit(0, run(passes.clone())).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // Nine requests, one every millisecond, right after a pass: the next pass waits for the
+        // rest of the interval and takes them all.
+        let mut callers = Vec::new();
+        for i in 1..=9u32 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let (batcher, passes) = (batcher.clone(), passes.clone());
+            callers.push(tokio::spawn(
+                async move { batcher.submit(i, run(passes)).await },
+            ));
+        }
+        for (i, caller) in callers.into_iter().enumerate() {
+            assert_eq!(caller.await.unwrap().unwrap(), i as u32 + 1);
+        }
+        assert_eq!(
+            passes.load(Ordering::SeqCst),
+            2,
+            "one pass for the first, one for the nine"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(10));
     }
 }

@@ -54,6 +54,11 @@ pub struct Context {
     decisions: Mutex<HashMap<(String, String), Arc<ModelDeployment>>>,
 }
 
+/// Planning passes start at least this far apart: under a stream of reconciles each pass
+/// decides what gathered meanwhile (see `batch`), which bounds the time spent planning; a
+/// reconcile that finds the planner idle is decided at once.
+const PLANNING_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Name under which the operator reports Events.
 pub const REPORTER: &str = "skybridge";
 
@@ -90,7 +95,7 @@ impl Context {
             burst: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
             swept: Mutex::new(HashMap::new()),
-            planning: Batcher::default(),
+            planning: Batcher::new(PLANNING_INTERVAL),
             decisions: Mutex::new(HashMap::new()),
             // Every child is re-applied at least this often, whatever the memo says.
             applied: super::applied::AppliedChildren::new(Duration::from_secs(300)),

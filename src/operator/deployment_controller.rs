@@ -5,6 +5,7 @@
 use super::applied::content_hash;
 use super::artifact_plan::serving_pools;
 use super::artifacts::{Stage, sweep_store_secrets};
+use super::children_watch::{Child, ChildKind};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::metrics::{ControllerLabels, DeploymentLabels, ErrorLabels};
@@ -168,14 +169,17 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // Orphans appear only when the set of (component, pool) changes; sweeping every cluster on
     // every reconcile would cost two lists per cluster each time. After a restart the memory is
     // empty, so the first reconcile always sweeps.
+    // Clusters whose children are indexed by their watch are swept on every reconcile, at the
+    // cost of a lookup (so a child the index learns of late is still found).
     let placed = placement_signature(&plans);
-    if ctx.swept(&key) != Some(placed) {
+    let list = ctx.swept(&key) != Some(placed);
+    if list {
         // Forget the old signature first: if this sweep is incomplete (a cluster unreachable)
         // and the plan later returns to that signature, the sweep must still run.
         ctx.forget_swept(&key);
-        if sweep_orphans(md, ctx, &estate.pools, Some(&plans)).await? {
-            ctx.set_swept(&key, placed);
-        }
+    }
+    if sweep_orphans(md, ctx, &estate.pools, Some(&plans), list).await? && list {
+        ctx.set_swept(&key, placed);
     }
     if artifacts.is_some() {
         sweep_store_secrets(md, ctx, &estate.pools, Some(&serving_pools(&plans))).await?;
@@ -245,6 +249,7 @@ pub struct PlanOutcome {
 /// and quick apart from the context's memory: no I/O inside.
 fn decide_batch(ctx: &Context, tickets: Vec<PlanTicket>) -> Vec<PlanOutcome> {
     let key_of = |md: &ModelDeployment| (md.namespace().unwrap_or_default(), md.name_any());
+    ctx.metrics.planning_batch.observe(tickets.len() as f64);
     let mut estate = ctx.estate();
     for ticket in &tickets {
         estate
@@ -479,13 +484,16 @@ pub fn target_namespace(md: &ModelDeployment, pool: &ComputePool) -> String {
 }
 
 /// Deletes this deployment's children that the plan no longer has, in every pool's cluster;
-/// with no plan, all of them. Clusters that cannot be reached are retried on the next reconcile;
-/// returns whether every cluster was swept.
+/// with no plan, all of them. A remote cluster whose children watch has listed them is looked up
+/// in its index, which is cheap enough for every reconcile; the others are listed, but only when
+/// `list` is set (with no plan, always). Clusters that cannot be reached are retried on the next
+/// reconcile; returns whether every cluster was swept.
 async fn sweep_orphans(
     md: &ModelDeployment,
     ctx: &Context,
     pools: &BTreeMap<String, Arc<ComputePool>>,
     plans: Option<&[ComponentPlan]>,
+    list: bool,
 ) -> Result<bool> {
     let keep_deployments: BTreeSet<(String, String)> = plans
         .into_iter()
@@ -497,12 +505,10 @@ async fn sweep_orphans(
                 .map(|p| (plan.key.component.clone(), p.pool.clone()))
         })
         .collect();
-    let labels = selector(&deployment_labels(
-        &md.namespace().unwrap_or_default(),
-        &md.name_any(),
-    ));
+    let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
     let mut seen_clusters = BTreeSet::new();
     let mut first_error = None;
+    let mut complete = true;
     for pool in pools.values() {
         let cluster = match ctx.clusters.for_pool(pool).await {
             Ok(cluster) => cluster,
@@ -514,60 +520,23 @@ async fn sweep_orphans(
         if !seen_clusters.insert(cluster.id.clone()) {
             continue;
         }
+        // Deleting a deployment must see every child, however new: it always lists.
+        let indexed = plans.and(
+            cluster
+                .observed
+                .as_ref()
+                .and_then(|o| o.children_of(&namespace, &name)),
+        );
         let result = async {
-            let deployments: Api<Deployment> = Api::all(cluster.client().await);
-            let by_labels = ListParams::default().labels(&labels);
-            let background = DeleteParams::background();
-            let listed = idempotent(|| deployments.list(&by_labels)).await?;
-            let mut components_left: BTreeSet<(String, String)> = BTreeSet::new();
-            for child in listed {
-                let component = child
-                    .labels()
-                    .get(LABEL_COMPONENT)
-                    .cloned()
-                    .unwrap_or_default();
-                let child_pool = child.labels().get(LABEL_POOL).cloned().unwrap_or_default();
-                let namespace = child.namespace().unwrap_or_default();
-                if keep_deployments.contains(&(component.clone(), child_pool.clone())) {
-                    components_left.insert((namespace, component));
-                    continue;
+            let children = match indexed {
+                Some(children) => children,
+                None if list || plans.is_none() => list_children(&cluster, md).await?,
+                None => {
+                    complete = false;
+                    return Ok(());
                 }
-                info!(
-                    child = child.name_any(),
-                    pool = child_pool,
-                    "deleting a workload the plan no longer has"
-                );
-                let api: Api<Deployment> = Api::namespaced(cluster.client().await, &namespace);
-                let name = child.name_any();
-                ctx.applied.forget(&(
-                    cluster.id.clone(),
-                    "Deployment",
-                    namespace.clone(),
-                    name.clone(),
-                ));
-                ignore_not_found(idempotent(|| api.delete(&name, &background)).await)?;
-            }
-            let services: Api<Service> = Api::all(cluster.client().await);
-            for service in idempotent(|| services.list(&by_labels)).await? {
-                let component = service
-                    .labels()
-                    .get(LABEL_COMPONENT)
-                    .cloned()
-                    .unwrap_or_default();
-                let namespace = service.namespace().unwrap_or_default();
-                if !components_left.contains(&(namespace.clone(), component)) {
-                    let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
-                    let name = service.name_any();
-                    ctx.applied.forget(&(
-                        cluster.id.clone(),
-                        "Service",
-                        namespace.clone(),
-                        name.clone(),
-                    ));
-                    ignore_not_found(idempotent(|| api.delete(&name, &background)).await)?;
-                }
-            }
-            Ok::<_, Error>(())
+            };
+            delete_orphans(ctx, &cluster, &keep_deployments, children).await
         }
         .await;
         if let Err(err) = result {
@@ -581,8 +550,98 @@ async fn sweep_orphans(
             warn!(%err, "orphan sweep incomplete; retrying on the next reconcile");
             Ok(false)
         }
-        None => Ok(true),
+        None => Ok(complete),
     }
+}
+
+/// A deployment's children in one cluster, listed by their labels.
+async fn list_children(
+    cluster: &super::clusters::ClusterClient,
+    md: &ModelDeployment,
+) -> Result<Vec<Child>> {
+    let labels = selector(&deployment_labels(
+        &md.namespace().unwrap_or_default(),
+        &md.name_any(),
+    ));
+    let by_labels = ListParams::default().labels(&labels);
+    let child = |kind: ChildKind, meta: &kube::api::ObjectMeta| {
+        let label = |key: &str| {
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(key))
+                .cloned()
+                .unwrap_or_default()
+        };
+        Child {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            component: label(LABEL_COMPONENT),
+            pool: label(LABEL_POOL),
+        }
+    };
+    let deployments: Api<Deployment> = Api::all(cluster.client().await);
+    let services: Api<Service> = Api::all(cluster.client().await);
+    let mut children: Vec<Child> = idempotent(|| deployments.list(&by_labels))
+        .await?
+        .iter()
+        .map(|d| child(ChildKind::Deployment, &d.metadata))
+        .collect();
+    children.extend(
+        idempotent(|| services.list(&by_labels))
+            .await?
+            .iter()
+            .map(|s| child(ChildKind::Service, &s.metadata)),
+    );
+    Ok(children)
+}
+
+/// Deletes the Deployments of (component, pool)s not kept, then the Services of components with
+/// no Deployment left in their namespace.
+async fn delete_orphans(
+    ctx: &Context,
+    cluster: &super::clusters::ClusterClient,
+    keep: &BTreeSet<(String, String)>,
+    children: Vec<Child>,
+) -> Result<()> {
+    let background = DeleteParams::background();
+    let (deployments, services): (Vec<Child>, Vec<Child>) = children
+        .into_iter()
+        .partition(|c| c.kind == ChildKind::Deployment);
+    let mut components_left: BTreeSet<(String, String)> = BTreeSet::new();
+    for child in deployments {
+        if keep.contains(&(child.component.clone(), child.pool.clone())) {
+            components_left.insert((child.namespace, child.component));
+            continue;
+        }
+        info!(
+            child = child.name,
+            pool = child.pool,
+            "deleting a workload the plan no longer has"
+        );
+        let api: Api<Deployment> = Api::namespaced(cluster.client().await, &child.namespace);
+        ctx.applied.forget(&(
+            cluster.id.clone(),
+            "Deployment",
+            child.namespace.clone(),
+            child.name.clone(),
+        ));
+        ignore_not_found(idempotent(|| api.delete(&child.name, &background)).await)?;
+    }
+    for service in services {
+        if components_left.contains(&(service.namespace.clone(), service.component.clone())) {
+            continue;
+        }
+        let api: Api<Service> = Api::namespaced(cluster.client().await, &service.namespace);
+        ctx.applied.forget(&(
+            cluster.id.clone(),
+            "Service",
+            service.namespace.clone(),
+            service.name.clone(),
+        ));
+        ignore_not_found(idempotent(|| api.delete(&service.name, &background)).await)?;
+    }
+    Ok(())
 }
 
 fn ignore_not_found<T>(result: kube::Result<T>) -> kube::Result<()> {
@@ -600,7 +659,7 @@ async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         .into_iter()
         .map(|p| (p.name_any(), p))
         .collect();
-    sweep_orphans(md, ctx, &pools, None).await?;
+    sweep_orphans(md, ctx, &pools, None, true).await?;
     sweep_store_secrets(md, ctx, &pools, None).await?;
     if let Some(syncer) = &ctx.artifacts {
         syncer.forget(&kube::runtime::reflector::ObjectRef::from_obj(md));

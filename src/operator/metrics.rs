@@ -48,6 +48,8 @@ pub struct Metrics {
     pub budget_exhausted: Family<PolicyLabels, Gauge>,
     pub remote_errors: Family<PoolLabels, Counter>,
     pub artifact_sync_failures: Family<PoolLabels, Counter>,
+    /// Deployments decided per planning pass (its count is the number of passes).
+    pub planning_batch: Histogram,
     pub leader: Gauge,
 }
 
@@ -70,6 +72,7 @@ impl Default for Metrics {
             budget_exhausted: Family::default(),
             remote_errors: Family::default(),
             artifact_sync_failures: Family::default(),
+            planning_batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             leader: Gauge::default(),
             registry: Registry::default(),
         };
@@ -117,6 +120,11 @@ impl Default for Metrics {
             "artifact_sync_failures",
             "Times a model's copy in a pool's store turned Failed (a sync that had worked or was new failed)",
             metrics.artifact_sync_failures.clone(),
+        );
+        registry.register(
+            "planning_batch_size",
+            "Deployments decided together in one planning pass",
+            metrics.planning_batch.clone(),
         );
         registry.register(
             "leader",

@@ -396,7 +396,10 @@ class MemberChart(unittest.TestCase):
             have = {(g, r, v) for _, g, r, v in granted(objects)}
             for need in (("", "nodes", "list"), ("apps", "deployments", "patch"),
                          ("apps", "deployments", "list"), ("apps", "deployments", "delete"),
+                         ("apps", "deployments", "watch"),
                          ("", "services", "patch"), ("", "services", "delete"),
+                         # The operator watches its children there, to find orphans by index.
+                         ("", "services", "list"), ("", "services", "watch"),
                          ("", "namespaces", "create")):
                 self.assertIn(need, have)
             self.assertEqual(("", "secrets", "create") in have, values.get("storeCredentials", False))
