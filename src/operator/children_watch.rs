@@ -222,12 +222,6 @@ pub fn owner_of<K: Resource>(child: &K) -> Option<ObjectRef<ModelDeployment>> {
     Some(ObjectRef::new(name).within(namespace))
 }
 
-/// One change seen by either watch.
-enum Seen {
-    Deployment(watcher::Result<watcher::Event<Deployment>>),
-    Service(watcher::Result<watcher::Event<Service>>),
-}
-
 /// Keeps `observed` current and sends the owning deployment of every child that changes in a
 /// way that matters, or that is deleted, until `triggers` closes or the task is aborted (when
 /// the cluster's client is rebuilt or the operator stops). Watch errors (an unreachable
@@ -239,22 +233,17 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"));
+        let index = observed.clone();
         let deployments = watcher(Api::<Deployment>::all(client.clone()), config.clone())
             .default_backoff()
-            .map(Seen::Deployment)
+            .map(move |event| apply(&index, ChildKind::Deployment, event, |d| Some(state_of(d))))
             .boxed();
         let services = watcher(Api::<Service>::all(client), config)
             .default_backoff()
-            .map(Seen::Service)
+            .map(move |event| apply(&observed, ChildKind::Service, event, |_| None))
             .boxed();
-        let mut events = futures::stream::select(deployments, services);
-        while let Some(seen) = events.next().await {
-            let owners = match seen {
-                Seen::Deployment(event) => apply(&observed, ChildKind::Deployment, event, |d| {
-                    Some(state_of(d))
-                }),
-                Seen::Service(event) => apply(&observed, ChildKind::Service, event, |_| None),
-            };
+        let mut owners = futures::stream::select(deployments, services);
+        while let Some(owners) = owners.next().await {
             for owner in owners {
                 if triggers.unbounded_send(owner).is_err() {
                     return;
