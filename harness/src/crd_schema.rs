@@ -37,22 +37,19 @@ pub fn admit(
     let mut causes = Vec::new();
     validate(&schema.raw, obj, "", &mut causes, true);
     if causes.is_empty() {
-        let validator = kube_cel::Validator::new();
-        if let Err(errors) = validator.validate_compiled(&schema.compiled, obj, old) {
-            for e in errors.into_vec() {
-                let field = e.field_path.trim_start_matches('.').to_string();
-                let kind = type_name(lookup(obj, &field).unwrap_or(&Value::Null));
-                let shown = if field.is_empty() {
-                    "<nil>".to_string()
-                } else {
-                    field.clone()
-                };
-                causes.push((
-                    field,
-                    "FieldValueInvalid".to_string(),
-                    format!("{shown}: Invalid value: \"{kind}\": {}", e.message),
-                ));
-            }
+        for e in cel_errors(&schema.compiled, obj, old) {
+            let field = e.field_path.trim_start_matches('.').to_string();
+            let kind = type_name(lookup(obj, &field).unwrap_or(&Value::Null));
+            let shown = if field.is_empty() {
+                "<nil>".to_string()
+            } else {
+                field.clone()
+            };
+            causes.push((
+                field,
+                "FieldValueInvalid".to_string(),
+                format!("{shown}: Invalid value: \"{kind}\": {}", e.message),
+            ));
         }
     }
     if causes.is_empty() {
@@ -60,6 +57,51 @@ pub fn admit(
     } else {
         Err(Error::invalid(&rt.kind, &rt.group, name, causes))
     }
+}
+
+/// The CEL rules' errors, with validation ratcheting as the API server does it: on an update,
+/// a top-level field whose value did not change is not validated again (a status write does not
+/// re-run the spec's rules). Rules on the root itself always see the whole object.
+fn cel_errors(
+    compiled: &kube_cel::CompiledSchema,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Vec<kube_cel::ValidationError> {
+    let validator = kube_cel::Validator::new();
+    let into_vec = |r: std::result::Result<(), kube_cel::ValidationErrors>| {
+        r.err().map(|e| e.into_vec()).unwrap_or_default()
+    };
+    let (Some(old), Some(fields)) = (old, obj.as_object()) else {
+        return into_vec(validator.validate_compiled(compiled, obj, old));
+    };
+    let root_rules = !compiled.validations.is_empty()
+        || compiled.additional_properties.is_some()
+        || !(compiled.all_of.is_empty()
+            && compiled.one_of.is_empty()
+            && compiled.any_of.is_empty());
+    if root_rules {
+        return into_vec(validator.validate_compiled(compiled, obj, Some(old)));
+    }
+    let mut errors = Vec::new();
+    for (field, child) in &compiled.properties {
+        let Some(value) = fields.get(field) else {
+            continue;
+        };
+        let before = old.get(field);
+        if before == Some(value) {
+            continue;
+        }
+        for mut e in into_vec(validator.validate_compiled(child, value, before)) {
+            // Paths below the field are relative to it.
+            e.field_path = match e.field_path.as_str() {
+                "" => field.clone(),
+                p if p.starts_with(['.', '[']) => format!("{field}{p}"),
+                p => format!("{field}.{p}"),
+            };
+            errors.push(e);
+        }
+    }
+    errors
 }
 
 fn lookup<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {

@@ -267,6 +267,99 @@ async fn crd_schema_validation_and_cel_rules() {
     );
     assert_eq!(ok["spec"]["components"][0]["port"], 8080);
     assert_eq!(ok["spec"]["artifacts"]["mode"], "Eager");
+    // The same rule on an update: the cause names the full path of the field.
+    let a = http(
+        "PATCH",
+        &format!("{base}{MDS}/m"),
+        Some("application/merge-patch+json"),
+        &json!({"spec": md(5, 2)["spec"]}).to_string(),
+    )
+    .await;
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert!(
+        causes(&a.body)
+            .iter()
+            .any(|c| c.starts_with("spec.components[0].replicas: ")),
+        "{:?}",
+        causes(&a.body)
+    );
+}
+
+#[tokio::test]
+async fn cel_rules_ratchet_on_fields_an_update_leaves_unchanged() {
+    let c = start("ratchet").await;
+    let base = c.url();
+    let crd = |limit: u32| {
+        format!(
+            r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: gadgets.example.com}}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {{plural: gadgets, singular: gadget, kind: Gadget}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {{status: {{}}}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - {{rule: "self.size <= {limit}", message: "too big"}}
+            properties:
+              size: {{type: integer}}
+          status:
+            type: object
+            properties:
+              seen: {{type: integer}}
+"#
+        )
+    };
+    c.apply_yaml(&crd(10), "setup").unwrap();
+    let url = format!("{base}/apis/example.com/v1/namespaces/default/gadgets");
+    let created = post(
+        base,
+        "/apis/example.com/v1/namespaces/default/gadgets",
+        json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"size": 8}}),
+    )
+    .await;
+    assert_eq!(created["spec"]["size"], 8);
+    // The rule tightens after the object was stored: it now violates it.
+    c.apply_yaml(&crd(5), "setup").unwrap();
+    let merge = |path: String, body: Value| async move {
+        http(
+            "PATCH",
+            &path,
+            Some("application/merge-patch+json"),
+            &body.to_string(),
+        )
+        .await
+    };
+    // Writes that leave the spec as it is pass: its rules are not evaluated again.
+    let a = merge(format!("{url}/g/status"), json!({"status": {"seen": 1}})).await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    let a = merge(
+        format!("{url}/g"),
+        json!({"metadata": {"labels": {"a": "b"}}}),
+    )
+    .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    // A write that changes the spec is held to the rule.
+    let a = merge(format!("{url}/g"), json!({"spec": {"size": 7}})).await;
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert!(
+        causes(&a.body)
+            .iter()
+            .any(|c| c.starts_with("spec: ") && c.contains("too big")),
+        "{:?}",
+        causes(&a.body)
+    );
 }
 
 #[tokio::test]

@@ -344,13 +344,12 @@ async fn apply_children(
                 );
                 let content = content_hash(&child);
                 // Already applied as is, and the watch sees it at the generation that apply
-                // returned with every replica ready: nothing to write or learn. A child not yet
-                // ready is applied again, whose answer carries its current status.
+                // returned: nothing to write. Its readiness is what the watch last saw; a
+                // change to it triggers another reconcile.
                 let current = cluster.observed.as_ref().and_then(|observed| {
                     let generation = ctx.applied.unchanged(&key, content)?;
                     let seen = observed.get(&namespace, &name)?;
-                    (seen.generation == generation && seen.ready_replicas >= placement.replicas)
-                        .then_some(seen.ready_replicas)
+                    (seen.generation == generation).then_some(seen.ready_replicas)
                 });
                 let ready_now = match current {
                     Some(ready) => ready,
