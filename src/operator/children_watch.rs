@@ -107,8 +107,9 @@ impl ObservedChildren {
         })
     }
 
-    /// Records a child; returns whether what matters about it changed (a Deployment's
-    /// generation or readiness, a Service's existence).
+    /// Records a child; returns whether its deployment should hear of it: a Deployment whose
+    /// generation or readiness changed, or that appears already ready. The operator creates
+    /// children itself, so their appearance alone is no news; a Service never is (its going is).
     fn saw<K: Resource>(&self, kind: ChildKind, child: &K, state: Option<ChildState>) -> bool {
         let namespace = child.meta().namespace.clone().unwrap_or_default();
         let name = child.meta().name.clone().unwrap_or_default();
@@ -131,17 +132,19 @@ impl ObservedChildren {
             seen.insert((namespace.clone(), name.clone()));
         }
         let key = (kind, namespace.clone(), name.clone());
-        let previous = index.owner.insert(key, owner.clone());
-        let mut changed = previous.is_none();
-        if let Some(previous) = previous.filter(|p| *p != owner) {
+        if let Some(previous) = index.owner.insert(key, owner.clone())
+            && previous != owner
+        {
             index.unown(&previous, kind, &namespace, &name);
-            changed = true;
         }
         index.owned.entry(owner).or_default().insert(entry);
-        if let Some(state) = state {
-            changed = index.deployments.insert((namespace, name), state) != Some(state);
+        match state {
+            Some(state) => match index.deployments.insert((namespace, name), state) {
+                Some(before) => before != state,
+                None => state.ready_replicas > 0,
+            },
+            None => false,
         }
-        changed
     }
 
     /// Forgets a child; returns its owner if it was known.
@@ -432,65 +435,61 @@ mod tests {
     }
 
     #[test]
-    fn only_changes_that_matter_trigger() {
+    fn only_news_triggers() {
         let observed = ObservedChildren::default();
-        let ready = |d: &Deployment| Some(state_of(d));
+        let deployment_event = |event| {
+            apply(&observed, ChildKind::Deployment, Ok(event), |d| {
+                Some(state_of(d))
+            })
+        };
         let d = deployment("a-ranker-cloud", "a", "cloud");
+        assert!(
+            deployment_event(watcher::Event::Apply(d.clone())).is_empty(),
+            "a new child that is not ready yet is the operator's own doing"
+        );
+        let mut resized = d.clone();
+        resized.metadata.generation = Some(2);
         assert_eq!(
-            apply(
-                &observed,
-                ChildKind::Deployment,
-                Ok(watcher::Event::Apply(d.clone())),
-                ready
-            )
-            .len(),
-            1
+            deployment_event(watcher::Event::Apply(resized.clone())).len(),
+            1,
+            "a new generation"
         );
         assert!(
-            apply(
-                &observed,
-                ChildKind::Deployment,
-                Ok(watcher::Event::Apply(d.clone())),
-                ready
-            )
-            .is_empty(),
+            deployment_event(watcher::Event::Apply(resized.clone())).is_empty(),
             "the same state again"
         );
-        let mut more_ready = d.clone();
-        more_ready.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+        let mut ready = resized;
+        ready.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
             ready_replicas: Some(2),
             ..Default::default()
         });
         assert_eq!(
-            apply(
-                &observed,
-                ChildKind::Deployment,
-                Ok(watcher::Event::Apply(more_ready)),
-                ready
-            )
-            .len(),
-            1
+            deployment_event(watcher::Event::Apply(ready.clone())).len(),
+            1,
+            "readiness"
         );
-        let s = service("a-ranker", "a");
+        let mut found_ready = deployment("b-ranker-cloud", "b", "cloud");
+        found_ready.status = ready.status.clone();
         assert_eq!(
-            apply(
-                &observed,
-                ChildKind::Service,
-                Ok(watcher::Event::Apply(s.clone())),
-                |_| None
-            )
-            .len(),
-            1
+            deployment_event(watcher::Event::InitApply(found_ready)).len(),
+            1,
+            "a child first seen ready (after a restart) is news"
         );
+        assert_eq!(
+            deployment_event(watcher::Event::Delete(ready)).len(),
+            1,
+            "a child going is news"
+        );
+        let service_event = |event| apply(&observed, ChildKind::Service, Ok(event), |_| None);
+        let s = service("a-ranker", "a");
         assert!(
-            apply(
-                &observed,
-                ChildKind::Service,
-                Ok(watcher::Event::Apply(s)),
-                |_| None
-            )
-            .is_empty(),
-            "a Service matters only when it appears or goes"
+            service_event(watcher::Event::Apply(s.clone())).is_empty(),
+            "a Service appearing is the operator's own doing"
+        );
+        assert_eq!(
+            service_event(watcher::Event::Delete(s)).len(),
+            1,
+            "a Service going is news"
         );
     }
 }

@@ -170,15 +170,23 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // every reconcile would cost two lists per cluster each time. After a restart the memory is
     // empty, so the first reconcile always sweeps.
     // Clusters whose children are indexed by their watch are swept on every reconcile, at the
-    // cost of a lookup (so a child the index learns of late is still found).
+    // cost of a lookup. When the plan of a deployment that recorded placements changes, its
+    // clusters are listed instead: a child of the old plan applied a moment ago may not be in
+    // the index yet, and the list is the server's own answer. A deployment that never recorded
+    // a placement has no such children (an earlier operator's leftovers were listed into the
+    // index when its watch started).
     let placed = placement_signature(&plans);
-    let list = ctx.swept(&key) != Some(placed);
+    let recorded = md
+        .status
+        .as_ref()
+        .is_some_and(|s| s.components.iter().any(|c| !c.placements.is_empty()));
+    let list = recorded && ctx.swept(&key) != Some(placed);
     if list {
         // Forget the old signature first: if this sweep is incomplete (a cluster unreachable)
         // and the plan later returns to that signature, the sweep must still run.
         ctx.forget_swept(&key);
     }
-    if sweep_orphans(md, ctx, &estate.pools, Some(&plans), list).await? && list {
+    if sweep_orphans(md, ctx, &estate.pools, Some(&plans), list).await? {
         ctx.set_swept(&key, placed);
     }
     if artifacts.is_some() {
@@ -314,14 +322,26 @@ async fn apply_children(
     fetches: &BTreeMap<String, workloads::ModelFetch>,
 ) -> (BTreeMap<(String, String), u32>, Option<Error>) {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut ready = BTreeMap::new();
-    let mut first_error = None;
-    let mut services: BTreeSet<(String, String, String)> = BTreeSet::new();
-    for (component, plan) in md.spec.components.iter().zip(plans) {
-        for placement in plan.placements.iter().filter(|p| p.replicas > 0) {
-            let Some(pool) = pools.get(&placement.pool) else {
-                continue;
-            };
+    // One Service per (cluster, namespace, component), applied by the first placement there.
+    let services: std::sync::Mutex<BTreeSet<(String, String, String)>> = Default::default();
+    let placements = md
+        .spec
+        .components
+        .iter()
+        .zip(plans)
+        .flat_map(|(component, plan)| {
+            plan.placements
+                .iter()
+                .filter(|p| p.replicas > 0)
+                .filter_map(move |placement| {
+                    Some((component, placement, pools.get(&placement.pool)?))
+                })
+        });
+    // Every placement at once: the children of a deployment appear (and turn ready) together,
+    // and a reconcile takes one round trip per cluster, not one per child.
+    let outcomes = futures::future::join_all(placements.map(|(component, placement, pool)| {
+        let (params, services) = (&params, &services);
+        async move {
             let outcome = async {
                 let cluster = ctx.clusters.for_pool(pool).await?;
                 let namespace = target_namespace(md, pool);
@@ -377,11 +397,12 @@ async fn apply_children(
                             .max(0) as u32
                     }
                 };
-                if services.insert((
+                let first = services.lock().unwrap_or_else(|e| e.into_inner()).insert((
                     cluster.id.clone(),
                     namespace.clone(),
                     component.name.clone(),
-                )) {
+                ));
+                if first {
                     let service = workloads::build_service(
                         md,
                         component,
@@ -396,7 +417,13 @@ async fn apply_children(
                         name.clone(),
                     );
                     let content = content_hash(&service);
-                    if ctx.applied.unchanged(&key, content).is_none() {
+                    // A Service the index no longer has was deleted behind the operator's back.
+                    let gone = cluster.observed.as_ref().is_some_and(|o| {
+                        o.children_of(&md.namespace().unwrap_or_default(), &md.name_any())
+                            .is_some()
+                            && !o.has_service(&namespace, &name)
+                    });
+                    if gone || ctx.applied.unchanged(&key, content).is_none() {
                         let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
                         let apply_patch = Patch::Apply(&service);
                         ctx.applied.forget(&key);
@@ -407,21 +434,27 @@ async fn apply_children(
                 Ok::<_, Error>(ready_now)
             }
             .await;
-            match outcome {
-                Ok(n) => {
-                    ready.insert((component.name.clone(), placement.pool.clone()), n);
-                }
-                Err(err) => {
-                    warn!(pool = placement.pool, %err, "applying to the pool's cluster failed");
-                    ctx.metrics
-                        .remote_errors
-                        .get_or_create(&super::metrics::PoolLabels {
-                            pool: placement.pool.clone(),
-                            cloud: pool.spec.cloud.to_string(),
-                        })
-                        .inc();
-                    first_error.get_or_insert(err);
-                }
+            (component, placement, pool, outcome)
+        }
+    }))
+    .await;
+    let mut ready = BTreeMap::new();
+    let mut first_error = None;
+    for (component, placement, pool, outcome) in outcomes {
+        match outcome {
+            Ok(n) => {
+                ready.insert((component.name.clone(), placement.pool.clone()), n);
+            }
+            Err(err) => {
+                warn!(pool = placement.pool, %err, "applying to the pool's cluster failed");
+                ctx.metrics
+                    .remote_errors
+                    .get_or_create(&super::metrics::PoolLabels {
+                        pool: placement.pool.clone(),
+                        cloud: pool.spec.cloud.to_string(),
+                    })
+                    .inc();
+                first_error.get_or_insert(err);
             }
         }
     }

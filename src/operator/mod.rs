@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod batch;
 pub mod children_watch;
 pub mod clusters;
+pub mod coalesce;
 pub mod conditions;
 pub mod context;
 pub mod demand;

@@ -2,6 +2,7 @@
 
 use super::artifacts::{ArtifactsConfig, Syncer};
 use super::clusters::Clusters;
+use super::coalesce::coalesce;
 use super::context::{Context, Settings};
 use super::error::{Error, Result};
 use super::http::{Health, serve};
@@ -130,7 +131,7 @@ pub async fn run_with_artifacts(
         kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
     );
     // Remote children are watched per cluster (owner references cannot cross clusters): their
-    // readiness changes reconcile their deployment at once.
+    // readiness changes reconcile their deployment, once per burst of changes (see `coalesce`).
     let (child_triggers, child_events) = futures::channel::mpsc::unbounded();
     let clusters = Clusters::new(client.clone(), config.namespace.clone(), config.cluster_qps)
         .with_child_triggers(child_triggers);
@@ -243,7 +244,7 @@ pub async fn run_with_artifacts(
             Api::<Deployment>::all(client.clone()),
             watcher::Config::default().labels("app.kubernetes.io/managed-by=skybridge"),
         )
-        .reconcile_on(child_events)
+        .reconcile_on(coalesce(child_events, CHILD_TRIGGER_WINDOW))
         .reconcile_on(futures::stream::unfold(synced, |mut rx| async move {
             rx.recv().await.map(|md| (md, rx))
         }))
@@ -292,6 +293,10 @@ pub async fn run_with_artifacts(
 /// Deployments reconciled at once: enough to keep every cluster busy, few enough that a burst
 /// of thousands of objects does not hold thousands of estate snapshots in memory.
 const RECONCILE_CONCURRENCY: u16 = 64;
+/// How long changes to remote children gather before their deployments reconcile: children
+/// turning ready together cost one reconcile and one status write, for a delay far below what
+/// anyone waiting for readiness notices.
+const CHILD_TRIGGER_WINDOW: Duration = Duration::from_millis(25);
 
 /// What a deployment's owner (a person, GitOps) changes: the spec (its generation), deletion,
 /// finalizers, labels and annotations. Status writes are not in it.
