@@ -378,7 +378,7 @@ async fn apply_children(
                         let api: Api<Deployment> =
                             Api::namespaced(cluster.client().await, &namespace);
                         let apply_patch = Patch::Apply(&child);
-                        let apply = || idempotent(|| api.patch(&name, &params, &apply_patch));
+                        let apply = || idempotent(|| api.patch(&name, params, &apply_patch));
                         let applied = match apply().await {
                             // The target namespace does not exist yet in that cluster: create
                             // it once.
@@ -427,7 +427,7 @@ async fn apply_children(
                         let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
                         let apply_patch = Patch::Apply(&service);
                         ctx.applied.forget(&key);
-                        idempotent(|| api.patch(&name, &params, &apply_patch)).await?;
+                        idempotent(|| api.patch(&name, params, &apply_patch)).await?;
                         ctx.applied.record(key, content, None);
                     }
                 }
