@@ -301,6 +301,9 @@ struct Entry {
     api_version: String,
     time: String,
     fields: FieldSet,
+    /// The entry as stored, while nothing about it changed: written back as is, without
+    /// serializing its fields again (most writes change one manager's entry, not all).
+    stored: Option<Value>,
 }
 
 fn read_entries(obj: &Value) -> Vec<Entry> {
@@ -316,6 +319,7 @@ fn read_entries(obj: &Value) -> Vec<Entry> {
                 api_version: e["apiVersion"].as_str().unwrap_or_default().to_string(),
                 time: e["time"].as_str().unwrap_or_default().to_string(),
                 fields: from_fields_v1(&e["fieldsV1"]),
+                stored: Some(e.clone()),
             })
         })
         .collect()
@@ -326,6 +330,9 @@ fn write_entries(obj: &mut Value, entries: Vec<Entry>) {
         .into_iter()
         .filter(|e| !e.fields.is_empty())
         .map(|e| {
+            if let Some(stored) = e.stored {
+                return stored;
+            }
             let mut v = json!({
                 "manager": e.manager,
                 "operation": e.operation,
@@ -369,10 +376,13 @@ fn entry_mut<'a>(
                 api_version: api_version.into(),
                 time: String::new(),
                 fields: FieldSet::new(),
+                stored: None,
             });
             entries.len() - 1
         }
     };
+    // Every caller changes the entry it asked for.
+    entries[i].stored = None;
     &mut entries[i]
 }
 
@@ -387,10 +397,8 @@ pub fn track_update(
     scope: Scope,
     now: &str,
 ) {
-    let old_mf = old
-        .map(|o| o["metadata"]["managedFields"].clone())
-        .unwrap_or(Value::Null);
-    let new_mf = new["metadata"]["managedFields"].clone();
+    let old_mf = old.map_or(&Value::Null, |o| &o["metadata"]["managedFields"]);
+    let new_mf = &new["metadata"]["managedFields"];
     let mut entries = if !new_mf.is_null() && new_mf != old_mf {
         read_entries(new)
     } else {
@@ -408,8 +416,12 @@ pub fn track_update(
         .collect();
     let removed: FieldSet = old_set.difference(&new_set).cloned().collect();
     for e in entries.iter_mut() {
+        let before = e.fields.len();
         e.fields
             .retain(|p| !changed.contains(p) && !removed.contains(p));
+        if e.fields.len() != before {
+            e.stored = None;
+        }
     }
     if !changed.is_empty() {
         let api_version = rt.api_version();
@@ -542,6 +554,7 @@ pub fn apply(
         }
         for (i, p) in &conflicts {
             entries[*i].fields.remove(p);
+            entries[*i].stored = None;
         }
     }
 

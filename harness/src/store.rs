@@ -147,36 +147,65 @@ fn owner_uids(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The parts of an object whose change bumps `metadata.generation`.
-fn spec_part(rt: &ResourceType, obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.as_object_mut() {
-        m.remove("metadata");
-        if rt.status_subresource {
-            m.remove("status");
-        }
-    }
-    v
+/// Map equality over the keys `keep` accepts, in place.
+fn same_keys(
+    a: &serde_json::Map<String, Value>,
+    b: &serde_json::Map<String, Value>,
+    keep: impl Fn(&str) -> bool,
+) -> bool {
+    let kept = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| keep(k)).count();
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| keep(k))
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
-/// Store equality ignoring server-maintained bookkeeping, to detect no-op writes.
+/// Whether the parts of an object whose change bumps `metadata.generation` differ: everything
+/// but metadata (and status, where it is a subresource).
+fn spec_changed(rt: &ResourceType, a: &Value, b: &Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => !same_keys(a, b, |k| {
+            k != "metadata" && !(rt.status_subresource && k == "status")
+        }),
+        _ => a != b,
+    }
+}
+
+/// Store equality ignoring server-maintained bookkeeping (resourceVersion, the times of
+/// managedFields entries), to detect no-op writes. Compares in place: no copies.
 fn same_content(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v["metadata"].as_object_mut() {
-            m.remove("resourceVersion");
-            // Ownership changes count, timestamps of managers do not (as on the real server).
-            if let Some(entries) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
-                for e in entries {
-                    if let Some(e) = e.as_object_mut() {
-                        e.remove("time");
-                    }
-                }
-            }
-        }
-        v
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
     };
-    strip(a) == strip(b)
+    if !same_keys(a, b, |k| k != "metadata") {
+        return false;
+    }
+    let (Some(ma), Some(mb)) = (
+        a.get("metadata").and_then(Value::as_object),
+        b.get("metadata").and_then(Value::as_object),
+    ) else {
+        return a.get("metadata") == b.get("metadata");
+    };
+    if !same_keys(ma, mb, |k| k != "resourceVersion" && k != "managedFields") {
+        return false;
+    }
+    // Ownership changes count, timestamps of managers do not (as on the real server).
+    let (ea, eb) = (
+        ma.get("managedFields").and_then(Value::as_array),
+        mb.get("managedFields").and_then(Value::as_array),
+    );
+    let (ea, eb) = (
+        ea.map_or(&[][..], Vec::as_slice),
+        eb.map_or(&[][..], Vec::as_slice),
+    );
+    ea.len() == eb.len()
+        && ea
+            .iter()
+            .zip(eb)
+            .all(|(x, y)| match (x.as_object(), y.as_object()) {
+                (Some(x), Some(y)) => same_keys(x, y, |k| k != "time"),
+                _ => x == y,
+            })
 }
 
 impl Store {
@@ -705,7 +734,8 @@ impl State {
                     };
                 }
                 let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
-                if spec_part(rt, &obj) != spec_part(rt, old) {
+                // A status write carries the stored spec by construction.
+                if scope != Scope::Status && spec_changed(rt, &obj, old) {
                     generation += 1;
                 }
                 obj["metadata"]["generation"] = json!(generation);
@@ -1193,5 +1223,73 @@ impl State {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(rv: &str, time: &str, label: &str, manager: &str, replicas: u32) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "resourceVersion": rv, "labels": {"app": label},
+                "managedFields": [{"manager": manager, "operation": "Apply", "time": time,
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"replicas": replicas},
+            "status": {"readyReplicas": 0},
+        })
+    }
+
+    #[test]
+    fn no_op_writes_are_told_apart_from_changes() {
+        let stored = object("1", "t1", "a", "m", 1);
+        assert!(
+            same_content(&stored, &object("2", "t2", "a", "m", 1)),
+            "bookkeeping only"
+        );
+        assert!(
+            !same_content(&stored, &object("1", "t1", "b", "m", 1)),
+            "a label"
+        );
+        assert!(
+            !same_content(&stored, &object("1", "t1", "a", "other", 1)),
+            "ownership"
+        );
+        assert!(
+            !same_content(&stored, &object("1", "t1", "a", "m", 2)),
+            "the spec"
+        );
+        let mut more = stored.clone();
+        more["metadata"]["annotations"] = json!({"x": "y"});
+        assert!(!same_content(&stored, &more), "a new metadata field");
+    }
+
+    #[test]
+    fn generation_counts_spec_not_metadata_nor_a_status_subresource() {
+        let deployments = resources::builtins()
+            .into_iter()
+            .find(|r| r.plural == "deployments")
+            .unwrap();
+        let stored = object("1", "t1", "a", "m", 1);
+        assert!(!spec_changed(
+            &deployments,
+            &stored,
+            &object("2", "t2", "b", "x", 1)
+        ));
+        assert!(spec_changed(
+            &deployments,
+            &stored,
+            &object("1", "t1", "a", "m", 3)
+        ));
+        let mut status = stored.clone();
+        status["status"]["readyReplicas"] = json!(1);
+        assert!(!spec_changed(&deployments, &stored, &status));
+        let mut extra = stored.clone();
+        extra["data"] = json!({"k": "v"});
+        assert!(
+            spec_changed(&deployments, &stored, &extra),
+            "a new top-level field"
+        );
     }
 }
