@@ -60,6 +60,15 @@ impl AppliedChildren {
         );
     }
 
+    /// Whether exactly `content` was applied less than `within` ago: the child's watch may not
+    /// have seen that write yet.
+    pub fn applied_within(&self, key: &ChildKey, content: u64, within: Duration) -> bool {
+        let children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children
+            .get(key)
+            .is_some_and(|a| a.content == content && a.at.elapsed() < within)
+    }
+
     /// Forgets a child (deleted, or its apply failed).
     pub fn forget(&self, key: &ChildKey) {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
@@ -87,6 +96,16 @@ mod tests {
         let aged = AppliedChildren::new(Duration::ZERO);
         aged.record(key(), 1, Some(3));
         assert_eq!(aged.unchanged(&key(), 1), None, "aged out");
+        applied.record(key(), 1, Some(3));
+        assert!(applied.applied_within(&key(), 1, Duration::from_secs(60)));
+        assert!(
+            !applied.applied_within(&key(), 2, Duration::from_secs(60)),
+            "other content"
+        );
+        assert!(
+            !applied.applied_within(&key(), 1, Duration::ZERO),
+            "too long ago"
+        );
     }
 
     #[test]

@@ -35,6 +35,9 @@ use tracing::{info, instrument, warn};
 pub const FIELD_MANAGER: &str = "skybridge.io/deployment-controller";
 /// Finalizer that removes children in remote clusters, which owner references cannot reach.
 pub const FINALIZER: &str = "skybridge.io/cleanup";
+/// How long a child's watch may lag behind this operator's own apply of it before the apply is
+/// repeated.
+const WATCH_GRACE: Duration = Duration::from_secs(10);
 /// Safety-net re-plan of a settled deployment, for triggers that were missed.
 const SETTLED_RESYNC: Duration = Duration::from_secs(300);
 
@@ -365,11 +368,18 @@ async fn apply_children(
                 let content = content_hash(&child);
                 // Already applied as is, and the watch sees it at the generation that apply
                 // returned: nothing to write. Its readiness is what the watch last saw; a
-                // change to it triggers another reconcile.
+                // change to it triggers another reconcile. Applied a moment ago and not yet
+                // seen so (the watch lags under load): the write is on its way, not repeated.
                 let current = cluster.observed.as_ref().and_then(|observed| {
                     let generation = ctx.applied.unchanged(&key, content)?;
-                    let seen = observed.get(&namespace, &name)?;
-                    (seen.generation == generation).then_some(seen.ready_replicas)
+                    let seen = observed.get(&namespace, &name);
+                    match seen {
+                        Some(seen) if seen.generation == generation => Some(seen.ready_replicas),
+                        _ if ctx.applied.applied_within(&key, content, WATCH_GRACE) => {
+                            Some(seen.map_or(0, |s| s.ready_replicas))
+                        }
+                        _ => None,
+                    }
                 });
                 let ready_now = match current {
                     Some(ready) => ready,
@@ -538,20 +548,29 @@ async fn sweep_orphans(
         })
         .collect();
     let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
-    let mut seen_clusters = BTreeSet::new();
     let mut first_error = None;
     let mut complete = true;
-    for pool in pools.values() {
-        let cluster = match ctx.clusters.for_pool(pool).await {
-            Ok(cluster) => cluster,
+    // Each pool's cluster, and per cluster the (namespace, component)s the plan keeps there:
+    // their Services stay even if the index has not seen their Deployments yet.
+    let mut clusters = BTreeMap::new();
+    for (pool_name, pool) in pools {
+        match ctx.clusters.for_pool(pool).await {
+            Ok(cluster) => {
+                let entry = clusters
+                    .entry(cluster.id.clone())
+                    .or_insert_with(|| (cluster, BTreeSet::new()));
+                for (component, _) in keep_deployments.iter().filter(|(_, p)| p == pool_name) {
+                    entry
+                        .1
+                        .insert((target_namespace(md, pool), component.clone()));
+                }
+            }
             Err(err) => {
                 first_error.get_or_insert(err);
-                continue;
             }
-        };
-        if !seen_clusters.insert(cluster.id.clone()) {
-            continue;
         }
+    }
+    for (cluster, kept_here) in clusters.into_values() {
         // Deleting a deployment must see every child, however new: it always lists.
         let indexed = plans.and(
             cluster
@@ -568,7 +587,7 @@ async fn sweep_orphans(
                     return Ok(());
                 }
             };
-            delete_orphans(ctx, &cluster, &keep_deployments, children).await
+            delete_orphans(ctx, &cluster, &keep_deployments, kept_here, children).await
         }
         .await;
         if let Err(err) = result {
@@ -629,18 +648,20 @@ async fn list_children(
 }
 
 /// Deletes the Deployments of (component, pool)s not kept, then the Services of components with
-/// no Deployment left in their namespace.
+/// no Deployment left in their namespace; `kept_here` are the (namespace, component)s the plan
+/// places in this cluster.
 async fn delete_orphans(
     ctx: &Context,
     cluster: &super::clusters::ClusterClient,
     keep: &BTreeSet<(String, String)>,
+    kept_here: BTreeSet<(String, String)>,
     children: Vec<Child>,
 ) -> Result<()> {
     let background = DeleteParams::background();
     let (deployments, services): (Vec<Child>, Vec<Child>) = children
         .into_iter()
         .partition(|c| c.kind == ChildKind::Deployment);
-    let mut components_left: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut components_left = kept_here;
     for child in deployments {
         if keep.contains(&(child.component.clone(), child.pool.clone())) {
             components_left.insert((child.namespace, child.component));

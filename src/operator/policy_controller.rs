@@ -88,7 +88,7 @@ pub fn error_policy(policy: Arc<BurstPolicy>, error: &Error, ctx: Arc<Context>) 
 }
 
 /// The policies a deployment's components name: their status depends on the deployment's.
-pub fn policies_of(md: ModelDeployment) -> Vec<ObjectRef<BurstPolicy>> {
+pub fn policies_of(md: Arc<ModelDeployment>) -> Vec<ObjectRef<BurstPolicy>> {
     let mut names: Vec<&str> = md
         .spec
         .components
@@ -166,7 +166,7 @@ spec:
 "#,
         )
         .unwrap();
-        let refs = policies_of(md);
+        let refs = policies_of(Arc::new(md));
         assert_eq!(refs, vec![ObjectRef::<BurstPolicy>::new("p")]);
     }
 }

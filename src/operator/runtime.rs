@@ -121,10 +121,15 @@ pub async fn run_with_artifacts(
     let mds_api: Api<ModelDeployment> = Api::all(client.clone());
     // Deployments reconcile on what their owners change (spec, deletion, finalizers), not on the
     // status this controller writes itself; the cache still sees every change.
-    let (md_store, md_writer) = reflector::store();
+    // One watch feeds the cache, this controller and the BurstPolicy controller (which
+    // re-reports a policy when a deployment naming it changes).
+    let (md_store, md_writer) = reflector::store_shared(SHARED_EVENTS_BUFFER);
+    let md_events = md_writer
+        .subscribe()
+        .expect("a shared store hands out subscriptions");
     let md_changes = watcher(mds_api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .reflect(md_writer)
+        .reflect_shared(md_writer)
         .applied_objects()
         .predicate_filter(owner_intent, Default::default());
     let md_controller = Controller::for_stream(md_changes, md_store.clone()).with_config(
@@ -264,11 +269,7 @@ pub async fn run_with_artifacts(
         )
         .for_each(|_| futures::future::ready(()));
     let policy_run = Controller::new(policies_api, watcher::Config::default())
-        .watches(
-            Api::<ModelDeployment>::all(client.clone()),
-            watcher::Config::default(),
-            policy_controller::policies_of,
-        )
+        .watches_shared_stream(md_events, policy_controller::policies_of)
         .graceful_shutdown_on(stopped())
         .run(
             policy_controller::reconcile,
@@ -293,6 +294,8 @@ pub async fn run_with_artifacts(
 /// Deployments reconciled at once: enough to keep every cluster busy, few enough that a burst
 /// of thousands of objects does not hold thousands of estate snapshots in memory.
 const RECONCILE_CONCURRENCY: u16 = 64;
+/// Deployment changes buffered for a subscriber of the shared watch before the watch waits.
+const SHARED_EVENTS_BUFFER: usize = 1024;
 /// How long changes to remote children gather before their deployments reconcile: children
 /// turning ready together cost one reconcile and one status write, for a delay far below what
 /// anyone waiting for readiness notices.
