@@ -741,17 +741,15 @@ fn reconcile(store: &Store, memory: &mut Memory, delay: Duration, pods: bool) ->
             &opts,
             true,
             |live| {
-                let mut obj = live
-                    .cloned()
-                    .ok_or_else(|| Error::not_found("apps", "deployments", &d.name))?;
-                if obj["metadata"]["uid"] != d.uid.as_str()
-                    || obj["metadata"]["generation"] != d.generation
+                let live = live.ok_or_else(|| Error::not_found("apps", "deployments", &d.name))?;
+                if live["metadata"]["uid"] != d.uid.as_str()
+                    || live["metadata"]["generation"] != d.generation
                 {
                     // Changed since we looked; the change event triggers another pass.
                     return Err(Error::conflict("apps", "deployments", &d.name));
                 }
-                obj["status"] = status;
-                Ok(obj)
+                // A status write takes everything else from the stored object.
+                Ok(json!({"status": status}))
             },
         );
     }

@@ -435,8 +435,8 @@ impl Store {
         f: impl FnOnce(Option<&Value>) -> Result<Value>,
     ) -> Result<(Value, bool)> {
         let mut st = self.lock();
-        let old = st.get(rt, ns, name).cloned();
-        let new = f(old.as_ref().map(|o| with_version_ref(rt, o)).as_ref())?;
+        let old = st.get(rt, ns, name).cloned().map(|o| with_version(rt, o));
+        let new = f(old.as_ref())?;
         if let Some(old) = &old {
             let rv = meta_str(&new, "resourceVersion");
             if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
@@ -503,10 +503,6 @@ impl Store {
 fn with_version(rt: &ResourceType, mut obj: Value) -> Value {
     obj["apiVersion"] = json!(rt.api_version());
     obj
-}
-
-fn with_version_ref(rt: &ResourceType, obj: &Value) -> Value {
-    with_version(rt, obj.clone())
 }
 
 impl State {
