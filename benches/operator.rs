@@ -374,14 +374,70 @@ async fn debug_waiting(mds: Api<ModelDeployment>, clusters: [Client; 2]) -> Resu
     Ok(())
 }
 
-async fn bench() -> Result<()> {
-    let n: usize = std::env::var("SKYBRIDGE_BENCH_DEPLOYMENTS")
-        .ok()
-        .map(|v| v.parse())
-        .transpose()?
-        .unwrap_or(1000);
-    println!("operator bench: {n} ModelDeployments × 2 components, 3 clusters (kube-harness)");
+/// The figures of one run.
+struct Figures {
+    operator_seconds: f64,
+    rss_mb: f64,
+    plain_seconds: f64,
+}
 
+impl Figures {
+    fn ratio(&self) -> f64 {
+        self.operator_seconds / self.plain_seconds
+    }
+}
+
+async fn bench() -> Result<()> {
+    let env = |name: &str, default: usize| -> Result<usize> {
+        Ok(std::env::var(name)
+            .ok()
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let n = env("SKYBRIDGE_BENCH_DEPLOYMENTS", 1000)?;
+    let runs = env("SKYBRIDGE_BENCH_RUNS", 3)?.max(1);
+    println!(
+        "operator bench: {n} ModelDeployments × 2 components, 3 clusters (kube-harness), {runs} runs"
+    );
+    let mut all = Vec::with_capacity(runs);
+    for run in 1..=runs {
+        println!("run {run}:");
+        all.push(run_once(n).await?);
+    }
+    // The median run by ratio: on a shared machine single runs vary by ±10%.
+    all.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+    let median = &all[all.len() / 2];
+    let worst_rss = all.iter().map(|f| f.rss_mb).fold(0.0, f64::max);
+    let spread = |f: fn(&Figures) -> f64| {
+        let values: Vec<String> = all.iter().map(|x| format!("{:.2}", f(x))).collect();
+        values.join(", ")
+    };
+    println!();
+    println!("ratios of the runs (sorted): {}", spread(Figures::ratio));
+    println!();
+    println!("| figure (median run; RSS: highest) | measured | target | |");
+    println!("|---|---|---|---|");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let secs = median.operator_seconds;
+    println!(
+        "| time to all Ready | {secs:.2} s | < {TARGET_SECONDS} s | {} |",
+        verdict(secs < TARGET_SECONDS)
+    );
+    println!(
+        "| operator peak RSS | {worst_rss:.1} MB | < {TARGET_RSS_MB} MB | {} |",
+        verdict(worst_rss < TARGET_RSS_MB)
+    );
+    let ratio = median.ratio();
+    println!(
+        "| ratio to plain client ({:.2} s) | {ratio:.2} | < {TARGET_RATIO} | {} |",
+        median.plain_seconds,
+        verdict(ratio < TARGET_RATIO)
+    );
+    Ok(())
+}
+
+async fn run_once(n: usize) -> Result<Figures> {
     // ---- 1. the operator ----
     let c = clusters(n).await?;
     c.hub.apply_yaml(&skybridge::api::crds_yaml()?, "bench")?;
@@ -473,7 +529,7 @@ async fn bench() -> Result<()> {
     let (private_deployments, public_deployments) =
         (count(&private_children), count(&public_children));
     println!(
-        "operator: {n} Ready in {:.2} s (applied in {:.2} s); children: {} Deployments private, {} public; peak RSS {rss:.1} MB; operator CPU {operator_cpu:.2} s",
+        "  operator: {n} Ready in {:.2} s (applied in {:.2} s); children: {} Deployments private, {} public; peak RSS {rss:.1} MB; operator CPU {operator_cpu:.2} s",
         operator_time.as_secs_f64(),
         applied.as_secs_f64(),
         private_deployments,
@@ -522,30 +578,17 @@ async fn bench() -> Result<()> {
         ),
     )?;
     let plain_time = started.elapsed();
-    let ratio = operator_time.as_secs_f64() / plain_time.as_secs_f64();
     println!(
-        "plain client: the same children ready in {:.2} s (applied in {:.2} s)",
+        "  plain client: the same children ready in {:.2} s (applied in {:.2} s); ratio {:.2}",
         plain_time.as_secs_f64(),
-        plain_applied.as_secs_f64()
+        plain_applied.as_secs_f64(),
+        operator_time.as_secs_f64() / plain_time.as_secs_f64()
     );
-    println!();
-    println!("| figure | measured | target | |");
-    println!("|---|---|---|---|");
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let secs = operator_time.as_secs_f64();
-    println!(
-        "| time to all Ready | {secs:.2} s | < {TARGET_SECONDS} s | {} |",
-        verdict(secs < TARGET_SECONDS)
-    );
-    println!(
-        "| operator peak RSS | {rss:.1} MB | < {TARGET_RSS_MB} MB | {} |",
-        verdict(rss < TARGET_RSS_MB)
-    );
-    println!(
-        "| ratio to plain client | {ratio:.2} | < {TARGET_RATIO} | {} |",
-        verdict(ratio < TARGET_RATIO)
-    );
-    Ok(())
+    Ok(Figures {
+        operator_seconds: operator_time.as_secs_f64(),
+        rss_mb: rss,
+        plain_seconds: plain_time.as_secs_f64(),
+    })
 }
 
 fn main() -> Result<()> {

@@ -52,6 +52,8 @@ pub struct Event {
     pub object: Value,
     /// The object before the change, for selector transitions.
     pub old: Option<Value>,
+    /// `object` as JSON, serialized once for every watcher that shows it as stored.
+    pub json: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// Options of a write.
@@ -589,6 +591,7 @@ impl State {
             key,
             object,
             old,
+            json: std::sync::OnceLock::new(),
         });
         self.history.push_back(ev.clone());
         while self.history.len() > self.history_limit {

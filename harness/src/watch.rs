@@ -56,9 +56,22 @@ impl WatchParams {
 }
 
 fn line(kind: &str, object: &Value) -> Bytes {
-    let mut s = json!({"type": kind, "object": object}).to_string();
-    s.push('\n');
-    Bytes::from(s)
+    line_of_json(
+        kind,
+        &serde_json::to_vec(object).expect("a JSON value serializes"),
+    )
+}
+
+/// One watch event line around an object already serialized (`kind` is one of the fixed
+/// event type words, which need no escaping).
+fn line_of_json(kind: &str, object: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
 }
 
 fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
@@ -183,8 +196,6 @@ fn render(rt: &ResourceType, params: &WatchParams, ev: &Event) -> Option<Bytes> 
     if ev.key != rt.storage_key() {
         return None;
     }
-    let mut obj = ev.object.clone();
-    obj["apiVersion"] = json!(rt.api_version());
     let now = params.matches(&ev.object);
     let before = ev.old.as_ref().is_some_and(|o| params.matches(o));
     let kind = match (ev.kind, before, now) {
@@ -195,8 +206,19 @@ fn render(rt: &ResourceType, params: &WatchParams, ev: &Event) -> Option<Bytes> 
         (EventType::Modified, true, false) => EventType::Deleted,
         _ => return None,
     };
+    let api_version = rt.api_version();
     if params.partial {
-        obj = partial(&obj);
+        return Some(line(kind.as_str(), &partial(&ev.object)));
     }
-    Some(line(kind.as_str(), &obj))
+    if ev.object["apiVersion"] != api_version.as_str() {
+        // Served at another version than stored: shown with the version asked for.
+        let mut obj = ev.object.clone();
+        obj["apiVersion"] = json!(api_version);
+        return Some(line(kind.as_str(), &obj));
+    }
+    // As stored: serialized once, whoever watches.
+    let json = ev.json.get_or_init(|| {
+        Bytes::from(serde_json::to_vec(&ev.object).expect("a JSON value serializes"))
+    });
+    Some(line_of_json(kind.as_str(), json))
 }
