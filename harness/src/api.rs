@@ -596,42 +596,42 @@ fn list(
             .unwrap_or_default(),
         !rt.custom,
     )?;
-    let (mut items, rv) = inner.store.list_matching(rt, t.ns.as_deref(), |o| {
-        labels.matches(&labels_of(o)) && fields.matches(o)
-    });
-    let mut list_rv = rv;
+    let mut list_rv = None;
+    let mut after = None;
     if let Some(token) = q.get("continue").filter(|c| !c.is_empty()) {
         // Continuation reads current data after the last key; the token only expires when its
         // resourceVersion left the retained history (the real server keeps a snapshot).
-        let (token_rv, after) = decode_continue(token)?;
+        let (token_rv, last) = decode_continue(token)?;
         if token_rv < inner.store.compacted_rv() {
             return Err(Error::expired(
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
             ));
         }
-        list_rv = token_rv;
+        list_rv = Some(token_rv);
         // Compare as (namespace, name) like the store orders items, not as one string ("a-b/x"
         // sorts before "a/b" as text but after it as a pair).
-        let after = after
-            .split_once('/')
-            .map(|(ns, name)| (ns.to_string(), name.to_string()))
-            .unwrap_or_default();
-        items.retain(|o| {
-            let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
-            let name = o["metadata"]["name"].as_str().unwrap_or_default();
-            (ns, name) > (after.0.as_str(), after.1.as_str())
-        });
+        after = Some(
+            last.split_once('/')
+                .map(|(ns, name)| (ns.to_string(), name.to_string()))
+                .unwrap_or_default(),
+        );
     }
-    let mut meta = json!({"resourceVersion": list_rv.to_string()});
-    if let Some(limit) = q
+    let limit = q
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0)
-        && items.len() > limit
+        .filter(|l| *l > 0);
+    let (items, rv, remaining) =
+        inner
+            .store
+            .list_page(rt, t.ns.as_deref(), after.as_ref(), limit, |o| {
+                labels.matches(&labels_of(o)) && fields.matches(o)
+            });
+    let list_rv = list_rv.unwrap_or(rv);
+    let mut meta = json!({"resourceVersion": list_rv.to_string()});
+    if remaining > 0
+        && let Some(last) = items.last()
     {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
-        meta["continue"] = json!(encode_continue(list_rv, &item_key(&items[limit - 1])));
+        meta["continue"] = json!(encode_continue(list_rv, &item_key(last)));
         meta["remainingItemCount"] = json!(remaining);
     }
     if partial {
@@ -641,15 +641,13 @@ fn list(
             &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
         ));
     }
-    Ok(json_response(
-        200,
-        &json!({
-            "kind": format!("{}List", rt.kind),
-            "apiVersion": rt.api_version(),
-            "metadata": meta,
-            "items": items,
-        }),
-    ))
+    // Built by moving the items in: a large list is not copied once more.
+    let mut list = serde_json::Map::new();
+    list.insert("kind".into(), json!(format!("{}List", rt.kind)));
+    list.insert("apiVersion".into(), json!(rt.api_version()));
+    list.insert("metadata".into(), meta);
+    list.insert("items".into(), Value::Array(items));
+    Ok(json_response(200, &Value::Object(list)))
 }
 
 fn watch_response(

@@ -310,6 +310,35 @@ impl Store {
         self.list_matching(rt, ns, |_| true)
     }
 
+    /// One page of a selective list: the first `limit` objects `keep` accepts after the key
+    /// `after` (namespace, name), the resourceVersion, and how many more match. Copies only the
+    /// page, so paging through a large collection costs what it returns.
+    pub fn list_page(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        after: Option<&(String, String)>,
+        limit: Option<usize>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, u64, usize) {
+        use std::ops::Bound;
+        let st = self.lock();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut matching = st
+            .objects
+            .get(&rt.storage_key())
+            .into_iter()
+            .flat_map(|m| m.range((start, Bound::Unbounded)))
+            .filter(|((ons, _), o)| ns.is_none_or(|n| n == ons) && keep(o));
+        let items: Vec<Value> = matching
+            .by_ref()
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|(_, o)| with_version(rt, o.clone()))
+            .collect();
+        let remaining = matching.count();
+        (items, st.rv, remaining)
+    }
+
     /// Like `list`, but copies only the objects `keep` accepts: a selective list of a large
     /// collection should not cost a copy of all of it.
     pub fn list_matching(
