@@ -337,4 +337,83 @@ mod tests {
             decided.events
         );
     }
+
+    #[test]
+    fn deployments_decided_together_share_capacity_and_each_gets_its_own_plans() {
+        let estate = estate();
+        let ranker = estate.deployment("recsys", "ctr-ranker").unwrap().clone();
+        let multitask = estate.deployment("recsys", "multitask").unwrap().clone();
+        // Demand for the ranker far beyond the private L4s, so both compete for them.
+        let demand = BTreeMap::from([("ranker".to_string(), Some(40_000.0))]);
+        let none = BTreeMap::new();
+        let no_demand = BTreeMap::new();
+        let requests = [
+            Request {
+                deployment: &ranker,
+                demand: &demand,
+                states: &none,
+            },
+            Request {
+                deployment: &multitask,
+                demand: &no_demand,
+                states: &none,
+            },
+        ];
+        let decided = decide_together(&estate, &requests, 1_700_000_000);
+        assert_eq!(decided.len(), 2);
+        for (request, decision) in requests.iter().zip(&decided) {
+            let planned: Vec<_> = decision.plans.iter().map(|p| &p.key).collect();
+            let wanted: Vec<_> = request
+                .deployment
+                .spec
+                .components
+                .iter()
+                .map(|c| crate::estate::component_key(request.deployment, c))
+                .collect();
+            assert_eq!(planned, wanted.iter().collect::<Vec<_>>(), "spec order");
+        }
+        // No pool is promised more GPUs than it has, across both.
+        for (name, pool) in &estate.pools {
+            let capacity = pool.spec.capacity.gpu.as_ref().map_or(0, |g| g.count);
+            let used: u32 = requests
+                .iter()
+                .zip(&decided)
+                .flat_map(|(request, decision)| {
+                    request
+                        .deployment
+                        .spec
+                        .components
+                        .iter()
+                        .zip(&decision.plans)
+                })
+                .flat_map(|(component, plan)| {
+                    let gpus = component.resources.gpu.as_ref().map_or(0, |g| g.count);
+                    plan.placements
+                        .iter()
+                        .filter(|p| p.pool == *name)
+                        .map(move |p| p.replicas * gpus)
+                })
+                .sum();
+            assert!(
+                used <= capacity,
+                "{name}: {used} GPUs promised, {capacity} exist"
+            );
+        }
+        // Each gets the controller states of its own components with a policy, and no others.
+        for (request, decision) in requests.iter().zip(&decided) {
+            let with_policy: BTreeSet<&String> = request
+                .deployment
+                .spec
+                .components
+                .iter()
+                .filter(|c| c.burst_policy.is_some())
+                .map(|c| &c.name)
+                .collect();
+            assert_eq!(decision.states.keys().collect::<BTreeSet<_>>(), with_policy);
+        }
+        // Deciding one alone is what `decide` does.
+        let alone = decide(&estate, &ranker, &demand, &none, 1_700_000_000);
+        let together = decide_together(&estate, &requests[..1], 1_700_000_000);
+        assert_eq!(alone.plans, together[0].plans);
+    }
 }
