@@ -307,7 +307,8 @@ impl Store {
     /// All objects of a type (in one namespace if given), sorted by namespace and name, and the
     /// resourceVersion of the snapshot.
     pub fn list(&self, rt: &ResourceType, ns: Option<&str>) -> (Vec<Value>, u64) {
-        self.list_matching(rt, ns, |_| true)
+        let (items, rv, _) = self.list_page(rt, ns, None, None, |_| true);
+        (items, rv)
     }
 
     /// One page of a selective list: the first `limit` objects `keep` accepts after the key
@@ -337,26 +338,6 @@ impl Store {
             .collect();
         let remaining = matching.count();
         (items, st.rv, remaining)
-    }
-
-    /// Like `list`, but copies only the objects `keep` accepts: a selective list of a large
-    /// collection should not cost a copy of all of it.
-    pub fn list_matching(
-        &self,
-        rt: &ResourceType,
-        ns: Option<&str>,
-        keep: impl Fn(&Value) -> bool,
-    ) -> (Vec<Value>, u64) {
-        let st = self.lock();
-        let items = st
-            .objects
-            .get(&rt.storage_key())
-            .into_iter()
-            .flat_map(|m| m.iter())
-            .filter(|((ons, _), o)| ns.is_none_or(|n| n == ons) && keep(o))
-            .map(|(_, o)| with_version(rt, o.clone()))
-            .collect();
-        (items, st.rv)
     }
 
     /// Visit every object of a type under the lock, with the resourceVersion at which it was

@@ -112,15 +112,7 @@ impl ScaleHistory {
         while self.highest.front().is_some_and(|&(t, _)| t < oldest) {
             self.highest.pop_front();
         }
-        // A later recommendation as low (high) as an earlier one outlives it in every window.
-        while self.lowest.back().is_some_and(|&(_, r)| r >= replicas) {
-            self.lowest.pop_back();
-        }
-        while self.highest.back().is_some_and(|&(_, r)| r <= replicas) {
-            self.highest.pop_back();
-        }
-        self.lowest.push_back((now, replicas));
-        self.highest.push_back((now, replicas));
+        self.push_recommendation(now, replicas);
     }
 
     /// Remembers a recommendation, forgetting in each queue what has left its own window (time
@@ -142,6 +134,13 @@ impl ScaleHistory {
         {
             self.highest.pop_front();
         }
+        self.push_recommendation(now, replicas);
+    }
+
+    /// Appends a recommendation to both queues. A later recommendation as low (high) as an
+    /// earlier one outlives it in every window, so the earlier one goes.
+    #[inline]
+    fn push_recommendation(&mut self, now: i64, replicas: u32) {
         while self.lowest.back().is_some_and(|&(_, r)| r >= replicas) {
             self.lowest.pop_back();
         }

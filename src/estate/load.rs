@@ -111,11 +111,9 @@ fn insert(estate: &mut Estate, object: Object) {
             estate.policies.insert(policy.name_any(), Arc::new(*policy));
         }
         Object::Deployment(deployment) => {
-            let key = (
-                deployment.namespace().unwrap_or_default(),
-                deployment.name_any(),
-            );
-            estate.deployments.insert(key, Arc::new(*deployment));
+            estate
+                .deployments
+                .insert(Estate::key_of(&deployment), Arc::new(*deployment));
         }
     }
 }

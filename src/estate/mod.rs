@@ -29,6 +29,15 @@ pub struct Estate {
 }
 
 impl Estate {
+    /// The key of a deployment in `deployments`: its namespace and name.
+    pub fn key_of(deployment: &ModelDeployment) -> (String, String) {
+        use kube::ResourceExt;
+        (
+            deployment.namespace().unwrap_or_default(),
+            deployment.name_any(),
+        )
+    }
+
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<&ModelDeployment> {
         self.deployments
             .get(&(namespace.to_string(), name.to_string()))

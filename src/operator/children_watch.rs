@@ -92,13 +92,15 @@ impl ObservedChildren {
         ))
     }
 
+    /// Whether the index holds every child: both watches have listed and none is re-listing.
+    pub fn complete(&self) -> bool {
+        self.lock().complete()
+    }
+
     /// Every child of a deployment, or `None` while the index may be incomplete.
     pub fn children_of(&self, namespace: &str, name: &str) -> Option<Vec<Child>> {
         let index = self.lock();
-        let complete = [ChildKind::Deployment, ChildKind::Service]
-            .iter()
-            .all(|kind| index.synced.get(kind).copied().unwrap_or(false));
-        complete.then(|| {
+        index.complete().then(|| {
             index
                 .owned
                 .get(&(namespace.to_string(), name.to_string()))
@@ -183,6 +185,12 @@ impl ObservedChildren {
 }
 
 impl Index {
+    fn complete(&self) -> bool {
+        [ChildKind::Deployment, ChildKind::Service]
+            .iter()
+            .all(|kind| self.synced.get(kind).copied().unwrap_or(false))
+    }
+
     fn forget(&mut self, kind: ChildKind, namespace: &str, name: &str) -> Option<OwnerKey> {
         let owner = self
             .owner

@@ -126,7 +126,7 @@ impl Context {
         let mut estate = self.pools_and_policies();
         let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
         for md in self.deployments.state() {
-            let key = (md.namespace().unwrap_or_default(), md.name_any());
+            let key = Estate::key_of(&md);
             let decided = decisions.get(&key).filter(|d| {
                 d.metadata.uid == md.metadata.uid && d.metadata.generation == md.metadata.generation
             });
@@ -164,7 +164,7 @@ impl Context {
                 ..Default::default()
             })
             .collect();
-        let key = (md.namespace().unwrap_or_default(), md.name_any());
+        let key = Estate::key_of(md);
         self.decisions
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -120,7 +120,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // Read demand (the edge), then decide replicas and places (pure, the shared burst
     // controller and planner).
     let reading = super::demand::read(ctx, &estate, md).await;
-    let key = (md.namespace().unwrap_or_default(), md.name_any());
+    let key = Estate::key_of(md);
     let ticket = PlanTicket {
         deployment: Arc::new(md.clone()),
         demand: reading.demand.clone(),
@@ -259,17 +259,17 @@ pub struct PlanOutcome {
 /// decision, so that concurrent reconciles never promise the same free capacity twice. Pure
 /// and quick apart from the context's memory: no I/O inside.
 fn decide_batch(ctx: &Context, tickets: Vec<PlanTicket>) -> Vec<PlanOutcome> {
-    let key_of = |md: &ModelDeployment| (md.namespace().unwrap_or_default(), md.name_any());
     ctx.metrics.planning_batch.observe(tickets.len() as f64);
     let mut estate = ctx.estate();
     for ticket in &tickets {
-        estate
-            .deployments
-            .insert(key_of(&ticket.deployment), ticket.deployment.clone());
+        estate.deployments.insert(
+            Estate::key_of(&ticket.deployment),
+            ticket.deployment.clone(),
+        );
     }
     let states: Vec<_> = tickets
         .iter()
-        .map(|t| ctx.burst_states(&key_of(&t.deployment)))
+        .map(|t| ctx.burst_states(&Estate::key_of(&t.deployment)))
         .collect();
     let requests: Vec<Request> = tickets
         .iter()
@@ -287,7 +287,7 @@ fn decide_batch(ctx: &Context, tickets: Vec<PlanTicket>) -> Vec<PlanOutcome> {
         .zip(decisions)
         .map(|(ticket, mut decided)| {
             let md = ticket.deployment.as_ref();
-            ctx.set_burst_states(&key_of(md), std::mem::take(&mut decided.states));
+            ctx.set_burst_states(&Estate::key_of(md), std::mem::take(&mut decided.states));
             let mut plans = std::mem::take(&mut decided.plans);
             // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose
             // store does not hold the verified model yet (see `artifact_plan`).
@@ -428,11 +428,10 @@ async fn apply_children(
                     );
                     let content = content_hash(&service);
                     // A Service the index no longer has was deleted behind the operator's back.
-                    let gone = cluster.observed.as_ref().is_some_and(|o| {
-                        o.children_of(&md.namespace().unwrap_or_default(), &md.name_any())
-                            .is_some()
-                            && !o.has_service(&namespace, &name)
-                    });
+                    let gone = cluster
+                        .observed
+                        .as_ref()
+                        .is_some_and(|o| o.complete() && !o.has_service(&namespace, &name));
                     if gone || ctx.applied.unchanged(&key, content).is_none() {
                         let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
                         let apply_patch = Patch::Apply(&service);
@@ -717,7 +716,7 @@ async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     if let Some(syncer) = &ctx.artifacts {
         syncer.forget(&kube::runtime::reflector::ObjectRef::from_obj(md));
     }
-    ctx.forget_burst_states(&(md.namespace().unwrap_or_default(), md.name_any()));
+    ctx.forget_burst_states(&Estate::key_of(md));
     publish(
         ctx,
         md,

@@ -11,7 +11,6 @@ use crate::burst::{
 };
 use crate::estate::{Estate, component_request, pool_view};
 use crate::planner::{ComponentPlan, Headroom, PlanInput, PlannerOptions};
-use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The pool as the planner sees it: spec capacity bounded by what the operator observed.
@@ -94,12 +93,7 @@ pub fn decide(
 pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> Vec<Decided> {
     let deciding: BTreeSet<(String, String)> = requests
         .iter()
-        .map(|r| {
-            (
-                r.deployment.namespace().unwrap_or_default(),
-                r.deployment.name_any(),
-            )
-        })
+        .map(|r| Estate::key_of(r.deployment))
         .collect();
     let mut components = Vec::new();
     for (key, other) in &estate.deployments {
@@ -231,6 +225,7 @@ mod tests {
     use super::*;
     use crate::api::{Cloud, ComponentStatus, ModelDeploymentStatus, PlacementStatus};
     use crate::estate::parse_documents;
+    use kube::ResourceExt;
 
     fn estate() -> Estate {
         let text = std::fs::read_to_string(concat!(
