@@ -8,7 +8,9 @@
 //!    every Deployment is ready: the floor any operator pays for the same work.
 //!
 //! Prints both times, the RSS and the ratio against the targets (< 20 s, < 150 MB, ratio < 1.5).
-//! `SKYBRIDGE_BENCH_DEPLOYMENTS` changes the count.
+//! `SKYBRIDGE_BENCH_DEPLOYMENTS` changes the count, `SKYBRIDGE_BENCH_RUNS` the number of runs
+//! (the median is reported); `SKYBRIDGE_BENCH_CPU_BY_CLUSTER` serves each cluster from its own
+//! runtime to print the CPU each one uses.
 
 use anyhow::{Context as _, Result, bail};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -35,6 +37,48 @@ struct Clusters {
     hub: ClusterHandle,
     private: ClusterHandle,
     public: ClusterHandle,
+    /// With `SKYBRIDGE_BENCH_CPU_BY_CLUSTER`, each cluster serves from its own runtime, whose
+    /// threads carry the cluster's name, so that the CPU each one uses can be told apart. (Not
+    /// the default: the extra threads change how the two cores are shared, and the figures must
+    /// stay comparable with earlier runs.)
+    runtimes: Vec<tokio::runtime::Runtime>,
+}
+
+impl Drop for Clusters {
+    fn drop(&mut self) {
+        for runtime in self.runtimes.drain(..) {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A cluster started on a runtime of its own (threads named `name`).
+async fn start_cluster(
+    config: ClusterConfig,
+    name: &str,
+) -> Result<(ClusterHandle, tokio::runtime::Runtime)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()?;
+    let handle = runtime.spawn(Cluster::start(config)).await??;
+    Ok((handle, runtime))
+}
+
+/// CPU seconds used so far by this process's threads named `name`.
+fn threads_cpu_seconds(name: &str) -> Result<f64> {
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let path = task?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat"))?;
+        total += stat_cpu_seconds(&stat)?;
+    }
+    Ok(total)
 }
 
 /// Private GPUs for 80% of the replicas, public for the rest and some spare: both clusters work.
@@ -55,15 +99,24 @@ async fn clusters(deployments: usize) -> Result<Clusters> {
             .pods(false)
             .watch_history(100_000)
     };
-    let hub = Cluster::start(config("hub")).await?;
-    let private =
-        Cluster::start(config("private").node(node("dc1-0", private_gpus, "dc1"))).await?;
-    let public =
-        Cluster::start(config("public").node(node("cloud-0", public_gpus, "cloud"))).await?;
+    let private = config("private").node(node("dc1-0", private_gpus, "dc1"));
+    let public = config("public").node(node("cloud-0", public_gpus, "cloud"));
+    if std::env::var_os("SKYBRIDGE_BENCH_CPU_BY_CLUSTER").is_none() {
+        return Ok(Clusters {
+            hub: Cluster::start(config("hub")).await?,
+            private: Cluster::start(private).await?,
+            public: Cluster::start(public).await?,
+            runtimes: Vec::new(),
+        });
+    }
+    let (hub, hub_rt) = start_cluster(config("hub"), "hub").await?;
+    let (private, private_rt) = start_cluster(private, "private").await?;
+    let (public, public_rt) = start_cluster(public, "public").await?;
     Ok(Clusters {
         hub,
         private,
         public,
+        runtimes: vec![hub_rt, private_rt, public_rt],
     })
 }
 
@@ -147,13 +200,55 @@ fn peak_rss_mb(pid: u32) -> Result<f64> {
 
 /// CPU time (user + system) a process has used so far, from `/proc`.
 fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+/// User + system CPU seconds from the text of a `/proc` `stat` file.
+fn stat_cpu_seconds(stat: &str) -> Result<f64> {
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').context("malformed stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     // USER_HZ is 100 on Linux.
     Ok(ticks / 100.0)
+}
+
+/// CPU seconds of this process, in total and by cluster runtime.
+#[derive(Clone, Copy)]
+struct CpuSplit {
+    total: f64,
+    hub: f64,
+    private: f64,
+    public: f64,
+}
+
+impl CpuSplit {
+    fn now() -> Result<Self> {
+        Ok(Self {
+            total: cpu_seconds(std::process::id())?,
+            hub: threads_cpu_seconds("hub")?,
+            private: threads_cpu_seconds("private")?,
+            public: threads_cpu_seconds("public")?,
+        })
+    }
+
+    /// What was used since `before`, as printed.
+    fn since(before: Self) -> Result<String> {
+        let after = Self::now()?;
+        let (hub, private, public) = (
+            after.hub - before.hub,
+            after.private - before.private,
+            after.public - before.public,
+        );
+        let all = after.total - before.total;
+        if after.hub + after.private + after.public == 0.0 {
+            return Ok(format!("API servers and bench clients {all:.2} s"));
+        }
+        let clients = all - hub - private - public;
+        Ok(format!(
+            "hub {hub:.2} s, private {private:.2} s, public {public:.2} s, bench clients {clients:.2} s"
+        ))
+    }
 }
 
 struct Operator(Child);
@@ -484,6 +579,7 @@ async fn run_once(n: usize) -> Result<Figures> {
     let hub = c.hub.client()?;
     let mds: Api<ModelDeployment> = Api::namespaced(hub.clone(), APP_NAMESPACE);
     let started = Instant::now();
+    let cpu_before = CpuSplit::now()?;
     let debug = match std::env::var_os("SKYBRIDGE_BENCH_DEBUG") {
         Some(_) => Some([c.private.client()?, c.public.client()?]),
         None => None,
@@ -505,6 +601,7 @@ async fn run_once(n: usize) -> Result<Figures> {
         }),
     )?;
     let operator_time = started.elapsed();
+    let cpu = CpuSplit::since(cpu_before)?;
     let rss = peak_rss_mb(operator.0.id())?;
     let operator_cpu = cpu_seconds(operator.0.id())?;
     if std::env::var_os("SKYBRIDGE_BENCH_METRICS").is_some() {
@@ -529,7 +626,7 @@ async fn run_once(n: usize) -> Result<Figures> {
     let (private_deployments, public_deployments) =
         (count(&private_children), count(&public_children));
     println!(
-        "  operator: {n} Ready in {:.2} s (applied in {:.2} s); children: {} Deployments private, {} public; peak RSS {rss:.1} MB; operator CPU {operator_cpu:.2} s",
+        "  operator: {n} Ready in {:.2} s (applied in {:.2} s); children: {} Deployments private, {} public; peak RSS {rss:.1} MB; CPU: operator {operator_cpu:.2} s, {cpu}",
         operator_time.as_secs_f64(),
         applied.as_secs_f64(),
         private_deployments,
@@ -539,6 +636,7 @@ async fn run_once(n: usize) -> Result<Figures> {
     // ---- 2. the same children, applied by a plain client ----
     let fresh = clusters(n).await?;
     let started = Instant::now();
+    let cpu_before = CpuSplit::now()?;
     let (private, public) = (fresh.private.client()?, fresh.public.client()?);
     // Namespaces first, as any client must.
     let namespaces: Vec<Value> = private_children
@@ -578,8 +676,9 @@ async fn run_once(n: usize) -> Result<Figures> {
         ),
     )?;
     let plain_time = started.elapsed();
+    let cpu = CpuSplit::since(cpu_before)?;
     println!(
-        "  plain client: the same children ready in {:.2} s (applied in {:.2} s); ratio {:.2}",
+        "  plain client: the same children ready in {:.2} s (applied in {:.2} s); CPU: {cpu}; ratio {:.2}",
         plain_time.as_secs_f64(),
         plain_applied.as_secs_f64(),
         operator_time.as_secs_f64() / plain_time.as_secs_f64()

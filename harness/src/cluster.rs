@@ -152,7 +152,7 @@ impl Inner {
         Ok(self
             .store
             .modify(&rt, "", &spec.name, Scope::Main, &opts, true, |live| {
-                let mut obj = obj;
+                let mut obj = obj.clone();
                 if let Some(live) = live {
                     obj["metadata"]["resourceVersion"] =
                         live["metadata"]["resourceVersion"].clone();

@@ -33,7 +33,7 @@ pub fn admit(
             list.join(", ")
         )));
     }
-    *obj = kube_cel::apply_defaults(&schema.raw, obj);
+    apply_defaults(&schema.raw, obj, 0);
     let mut causes = Vec::new();
     validate(&schema.raw, obj, "", &mut causes, true);
     if causes.is_empty() {
@@ -88,7 +88,8 @@ fn cel_errors(
             continue;
         };
         let before = old.get(field);
-        if before == Some(value) {
+        // A field without rules below it cannot fail; skipping it spares the validator's copy.
+        if before == Some(value) || !has_rules(child) {
             continue;
         }
         for mut e in into_vec(validator.validate_compiled(child, value, before)) {
@@ -102,6 +103,69 @@ fn cel_errors(
         }
     }
     errors
+}
+
+/// Nesting depth below which defaults are applied, as in `kube_cel` (its validators fail closed
+/// at the same depth).
+const MAX_DEFAULTING_DEPTH: usize = 64;
+
+/// Schema `default`s, in place, with `kube_cel::apply_defaults`'s rules (which copies the
+/// object at every level): a missing declared property gets its default; existing children are
+/// defaulted by their property schema, or else by `additionalProperties` (not with
+/// `x-kubernetes-preserve-unknown-fields`); array items by `items`. Defaults themselves are not
+/// defaulted further.
+fn apply_defaults(schema: &Value, v: &mut Value, depth: usize) {
+    if depth > MAX_DEFAULTING_DEPTH {
+        return;
+    }
+    match v {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = if preserves(schema) {
+                None
+            } else {
+                schema.get("additionalProperties").filter(|a| a.is_object())
+            };
+            if props.is_none_or(|p| p.is_empty()) && additional.is_none() {
+                return;
+            }
+            for (key, child) in map.iter_mut() {
+                if let Some(child_schema) = props.and_then(|p| p.get(key)).or(additional) {
+                    apply_defaults(child_schema, child, depth + 1);
+                }
+            }
+            for (key, prop) in props.into_iter().flatten() {
+                if !map.contains_key(key)
+                    && let Some(default) = prop.get("default")
+                {
+                    map.insert(key.clone(), default.clone());
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    apply_defaults(item_schema, item, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether any CEL rule sits at or below this schema node.
+fn has_rules(schema: &kube_cel::CompiledSchema) -> bool {
+    !schema.validations.is_empty()
+        || schema.properties.values().any(has_rules)
+        || schema.items.as_deref().is_some_and(has_rules)
+        || schema
+            .additional_properties
+            .as_deref()
+            .is_some_and(has_rules)
+        || [&schema.all_of, &schema.one_of, &schema.any_of]
+            .into_iter()
+            .flatten()
+            .any(has_rules)
 }
 
 fn lookup<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
@@ -370,5 +434,98 @@ fn validate(
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The in-place pass gives what `kube_cel::apply_defaults` gives, on every shape it handles.
+    #[test]
+    fn defaults_in_place_match_kube_cel() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "properties": {
+                        "replicas": {"type": "integer", "default": 1},
+                        "mode": {"type": "string", "default": "auto"},
+                        "nested": {
+                            "type": "object",
+                            "default": {},
+                            "properties": {"inner": {"type": "string", "default": "x"}},
+                        },
+                        "items": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"weight": {"type": "integer", "default": 5}},
+                            },
+                        },
+                        "byName": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "properties": {"on": {"type": "boolean", "default": true}},
+                            },
+                        },
+                        "free": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": true,
+                            "additionalProperties": {
+                                "type": "object",
+                                "properties": {"on": {"type": "boolean", "default": true}},
+                            },
+                        },
+                    },
+                },
+            },
+        });
+        let objects = [
+            json!({}),
+            json!({"spec": {}}),
+            json!({"spec": {"replicas": 3, "nested": {}}}),
+            json!({"spec": {"nested": {"inner": "y"}, "items": [{}, {"weight": 2}]}}),
+            json!({"spec": {"byName": {"a": {}, "b": {"on": false}}, "free": {"a": {}}}}),
+            json!({"spec": {"items": "not an array", "byName": []}, "other": {"k": 1}}),
+        ];
+        for object in objects {
+            let mut in_place = object.clone();
+            apply_defaults(&schema, &mut in_place, 0);
+            assert_eq!(
+                in_place,
+                kube_cel::apply_defaults(&schema, &object),
+                "{object}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_fields_with_rules_below_them_have_rules() {
+        let compiled = kube_cel::compile_schema(&json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "properties": {
+                        "list": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "x-kubernetes-validations": [{"rule": "self.a > 0"}],
+                                "properties": {"a": {"type": "integer"}},
+                            },
+                        },
+                    },
+                },
+                "status": {"type": "object", "properties": {"n": {"type": "integer"}}},
+            },
+        }));
+        assert!(has_rules(&compiled));
+        assert!(has_rules(&compiled.properties["spec"]));
+        assert!(!has_rules(&compiled.properties["status"]));
     }
 }

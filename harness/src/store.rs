@@ -2,8 +2,10 @@
 //! event history for watches, and the server-side write rules (metadata, generation, status
 //! subresource, CRD admission, managedFields, finalizers, owner-reference garbage collection).
 //!
-//! Everything happens under one mutex: a test cluster holds few objects, and one lock makes
-//! resourceVersions, history and broadcasts trivially consistent.
+//! State lives under one mutex, which makes resourceVersions, history and broadcasts trivially
+//! consistent. A write holds it only to read the object and to store the result: building and
+//! admitting the new object happens outside it, with optimistic concurrency (as the API server's
+//! guaranteed update over etcd), so requests are served in parallel.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -362,7 +364,6 @@ impl Store {
         mut obj: Value,
         opts: &WriteOpts,
     ) -> Result<Value> {
-        let mut st = self.lock();
         let mut name = meta_str(&obj, "name").to_string();
         if name.is_empty() {
             let prefix = meta_str(&obj, "generateName").to_string();
@@ -379,16 +380,23 @@ impl Store {
                 ));
             }
             const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+            let mut st = self.lock();
             let suffix: String = (0..5)
                 .map(|_| ALPHABET[(st.rng.next_u64() % ALPHABET.len() as u64) as usize] as char)
                 .collect();
             name = format!("{prefix}{suffix}");
             obj["metadata"]["name"] = json!(name);
         }
-        if st.get(rt, ns, &name).is_some() {
-            return Err(Error::already_exists(&rt.group, &rt.plural, &name));
-        }
-        st.commit(self, rt, ns, &name, None, obj, Scope::Main, opts, true)
+        let mut body = Some(obj);
+        let (obj, _) = self.write(rt, ns, &name, Scope::Main, opts, true, |live| {
+            if live.is_some() {
+                return Err(Error::already_exists(&rt.group, &rt.plural, &name));
+            }
+            // A retry only follows a concurrent create, which the check above reports.
+            body.take()
+                .ok_or_else(|| Error::already_exists(&rt.group, &rt.plural, &name))
+        })?;
+        Ok(obj)
     }
 
     /// Replace an object (PUT), checking the resourceVersion precondition.
@@ -401,11 +409,6 @@ impl Store {
         scope: Scope,
         opts: &WriteOpts,
     ) -> Result<Value> {
-        let mut st = self.lock();
-        let old = st
-            .get(rt, ns, name)
-            .cloned()
-            .ok_or_else(|| Error::not_found(&rt.group, &rt.plural, name))?;
         let body_name = meta_str(&obj, "name");
         if !body_name.is_empty() && body_name != name {
             return Err(Error::bad_request(format!(
@@ -426,15 +429,19 @@ impl Store {
                 )],
             ));
         }
-        if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
-            return Err(Error::conflict(&rt.group, &rt.plural, name));
-        }
-        st.commit(self, rt, ns, name, Some(&old), obj, scope, opts, true)
+        let (obj, _) = self.write(rt, ns, name, scope, opts, true, |live| {
+            let live = live.ok_or_else(|| Error::not_found(&rt.group, &rt.plural, name))?;
+            if !rv.is_empty() && rv != meta_str(live, "resourceVersion") {
+                return Err(Error::conflict(&rt.group, &rt.plural, name));
+            }
+            Ok(obj.clone())
+        })?;
+        Ok(obj)
     }
 
-    /// Read-modify-write under the lock (PATCH and apply). `f` gets the current object (None if
-    /// missing) and returns the new one; `track` says whether to record the write as an `Update`
-    /// (apply records its own managedFields). Returns the object and whether it was created.
+    /// Read-modify-write (PATCH and apply). `f` gets the current object (None if missing) and
+    /// returns the new one; `track` says whether to record the write as an `Update` (apply
+    /// records its own managedFields). Returns the object and whether it was created.
     #[allow(clippy::too_many_arguments)]
     pub fn modify(
         &self,
@@ -444,22 +451,68 @@ impl Store {
         scope: Scope,
         opts: &WriteOpts,
         track: bool,
-        f: impl FnOnce(Option<&Value>) -> Result<Value>,
+        mut f: impl FnMut(Option<&Value>) -> Result<Value>,
     ) -> Result<(Value, bool)> {
-        let mut st = self.lock();
-        let old = st.get(rt, ns, name).cloned().map(|o| with_version(rt, o));
-        let new = f(old.as_ref())?;
-        if let Some(old) = &old {
-            let rv = meta_str(&new, "resourceVersion");
-            if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
-                return Err(Error::conflict(&rt.group, &rt.plural, name));
+        self.write(rt, ns, name, scope, opts, track, |old| {
+            let new = f(old)?;
+            if let Some(old) = old {
+                let rv = meta_str(&new, "resourceVersion");
+                if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
+                    return Err(Error::conflict(&rt.group, &rt.plural, name));
+                }
             }
-        }
-        let created = old.is_none();
-        let obj = st.commit(self, rt, ns, name, old.as_ref(), new, scope, opts, track)?;
-        Ok((obj, created))
+            Ok(new)
+        })
     }
 
+    /// Every write, as the API server's guaranteed update does it: read the current object,
+    /// build and admit the new one outside the lock, then store it only if the object is still
+    /// the one read (its resourceVersion unchanged), else start again from the fresh object.
+    /// Writes to different objects, and the costly part of writes to one, run in parallel.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        scope: Scope,
+        opts: &WriteOpts,
+        track: bool,
+        mut f: impl FnMut(Option<&Value>) -> Result<Value>,
+    ) -> Result<(Value, bool)> {
+        loop {
+            let old = {
+                let st = self.lock();
+                let old = st.get(rt, ns, name).cloned().map(|o| with_version(rt, o));
+                if old.is_none() && rt.namespaced {
+                    st.check_namespace_open(rt, ns, name)?;
+                }
+                old
+            };
+            let new = f(old.as_ref())?;
+            let obj = match prepare(rt, ns, name, old.as_ref(), new, scope, opts, track)? {
+                Prepared::Unchanged => {
+                    let old = old.expect("only an update can be a no-op");
+                    return Ok((old, false));
+                }
+                Prepared::DryRun(mut obj) => {
+                    if old.is_none() {
+                        obj["metadata"]["uid"] = json!(self.lock().new_uid());
+                    }
+                    return Ok((obj, old.is_none()));
+                }
+                Prepared::Write(obj) => obj,
+            };
+            let mut st = self.lock();
+            let current = st.get(rt, ns, name).map(|o| meta_str(o, "resourceVersion"));
+            if current != old.as_ref().map(|o| meta_str(o, "resourceVersion")) {
+                // Written by someone else since it was read: decide again on the new object.
+                continue;
+            }
+            let created = old.is_none();
+            return Ok((st.store(self, rt, ns, name, old, obj)?, created));
+        }
+    }
     /// Delete an object: with finalizers it only gets a deletionTimestamp; otherwise it is
     /// removed and its dependents are garbage-collected according to the propagation policy.
     pub fn delete(
@@ -515,6 +568,205 @@ impl Store {
 fn with_version(rt: &ResourceType, mut obj: Value) -> Value {
     obj["apiVersion"] = json!(rt.api_version());
     obj
+}
+
+/// A write checked and built, before it is stored.
+enum Prepared {
+    /// The stored object already has this content: nothing to store, nothing to emit.
+    Unchanged,
+    /// `dryRun=All`: the object as it would be stored.
+    DryRun(Value),
+    /// To be stored.
+    Write(Value),
+}
+
+/// Apply the server's write rules to a write of `obj` over `old` (None: a create): metadata the
+/// server owns, generation, the status subresource, admission and validation, managedFields and
+/// defaults. Needs no lock: it sees only the object as read.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    old: Option<&Value>,
+    mut obj: Value,
+    scope: Scope,
+    opts: &WriteOpts,
+    track: bool,
+) -> Result<Prepared> {
+    if !obj.is_object() {
+        return Err(Error::bad_request("the body must be a JSON object"));
+    }
+    let body_ns = meta_str(&obj, "namespace");
+    if rt.namespaced && !body_ns.is_empty() && body_ns != ns {
+        return Err(Error::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let now = now();
+    obj["apiVersion"] = json!(rt.api_version());
+    obj["kind"] = json!(rt.kind);
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    let meta = obj["metadata"].as_object_mut().expect("set above");
+    meta.insert("name".into(), json!(name));
+    if rt.namespaced {
+        meta.insert("namespace".into(), json!(ns));
+    } else {
+        meta.remove("namespace");
+    }
+    match old {
+        None => {
+            if rt.status_subresource && !opts.internal {
+                obj.as_object_mut().expect("object").remove("status");
+            }
+            let meta = obj["metadata"].as_object_mut().expect("object");
+            // The uid is given when the write is stored.
+            meta.remove("uid");
+            meta.insert("creationTimestamp".into(), json!(now));
+            meta.insert("generation".into(), json!(1));
+            meta.remove("deletionTimestamp");
+            meta.remove("resourceVersion");
+        }
+        Some(old) => {
+            match scope {
+                Scope::Main if rt.status_subresource && !opts.internal => match old.get("status") {
+                    Some(s) => obj["status"] = s.clone(),
+                    None => {
+                        obj.as_object_mut().expect("object").remove("status");
+                    }
+                },
+                Scope::Status => {
+                    let status = obj.get("status").cloned();
+                    let managed = obj["metadata"].get("managedFields").cloned();
+                    obj = old.clone();
+                    match managed {
+                        Some(m) => obj["metadata"]["managedFields"] = m,
+                        None => {
+                            obj["metadata"]
+                                .as_object_mut()
+                                .expect("object")
+                                .remove("managedFields");
+                        }
+                    }
+                    match status {
+                        Some(s) => obj["status"] = s,
+                        None => {
+                            obj.as_object_mut().expect("object").remove("status");
+                        }
+                    }
+                }
+                Scope::Main => {}
+            }
+            let meta = obj["metadata"].as_object_mut().expect("object");
+            for keep in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
+                match old["metadata"].get(keep) {
+                    Some(v) => meta.insert(keep.into(), v.clone()),
+                    None => meta.remove(keep),
+                };
+            }
+            let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
+            // A status write carries the stored spec by construction.
+            if scope != Scope::Status && spec_changed(rt, &obj, old) {
+                generation += 1;
+            }
+            obj["metadata"]["generation"] = json!(generation);
+        }
+    }
+    if rt.custom {
+        crd_schema::admit(rt, &mut obj, old, name, opts.strict)?;
+    }
+    let causes = crate::validation::validate(rt, &obj, old, name);
+    if !causes.is_empty() {
+        return Err(Error::invalid(&rt.kind, &rt.group, name, causes));
+    }
+    server_managed(rt, &mut obj)?;
+    if track {
+        apply::track_update(rt, old, &mut obj, &opts.manager, scope, &now);
+    }
+    crate::defaults::apply(rt, &mut obj);
+    if let Some(old) = old
+        && same_content(old, &obj)
+    {
+        // No-op writes keep the resourceVersion and emit nothing, as on the real server.
+        return Ok(Prepared::Unchanged);
+    }
+    if opts.dry_run {
+        return Ok(Prepared::DryRun(with_version(rt, obj)));
+    }
+    Ok(Prepared::Write(obj))
+}
+
+/// Fields the server itself maintains and validations of built-in kinds.
+fn server_managed(rt: &ResourceType, obj: &mut Value) -> Result<()> {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "namespaces") => {
+            if obj["metadata"].get("deletionTimestamp").is_none() {
+                obj["status"] = json!({"phase": "Active"});
+            }
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        }
+        ("apiextensions.k8s.io", _) => {
+            let spec = &obj["spec"];
+            let group = spec["group"].as_str().unwrap_or_default();
+            let plural = spec["names"]["plural"].as_str().unwrap_or_default();
+            let name = meta_str(obj, "name");
+            let mut causes = Vec::new();
+            if name != format!("{plural}.{group}") {
+                causes.push((
+                    "metadata.name".to_string(),
+                    "FieldValueInvalid".to_string(),
+                    format!("metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+                ));
+            }
+            if spec["names"]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+            {
+                causes.push((
+                    "spec.names.kind".into(),
+                    "FieldValueRequired".into(),
+                    "spec.names.kind: Required value".into(),
+                ));
+            }
+            if spec["versions"].as_array().is_none_or(Vec::is_empty) {
+                causes.push((
+                    "spec.versions".into(),
+                    "FieldValueRequired".into(),
+                    "spec.versions: Required value".into(),
+                ));
+            }
+            if !causes.is_empty() {
+                return Err(Error::invalid(&rt.kind, &rt.group, name, causes));
+            }
+            let stored: Vec<Value> = spec["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|v| v["storage"] == true)
+                .map(|v| v["name"].clone())
+                .collect();
+            let t = obj["metadata"]["creationTimestamp"].clone();
+            let cond = |ty: &str, reason: &str, msg: &str| json!({"type": ty, "status": "True", "reason": reason, "message": msg, "lastTransitionTime": t});
+            obj["status"] = json!({
+                "acceptedNames": obj["spec"]["names"].clone(),
+                "storedVersions": stored,
+                "conditions": [
+                    cond("NamesAccepted", "NoConflicts", "no conflicts found"),
+                    cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+                ],
+            });
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 impl State {
@@ -625,151 +877,44 @@ impl State {
         )
     }
 
-    /// Apply the server's write rules and store the result.
-    #[allow(clippy::too_many_arguments)]
-    fn commit(
+    /// A create into `ns` must find the namespace, and not terminating.
+    fn check_namespace_open(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<()> {
+        let namespace = self
+            .objects
+            .get(&(String::new(), "namespaces".into()))
+            .and_then(|m| m.get(&(String::new(), ns.to_string())));
+        match namespace {
+            None => Err(Error::not_found("", "namespaces", ns)),
+            Some(n) if n["metadata"].get("deletionTimestamp").is_some() => Err(Error::api(
+                403,
+                "Forbidden",
+                format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    crate::error::qualified(&rt.group, &rt.plural)
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Store a prepared write of the object last seen as `old`: the part of a write that must
+    /// be serial (identity, resourceVersion, history, broadcast, garbage collection).
+    fn store(
         &mut self,
         store: &Store,
         rt: &ResourceType,
         ns: &str,
         name: &str,
-        old: Option<&Value>,
+        old: Option<Value>,
         mut obj: Value,
-        scope: Scope,
-        opts: &WriteOpts,
-        track: bool,
     ) -> Result<Value> {
-        if !obj.is_object() {
-            return Err(Error::bad_request("the body must be a JSON object"));
-        }
-        let body_ns = meta_str(&obj, "namespace");
-        if rt.namespaced && !body_ns.is_empty() && body_ns != ns {
-            return Err(Error::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
-        let now = now();
-        obj["apiVersion"] = json!(rt.api_version());
-        obj["kind"] = json!(rt.kind);
-        if !obj["metadata"].is_object() {
-            obj["metadata"] = json!({});
-        }
-        let meta = obj["metadata"].as_object_mut().expect("set above");
-        meta.insert("name".into(), json!(name));
-        if rt.namespaced {
-            meta.insert("namespace".into(), json!(ns));
-        } else {
-            meta.remove("namespace");
-        }
-        match old {
-            None => {
-                if rt.namespaced
-                    && !self
-                        .objects
-                        .get(&(String::new(), "namespaces".into()))
-                        .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
-                {
-                    return Err(Error::not_found("", "namespaces", ns));
-                }
-                if rt.namespaced
-                    && self
-                        .objects
-                        .get(&(String::new(), "namespaces".into()))
-                        .and_then(|m| m.get(&(String::new(), ns.to_string())))
-                        .is_some_and(|n| n["metadata"].get("deletionTimestamp").is_some())
-                {
-                    return Err(Error::api(
-                        403,
-                        "Forbidden",
-                        format!(
-                            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                            crate::error::qualified(&rt.group, &rt.plural)
-                        ),
-                    ));
-                }
-                if rt.status_subresource && !opts.internal {
-                    obj.as_object_mut().expect("object").remove("status");
-                }
-                let uid = self.new_uid();
-                let meta = obj["metadata"].as_object_mut().expect("object");
-                meta.insert("uid".into(), json!(uid));
-                meta.insert("creationTimestamp".into(), json!(now));
-                meta.insert("generation".into(), json!(1));
-                meta.remove("deletionTimestamp");
-                meta.remove("resourceVersion");
+        if old.is_none() {
+            if rt.namespaced {
+                // The namespace may have started terminating since the write was prepared.
+                self.check_namespace_open(rt, ns, name)?;
             }
-            Some(old) => {
-                match scope {
-                    Scope::Main if rt.status_subresource && !opts.internal => {
-                        match old.get("status") {
-                            Some(s) => obj["status"] = s.clone(),
-                            None => {
-                                obj.as_object_mut().expect("object").remove("status");
-                            }
-                        }
-                    }
-                    Scope::Status => {
-                        let status = obj.get("status").cloned();
-                        let managed = obj["metadata"].get("managedFields").cloned();
-                        obj = old.clone();
-                        match managed {
-                            Some(m) => obj["metadata"]["managedFields"] = m,
-                            None => {
-                                obj["metadata"]
-                                    .as_object_mut()
-                                    .expect("object")
-                                    .remove("managedFields");
-                            }
-                        }
-                        match status {
-                            Some(s) => obj["status"] = s,
-                            None => {
-                                obj.as_object_mut().expect("object").remove("status");
-                            }
-                        }
-                    }
-                    Scope::Main => {}
-                }
-                let meta = obj["metadata"].as_object_mut().expect("object");
-                for keep in [
-                    "uid",
-                    "creationTimestamp",
-                    "deletionTimestamp",
-                    "deletionGracePeriodSeconds",
-                ] {
-                    match old["metadata"].get(keep) {
-                        Some(v) => meta.insert(keep.into(), v.clone()),
-                        None => meta.remove(keep),
-                    };
-                }
-                let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
-                // A status write carries the stored spec by construction.
-                if scope != Scope::Status && spec_changed(rt, &obj, old) {
-                    generation += 1;
-                }
-                obj["metadata"]["generation"] = json!(generation);
-            }
-        }
-        if rt.custom {
-            crd_schema::admit(rt, &mut obj, old, name, opts.strict)?;
-        }
-        let causes = crate::validation::validate(rt, &obj, old, name);
-        if !causes.is_empty() {
-            return Err(Error::invalid(&rt.kind, &rt.group, name, causes));
-        }
-        self.server_managed(rt, &mut obj)?;
-        if track {
-            apply::track_update(rt, old, &mut obj, &opts.manager, scope, &now);
-        }
-        crate::defaults::apply(rt, &mut obj);
-        if let Some(old) = old
-            && same_content(old, &obj)
-        {
-            // No-op writes keep the resourceVersion and emit nothing, as on the real server.
-            return Ok(with_version(rt, old.clone()));
-        }
-        if opts.dry_run {
-            return Ok(with_version(rt, obj));
+            let uid = self.new_uid();
+            obj["metadata"]["uid"] = json!(uid);
         }
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -790,79 +935,13 @@ impl State {
         } else {
             EventType::Added
         };
-        self.emit(store, kind, rt.storage_key(), obj.clone(), old.cloned());
+        self.emit(store, kind, rt.storage_key(), obj.clone(), old);
         if rt.group == "apiextensions.k8s.io" {
             self.register_crd(&obj);
         }
         // Cheap: the collector looks only at what its indexes point to.
         self.collect_garbage(store);
         Ok(with_version(rt, obj))
-    }
-
-    /// Fields the server itself maintains and validations of built-in kinds.
-    fn server_managed(&mut self, rt: &ResourceType, obj: &mut Value) -> Result<()> {
-        match (rt.group.as_str(), rt.plural.as_str()) {
-            ("", "namespaces") => {
-                if obj["metadata"].get("deletionTimestamp").is_none() {
-                    obj["status"] = json!({"phase": "Active"});
-                }
-                obj["spec"] = json!({"finalizers": ["kubernetes"]});
-            }
-            ("apiextensions.k8s.io", _) => {
-                let spec = &obj["spec"];
-                let group = spec["group"].as_str().unwrap_or_default();
-                let plural = spec["names"]["plural"].as_str().unwrap_or_default();
-                let name = meta_str(obj, "name");
-                let mut causes = Vec::new();
-                if name != format!("{plural}.{group}") {
-                    causes.push((
-                        "metadata.name".to_string(),
-                        "FieldValueInvalid".to_string(),
-                        format!("metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
-                    ));
-                }
-                if spec["names"]["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .is_empty()
-                {
-                    causes.push((
-                        "spec.names.kind".into(),
-                        "FieldValueRequired".into(),
-                        "spec.names.kind: Required value".into(),
-                    ));
-                }
-                if spec["versions"].as_array().is_none_or(Vec::is_empty) {
-                    causes.push((
-                        "spec.versions".into(),
-                        "FieldValueRequired".into(),
-                        "spec.versions: Required value".into(),
-                    ));
-                }
-                if !causes.is_empty() {
-                    return Err(Error::invalid(&rt.kind, &rt.group, name, causes));
-                }
-                let stored: Vec<Value> = spec["versions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|v| v["storage"] == true)
-                    .map(|v| v["name"].clone())
-                    .collect();
-                let t = obj["metadata"]["creationTimestamp"].clone();
-                let cond = |ty: &str, reason: &str, msg: &str| json!({"type": ty, "status": "True", "reason": reason, "message": msg, "lastTransitionTime": t});
-                obj["status"] = json!({
-                    "acceptedNames": obj["spec"]["names"].clone(),
-                    "storedVersions": stored,
-                    "conditions": [
-                        cond("NamesAccepted", "NoConflicts", "no conflicts found"),
-                        cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
-                    ],
-                });
-            }
-            _ => {}
-        }
-        Ok(())
     }
 
     fn register_crd(&mut self, crd: &Value) {
