@@ -6,7 +6,9 @@
 //! it once for every reconcile that queued behind the previous pass. Passes are also spaced at
 //! least `min_interval` apart, so that under a stream of requests each pass gathers what
 //! arrived meanwhile instead of starting as soon as one request is there; a request that finds
-//! the planner idle is decided at once.
+//! the planner idle is decided at once. The spacing also grows with the cost of a pass, so that
+//! passes take at most `share` of the time: a large estate is planned in fewer, larger batches
+//! instead of keeping a core busy.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,9 +19,10 @@ use tokio::time::Instant;
 pub struct Batcher<Request, Outcome> {
     pending: Mutex<Vec<(Request, oneshot::Sender<Outcome>)>>,
     /// Fair (FIFO): whoever holds it runs the next pass; everyone else waits. It holds when
-    /// the last pass ended.
+    /// the next pass may start.
     turn: tokio::sync::Mutex<Option<Instant>>,
     min_interval: Duration,
+    share: f64,
 }
 
 /// The pass that held this request panicked: the request has no outcome.
@@ -28,12 +31,14 @@ pub struct Batcher<Request, Outcome> {
 pub struct Abandoned;
 
 impl<Request, Outcome> Batcher<Request, Outcome> {
-    /// A queue whose passes start at least `min_interval` apart.
-    pub fn new(min_interval: Duration) -> Self {
+    /// A queue whose passes start at least `min_interval` apart, and far enough apart that
+    /// passes take at most `share` (in (0, 1]) of the time.
+    pub fn new(min_interval: Duration, share: f64) -> Self {
         Batcher {
             pending: Mutex::new(Vec::new()),
             turn: tokio::sync::Mutex::new(None),
             min_interval,
+            share: share.clamp(f64::EPSILON, 1.0),
         }
     }
 
@@ -47,17 +52,18 @@ impl<Request, Outcome> Batcher<Request, Outcome> {
     ) -> Result<Outcome, Abandoned> {
         let (reply, mut outcome) = oneshot::channel();
         self.lock_pending().push((request, reply));
-        let mut last_pass = self.turn.lock().await;
+        let mut next_pass = self.turn.lock().await;
         match outcome.try_recv() {
             Ok(done) => return Ok(done),
             // A pass took the request and panicked before answering.
             Err(oneshot::error::TryRecvError::Closed) => return Err(Abandoned),
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
-        if let Some(at) = *last_pass {
+        if let Some(at) = *next_pass {
             // Requests arriving meanwhile join this pass.
-            tokio::time::sleep_until(at + self.min_interval).await;
+            tokio::time::sleep_until(at).await;
         }
+        let started = Instant::now();
         // Every pass answers all it took before it gives up the turn, so this caller's own
         // request is still queued: it is in this batch.
         let (requests, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut *self.lock_pending())
@@ -68,7 +74,8 @@ impl<Request, Outcome> Batcher<Request, Outcome> {
             // A caller that went away (its reconcile was cancelled) needs no answer.
             let _ = reply.send(done);
         }
-        *last_pass = Some(Instant::now());
+        let spacing = self.min_interval.max(started.elapsed().div_f64(self.share));
+        *next_pass = Some(started + spacing);
         outcome.try_recv().map_err(|_| Abandoned)
     }
 
@@ -85,7 +92,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_caller_decides_its_own_request() {
-        let batcher = Batcher::new(Duration::ZERO);
+        let batcher = Batcher::new(Duration::ZERO, 1.0);
         let out = batcher
             .submit(3, |reqs: Vec<u32>| reqs.iter().map(|r| r * 2).collect())
             .await
@@ -95,7 +102,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_callers_are_decided_together_and_each_gets_its_own_outcome() {
-        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(Duration::ZERO));
+        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(Duration::ZERO, 1.0));
         let passes = Arc::new(AtomicUsize::new(0));
         // Hold the turn so that the requests queue up behind it.
         let held = batcher.turn.lock().await;
@@ -124,7 +131,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pass_that_panics_abandons_its_requests_and_the_queue_goes_on() {
-        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(Duration::ZERO));
+        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(Duration::ZERO, 1.0));
         let held = batcher.turn.lock().await;
         let (b1, b2) = (batcher.clone(), batcher.clone());
         let first = tokio::spawn(async move { b1.submit(1, |_| panic!("planner bug")).await });
@@ -147,7 +154,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn passes_are_spaced_so_that_a_stream_of_requests_is_batched() {
-        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(Duration::from_millis(10)));
+        let batcher: Arc<Batcher<u32, u32>> =
+            Arc::new(Batcher::new(Duration::from_millis(10), 1.0));
         let passes = Arc::new(AtomicUsize::new(0));
         let run = |passes: Arc<AtomicUsize>| {
             move |reqs: Vec<u32>| {
@@ -178,5 +186,26 @@ mod tests {
             "one pass for the first, one for the nine"
         );
         assert!(started.elapsed() >= Duration::from_millis(10));
+    }
+
+    /// A pass that takes 5 ms with a share of 1/4 keeps the next one 20 ms after its start, even
+    /// with a shorter minimum interval.
+    #[tokio::test]
+    async fn costly_passes_are_spaced_by_their_share_of_the_time() {
+        let batcher: Batcher<u32, u32> = Batcher::new(Duration::from_millis(1), 0.25);
+        let started = Instant::now();
+        batcher
+            .submit(1, |reqs| {
+                std::thread::sleep(Duration::from_millis(5));
+                reqs
+            })
+            .await
+            .unwrap();
+        batcher.submit(2, |reqs| reqs).await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(20),
+            "second pass after {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -14,11 +14,10 @@
 use super::names::{
     LABEL_COMPONENT, LABEL_DEPLOYMENT, LABEL_NAMESPACE, LABEL_POOL, MANAGED_BY, MANAGED_BY_VALUE,
 };
+use super::views::{DeploymentView, ServiceView};
 use crate::api::ModelDeployment;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -213,7 +212,7 @@ impl Index {
     }
 }
 
-fn state_of(child: &Deployment) -> ChildState {
+fn state_of(child: &DeploymentView) -> ChildState {
     ChildState {
         generation: child.metadata.generation,
         ready_replicas: child
@@ -245,11 +244,11 @@ pub fn spawn(
     tokio::spawn(async move {
         let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"));
         let index = observed.clone();
-        let deployments = watcher(Api::<Deployment>::all(client.clone()), config.clone())
+        let deployments = watcher(Api::<DeploymentView>::all(client.clone()), config.clone())
             .default_backoff()
             .map(move |event| apply(&index, ChildKind::Deployment, event, |d| Some(state_of(d))))
             .boxed();
-        let services = watcher(Api::<Service>::all(client), config)
+        let services = watcher(Api::<ServiceView>::all(client), config)
             .default_backoff()
             .map(move |event| apply(&observed, ChildKind::Service, event, |_| None))
             .boxed();
@@ -326,18 +325,12 @@ mod tests {
         }
     }
 
-    fn deployment(name: &str, owner: &str, pool: &str) -> Deployment {
-        Deployment {
-            metadata: labelled("burst", name, owner, "ranker", pool),
-            ..Default::default()
-        }
+    fn deployment(name: &str, owner: &str, pool: &str) -> DeploymentView {
+        DeploymentView::new(labelled("burst", name, owner, "ranker", pool), None)
     }
 
-    fn service(name: &str, owner: &str) -> Service {
-        Service {
-            metadata: labelled("burst", name, owner, "ranker", ""),
-            ..Default::default()
-        }
+    fn service(name: &str, owner: &str) -> ServiceView {
+        ServiceView::new(labelled("burst", name, owner, "ranker", ""), None)
     }
 
     fn list<K: Resource + Clone>(observed: &ObservedChildren, kind: ChildKind, items: Vec<K>) {
@@ -416,7 +409,7 @@ mod tests {
         apply(
             &observed,
             ChildKind::Service,
-            Ok(watcher::Event::<Service>::Init),
+            Ok(watcher::Event::<ServiceView>::Init),
             |_| None,
         );
         assert_eq!(
@@ -433,7 +426,7 @@ mod tests {
         let owners = apply(
             &observed,
             ChildKind::Service,
-            Ok(watcher::Event::<Service>::InitDone),
+            Ok(watcher::Event::<ServiceView>::InitDone),
             |_| None,
         );
         assert_eq!(owners, vec![ObjectRef::new("b").within("shop")]);
@@ -467,9 +460,8 @@ mod tests {
             "the same state again"
         );
         let mut ready = resized;
-        ready.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+        ready.status = Some(super::super::views::DeploymentStatus {
             ready_replicas: Some(2),
-            ..Default::default()
         });
         assert_eq!(
             deployment_event(watcher::Event::Apply(ready.clone())).len(),

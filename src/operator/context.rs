@@ -59,6 +59,10 @@ pub struct Context {
 /// reconcile that finds the planner idle is decided at once.
 const PLANNING_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The most of the time planning passes take: as the estate (and so a pass) grows, passes are
+/// spaced further apart and decide larger batches, instead of keeping a core busy.
+const PLANNING_SHARE: f64 = 0.1;
+
 /// Name under which the operator reports Events.
 pub const REPORTER: &str = "skybridge";
 
@@ -95,7 +99,7 @@ impl Context {
             burst: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
             swept: Mutex::new(HashMap::new()),
-            planning: Batcher::new(PLANNING_INTERVAL),
+            planning: Batcher::new(PLANNING_INTERVAL, PLANNING_SHARE),
             decisions: Mutex::new(HashMap::new()),
             // Every child is re-applied at least this often, whatever the memo says.
             applied: super::applied::AppliedChildren::new(Duration::from_secs(300)),

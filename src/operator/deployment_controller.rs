@@ -13,6 +13,7 @@ use super::names::{LABEL_COMPONENT, LABEL_POOL, deployment_labels, selector};
 use super::planning::{Decided, Request, decide_together};
 use super::retry::idempotent;
 use super::status::{Observed, StatusInput, deployment_status};
+use super::views::{DeploymentView, Written};
 use super::workloads::{self, Placement};
 use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
 use crate::estate::{Estate, validate_deployment};
@@ -385,7 +386,8 @@ async fn apply_children(
                     Some(ready) => ready,
                     None => {
                         ctx.applied.forget(&key);
-                        let api: Api<Deployment> =
+                        // The answer is read for generation and readiness only.
+                        let api: Api<DeploymentView> =
                             Api::namespaced(cluster.client().await, &namespace);
                         let apply_patch = Patch::Apply(&child);
                         let apply = || idempotent(|| api.patch(&name, params, &apply_patch));
@@ -433,7 +435,8 @@ async fn apply_children(
                         .as_ref()
                         .is_some_and(|o| o.complete() && !o.has_service(&namespace, &name));
                     if gone || ctx.applied.unchanged(&key, content).is_none() {
-                        let api: Api<Service> = Api::namespaced(cluster.client().await, &namespace);
+                        let api: Api<Written<Service>> =
+                            Api::namespaced(cluster.client().await, &namespace);
                         let apply_patch = Patch::Apply(&service);
                         ctx.applied.forget(&key);
                         idempotent(|| api.patch(&name, params, &apply_patch)).await?;
@@ -740,7 +743,7 @@ async fn write_status(
     {
         return Ok(false);
     }
-    let api: Api<ModelDeployment> = Api::namespaced(
+    let api: Api<Written<ModelDeployment>> = Api::namespaced(
         ctx.clusters.local().client().await,
         &md.namespace().unwrap_or_default(),
     );

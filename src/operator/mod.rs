@@ -23,4 +23,5 @@ pub mod pool_controller;
 pub mod retry;
 pub mod runtime;
 pub mod status;
+pub mod views;
 pub mod workloads;

@@ -7,9 +7,10 @@ use super::context::{Context, Settings};
 use super::error::{Error, Result};
 use super::http::{Health, serve};
 use super::metrics::Metrics;
+use super::views::{SlimModelDeployment, unslim};
 use super::{deployment_controller, policy_controller, pool_controller};
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -118,7 +119,8 @@ pub async fn run_with_artifacts(
         .for_each(|_| futures::future::ready(())),
     );
 
-    let mds_api: Api<ModelDeployment> = Api::all(client.clone());
+    // Read without managedFields (see `views`).
+    let mds_api: Api<SlimModelDeployment> = Api::all(client.clone());
     // Deployments reconcile on what their owners change (spec, deletion, finalizers), not on the
     // status this controller writes itself; the cache still sees every change.
     // One watch feeds the cache, this controller and the BurstPolicy controller (which
@@ -128,6 +130,7 @@ pub async fn run_with_artifacts(
         .subscribe()
         .expect("a shared store hands out subscriptions");
     let md_changes = watcher(mds_api, watcher::Config::default().any_semantic())
+        .map_ok(unslim)
         .default_backoff()
         .reflect_shared(md_writer)
         .applied_objects()
@@ -293,7 +296,7 @@ pub async fn run_with_artifacts(
 
 /// Deployments reconciled at once: enough to keep every cluster busy, few enough that a burst
 /// of thousands of objects does not hold thousands of estate snapshots in memory.
-const RECONCILE_CONCURRENCY: u16 = 64;
+const RECONCILE_CONCURRENCY: u16 = 256;
 /// Deployment changes buffered for a subscriber of the shared watch before the watch waits.
 const SHARED_EVENTS_BUFFER: usize = 1024;
 /// How long changes to remote children gather before their deployments reconcile: children
