@@ -21,8 +21,22 @@ pub fn admit(
     let Some(schema) = &rt.schema else {
         return Ok(());
     };
+    // Ratcheting (KEP-4008, GA since 1.33), for the OpenAPI schema as for CEL: a top-level
+    // field an update leaves as stored is not pruned or validated again. It was when it was
+    // stored, and the server would drop errors in an unchanged field anyway.
+    let unchanged: Vec<String> = match (old, obj.as_object()) {
+        (Some(old), Some(fields)) => fields
+            .iter()
+            .filter(|(k, v)| old.get(k.as_str()) == Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let skip = |k: &str| {
+        matches!(k, "apiVersion" | "kind" | "metadata") || unchanged.iter().any(|u| u == k)
+    };
     let mut unknown = Vec::new();
-    prune(&schema.raw, obj, true, "", &mut unknown);
+    prune(&schema.raw, obj, Some(&skip), "", &mut unknown);
     if strict && !unknown.is_empty() {
         let list: Vec<String> = unknown
             .iter()
@@ -35,7 +49,7 @@ pub fn admit(
     }
     apply_defaults(&schema.raw, obj, 0);
     let mut causes = Vec::new();
-    validate(&schema.raw, obj, "", &mut causes, true);
+    validate(&schema.raw, obj, "", &mut causes, Some(&skip));
     if causes.is_empty() {
         for e in cel_errors(&schema.compiled, obj, old) {
             let field = e.field_path.trim_start_matches('.').to_string();
@@ -67,7 +81,23 @@ fn cel_errors(
     obj: &Value,
     old: Option<&Value>,
 ) -> Vec<kube_cel::ValidationError> {
-    let validator = kube_cel::Validator::new();
+    if !has_rules(compiled) {
+        return Vec::new();
+    }
+    VALIDATOR.with(|validator| ratcheted_cel_errors(validator, compiled, obj, old))
+}
+
+thread_local! {
+    /// A validator registers every CEL function when built: once per thread, not per write.
+    static VALIDATOR: kube_cel::Validator = kube_cel::Validator::new();
+}
+
+fn ratcheted_cel_errors(
+    validator: &kube_cel::Validator,
+    compiled: &kube_cel::CompiledSchema,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Vec<kube_cel::ValidationError> {
     let into_vec = |r: std::result::Result<(), kube_cel::ValidationErrors>| {
         r.err().map(|e| e.into_vec()).unwrap_or_default()
     };
@@ -199,14 +229,23 @@ fn preserves(schema: &Value) -> bool {
     schema["x-kubernetes-preserve-unknown-fields"] == true
 }
 
-fn prune(schema: &Value, v: &mut Value, root: bool, path: &str, unknown: &mut Vec<String>) {
+/// At the root, `skip` names the fields left alone.
+type SkipAtRoot<'a> = Option<&'a dyn Fn(&str) -> bool>;
+
+fn prune(
+    schema: &Value,
+    v: &mut Value,
+    skip: SkipAtRoot<'_>,
+    path: &str,
+    unknown: &mut Vec<String>,
+) {
     match v {
         Value::Object(map) => {
             let props = schema["properties"].as_object();
             let additional = &schema["additionalProperties"];
             let keys: Vec<String> = map.keys().cloned().collect();
             for k in keys {
-                if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                if skip.is_some_and(|skip| skip(&k)) {
                     continue;
                 }
                 let sub = props
@@ -218,7 +257,7 @@ fn prune(schema: &Value, v: &mut Value, root: bool, path: &str, unknown: &mut Ve
                         if child.is_null() && sub["nullable"] != true {
                             map.remove(&k);
                         } else {
-                            prune(sub, child, false, &join(path, &k), unknown);
+                            prune(sub, child, None, &join(path, &k), unknown);
                         }
                     }
                     None if preserves(schema) || additional == &Value::Bool(true) => {}
@@ -234,7 +273,7 @@ fn prune(schema: &Value, v: &mut Value, root: bool, path: &str, unknown: &mut Ve
                 prune(
                     &schema["items"],
                     item,
-                    false,
+                    None,
                     &format!("{path}[{i}]"),
                     unknown,
                 );
@@ -265,7 +304,7 @@ fn validate(
     v: &Value,
     path: &str,
     causes: &mut Vec<(String, String, String)>,
-    root: bool,
+    skip: SkipAtRoot<'_>,
 ) {
     let mut push =
         |reason: &str, msg: String| causes.push((path.to_string(), reason.to_string(), msg));
@@ -398,7 +437,7 @@ fn validate(
                     item,
                     &format!("{path}[{i}]"),
                     causes,
-                    false,
+                    None,
                 );
             }
         }
@@ -419,7 +458,7 @@ fn validate(
                 }
             }
             for (k, child) in map {
-                if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                if skip.is_some_and(|skip| skip(k)) {
                     continue;
                 }
                 let sub = &schema["properties"][k.as_str()];
@@ -429,7 +468,7 @@ fn validate(
                     sub
                 };
                 if sub.is_object() {
-                    validate(sub, child, &join(path, k), causes, false);
+                    validate(sub, child, &join(path, k), causes, None);
                 }
             }
         }

@@ -286,10 +286,12 @@ async fn crd_schema_validation_and_cel_rules() {
 }
 
 #[tokio::test]
-async fn cel_rules_ratchet_on_fields_an_update_leaves_unchanged() {
+async fn rules_ratchet_on_fields_an_update_leaves_unchanged() {
     let c = start("ratchet").await;
     let base = c.url();
+    // The schema allows one more than the CEL rule, so that each can fail alone.
     let crd = |limit: u32| {
+        let max = limit + 1;
         format!(
             r#"
 apiVersion: apiextensions.k8s.io/v1
@@ -313,7 +315,7 @@ spec:
             x-kubernetes-validations:
             - {{rule: "self.size <= {limit}", message: "too big"}}
             properties:
-              size: {{type: integer}}
+              size: {{type: integer, maximum: {max}}}
           status:
             type: object
             properties:
@@ -330,7 +332,7 @@ spec:
     )
     .await;
     assert_eq!(created["spec"]["size"], 8);
-    // The rule tightens after the object was stored: it now violates it.
+    // The rules tighten after the object was stored: it now violates them.
     c.apply_yaml(&crd(5), "setup").unwrap();
     let merge = |path: String, body: Value| async move {
         http(
@@ -341,9 +343,15 @@ spec:
         )
         .await
     };
-    // Writes that leave the spec as it is pass: its rules are not evaluated again.
-    let a = merge(format!("{url}/g/status"), json!({"status": {"seen": 1}})).await;
+    // Writes that leave the spec as it is pass: neither its schema nor its CEL rules are
+    // evaluated again. What they change still is: an unknown status field is pruned.
+    let a = merge(
+        format!("{url}/g/status"),
+        json!({"status": {"seen": 1, "bogus": true}}),
+    )
+    .await;
     assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(a.body["status"], json!({"seen": 1}));
     let a = merge(
         format!("{url}/g"),
         json!({"metadata": {"labels": {"a": "b"}}}),
@@ -356,10 +364,22 @@ spec:
     assert!(
         causes(&a.body)
             .iter()
+            .any(|c| c.starts_with("spec.size: ") && c.contains("less than or equal to 6")),
+        "{:?}",
+        causes(&a.body)
+    );
+    // Within the schema, the changed spec is held to the CEL rule.
+    let a = merge(format!("{url}/g"), json!({"spec": {"size": 6}})).await;
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert!(
+        causes(&a.body)
+            .iter()
             .any(|c| c.starts_with("spec: ") && c.contains("too big")),
         "{:?}",
         causes(&a.body)
     );
+    let a = merge(format!("{url}/g"), json!({"spec": {"size": 5}})).await;
+    assert_eq!(a.code, 200, "{}", a.body);
 }
 
 #[tokio::test]
