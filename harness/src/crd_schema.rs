@@ -101,24 +101,23 @@ fn ratcheted_cel_errors(
     let into_vec = |r: std::result::Result<(), kube_cel::ValidationErrors>| {
         r.err().map(|e| e.into_vec()).unwrap_or_default()
     };
-    let (Some(old), Some(fields)) = (old, obj.as_object()) else {
-        return into_vec(validator.validate_compiled(compiled, obj, old));
-    };
     let root_rules = !compiled.validations.is_empty()
         || compiled.additional_properties.is_some()
         || !(compiled.all_of.is_empty()
             && compiled.one_of.is_empty()
             && compiled.any_of.is_empty());
-    if root_rules {
-        return into_vec(validator.validate_compiled(compiled, obj, Some(old)));
-    }
+    let Some(fields) = obj.as_object().filter(|_| !root_rules) else {
+        return into_vec(validator.validate_compiled(compiled, obj, old));
+    };
+    // Field by field: the validator copies what it validates, and metadata (with its
+    // managedFields) has no rules.
     let mut errors = Vec::new();
     for (field, child) in &compiled.properties {
         let Some(value) = fields.get(field) else {
             continue;
         };
-        let before = old.get(field);
-        // A field without rules below it cannot fail; skipping it spares the validator's copy.
+        let before = old.and_then(|old| old.get(field));
+        // A field without rules below it cannot fail.
         if before == Some(value) || !has_rules(child) {
             continue;
         }
