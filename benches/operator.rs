@@ -52,6 +52,23 @@ impl Drop for Clusters {
     }
 }
 
+impl Clusters {
+    /// Writes each cluster has stored so far (its resourceVersion counts them).
+    fn writes(&self) -> [u64; 3] {
+        [&self.hub, &self.private, &self.public].map(|c| c.resource_version())
+    }
+
+    fn writes_since(&self, before: [u64; 3]) -> String {
+        let [hub, private, public] = self.writes();
+        format!(
+            "hub {}, private {}, public {}",
+            hub - before[0],
+            private - before[1],
+            public - before[2]
+        )
+    }
+}
+
 /// A cluster started on a runtime of its own (threads named `name`).
 async fn start_cluster(
     config: ClusterConfig,
@@ -580,6 +597,7 @@ async fn run_once(n: usize) -> Result<Figures> {
     let mds: Api<ModelDeployment> = Api::namespaced(hub.clone(), APP_NAMESPACE);
     let started = Instant::now();
     let cpu_before = CpuSplit::now()?;
+    let writes_before = c.writes();
     let debug = match std::env::var_os("SKYBRIDGE_BENCH_DEBUG") {
         Some(_) => Some([c.private.client()?, c.public.client()?]),
         None => None,
@@ -602,6 +620,7 @@ async fn run_once(n: usize) -> Result<Figures> {
     )?;
     let operator_time = started.elapsed();
     let cpu = CpuSplit::since(cpu_before)?;
+    let writes = c.writes_since(writes_before);
     let rss = peak_rss_mb(operator.0.id())?;
     let operator_cpu = cpu_seconds(operator.0.id())?;
     if std::env::var_os("SKYBRIDGE_BENCH_METRICS").is_some() {
@@ -626,7 +645,7 @@ async fn run_once(n: usize) -> Result<Figures> {
     let (private_deployments, public_deployments) =
         (count(&private_children), count(&public_children));
     println!(
-        "  operator: {n} Ready in {:.2} s (applied in {:.2} s); children: {} Deployments private, {} public; peak RSS {rss:.1} MB; CPU: operator {operator_cpu:.2} s, {cpu}",
+        "  operator: {n} Ready in {:.2} s (applied in {:.2} s); children: {} Deployments private, {} public; peak RSS {rss:.1} MB; CPU: operator {operator_cpu:.2} s, {cpu}; writes: {writes}",
         operator_time.as_secs_f64(),
         applied.as_secs_f64(),
         private_deployments,
@@ -637,6 +656,7 @@ async fn run_once(n: usize) -> Result<Figures> {
     let fresh = clusters(n).await?;
     let started = Instant::now();
     let cpu_before = CpuSplit::now()?;
+    let writes_before = fresh.writes();
     let (private, public) = (fresh.private.client()?, fresh.public.client()?);
     // Namespaces first, as any client must.
     let namespaces: Vec<Value> = private_children
@@ -677,8 +697,9 @@ async fn run_once(n: usize) -> Result<Figures> {
     )?;
     let plain_time = started.elapsed();
     let cpu = CpuSplit::since(cpu_before)?;
+    let writes = fresh.writes_since(writes_before);
     println!(
-        "  plain client: the same children ready in {:.2} s (applied in {:.2} s); CPU: {cpu}; ratio {:.2}",
+        "  plain client: the same children ready in {:.2} s (applied in {:.2} s); CPU: {cpu}; writes: {writes}; ratio {:.2}",
         plain_time.as_secs_f64(),
         plain_applied.as_secs_f64(),
         operator_time.as_secs_f64() / plain_time.as_secs_f64()
