@@ -10,7 +10,8 @@
 //! Prints both times, the RSS and the ratio against the targets (< 20 s, < 150 MB, ratio < 1.5).
 //! `SKYBRIDGE_BENCH_DEPLOYMENTS` changes the count, `SKYBRIDGE_BENCH_RUNS` the number of runs
 //! (the median is reported); `SKYBRIDGE_BENCH_CPU_BY_CLUSTER` serves each cluster from its own
-//! runtime to print the CPU each one uses.
+//! runtime to print the CPU each one uses; `SKYBRIDGE_BENCH_OPERATOR` runs another `skybridge`
+//! binary.
 
 use anyhow::{Context as _, Result, bail};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -458,7 +459,7 @@ where
     Ok(())
 }
 
-/// With `SKYBRIDGE_BENCH_DEBUG`, the status of one deployment not yet Ready and its children.
+/// The status of one deployment not yet Ready and its children, printed with each progress line.
 async fn debug_waiting(mds: Api<ModelDeployment>, clusters: [Client; 2]) -> Result<()> {
     let waiting = mds
         .list(&ListParams::default())
@@ -467,7 +468,12 @@ async fn debug_waiting(mds: Api<ModelDeployment>, clusters: [Client; 2]) -> Resu
         .into_iter()
         .find(|md| !md_ready(md));
     if let Some(md) = waiting {
-        eprintln!("{} {}", md.name_any(), serde_json::to_string(&md.status)?);
+        eprintln!(
+            "{} generation {:?} status {}",
+            md.name_any(),
+            md.metadata.generation,
+            serde_json::to_string(&md.status)?
+        );
         for cluster in clusters {
             let api: Api<Deployment> = Api::all(cluster);
             let lp =
@@ -566,25 +572,28 @@ async fn run_once(n: usize) -> Result<Figures> {
     c.hub.apply_yaml(&pools_yaml(n * 2), "bench")?;
     let port = free_port()?;
     let operator = Operator(
-        Command::new(env!("CARGO_BIN_EXE_skybridge"))
-            .args(["run", "--leader-election", "false", "--log-format", "json"])
-            // Models are not what this measures (benches: bench/s3_sync.sh); without stores,
-            // artifact management would hold every replica until a digest is known.
-            .args(["--manage-artifacts", "false"])
-            .args(["--namespace", OPERATOR_NAMESPACE])
-            .args(["--probe-addr", &format!("127.0.0.1:{port}")])
-            // Loopback servers: the per-cluster client rate limit would measure itself.
-            .args(["--cluster-qps", "100000"])
-            .arg("--kubeconfig")
-            .arg(c.hub.kubeconfig_path())
-            .env(
-                "RUST_LOG",
-                std::env::var("SKYBRIDGE_BENCH_LOG").unwrap_or_else(|_| "error".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting skybridge run")?,
+        Command::new(
+            std::env::var_os("SKYBRIDGE_BENCH_OPERATOR")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_skybridge").into()),
+        )
+        .args(["run", "--leader-election", "false", "--log-format", "json"])
+        // Models are not what this measures (benches: bench/s3_sync.sh); without stores,
+        // artifact management would hold every replica until a digest is known.
+        .args(["--manage-artifacts", "false"])
+        .args(["--namespace", OPERATOR_NAMESPACE])
+        .args(["--probe-addr", &format!("127.0.0.1:{port}")])
+        // Loopback servers: the per-cluster client rate limit would measure itself.
+        .args(["--cluster-qps", "100000"])
+        .arg("--kubeconfig")
+        .arg(c.hub.kubeconfig_path())
+        .env(
+            "RUST_LOG",
+            std::env::var("SKYBRIDGE_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting skybridge run")?,
     );
     let readyz = format!("http://127.0.0.1:{port}/readyz");
     wait_until("operator ready", Duration::from_secs(60), || async {
@@ -598,10 +607,8 @@ async fn run_once(n: usize) -> Result<Figures> {
     let started = Instant::now();
     let cpu_before = CpuSplit::now()?;
     let writes_before = c.writes();
-    let debug = match std::env::var_os("SKYBRIDGE_BENCH_DEBUG") {
-        Some(_) => Some([c.private.client()?, c.public.client()?]),
-        None => None,
-    };
+    // A run that takes long shows why, with its progress lines (every 10 s).
+    let debug = [c.private.client()?, c.public.client()?];
     let (applied, ()) = tokio::try_join!(
         async {
             apply_all(&hub, (0..n).map(deployment).collect(), "bench").await?;
@@ -612,10 +619,8 @@ async fn run_once(n: usize) -> Result<Figures> {
                 "  {ready}/{n} Ready after {:.0} s",
                 started.elapsed().as_secs_f64()
             );
-            if let Some(clusters) = &debug {
-                // Best effort, while the bench goes on.
-                tokio::spawn(debug_waiting(mds.clone(), clusters.clone()));
-            }
+            // Best effort, while the bench goes on.
+            tokio::spawn(debug_waiting(mds.clone(), debug.clone()));
         }),
     )?;
     let operator_time = started.elapsed();
