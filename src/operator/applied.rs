@@ -24,11 +24,28 @@ pub struct AppliedChildren {
 
 /// A fingerprint of an object as it would be applied.
 pub fn content_hash<T: serde::Serialize>(object: &T) -> u64 {
+    json_hash(&serde_json::to_vec(object).unwrap_or_default())
+}
+
+/// The fingerprint of an object already serialized (see `AppliedBody`).
+pub fn json_hash(json: &[u8]) -> u64 {
     let mut hasher = DefaultHasher::new();
-    serde_json::to_vec(object)
-        .unwrap_or_default()
-        .hash(&mut hasher);
+    json.hash(&mut hasher);
     hasher.finish()
+}
+
+/// An object serialized once, both to fingerprint it and as the body of its apply.
+pub struct AppliedBody {
+    pub json: Box<serde_json::value::RawValue>,
+    pub content: u64,
+}
+
+impl AppliedBody {
+    pub fn of<T: serde::Serialize>(object: &T) -> serde_json::Result<Self> {
+        let json = serde_json::value::to_raw_value(object)?;
+        let content = json_hash(json.get().as_bytes());
+        Ok(Self { json, content })
+    }
 }
 
 impl AppliedChildren {

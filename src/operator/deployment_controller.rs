@@ -2,7 +2,7 @@
 //! Decisions are made by pure code (`estate::validate`, the burst controller, `planning`,
 //! `workloads`, `status`); this module only moves data between them and the clusters.
 
-use super::applied::content_hash;
+use super::applied::{AppliedBody, content_hash};
 use super::artifact_plan::serving_pools;
 use super::artifacts::{Stage, sweep_store_secrets};
 use super::children_watch::{Child, ChildKind};
@@ -366,7 +366,9 @@ async fn apply_children(
                     namespace.clone(),
                     name.clone(),
                 );
-                let content = content_hash(&child);
+                // Serialized once: to fingerprint it, and as the body of its apply.
+                let body = AppliedBody::of(&child).map_err(Error::Serialize)?;
+                let content = body.content;
                 // Already applied as is, and the watch sees it at the generation that apply
                 // returned: nothing to write. Its readiness is what the watch last saw; a
                 // change to it triggers another reconcile. Applied a moment ago and not yet
@@ -389,7 +391,7 @@ async fn apply_children(
                         // The answer is read for generation and readiness only.
                         let api: Api<DeploymentView> =
                             Api::namespaced(cluster.client().await, &namespace);
-                        let apply_patch = Patch::Apply(&child);
+                        let apply_patch = Patch::Apply(&*body.json);
                         let apply = || idempotent(|| api.patch(&name, params, &apply_patch));
                         let applied = match apply().await {
                             // The target namespace does not exist yet in that cluster: create
