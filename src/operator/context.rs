@@ -63,6 +63,65 @@ const PLANNING_INTERVAL: Duration = Duration::from_millis(10);
 /// spaced further apart and decide larger batches, instead of keeping a core busy.
 const PLANNING_SHARE: f64 = 0.1;
 
+/// A deployment as last decided, where that decision is for the same object and spec; else as
+/// the cache has it. The decision is never older than the cache's status, since the operator
+/// decides before it writes a status.
+fn latest(
+    cached: Arc<ModelDeployment>,
+    decided: Option<&Arc<ModelDeployment>>,
+) -> Arc<ModelDeployment> {
+    match decided {
+        Some(d)
+            if d.metadata.uid == cached.metadata.uid
+                && d.metadata.generation == cached.metadata.generation =>
+        {
+            d.clone()
+        }
+        _ => cached,
+    }
+}
+
+/// The replicas a deployment's status (or decision) places: per component, its desired
+/// replicas and (pool, replicas).
+fn placements(md: &ModelDeployment) -> Vec<(&str, u32, Vec<(&str, u32)>)> {
+    md.status
+        .iter()
+        .flat_map(|s| &s.components)
+        .map(|c| {
+            let placed = c
+                .placements
+                .iter()
+                .map(|p| (p.pool.as_str(), p.replicas))
+                .collect();
+            (c.name.as_str(), c.desired_replicas, placed)
+        })
+        .collect()
+}
+
+/// `cached` with the placements of its last decision, where that decision is for the same
+/// object and spec: a reconcile that starts before the cache has the previous one's status
+/// must still plan from what that one placed, or it places afresh and leaves children behind.
+/// Only the placements: the rest of the status is the cache's, which is newer.
+fn with_placements_decided(
+    cached: &Arc<ModelDeployment>,
+    decided: Option<&Arc<ModelDeployment>>,
+) -> Arc<ModelDeployment> {
+    let decided = latest(cached.clone(), decided);
+    if Arc::ptr_eq(&decided, cached) || placements(&decided) == placements(cached) {
+        return cached.clone();
+    }
+    let mut merged = (**cached).clone();
+    merged
+        .status
+        .get_or_insert_with(Default::default)
+        .components = decided
+        .status
+        .as_ref()
+        .map(|s| s.components.clone())
+        .unwrap_or_default();
+    Arc::new(merged)
+}
+
 /// Name under which the operator reports Events.
 pub const REPORTER: &str = "skybridge";
 
@@ -131,14 +190,16 @@ impl Context {
         let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
         for md in self.deployments.state() {
             let key = Estate::key_of(&md);
-            let decided = decisions.get(&key).filter(|d| {
-                d.metadata.uid == md.metadata.uid && d.metadata.generation == md.metadata.generation
-            });
-            estate
-                .deployments
-                .insert(key, decided.cloned().unwrap_or(md));
+            let latest = latest(md, decisions.get(&key));
+            estate.deployments.insert(key, latest);
         }
         estate
+    }
+
+    /// `md` with the placements last decided for it (see `with_placements_decided`).
+    pub fn with_decided_placements(&self, md: &Arc<ModelDeployment>) -> Arc<ModelDeployment> {
+        let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+        with_placements_decided(md, decisions.get(&Estate::key_of(md)))
     }
 
     /// Records what was decided for `md` (see `decisions`).
@@ -263,5 +324,88 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Cloud, ComponentStatus, ModelDeploymentStatus, PlacementStatus};
+
+    fn deployment(uid: &str, generation: i64, placed_on: Option<&str>) -> Arc<ModelDeployment> {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/ecommerce/recommendation.yaml"
+        ))
+        .unwrap();
+        let doc = text
+            .split("\n---")
+            .find(|d| d.contains("kind: ModelDeployment"))
+            .unwrap();
+        let mut md: ModelDeployment = serde_yaml_ng::from_str(doc).unwrap();
+        md.metadata.uid = Some(uid.into());
+        md.metadata.generation = Some(generation);
+        md.status = Some(ModelDeploymentStatus {
+            observed_generation: Some(generation),
+            components: placed_on
+                .map(|pool| {
+                    vec![ComponentStatus {
+                        name: md.spec.components[0].name.clone(),
+                        desired_replicas: 2,
+                        placements: vec![PlacementStatus {
+                            pool: pool.into(),
+                            cloud: Cloud::Private,
+                            replicas: 2,
+                            ready_replicas: 0,
+                            reason: String::new(),
+                        }],
+                        ..Default::default()
+                    }]
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        });
+        Arc::new(md)
+    }
+
+    #[test]
+    fn a_stale_cache_plans_from_the_last_decision() {
+        // The cache has no placements yet; the last decision placed on dc1.
+        let cached = deployment("u1", 1, None);
+        let decided = deployment("u1", 1, Some("dc1"));
+        let planned = with_placements_decided(&cached, Some(&decided));
+        assert_eq!(placements(&planned), placements(&decided));
+        // Everything but the placements is the cache's.
+        assert_eq!(
+            planned.status.as_ref().unwrap().observed_generation,
+            cached.status.as_ref().unwrap().observed_generation
+        );
+        assert_eq!(planned.metadata, cached.metadata);
+    }
+
+    #[test]
+    fn a_decision_for_another_object_or_spec_is_not_used() {
+        let cached = deployment("u1", 2, None);
+        for decided in [
+            deployment("u1", 1, Some("dc1")),
+            deployment("u0", 2, Some("dc1")),
+        ] {
+            let planned = with_placements_decided(&cached, Some(&decided));
+            assert!(Arc::ptr_eq(&planned, &cached));
+        }
+        assert!(Arc::ptr_eq(
+            &with_placements_decided(&cached, None),
+            &cached
+        ));
+    }
+
+    #[test]
+    fn a_cache_that_caught_up_is_used_as_it_is() {
+        let cached = deployment("u1", 1, Some("dc1"));
+        let decided = deployment("u1", 1, Some("dc1"));
+        assert!(Arc::ptr_eq(
+            &with_placements_decided(&cached, Some(&decided)),
+            &cached
+        ));
     }
 }

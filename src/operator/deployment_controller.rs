@@ -131,6 +131,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         plans,
         artifacts,
         estate,
+        placed_before,
     } = ctx
         .planning
         .submit(ticket, |tickets| decide_batch(ctx, tickets))
@@ -180,11 +181,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // a placement has no such children (an earlier operator's leftovers were listed into the
     // index when its watch started).
     let placed = placement_signature(&plans);
-    let recorded = md
-        .status
-        .as_ref()
-        .is_some_and(|s| s.components.iter().any(|c| !c.placements.is_empty()));
-    let list = recorded && ctx.swept(&key) != Some(placed);
+    let list = placed_before && ctx.swept(&key) != Some(placed);
     if list {
         // Forget the old signature first: if this sweep is incomplete (a cluster unreachable)
         // and the plan later returns to that signature, the sweep must still run.
@@ -254,13 +251,32 @@ pub struct PlanOutcome {
     artifacts: Option<Stage>,
     /// The estate the pass planned, shared by its deployments.
     estate: Arc<Estate>,
+    /// Whether an earlier decision placed any of the deployment's replicas.
+    placed_before: bool,
+}
+
+/// Whether a deployment's status (or last decision) places any replica.
+fn has_placements(md: &ModelDeployment) -> bool {
+    md.status
+        .as_ref()
+        .is_some_and(|s| s.components.iter().any(|c| !c.placements.is_empty()))
 }
 
 /// One planning pass for every deployment waiting (see `batch`): against every earlier
 /// decision, so that concurrent reconciles never promise the same free capacity twice. Pure
 /// and quick apart from the context's memory: no I/O inside.
-fn decide_batch(ctx: &Context, tickets: Vec<PlanTicket>) -> Vec<PlanOutcome> {
+fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome> {
     ctx.metrics.planning_batch.observe(tickets.len() as f64);
+    // A reconcile may start before the cache has the status of the previous one: it plans from
+    // the placements last decided, or it would place its components afresh, elsewhere, and
+    // leave the children it has just applied behind.
+    let placed_before: Vec<bool> = tickets
+        .iter_mut()
+        .map(|ticket| {
+            ticket.deployment = ctx.with_decided_placements(&ticket.deployment);
+            has_placements(&ticket.deployment)
+        })
+        .collect();
     let mut estate = ctx.estate();
     for ticket in &tickets {
         estate.deployments.insert(
@@ -286,7 +302,8 @@ fn decide_batch(ctx: &Context, tickets: Vec<PlanTicket>) -> Vec<PlanOutcome> {
     tickets
         .iter()
         .zip(decisions)
-        .map(|(ticket, mut decided)| {
+        .zip(placed_before)
+        .map(|((ticket, mut decided), placed_before)| {
             let md = ticket.deployment.as_ref();
             ctx.set_burst_states(&Estate::key_of(md), std::mem::take(&mut decided.states));
             let mut plans = std::mem::take(&mut decided.plans);
@@ -302,6 +319,7 @@ fn decide_batch(ctx: &Context, tickets: Vec<PlanTicket>) -> Vec<PlanOutcome> {
                 plans,
                 artifacts,
                 estate: estate.clone(),
+                placed_before,
             }
         })
         .collect()
