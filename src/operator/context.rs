@@ -81,9 +81,11 @@ fn latest(
     }
 }
 
-/// The replicas a deployment's status (or decision) places: per component, its desired
-/// replicas and (pool, replicas).
-fn placements(md: &ModelDeployment) -> Vec<(&str, u32, Vec<(&str, u32)>)> {
+/// A component's desired replicas and its (pool, replicas).
+type Placed<'a> = (&'a str, u32, Vec<(&'a str, u32)>);
+
+/// The replicas a deployment's status (or decision) places, per component.
+fn placements(md: &ModelDeployment) -> Vec<Placed<'_>> {
     md.status
         .iter()
         .flat_map(|s| &s.components)
