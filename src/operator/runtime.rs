@@ -294,8 +294,10 @@ pub async fn run_with_artifacts(
     }
 }
 
-/// Deployments reconciled at once: enough to keep every cluster busy, few enough that a burst
-/// of thousands of objects does not hold thousands of estate snapshots in memory.
+/// Deployments reconciled at once. Most of a reconcile waits (for a planning pass, for the
+/// clusters): with 64, a thousand new deployments queued behind the limit while the planner
+/// and the clusters idled. A planning pass shares one estate among its reconciles, so this many
+/// does not mean as many estate snapshots.
 const RECONCILE_CONCURRENCY: u16 = 256;
 /// Deployment changes buffered for a subscriber of the shared watch before the watch waits.
 const SHARED_EVENTS_BUFFER: usize = 1024;
