@@ -894,3 +894,130 @@ async fn publish(
         warn!(%err, reason, "could not publish an Event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ComponentStatus, PlacementStatus};
+    use crate::operator::clusters::Clusters;
+    use crate::operator::context::Settings;
+    use crate::operator::metrics::Metrics;
+    use kube::runtime::{reflector, watcher};
+
+    fn pool(name: &str, gpus: u32, gpu_hour: f64) -> ComputePool {
+        serde_json::from_value(json!({
+            "apiVersion": "skybridge.io/v1alpha1", "kind": "ComputePool",
+            "metadata": {"name": name, "uid": format!("pool-{name}")},
+            "spec": {
+                "cloud": "private", "provider": "onprem", "region": "fra",
+                "cluster": {"namespace": "shop"},
+                "capacity": {"gpu": {"type": "nvidia-l4", "count": gpus}},
+                "cost": {"gpuHour": gpu_hour},
+                "artifactStore": {"bucket": "models"},
+            },
+        }))
+        .unwrap()
+    }
+
+    /// One component of one replica on one GPU; with `placed_on`, a status placing it there.
+    fn deployment(name: &str, placed_on: Option<&str>) -> ModelDeployment {
+        let mut md: ModelDeployment = serde_json::from_value(json!({
+            "apiVersion": "skybridge.io/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": "shop", "uid": format!("md-{name}"), "generation": 1},
+            "spec": {
+                "model": {"source": {"uri": "s3://models/m", "pool": "cheap"}, "version": "1"},
+                "components": [{
+                    "name": "encoder", "dataClass": "internal", "image": "serve:1",
+                    "resources": {"gpu": {"count": 1, "type": "nvidia-l4"}, "cpu": "1", "memory": "1Gi"},
+                    "replicas": {"min": 1, "max": 1},
+                }],
+            },
+        }))
+        .unwrap();
+        if let Some(pool) = placed_on {
+            md.status = Some(ModelDeploymentStatus {
+                components: vec![ComponentStatus {
+                    name: "encoder".into(),
+                    desired_replicas: 1,
+                    placements: vec![PlacementStatus {
+                        pool: pool.into(),
+                        cloud: Cloud::Private,
+                        replicas: 1,
+                        ready_replicas: 1,
+                        reason: String::new(),
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        md
+    }
+
+    fn pools_of(outcome: &PlanOutcome) -> Vec<String> {
+        outcome.plans[0]
+            .placements
+            .iter()
+            .filter(|p| p.replicas > 0)
+            .map(|p| p.pool.clone())
+            .collect()
+    }
+
+    /// A reconcile that starts before the cache has the status of the previous decision plans
+    /// from that decision: it keeps its replica where it is instead of placing it afresh.
+    #[tokio::test]
+    async fn a_reconcile_on_a_stale_cache_keeps_the_placement_last_decided() {
+        let (pools, mut pools_writer) = reflector::store();
+        let (policies, _policies_writer) = reflector::store();
+        let (deployments, mut deployments_writer) = reflector::store();
+        // "cheap" is better but within the stability margin: a placed replica does not move
+        // there, a new one goes there.
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(pool("cheap", 1, 0.29)));
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(pool("other", 10, 0.30)));
+        let holder = deployment("holder", Some("cheap"));
+        let ours = deployment("ours", None);
+        deployments_writer.apply_watcher_event(&watcher::Event::Apply(holder.clone()));
+        deployments_writer.apply_watcher_event(&watcher::Event::Apply(ours.clone()));
+        // No request is sent: planning does no I/O.
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:1".parse().expect("URL"),
+        ))
+        .expect("client");
+        let ctx = Context::new(
+            Clusters::new(client, "skybridge-system".into(), 100),
+            Arc::new(Metrics::default()),
+            Settings {
+                image: "skybridge:test".into(),
+                period: Duration::from_secs(15),
+            },
+            pools,
+            policies,
+            deployments,
+            tokio::sync::watch::channel(true).1,
+            "test".into(),
+        );
+        let ticket = |md: &ModelDeployment| PlanTicket {
+            deployment: Arc::new(md.clone()),
+            demand: BTreeMap::new(),
+        };
+
+        let first = decide_batch(&ctx, vec![ticket(&ours)]);
+        assert_eq!(pools_of(&first[0]), ["other"], "the holder fills cheap");
+        assert!(!first[0].placed_before);
+
+        // The holder goes; ours reconciles again before its first status reached the cache.
+        deployments_writer.apply_watcher_event(&watcher::Event::Delete(holder));
+        let second = decide_batch(&ctx, vec![ticket(&ours)]);
+        assert_eq!(
+            pools_of(&second[0]),
+            ["other"],
+            "planned from the last decision, the replica stays"
+        );
+        assert!(second[0].placed_before, "the sweep knows children exist");
+
+        // A deployment never decided still goes to the better pool.
+        let fresh = deployment("fresh", None);
+        let third = decide_batch(&ctx, vec![ticket(&fresh)]);
+        assert_eq!(pools_of(&third[0]), ["cheap"]);
+    }
+}
