@@ -78,14 +78,23 @@ impl Drop for LoadGenerator {
     }
 }
 
+/// The counters as of now, each stamped with the time it was read. Without the stamp Prometheus
+/// files a sample under the time its scrape started, and on a loaded machine the answer can
+/// come a good part of a second later: consecutive samples then count uneven spans of requests
+/// as one second each, and a steady rate reads higher or lower than it is (the likely reason a
+/// loaded CI run once held 3 replicas for a steady 150 requests per second).
 fn exposition(series: &Mutex<BTreeMap<String, Series>>) -> String {
     let mut all = series.lock().unwrap();
     let now = Instant::now();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
     let mut out = format!("# TYPE {REQUESTS_METRIC} counter\n");
     for (deployment, series) in all.iter_mut() {
         series.advance(now);
         out.push_str(&format!(
-            "{REQUESTS_METRIC}{{namespace=\"{}\",deployment=\"{deployment}\"}} {}\n",
+            "{REQUESTS_METRIC}{{namespace=\"{}\",deployment=\"{deployment}\"}} {} {stamp}\n",
             super::APP_NAMESPACE,
             series.total
         ));
