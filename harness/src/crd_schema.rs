@@ -6,7 +6,8 @@
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::resources::ResourceType;
+use crate::resources::{CrdSchema, ResourceType};
+use std::collections::BTreeSet;
 
 /// Prune, default and validate `obj`; `old` is the stored object for transition rules. With
 /// `strict` (`fieldValidation=Strict`, kubectl's default) unknown fields are a 400 BadRequest
@@ -51,7 +52,7 @@ pub fn admit(
     let mut causes = Vec::new();
     validate(&schema.raw, obj, "", &mut causes, Some(&skip));
     if causes.is_empty() {
-        for e in cel_errors(&schema.compiled, obj, old) {
+        for e in cel_errors(schema, obj, old) {
             let field = e.field_path.trim_start_matches('.').to_string();
             let kind = type_name(lookup(obj, &field).unwrap_or(&Value::Null));
             let shown = if field.is_empty() {
@@ -77,51 +78,30 @@ pub fn admit(
 /// a top-level field whose value did not change is not validated again (a status write does not
 /// re-run the spec's rules). Rules on the root itself always see the whole object.
 fn cel_errors(
-    compiled: &kube_cel::CompiledSchema,
-    obj: &Value,
-    old: Option<&Value>,
-) -> Vec<kube_cel::ValidationError> {
-    if !has_rules(compiled) {
-        return Vec::new();
-    }
-    VALIDATOR.with(|validator| ratcheted_cel_errors(validator, compiled, obj, old))
-}
-
-thread_local! {
-    /// A validator registers every CEL function when built: once per thread, not per write.
-    static VALIDATOR: kube_cel::Validator = kube_cel::Validator::new();
-}
-
-fn ratcheted_cel_errors(
-    validator: &kube_cel::Validator,
-    compiled: &kube_cel::CompiledSchema,
+    schema: &CrdSchema,
     obj: &Value,
     old: Option<&Value>,
 ) -> Vec<kube_cel::ValidationError> {
     let into_vec = |r: std::result::Result<(), kube_cel::ValidationErrors>| {
         r.err().map(|e| e.into_vec()).unwrap_or_default()
     };
-    let root_rules = !compiled.validations.is_empty()
-        || compiled.additional_properties.is_some()
-        || !(compiled.all_of.is_empty()
-            && compiled.one_of.is_empty()
-            && compiled.any_of.is_empty());
-    let Some(fields) = obj.as_object().filter(|_| !root_rules) else {
-        return into_vec(validator.validate_compiled(compiled, obj, old));
+    let compiled = &schema.compiled;
+    let (Some(ruled), Some(fields)) = (&schema.ruled_fields, obj.as_object()) else {
+        return VALIDATOR.with(|v| into_vec(v.validate_compiled(compiled, obj, old)));
     };
-    // Field by field: the validator copies what it validates, and metadata (with its
-    // managedFields) has no rules.
+    // Field by field, and only fields with rules: the validator copies what it validates, and
+    // metadata (with its managedFields) has no rules.
     let mut errors = Vec::new();
-    for (field, child) in &compiled.properties {
-        let Some(value) = fields.get(field) else {
+    for field in ruled {
+        let (Some(child), Some(value)) = (compiled.properties.get(field), fields.get(field)) else {
             continue;
         };
         let before = old.and_then(|old| old.get(field));
-        // A field without rules below it cannot fail.
-        if before == Some(value) || !has_rules(child) {
+        if before == Some(value) {
             continue;
         }
-        for mut e in into_vec(validator.validate_compiled(child, value, before)) {
+        let found = VALIDATOR.with(|v| into_vec(v.validate_compiled(child, value, before)));
+        for mut e in found {
             // Paths below the field are relative to it.
             e.field_path = match e.field_path.as_str() {
                 "" => field.clone(),
@@ -132,6 +112,29 @@ fn ratcheted_cel_errors(
         }
     }
     errors
+}
+
+thread_local! {
+    /// A validator registers every CEL function when built: once per thread, not per write.
+    static VALIDATOR: kube_cel::Validator = kube_cel::Validator::new();
+}
+
+/// The top-level properties with CEL rules at or below them; `None` when rules on the root
+/// itself (or its logical junctors, or a map of values) must see the whole object.
+pub(crate) fn ruled_fields(compiled: &kube_cel::CompiledSchema) -> Option<BTreeSet<String>> {
+    let root_rules = !compiled.validations.is_empty()
+        || compiled.additional_properties.is_some()
+        || !(compiled.all_of.is_empty()
+            && compiled.one_of.is_empty()
+            && compiled.any_of.is_empty());
+    (!root_rules).then(|| {
+        compiled
+            .properties
+            .iter()
+            .filter(|(_, child)| has_rules(child))
+            .map(|(field, _)| field.clone())
+            .collect()
+    })
 }
 
 /// Nesting depth below which defaults are applied, as in `kube_cel` (its validators fail closed
@@ -565,5 +568,9 @@ mod tests {
         assert!(has_rules(&compiled));
         assert!(has_rules(&compiled.properties["spec"]));
         assert!(!has_rules(&compiled.properties["status"]));
+        assert_eq!(
+            ruled_fields(&compiled),
+            Some(BTreeSet::from(["spec".to_string()]))
+        );
     }
 }

@@ -40,6 +40,21 @@ pub struct CrdSchema {
     pub raw: Value,
     /// CEL rules compiled once per CRD version.
     pub compiled: kube_cel::CompiledSchema,
+    /// The top-level fields with CEL rules at or below them (all of them: `None`, when the
+    /// root itself has rules), found once so that a write skips the rest without a walk.
+    pub ruled_fields: Option<std::collections::BTreeSet<String>>,
+}
+
+impl CrdSchema {
+    pub fn new(raw: Value) -> Self {
+        let compiled = kube_cel::compile_schema(&raw);
+        let ruled_fields = crate::crd_schema::ruled_fields(&compiled);
+        Self {
+            raw,
+            compiled,
+            ruled_fields,
+        }
+    }
 }
 
 impl std::fmt::Debug for CrdSchema {
@@ -212,12 +227,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             continue;
         }
         let schema = version["schema"]["openAPIV3Schema"].clone();
-        let schema = (!schema.is_null()).then(|| {
-            Arc::new(CrdSchema {
-                compiled: kube_cel::compile_schema(&schema),
-                raw: schema,
-            })
-        });
+        let schema = (!schema.is_null()).then(|| Arc::new(CrdSchema::new(schema)));
         out.push(ResourceType {
             group: group.into(),
             version: version["name"].as_str().unwrap_or_default().into(),

@@ -399,7 +399,7 @@ impl Store {
         Ok(obj)
     }
 
-    /// Replace an object (PUT), checking the resourceVersion precondition.
+    /// Replace an object (PUT); a resourceVersion in the body is a precondition (see `write`).
     pub fn update(
         &self,
         rt: &ResourceType,
@@ -429,12 +429,9 @@ impl Store {
                 )],
             ));
         }
-        let (obj, _) = self.write(rt, ns, name, scope, opts, true, |live| {
-            let live = live.ok_or_else(|| Error::not_found(&rt.group, &rt.plural, name))?;
-            if !rv.is_empty() && rv != meta_str(live, "resourceVersion") {
-                return Err(Error::conflict(&rt.group, &rt.plural, name));
-            }
-            Ok(obj.clone())
+        let (obj, _) = self.write(rt, ns, name, scope, opts, true, |live| match live {
+            Some(_) => Ok(obj.clone()),
+            None => Err(Error::not_found(&rt.group, &rt.plural, name)),
         })?;
         Ok(obj)
     }
@@ -451,18 +448,9 @@ impl Store {
         scope: Scope,
         opts: &WriteOpts,
         track: bool,
-        mut f: impl FnMut(Option<&Value>) -> Result<Value>,
+        f: impl FnMut(Option<&Value>) -> Result<Value>,
     ) -> Result<(Value, bool)> {
-        self.write(rt, ns, name, scope, opts, track, |old| {
-            let new = f(old)?;
-            if let Some(old) = old {
-                let rv = meta_str(&new, "resourceVersion");
-                if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
-                    return Err(Error::conflict(&rt.group, &rt.plural, name));
-                }
-            }
-            Ok(new)
-        })
+        self.write(rt, ns, name, scope, opts, track, f)
     }
 
     /// Every write, as the API server's guaranteed update does it: read the current object,
@@ -490,6 +478,13 @@ impl Store {
                 old
             };
             let new = f(old.as_ref())?;
+            // A resourceVersion in the new object is a precondition on the one it replaces.
+            if let Some(old) = &old {
+                let rv = meta_str(&new, "resourceVersion");
+                if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
+                    return Err(Error::conflict(&rt.group, &rt.plural, name));
+                }
+            }
             let obj = match prepare(rt, ns, name, old.as_ref(), new, scope, opts, track)? {
                 Prepared::Unchanged => {
                     let old = old.expect("only an update can be a no-op");

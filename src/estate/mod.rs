@@ -38,6 +38,11 @@ impl Estate {
         )
     }
 
+    /// The burst policy a component names, if the estate has it.
+    pub fn policy_of(&self, component: &crate::api::Component) -> Option<&Arc<BurstPolicy>> {
+        self.policies.get(component.burst_policy.as_ref()?)
+    }
+
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<&ModelDeployment> {
         self.deployments
             .get(&(namespace.to_string(), name.to_string()))

@@ -95,10 +95,7 @@ pub fn component_request(
     component: &Component,
     desired: u32,
 ) -> ComponentRequest {
-    let policy = component
-        .burst_policy
-        .as_ref()
-        .and_then(|name| estate.policies.get(name));
+    let policy = estate.policy_of(component);
     let burst = match policy {
         Some(policy) => BurstPreference {
             enabled: policy.spec.burst.enabled,

@@ -33,11 +33,7 @@ pub async fn read(ctx: &Context, estate: &Estate, md: &ModelDeployment) -> Deman
     };
     let namespace = md.namespace().unwrap_or_default();
     for component in &md.spec.components {
-        let Some(policy) = component
-            .burst_policy
-            .as_ref()
-            .and_then(|p| estate.policies.get(p))
-        else {
+        let Some(policy) = estate.policy_of(component) else {
             continue;
         };
         let metric = &policy.spec.metric;

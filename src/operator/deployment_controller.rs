@@ -679,7 +679,6 @@ async fn delete_orphans(
     kept_here: BTreeSet<(String, String)>,
     children: Vec<Child>,
 ) -> Result<()> {
-    let background = DeleteParams::background();
     let (deployments, services): (Vec<Child>, Vec<Child>) = children
         .into_iter()
         .partition(|c| c.kind == ChildKind::Deployment);
@@ -694,28 +693,39 @@ async fn delete_orphans(
             pool = child.pool,
             "deleting a workload the plan no longer has"
         );
-        let api: Api<Deployment> = Api::namespaced(cluster.client().await, &child.namespace);
-        ctx.applied.forget(&(
-            cluster.id.clone(),
-            "Deployment",
-            child.namespace.clone(),
-            child.name.clone(),
-        ));
-        ignore_not_found(idempotent(|| api.delete(&child.name, &background)).await)?;
+        delete_child::<Deployment>(ctx, cluster, &child).await?;
     }
     for service in services {
         if components_left.contains(&(service.namespace.clone(), service.component.clone())) {
             continue;
         }
-        let api: Api<Service> = Api::namespaced(cluster.client().await, &service.namespace);
-        ctx.applied.forget(&(
-            cluster.id.clone(),
-            "Service",
-            service.namespace.clone(),
-            service.name.clone(),
-        ));
-        ignore_not_found(idempotent(|| api.delete(&service.name, &background)).await)?;
+        delete_child::<Service>(ctx, cluster, &service).await?;
     }
+    Ok(())
+}
+
+/// Deletes one child of kind `K` (gone already is fine) and forgets what was applied to it.
+async fn delete_child<K>(
+    ctx: &Context,
+    cluster: &super::clusters::ClusterClient,
+    child: &Child,
+) -> Result<()>
+where
+    K: k8s_openapi::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(cluster.client().await, &child.namespace);
+    ctx.applied.forget(&(
+        cluster.id.clone(),
+        K::KIND,
+        child.namespace.clone(),
+        child.name.clone(),
+    ));
+    let background = DeleteParams::background();
+    ignore_not_found(idempotent(|| api.delete(&child.name, &background)).await)?;
     Ok(())
 }
 

@@ -145,11 +145,7 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
     for (r, request) in requests.iter().enumerate() {
         for (offset, component) in request.deployment.spec.components.iter().enumerate() {
             let index = starts[r] + offset;
-            let Some(policy) = component
-                .burst_policy
-                .as_ref()
-                .and_then(|p| estate.policies.get(p))
-            else {
+            let Some(policy) = estate.policy_of(component) else {
                 continue;
             };
             let Ok(config) = ControllerConfig::new(
