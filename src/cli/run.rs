@@ -89,7 +89,10 @@ pub fn run(args: RunArgs) -> ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the operator mostly waits on its clusters, and between two worker threads
+    // the hand-offs of every request and watch event cost about a fifth of its CPU (see
+    // docs/benchmarks.md). Model syncs, the one heavy job, run on runtimes of their own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -32,8 +32,8 @@ use crate::api::{
 };
 use crate::api::{StoreState, StoreStatus};
 use crate::artifacts::{
-    ArtifactError, Credentials, RetryPolicy, Store, StoreLocation, SyncOptions, SyncRequest,
-    sync_model,
+    ArtifactError, Credentials, RetryPolicy, Store, StoreLocation, SyncOptions, SyncReport,
+    SyncRequest, sync_model,
 };
 use crate::estate::{Estate, component_request, pool_view};
 use crate::planner::ComponentPlan;
@@ -280,6 +280,21 @@ pub fn describe(err: &ArtifactError) -> String {
     } else {
         line.to_string()
     }
+}
+
+/// Runs one model sync to the end on a runtime of its own, on the calling (blocking) thread.
+/// Its transfers and hashing are heavy and long, and the operator's own runtime has a single
+/// thread that must stay free for reconciles, probes and the Lease. (`sync_model`'s future is
+/// not `Send` either: its stream closures are not general over lifetimes.)
+fn sync_on_own_runtime(request: &SyncRequest) -> Result<SyncReport> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("skybridge-sync")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Artifacts(format!("cannot start a runtime for the sync: {e}")))?;
+    runtime
+        .block_on(sync_model(request))
+        .map_err(|e| Error::Artifacts(describe(&e)))
 }
 
 /// Now, in whole seconds: what a `metav1.Time` in status keeps, so that a status read back
@@ -553,16 +568,11 @@ impl Stage {
                                         ..SyncOptions::default()
                                     },
                                 };
-                                // `sync_model`'s future is not `Send` (its stream closures are
-                                // not general over lifetimes), so it is driven on a blocking
-                                // thread of its own; its transfers still run on the runtime.
-                                let runtime = tokio::runtime::Handle::current();
                                 let report = tokio::task::spawn_blocking(move || {
-                                    runtime.block_on(sync_model(&request))
+                                    sync_on_own_runtime(&request)
                                 })
                                 .await
-                                .map_err(|e| Error::Artifacts(format!("sync task: {e}")))?
-                                .map_err(|e| Error::Artifacts(describe(&e)))?;
+                                .map_err(|e| Error::Artifacts(format!("sync task: {e}")))??;
                                 Ok(Verified {
                                     digest: report.digest.to_string(),
                                     bytes: report.bytes,

@@ -210,7 +210,8 @@ spec:
     )
 }
 
-/// The operator, running in-process against the hub until dropped.
+/// The operator, running in-process against the hub until dropped, on a runtime and thread of
+/// its own as in the binary (see `run_like_the_binary`).
 pub struct Operator {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -236,8 +237,7 @@ impl Operator {
             cluster_qps: 200,
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let client = estate.hub_client();
-        let task = tokio::spawn(async move {
+        let task = run_like_the_binary(estate, move |client| async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
@@ -271,8 +271,7 @@ impl Operator {
             cluster_qps: 200,
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let client = estate.hub_client();
-        let task = tokio::spawn(async move {
+        let task = run_like_the_binary(estate, move |client| async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
@@ -310,6 +309,46 @@ impl Operator {
             let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
         }
     }
+}
+
+/// Runs `operator` as `skybridge run` does: on a single-thread runtime of its own (on a thread
+/// of its own), with its own client of the hub. Aborting the returned task stops the runtime
+/// and everything the operator spawned on it, as a killed process would.
+fn run_like_the_binary<F, Fut>(estate: &Estate, operator: F) -> JoinHandle<()>
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    /// Tells the runtime's thread that the operator ended, however it ended.
+    struct Ended(Option<oneshot::Sender<()>>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            if let Some(ended) = self.0.take() {
+                let _ = ended.send(());
+            }
+        }
+    }
+    let kubeconfig = estate.hub.kubeconfig_yaml().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the operator's runtime starts");
+    let (ended, operator_ended) = oneshot::channel();
+    let task = runtime.spawn(async move {
+        let _ended = Ended(Some(ended));
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&kubeconfig).expect("hub kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("hub client config");
+        operator(Client::try_from(config).expect("hub client")).await;
+    });
+    std::thread::Builder::new()
+        .name("operator".into())
+        .spawn(move || {
+            let _ = runtime.block_on(operator_ended);
+        })
+        .expect("the operator's thread starts");
+    task
 }
 
 impl Drop for Operator {
