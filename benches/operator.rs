@@ -269,6 +269,37 @@ impl CpuSplit {
     }
 }
 
+/// When each object was applied and first seen Ready, by name: the time from one to the other
+/// is what the operator's own steps (finalizer, planning, children, status) add per deployment.
+#[derive(Default)]
+struct Stamps {
+    applied: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    ready: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl Stamps {
+    fn stamp(map: &std::sync::Mutex<std::collections::HashMap<String, Instant>>, name: &str) {
+        map.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(Instant::now);
+    }
+
+    /// Median, 90th percentile and longest time from apply to Ready, in seconds.
+    fn latencies(&self) -> Option<[f64; 3]> {
+        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seconds: Vec<f64> = ready
+            .iter()
+            .filter_map(|(name, at)| Some(at.saturating_duration_since(*applied.get(name)?)))
+            .map(|d| d.as_secs_f64())
+            .collect();
+        seconds.sort_by(f64::total_cmp);
+        let at = |q: f64| seconds[((seconds.len() - 1) as f64 * q).round() as usize];
+        (!seconds.is_empty()).then(|| [at(0.5), at(0.9), at(1.0)])
+    }
+}
+
 struct Operator(Child);
 
 impl Drop for Operator {
@@ -279,7 +310,12 @@ impl Drop for Operator {
 }
 
 /// Applies `objects` with server-side apply, `IN_FLIGHT` at a time; discovery once per kind.
-async fn apply_all(client: &Client, objects: Vec<Value>, manager: &str) -> Result<()> {
+async fn apply_all(
+    client: &Client,
+    objects: Vec<Value>,
+    manager: &str,
+    stamps: Option<&Stamps>,
+) -> Result<()> {
     let params = PatchParams::apply(manager).force();
     // Each object with the API of its kind, discovered once per kind.
     let mut kinds = std::collections::HashMap::new();
@@ -306,6 +342,9 @@ async fn apply_all(client: &Client, objects: Vec<Value>, manager: &str) -> Resul
             async move {
                 let name = object["metadata"]["name"].as_str().unwrap_or_default();
                 api.patch(name, &params, &Patch::Apply(&object)).await?;
+                if let Some(stamps) = stamps {
+                    Stamps::stamp(&stamps.applied, name);
+                }
                 anyhow::Ok(())
             }
         })
@@ -342,6 +381,7 @@ async fn watch_until_ready<K>(
     expected: usize,
     ready: fn(&K) -> bool,
     mut progress: impl FnMut(usize),
+    stamps: Option<&Stamps>,
 ) -> Result<()>
 where
     K: kube::Resource<DynamicType = ()>
@@ -364,6 +404,9 @@ where
             .context("watch ended")??;
         match event {
             watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                if let Some(stamps) = stamps.filter(|_| ready(&o)) {
+                    Stamps::stamp(&stamps.ready, &o.name_any());
+                }
                 states.insert(o.name_any(), ready(&o));
             }
             watcher::Event::Delete(o) => {
@@ -604,6 +647,7 @@ async fn run_once(n: usize) -> Result<Figures> {
     .await?;
     let hub = c.hub.client()?;
     let mds: Api<ModelDeployment> = Api::namespaced(hub.clone(), APP_NAMESPACE);
+    let stamps = Stamps::default();
     let started = Instant::now();
     let cpu_before = CpuSplit::now()?;
     let writes_before = c.writes();
@@ -611,17 +655,30 @@ async fn run_once(n: usize) -> Result<Figures> {
     let debug = [c.private.client()?, c.public.client()?];
     let (applied, ()) = tokio::try_join!(
         async {
-            apply_all(&hub, (0..n).map(deployment).collect(), "bench").await?;
+            apply_all(
+                &hub,
+                (0..n).map(deployment).collect(),
+                "bench",
+                Some(&stamps),
+            )
+            .await?;
             anyhow::Ok(started.elapsed())
         },
-        watch_until_ready("all deployments Ready", mds.clone(), n, md_ready, |ready| {
-            eprintln!(
-                "  {ready}/{n} Ready after {:.0} s",
-                started.elapsed().as_secs_f64()
-            );
-            // Best effort, while the bench goes on.
-            tokio::spawn(debug_waiting(mds.clone(), debug.clone()));
-        }),
+        watch_until_ready(
+            "all deployments Ready",
+            mds.clone(),
+            n,
+            md_ready,
+            |ready| {
+                eprintln!(
+                    "  {ready}/{n} Ready after {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+                // Best effort, while the bench goes on.
+                tokio::spawn(debug_waiting(mds.clone(), debug.clone()));
+            },
+            Some(&stamps)
+        ),
     )?;
     let operator_time = started.elapsed();
     let cpu = CpuSplit::since(cpu_before)?;
@@ -649,8 +706,14 @@ async fn run_once(n: usize) -> Result<Figures> {
     let count = |objects: &[Value]| objects.iter().filter(|o| o["kind"] == "Deployment").count();
     let (private_deployments, public_deployments) =
         (count(&private_children), count(&public_children));
+    let latency = stamps
+        .latencies()
+        .map(|[median, p90, max]| {
+            format!("; apply to Ready: median {median:.2} s, 90% {p90:.2} s, max {max:.2} s")
+        })
+        .unwrap_or_default();
     println!(
-        "  operator: {n} Ready in {:.2} s (applied in {:.2} s); children: {} Deployments private, {} public; peak RSS {rss:.1} MB; CPU: operator {operator_cpu:.2} s, {cpu}; writes: {writes}",
+        "  operator: {n} Ready in {:.2} s (applied in {:.2} s){latency}; children: {} Deployments private, {} public; peak RSS {rss:.1} MB; CPU: operator {operator_cpu:.2} s, {cpu}; writes: {writes}",
         operator_time.as_secs_f64(),
         applied.as_secs_f64(),
         private_deployments,
@@ -675,12 +738,12 @@ async fn run_once(n: usize) -> Result<Figures> {
         .partition(|o| o["kind"] == "Namespace");
     tokio::try_join!(
         async {
-            apply_all(&private, namespaces, "plain").await?;
-            apply_all(&private, private_children, "plain").await
+            apply_all(&private, namespaces, "plain", None).await?;
+            apply_all(&private, private_children, "plain", None).await
         },
         async {
-            apply_all(&public, public_namespaces, "plain").await?;
-            apply_all(&public, public_rest, "plain").await
+            apply_all(&public, public_namespaces, "plain", None).await?;
+            apply_all(&public, public_rest, "plain", None).await
         },
     )?;
     let plain_applied = started.elapsed();
@@ -690,14 +753,16 @@ async fn run_once(n: usize) -> Result<Figures> {
             Api::<Deployment>::all(private.clone()),
             private_deployments,
             deployment_ready,
-            |_| {}
+            |_| {},
+            None,
         ),
         watch_until_ready(
             "plain children ready (public)",
             Api::<Deployment>::all(public.clone()),
             public_deployments,
             deployment_ready,
-            |_| {}
+            |_| {},
+            None,
         ),
     )?;
     let plain_time = started.elapsed();

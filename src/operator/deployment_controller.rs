@@ -52,7 +52,11 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     let namespace = md.namespace().unwrap_or_default();
     let api: Api<ModelDeployment> =
         Api::namespaced(ctx.clusters.local().client().await, &namespace);
-    let result = finalizer(&api, FINALIZER, md, |event| async {
+    // Where the finalizer is missing, kube's helper only adds it and returns. The deployment is
+    // then applied in this same reconcile, not after the echo of that write comes back (which
+    // is no change of intent: see `owner_intent`).
+    let adds_finalizer = md.metadata.deletion_timestamp.is_none() && !has_finalizer(&md);
+    let result = finalizer(&api, FINALIZER, md.clone(), |event| async {
         match event {
             Finalizer::Apply(md) => apply(&md, &ctx).await,
             Finalizer::Cleanup(md) => cleanup(&md, &ctx).await,
@@ -64,6 +68,10 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     });
+    let result = match result {
+        Ok(_) if adds_finalizer => apply(&md, &ctx).await,
+        other => other,
+    };
     ctx.metrics
         .reconcile_duration
         .get_or_create(&ControllerLabels {
@@ -71,6 +79,11 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         })
         .observe(started.elapsed().as_secs_f64());
     result
+}
+
+/// Whether the operator's finalizer is on `md`.
+pub fn has_finalizer(md: &ModelDeployment) -> bool {
+    md.finalizers().iter().any(|f| f == FINALIZER)
 }
 
 pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {

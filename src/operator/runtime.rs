@@ -307,13 +307,18 @@ const SHARED_EVENTS_BUFFER: usize = 1024;
 const CHILD_TRIGGER_WINDOW: Duration = Duration::from_millis(25);
 
 /// What a deployment's owner (a person, GitOps) changes: the spec (its generation), deletion,
-/// finalizers, labels and annotations. Status writes are not in it.
+/// others' finalizers, labels and annotations. Status writes are not in it, nor is this
+/// operator's finalizer: the reconcile that adds it goes on to apply the deployment, so its
+/// echo is no news. (Removed by hand, it comes back at the next reconcile.)
 fn owner_intent(md: &ModelDeployment) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
     md.metadata.generation.hash(&mut hasher);
     md.metadata.deletion_timestamp.is_some().hash(&mut hasher);
-    md.metadata.finalizers.hash(&mut hasher);
+    let finalizers = md.metadata.finalizers.iter().flatten();
+    for other in finalizers.filter(|f| *f != deployment_controller::FINALIZER) {
+        other.hash(&mut hasher);
+    }
     md.metadata.labels.hash(&mut hasher);
     md.metadata.annotations.hash(&mut hasher);
     Some(hasher.finish())
@@ -341,5 +346,68 @@ pub(super) struct AbortOnDrop(pub(super) AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ModelDeploymentStatus;
+
+    fn deployment() -> ModelDeployment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "skybridge.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "ranker", "namespace": "shop", "generation": 1},
+            "spec": {
+                "model": {"source": {"uri": "s3://models/ranker", "pool": "dc1"}, "version": "1"},
+                "components": []
+            }
+        }))
+        .expect("a valid deployment")
+    }
+
+    #[test]
+    fn owner_intent_ignores_status_and_the_operators_own_finalizer() {
+        let md = deployment();
+        let intent = owner_intent(&md);
+
+        let mut finalized = md.clone();
+        finalized.metadata.finalizers = Some(vec![deployment_controller::FINALIZER.into()]);
+        assert_eq!(owner_intent(&finalized), intent, "its own finalizer's echo");
+
+        let mut with_status = finalized.clone();
+        with_status.status = Some(ModelDeploymentStatus {
+            ready_replicas: 3,
+            ..Default::default()
+        });
+        assert_eq!(owner_intent(&with_status), intent, "a status write");
+
+        let mut changes: Vec<(&str, ModelDeployment)> = Vec::new();
+        let mut spec = md.clone();
+        spec.metadata.generation = Some(2);
+        changes.push(("a new generation", spec));
+        let mut deleting = finalized.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        changes.push(("deletion", deleting));
+        let mut other = finalized.clone();
+        other.metadata.finalizers = Some(vec![
+            deployment_controller::FINALIZER.into(),
+            "example.com/backup".into(),
+        ]);
+        changes.push(("another finalizer", other));
+        let mut labelled = md.clone();
+        labelled.metadata.labels = Some([("team".into(), "search".into())].into());
+        changes.push(("a label", labelled));
+        for (what, changed) in changes {
+            assert_ne!(
+                owner_intent(&changed),
+                intent,
+                "{what} is a change of intent"
+            );
+        }
     }
 }
