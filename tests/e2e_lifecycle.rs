@@ -170,3 +170,43 @@ async fn sensitive_shortage_stays_private_and_reports_degraded() {
         "nothing reaches the public cluster"
     );
 }
+
+/// The operator remembers which target namespaces exist in each cluster: one deleted behind its
+/// back is created again by the next apply into it, with the children that went with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_namespace_deleted_behind_the_operator_is_created_again() {
+    let estate = Estate::start(8, 8).await;
+    estate.apply_pools();
+    let _operator = Operator::start(&estate).await;
+    estate.apply(&deployment_yaml("ranker", "internal", 2, 2, ""));
+    wait_for(&estate, "ranker", "Ready", |md| is_true(md, "Ready")).await;
+
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(estate.private.client().unwrap());
+    namespaces
+        .delete(APP_NAMESPACE, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the namespace is gone in the private cluster", || async {
+        namespaces
+            .get_opt(APP_NAMESPACE)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    estate.apply(&deployment_yaml("tagger", "internal", 1, 1, ""));
+    wait_for(&estate, "tagger", "Ready", |md| is_true(md, "Ready")).await;
+    wait_for(&estate, "ranker", "Ready again", |md| {
+        is_true(md, "Ready") && md.status.as_ref().is_some_and(|s| s.ready_replicas == 2)
+    })
+    .await;
+    assert!(
+        namespaces.get_opt(APP_NAMESPACE).await.unwrap().is_some(),
+        "the namespace was created again"
+    );
+    assert_eq!(total_replicas(&children(&estate.private).await), 3);
+}

@@ -790,21 +790,11 @@ async fn apply_store_secret(
     let api: Api<Secret> = Api::namespaced(cluster.client().await, &target_ns);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(&secret);
-    match idempotent(|| api.patch(&name, &params, &patch)).await {
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            // The namespace does not exist yet in that cluster.
-            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
-                Api::all(cluster.client().await);
-            let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target_ns}});
-            let ns_patch = Patch::Apply(&ns);
-            let ns_params = PatchParams::apply(FIELD_MANAGER);
-            idempotent(|| namespaces.patch(&target_ns, &ns_params, &ns_patch)).await?;
-            idempotent(|| api.patch(&name, &params, &patch)).await?;
-        }
-        other => {
-            other?;
-        }
-    }
+    cluster
+        .in_namespace(&target_ns, || {
+            idempotent(|| api.patch(&name, &params, &patch))
+        })
+        .await?;
     Ok(())
 }
 

@@ -2,15 +2,18 @@
 //! cached and rebuilt when the Secret changes, each behind a request-rate limit.
 
 use super::children_watch::ObservedChildren;
+use super::deployment_controller::FIELD_MANAGER;
 use super::error::{Error, Result};
+use super::retry::idempotent;
 use super::runtime::AbortOnDrop;
 use crate::api::{ComputePool, ModelDeployment, SecretKeyRef};
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Config, ResourceExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Semaphore};
@@ -27,6 +30,8 @@ pub struct ClusterClient {
     limiter: Arc<RateLimiter>,
     /// The children there as their watch sees them (remote clusters with a watch only).
     pub observed: Option<Arc<ObservedChildren>>,
+    /// Namespaces known to exist there (see `ensure_namespace`).
+    namespaces: Arc<tokio::sync::Mutex<HashSet<String>>>,
 }
 
 impl ClusterClient {
@@ -39,6 +44,46 @@ impl ClusterClient {
     /// Whether this is the operator's own cluster (children there get owner references).
     pub fn is_local(&self) -> bool {
         self.id == "local"
+    }
+
+    /// Makes sure `namespace` exists there, creating it if missing; once per client. The first
+    /// applies to a new cluster come in a burst: without this, each of them failed on the
+    /// missing namespace and created it again. Concurrent callers wait for the first.
+    pub async fn ensure_namespace(&self, namespace: &str) -> kube::Result<()> {
+        let mut known = self.namespaces.lock().await;
+        if known.contains(namespace) {
+            return Ok(());
+        }
+        let api: Api<Namespace> = Api::all(self.client().await);
+        if idempotent(|| api.get_opt(namespace)).await?.is_none() {
+            let object = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": namespace},
+            });
+            let (params, patch) = (PatchParams::apply(FIELD_MANAGER), Patch::Apply(&object));
+            idempotent(|| api.patch(namespace, &params, &patch)).await?;
+        }
+        known.insert(namespace.to_string());
+        Ok(())
+    }
+
+    /// `apply` into `namespace`, which is made sure of first, and again (once) if the apply
+    /// finds it gone.
+    pub async fn in_namespace<T, F, Fut>(&self, namespace: &str, apply: F) -> kube::Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = kube::Result<T>>,
+    {
+        self.ensure_namespace(namespace).await?;
+        match apply().await {
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                self.namespaces.lock().await.remove(namespace);
+                self.ensure_namespace(namespace).await?;
+                apply().await
+            }
+            other => other,
+        }
     }
 }
 
@@ -108,6 +153,7 @@ impl Clusters {
                 client: local,
                 limiter: RateLimiter::new(per_second),
                 observed: None,
+                namespaces: Default::default(),
             },
             operator_namespace,
             per_second,
@@ -195,6 +241,7 @@ impl Clusters {
             client,
             limiter: RateLimiter::new(self.per_second),
             observed,
+            namespaces: Default::default(),
         };
         // Replacing an entry drops the old watch with the old credentials.
         remote.insert(

@@ -19,7 +19,7 @@ use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
 use crate::estate::{Estate, validate_deployment};
 use crate::planner::ComponentPlan;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -423,16 +423,11 @@ async fn apply_children(
                         let api: Api<DeploymentView> =
                             Api::namespaced(cluster.client().await, &namespace);
                         let apply_patch = Patch::Apply(&*body.json);
-                        let apply = || idempotent(|| api.patch(&name, params, &apply_patch));
-                        let applied = match apply().await {
-                            // The target namespace does not exist yet in that cluster: create
-                            // it once.
-                            Err(kube::Error::Api(status)) if status.code == 404 => {
-                                ensure_namespace(&cluster, &namespace).await?;
-                                apply().await?
-                            }
-                            other => other?,
-                        };
+                        let applied = cluster
+                            .in_namespace(&namespace, || {
+                                idempotent(|| api.patch(&name, params, &apply_patch))
+                            })
+                            .await?;
                         ctx.applied
                             .record(key, content, applied.metadata.generation);
                         applied
@@ -539,16 +534,6 @@ fn next_reconcile(
     } else {
         SETTLED_RESYNC.max(ctx.settings.period)
     }
-}
-
-async fn ensure_namespace(cluster: &super::clusters::ClusterClient, namespace: &str) -> Result<()> {
-    let api: Api<Namespace> = Api::all(cluster.client().await);
-    let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
-    let params = PatchParams::apply(FIELD_MANAGER);
-    let apply_patch = Patch::Apply(&object);
-
-    idempotent(|| api.patch(namespace, &params, &apply_patch)).await?;
-    Ok(())
 }
 
 /// Namespace of a deployment's children in a pool's cluster.
