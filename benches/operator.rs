@@ -9,9 +9,9 @@
 //!
 //! Prints both times, the RSS and the ratio against the targets (< 20 s, < 150 MB, ratio < 1.5).
 //! `SKYBRIDGE_BENCH_DEPLOYMENTS` changes the count, `SKYBRIDGE_BENCH_RUNS` the number of runs
-//! (the median is reported); `SKYBRIDGE_BENCH_CPU_BY_CLUSTER` serves each cluster from its own
-//! runtime to print the CPU each one uses; `SKYBRIDGE_BENCH_OPERATOR` runs another `skybridge`
-//! binary.
+//! (default 5; the median is reported); `SKYBRIDGE_BENCH_CPU_BY_CLUSTER` serves each cluster
+//! from its own runtime to print the CPU each one uses; `SKYBRIDGE_BENCH_OPERATOR` runs another
+//! `skybridge` binary.
 
 use anyhow::{Context as _, Result, bail};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -557,7 +557,7 @@ async fn bench() -> Result<()> {
             .unwrap_or(default))
     };
     let n = env("SKYBRIDGE_BENCH_DEPLOYMENTS", 1000)?;
-    let runs = env("SKYBRIDGE_BENCH_RUNS", 3)?.max(1);
+    let runs = env("SKYBRIDGE_BENCH_RUNS", 5)?.max(1);
     println!(
         "operator bench: {n} ModelDeployments × 2 components, 3 clusters (kube-harness), {runs} runs"
     );
