@@ -210,3 +210,29 @@ async fn a_target_namespace_deleted_behind_the_operator_is_created_again() {
     );
     assert_eq!(total_replicas(&children(&estate.private).await), 3);
 }
+
+/// A member cluster where the operator may write into a namespace but not read it (403 on
+/// `get namespaces`): the namespace is assumed to be there, and created when an apply into it
+/// finds it missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_the_operator_may_not_read_is_created_when_an_apply_finds_it_missing() {
+    let estate = Estate::start(8, 8).await;
+    if !estate.harness_only(
+        "a_namespace_the_operator_may_not_read_is_created_when_an_apply_finds_it_missing",
+    ) {
+        return;
+    }
+    estate.apply_pools();
+    estate
+        .private
+        .set_faults(vec![
+            kube_harness::FaultRule::status(403)
+                .verb("get")
+                .path(&format!("^/api/v1/namespaces/{APP_NAMESPACE}$")),
+        ])
+        .unwrap();
+    let _operator = Operator::start(&estate).await;
+    estate.apply(&deployment_yaml("ranker", "internal", 2, 2, ""));
+    wait_for(&estate, "ranker", "Ready", |md| is_true(md, "Ready")).await;
+    assert_eq!(total_replicas(&children(&estate.private).await), 2);
+}

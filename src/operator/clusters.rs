@@ -46,16 +46,25 @@ impl ClusterClient {
         self.id == "local"
     }
 
-    /// Makes sure `namespace` exists there, creating it if missing; once per client. The first
-    /// applies to a new cluster come in a burst: without this, each of them failed on the
-    /// missing namespace and created it again. Concurrent callers wait for the first.
-    pub async fn ensure_namespace(&self, namespace: &str) -> kube::Result<()> {
+    /// Makes sure `namespace` exists there, creating it if missing; once per client unless
+    /// `gone` (an apply into it found it missing). The first applies to a new cluster come in
+    /// a burst: without this, each of them failed on the missing namespace and created it
+    /// again. Concurrent callers wait for the first.
+    async fn ensure_namespace(&self, namespace: &str, gone: bool) -> kube::Result<()> {
         let mut known = self.namespaces.lock().await;
-        if known.contains(namespace) {
+        if !gone && known.contains(namespace) {
             return Ok(());
         }
         let api: Api<Namespace> = Api::all(self.client().await);
-        if idempotent(|| api.get_opt(namespace)).await?.is_none() {
+        let exists = !gone
+            && match idempotent(|| api.get_opt(namespace)).await {
+                Ok(found) => found.is_some(),
+                // May write into it but not read it: assume it is there, as an apply would;
+                // one that finds it missing comes back with `gone`.
+                Err(kube::Error::Api(status)) if status.code == 403 => true,
+                Err(err) => return Err(err),
+            };
+        if !exists {
             let object = serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Namespace",
@@ -68,18 +77,17 @@ impl ClusterClient {
         Ok(())
     }
 
-    /// `apply` into `namespace`, which is made sure of first, and again (once) if the apply
-    /// finds it gone.
+    /// `apply` into `namespace`, which is made sure of first, and created again (once) if the
+    /// apply finds it gone.
     pub async fn in_namespace<T, F, Fut>(&self, namespace: &str, apply: F) -> kube::Result<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = kube::Result<T>>,
     {
-        self.ensure_namespace(namespace).await?;
+        self.ensure_namespace(namespace, false).await?;
         match apply().await {
             Err(kube::Error::Api(status)) if status.code == 404 => {
-                self.namespaces.lock().await.remove(namespace);
-                self.ensure_namespace(namespace).await?;
+                self.ensure_namespace(namespace, true).await?;
                 apply().await
             }
             other => other,

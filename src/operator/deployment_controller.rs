@@ -82,7 +82,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
 }
 
 /// Whether the operator's finalizer is on `md`.
-pub fn has_finalizer(md: &ModelDeployment) -> bool {
+fn has_finalizer(md: &ModelDeployment) -> bool {
     md.finalizers().iter().any(|f| f == FINALIZER)
 }
 
