@@ -54,16 +54,11 @@ async fn apply_to_ready_then_delete_removes_everything() {
         .delete("ranker", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the ModelDeployment is gone", || async {
-        estate
-            .deployments_api()
-            .get_opt("ranker")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
+    eventually_gone(
+        "the ModelDeployment is gone",
+        &estate.deployments_api(),
+        "ranker",
+    )
     .await;
     eventually("no children left in any cluster", || async {
         (children(&estate.private).await.is_empty() && children(&estate.public).await.is_empty())
@@ -187,15 +182,11 @@ async fn a_target_namespace_deleted_behind_the_operator_is_created_again() {
         .delete(APP_NAMESPACE, &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the namespace is gone in the private cluster", || async {
-        namespaces
-            .get_opt(APP_NAMESPACE)
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
+    eventually_gone(
+        "the namespace is gone in the private cluster",
+        &namespaces,
+        APP_NAMESPACE,
+    )
     .await;
 
     estate.apply(&deployment_yaml("tagger", "internal", 1, 1, ""));

@@ -391,6 +391,22 @@ where
     }
 }
 
+/// Waits until `name` is gone from `api` (fully deleted, finalizers done).
+pub async fn eventually_gone<K>(what: &str, api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, || async {
+        api.get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await
+}
+
 pub fn condition<'a>(md: &'a ModelDeployment, type_: &str) -> Option<&'a Condition> {
     md.status
         .as_ref()?
