@@ -388,7 +388,7 @@ impl Store {
             obj["metadata"]["name"] = json!(name);
         }
         let mut body = Some(obj);
-        let (obj, _) = self.write(rt, ns, &name, Scope::Main, opts, true, |live| {
+        let (obj, _) = self.modify(rt, ns, &name, Scope::Main, opts, true, |live| {
             if live.is_some() {
                 return Err(Error::already_exists(&rt.group, &rt.plural, &name));
             }
@@ -399,7 +399,7 @@ impl Store {
         Ok(obj)
     }
 
-    /// Replace an object (PUT); a resourceVersion in the body is a precondition (see `write`).
+    /// Replace an object (PUT); a resourceVersion in the body is a precondition (see `modify`).
     pub fn update(
         &self,
         rt: &ResourceType,
@@ -429,36 +429,24 @@ impl Store {
                 )],
             ));
         }
-        let (obj, _) = self.write(rt, ns, name, scope, opts, true, |live| match live {
+        let (obj, _) = self.modify(rt, ns, name, scope, opts, true, |live| match live {
             Some(_) => Ok(obj.clone()),
             None => Err(Error::not_found(&rt.group, &rt.plural, name)),
         })?;
         Ok(obj)
     }
 
-    /// Read-modify-write (PATCH and apply). `f` gets the current object (None if missing) and
-    /// returns the new one; `track` says whether to record the write as an `Update` (apply
-    /// records its own managedFields). Returns the object and whether it was created.
+    /// Read-modify-write, behind every write (PATCH, apply, create, update). `f` gets the
+    /// current object (None if missing) and returns the new one; `track` says whether to record
+    /// the write as an `Update` (apply records its own managedFields). Returns the object and
+    /// whether it was created.
+    ///
+    /// As the API server's guaranteed update does it: read the current object, build and admit
+    /// the new one outside the lock, then store it only if the object is still the one read
+    /// (its resourceVersion unchanged), else start again from the fresh object. Writes to
+    /// different objects, and the costly part of writes to one, run in parallel.
     #[allow(clippy::too_many_arguments)]
     pub fn modify(
-        &self,
-        rt: &ResourceType,
-        ns: &str,
-        name: &str,
-        scope: Scope,
-        opts: &WriteOpts,
-        track: bool,
-        f: impl FnMut(Option<&Value>) -> Result<Value>,
-    ) -> Result<(Value, bool)> {
-        self.write(rt, ns, name, scope, opts, track, f)
-    }
-
-    /// Every write, as the API server's guaranteed update does it: read the current object,
-    /// build and admit the new one outside the lock, then store it only if the object is still
-    /// the one read (its resourceVersion unchanged), else start again from the fresh object.
-    /// Writes to different objects, and the costly part of writes to one, run in parallel.
-    #[allow(clippy::too_many_arguments)]
-    fn write(
         &self,
         rt: &ResourceType,
         ns: &str,
