@@ -12,11 +12,12 @@
 use aws_sdk_s3::config::{Credentials as AwsCredentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use skybridge::artifacts::{Credentials, StoreLocation};
-use std::io::Read;
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// One running moto server (or an external endpoint).
@@ -91,11 +92,18 @@ pub fn start_moto() -> MotoServer {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Moto logs every request to stderr; drain it so the pipe never fills and blocks the server.
-    if let Some(mut s) = child.stderr.take() {
+    // Moto logs every request to stderr; drain it so the pipe never fills and blocks the server,
+    // keeping the last lines: a 500 from moto is a Python exception, whose traceback says why.
+    if let Some(s) = child.stderr.take() {
+        let tail = log_tail_of(&endpoint);
         std::thread::spawn(move || {
-            let mut sink = [0u8; 8192];
-            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+            for line in BufReader::new(s).lines().map_while(Result::ok) {
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == LOG_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
         });
     }
     MotoServer {
@@ -103,6 +111,35 @@ pub fn start_moto() -> MotoServer {
         child: Some(child),
         _stdin: stdin,
     }
+}
+
+/// How many of a moto server's last stderr lines a failing helper prints.
+const LOG_TAIL_LINES: usize = 60;
+
+type LogTail = Arc<Mutex<VecDeque<String>>>;
+
+/// The stderr tail of the moto server at `endpoint` (empty for external endpoints).
+fn log_tail_of(endpoint: &str) -> LogTail {
+    static TAILS: OnceLock<Mutex<HashMap<String, LogTail>>> = OnceLock::new();
+    let mut tails = TAILS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    tails.entry(endpoint.to_string()).or_default().clone()
+}
+
+/// Fails a test-setup call with the error and what moto printed last (a full disk, say, shows
+/// up only there: moto answers a bare 500).
+#[track_caller]
+fn setup_failed(endpoint: &str, what: &str, err: impl std::fmt::Debug) -> ! {
+    let tail = log_tail_of(endpoint);
+    let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+    let log = if tail.is_empty() {
+        "(nothing captured)".to_string()
+    } else {
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    };
+    panic!("{what} on {endpoint}: {err:?}\n--- last lines of that S3 server's log ---\n{log}")
 }
 
 fn http_ok(port: u16) -> bool {
@@ -210,7 +247,7 @@ pub async fn create_bucket(endpoint: &str, bucket: &str) {
         .bucket(bucket)
         .send()
         .await
-        .expect("create bucket");
+        .unwrap_or_else(|e| setup_failed(endpoint, "create bucket", e));
 }
 
 pub async fn put(endpoint: &str, bucket: &str, key: &str, data: Vec<u8>) {
@@ -221,7 +258,7 @@ pub async fn put(endpoint: &str, bucket: &str, key: &str, data: Vec<u8>) {
         .body(ByteStream::from(data))
         .send()
         .await
-        .expect("put object");
+        .unwrap_or_else(|e| setup_failed(endpoint, "put object", e));
 }
 
 pub async fn put_with_sha_metadata(
@@ -239,7 +276,7 @@ pub async fn put_with_sha_metadata(
         .body(ByteStream::from(data))
         .send()
         .await
-        .expect("put object");
+        .unwrap_or_else(|e| setup_failed(endpoint, "put object", e));
 }
 
 pub async fn get(endpoint: &str, bucket: &str, key: &str) -> Option<Vec<u8>> {
@@ -269,7 +306,7 @@ pub async fn delete(endpoint: &str, bucket: &str, key: &str) {
         .key(key)
         .send()
         .await
-        .expect("delete object");
+        .unwrap_or_else(|e| setup_failed(endpoint, "delete object", e));
 }
 
 /// All keys in the bucket, sorted.
@@ -279,7 +316,7 @@ pub async fn keys(endpoint: &str, bucket: &str) -> Vec<String> {
         .bucket(bucket)
         .send()
         .await
-        .expect("list");
+        .unwrap_or_else(|e| setup_failed(endpoint, "list", e));
     let mut keys: Vec<String> = out
         .contents()
         .iter()
@@ -296,7 +333,7 @@ pub async fn open_uploads(endpoint: &str, bucket: &str) -> usize {
         .bucket(bucket)
         .send()
         .await
-        .expect("list uploads");
+        .unwrap_or_else(|e| setup_failed(endpoint, "list uploads", e));
     out.uploads().len()
 }
 
@@ -363,7 +400,7 @@ pub async fn put_large(endpoint: &str, bucket: &str, key: &str, size: u64, seed:
         .key(key)
         .send()
         .await
-        .expect("create upload");
+        .unwrap_or_else(|e| setup_failed(endpoint, "create upload", e));
     let id = id.upload_id().unwrap().to_string();
     let mut parts = Vec::new();
     for (i, start) in (0..size).step_by(PART as usize).enumerate() {
@@ -377,7 +414,7 @@ pub async fn put_large(endpoint: &str, bucket: &str, key: &str, size: u64, seed:
             .body(ByteStream::from(data(seed * 100_000 + i as u64, len)))
             .send()
             .await
-            .expect("upload part");
+            .unwrap_or_else(|e| setup_failed(endpoint, "upload part", e));
         parts.push(
             CompletedPart::builder()
                 .part_number(i as i32 + 1)
