@@ -5,6 +5,7 @@ mod e2e_support;
 use e2e_support::*;
 use kube::api::DeleteParams;
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_to_ready_then_delete_removes_everything() {
@@ -226,4 +227,40 @@ async fn a_namespace_the_operator_may_not_read_is_created_when_an_apply_finds_it
     estate.apply(&deployment_yaml("ranker", "internal", 2, 2, ""));
     wait_for(&estate, "ranker", "Ready", |md| is_true(md, "Ready")).await;
     assert_eq!(total_replicas(&children(&estate.private).await), 2);
+}
+
+/// A new deployment whose replicas start slowly reports its progress (Ready False, reason
+/// Progressing, for its generation) while they start, then Ready. The operator holds a new
+/// deployment's first report back only for a short grace, waiting for its replicas: this checks
+/// the report is not held back for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_slow_to_start_reports_progress_until_ready() {
+    let estate = Estate::start(8, 8).await;
+    if !estate.harness_only("a_deployment_slow_to_start_reports_progress_until_ready") {
+        return;
+    }
+    estate.apply_pools();
+    // Well beyond the operator's grace for a first report (2 s).
+    estate.private.set_readiness_delay(Duration::from_secs(8));
+    let _operator = Operator::start(&estate).await;
+    estate.apply(&deployment_yaml("ranker", "internal", 2, 2, ""));
+
+    let md = wait_for(&estate, "ranker", "a progress report", |md| {
+        md.status.is_some()
+    })
+    .await;
+    let status = md.status.as_ref().unwrap();
+    let ready = condition(&md, "Ready").expect("a Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Progressing"),
+        "{status:?}"
+    );
+    assert_eq!(status.observed_generation, md.metadata.generation);
+    assert_eq!((status.ready_replicas, status.desired_replicas), (0, 2));
+    assert!(is_true(&md, "Reconciling"));
+    assert!(is_true(&md, "Placed"));
+
+    let md = wait_for(&estate, "ranker", "Ready", |md| is_true(md, "Ready")).await;
+    assert_eq!(md.status.as_ref().unwrap().ready_replicas, 2);
 }

@@ -12,7 +12,7 @@ use super::metrics::{ControllerLabels, DeploymentLabels, ErrorLabels};
 use super::names::{LABEL_COMPONENT, LABEL_POOL, deployment_labels, selector};
 use super::planning::{Decided, Request, decide_together};
 use super::retry::idempotent;
-use super::status::{Observed, StatusInput, deployment_status};
+use super::status::{Observed, StatusInput, deployment_status, first_report_wait};
 use super::views::{DeploymentView, Written};
 use super::workloads::{self, Placement};
 use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
@@ -223,17 +223,28 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
                 .collect(),
         })
         .collect();
+    let at = now();
     let status = deployment_status(StatusInput {
         generation: md.metadata.generation,
         previous: md.status.as_ref(),
         components: observed,
         invalid: None,
         artifacts: artifacts.as_ref().map(|stage| stage.state(&plans)),
-        now: now(),
+        now: at,
     });
     record_metrics(md, ctx, &status);
     let all_ready = status.ready_replicas >= status.desired_replicas;
     notes.extend(Stage::events(md.status.as_ref(), &status));
+    // The children watch wakes this deployment when its replicas become ready; the requeue
+    // writes the progress report if they take longer than the grace.
+    let created = md.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    if apply_error.is_none()
+        && notes.is_empty()
+        && let Some(wait) = first_report_wait(md.status.as_ref(), created, &status, at)
+    {
+        ctx.succeeded(md);
+        return Ok(Action::requeue(wait));
+    }
     Stage::count_failures(ctx, &estate.pools, md.status.as_ref(), &status);
     let events = placement_events(md.status.as_ref(), &status, &notes);
     if write_status(md, ctx, status).await? {

@@ -223,6 +223,34 @@ pub fn deployment_status(input: StatusInput) -> ModelDeploymentStatus {
     }
 }
 
+/// How long a new deployment's first status may wait for its replicas to become ready.
+pub const FIRST_REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How much longer the first status of a deployment may wait, or `None` to write it now.
+///
+/// A deployment with no status yet already reads as in progress to every client (kstatus, Argo
+/// CD, `kubectl wait`). When everything is placed and only replicas are still starting, a
+/// `Progressing` report a moment before `Ready` tells them nothing new and costs a write plus a
+/// watch event to every watcher. So, within the grace after creation, only a status worth
+/// reading is written: `Ready`, a shortfall, an artifact state or an error (the caller never
+/// defers those). A clock behind the server's (creation in the future) writes at once.
+pub fn first_report_wait(
+    previous: Option<&ModelDeploymentStatus>,
+    created: Option<Timestamp>,
+    status: &ModelDeploymentStatus,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    if previous.is_some() {
+        return None;
+    }
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    if ready.status == "True" || ready.reason != "Progressing" {
+        return None;
+    }
+    let age = std::time::Duration::try_from(now.duration_since(created?)).ok()?;
+    FIRST_REPORT_GRACE.checked_sub(age).filter(|w| !w.is_zero())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +355,49 @@ mod tests {
         assert_eq!(condition(&after, "Ready").status, "False");
         assert_eq!(after.ready_replicas, 2);
         assert_eq!(after.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn only_a_new_deployments_progress_waits_and_only_within_the_grace() {
+        let p = plan(DataClass::Internal, &[("dc1", Cloud::Private, 2)], 0);
+        let starting = deployment_status(observing(&p, vec![1], 1));
+        let created = |ago_ms: i64| Some(now() - std::time::Duration::from_millis(ago_ms as u64));
+        let wait = |previous, created, status: &ModelDeploymentStatus| {
+            first_report_wait(previous, created, status, now())
+        };
+        assert_eq!(
+            wait(None, created(500), &starting),
+            Some(FIRST_REPORT_GRACE - std::time::Duration::from_millis(500))
+        );
+        // Past the grace, or no creation time, or a clock behind the server's: write now.
+        assert_eq!(wait(None, created(2_000), &starting), None);
+        assert_eq!(wait(None, None, &starting), None);
+        assert_eq!(
+            wait(
+                None,
+                Some(now() + std::time::Duration::from_secs(5)),
+                &starting
+            ),
+            None
+        );
+        // A deployment that already reports something gets every change at once.
+        assert_eq!(wait(Some(&starting), created(500), &starting), None);
+        // Ready, a shortfall and an artifact state are worth reading at once.
+        let ready = deployment_status(observing(&p, vec![2], 1));
+        assert_eq!(wait(None, created(500), &ready), None);
+        let short = plan(DataClass::Internal, &[("dc1", Cloud::Private, 2)], 1);
+        let short = deployment_status(observing(&short, vec![0], 1));
+        assert_eq!(wait(None, created(500), &short), None);
+        let syncing = deployment_status(StatusInput {
+            artifacts: Some(ArtifactsState {
+                ready: false,
+                reason: "Syncing".into(),
+                message: "aws: 3/10 objects".into(),
+                status: None,
+            }),
+            ..observing(&p, vec![2], 1)
+        });
+        assert_eq!(wait(None, created(500), &syncing), None);
     }
 
     #[test]
