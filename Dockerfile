@@ -15,9 +15,13 @@ WORKDIR /src
 # .dockerignore keeps the context to the manifests, src/, benches/ and harness/. Registry and
 # target caches persist between builds on the same builder.
 COPY . .
+# jemalloc (the binary's allocator) fixes its page size when it is built: arm64 kernels run 4 KiB
+# or 64 KiB pages, and a 64 KiB build runs on both.
+ARG TARGETARCH
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin skybridge \
+    if [ "$TARGETARCH" = arm64 ]; then export JEMALLOC_SYS_WITH_LG_PAGE=16; fi \
+    && cargo build --release --locked --bin skybridge \
     && install -D -m 0755 target/release/skybridge /out/skybridge \
     && /out/skybridge --version
 
