@@ -43,6 +43,9 @@ struct Clusters {
     /// the default: the extra threads change how the two cores are shared, and the figures must
     /// stay comparable with earlier runs.)
     runtimes: Vec<tokio::runtime::Runtime>,
+    /// Suffix of this set's thread names (`hub#3`): the runtimes of an earlier run may still be
+    /// winding down, and their threads must not count.
+    tag: usize,
 }
 
 impl Drop for Clusters {
@@ -84,7 +87,7 @@ async fn start_cluster(
     Ok((handle, runtime))
 }
 
-/// CPU seconds used so far by this process's threads named `name`.
+/// CPU seconds used so far by this process's threads named exactly `name`.
 fn threads_cpu_seconds(name: &str) -> Result<f64> {
     let mut total = 0.0;
     for task in std::fs::read_dir("/proc/self/task")? {
@@ -125,16 +128,20 @@ async fn clusters(deployments: usize) -> Result<Clusters> {
             private: Cluster::start(private).await?,
             public: Cluster::start(public).await?,
             runtimes: Vec::new(),
+            tag: 0,
         });
     }
-    let (hub, hub_rt) = start_cluster(config("hub"), "hub").await?;
-    let (private, private_rt) = start_cluster(private, "private").await?;
-    let (public, public_rt) = start_cluster(public, "public").await?;
+    static SETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    let tag = SETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (hub, hub_rt) = start_cluster(config("hub"), &format!("hub#{tag}")).await?;
+    let (private, private_rt) = start_cluster(private, &format!("private#{tag}")).await?;
+    let (public, public_rt) = start_cluster(public, &format!("public#{tag}")).await?;
     Ok(Clusters {
         hub,
         private,
         public,
         runtimes: vec![hub_rt, private_rt, public_rt],
+        tag,
     })
 }
 
@@ -241,18 +248,21 @@ struct CpuSplit {
 }
 
 impl CpuSplit {
-    fn now() -> Result<Self> {
+    /// CPU used so far by this process, and by the API servers of `clusters` when they serve
+    /// from runtimes of their own.
+    fn now(clusters: &Clusters) -> Result<Self> {
+        let of = |name: &str| threads_cpu_seconds(&format!("{name}#{}", clusters.tag));
         Ok(Self {
             total: cpu_seconds(std::process::id())?,
-            hub: threads_cpu_seconds("hub")?,
-            private: threads_cpu_seconds("private")?,
-            public: threads_cpu_seconds("public")?,
+            hub: of("hub")?,
+            private: of("private")?,
+            public: of("public")?,
         })
     }
 
     /// What was used since `before`, as printed.
-    fn since(before: Self) -> Result<String> {
-        let after = Self::now()?;
+    fn since(before: Self, clusters: &Clusters) -> Result<String> {
+        let after = Self::now(clusters)?;
         let (hub, private, public) = (
             after.hub - before.hub,
             after.private - before.private,
@@ -649,7 +659,7 @@ async fn run_once(n: usize) -> Result<Figures> {
     let mds: Api<ModelDeployment> = Api::namespaced(hub.clone(), APP_NAMESPACE);
     let stamps = Stamps::default();
     let started = Instant::now();
-    let cpu_before = CpuSplit::now()?;
+    let cpu_before = CpuSplit::now(&c)?;
     let writes_before = c.writes();
     // A run that takes long shows why, with its progress lines (every 10 s).
     let debug = [c.private.client()?, c.public.client()?];
@@ -681,7 +691,7 @@ async fn run_once(n: usize) -> Result<Figures> {
         ),
     )?;
     let operator_time = started.elapsed();
-    let cpu = CpuSplit::since(cpu_before)?;
+    let cpu = CpuSplit::since(cpu_before, &c)?;
     let writes = c.writes_since(writes_before);
     let rss = peak_rss_mb(operator.0.id())?;
     let operator_cpu = cpu_seconds(operator.0.id())?;
@@ -723,7 +733,7 @@ async fn run_once(n: usize) -> Result<Figures> {
     // ---- 2. the same children, applied by a plain client ----
     let fresh = clusters(n).await?;
     let started = Instant::now();
-    let cpu_before = CpuSplit::now()?;
+    let cpu_before = CpuSplit::now(&fresh)?;
     let writes_before = fresh.writes();
     let (private, public) = (fresh.private.client()?, fresh.public.client()?);
     // Namespaces first, as any client must.
@@ -766,7 +776,7 @@ async fn run_once(n: usize) -> Result<Figures> {
         ),
     )?;
     let plain_time = started.elapsed();
-    let cpu = CpuSplit::since(cpu_before)?;
+    let cpu = CpuSplit::since(cpu_before, &fresh)?;
     let writes = fresh.writes_since(writes_before);
     println!(
         "  plain client: the same children ready in {:.2} s (applied in {:.2} s); CPU: {cpu}; writes: {writes}; ratio {:.2}",
