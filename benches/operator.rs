@@ -43,9 +43,9 @@ struct Clusters {
     /// the default: the extra threads change how the two cores are shared, and the figures must
     /// stay comparable with earlier runs.)
     runtimes: Vec<tokio::runtime::Runtime>,
-    /// Suffix of this set's thread names (`hub#3`): the runtimes of an earlier run may still be
-    /// winding down, and their threads must not count.
-    tag: usize,
+    /// With runtimes of their own: the suffix of this set's thread names (`hub#3`). The
+    /// runtimes of an earlier run may still be winding down, and their threads must not count.
+    tag: Option<usize>,
 }
 
 impl Drop for Clusters {
@@ -128,7 +128,7 @@ async fn clusters(deployments: usize) -> Result<Clusters> {
             private: Cluster::start(private).await?,
             public: Cluster::start(public).await?,
             runtimes: Vec::new(),
-            tag: 0,
+            tag: None,
         });
     }
     static SETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
@@ -141,7 +141,7 @@ async fn clusters(deployments: usize) -> Result<Clusters> {
         private,
         public,
         runtimes: vec![hub_rt, private_rt, public_rt],
-        tag,
+        tag: Some(tag),
     })
 }
 
@@ -238,40 +238,37 @@ fn stat_cpu_seconds(stat: &str) -> Result<f64> {
     Ok(ticks / 100.0)
 }
 
-/// CPU seconds of this process, in total and by cluster runtime.
+/// CPU seconds of this process, in total and by cluster runtime (when the clusters have their
+/// own).
 #[derive(Clone, Copy)]
 struct CpuSplit {
     total: f64,
-    hub: f64,
-    private: f64,
-    public: f64,
+    by_cluster: Option<[f64; 3]>,
 }
 
 impl CpuSplit {
-    /// CPU used so far by this process, and by the API servers of `clusters` when they serve
-    /// from runtimes of their own.
     fn now(clusters: &Clusters) -> Result<Self> {
-        let of = |name: &str| threads_cpu_seconds(&format!("{name}#{}", clusters.tag));
+        let by_cluster = match clusters.tag {
+            Some(tag) => {
+                let of = |name: &str| threads_cpu_seconds(&format!("{name}#{tag}"));
+                Some([of("hub")?, of("private")?, of("public")?])
+            }
+            None => None,
+        };
         Ok(Self {
             total: cpu_seconds(std::process::id())?,
-            hub: of("hub")?,
-            private: of("private")?,
-            public: of("public")?,
+            by_cluster,
         })
     }
 
     /// What was used since `before`, as printed.
     fn since(before: Self, clusters: &Clusters) -> Result<String> {
         let after = Self::now(clusters)?;
-        let (hub, private, public) = (
-            after.hub - before.hub,
-            after.private - before.private,
-            after.public - before.public,
-        );
         let all = after.total - before.total;
-        if after.hub + after.private + after.public == 0.0 {
+        let (Some(a), Some(b)) = (after.by_cluster, before.by_cluster) else {
             return Ok(format!("API servers and bench clients {all:.2} s"));
-        }
+        };
+        let [hub, private, public] = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
         let clients = all - hub - private - public;
         Ok(format!(
             "hub {hub:.2} s, private {private:.2} s, public {public:.2} s, bench clients {clients:.2} s"

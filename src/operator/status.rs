@@ -243,8 +243,9 @@ pub fn first_report_wait(
     if previous.is_some() {
         return None;
     }
+    // `Progressing` is the reason of a False `Ready` only.
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
-    if ready.status == "True" || ready.reason != "Progressing" {
+    if ready.reason != "Progressing" {
         return None;
     }
     let age = std::time::Duration::try_from(now.duration_since(created?)).ok()?;

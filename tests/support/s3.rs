@@ -12,7 +12,7 @@
 use aws_sdk_s3::config::{Credentials as AwsCredentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use skybridge::artifacts::{Credentials, StoreLocation};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -25,6 +25,8 @@ pub struct MotoServer {
     pub endpoint: String,
     child: Option<Child>,
     _stdin: Option<ChildStdin>,
+    /// The last lines moto printed (none for an external endpoint).
+    log: LogTail,
 }
 
 impl Drop for MotoServer {
@@ -94,8 +96,9 @@ pub fn start_moto() -> MotoServer {
     }
     // Moto logs every request to stderr; drain it so the pipe never fills and blocks the server,
     // keeping the last lines: a 500 from moto is a Python exception, whose traceback says why.
+    let log = LogTail::default();
     if let Some(s) = child.stderr.take() {
-        let tail = log_tail_of(&endpoint);
+        let tail = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(s).lines().map_while(Result::ok) {
                 let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
@@ -110,6 +113,7 @@ pub fn start_moto() -> MotoServer {
         endpoint,
         child: Some(child),
         _stdin: stdin,
+        log,
     }
 }
 
@@ -118,22 +122,14 @@ const LOG_TAIL_LINES: usize = 60;
 
 type LogTail = Arc<Mutex<VecDeque<String>>>;
 
-/// The stderr tail of the moto server at `endpoint` (empty for external endpoints).
-fn log_tail_of(endpoint: &str) -> LogTail {
-    static TAILS: OnceLock<Mutex<HashMap<String, LogTail>>> = OnceLock::new();
-    let mut tails = TAILS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    tails.entry(endpoint.to_string()).or_default().clone()
-}
-
 /// Fails a test-setup call with the error and what moto printed last (a full disk, say, shows
 /// up only there: moto answers a bare 500).
 #[track_caller]
 fn setup_failed(endpoint: &str, what: &str, err: impl std::fmt::Debug) -> ! {
-    let tail = log_tail_of(endpoint);
-    let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stores();
+    let server = [&s.a, &s.b].into_iter().find(|m| m.endpoint == endpoint);
+    let tail = server.map(|m| m.log.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let tail = tail.unwrap_or_default();
     let log = if tail.is_empty() {
         "(nothing captured)".to_string()
     } else {
@@ -177,11 +173,13 @@ pub fn stores() -> &'static Stores {
                     endpoint: a,
                     child: None,
                     _stdin: None,
+                    log: LogTail::default(),
                 },
                 b: MotoServer {
                     endpoint: b,
                     child: None,
                     _stdin: None,
+                    log: LogTail::default(),
                 },
             },
             _ => {
