@@ -160,6 +160,8 @@ fn skybridge(args: &[&str]) -> (i32, String, String) {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
+        // The default sync state key file goes to a scratch directory, not the user's home.
+        .env("XDG_STATE_HOME", std::env::temp_dir().join("skybridge-test-state"))
         .output()
         .expect("run skybridge");
     (
@@ -177,6 +179,11 @@ async fn cli_sync_and_fetch_model_exit_codes() {
     seed_model(&s.a.endpoint, &src, "m", &files).await;
     create_bucket(&s.b.endpoint, &dst).await;
     let (from, to) = (format!("s3://{src}/m"), format!("s3://{dst}/m"));
+    // Both runs sign the sync state with one key, so the second can trust what the first did.
+    let keys_dir = tempfile::tempdir().unwrap();
+    let key_file = keys_dir.path().join("sync.key");
+    std::fs::write(&key_file, s3::data(77, 32)).unwrap();
+    let key_file = key_file.to_str().unwrap();
     let base = [
         "sync",
         "--from",
@@ -191,12 +198,21 @@ async fn cli_sync_and_fetch_model_exit_codes() {
         "--to-path-style",
         "--part-size-mib",
         "5",
+        "--state-key-file",
+        key_file,
     ];
 
-    // Residency: the default data class is the strictest; a public destination is refused.
+    // Residency: the default data class is the strictest; a public destination is refused, and
+    // so is one whose cloud nobody declared.
     let (code, _, err) = skybridge(&[&base[..], &["--to-cloud", "public"]].concat());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("residency"), "{err}");
+    let (code, _, err) = skybridge(&base);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("residency") && err.contains("not declared"),
+        "{err}"
+    );
     assert!(s3::keys(&s.b.endpoint, &dst).await.is_empty());
 
     let (code, out, err) = skybridge(
@@ -218,10 +234,12 @@ async fn cli_sync_and_fetch_model_exit_codes() {
     assert_eq!(report["copied"].as_array().unwrap().len(), files.len());
     let digest = report["digest"].as_str().unwrap().to_string();
 
-    let (code, out, err) = skybridge(&base);
+    let (code, out, err) = skybridge(&[&base[..], &["--to-cloud", "private"]].concat());
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains(&digest) && out.contains("copied        0 objects"),
+        out.contains(&digest)
+            && out.contains("copied        0 objects")
+            && out.contains(&format!("skipped       {} objects", files.len())),
         "{out}"
     );
 
@@ -306,6 +324,8 @@ async fn cli_sync_reads_credentials_from_named_profiles() {
                 "us-east-1",
                 "--to-region",
                 "us-east-1",
+                "--to-cloud",
+                "private",
             ])
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY")
@@ -313,6 +333,7 @@ async fn cli_sync_reads_credentials_from_named_profiles() {
             .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
             .env("AWS_CONFIG_FILE", &config)
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("XDG_STATE_HOME", tmp.path())
             .output()
             .expect("run skybridge");
         (

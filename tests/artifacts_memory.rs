@@ -42,6 +42,8 @@ fn sync_measured(tag: &str, size: u64, extra: &[&str]) -> (u64, String) {
             &s.b.endpoint,
             "--from-path-style",
             "--to-path-style",
+            "--to-cloud",
+            "private",
             "-o",
             "json",
         ][..],

@@ -7,12 +7,16 @@
 //! rename). Any mismatch leaves no DEST at all: a stale DEST is removed before downloading, and
 //! the partial directory is removed on failure. DEST holds a copy of the manifest at
 //! `.skybridge/manifest.json`, which makes a re-run that finds the model intact a no-op.
+//!
+//! Refused outright: a DEST that is a symlink or holds one (a link to another valid copy would
+//! pass every hash check while the files served are elsewhere), a model whose manifest lists no
+//! files, and a manifest larger than [`FetchRequest::max_manifest_bytes`].
 
 use super::digest::Digest;
 use super::error::ArtifactError;
 use super::manifest::{MANIFEST_PATH, Manifest};
 use super::retry::RetryPolicy;
-use super::store::{Store, StoreLocation};
+use super::store::{DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_OBJECTS, Store, StoreLocation};
 use super::transfer::{Task, stream_object};
 use futures::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
@@ -32,6 +36,9 @@ pub struct FetchRequest {
     /// Files downloaded at once.
     pub parallel: usize,
     pub retry: RetryPolicy,
+    /// A manifest (in the store or in DEST) larger than this is refused without being read
+    /// whole. Default 16 MiB (~100,000 files).
+    pub max_manifest_bytes: u64,
 }
 
 impl FetchRequest {
@@ -42,6 +49,7 @@ impl FetchRequest {
             expected_digest: None,
             parallel: 8,
             retry: RetryPolicy::default(),
+            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
         }
     }
 }
@@ -64,6 +72,11 @@ pub async fn fetch_model(request: &FetchRequest) -> Result<FetchReport, Artifact
     if request.parallel == 0 {
         return Err(ArtifactError::InvalidRequest(
             "parallel must be at least 1".into(),
+        ));
+    }
+    if request.max_manifest_bytes == 0 {
+        return Err(ArtifactError::InvalidRequest(
+            "the manifest size limit must be positive".into(),
         ));
     }
     let dest = request.dest.clone();
@@ -91,8 +104,20 @@ pub async fn fetch_model(request: &FetchRequest) -> Result<FetchReport, Artifact
         elapsed_seconds: started.elapsed().as_secs_f64(),
     };
 
+    reject_symlinks(&dest)?;
+    let refuse_empty = |m: &Manifest| {
+        if m.is_empty() {
+            Err(ArtifactError::InvalidModel(format!(
+                "the manifest of {} lists no files: an empty model is refused",
+                request.source.uri()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+
     // Pinned digest and an intact local copy: no need to ask the store anything.
-    let local = read_local_manifest(&dest);
+    let local = read_local_manifest(&dest, request.max_manifest_bytes).filter(|m| !m.is_empty());
     if let (Some(expected), Some(m)) = (request.expected_digest, &local)
         && m.digest() == expected
         && verify_local(&dest, m).await.is_ok()
@@ -101,7 +126,9 @@ pub async fn fetch_model(request: &FetchRequest) -> Result<FetchReport, Artifact
     }
 
     let target = async {
-        let store = Store::connect(&request.source, request.retry.clone()).await?;
+        let store = Store::connect(&request.source, request.retry.clone())
+            .await?
+            .with_limits(request.max_manifest_bytes, DEFAULT_MAX_OBJECTS);
         let manifest =
             store
                 .read_manifest()
@@ -111,6 +138,9 @@ pub async fn fetch_model(request: &FetchRequest) -> Result<FetchReport, Artifact
                     key: request.source.key(MANIFEST_PATH),
                 })?;
         let digest = manifest.digest();
+        if request.expected_digest.is_none_or(|e| e == digest) {
+            refuse_empty(&manifest)?;
+        }
         match request.expected_digest {
             Some(expected) if expected != digest => Err(ArtifactError::DigestMismatch {
                 expected,
@@ -150,9 +180,50 @@ pub async fn fetch_model(request: &FetchRequest) -> Result<FetchReport, Artifact
     Ok(report(digest, &manifest, false))
 }
 
-fn read_local_manifest(dest: &Path) -> Option<Manifest> {
-    let bytes = std::fs::read(dest.join(MANIFEST_PATH)).ok()?;
+fn read_local_manifest(dest: &Path, limit: u64) -> Option<Manifest> {
+    let path = dest.join(MANIFEST_PATH);
+    if std::fs::symlink_metadata(&path).ok()?.len() > limit {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
     Manifest::from_canonical_bytes(&bytes).ok()
+}
+
+/// Refuses a DEST that is a symlink or holds one anywhere below it.
+fn reject_symlinks(dest: &Path) -> Result<(), ArtifactError> {
+    let refuse = |link: &Path| {
+        Err(ArtifactError::InvalidRequest(format!(
+            "{} is a symbolic link; a model directory must hold its own files (remove the link)",
+            link.display()
+        )))
+    };
+    let meta = match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ArtifactError::io(dest, e)),
+        Ok(m) => m,
+    };
+    if meta.file_type().is_symlink() {
+        return refuse(dest);
+    }
+    if !meta.is_dir() {
+        return Ok(()); // refused later as "not a directory"
+    }
+    let mut pending = vec![dest.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| ArtifactError::io(&dir, e))? {
+            let entry = entry.map_err(|e| ArtifactError::io(&dir, e))?;
+            let kind = entry
+                .file_type()
+                .map_err(|e| ArtifactError::io(entry.path(), e))?;
+            if kind.is_symlink() {
+                return refuse(&entry.path());
+            }
+            if kind.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn remove_stale_dest(dest: &Path) -> Result<(), ArtifactError> {
@@ -189,9 +260,17 @@ async fn verify_local(dir: &Path, manifest: &Manifest) -> Result<(), ArtifactErr
             let path = dir.join(&e.path);
             let mismatch = |actual: String| ArtifactError::ContentMismatch {
                 what: path.display().to_string(),
-                expected: format!("{} bytes, {}", e.size, e.digest),
+                expected: format!("{} bytes {}", e.size, e.digest),
                 actual,
             };
+            // Checked before opening (reject_symlinks ran earlier, this closes the gap for
+            // anything planted since): only a regular file counts.
+            let kind = std::fs::symlink_metadata(&path)
+                .map_err(|err| ArtifactError::io(&path, err))?
+                .file_type();
+            if !kind.is_file() {
+                return Err(mismatch("not a regular file".into()));
+            }
             let mut f = std::fs::File::open(&path).map_err(|err| ArtifactError::io(&path, err))?;
             let len = f
                 .metadata()
@@ -213,7 +292,7 @@ async fn verify_local(dir: &Path, manifest: &Manifest) -> Result<(), ArtifactErr
             }
             let actual = hasher.finish();
             if actual != e.digest {
-                return Err(mismatch(actual.to_string()));
+                return Err(mismatch(format!("{len} bytes {actual}")));
             }
         }
         Ok(())
@@ -250,12 +329,15 @@ async fn download_into(
                         .map_err(|e| ArtifactError::io(&target, e))
                 })
                 .await;
+                let l = store.location();
+                let what = format!("s3://{}/{}", l.bucket, l.key(&entry.path));
+                let expected = format!("{} bytes {}", entry.size, entry.digest);
                 let actual = match actual {
                     Ok(d) => d,
                     Err(ArtifactError::ContentMismatch { actual, .. }) => {
                         return Err(ArtifactError::ContentMismatch {
-                            what: entry.path.clone(),
-                            expected: format!("{} bytes", entry.size),
+                            what,
+                            expected,
                             actual,
                         });
                     }
@@ -263,9 +345,9 @@ async fn download_into(
                 };
                 if actual != entry.digest {
                     return Err(ArtifactError::ContentMismatch {
-                        what: entry.path.clone(),
-                        expected: entry.digest.to_string(),
-                        actual: actual.to_string(),
+                        what,
+                        expected,
+                        actual: format!("{written} bytes {actual}"),
                     });
                 }
                 file.sync_all().map_err(|e| ArtifactError::io(&target, e))?;

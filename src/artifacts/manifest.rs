@@ -18,6 +18,13 @@ pub const MANIFEST_SCHEMA: &str = "skybridge.io/model-manifest/v1";
 /// Directory (relative to the model prefix) reserved for Skybridge's own objects. Never part of
 /// the model, never listed, copied or deleted as model content.
 pub const RESERVED_DIR: &str = ".skybridge/";
+/// The reserved directory's own name: no model file may be called this either (it would take
+/// the place of the directory in a fetched copy).
+pub const RESERVED_NAME: &str = ".skybridge";
+/// Longest path accepted, in bytes (S3's key limit).
+pub const MAX_PATH_BYTES: usize = 1024;
+/// Longest path segment accepted, in bytes (the usual file-name limit, `NAME_MAX`).
+pub const MAX_SEGMENT_BYTES: usize = 255;
 /// Relative path of the manifest object under the model prefix.
 pub const MANIFEST_PATH: &str = ".skybridge/manifest.json";
 
@@ -59,9 +66,10 @@ pub enum ManifestError {
     NotCanonical,
 }
 
-/// Checks that `path` is safe as an object suffix *and* as a relative file path: non-empty,
-/// `/`-separated, no empty, `.` or `..` segments, no leading `/`, no backslash or NUL, and not
-/// inside the reserved `.skybridge/` directory. `fetch-model` relies on this to never write
+/// Checks that `path` is safe as an object suffix *and* as a relative file path: non-empty, at
+/// most 1024 bytes with segments of at most 255, `/`-separated, no empty, `.` or `..` segments,
+/// no leading `/`, no backslash, NUL or other control character, and neither the reserved
+/// `.skybridge/` directory nor anything inside it. `fetch-model` relies on this to never write
 /// outside its destination directory.
 pub fn validate_path(path: &str) -> Result<(), ManifestError> {
     let bad = |reason| {
@@ -73,16 +81,23 @@ pub fn validate_path(path: &str) -> Result<(), ManifestError> {
     if path.is_empty() {
         return bad("empty");
     }
+    if path.len() > MAX_PATH_BYTES {
+        return bad("longer than 1024 bytes");
+    }
     if path.contains('\\') || path.contains('\0') {
         return bad("contains a backslash or NUL");
     }
-    if path.starts_with(RESERVED_DIR) {
-        return bad("inside the reserved .skybridge/ directory");
+    if path.chars().any(char::is_control) {
+        return bad("contains a control character");
+    }
+    if path.starts_with(RESERVED_DIR) || path == RESERVED_NAME {
+        return bad("the reserved .skybridge/ directory is Skybridge's, not the model's");
     }
     for segment in path.split('/') {
         match segment {
             "" => return bad("empty segment (leading, trailing or double slash)"),
             "." | ".." => return bad("'.' or '..' segment"),
+            s if s.len() > MAX_SEGMENT_BYTES => return bad("a segment is longer than 255 bytes"),
             _ => {}
         }
     }
@@ -278,12 +293,26 @@ mod tests {
             "./a",
             "a\\b",
             ".skybridge/manifest.json",
+            ".skybridge",
             "nul\0",
+            "line\nbreak",
+            "esc\u{1b}[2J",
+            &"a".repeat(256),
+            &format!("{}/x", "a/".repeat(512)),
         ] {
             assert!(validate_path(bad).is_err(), "{bad:?}");
             assert!(Manifest::new(vec![entry(bad, b"")]).is_err());
         }
-        for good in ["a", "a/b/c.bin", ".hidden", "..a", "x.skybridge/y"] {
+        for good in [
+            "a",
+            "a/b/c.bin",
+            ".hidden",
+            "..a",
+            "x.skybridge/y",
+            ".skybridgex",
+            "ünïcode/名前.bin",
+            &"a".repeat(255),
+        ] {
             assert!(validate_path(good).is_ok(), "{good:?}");
         }
         assert_eq!(

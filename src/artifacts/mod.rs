@@ -11,13 +11,15 @@
 //! Layout of a model under `s3://bucket/prefix/`: the model files, plus the reserved
 //! `.skybridge/` directory holding `manifest.json` (canonical manifest; its SHA-256 is the model
 //! digest, `sha256:<hex>`; written last, present only while the files match it) and, at sync
-//! destinations, `sync-state.json` (per-object verification records that make re-syncs cheap).
+//! destinations, `sync-state.json` (per-object verification records, signed by the syncer, that
+//! make re-syncs cheap).
 //! Errors are typed ([`ArtifactError`]): [`ArtifactError::Residency`] maps to a `Forbidden`
 //! condition, [`ArtifactError::is_bad_input`] to CLI exit status 2, everything else to 1.
 
 pub mod digest;
 pub mod error;
 pub mod fetch;
+pub mod identity;
 pub mod manifest;
 pub mod residency;
 pub mod retry;
@@ -31,12 +33,17 @@ pub use fetch::{FetchReport, FetchRequest, fetch_model};
 pub use manifest::{Manifest, ManifestEntry};
 pub use residency::ResidencyError;
 pub use retry::RetryPolicy;
-pub use store::{Credentials, Store, StoreLocation};
-pub use sync::{Outcome, SyncEvent, SyncOptions, SyncReport, SyncRequest, VerifyMode, sync_model};
+pub use store::{
+    Credentials, DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_OBJECTS, Store, StoreLocation,
+};
+pub use identity::StoreIdentity;
+pub use sync::{
+    Outcome, StateKey, SyncEvent, SyncOptions, SyncReport, SyncRequest, VerifyMode, sync_model,
+};
 
-/// Reads and validates the manifest of the model at `location`; its [`Manifest::digest`] is the
-/// model digest. [`ArtifactError::ManifestMissing`] when there is none (never synced, or a sync
-/// is in progress).
+/// Reads and validates the manifest of the model at `location` (at most
+/// [`DEFAULT_MAX_MANIFEST_BYTES`]); its [`Manifest::digest`] is the model digest.
+/// [`ArtifactError::ManifestMissing`] when there is none (never synced, or a sync is in progress).
 pub async fn read_manifest(location: &StoreLocation) -> Result<Manifest, ArtifactError> {
     let store = Store::connect(location, RetryPolicy::default()).await?;
     store

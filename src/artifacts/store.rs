@@ -7,7 +7,8 @@
 
 use super::digest::Digest;
 use super::error::{ArtifactError, S3Error};
-use super::manifest::{MANIFEST_PATH, Manifest, RESERVED_DIR};
+use super::identity::StoreIdentity;
+use super::manifest::{MANIFEST_PATH, Manifest, RESERVED_DIR, RESERVED_NAME};
 use super::retry::RetryPolicy;
 use crate::api::ArtifactStore;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
@@ -22,6 +23,10 @@ use std::time::Duration;
 
 /// Object metadata key (sent as `x-amz-meta-sha256`) holding the content SHA-256 in hex.
 pub const SHA256_METADATA: &str = "sha256";
+/// Default limit on a manifest's size: about 100,000 files. Raise with `--max-manifest-mib`.
+pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+/// Default limit on the objects one listing may return. Raise with `--max-objects`.
+pub const DEFAULT_MAX_OBJECTS: usize = 200_000;
 
 /// How to authenticate to a store.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -140,13 +145,21 @@ impl StoreLocation {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
 
-    /// Whether the two locations may share objects (same store and bucket, one prefix inside the
-    /// other); syncing between them would delete what it copies.
+    /// Whether the two locations may share objects (possibly the same store, same bucket, one
+    /// prefix inside the other); syncing between them would delete what it copies. Compares
+    /// canonical identities without DNS ([`StoreIdentity::of`]); `sync_model` also resolves
+    /// host names. An endpoint that does not parse compares as spelled.
     pub fn overlaps(&self, other: &StoreLocation) -> bool {
-        let inside = |a: &str, b: &str| a.is_empty() || b == a || b.starts_with(&format!("{a}/"));
-        self.endpoint == other.endpoint
-            && self.bucket == other.bucket
-            && (inside(&self.prefix, &other.prefix) || inside(&other.prefix, &self.prefix))
+        match (StoreIdentity::of(self), StoreIdentity::of(other)) {
+            (Ok(a), Ok(b)) => a.overlaps(&b),
+            _ => {
+                let inside =
+                    |a: &str, b: &str| a.is_empty() || b == a || b.starts_with(&format!("{a}/"));
+                self.endpoint == other.endpoint
+                    && self.bucket == other.bucket
+                    && (inside(&self.prefix, &other.prefix) || inside(&other.prefix, &self.prefix))
+            }
+        }
     }
 }
 
@@ -164,6 +177,9 @@ fn validate_bucket(bucket: &str) -> Result<(), String> {
 
 fn normalize_prefix(prefix: &str) -> Result<String, String> {
     let p = prefix.trim_matches('/');
+    if p.chars().any(char::is_control) {
+        return Err(format!("prefix {prefix:?} contains a control character"));
+    }
     if p.split('/').any(|s| s == "." || s == "..")
         || (!p.is_empty() && p.split('/').any(str::is_empty))
     {
@@ -181,6 +197,15 @@ pub struct ListedObject {
     pub size: u64,
     /// The store's ETag without quotes. Only ever compared with ETags of the *same* store.
     pub etag: String,
+}
+
+/// A listing of a model's prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The model's objects, sorted by path.
+    pub objects: Vec<ListedObject>,
+    /// Paths of objects in the reserved `.skybridge/` directory, or named `.skybridge`.
+    pub reserved: Vec<String>,
 }
 
 /// What `HEAD` says about an object.
@@ -202,9 +227,20 @@ pub struct Store {
     /// signature. Only over TLS (as AWS SDKs and MinIO clients do): integrity then rests on TLS
     /// plus our `Content-MD5`, which the store checks.
     unsigned_payload: bool,
+    /// Manifests larger than this are refused without being read whole.
+    max_manifest_bytes: u64,
+    /// Listings with more objects than this are refused.
+    max_objects: usize,
 }
 
 impl Store {
+    /// The same store with other limits on manifest size and listing length.
+    pub fn with_limits(mut self, max_manifest_bytes: u64, max_objects: usize) -> Self {
+        self.max_manifest_bytes = max_manifest_bytes;
+        self.max_objects = max_objects;
+        self
+    }
+
     /// The key prefix every object of the model starts with (`prefix/`, or empty).
     fn list_prefix(&self) -> String {
         if self.location.prefix.is_empty() {
@@ -277,6 +313,8 @@ impl Store {
                 .endpoint
                 .as_deref()
                 .is_none_or(|e| e.starts_with("https://")),
+            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            max_objects: DEFAULT_MAX_OBJECTS,
         })
     }
 
@@ -297,6 +335,7 @@ impl Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        tracing::debug!(operation, key = %self.location.key(path), error = %DisplayErrorContext(&err), "S3 request failed");
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_string);
         let transient = match &err {
@@ -331,7 +370,7 @@ impl Store {
             key: self.location.key(path),
             status,
             code,
-            message: DisplayErrorContext(&err).to_string(),
+            message: brief(&err),
             transient,
         })
     }
@@ -347,8 +386,15 @@ impl Store {
     /// Lists the model's objects, excluding the reserved `.skybridge/` directory and zero-byte
     /// "directory marker" keys ending in `/`.
     pub async fn list(&self) -> Result<Vec<ListedObject>, ArtifactError> {
+        Ok(self.list_all().await?.objects)
+    }
+
+    /// Lists the model's objects and, separately, the keys in the reserved directory. Refuses
+    /// (without listing further) a prefix holding more than the store's object limit.
+    pub async fn list_all(&self) -> Result<Listing, ArtifactError> {
         let list_prefix = self.list_prefix();
         let mut out = Vec::new();
+        let mut reserved = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let page = self
@@ -369,8 +415,20 @@ impl Store {
                 let Some(path) = key.strip_prefix(&list_prefix) else {
                     continue;
                 };
-                if path.starts_with(RESERVED_DIR) || path.is_empty() || path.ends_with('/') {
+                if path.starts_with(RESERVED_DIR) || path == RESERVED_NAME {
+                    reserved.push(path.to_string());
                     continue;
+                }
+                if path.is_empty() || path.ends_with('/') {
+                    continue;
+                }
+                if out.len() >= self.max_objects {
+                    return Err(ArtifactError::TooLarge {
+                        what: format!("the listing of {}", self.location.uri()),
+                        limit: self.max_objects as u64,
+                        unit: "objects",
+                        hint: Some("raise it with --max-objects".into()),
+                    });
                 }
                 out.push(ListedObject {
                     path: path.to_string(),
@@ -404,7 +462,11 @@ impl Store {
                 out[i].etag = etag.unwrap_or_default();
             }
         }
-        Ok(out)
+        reserved.sort();
+        Ok(Listing {
+            objects: out,
+            reserved,
+        })
     }
 
     /// `HEAD` of `path`; `None` when absent.
@@ -436,9 +498,49 @@ impl Store {
         }
     }
 
-    /// Reads a whole small object (manifest, state); `None` when absent.
-    pub async fn get_optional(&self, path: &str) -> Result<Option<Bytes>, ArtifactError> {
-        match self.get_bytes(path, None, None, None).await {
+    /// Reads a whole small object (manifest, state) of at most `limit` bytes; `None` when
+    /// absent. A larger object is refused with [`ArtifactError::TooLarge`] as soon as its length
+    /// is known (the declared length, or the bytes received), never read whole.
+    pub async fn get_optional(
+        &self,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Bytes>, ArtifactError> {
+        let key = self.location.key(path);
+        let too_large = || ArtifactError::TooLarge {
+            what: format!("s3://{}/{key}", self.location.bucket),
+            limit: limit.div_ceil(1024 * 1024),
+            unit: "MiB",
+            hint: None,
+        };
+        let res = self
+            .retry
+            .run("GetObject", || async {
+                let resp = self
+                    .client
+                    .get_object()
+                    .bucket(&self.location.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| self.err("GetObject", path, e))?;
+                let declared = resp.content_length().unwrap_or(0).max(0) as u64;
+                if declared > limit {
+                    return Err(too_large());
+                }
+                let mut body = resp.body;
+                let mut buf = BytesMut::with_capacity(declared as usize);
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| self.stream_err(path, e))?;
+                    if (buf.len() + chunk.len()) as u64 > limit {
+                        return Err(too_large());
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(buf.freeze())
+            })
+            .await;
+        match res {
             Ok(b) => Ok(Some(b)),
             Err(ArtifactError::S3(e)) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -487,14 +589,15 @@ impl Store {
             .await
     }
 
-    /// Opens `path` from byte `start` for streaming. Only opening is retried; a body that breaks
-    /// off is the caller's to resume (with a new `open` at the offset reached).
+    /// Opens `path` from byte `start` for streaming; returns the body and the length the store
+    /// declared for it. Only opening is retried; a body that breaks off is the caller's to resume
+    /// (with a new `open` at the offset reached).
     pub async fn open(
         &self,
         path: &str,
         start: u64,
         if_match: Option<&str>,
-    ) -> Result<ByteStream, ArtifactError> {
+    ) -> Result<(ByteStream, Option<u64>), ArtifactError> {
         let key = self.location.key(path);
         self.retry
             .run("GetObject", || async {
@@ -508,7 +611,8 @@ impl Store {
                     .send()
                     .await
                     .map_err(|e| self.err("GetObject", path, e))?;
-                Ok(resp.body)
+                let len = resp.content_length().map(|n| n.max(0) as u64);
+                Ok((resp.body, len))
             })
             .await
     }
@@ -763,9 +867,25 @@ impl Store {
     }
 
     /// Reads and validates the model's manifest; `Ok(None)` when there is none.
+    /// Refuses a manifest over the store's manifest limit ([`Store::with_limits`]).
     pub async fn read_manifest(&self) -> Result<Option<Manifest>, ArtifactError> {
-        let Some(bytes) = self.get_optional(MANIFEST_PATH).await? else {
-            return Ok(None);
+        let bytes = match self
+            .get_optional(MANIFEST_PATH, self.max_manifest_bytes)
+            .await
+        {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(ArtifactError::TooLarge {
+                what, limit, unit, ..
+            }) => {
+                return Err(ArtifactError::TooLarge {
+                    what: format!("manifest {what}"),
+                    limit,
+                    unit,
+                    hint: Some("raise it with --max-manifest-mib".into()),
+                });
+            }
+            Err(e) => return Err(e),
         };
         Manifest::from_canonical_bytes(&bytes)
             .map(Some)
@@ -776,10 +896,14 @@ impl Store {
             })
     }
 
-    /// Like [`Store::read_manifest`], but a malformed manifest counts as absent (sync replaces it).
+    /// Like [`Store::read_manifest`], but a malformed or oversized manifest counts as absent
+    /// (sync replaces it).
     pub async fn read_manifest_lenient(&self) -> Result<Option<Manifest>, ArtifactError> {
         match self.read_manifest().await {
-            Err(ArtifactError::Manifest { .. }) => Ok(None),
+            Err(e @ (ArtifactError::Manifest { .. } | ArtifactError::TooLarge { .. })) => {
+                tracing::warn!(error = %e, "ignoring the destination's manifest; it will be rewritten");
+                Ok(None)
+            }
             other => other,
         }
     }
@@ -791,6 +915,56 @@ impl Store {
         self.put(MANIFEST_PATH, bytes.clone(), &md5, Some(Digest::of(&bytes)))
             .await
             .map(|_| ())
+    }
+}
+
+/// One line saying what went wrong, for [`S3Error::message`]: the store's code and message, or
+/// the failure's cause chain (the SDK's own rendering runs to kilobytes of debug output).
+fn brief<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let text = match err {
+        SdkError::ServiceError(_) => match (err.code(), err.message()) {
+            (Some(code), Some(msg)) => format!("{code}: {msg}"),
+            (Some(code), None) => code.to_string(),
+            (None, Some(msg)) => msg.to_string(),
+            (None, None) => "the store answered with an error and no code".to_string(),
+        },
+        SdkError::TimeoutError(_) => "timed out".to_string(),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) | SdkError::ConstructionFailure(_) => {
+            let what = match err {
+                SdkError::DispatchFailure(_) => "request failed",
+                SdkError::ResponseError(_) => "unreadable response",
+                _ => "cannot build request",
+            };
+            let mut causes = Vec::new();
+            let mut source = std::error::Error::source(err);
+            while let Some(s) = source {
+                let t = s.to_string();
+                if !t.is_empty() && !causes.contains(&t) {
+                    causes.push(t);
+                }
+                source = s.source();
+            }
+            if causes.is_empty() {
+                what.to_string()
+            } else {
+                format!("{what}: {}", causes.join(": "))
+            }
+        }
+        _ => err.to_string(),
+    };
+    let line: String = text
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.chars().count() > 240 {
+        format!("{}...", line.chars().take(237).collect::<String>())
+    } else {
+        line
     }
 }
 

@@ -20,22 +20,33 @@
 //! ever compared with the same store's ETags.
 //!
 //! **Skipping.** The destination keeps `.skybridge/sync-state.json`: per path the SHA-256, size,
-//! the destination ETag at verification time and the source ETag it was copied from. An object is
-//! skipped without any read when its current destination ETag still equals the recorded one
-//! (ETags change on every rewrite) and its SHA-256 equals the source's (from the source manifest,
-//! or from the state when the source ETag is unchanged). An object present with the right size
-//! but no matching record (e.g. state lost in an interruption) is re-verified: `x-amz-meta-sha256`
-//! is a cheap filter, and a full read-back proves it. `x-amz-meta-sha256` is set on every object
+//! the destination ETag at verification time and the source ETag it was copied from. Anyone who
+//! can write the destination can write that file too, so it is **signed**: an HMAC-SHA256 with
+//! the syncer's [`StateKey`] over the records, the source and the destination bucket and prefix. A state
+//! whose signature does not check (forged, edited, written with another key, for another
+//! destination, or larger than [`SyncOptions::max_state_bytes`]) is ignored entirely. Only a
+//! signed record lets an object be skipped without any read: its current destination ETag must
+//! still equal the recorded one (ETags change on every rewrite, and an attacker cannot make new
+//! content keep an MD5-based ETag) and its SHA-256 must equal the source's (from the source
+//! manifest, or from the record when the source ETag is unchanged). Without a trusted record, an
+//! object present with the right size and a digest known from the **source manifest** is
+//! re-verified by reading it back and hashing it; without a source manifest it is copied. What
+//! the destination says about itself (its state, manifest, `x-amz-meta-sha256`) never makes an
+//! object count as verified. `x-amz-meta-sha256` is only a cheap filter before a read-back. `x-amz-meta-sha256` is set on every object
 //! whose SHA-256 is known when its upload starts: all single-PUT objects, and multipart objects
 //! when the source manifest or the state supplies it (a multipart upload's metadata is fixed at
 //! its creation, before the content has been hashed); the state and the manifest always have it.
 
 use super::digest::Digest;
 use super::error::ArtifactError;
-use super::manifest::{MANIFEST_PATH, Manifest, ManifestEntry};
+use super::identity::StoreIdentity;
+use super::manifest::{MANIFEST_PATH, Manifest, ManifestEntry, validate_path};
 use super::residency;
 use super::retry::RetryPolicy;
-use super::store::{ListedObject, Store, StoreLocation, expected_etag, md5_of};
+use super::store::{
+    DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_OBJECTS, ListedObject, Store, StoreLocation,
+    expected_etag, md5_of,
+};
 use super::transfer::{BufferPool, MemoryBudget, ResumableReader, Task, stream_object};
 use crate::api::common::{Cloud, DataClass};
 use bytes::Bytes;
@@ -54,6 +65,71 @@ const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 const MAX_PARTS: u64 = 10_000;
 /// Objects from this size on are read into pooled buffers (see `BufferPool`).
 const POOLED_MIN: u64 = 1024 * 1024;
+/// Default limit on the sync state's size (records are ~2x a manifest entry).
+pub const DEFAULT_MAX_STATE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The secret that signs the destination's sync state, so that a state edited by someone who can
+/// write the destination is recognised and ignored. Any syncer holding the key may trust states
+/// signed with it; without the key a sync re-verifies by reading instead of skipping.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StateKey([u8; 32]);
+
+impl fmt::Debug for StateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StateKey(***)")
+    }
+}
+
+impl StateKey {
+    /// A key derived from secret bytes (e.g. a key file's content); at least 16 bytes.
+    pub fn from_secret(secret: &[u8]) -> Result<Self, ArtifactError> {
+        if secret.len() < 16 {
+            return Err(ArtifactError::InvalidRequest(format!(
+                "a sync state key needs at least 16 bytes of secret, got {}",
+                secret.len()
+            )));
+        }
+        let mut h = super::digest::Hasher::new();
+        h.update(b"skybridge sync-state key v1\0");
+        h.update(secret);
+        Ok(StateKey(*h.finish().as_bytes()))
+    }
+
+    /// 32 fresh random bytes from the operating system.
+    pub fn random() -> Result<Self, std::io::Error> {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        Ok(StateKey(bytes))
+    }
+
+    /// A random key for the life of this process (what [`SyncOptions::default`] uses): re-syncs
+    /// from the same process (the operator) skip verified objects; another process re-verifies.
+    pub fn per_process() -> Option<Self> {
+        static KEY: std::sync::OnceLock<Option<StateKey>> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| {
+            StateKey::random()
+                .inspect_err(|e| tracing::warn!(error = %e, "no random sync state key; re-syncs will re-verify by reading"))
+                .ok()
+        })
+        .clone()
+    }
+
+    /// HMAC-SHA256 (RFC 2104) of `data`.
+    fn mac(&self, data: &[u8]) -> Digest {
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&self.0);
+        let pad = |byte: u8| block.map(|b| b ^ byte);
+        let mut inner = super::digest::Hasher::new();
+        inner.update(&pad(0x36));
+        inner.update(data);
+        let inner = inner.finish();
+        let mut outer = super::digest::Hasher::new();
+        outer.update(&pad(0x5c));
+        outer.update(inner.as_bytes());
+        outer.finish()
+    }
+}
 
 /// How an upload is verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -115,6 +191,16 @@ pub struct SyncOptions {
     /// Minimum time between writes of the sync state during a sync (for resumption). Default 2 s.
     pub checkpoint_interval: Duration,
     pub progress: Option<ProgressFn>,
+    /// Signs the sync state; `None`: the state is never trusted (every present object is
+    /// re-verified by reading). Default: [`StateKey::per_process`].
+    pub state_key: Option<StateKey>,
+    /// Manifests (source and destination) larger than this are refused (source) or ignored
+    /// (destination). Default 16 MiB (~100,000 files).
+    pub max_manifest_bytes: u64,
+    /// A sync state larger than this is ignored without being read. Default 32 MiB.
+    pub max_state_bytes: u64,
+    /// Listings of more objects than this are refused. Default 200,000.
+    pub max_objects: usize,
 }
 
 impl Default for SyncOptions {
@@ -127,6 +213,10 @@ impl Default for SyncOptions {
             retry: RetryPolicy::default(),
             checkpoint_interval: Duration::from_secs(2),
             progress: None,
+            state_key: StateKey::per_process(),
+            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+            max_objects: DEFAULT_MAX_OBJECTS,
         }
     }
 }
@@ -140,6 +230,10 @@ impl fmt::Debug for SyncOptions {
             .field("verify", &self.verify)
             .field("retry", &self.retry)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("state_key", &self.state_key)
+            .field("max_manifest_bytes", &self.max_manifest_bytes)
+            .field("max_state_bytes", &self.max_state_bytes)
+            .field("max_objects", &self.max_objects)
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +249,9 @@ impl SyncOptions {
                 "part size must be 5 MiB..=5 GiB, got {}",
                 self.part_size
             ));
+        }
+        if self.max_manifest_bytes == 0 || self.max_state_bytes == 0 || self.max_objects == 0 {
+            return bad("manifest, state and object limits must be positive".into());
         }
         if self.memory_budget < self.part_size {
             return bad(format!(
@@ -214,20 +311,25 @@ struct StateEntry {
     source_etag: String,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct SyncState {
     /// Identity of the source the `source_etag`s belong to.
     source: String,
     objects: BTreeMap<String, StateEntry>,
 }
 
-fn source_id(l: &StoreLocation) -> String {
-    format!(
-        "{}|{}|{}",
-        l.endpoint.as_deref().unwrap_or("aws"),
-        l.bucket,
-        l.prefix
-    )
+/// The state as stored: the records, the destination they describe, and their signature.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignedState {
+    destination: String,
+    state: SyncState,
+    /// HMAC-SHA256 of [`signed_bytes`] under the syncer's [`StateKey`].
+    mac: Digest,
+}
+
+fn signed_bytes(destination: &str, state: &SyncState) -> Vec<u8> {
+    serde_json::to_vec(&(destination, state)).expect("state serializes")
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -266,32 +368,59 @@ pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactErr
     residency::check(request.data_class, request.destination_cloud)?;
     let opts = &request.options;
     opts.validate()?;
-    if request.source.overlaps(&request.destination) {
+    // A sync deletes what the source lacks: both ends must be provably different stores or
+    // disjoint prefixes, however the endpoints are spelled.
+    let (src_id, dst_id) = futures::join!(
+        StoreIdentity::resolve(&request.source),
+        StoreIdentity::resolve(&request.destination)
+    );
+    let src_id = src_id.map_err(ArtifactError::InvalidRequest)?;
+    let dst_id = dst_id.map_err(ArtifactError::InvalidRequest)?;
+    if src_id.overlaps(&dst_id) || request.source.overlaps(&request.destination) {
         return Err(ArtifactError::InvalidRequest(format!(
-            "source {} and destination {} overlap",
+            "source {} and destination {} may be the same objects (store {} and {}); a sync \
+             deletes what the source lacks, so the two must not overlap",
             request.source.uri(),
-            request.destination.uri()
+            request.destination.uri(),
+            src_id,
+            dst_id
         )));
     }
-    let src = Store::connect(&request.source, opts.retry.clone()).await?;
-    let dst = Store::connect(&request.destination, opts.retry.clone()).await?;
+    let src = Store::connect(&request.source, opts.retry.clone())
+        .await?
+        .with_limits(opts.max_manifest_bytes, opts.max_objects);
+    let dst = Store::connect(&request.destination, opts.retry.clone())
+        .await?
+        .with_limits(opts.max_manifest_bytes, opts.max_objects);
+    // What the signed state is bound to: the bucket and prefix, not the endpoint (one store may
+    // be reached through proxies, regional or internal names; the records' ETags are the
+    // store's own either way).
+    let dst_name = format!("{}|{}", dst_id.bucket, dst_id.prefix);
 
-    let (src_manifest, src_list, dst_list, old_state, dst_manifest, uploads) = futures::try_join!(
+    let (src_manifest, src_listing, dst_list, old_state, dst_manifest, uploads) = futures::try_join!(
         src.read_manifest(),
-        src.list(),
+        src.list_all(),
         dst.list(),
-        read_state(&dst),
+        read_state(&dst, opts, &dst_name),
         dst.read_manifest_lenient(),
         dst.list_multipart_uploads(),
     )?;
+    let src_list = src_listing.objects;
+    check_source_keys(&request.source, &src_list, &src_listing.reserved)?;
     if src_list.is_empty() {
         // Almost always a mistyped prefix; with sync semantics it would wipe the destination.
         return Err(ArtifactError::InvalidRequest(format!(
-            "source {} holds no objects",
+            "source {} holds no objects: an empty model is refused",
             request.source.uri()
         )));
     }
     if let Some(m) = &src_manifest {
+        if m.is_empty() {
+            return Err(ArtifactError::InvalidModel(format!(
+                "the manifest of source {} lists no files: an empty model is refused",
+                request.source.uri()
+            )));
+        }
         check_source_against_manifest(&src_list, m)?;
     }
 
@@ -315,7 +444,7 @@ pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactErr
         src_manifest.as_ref(),
         &dst_list,
         &old_state,
-        source_id(&request.source),
+        src_id.to_string(),
     );
 
     let ctx = Arc::new(Ctx {
@@ -404,7 +533,7 @@ pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactErr
                 });
                 state.objects.insert(obj.path, entry);
                 if last_checkpoint.elapsed() >= opts.checkpoint_interval {
-                    write_state(&ctx.dst, &state).await?;
+                    write_state(&ctx.dst, opts, &dst_name, &state).await?;
                     last_checkpoint = Instant::now();
                 }
             }
@@ -417,7 +546,7 @@ pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactErr
     drop(results);
     if let Some(e) = failure {
         // Keep what was verified so the next run skips it; the original error matters more.
-        if let Err(se) = write_state(&ctx.dst, &state).await {
+        if let Err(se) = write_state(&ctx.dst, opts, &dst_name, &state).await {
             tracing::warn!(error = %se, "could not checkpoint sync state after failure");
         }
         return Err(e);
@@ -466,7 +595,7 @@ pub async fn sync_model(request: &SyncRequest) -> Result<SyncReport, ArtifactErr
             "copied content disagrees with the source manifest".into(),
         ));
     }
-    write_state(&ctx.dst, &state).await?;
+    write_state(&ctx.dst, opts, &dst_name, &state).await?;
     if changes || dst_manifest.as_ref() != Some(&manifest) {
         ctx.dst.write_manifest(&manifest).await?;
         report.manifest_written = true;
@@ -582,9 +711,15 @@ fn check_source_against_manifest(
     for obj in list {
         match manifest.get(&obj.path) {
             Some(e) if e.size == obj.size => {}
-            _ => {
+            Some(e) => {
                 return Err(ArtifactError::SourceChanged(format!(
-                    "{} disagrees with the source manifest",
+                    "{:?} is {} bytes but the source manifest says {} bytes",
+                    obj.path, obj.size, e.size
+                )));
+            }
+            None => {
+                return Err(ArtifactError::SourceChanged(format!(
+                    "{:?} is not in the source manifest",
                     obj.path
                 )));
             }
@@ -593,19 +728,88 @@ fn check_source_against_manifest(
     Ok(())
 }
 
-async fn read_state(dst: &Store) -> Result<SyncState, ArtifactError> {
-    Ok(match dst.get_optional(STATE_PATH).await? {
-        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            // Only an optimisation: a bad state costs re-verification, never correctness.
-            tracing::warn!(error = %e, "ignoring unreadable sync state");
-            SyncState::default()
-        }),
-        None => SyncState::default(),
-    })
+/// Every source key must be usable as a model path, and the reserved directory may hold only
+/// Skybridge's own objects (a source that is itself a sync destination has both).
+fn check_source_keys(
+    source: &StoreLocation,
+    listed: &[ListedObject],
+    reserved: &[String],
+) -> Result<(), ArtifactError> {
+    if let Some(path) = reserved
+        .iter()
+        .find(|p| p.as_str() != MANIFEST_PATH && p.as_str() != STATE_PATH)
+    {
+        return Err(ArtifactError::InvalidModel(format!(
+            "source key s3://{}/{} is reserved: .skybridge and .skybridge/ hold Skybridge's own \
+             objects, never model files; rename it",
+            source.bucket,
+            source.key(path)
+        )));
+    }
+    for obj in listed {
+        if let Err(e) = validate_path(&obj.path) {
+            return Err(ArtifactError::InvalidModel(format!(
+                "source key s3://{}/{} cannot be a model file: {e}",
+                source.bucket,
+                source.key(&obj.path)
+            )));
+        }
+    }
+    Ok(())
 }
 
-async fn write_state(dst: &Store, state: &SyncState) -> Result<(), ArtifactError> {
-    let bytes = Bytes::from(serde_json::to_vec(state).expect("state serializes"));
+/// The destination's sync state if it is signed with our key for this destination, else an
+/// empty state. Never an error: the state only saves work, and a bad one costs re-verification.
+async fn read_state(
+    dst: &Store,
+    opts: &SyncOptions,
+    destination: &str,
+) -> Result<SyncState, ArtifactError> {
+    let ignore = |why: &dyn fmt::Display| {
+        tracing::warn!(reason = %why, "ignoring the destination's sync state; present objects are re-verified by reading");
+        Ok(SyncState::default())
+    };
+    let bytes = match dst.get_optional(STATE_PATH, opts.max_state_bytes).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(SyncState::default()),
+        Err(e @ ArtifactError::TooLarge { .. }) => return ignore(&e),
+        Err(e) => return Err(e),
+    };
+    let Some(key) = &opts.state_key else {
+        return ignore(&"no state key to check its signature with");
+    };
+    let signed: SignedState = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(e) => return ignore(&e),
+    };
+    if signed.destination != destination {
+        return ignore(&format_args!(
+            "it describes {}, not this destination",
+            super::error::printable(&signed.destination)
+        ));
+    }
+    if key.mac(&signed_bytes(destination, &signed.state)) != signed.mac {
+        return ignore(&"its signature does not match (edited, or written with another key)");
+    }
+    Ok(signed.state)
+}
+
+async fn write_state(
+    dst: &Store,
+    opts: &SyncOptions,
+    destination: &str,
+    state: &SyncState,
+) -> Result<(), ArtifactError> {
+    let Some(key) = &opts.state_key else {
+        // Unsigned records would never be trusted: do not write any.
+        return Ok(());
+    };
+    let signed = SignedState {
+        destination: destination.to_string(),
+        state: state.clone(),
+        mac: key.mac(&signed_bytes(destination, state)),
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&signed).expect("state serializes"));
     let md5 = md5_of(&bytes);
     dst.put(STATE_PATH, bytes, &md5, None).await.map(|_| ())
 }
@@ -646,7 +850,9 @@ async fn reverify(
             dest_etag: info.etag,
             source_etag: obj.etag.clone(),
         })),
-        Ok(_) | Err(ArtifactError::ContentMismatch { .. }) => Ok(None),
+        Ok(_) | Err(ArtifactError::ContentMismatch { .. } | ArtifactError::SourceChanged(_)) => {
+            Ok(None)
+        }
         Err(ArtifactError::S3(e)) if e.status == Some(412) || e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
@@ -682,7 +888,7 @@ async fn copy_object(
                 .await?
         };
         let digest = Digest::of(&data);
-        check_known(path, known, digest)?;
+        check_known(&ctx.src, obj, known, digest)?;
         let md5 = md5_of(&data);
         let etag = ctx.dst.put(path, data, &md5, Some(digest)).await?;
         drop(permit);
@@ -719,10 +925,11 @@ async fn copy_object(
     if !etag_ok {
         let actual = stream_object(&ctx.dst, path, obj.size, Some(&dest_etag), |_| Ok(())).await?;
         if actual != digest {
+            let l = ctx.dst.location();
             return Err(ArtifactError::ContentMismatch {
-                what: format!("verifying {}", ctx.dst.location().key(path)),
-                expected: digest.to_string(),
-                actual: actual.to_string(),
+                what: format!("verifying s3://{}/{}", l.bucket, l.key(path)),
+                expected: format!("{} bytes {digest}", obj.size),
+                actual: format!("{} bytes {actual}", obj.size),
             });
         }
     }
@@ -734,11 +941,25 @@ async fn copy_object(
     })
 }
 
-fn check_known(path: &str, known: Option<Digest>, actual: Digest) -> Result<(), ArtifactError> {
+/// The source's content must be what its manifest says (else [`ArtifactError::SourceChanged`]).
+fn check_known(
+    src: &Store,
+    obj: &ListedObject,
+    known: Option<Digest>,
+    actual: Digest,
+) -> Result<(), ArtifactError> {
     match known {
-        Some(k) if k != actual => Err(ArtifactError::SourceChanged(format!(
-            "{path}: source content is {actual}, its manifest says {k}"
-        ))),
+        Some(k) if k != actual => {
+            let l = src.location();
+            Err(ArtifactError::SourceChanged(format!(
+                "s3://{}/{}: content does not match the source manifest: expected {} bytes {k}, \
+                 got {} bytes {actual}",
+                l.bucket,
+                l.key(&obj.path),
+                obj.size,
+                obj.size
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -804,7 +1025,7 @@ async fn copy_parts(
         )));
     }
     let digest = hasher.finish();
-    check_known(&obj.path, known, digest)?;
+    check_known(&ctx.src, obj, known, digest)?;
     let (md5s, completed) = done
         .into_iter()
         .enumerate()

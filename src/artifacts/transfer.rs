@@ -164,9 +164,34 @@ impl<'a> ResumableReader<'a> {
 
     fn too_long(&self) -> ArtifactError {
         ArtifactError::ContentMismatch {
-            what: self.store.location().key(self.path),
+            what: self.what(),
             expected: format!("{} bytes", self.size),
             actual: "more".into(),
+        }
+    }
+
+    fn what(&self) -> String {
+        let l = self.store.location();
+        format!("s3://{}/{}", l.bucket, l.key(self.path))
+    }
+
+    fn length_mismatch(&self, actual: u64) -> ArtifactError {
+        ArtifactError::ContentMismatch {
+            what: self.what(),
+            expected: format!("{} bytes", self.size),
+            actual: format!("{actual} bytes"),
+        }
+    }
+
+    /// Turns the S3 answers that mean "not this content" into what they mean: a range past the
+    /// end (416) is a shorter object, a failed `If-Match` (412) an object replaced while read.
+    fn explain(&self, e: ArtifactError) -> ArtifactError {
+        match e {
+            ArtifactError::S3(s3) if s3.status == Some(416) => self.length_mismatch(self.pos),
+            ArtifactError::S3(s3) if s3.status == Some(412) => ArtifactError::SourceChanged(
+                format!("{} was replaced while being read (its ETag changed)", self.what()),
+            ),
+            other => other,
         }
     }
 
@@ -180,7 +205,19 @@ impl<'a> ResumableReader<'a> {
                 if self.pos == self.size && self.size > 0 {
                     return Ok(None);
                 }
-                self.body = Some(self.store.open(self.path, self.pos, self.if_match).await?);
+                let (body, declared) = match self.store.open(self.path, self.pos, self.if_match).await
+                {
+                    Ok(opened) => opened,
+                    Err(e) => return Err(self.explain(e)),
+                };
+                // The store says how long the object is: a wrong length is a content mismatch
+                // now, not after retries and a ranged GET past the end.
+                if let Some(len) = declared
+                    && len != self.size - self.pos
+                {
+                    return Err(self.length_mismatch(self.pos + len));
+                }
+                self.body = Some(body);
             }
             let body = self.body.as_mut().expect("opened above");
             match self.store.next_chunk(self.path, body).await {
@@ -195,11 +232,7 @@ impl<'a> ResumableReader<'a> {
                     self.body = None;
                     if self.pos != self.size {
                         // The store ended the body early: resume (counts as a failure).
-                        let e = ArtifactError::ContentMismatch {
-                            what: self.store.location().key(self.path),
-                            expected: format!("{} bytes", self.size),
-                            actual: format!("{} bytes", self.pos),
-                        };
+                        let e = self.length_mismatch(self.pos);
                         self.backoff_or(e).await?;
                         continue;
                     }
@@ -236,11 +269,7 @@ impl<'a> ResumableReader<'a> {
         let mut buf = pool.take(len);
         while buf.len() < len {
             let Some(mut chunk) = self.next_chunk().await? else {
-                return Err(ArtifactError::ContentMismatch {
-                    what: self.store.location().key(self.path),
-                    expected: format!("{} bytes", self.size),
-                    actual: format!("{} bytes", self.pos),
-                });
+                return Err(self.length_mismatch(self.pos));
             };
             let need = len - buf.len();
             if chunk.len() > need {

@@ -31,6 +31,9 @@ pub struct FetchModelArgs {
     /// Files downloaded at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     parallel: u16,
+    /// Largest manifest accepted, in MiB (about 6,000 files per MiB).
+    #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_manifest_mib: u64,
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     output: Output,
 }
@@ -53,6 +56,7 @@ pub fn run(args: FetchModelArgs) -> ExitCode {
         expected_digest: args.digest,
         parallel: usize::from(args.parallel),
         retry: RetryPolicy::default(),
+        max_manifest_bytes: args.max_manifest_mib * 1024 * 1024,
     };
     let rt = match runtime() {
         Ok(rt) => rt,

@@ -4,11 +4,13 @@ use super::EXIT_BAD_INPUT;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use skybridge::api::common::{Cloud, DataClass};
+use skybridge::artifacts::residency::{self, CloudLabel};
 use skybridge::artifacts::{
-    ArtifactError, Credentials, StoreLocation, SyncEvent, SyncOptions, SyncReport, SyncRequest,
-    VerifyMode, sync_model,
+    ArtifactError, Credentials, StateKey, StoreLocation, SyncEvent, SyncOptions, SyncReport,
+    SyncRequest, VerifyMode, sync_model,
 };
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -44,9 +46,26 @@ pub struct SyncArgs {
     /// requires saying what the model is.
     #[arg(long, value_parser = parse_data_class, default_value = "sensitive")]
     data_class: DataClass,
-    /// Cloud of the destination store.
-    #[arg(long, value_parser = parse_cloud, default_value = "private")]
-    to_cloud: Cloud,
+    /// Cloud of the destination store. Unset: treated as `public` (an unlabelled store may be
+    /// anyone's), so a sensitive model needs `--to-cloud private`. A destination on AWS
+    /// (no `--to-endpoint`, or an amazonaws.com endpoint) is public whatever this says.
+    #[arg(long, value_parser = parse_cloud)]
+    to_cloud: Option<Cloud>,
+    /// File holding the secret (at least 16 bytes) that signs the destination's sync state, so
+    /// a later run with the same key skips objects verified earlier. Default:
+    /// `$XDG_STATE_HOME/skybridge/sync-state.key` (or `~/.local/state/...`), created on first
+    /// use with mode 0600. Without a usable key, re-runs re-verify present objects by reading.
+    #[arg(long, value_name = "FILE", env = "SKYBRIDGE_SYNC_STATE_KEY_FILE")]
+    state_key_file: Option<PathBuf>,
+    /// Largest manifest accepted, in MiB (about 6,000 files per MiB).
+    #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_manifest_mib: u64,
+    /// Largest destination sync state read, in MiB; a larger one is ignored (re-verify).
+    #[arg(long, default_value_t = 32, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=8192))]
+    max_state_mib: u64,
+    /// Most objects a model (source or destination prefix) may have.
+    #[arg(long, default_value_t = 200_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    max_objects: u64,
     /// Objects (and parts per object) in flight.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     parallel: u16,
@@ -146,7 +165,7 @@ pub(crate) fn fail(e: &ArtifactError) -> ExitCode {
 
 pub fn run(args: SyncArgs) -> ExitCode {
     init_logging();
-    let request = match build_request(&args) {
+    let (request, label) = match build_request(&args) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -184,11 +203,75 @@ pub fn run(args: SyncArgs) -> ExitCode {
             print_report(&report, args.output);
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => {
+            let code = fail(&e);
+            if matches!(e, ArtifactError::Residency(_)) {
+                eprintln!("note: {}", label.explain());
+            }
+            code
+        }
     }
 }
 
-fn build_request(args: &SyncArgs) -> Result<SyncRequest, ArtifactError> {
+/// The key that signs the sync state: the named file, else the default key file (created with
+/// a fresh random secret, mode 0600, on first use), else a key for this run only.
+fn state_key(explicit: Option<&Path>) -> Result<Option<StateKey>, ArtifactError> {
+    let read = |path: &Path| {
+        let secret = std::fs::read(path).map_err(|e| {
+            ArtifactError::InvalidRequest(format!(
+                "cannot read the sync state key file {}: {e}",
+                path.display()
+            ))
+        })?;
+        StateKey::from_secret(&secret).map_err(|e| match e {
+            ArtifactError::InvalidRequest(m) => {
+                ArtifactError::InvalidRequest(format!("{}: {m}", path.display()))
+            }
+            other => other,
+        })
+    };
+    if let Some(path) = explicit {
+        return read(path).map(Some);
+    }
+    let dir = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })
+        .map(|d| d.join("skybridge"));
+    let from_default = dir.and_then(|dir| {
+        let path = dir.join("sync-state.key");
+        if !path.exists() {
+            create_key_file(&dir, &path)
+                .inspect_err(|e| tracing::warn!(path = %path.display(), error = %e, "cannot create the sync state key file"))
+                .ok()?;
+        }
+        read(&path)
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot use the sync state key file"))
+            .ok()
+    });
+    Ok(from_default.or_else(StateKey::per_process))
+}
+
+fn create_key_file(dir: &Path, path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(&secret)?;
+    file.sync_all()
+}
+
+fn build_request(args: &SyncArgs) -> Result<(SyncRequest, CloudLabel), ArtifactError> {
     let source = location(
         &args.from,
         args.from_endpoint.as_deref(),
@@ -212,15 +295,23 @@ fn build_request(args: &SyncArgs) -> Result<SyncRequest, ArtifactError> {
             VerifyArg::Etag => VerifyMode::Etag,
             VerifyArg::Reread => VerifyMode::Reread,
         },
+        state_key: state_key(args.state_key_file.as_deref())?,
+        max_manifest_bytes: args.max_manifest_mib * 1024 * 1024,
+        max_state_bytes: args.max_state_mib * 1024 * 1024,
+        max_objects: args.max_objects as usize,
         ..SyncOptions::default()
     };
-    Ok(SyncRequest {
-        source,
-        destination,
-        data_class: args.data_class,
-        destination_cloud: args.to_cloud,
-        options,
-    })
+    let label = residency::destination_cloud(args.to_cloud, destination.endpoint.as_deref());
+    Ok((
+        SyncRequest {
+            source,
+            destination,
+            data_class: args.data_class,
+            destination_cloud: label.cloud(),
+            options,
+        },
+        label,
+    ))
 }
 
 fn progress_bar() -> ProgressBar {
