@@ -24,6 +24,15 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` cut to its first `max` characters (marked, with the full length) so a hostile name
+/// cannot flood a message, a status condition or an Event.
+pub fn shorten(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => Cow::Borrowed(text),
+        Some((cut, _)) => Cow::Owned(format!("{}...({} bytes)", &text[..cut], text.len())),
+    }
+}
+
 fn printable_path(path: &Path) -> String {
     printable(&path.display().to_string()).into_owned()
 }

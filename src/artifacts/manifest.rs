@@ -10,6 +10,7 @@
 //! other spelling, so two different byte strings never describe the same model.
 
 use super::digest::Digest;
+use super::error::shorten;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -56,9 +57,9 @@ pub struct Manifest {
 /// Why a manifest (or a path in it) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
-    #[error("invalid path {path:?} in manifest: {reason}")]
+    #[error("invalid path {:?} in manifest: {reason}", shorten(path, 120))]
     InvalidPath { path: String, reason: &'static str },
-    #[error("path {0:?} appears twice in manifest")]
+    #[error("path {:?} appears twice in manifest", shorten(.0, 120))]
     DuplicatePath(String),
     #[error("manifest is not valid JSON of schema {MANIFEST_SCHEMA}: {0}")]
     Parse(String),

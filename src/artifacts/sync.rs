@@ -743,7 +743,7 @@ fn check_source_keys(
             "source key s3://{}/{} is reserved: .skybridge and .skybridge/ hold Skybridge's own \
              objects, never model files; rename it",
             source.bucket,
-            source.key(path)
+            super::error::shorten(&source.key(path), 120)
         )));
     }
     for obj in listed {
@@ -751,7 +751,7 @@ fn check_source_keys(
             return Err(ArtifactError::InvalidModel(format!(
                 "source key s3://{}/{} cannot be a model file: {e}",
                 source.bucket,
-                source.key(&obj.path)
+                super::error::shorten(&source.key(&obj.path), 120)
             )));
         }
     }
