@@ -10,7 +10,7 @@
 mod s3;
 
 use s3::{
-    create_bucket, data, get, keys, location, model_files, put, put_with_sha_metadata,
+    create_bucket, data, get, keys, location, model_files, put, put_large, put_with_sha_metadata,
     run_measured, seed_model, stores, unique_bucket,
 };
 use skybridge::api::common::{Cloud, DataClass};
@@ -306,15 +306,22 @@ async fn a_state_signed_with_another_key_is_not_trusted() {
     assert!(StateKey::from_secret(b"short").is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn huge_sync_state_is_ignored_without_being_read_whole() {
-    let (src, dst, files) = setup("hugestate", true).await;
-    sync(&src, &dst).await.unwrap();
+#[test]
+fn huge_sync_state_is_ignored_without_being_read_whole() {
+    let _serial = s3::heavy_lock();
     let s = stores();
-    // 64 MiB of state (JSON-shaped garbage), over the 32 MiB default limit.
-    let mut huge = b"{\"objects\":{".to_vec();
-    huge.resize(64 * MIB, b' ');
-    put(&s.b.endpoint, &dst, &format!("m/{STATE}"), huge).await;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (src, dst, files) = rt.block_on(async {
+        let (src, dst, files) = setup("hugestate", true).await;
+        sync(&src, &dst).await.unwrap();
+        // 128 MiB of state, four times the 32 MiB default limit: reading it needs >= 128 MiB.
+        put_large(&s.b.endpoint, &dst, &format!("m/{STATE}"), 128 * MIB as u64, 5).await;
+        (src, dst, files)
+    });
     let (code, out, err, peak) = run_measured(
         env!("CARGO_BIN_EXE_skybridge"),
         &[
@@ -350,14 +357,16 @@ async fn huge_sync_state_is_ignored_without_being_read_whole() {
         files.len(),
         "an ignored state costs a read-back: {out}"
     );
-    eprintln!("sync with a 64 MiB state: peak RSS {} MiB", peak / MIB as u64);
+    eprintln!("sync with a 128 MiB state: peak RSS {} MiB", peak / MIB as u64);
     assert!(
-        peak < 48 * MIB as u64,
+        peak < 96 * MIB as u64,
         "peak RSS {} MiB: the state was read",
         peak / MIB as u64
     );
     // The ignored state was replaced by a small, signed one.
-    let state = get(&s.b.endpoint, &dst, &format!("m/{STATE}")).await.unwrap();
+    let state = rt
+        .block_on(get(&s.b.endpoint, &dst, &format!("m/{STATE}")))
+        .unwrap();
     assert!(state.len() < 64 * 1024);
 }
 
@@ -710,10 +719,8 @@ fn huge_manifest_is_refused_with_bounded_memory() {
         .unwrap();
     rt.block_on(async {
         create_bucket(&s.b.endpoint, &bucket).await;
-        // 64 MiB: four times the default limit.
-        let mut huge = format!(r#"{{"schema":"{MANIFEST_SCHEMA}","files":["#).into_bytes();
-        huge.resize(64 * MIB, b' ');
-        put(&s.b.endpoint, &bucket, &format!("m/{MANIFEST_PATH}"), huge).await;
+        // 128 MiB, eight times the default limit: reading it would need >= 128 MiB.
+        put_large(&s.b.endpoint, &bucket, &format!("m/{MANIFEST_PATH}"), 128 * MIB as u64, 6).await;
     });
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("model");
@@ -729,12 +736,12 @@ fn huge_manifest_is_refused_with_bounded_memory() {
         dest.to_str().unwrap(),
     ];
     let (code, _, err, peak) = run_measured(env!("CARGO_BIN_EXE_skybridge"), &args);
-    eprintln!("fetch-model of a 64 MiB manifest: peak RSS {} MiB", peak / MIB as u64);
+    eprintln!("fetch-model of a 128 MiB manifest: peak RSS {} MiB", peak / MIB as u64);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("larger than the limit of 16 MiB"), "{err}");
     assert!(err.lines().count() == 1, "{err}");
     assert!(
-        peak < 48 * MIB as u64,
+        peak < 96 * MIB as u64,
         "peak RSS {} MiB: the manifest was read",
         peak / MIB as u64
     );
@@ -742,7 +749,7 @@ fn huge_manifest_is_refused_with_bounded_memory() {
     // Raising the limit reads it (and finds it is no manifest).
     let (code, _, err, _) = run_measured(
         env!("CARGO_BIN_EXE_skybridge"),
-        &[&args[..], &["--max-manifest-mib", "65"]].concat(),
+        &[&args[..], &["--max-manifest-mib", "129"]].concat(),
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not valid JSON"), "{err}");
