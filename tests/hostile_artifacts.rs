@@ -527,6 +527,23 @@ async fn source_manifest_over_the_limit_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_over_the_object_limit_are_refused() {
+    let (src, dst, files) = setup("manyobjects", false).await;
+    let mut req = request(&src, &dst);
+    req.options.max_objects = files.len() - 1;
+    let err = sync_model(&req).await.unwrap_err();
+    assert!(err.is_bad_input(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("limit of {} objects", files.len() - 1))
+            && text.contains("--max-objects"),
+        "{text}"
+    );
+    req.options.max_objects = files.len();
+    sync_model(&req).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_replaced_between_listing_and_copy_fails_and_publishes_nothing() {
     let (src, dst, files) = setup("race", false).await;
     let s = stores();
@@ -674,6 +691,18 @@ async fn short_and_long_objects_name_the_mismatch_in_one_line() {
         assert_readable(&text);
         assert_nothing_left(&dest);
     }
+    // A missing object: the store's answer in one line, naming the object.
+    s3::delete(&s.b.endpoint, &bucket, &format!("m/{path}")).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("model");
+    let err = fetch_model(&fetch_request(&bucket, &dest)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("s3://{bucket}/m/{path}")) && text.contains("NoSuchKey"),
+        "{text}"
+    );
+    assert_readable(&text);
+    assert_nothing_left(&dest);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

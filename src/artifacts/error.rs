@@ -214,4 +214,12 @@ mod tests {
         }
         assert!(matches!(printable("plain ünïcode"), Cow::Borrowed(_)));
     }
+
+    #[test]
+    fn long_names_are_shortened_with_their_length() {
+        assert_eq!(shorten("short", 10), "short");
+        let long = "ä".repeat(300);
+        let cut = shorten(&long, 10);
+        assert_eq!(cut, format!("{}...(600 bytes)", "ä".repeat(10)));
+    }
 }
