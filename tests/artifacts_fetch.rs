@@ -161,7 +161,10 @@ fn skybridge(args: &[&str]) -> (i32, String, String) {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
         // The default sync state key file goes to a scratch directory, not the user's home.
-        .env("XDG_STATE_HOME", std::env::temp_dir().join("skybridge-test-state"))
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join("skybridge-test-state"),
+        )
         .output()
         .expect("run skybridge");
     (

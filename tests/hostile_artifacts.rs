@@ -16,8 +16,8 @@ use s3::{
 use skybridge::api::common::{Cloud, DataClass};
 use skybridge::artifacts::manifest::{MANIFEST_PATH, MANIFEST_SCHEMA};
 use skybridge::artifacts::{
-    ArtifactError, Digest, FetchRequest, Manifest, ManifestEntry, StateKey, SyncEvent,
-    SyncOptions, SyncReport, SyncRequest, fetch_model, sync_model,
+    ArtifactError, Digest, FetchRequest, Manifest, ManifestEntry, StateKey, SyncEvent, SyncOptions,
+    SyncReport, SyncRequest, fetch_model, sync_model,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -206,7 +206,9 @@ async fn disjoint_prefixes_of_one_bucket_sync_and_the_source_survives() {
 // ---------------------------------------------------------------------------------------------
 
 /// The per-object records inside a stored sync state, wherever the format keeps them.
-fn objects_of(value: &mut serde_json::Value) -> Option<&mut serde_json::Map<String, serde_json::Value>> {
+fn objects_of(
+    value: &mut serde_json::Value,
+) -> Option<&mut serde_json::Map<String, serde_json::Value>> {
     let obj = value.as_object_mut()?;
     if obj.contains_key("objects") {
         return obj.get_mut("objects")?.as_object_mut();
@@ -269,7 +271,9 @@ async fn forged_sync_state_does_not_hide_a_corrupted_object() {
         assert_eq!(second.digest, first.digest);
         let s = stores();
         assert!(
-            get(&s.b.endpoint, &dst, &format!("m/{path}")).await.as_deref()
+            get(&s.b.endpoint, &dst, &format!("m/{path}"))
+                .await
+                .as_deref()
                 == Some(content.as_slice()),
             "corruption left in place"
         );
@@ -319,7 +323,14 @@ fn huge_sync_state_is_ignored_without_being_read_whole() {
         let (src, dst, files) = setup("hugestate", true).await;
         sync(&src, &dst).await.unwrap();
         // 128 MiB of state, four times the 32 MiB default limit: reading it needs >= 128 MiB.
-        put_large(&s.b.endpoint, &dst, &format!("m/{STATE}"), 128 * MIB as u64, 5).await;
+        put_large(
+            &s.b.endpoint,
+            &dst,
+            &format!("m/{STATE}"),
+            128 * MIB as u64,
+            5,
+        )
+        .await;
         (src, dst, files)
     });
     let (code, out, err, peak) = run_measured(
@@ -357,7 +368,10 @@ fn huge_sync_state_is_ignored_without_being_read_whole() {
         files.len(),
         "an ignored state costs a read-back: {out}"
     );
-    eprintln!("sync with a 128 MiB state: peak RSS {} MiB", peak / MIB as u64);
+    eprintln!(
+        "sync with a 128 MiB state: peak RSS {} MiB",
+        peak / MIB as u64
+    );
     assert!(
         peak < 96 * MIB as u64,
         "peak RSS {} MiB: the state was read",
@@ -394,10 +408,15 @@ async fn cli_treats_an_unlabelled_destination_as_public() {
     ];
     // Sensitive (explicitly, and by default) without a label: refused before any connection.
     for extra in [&["--data-class", "sensitive"][..], &[][..]] {
-        let (code, _, err, _) =
-            run_measured(env!("CARGO_BIN_EXE_skybridge"), &[&base[..], extra].concat());
+        let (code, _, err, _) = run_measured(
+            env!("CARGO_BIN_EXE_skybridge"),
+            &[&base[..], extra].concat(),
+        );
         assert_eq!(code, 2, "{err}");
-        assert!(err.contains("residency") && err.contains("--to-cloud private"), "{err}");
+        assert!(
+            err.contains("residency") && err.contains("--to-cloud private"),
+            "{err}"
+        );
         assert!(keys(&s.b.endpoint, &dst).await.is_empty(), "written: {err}");
     }
     // A label of private on an AWS endpoint does not make it private.
@@ -436,7 +455,13 @@ async fn reserved_source_keys_are_refused_by_name() {
     for key in [".skybridge", ".skybridge/weights.bin", ".skybridge/x/y"] {
         let (src, dst, _) = setup("reserved", false).await;
         let s = stores();
-        put(&s.a.endpoint, &src, &format!("m/{key}"), b"payload".to_vec()).await;
+        put(
+            &s.a.endpoint,
+            &src,
+            &format!("m/{key}"),
+            b"payload".to_vec(),
+        )
+        .await;
         let err = sync(&src, &dst).await.expect_err(key);
         assert!(err.is_bad_input(), "{err}");
         let text = err.to_string();
@@ -503,7 +528,11 @@ async fn source_manifest_lying_about_sizes_or_listing_is_refused() {
         sync(&src, &dst).await,
         Err(ArtifactError::SourceChanged(_))
     ));
-    assert!(get(&s.b.endpoint, &dst, &format!("m/{MANIFEST_PATH}")).await.is_none());
+    assert!(
+        get(&s.b.endpoint, &dst, &format!("m/{MANIFEST_PATH}"))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,7 +603,9 @@ async fn source_replaced_between_listing_and_copy_fails_and_publishes_nothing() 
     assert!(text.contains(&files[3].0), "{text}");
     assert_readable(&text);
     assert!(
-        get(&s.b.endpoint, &dst, &format!("m/{MANIFEST_PATH}")).await.is_none(),
+        get(&s.b.endpoint, &dst, &format!("m/{MANIFEST_PATH}"))
+            .await
+            .is_none(),
         "a manifest over a mixed copy"
     );
 }
@@ -618,7 +649,11 @@ async fn empty_model_is_refused_by_fetch_even_without_a_digest() {
     let bucket = unique_bucket("fetch-empty");
     create_bucket(&s.b.endpoint, &bucket).await;
     let empty = Manifest::new(vec![]).unwrap();
-    put_manifest(&bucket, std::str::from_utf8(&empty.to_canonical_bytes()).unwrap()).await;
+    put_manifest(
+        &bucket,
+        std::str::from_utf8(&empty.to_canonical_bytes()).unwrap(),
+    )
+    .await;
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("model");
     for pinned in [None, Some(empty.digest())] {
@@ -634,7 +669,10 @@ async fn empty_model_is_refused_by_fetch_even_without_a_digest() {
     create_bucket(&s.a.endpoint, &src).await;
     put(&s.a.endpoint, &src, "m/dir/", Vec::new()).await; // a directory marker only
     let err = sync(&src, &bucket).await.unwrap_err();
-    assert!(err.is_bad_input() && err.to_string().contains("empty"), "{err}");
+    assert!(
+        err.is_bad_input() && err.to_string().contains("empty"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,7 +697,9 @@ async fn manifests_with_unsafe_or_duplicate_paths_are_refused_and_nothing_is_wri
     ];
     for (manifest, why) in cases {
         put_manifest(&bucket, &manifest).await;
-        let err = fetch_model(&fetch_request(&bucket, &dest)).await.unwrap_err();
+        let err = fetch_model(&fetch_request(&bucket, &dest))
+            .await
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.contains(why), "{why}: {text}");
         assert_readable(&text);
@@ -673,7 +713,10 @@ async fn short_and_long_objects_name_the_mismatch_in_one_line() {
     let (bucket, files, digest) = served("fetch-length").await;
     let s = stores();
     let (path, content) = &files[1];
-    for wrong in [content[..content.len() / 2].to_vec(), [content.as_slice(), b"tail"].concat()] {
+    for wrong in [
+        content[..content.len() / 2].to_vec(),
+        [content.as_slice(), b"tail"].concat(),
+    ] {
         put(&s.b.endpoint, &bucket, &format!("m/{path}"), wrong.clone()).await;
         let tmp = tempfile::tempdir().unwrap();
         let dest = tmp.path().join("model");
@@ -695,7 +738,9 @@ async fn short_and_long_objects_name_the_mismatch_in_one_line() {
     s3::delete(&s.b.endpoint, &bucket, &format!("m/{path}")).await;
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("model");
-    let err = fetch_model(&fetch_request(&bucket, &dest)).await.unwrap_err();
+    let err = fetch_model(&fetch_request(&bucket, &dest))
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains(&format!("s3://{bucket}/m/{path}")) && text.contains("NoSuchKey"),
@@ -722,7 +767,10 @@ async fn symlinked_destinations_are_refused() {
     let err = fetch_model(&req).await.unwrap_err();
     assert!(err.is_bad_input(), "{err}");
     assert!(err.to_string().contains("symbolic link"), "{err}");
-    assert!(real.join(&files[0].0).exists(), "the link's target was touched");
+    assert!(
+        real.join(&files[0].0).exists(),
+        "the link's target was touched"
+    );
 
     // A file inside DEST replaced by a link to an identical file elsewhere.
     let elsewhere = tmp.path().join("elsewhere.txt");
@@ -749,7 +797,14 @@ fn huge_manifest_is_refused_with_bounded_memory() {
     rt.block_on(async {
         create_bucket(&s.b.endpoint, &bucket).await;
         // 128 MiB, eight times the default limit: reading it would need >= 128 MiB.
-        put_large(&s.b.endpoint, &bucket, &format!("m/{MANIFEST_PATH}"), 128 * MIB as u64, 6).await;
+        put_large(
+            &s.b.endpoint,
+            &bucket,
+            &format!("m/{MANIFEST_PATH}"),
+            128 * MIB as u64,
+            6,
+        )
+        .await;
     });
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("model");
@@ -765,7 +820,10 @@ fn huge_manifest_is_refused_with_bounded_memory() {
         dest.to_str().unwrap(),
     ];
     let (code, _, err, peak) = run_measured(env!("CARGO_BIN_EXE_skybridge"), &args);
-    eprintln!("fetch-model of a 128 MiB manifest: peak RSS {} MiB", peak / MIB as u64);
+    eprintln!(
+        "fetch-model of a 128 MiB manifest: peak RSS {} MiB",
+        peak / MIB as u64
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("larger than the limit of 16 MiB"), "{err}");
     assert!(err.lines().count() == 1, "{err}");

@@ -94,7 +94,12 @@ pub enum ArtifactError {
     #[error(transparent)]
     S3(#[from] S3Error),
     /// A response body broke off mid-stream (connection reset, timeout).
-    #[error("reading s3://{}/{}: {}", printable(bucket), printable(key), printable(message))]
+    #[error(
+        "reading s3://{}/{}: {}",
+        printable(bucket),
+        printable(key),
+        printable(message)
+    )]
     Stream {
         bucket: String,
         key: String,
@@ -106,7 +111,11 @@ pub enum ArtifactError {
         source: std::io::Error,
     },
     /// The model has no manifest (never synced, or a sync is in progress).
-    #[error("no manifest at s3://{}/{}: the model is absent or a sync has not finished", printable(bucket), printable(key))]
+    #[error(
+        "no manifest at s3://{}/{}: the model is absent or a sync has not finished",
+        printable(bucket),
+        printable(key)
+    )]
     ManifestMissing { bucket: String, key: String },
     #[error("manifest at s3://{}/{}: {source}", printable(bucket), printable(key))]
     Manifest {
@@ -119,7 +128,12 @@ pub enum ArtifactError {
     DigestMismatch { expected: Digest, actual: Digest },
     /// Content does not match its recorded size or SHA-256. `what` names the object or file;
     /// `expected` and `actual` are e.g. `N bytes sha256:...`.
-    #[error("{}: content does not match: expected {}, got {}", printable(what), printable(expected), printable(actual))]
+    #[error(
+        "{}: content does not match: expected {}, got {}",
+        printable(what),
+        printable(expected),
+        printable(actual)
+    )]
     ContentMismatch {
         what: String,
         expected: String,

@@ -157,7 +157,9 @@ pub fn parse_server(endpoint: Option<&str>) -> Result<Server, String> {
     let path = path.trim_end_matches('/').to_string();
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| bad("has an unclosed '['"))?;
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("has an unclosed '['"))?;
         (h, after.strip_prefix(':'))
     } else {
         match host_port.rsplit_once(':') {

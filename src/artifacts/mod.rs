@@ -30,13 +30,13 @@ mod transfer;
 pub use digest::Digest;
 pub use error::{ArtifactError, S3Error};
 pub use fetch::{FetchReport, FetchRequest, fetch_model};
+pub use identity::StoreIdentity;
 pub use manifest::{Manifest, ManifestEntry};
 pub use residency::ResidencyError;
 pub use retry::RetryPolicy;
 pub use store::{
     Credentials, DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_OBJECTS, Store, StoreLocation,
 };
-pub use identity::StoreIdentity;
 pub use sync::{
     Outcome, StateKey, SyncEvent, SyncOptions, SyncReport, SyncRequest, VerifyMode, sync_model,
 };

@@ -138,9 +138,16 @@ mod tests {
         ] {
             let label = destination_cloud(Some(Cloud::Private), endpoint);
             assert_eq!(label.cloud(), Cloud::Public, "{endpoint:?}");
-            assert!(label.explain().contains("cannot make it private"), "{label:?}");
+            assert!(
+                label.explain().contains("cannot make it private"),
+                "{label:?}"
+            );
         }
-        assert!(destination_cloud(None, custom).explain().contains("--to-cloud private"));
+        assert!(
+            destination_cloud(None, custom)
+                .explain()
+                .contains("--to-cloud private")
+        );
     }
 
     fn endpoint() -> impl Strategy<Value = Option<String>> {
@@ -162,7 +169,11 @@ mod tests {
     }
 
     fn declared() -> impl Strategy<Value = Option<Cloud>> {
-        prop_oneof![Just(None), Just(Some(Cloud::Private)), Just(Some(Cloud::Public))]
+        prop_oneof![
+            Just(None),
+            Just(Some(Cloud::Private)),
+            Just(Some(Cloud::Public))
+        ]
     }
 
     proptest! {

@@ -932,7 +932,9 @@ where
             (None, None) => "the store answered with an error and no code".to_string(),
         },
         SdkError::TimeoutError(_) => "timed out".to_string(),
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) | SdkError::ConstructionFailure(_) => {
+        SdkError::DispatchFailure(_)
+        | SdkError::ResponseError(_)
+        | SdkError::ConstructionFailure(_) => {
             let what = match err {
                 SdkError::DispatchFailure(_) => "request failed",
                 SdkError::ResponseError(_) => "unreadable response",

@@ -188,9 +188,12 @@ impl<'a> ResumableReader<'a> {
     fn explain(&self, e: ArtifactError) -> ArtifactError {
         match e {
             ArtifactError::S3(s3) if s3.status == Some(416) => self.length_mismatch(self.pos),
-            ArtifactError::S3(s3) if s3.status == Some(412) => ArtifactError::SourceChanged(
-                format!("{} was replaced while being read (its ETag changed)", self.what()),
-            ),
+            ArtifactError::S3(s3) if s3.status == Some(412) => {
+                ArtifactError::SourceChanged(format!(
+                    "{} was replaced while being read (its ETag changed)",
+                    self.what()
+                ))
+            }
             other => other,
         }
     }
@@ -205,11 +208,11 @@ impl<'a> ResumableReader<'a> {
                 if self.pos == self.size && self.size > 0 {
                     return Ok(None);
                 }
-                let (body, declared) = match self.store.open(self.path, self.pos, self.if_match).await
-                {
-                    Ok(opened) => opened,
-                    Err(e) => return Err(self.explain(e)),
-                };
+                let (body, declared) =
+                    match self.store.open(self.path, self.pos, self.if_match).await {
+                        Ok(opened) => opened,
+                        Err(e) => return Err(self.explain(e)),
+                    };
                 // The store says how long the object is: a wrong length is a content mismatch
                 // now, not after retries and a ranged GET past the end.
                 if let Some(len) = declared

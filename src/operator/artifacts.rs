@@ -274,6 +274,8 @@ pub fn describe(err: &ArtifactError) -> String {
         ),
         other => other.to_string(),
     };
+    // Object keys are anyone's text: no control character reaches a condition or an Event.
+    let text = crate::artifacts::error::printable(&text);
     let line = text.lines().next().unwrap_or_default();
     if line.chars().count() > 300 {
         format!("{}...", line.chars().take(297).collect::<String>())
@@ -998,5 +1000,17 @@ mod tests {
         );
         let long = ArtifactError::SourceChanged("x".repeat(1000));
         assert_eq!(describe(&long).chars().count(), 300);
+        let hostile = ArtifactError::S3(S3Error {
+            key: "m/a\nFAKE\u{1b}[2J.bin".into(),
+            code: Some("NoSuchKey".into()),
+            ..match err {
+                ArtifactError::S3(e) => e,
+                _ => unreachable!(),
+            }
+        });
+        assert_eq!(
+            describe(&hostile),
+            "S3 GetObject s3://models/m/a\\nFAKE\\u{1b}[2J.bin: NoSuchKey (HTTP 503)"
+        );
     }
 }

@@ -453,7 +453,10 @@ pub fn run_measured(bin: &str, args: &[&str]) -> (i32, String, String, u64) {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
         // The default sync state key file goes to a scratch directory, not the user's home.
-        .env("XDG_STATE_HOME", std::env::temp_dir().join("skybridge-test-state"))
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join("skybridge-test-state"),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
