@@ -446,6 +446,70 @@ async fn cli_treats_an_unlabelled_destination_as_public() {
     assert_eq!(code, 0, "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_keeps_a_private_default_key_so_a_rerun_skips() {
+    use std::os::unix::fs::PermissionsExt;
+    let (src, dst, files) = setup("clikey", false).await;
+    let s = stores();
+    let state_home = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skybridge"))
+            .args(["sync", "--from", &format!("s3://{src}/m"), "--to"])
+            .args([&format!("s3://{dst}/m"), "--from-endpoint", &s.a.endpoint])
+            .args([
+                "--to-endpoint",
+                &s.b.endpoint,
+                "--from-path-style",
+                "--to-path-style",
+            ])
+            .args(["--to-cloud", "private", "-o", "json"])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("XDG_STATE_HOME", state_home.path())
+            .env_remove("SKYBRIDGE_SYNC_STATE_KEY_FILE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run();
+    assert_eq!(first["copied"].as_array().unwrap().len(), files.len());
+    let key = state_home.path().join("skybridge/sync-state.key");
+    let meta = std::fs::metadata(&key).expect("the default key file is created");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 32);
+    let second = run();
+    assert_eq!(
+        second["skipped"].as_array().unwrap().len(),
+        files.len(),
+        "{second}"
+    );
+    // A bad explicit key file is bad input.
+    let short = state_home.path().join("short.key");
+    std::fs::write(&short, b"tiny").unwrap();
+    let (code, _, err, _) = run_measured(
+        env!("CARGO_BIN_EXE_skybridge"),
+        &[
+            "sync",
+            "--from",
+            &format!("s3://{src}/m"),
+            "--to",
+            &format!("s3://{dst}/m"),
+            "--to-cloud",
+            "private",
+            "--state-key-file",
+            short.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at least 16 bytes"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad values in the source.
 // ---------------------------------------------------------------------------------------------

@@ -775,23 +775,39 @@ async fn read_state(
         Err(e @ ArtifactError::TooLarge { .. }) => return ignore(&e),
         Err(e) => return Err(e),
     };
-    let Some(key) = &opts.state_key else {
-        return ignore(&"no state key to check its signature with");
-    };
-    let signed: SignedState = match serde_json::from_slice(&bytes) {
-        Ok(s) => s,
-        Err(e) => return ignore(&e),
-    };
+    match verify_state(&bytes, opts.state_key.as_ref(), destination) {
+        Ok(state) => Ok(state),
+        Err(why) => ignore(&why),
+    }
+}
+
+/// The records of a stored state, if it is signed with `key` for `destination`; else why not.
+fn verify_state(
+    bytes: &[u8],
+    key: Option<&StateKey>,
+    destination: &str,
+) -> Result<SyncState, String> {
+    let key = key.ok_or("no state key to check its signature with")?;
+    let signed: SignedState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if signed.destination != destination {
-        return ignore(&format_args!(
+        return Err(format!(
             "it describes {}, not this destination",
-            super::error::printable(&signed.destination)
+            super::error::printable(&super::error::shorten(&signed.destination, 120))
         ));
     }
     if key.mac(&signed_bytes(destination, &signed.state)) != signed.mac {
-        return ignore(&"its signature does not match (edited, or written with another key)");
+        return Err("its signature does not match (edited, or written with another key)".into());
     }
     Ok(signed.state)
+}
+
+fn sign_state(key: &StateKey, destination: &str, state: &SyncState) -> Vec<u8> {
+    let signed = SignedState {
+        destination: destination.to_string(),
+        state: state.clone(),
+        mac: key.mac(&signed_bytes(destination, state)),
+    };
+    serde_json::to_vec(&signed).expect("state serializes")
 }
 
 async fn write_state(
@@ -804,12 +820,7 @@ async fn write_state(
         // Unsigned records would never be trusted: do not write any.
         return Ok(());
     };
-    let signed = SignedState {
-        destination: destination.to_string(),
-        state: state.clone(),
-        mac: key.mac(&signed_bytes(destination, state)),
-    };
-    let bytes = Bytes::from(serde_json::to_vec(&signed).expect("state serializes"));
+    let bytes = Bytes::from(sign_state(key, destination, state));
     let md5 = md5_of(&bytes);
     dst.put(STATE_PATH, bytes, &md5, None).await.map(|_| ())
 }
@@ -1170,6 +1181,85 @@ mod tests {
             "src".into(),
         );
         assert_eq!(p.work[0].1, Action::Check(d));
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231 test case 2 (key "Jefe", padded with zeros to our 32-byte key: same HMAC).
+        let mut jefe = [0u8; 32];
+        jefe[..4].copy_from_slice(b"Jefe");
+        assert_eq!(
+            StateKey(jefe).mac(b"what do ya want for nothing?").to_hex(),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    fn sample_state() -> SyncState {
+        SyncState {
+            source: "local-host:9000|src|m".into(),
+            objects: [
+                (
+                    "a.bin".to_string(),
+                    entry(3, Digest::of(b"abc"), "d1", "s1"),
+                ),
+                (
+                    "b/c.json".to_string(),
+                    entry(2, Digest::of(b"{}"), "d2", "s2"),
+                ),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn signed_state_round_trips_only_with_its_key_and_destination() {
+        let key = StateKey::from_secret(b"0123456789abcdef").unwrap();
+        let bytes = sign_state(&key, "bkt|m", &sample_state());
+        assert_eq!(
+            verify_state(&bytes, Some(&key), "bkt|m").unwrap(),
+            sample_state()
+        );
+        let other = StateKey::from_secret(b"0123456789abcdeF").unwrap();
+        assert!(verify_state(&bytes, Some(&other), "bkt|m").is_err());
+        assert!(verify_state(&bytes, None, "bkt|m").is_err());
+        assert!(verify_state(&bytes, Some(&key), "bkt|m2").is_err());
+        // The old, unsigned format is not a state.
+        let unsigned = serde_json::to_vec(&sample_state()).unwrap();
+        assert!(verify_state(&unsigned, Some(&key), "bkt|m").is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any edit of a signed state's records (the attack: point a record at new content) is
+        /// detected.
+        #[test]
+        fn any_edit_of_a_signed_state_is_detected(
+            which in 0usize..2,
+            field in 0usize..5,
+            text in "[a-f0-9]{1,32}",
+            size in proptest::prelude::any::<u64>(),
+        ) {
+            let key = StateKey::from_secret(b"0123456789abcdef").unwrap();
+            let state = sample_state();
+            let bytes = sign_state(&key, "bkt|m", &state);
+            let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let path = if which == 0 { "a.bin" } else { "b/c.json" };
+            let record = &mut value["state"]["objects"][path];
+            let before = record.clone();
+            match field {
+                0 => record["dest_etag"] = text.clone().into(),
+                1 => record["source_etag"] = text.clone().into(),
+                2 => record["size"] = size.into(),
+                3 => record["digest"] = Digest::of(text.as_bytes()).to_string().into(),
+                _ => value["state"]["source"] = text.clone().into(),
+            }
+            let edited = serde_json::to_vec(&value).unwrap();
+            let changed = value["state"]["objects"][path] != before
+                || value["state"]["source"] != serde_json::Value::from(state.source.clone());
+            proptest::prop_assume!(changed);
+            proptest::prop_assert!(verify_state(&edited, Some(&key), "bkt|m").is_err());
+        }
     }
 
     #[test]
