@@ -263,6 +263,28 @@ mod tests {
     }
 
     #[test]
+    fn a_name_and_an_address_it_resolves_to_are_one_server() {
+        let named = |host: &str, addresses: &[&str]| StoreIdentity {
+            server: Server::Custom {
+                host: host.into(),
+                port: 9000,
+                path: String::new(),
+                addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            },
+            bucket: "bkt".into(),
+            prefix: "m".into(),
+        };
+        let by_ip = id(Some("http://10.0.0.5:9000"), "bkt", "m/x");
+        assert!(named("minio.internal", &["10.0.0.5"]).overlaps(&by_ip));
+        assert!(by_ip.overlaps(&named("minio.internal", &["10.0.0.7", "10.0.0.5"])));
+        assert!(!named("minio.internal", &["10.0.0.6"]).overlaps(&by_ip));
+        // Two names, one address: the same server.
+        assert!(named("a.example", &["10.0.0.9"]).overlaps(&named("b.example", &["10.0.0.9"])));
+        // A name resolving to loopback is this machine.
+        assert!(named("dev-box", &[LOCAL]).overlaps(&id(Some("http://[::1]:9000"), "bkt", "m")));
+    }
+
+    #[test]
     fn malformed_endpoints_are_named() {
         for bad in [
             "ftp://x",

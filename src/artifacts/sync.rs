@@ -22,20 +22,21 @@
 //! **Skipping.** The destination keeps `.skybridge/sync-state.json`: per path the SHA-256, size,
 //! the destination ETag at verification time and the source ETag it was copied from. Anyone who
 //! can write the destination can write that file too, so it is **signed**: an HMAC-SHA256 with
-//! the syncer's [`StateKey`] over the records, the source and the destination bucket and prefix. A state
-//! whose signature does not check (forged, edited, written with another key, for another
-//! destination, or larger than [`SyncOptions::max_state_bytes`]) is ignored entirely. Only a
-//! signed record lets an object be skipped without any read: its current destination ETag must
-//! still equal the recorded one (ETags change on every rewrite, and an attacker cannot make new
-//! content keep an MD5-based ETag) and its SHA-256 must equal the source's (from the source
-//! manifest, or from the record when the source ETag is unchanged). Without a trusted record, an
-//! object present with the right size and a digest known from the **source manifest** is
-//! re-verified by reading it back and hashing it; without a source manifest it is copied. What
-//! the destination says about itself (its state, manifest, `x-amz-meta-sha256`) never makes an
-//! object count as verified. `x-amz-meta-sha256` is only a cheap filter before a read-back. `x-amz-meta-sha256` is set on every object
-//! whose SHA-256 is known when its upload starts: all single-PUT objects, and multipart objects
-//! when the source manifest or the state supplies it (a multipart upload's metadata is fixed at
-//! its creation, before the content has been hashed); the state and the manifest always have it.
+//! the syncer's [`StateKey`] over the records, the source and the destination bucket and
+//! prefix. A state whose signature does not check (forged, edited, written with another key,
+//! for another destination, or larger than [`SyncOptions::max_state_bytes`]) is ignored
+//! entirely. Only a signed record lets an object be skipped without any read: its current
+//! destination ETag must still equal the recorded one (ETags change on every rewrite, and new
+//! content cannot keep an MD5-based ETag) and its SHA-256 must equal the source's (from the
+//! source manifest, or from the record when the source ETag is unchanged). Without a trusted
+//! record, an object present with the right size and a digest known from the **source
+//! manifest** is re-verified by reading it back and hashing it; without a source manifest it is
+//! copied. What the destination says about itself (its state, manifest, `x-amz-meta-sha256`)
+//! never makes an object count as verified; `x-amz-meta-sha256` is only a cheap filter before a
+//! read-back. It is set on every object whose SHA-256 is known when its upload starts: all
+//! single-PUT objects, and multipart objects when the source manifest or the state supplies it
+//! (a multipart upload's metadata is fixed at its creation, before the content has been
+//! hashed); the state and the manifest always have it.
 
 use super::digest::Digest;
 use super::error::ArtifactError;
@@ -759,7 +760,8 @@ fn check_source_keys(
 }
 
 /// The destination's sync state if it is signed with our key for this destination, else an
-/// empty state. Never an error: the state only saves work, and a bad one costs re-verification.
+/// empty state: the state only saves work, so a bad one costs re-verification, not an error
+/// (only failing to ask the store is one).
 async fn read_state(
     dst: &Store,
     opts: &SyncOptions,
