@@ -9,7 +9,7 @@ use crate::burst::{
     BurstController, ControllerConfig, ControllerState, Event as BurstEvent, Observation,
     private_capacity, reconcile_owned,
 };
-use crate::estate::{Estate, component_request, pool_view};
+use crate::estate::{Estate, ModelClasses, component_request, pool_view};
 use crate::planner::{ComponentPlan, Headroom, PlanInput, PlannerOptions};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,6 +95,8 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
         .iter()
         .map(|r| Estate::key_of(r.deployment))
         .collect();
+    // A model's class is shared by every deployment that reads it, deciding or not.
+    let classes = ModelClasses::of(estate);
     let mut components = Vec::new();
     for (key, other) in &estate.deployments {
         if deciding.contains(key) || other.metadata.deletion_timestamp.is_some() {
@@ -104,6 +106,7 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
             let (recorded_desired, current) = recorded(other, &component.name);
             let mut request = component_request(
                 estate,
+                &classes,
                 other,
                 component,
                 recorded_desired.unwrap_or(component.replicas.min),
@@ -122,7 +125,8 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
         let md = request.deployment;
         for component in &md.spec.components {
             let (_, current) = recorded(md, &component.name);
-            let mut planned = component_request(estate, md, component, component.replicas.min);
+            let mut planned =
+                component_request(estate, &classes, md, component, component.replicas.min);
             planned.current = current;
             components.push(planned);
         }
