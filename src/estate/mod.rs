@@ -7,6 +7,9 @@ pub mod model_identity;
 mod plan_input;
 mod validate;
 
+#[cfg(test)]
+mod residency_tests;
+
 pub use document::{DocumentError, Object, ObjectRef, parse_documents};
 pub use load::{LoadError, load_paths};
 pub use model_identity::{ModelClasses, ModelLocation, StoreIdentity};

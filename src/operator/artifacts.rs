@@ -1041,4 +1041,77 @@ mod tests {
         let long = ArtifactError::SourceChanged("x".repeat(1000));
         assert_eq!(describe(&long).chars().count(), 300);
     }
+
+    fn pool(yaml: &str) -> Arc<ComputePool> {
+        Arc::new(serde_yaml_ng::from_str(yaml).unwrap())
+    }
+
+    /// Issue #18: the operator copied whatever Secret a public pool's store named into the
+    /// public cluster, a private store's keys included. Checked right before every copy.
+    #[test]
+    fn private_store_credentials_are_never_copied_for_a_public_pool() {
+        let private = pool(
+            "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: dc1}\nspec: {cloud: private, provider: onprem, region: fra, capacity: {}, artifactStore: {bucket: models, endpoint: 'http://minio:9000', credentialsSecretRef: {name: dc1-store}}}\n",
+        );
+        let public = |store: &str| {
+            pool(&format!(
+                "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {{name: aws}}\nspec: {{cloud: public, provider: aws, region: r, capacity: {{}}, artifactStore: {store}}}\n"
+            ))
+        };
+        let estate = |public: &Arc<ComputePool>| {
+            BTreeMap::from([
+                ("dc1".to_string(), private.clone()),
+                ("aws".to_string(), public.clone()),
+            ])
+        };
+        for store in [
+            "{bucket: models-euc1, credentialsSecretRef: {name: dc1-store}}",
+            "{bucket: models, endpoint: 'http://minio:9000/', credentialsSecretRef: {name: aws-store}}",
+        ] {
+            let aws = public(store);
+            let refused = may_copy_store_credentials(&aws, &estate(&aws), "skybridge-system")
+                .expect_err(store);
+            assert!(
+                refused.contains("not copied") && refused.contains("private ComputePool \"dc1\""),
+                "{refused}"
+            );
+        }
+        // Its own store and keys: copied. The private pool's own keys go to its own cluster.
+        let aws = public("{bucket: models-euc1, credentialsSecretRef: {name: aws-store}}");
+        assert_eq!(
+            may_copy_store_credentials(&aws, &estate(&aws), "skybridge-system"),
+            Ok(())
+        );
+        assert_eq!(
+            may_copy_store_credentials(&private, &estate(&aws), "skybridge-system"),
+            Ok(())
+        );
+        // A Secret outside the operator's namespace is never read, for any pool.
+        let mut elsewhere = (*private).clone();
+        elsewhere
+            .spec
+            .artifact_store
+            .as_mut()
+            .unwrap()
+            .credentials_secret_ref
+            .as_mut()
+            .unwrap()
+            .namespace = Some("kube-system".into());
+        let refused = may_copy_store_credentials(&elsewhere, &estate(&aws), "skybridge-system")
+            .expect_err("another namespace");
+        assert!(refused.contains("operator's namespace only"), "{refused}");
+        let mut same = elsewhere.clone();
+        same.spec
+            .artifact_store
+            .as_mut()
+            .unwrap()
+            .credentials_secret_ref
+            .as_mut()
+            .unwrap()
+            .namespace = Some("skybridge-system".into());
+        assert_eq!(
+            may_copy_store_credentials(&same, &estate(&aws), "skybridge-system"),
+            Ok(())
+        );
+    }
 }
