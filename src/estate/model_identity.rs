@@ -205,17 +205,53 @@ pub fn model_locations(
     deployment: &ModelDeployment,
     pools: &BTreeMap<String, Arc<ComputePool>>,
 ) -> Vec<ModelLocation> {
+    locations_with(deployment, pools, &pool_stores(pools))
+}
+
+/// The store of every pool that has one, with its normalised prefix.
+fn pool_stores(pools: &BTreeMap<String, Arc<ComputePool>>) -> Vec<(StoreIdentity, String)> {
+    let mut stores: Vec<(StoreIdentity, String)> = pools
+        .values()
+        .filter_map(|p| p.spec.artifact_store.as_ref())
+        .map(|s| {
+            (
+                StoreIdentity::of(s),
+                normalise_key(s.prefix.as_deref().unwrap_or_default()),
+            )
+        })
+        .collect();
+    // Pools sharing a store (and prefix) hold one copy.
+    stores.sort();
+    stores.dedup();
+    stores
+}
+
+fn locations_with(
+    deployment: &ModelDeployment,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+    stores: &[(StoreIdentity, String)],
+) -> Vec<ModelLocation> {
     let source = source_location(deployment, pools);
-    let mut out = vec![source.clone()];
-    for pool in pools.values() {
-        let Some(store) = &pool.spec.artifact_store else {
-            continue;
-        };
-        if StoreIdentity::of(store).same_as(&source.store) {
+    let mut out = Vec::with_capacity(stores.len() + 1);
+    for (store, prefix) in stores {
+        if store.same_as(&source.store) {
             continue;
         }
-        out.push(copy_location(&source, store));
+        let mut key = prefix.clone();
+        for part in [source.store.bucket.as_str(), source.key.as_str()] {
+            if !part.is_empty() {
+                if !key.is_empty() {
+                    key.push('/');
+                }
+                key.push_str(part);
+            }
+        }
+        out.push(ModelLocation {
+            store: store.clone(),
+            key,
+        });
     }
+    out.push(source);
     out
 }
 
@@ -231,9 +267,10 @@ impl ModelClasses {
     pub fn of(estate: &Estate) -> Self {
         let deployments: Vec<(&(String, String), &Arc<ModelDeployment>)> =
             estate.deployments.iter().collect();
+        let stores = pool_stores(&estate.pools);
         let locations: Vec<Vec<ModelLocation>> = deployments
             .iter()
-            .map(|(_, d)| model_locations(d, &estate.pools))
+            .map(|(_, d)| locations_with(d, &estate.pools, &stores))
             .collect();
         // Index: bucket -> endpoint -> key -> deployments with a location there.
         let mut index: HashMap<&str, HashMap<&Endpoint, HashMap<&str, Vec<usize>>>> =
@@ -422,6 +459,30 @@ mod tests {
             key: "team".into(),
         };
         assert!(model.overlaps(&unknown));
+    }
+
+    #[test]
+    fn copies_are_where_the_operator_puts_them() {
+        let store: ArtifactStore =
+            serde_yaml_ng::from_str("{bucket: mirror, prefix: /copies/, endpoint: 'http://ceph:7480'}")
+                .unwrap();
+        let source = ModelLocation {
+            store: StoreIdentity {
+                endpoint: Endpoint::Aws,
+                bucket: "models".into(),
+            },
+            key: "team/m".into(),
+        };
+        let copy = copy_location(&source, &store);
+        assert_eq!(copy.key, "copies/models/team/m");
+        assert_eq!(copy.store, StoreIdentity::of(&store));
+        let location = crate::artifacts::StoreLocation::from_artifact_store(
+            &store,
+            "models/team/m",
+            crate::artifacts::Credentials::DefaultChain,
+        )
+        .unwrap();
+        assert_eq!(location.prefix, copy.key, "the sync library agrees");
     }
 
     #[test]

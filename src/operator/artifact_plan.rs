@@ -113,6 +113,7 @@ pub fn candidates(
 ) -> Vec<Candidate> {
     let source = &md.spec.model.source;
     let source_store = source_location(md, pools).store;
+    let copy_path = model_path(&source.uri);
     let mut out = Vec::new();
     for (name, pool) in pools {
         let usable = md.spec.components.iter().any(|c| {
@@ -131,13 +132,14 @@ pub fn candidates(
                 let same_store = *name == source.pool || StoreIdentity::of(store) == source_store;
                 // A public pool naming a private store or its credentials gets nothing through
                 // it, whatever the model's class (validation reports it too).
-                let misnamed = private_store_named_by(pool, pools);
-                match (residency::check(class, pool.spec.cloud), misnamed) {
-                    (Err(err), _) => Route::Forbidden(err.to_string()),
-                    (Ok(()), Some(why)) => Route::Forbidden(why),
-                    (Ok(()), None) if same_store => Route::Source,
-                    (Ok(()), None) => Route::Copy {
-                        model_path: model_path(&source.uri),
+                match residency::check(class, pool.spec.cloud) {
+                    Err(err) => Route::Forbidden(err.to_string()),
+                    Ok(()) => match private_store_named_by(pool, pools) {
+                        Some(why) => Route::Forbidden(why),
+                        None if same_store => Route::Source,
+                        None => Route::Copy {
+                            model_path: copy_path.clone(),
+                        },
                     },
                 }
             }
