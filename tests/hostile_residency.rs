@@ -54,28 +54,34 @@ async fn a_sensitive_model_named_otherwise_from_another_namespace_never_runs_in_
         "{name: scorer, dataClass: internal, image: triton:24.10, resources: {gpu: {count: 1, type: nvidia-l4}}, replicas: {min: 2, max: 2}, pools: [cloud-l4]}",
     ));
 
-    wait_for(&estate, "fraud", "the sensitive encoder runs privately", |md| {
-        replicas_on(md, "dc1-l4") == 1
-    })
+    wait_for(
+        &estate,
+        "fraud",
+        "the sensitive encoder runs privately",
+        |md| replicas_on(md, "dc1-l4") == 1,
+    )
     .await;
     let copycats: Api<ModelDeployment> = Api::namespaced(estate.hub_client(), OTHER_NAMESPACE);
-    let copycat = eventually("copycat's replicas reported unplaced by residency", || async {
-        let public = children(&estate.public).await;
-        assert!(
-            public.is_empty(),
-            "a sensitive model's replicas in the public cluster: {public:?}"
-        );
-        let md = copycats.get_opt("copycat").await.ok().flatten()?;
-        let status = md.status.as_ref()?;
-        let scorer = status.components.first()?;
-        (status.observed_generation == md.metadata.generation
-            && scorer.unplaced_replicas == 2
-            && scorer
-                .unplaced_reason
-                .as_deref()
-                .is_some_and(|r| r.contains("residency")))
-        .then_some(md)
-    })
+    let copycat = eventually(
+        "copycat's replicas reported unplaced by residency",
+        || async {
+            let public = children(&estate.public).await;
+            assert!(
+                public.is_empty(),
+                "a sensitive model's replicas in the public cluster: {public:?}"
+            );
+            let md = copycats.get_opt("copycat").await.ok().flatten()?;
+            let status = md.status.as_ref()?;
+            let scorer = status.components.first()?;
+            (status.observed_generation == md.metadata.generation
+                && scorer.unplaced_replicas == 2
+                && scorer
+                    .unplaced_reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("residency")))
+            .then_some(md)
+        },
+    )
     .await;
     assert_eq!(replicas_on(&copycat, "cloud-l4"), 0);
     // Planned and applied: the fraud encoder has its child; the public cluster has none.
@@ -129,8 +135,6 @@ spec:
     assert_eq!(event.type_.as_deref(), Some("Warning"));
 
     // Clean up what a real cluster would keep.
-    let _ = copycats
-        .delete("copycat", &DeleteParams::default())
-        .await;
+    let _ = copycats.delete("copycat", &DeleteParams::default()).await;
     let _ = pools.delete("leaky", &DeleteParams::default()).await;
 }

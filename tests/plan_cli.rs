@@ -257,7 +257,10 @@ fn a_public_pool_naming_a_private_store_or_its_credentials_exits_2() {
             "private ComputePool \"dc1-",
             needle,
         ] {
-            assert!(err.contains(needle), "{store}: stderr lacks {needle:?}:\n{err}");
+            assert!(
+                err.contains(needle),
+                "{store}: stderr lacks {needle:?}:\n{err}"
+            );
         }
     }
     let own = "{bucket: leaky-models, credentialsSecretRef: {name: leaky-credentials}}";

@@ -72,7 +72,13 @@ fn pools() -> &'static BTreeMap<String, Arc<ComputePool>> {
 
 /// The true models: (store, key). Store 0 is dc1's MinIO bucket `models`, store 1 dc2's Ceph
 /// bucket `mirror`. Model 2 is the parent prefix of models 0 and 1.
-const MODELS: [(u8, &str); 5] = [(0, "a/m1"), (0, "a/m2"), (0, "a"), (0, "b/m3"), (1, "own/m4")];
+const MODELS: [(u8, &str); 5] = [
+    (0, "a/m1"),
+    (0, "a/m2"),
+    (0, "a"),
+    (0, "b/m3"),
+    (1, "own/m4"),
+];
 
 /// `(uri, pool)` of spelling `spelling` of model `model`.
 fn spell(model: usize, spelling: u8) -> (String, &'static str) {
@@ -84,7 +90,10 @@ fn spell(model: usize, spelling: u8) -> (String, &'static str) {
     match spelling {
         0 => (format!("s3://{bucket}/{key}"), primary),
         1 => (format!("s3://{bucket}/{key}/"), primary),
-        2 => (format!("s3://{bucket}//{}", key.replace('/', "//")), primary),
+        2 => (
+            format!("s3://{bucket}//{}", key.replace('/', "//")),
+            primary,
+        ),
         3 => (format!("s3://{bucket}/./{key}"), alias),
         4 => (format!("s3://{bucket}/{key}"), alias),
         // The operator's copy in the other private store: `<prefix>/<source bucket>/<key>`.
@@ -127,10 +136,7 @@ fn deployment(i: usize, (ns, model, spelling, components): &Generated) -> ModelD
                 cpu: "1".into(),
                 memory: "1Gi".into(),
             },
-            replicas: ReplicaRange {
-                min: *min,
-                max: 4,
-            },
+            replicas: ReplicaRange { min: *min, max: 4 },
             burst_policy: None,
             // Mask 0: no pins; otherwise the pools whose bit is set.
             pools: (*pins != 0).then(|| {

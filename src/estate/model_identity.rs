@@ -178,7 +178,9 @@ pub fn source_location(
     let endpoint = pools
         .get(&source.pool)
         .and_then(|p| p.spec.artifact_store.as_ref())
-        .map_or(Endpoint::Unknown, |s| Endpoint::parse(s.endpoint.as_deref()));
+        .map_or(Endpoint::Unknown, |s| {
+            Endpoint::parse(s.endpoint.as_deref())
+        });
     let (bucket, key) = split_uri(&source.uri);
     ModelLocation {
         store: StoreIdentity { endpoint, bucket },
@@ -192,10 +194,7 @@ pub fn copy_location(source: &ModelLocation, store: &ArtifactStore) -> ModelLoca
     let prefix = store.prefix.as_deref().unwrap_or_default();
     ModelLocation {
         store: StoreIdentity::of(store),
-        key: normalise_key(&format!(
-            "{prefix}/{}/{}",
-            source.store.bucket, source.key
-        )),
+        key: normalise_key(&format!("{prefix}/{}/{}", source.store.bucket, source.key)),
     }
 }
 
@@ -463,9 +462,10 @@ mod tests {
 
     #[test]
     fn copies_are_where_the_operator_puts_them() {
-        let store: ArtifactStore =
-            serde_yaml_ng::from_str("{bucket: mirror, prefix: /copies/, endpoint: 'http://ceph:7480'}")
-                .unwrap();
+        let store: ArtifactStore = serde_yaml_ng::from_str(
+            "{bucket: mirror, prefix: /copies/, endpoint: 'http://ceph:7480'}",
+        )
+        .unwrap();
         let source = ModelLocation {
             store: StoreIdentity {
                 endpoint: Endpoint::Aws,

@@ -73,9 +73,7 @@ fn estate(text: &str) -> Estate {
                 estate.policies.insert(p.name_any(), Arc::new(*p));
             }
             Object::Deployment(d) => {
-                estate
-                    .deployments
-                    .insert(Estate::key_of(&d), Arc::new(*d));
+                estate.deployments.insert(Estate::key_of(&d), Arc::new(*d));
             }
         }
     }
@@ -116,7 +114,11 @@ fn a_sensitive_model_named_otherwise_by_another_deployment_is_never_planned_publ
             .iter()
             .find(|c| c.key.deployment == "copycat")
             .unwrap();
-        assert_eq!(copycat.replicas_in(Cloud::Public), 0, "{uri} via {pool}: {copycat:?}");
+        assert_eq!(
+            copycat.replicas_in(Cloud::Public),
+            0,
+            "{uri} via {pool}: {copycat:?}"
+        );
         assert_eq!(copycat.unplaced, 3, "{uri} via {pool}");
         assert!(
             copycat.reasons.iter().any(|r| r.contains("residency")),
@@ -195,7 +197,10 @@ fn a_public_pool_naming_a_private_store_or_its_credentials_is_invalid() {
         }
         assert_eq!(issues.len(), 1, "{store}: {issues:?}");
         let (object, field, message) = &issues[0];
-        assert_eq!((object.as_str(), field.as_str()), ("aws", "spec.artifactStore"));
+        assert_eq!(
+            (object.as_str(), field.as_str()),
+            ("aws", "spec.artifactStore")
+        );
         assert!(message.contains(expected), "{store}: {message}");
         assert!(message.contains("private ComputePool \"dc1"), "{message}");
     }
@@ -260,9 +265,11 @@ fn a_model_made_sensitive_by_another_reader_must_come_from_a_private_store() {
         );
     let issues = issues_of(&text);
     assert!(
-        issues.iter().any(|(object, field, message)| object == "copycat"
-            && field == "spec.model.source.pool"
-            && message.contains("another that reads the same model")),
+        issues
+            .iter()
+            .any(|(object, field, message)| object == "copycat"
+                && field == "spec.model.source.pool"
+                && message.contains("another that reads the same model")),
         "{issues:?}"
     );
 }

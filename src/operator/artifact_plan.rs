@@ -726,7 +726,13 @@ spec:
 
     /// A deployment `name` in `namespace` reading `uri` from the store of `pool`, with one
     /// internal component pinned to `pins`.
-    fn reader(namespace: &str, name: &str, uri: &str, pool: &str, pins: &[&str]) -> ModelDeployment {
+    fn reader(
+        namespace: &str,
+        name: &str,
+        uri: &str,
+        pool: &str,
+        pins: &[&str],
+    ) -> ModelDeployment {
         let mut md = md(&["internal"], "Eager");
         md.metadata.namespace = Some(namespace.into());
         md.metadata.name = Some(name.into());
@@ -781,7 +787,13 @@ spec:
             }
         }
         // A sibling model in the same bucket is not the sensitive one.
-        let sibling = reader("ads", "sibling", "s3://models/team/deepfm/v30", "dc1", &["aws"]);
+        let sibling = reader(
+            "ads",
+            "sibling",
+            "s3://models/team/deepfm/v30",
+            "dc1",
+            &["aws"],
+        );
         let estate = estate_of(&pools, [&sensitive, &sibling]);
         assert_eq!(model_class(&sibling, &estate), DataClass::Internal);
     }
@@ -830,11 +842,14 @@ spec:
         let with = |store: &str| -> BTreeMap<String, Arc<ComputePool>> {
             let mut pools = pools();
             let mut dc1 = (*pools["dc1"]).clone();
-            dc1.spec.artifact_store.as_mut().unwrap().credentials_secret_ref =
-                Some(crate::api::SecretRef {
-                    name: "dc1-store".into(),
-                    namespace: None,
-                });
+            dc1.spec
+                .artifact_store
+                .as_mut()
+                .unwrap()
+                .credentials_secret_ref = Some(crate::api::SecretRef {
+                name: "dc1-store".into(),
+                namespace: None,
+            });
             pools.insert("dc1".into(), Arc::new(dc1));
             let mut aws = (*pools["aws"]).clone();
             aws.spec.artifact_store = Some(serde_yaml_ng::from_str(store).unwrap());
@@ -855,7 +870,16 @@ spec:
                 matches!(&aws.route, Route::Forbidden(m) if m.contains("private ComputePool \"dc1\"")),
                 "{store}: {aws:?}"
             );
-            assert!(!to_sync(ArtifactMode::Eager, &c, &BTreeMap::new(), &BTreeSet::new(), &BTreeSet::new()).contains(&"aws".to_string()));
+            assert!(
+                !to_sync(
+                    ArtifactMode::Eager,
+                    &c,
+                    &BTreeMap::new(),
+                    &BTreeSet::new(),
+                    &BTreeSet::new()
+                )
+                .contains(&"aws".to_string())
+            );
             let planned = BTreeSet::from(["aws".to_string()]);
             assert!(unfetchable(&planned, &c, Some("sha256:aa")).contains_key("aws"));
         }

@@ -423,9 +423,18 @@ mod tests {
             .pools
             .iter()
             .find(|(_, p)| p.spec.cloud == Cloud::Public && p.spec.capacity.gpu.is_some())
-            .map(|(name, p)| (name.clone(), p.spec.capacity.gpu.as_ref().unwrap().gpu_type.clone()))
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    p.spec.capacity.gpu.as_ref().unwrap().gpu_type.clone(),
+                )
+            })
             .unwrap();
-        let reader = |namespace: &str, name: &str, uri: &str, class: DataClass, pins: Option<Vec<String>>| {
+        let reader = |namespace: &str,
+                      name: &str,
+                      uri: &str,
+                      class: DataClass,
+                      pins: Option<Vec<String>>| {
             let mut md = estate.deployments.values().next().unwrap().as_ref().clone();
             md.metadata.namespace = Some(namespace.into());
             md.metadata.name = Some(name.into());

@@ -4,12 +4,12 @@
 
 use super::context::Context;
 use crate::api::{ComputePool, ComputePoolStatus};
-use kube::Resource;
-use kube::runtime::events::{Event, EventType};
-use tracing::warn;
 use crate::estate::Issue;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType};
+use tracing::warn;
 
 pub const INVALID_SPEC: &str = "InvalidSpec";
 
@@ -126,7 +126,11 @@ mod tests {
         );
         assert_eq!(find("Ready").last_transition_time.0, now);
         assert_eq!(find("Stalled").status, "True");
-        assert!(find("Stalled").message.contains("spec.artifactStore: names Secret"));
+        assert!(
+            find("Stalled")
+                .message
+                .contains("spec.artifactStore: names Secret")
+        );
         assert!(invalid_event(&[ready("True")], &issues).is_some());
         assert_eq!(
             invalid_event(&status.conditions, &issues),
