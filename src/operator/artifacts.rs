@@ -16,8 +16,8 @@
 //! AWS chain. A pool's Secret is copied only into that pool's cluster, for that pool's pods.
 
 use super::artifact_plan::{
-    self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, model_class,
-    serving_pools, to_sync, unfetchable,
+    self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, serving_pools,
+    to_sync, unfetchable,
 };
 use super::context::Context;
 use super::deployment_controller::{FIELD_MANAGER, target_namespace};
@@ -35,7 +35,7 @@ use crate::artifacts::{
     ArtifactError, Credentials, RetryPolicy, Store, StoreLocation, SyncOptions, SyncReport,
     SyncRequest, sync_model,
 };
-use crate::estate::{Estate, per_replica, pool_view, private_store_named_by};
+use crate::estate::{Estate, ModelClasses, per_replica, pool_view, private_store_named_by};
 use crate::planner::ComponentPlan;
 use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
@@ -374,10 +374,16 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// `None` when the operator does not manage artifacts.
-    pub fn new(ctx: &Context, estate: &Estate, md: &ModelDeployment) -> Option<Self> {
+    /// `None` when the operator does not manage artifacts. `classes`: the class of every model
+    /// of `estate` (computed once for a planning batch).
+    pub fn new(
+        ctx: &Context,
+        estate: &Estate,
+        classes: &ModelClasses,
+        md: &ModelDeployment,
+    ) -> Option<Self> {
         ctx.artifacts.as_ref()?;
-        let class = model_class(md, estate);
+        let class = classes.class_of(md);
         let candidates = plan::candidates(md, &estate.pools, class);
         let mut stage = Self {
             mode: md.spec.artifacts.mode,
