@@ -243,6 +243,16 @@ fn a_credentials_secret_outside_the_operators_namespace_is_rejected() {
         "{}",
         issues[0].message
     );
+    // The operator knows its namespace: naming it explicitly is harmless.
+    let aws = &old.pools["aws"];
+    assert_eq!(
+        super::validate_pool(&old, aws, Some("kube-system")),
+        Vec::new()
+    );
+    assert_eq!(
+        super::validate_pool(&old, aws, Some("skybridge-system")).len(),
+        1
+    );
 }
 
 /// A model whose class is sensitive through another deployment must live in a private store.

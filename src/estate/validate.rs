@@ -22,7 +22,7 @@ pub struct Issue {
 pub fn validate(estate: &Estate) -> Vec<Issue> {
     let mut issues = Vec::new();
     for pool in estate.pools.values() {
-        issues.extend(validate_pool(estate, pool));
+        issues.extend(validate_pool(estate, pool, None));
     }
     for policy in estate.policies.values() {
         let object = ObjectRef::of(policy.as_ref());
@@ -52,8 +52,15 @@ pub fn validate(estate: &Estate) -> Vec<Issue> {
     issues
 }
 
-/// The rules `validate` checks for one pool, against the other pools of `estate`.
-pub fn validate_pool(estate: &Estate, pool: &ComputePool) -> Vec<Issue> {
+/// The rules `validate` checks for one pool, against the other pools of `estate`. A
+/// credentials Secret reference naming a namespace is an issue unless it names
+/// `operator_namespace` (the operator knows its own; files checked by `skybridge plan` do not,
+/// and the schema forbids the field anyway).
+pub fn validate_pool(
+    estate: &Estate,
+    pool: &ComputePool,
+    operator_namespace: Option<&str>,
+) -> Vec<Issue> {
     let mut issues = Vec::new();
     let object = ObjectRef::of(pool);
     let mut push = |field: &str, message: String| {
@@ -89,7 +96,8 @@ pub fn validate_pool(estate: &Estate, pool: &ComputePool) -> Vec<Issue> {
         if store
             .credentials_secret_ref
             .as_ref()
-            .is_some_and(|r| r.namespace.is_some())
+            .and_then(|r| r.namespace.as_deref())
+            .is_some_and(|ns| Some(ns) != operator_namespace)
         {
             push(
                 "spec.artifactStore.credentialsSecretRef.namespace",

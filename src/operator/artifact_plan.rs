@@ -25,8 +25,10 @@
 //! verified to fetch from.
 //!
 //! Residency: a model is as sensitive as the most sensitive component of every deployment that
-//! uses the same source. A sensitive model is never scheduled for a public store: the store is
-//! reported `Forbidden` (and `artifacts::residency::check` would refuse anyway).
+//! reads it, however its source is spelled (`estate::model_identity`). A sensitive model is never
+//! scheduled for a public store: the store is reported `Forbidden` (and
+//! `artifacts::residency::check` would refuse anyway). A public pool whose store is a private
+//! pool's store, or uses its credentials, is `Forbidden` for every model.
 
 use super::workloads::ModelFetch;
 use crate::api::{
@@ -168,7 +170,9 @@ pub fn held(
                 "{}: no artifactStore, so pods there cannot fetch a verified model",
                 c.pool
             )),
-            Route::Forbidden(_) => None, // the planner's residency rule already excludes it
+            // Excluded by the planner's residency rule, or (a public pool naming a private
+            // store) by its `Ready=False`, and held by `unfetchable` should it be planned.
+            Route::Forbidden(_) => None,
             Route::Source | Route::Copy { .. } if c.cloud == Cloud::Public => {
                 let view = views.get(&c.pool).cloned().unwrap_or_default();
                 match (&view.last, view.running) {

@@ -13,7 +13,9 @@
 //!
 //! **Credentials** for a store come from its pool's `credentialsSecretRef` (keys
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`), else the default
-//! AWS chain. A pool's Secret is copied only into that pool's cluster, for that pool's pods.
+//! AWS chain. A pool's Secret is read only from the operator's namespace and copied only into
+//! that pool's cluster, for that pool's pods; a private store's Secret never into a public
+//! cluster (checked right before each copy, [`may_copy_store_credentials`]).
 
 use super::artifact_plan::{
     self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, serving_pools,

@@ -158,7 +158,11 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
     let status = pool_status(&pool, &probe);
     // Rules between pools (a public pool naming a private store or its credentials): an invalid
     // pool takes no replicas, and says why (see `pool_validity`).
-    let issues = crate::estate::validate_pool(&ctx.pools_and_policies(), &pool);
+    let issues = crate::estate::validate_pool(
+        &ctx.pools_and_policies(),
+        &pool,
+        Some(ctx.clusters.operator_namespace()),
+    );
     let previous = pool.status.as_ref().map(|s| s.conditions.as_slice());
     let previous = previous.unwrap_or_default();
     if let Some(note) = super::pool_validity::invalid_event(previous, &issues) {
