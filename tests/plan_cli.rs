@@ -229,3 +229,41 @@ fn crd_command_prints_what_crds_holds() {
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/skybridge.yaml")).unwrap();
     assert_eq!(out.stdout, checked_in);
 }
+
+/// Issue #18: a public pool naming a private store, or the credentials Secret a private pool's
+/// store uses, is refused with exit 2, naming the pool, the field and the private pool.
+#[test]
+fn a_public_pool_naming_a_private_store_or_its_credentials_exits_2() {
+    let pool = |store: &str| {
+        format!(
+            "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {{name: leaky}}\nspec: {{cloud: public, provider: aws, region: r, capacity: {{}}, artifactStore: {store}}}\n"
+        )
+    };
+    for (store, needle) in [
+        (
+            "{bucket: shop-models, endpoint: 'https://MINIO.dc1.shop.internal:443/'}",
+            "names bucket \"shop-models\"",
+        ),
+        (
+            "{bucket: leaky-models, credentialsSecretRef: {name: dc1-minio-credentials}}",
+            "names Secret \"dc1-minio-credentials\"",
+        ),
+    ] {
+        let (code, err) = plan_with(&pool(store));
+        assert_eq!(code, 2, "{store}: {err}");
+        for needle in [
+            "ComputePool leaky",
+            "spec.artifactStore",
+            "private ComputePool \"dc1-",
+            needle,
+        ] {
+            assert!(
+                err.contains(needle),
+                "{store}: stderr lacks {needle:?}:\n{err}"
+            );
+        }
+    }
+    let own = "{bucket: leaky-models, credentialsSecretRef: {name: leaky-credentials}}";
+    let (code, err) = plan_with(&pool(own));
+    assert_eq!(code, 0, "a store and keys of its own: {err}");
+}

@@ -1,5 +1,6 @@
 //! Vocabulary shared by the three resources.
 
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -87,13 +88,17 @@ pub struct SecretKeyRef {
     pub key: Option<String>,
 }
 
-/// A reference to a whole Secret.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+/// A reference to a whole Secret in the operator's own namespace.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.__namespace__)").message("credentials Secrets are read from the operator's namespace only; remove namespace").field_path(".namespace"))]
 pub struct SecretRef {
-    /// Name of the Secret.
+    /// Name of the Secret, in the operator's namespace.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Namespace of the Secret; defaults to the operator's own namespace.
+    /// Not supported: must be absent. Kept in the schema only so that objects written before
+    /// it was withdrawn stay readable; the operator refuses to read or copy a Secret through a
+    /// reference that sets it (store credentials come only from the operator's namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }

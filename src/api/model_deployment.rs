@@ -297,8 +297,9 @@ pub enum StoreState {
 }
 
 impl ModelDeploymentSpec {
-    /// The most sensitive data class among the components: it decides where the model may be
-    /// stored, since every component reads the same artifacts.
+    /// The most sensitive data class among this deployment's components. The class of the model
+    /// is at least this, and stricter when another deployment reads the same model: see
+    /// `estate::ModelClasses`, which every decision uses.
     pub fn model_data_class(&self) -> DataClass {
         self.components
             .iter()

@@ -211,3 +211,21 @@ fn default_data_classes_follow_the_cloud() {
         "residency holds even past the schema"
     );
 }
+
+/// `SecretRef.namespace` is withdrawn (issue #18): credentials come only from the operator's
+/// namespace, and the API server says so at `kubectl apply`.
+#[test]
+fn a_store_credentials_secret_in_another_namespace_is_rejected() {
+    let crd = ComputePool::crd();
+    let mut spec = pool_spec("public");
+    spec["artifactStore"] = json!({"bucket": "models", "credentialsSecretRef": {"name": "s", "namespace": "kube-system"}});
+    let errors = cel_errors(&crd, pool(spec.clone()));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("operator's namespace only")),
+        "{errors:?}"
+    );
+    spec["artifactStore"]["credentialsSecretRef"] = json!({"name": "s"});
+    assert!(cel_errors(&crd, pool(spec)).is_empty());
+}

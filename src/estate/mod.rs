@@ -3,16 +3,21 @@
 
 mod document;
 mod load;
+pub mod model_identity;
 mod plan_input;
 mod validate;
 
+#[cfg(test)]
+mod residency_tests;
+
 pub use document::{DocumentError, Object, ObjectRef, parse_documents};
 pub use load::{LoadError, load_paths};
+pub use model_identity::{ModelClasses, ModelLocation, StoreIdentity};
 pub use plan_input::{
     DemandOverrides, budgets, component_key, component_request, per_replica, plan_input, pool_view,
     price,
 };
-pub use validate::{Issue, validate, validate_deployment};
+pub use validate::{Issue, private_store_named_by, validate, validate_deployment, validate_pool};
 
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! From API objects to planner input: pure translation, no decisions.
 
-use super::Estate;
+use super::{Estate, ModelClasses};
 use crate::api::{Component, ComputePool, ModelDeployment, quantity};
 use crate::planner::{
     Budget, BurstPreference, ComponentKey, ComponentRequest, Headroom, PlanInput, PoolHealth,
@@ -89,8 +89,10 @@ pub fn per_replica(component: &Component) -> Resources {
 }
 
 /// The planner's request for one component wanting `desired` replicas (clamped to its bounds).
+/// `classes` gives the class of the model, shared by every deployment that reads it.
 pub fn component_request(
     estate: &Estate,
+    classes: &ModelClasses,
     deployment: &ModelDeployment,
     component: &Component,
     desired: u32,
@@ -106,7 +108,7 @@ pub fn component_request(
     ComponentRequest {
         key: component_key(deployment, component),
         data_class: component.data_class,
-        model_data_class: deployment.spec.model_data_class(),
+        model_data_class: classes.class_of(deployment),
         per_replica: per_replica(component),
         gpu_type: component
             .resources
@@ -142,12 +144,15 @@ pub fn budgets(estate: &Estate) -> BTreeMap<String, Budget> {
 /// Planner input for the whole estate; each component wants its override, else its `min`.
 pub fn plan_input(estate: &Estate, demand: &DemandOverrides) -> PlanInput {
     let pools = estate.pools.values().map(|p| pool_view(p)).collect();
+    let classes = ModelClasses::of(estate);
     let mut components = Vec::new();
     for deployment in estate.deployments.values() {
         for component in &deployment.spec.components {
             let key = component_key(deployment, component);
             let desired = demand.get(&key).copied().unwrap_or(component.replicas.min);
-            components.push(component_request(estate, deployment, component, desired));
+            components.push(component_request(
+                estate, &classes, deployment, component, desired,
+            ));
         }
     }
     let budgets = budgets(estate);

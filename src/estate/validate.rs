@@ -2,10 +2,12 @@
 //! and residency must hold across them. Pure: the operator reports these as a `Stalled`
 //! condition, `skybridge plan` as exit status 2.
 
-use super::Estate;
 use super::document::ObjectRef;
-use crate::api::{Cloud, DataClass, ModelDeployment, quantity};
+use super::{Estate, ModelClasses, StoreIdentity};
+use crate::api::{Cloud, ComputePool, DataClass, ModelDeployment, SecretRef, quantity};
 use kube::ResourceExt;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One violated rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,36 +22,7 @@ pub struct Issue {
 pub fn validate(estate: &Estate) -> Vec<Issue> {
     let mut issues = Vec::new();
     for pool in estate.pools.values() {
-        let object = ObjectRef::of(pool.as_ref());
-        let mut push = |field: &str, message: String| {
-            issues.push(Issue {
-                object: object.clone(),
-                field: field.into(),
-                message,
-            })
-        };
-        if pool.spec.cloud == Cloud::Public
-            && pool
-                .spec
-                .data_classes
-                .as_ref()
-                .is_some_and(|c| c.contains(&DataClass::Sensitive))
-        {
-            push(
-                "spec.dataClasses",
-                "a public pool must not admit the sensitive data class".into(),
-            );
-        }
-        if let Some(cpu) = &pool.spec.capacity.cpu
-            && let Err(err) = quantity::parse_milli(cpu)
-        {
-            push("spec.capacity.cpu", err.to_string());
-        }
-        if let Some(memory) = &pool.spec.capacity.memory
-            && let Err(err) = quantity::parse_units(memory)
-        {
-            push("spec.capacity.memory", err.to_string());
-        }
+        issues.extend(validate_pool(estate, pool, None));
     }
     for policy in estate.policies.values() {
         let object = ObjectRef::of(policy.as_ref());
@@ -72,14 +45,136 @@ pub fn validate(estate: &Estate) -> Vec<Issue> {
             }
         }
     }
+    let classes = ModelClasses::of(estate);
     for deployment in estate.deployments.values() {
-        issues.extend(validate_deployment(estate, deployment));
+        issues.extend(deployment_issues(estate, &classes, deployment));
     }
     issues
 }
 
-/// The rules `validate` checks for one deployment, against the pools and policies of `estate`.
+/// The rules `validate` checks for one pool, against the other pools of `estate`. A
+/// credentials Secret reference naming a namespace is an issue unless it names
+/// `operator_namespace` (the operator knows its own; files checked by `skybridge plan` do not,
+/// and the schema forbids the field anyway).
+pub fn validate_pool(
+    estate: &Estate,
+    pool: &ComputePool,
+    operator_namespace: Option<&str>,
+) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let object = ObjectRef::of(pool);
+    let mut push = |field: &str, message: String| {
+        issues.push(Issue {
+            object: object.clone(),
+            field: field.into(),
+            message,
+        })
+    };
+    if pool.spec.cloud == Cloud::Public
+        && pool
+            .spec
+            .data_classes
+            .as_ref()
+            .is_some_and(|c| c.contains(&DataClass::Sensitive))
+    {
+        push(
+            "spec.dataClasses",
+            "a public pool must not admit the sensitive data class".into(),
+        );
+    }
+    if let Some(cpu) = &pool.spec.capacity.cpu
+        && let Err(err) = quantity::parse_milli(cpu)
+    {
+        push("spec.capacity.cpu", err.to_string());
+    }
+    if let Some(memory) = &pool.spec.capacity.memory
+        && let Err(err) = quantity::parse_units(memory)
+    {
+        push("spec.capacity.memory", err.to_string());
+    }
+    if let Some(store) = &pool.spec.artifact_store {
+        if store
+            .credentials_secret_ref
+            .as_ref()
+            .and_then(|r| r.namespace.as_deref())
+            .is_some_and(|ns| Some(ns) != operator_namespace)
+        {
+            push(
+                "spec.artifactStore.credentialsSecretRef.namespace",
+                "credentials Secrets are read from the operator's namespace only; remove namespace"
+                    .into(),
+            );
+        }
+        if let Some(why) = private_store_named_by(pool, &estate.pools) {
+            push("spec.artifactStore", why);
+        }
+    }
+    issues
+}
+
+/// Why a *public* pool's `artifactStore` is not its own: it is the same store (endpoint and
+/// bucket, however spelled) as a private pool's, or names the credentials Secret a private
+/// pool's store uses. Either would hand a public cluster access to a private store. `None` for
+/// private pools and for public pools with a store of their own.
+pub fn private_store_named_by(
+    pool: &ComputePool,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+) -> Option<String> {
+    if pool.spec.cloud != Cloud::Public {
+        return None;
+    }
+    let store = pool.spec.artifact_store.as_ref()?;
+    let identity = StoreIdentity::of(store);
+    for (name, private) in pools {
+        if private.spec.cloud != Cloud::Private {
+            continue;
+        }
+        let Some(private_store) = &private.spec.artifact_store else {
+            continue;
+        };
+        if StoreIdentity::of(private_store).same_as(&identity) {
+            return Some(format!(
+                "public ComputePool {:?} names bucket {:?} of the artifact store of private ComputePool {name:?}; a public pool needs a store of its own",
+                pool.name_any(),
+                store.bucket
+            ));
+        }
+        if let (Some(mine), Some(theirs)) = (
+            &store.credentials_secret_ref,
+            &private_store.credentials_secret_ref,
+        ) && same_secret(mine, theirs)
+        {
+            return Some(format!(
+                "public ComputePool {:?} names Secret {:?}, the credentials of the artifact store of private ComputePool {name:?}; a public pool needs credentials of its own",
+                pool.name_any(),
+                mine.name
+            ));
+        }
+    }
+    None
+}
+
+/// Whether two references may name one Secret: same name, and the same namespace or either
+/// left to the default (the operator's namespace, which this pure code does not know).
+fn same_secret(a: &SecretRef, b: &SecretRef) -> bool {
+    a.name == b.name
+        && match (&a.namespace, &b.namespace) {
+            (Some(x), Some(y)) => x == y,
+            _ => true,
+        }
+}
+
+/// The rules `validate` checks for one deployment, against the pools and policies of `estate`
+/// (and its deployments, which share the class of a model they read).
 pub fn validate_deployment(estate: &Estate, deployment: &ModelDeployment) -> Vec<Issue> {
+    deployment_issues(estate, &ModelClasses::of(estate), deployment)
+}
+
+fn deployment_issues(
+    estate: &Estate,
+    classes: &ModelClasses,
+    deployment: &ModelDeployment,
+) -> Vec<Issue> {
     let mut issues = Vec::new();
     {
         let object = ObjectRef::of(deployment);
@@ -91,7 +186,7 @@ pub fn validate_deployment(estate: &Estate, deployment: &ModelDeployment) -> Vec
             })
         };
         let spec = &deployment.spec;
-        let model_class = spec.model_data_class();
+        let model_class = classes.class_of(deployment);
         match estate.pools.get(&spec.model.source.pool) {
             None => push(
                 "spec.model.source.pool".into(),
@@ -111,7 +206,7 @@ pub fn validate_deployment(estate: &Estate, deployment: &ModelDeployment) -> Vec
                     push(
                         "spec.model.source.pool".into(),
                         format!(
-                            "the model serves a sensitive component, so it must live in a private store; {:?} is public",
+                            "the model is read by a sensitive component (of this deployment or another that reads the same model), so it must live in a private store; {:?} is public",
                             pool.name_any()
                         ),
                     );

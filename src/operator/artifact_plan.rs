@@ -25,8 +25,10 @@
 //! verified to fetch from.
 //!
 //! Residency: a model is as sensitive as the most sensitive component of every deployment that
-//! uses the same source. A sensitive model is never scheduled for a public store: the store is
-//! reported `Forbidden` (and `artifacts::residency::check` would refuse anyway).
+//! reads it, however its source is spelled (`estate::model_identity`). A sensitive model is never
+//! scheduled for a public store: the store is reported `Forbidden` (and
+//! `artifacts::residency::check` would refuse anyway). A public pool whose store is a private
+//! pool's store, or uses its credentials, is `Forbidden` for every model.
 
 use super::workloads::ModelFetch;
 use crate::api::{
@@ -34,6 +36,8 @@ use crate::api::{
     StoreStatus,
 };
 use crate::artifacts::{StoreLocation, residency};
+use crate::estate::model_identity::source_location;
+use crate::estate::{Estate, ModelClasses, StoreIdentity, private_store_named_by};
 use crate::planner::ComponentPlan;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -95,25 +99,11 @@ pub fn model_path(uri: &str) -> String {
         .to_string()
 }
 
-/// The bucket of an `s3://bucket/prefix` URI.
-fn uri_bucket(uri: &str) -> &str {
-    let rest = uri.trim_start_matches("s3://");
-    rest.split_once('/').map_or(rest, |(b, _)| b)
-}
-
-/// The model's data class: the most sensitive component of every deployment that uses the same
-/// source (uri and pool), since they share every copy.
-pub fn model_class<'a>(
-    md: &ModelDeployment,
-    all: impl IntoIterator<Item = &'a ModelDeployment>,
-) -> DataClass {
-    let source = &md.spec.model.source;
-    all.into_iter()
-        .filter(|other| other.spec.model.source == *source)
-        .map(|other| other.spec.model_data_class())
-        .chain([md.spec.model_data_class()])
-        .max()
-        .unwrap_or(DataClass::Public)
+/// The model's data class: the strictest component of every deployment of the estate that reads
+/// the same model, however its source is spelled (see `estate::model_identity`), since they
+/// share every copy.
+pub fn model_class(md: &ModelDeployment, estate: &Estate) -> DataClass {
+    ModelClasses::of(estate).class_of(md)
 }
 
 /// The pools some component of `md` may use (its own data class admitted, within its `pools`),
@@ -124,9 +114,8 @@ pub fn candidates(
     class: DataClass,
 ) -> Vec<Candidate> {
     let source = &md.spec.model.source;
-    let source_store = pools
-        .get(&source.pool)
-        .and_then(|p| p.spec.artifact_store.as_ref());
+    let source_store = source_location(md, pools).store;
+    let copy_path = model_path(&source.uri);
     let mut out = Vec::new();
     for (name, pool) in pools {
         let usable = md.spec.components.iter().any(|c| {
@@ -141,14 +130,18 @@ pub fn candidates(
         let route = match &pool.spec.artifact_store {
             None => Route::NoStore,
             Some(store) => {
-                let same_store = *name == source.pool
-                    || (source_store.is_some_and(|s| s.endpoint == store.endpoint)
-                        && store.bucket == uri_bucket(&source.uri));
+                // The same bucket of the same server, however the endpoint is spelled.
+                let same_store = *name == source.pool || StoreIdentity::of(store) == source_store;
+                // A public pool naming a private store or its credentials gets nothing through
+                // it, whatever the model's class (validation reports it too).
                 match residency::check(class, pool.spec.cloud) {
                     Err(err) => Route::Forbidden(err.to_string()),
-                    Ok(()) if same_store => Route::Source,
-                    Ok(()) => Route::Copy {
-                        model_path: model_path(&source.uri),
+                    Ok(()) => match private_store_named_by(pool, pools) {
+                        Some(why) => Route::Forbidden(why),
+                        None if same_store => Route::Source,
+                        None => Route::Copy {
+                            model_path: copy_path.clone(),
+                        },
                     },
                 }
             }
@@ -177,7 +170,9 @@ pub fn held(
                 "{}: no artifactStore, so pods there cannot fetch a verified model",
                 c.pool
             )),
-            Route::Forbidden(_) => None, // the planner's residency rule already excludes it
+            // Excluded by the planner's residency rule, or (a public pool naming a private
+            // store) by its `Ready=False`, and held by `unfetchable` should it be planned.
+            Route::Forbidden(_) => None,
             Route::Source | Route::Copy { .. } if c.cloud == Cloud::Public => {
                 let view = views.get(&c.pool).cloned().unwrap_or_default();
                 match (&view.last, view.running) {
@@ -700,7 +695,7 @@ spec:
     fn a_sensitive_component_forbids_every_public_store_of_the_model() {
         let pools = pools();
         let md = md(&["sensitive", "internal"], "Eager");
-        let class = model_class(&md, [&md]);
+        let class = model_class(&md, &estate_of(&pools, [&md]));
         assert_eq!(class, DataClass::Sensitive);
         let c = candidates(&md, &pools, class);
         let aws = c.iter().find(|c| c.pool == "aws").unwrap();
@@ -719,13 +714,184 @@ spec:
 
     #[test]
     fn another_deployment_of_the_same_source_makes_the_model_sensitive() {
+        let pools = pools();
         let internal = md(&["internal"], "Eager");
-        let sensitive = md(&["sensitive"], "Eager");
-        assert_eq!(model_class(&internal, [&internal]), DataClass::Internal);
+        let mut sensitive = md(&["sensitive"], "Eager");
+        sensitive.metadata.name = Some("fraud".into());
         assert_eq!(
-            model_class(&internal, [&internal, &sensitive]),
+            model_class(&internal, &estate_of(&pools, [&internal])),
+            DataClass::Internal
+        );
+        assert_eq!(
+            model_class(&internal, &estate_of(&pools, [&internal, &sensitive])),
             DataClass::Sensitive
         );
+    }
+
+    /// A deployment `name` in `namespace` reading `uri` from the store of `pool`, with one
+    /// internal component pinned to `pins`.
+    fn reader(
+        namespace: &str,
+        name: &str,
+        uri: &str,
+        pool: &str,
+        pins: &[&str],
+    ) -> ModelDeployment {
+        let mut md = md(&["internal"], "Eager");
+        md.metadata.namespace = Some(namespace.into());
+        md.metadata.name = Some(name.into());
+        md.spec.model.source.uri = uri.into();
+        md.spec.model.source.pool = pool.into();
+        md.spec.components[0].pools = Some(pins.iter().map(|p| p.to_string()).collect());
+        md
+    }
+
+    fn estate_of<'a>(
+        pools: &BTreeMap<String, Arc<ComputePool>>,
+        deployments: impl IntoIterator<Item = &'a ModelDeployment>,
+    ) -> Estate {
+        Estate {
+            pools: pools.clone(),
+            policies: BTreeMap::new(),
+            deployments: deployments
+                .into_iter()
+                .map(|d| (Estate::key_of(d), Arc::new(d.clone())))
+                .collect(),
+        }
+    }
+
+    /// Issue #18: a second deployment, in another namespace, naming a sensitive model with
+    /// another spelling must not get a route to a public store.
+    #[test]
+    fn a_sensitive_model_spelled_otherwise_in_another_namespace_gets_no_public_store() {
+        let pools = pools();
+        let sensitive = md(&["sensitive"], "Eager"); // shop/m, s3://models/team/deepfm/v3 via dc1
+        for (uri, pool) in [
+            ("s3://models/team/deepfm/v3/", "dc1"),
+            ("s3://models/team//deepfm/v3", "dc1"),
+            // The same store (endpoint and bucket) through another pool.
+            ("s3://models/team/deepfm/v3", "dc2"),
+            // A parent prefix holds the sensitive model's objects too.
+            ("s3://models/team", "dc2"),
+        ] {
+            let other = reader("ads", "copycat", uri, pool, &["aws"]);
+            let estate = estate_of(&pools, [&sensitive, &other]);
+            let class = model_class(&other, &estate);
+            assert_eq!(class, DataClass::Sensitive, "{uri} via {pool}");
+            let c = candidates(&other, &pools, class);
+            let aws = c.iter().find(|c| c.pool == "aws").expect("aws is pinned");
+            assert!(
+                matches!(&aws.route, Route::Forbidden(m) if m.contains("sensitive")),
+                "{uri} via {pool}: {aws:?}"
+            );
+            let everything = BTreeSet::from(["aws".to_string()]);
+            for mode in [ArtifactMode::Eager, ArtifactMode::OnBurst] {
+                let synced = to_sync(mode, &c, &BTreeMap::new(), &everything, &everything);
+                assert!(!synced.contains(&"aws".to_string()), "{uri}: {synced:?}");
+            }
+        }
+        // A sibling model in the same bucket is not the sensitive one.
+        let sibling = reader(
+            "ads",
+            "sibling",
+            "s3://models/team/deepfm/v30",
+            "dc1",
+            &["aws"],
+        );
+        let estate = estate_of(&pools, [&sensitive, &sibling]);
+        assert_eq!(model_class(&sibling, &estate), DataClass::Internal);
+    }
+
+    /// The operator's copy of a sensitive model in another private store is the same model.
+    #[test]
+    fn a_private_copy_of_a_sensitive_model_is_the_sensitive_model() {
+        let mut pools = pools();
+        let dc3: ComputePool = serde_yaml_ng::from_str(
+            r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {name: dc3}
+spec:
+  cloud: private
+  provider: onprem
+  region: ber
+  capacity: {gpu: {type: nvidia-l4, count: 8}}
+  artifactStore: {bucket: mirror, endpoint: "http://ceph.dc3:7480", prefix: copies/}
+"#,
+        )
+        .unwrap();
+        pools.insert("dc3".into(), Arc::new(dc3));
+        let sensitive = md(&["sensitive"], "Eager");
+        // Where the operator keeps the sensitive model's copy in dc3's store.
+        let copy = reader(
+            "ads",
+            "copycat",
+            "s3://mirror/copies/models/team/deepfm/v3",
+            "dc3",
+            &["aws"],
+        );
+        let estate = estate_of(&pools, [&sensitive, &copy]);
+        assert_eq!(model_class(&copy, &estate), DataClass::Sensitive);
+        let c = candidates(&copy, &pools, model_class(&copy, &estate));
+        assert!(
+            c.iter()
+                .any(|c| c.pool == "aws" && matches!(c.route, Route::Forbidden(_)))
+        );
+    }
+
+    /// Issue #18: a public pool naming a private store, or its credentials Secret, gets no route
+    /// at all, even for a public model.
+    #[test]
+    fn a_public_pool_naming_a_private_store_or_its_credentials_gets_no_route() {
+        let with = |store: &str| -> BTreeMap<String, Arc<ComputePool>> {
+            let mut pools = pools();
+            let mut dc1 = (*pools["dc1"]).clone();
+            dc1.spec
+                .artifact_store
+                .as_mut()
+                .unwrap()
+                .credentials_secret_ref = Some(crate::api::SecretRef {
+                name: "dc1-store".into(),
+                namespace: None,
+            });
+            pools.insert("dc1".into(), Arc::new(dc1));
+            let mut aws = (*pools["aws"]).clone();
+            aws.spec.artifact_store = Some(serde_yaml_ng::from_str(store).unwrap());
+            pools.insert("aws".into(), Arc::new(aws));
+            pools
+        };
+        let md = md(&["public"], "Eager");
+        for store in [
+            // The private store, spelled otherwise.
+            r#"{bucket: models, endpoint: "http://MINIO:9000/", pathStyle: true, credentialsSecretRef: {name: aws-store}}"#,
+            // A bucket of its own, with the private store's keys.
+            r#"{bucket: models-euc1, credentialsSecretRef: {name: dc1-store}}"#,
+        ] {
+            let pools = with(store);
+            let c = candidates(&md, &pools, DataClass::Public);
+            let aws = c.iter().find(|c| c.pool == "aws").unwrap();
+            assert!(
+                matches!(&aws.route, Route::Forbidden(m) if m.contains("private ComputePool \"dc1\"")),
+                "{store}: {aws:?}"
+            );
+            assert!(
+                !to_sync(
+                    ArtifactMode::Eager,
+                    &c,
+                    &BTreeMap::new(),
+                    &BTreeSet::new(),
+                    &BTreeSet::new()
+                )
+                .contains(&"aws".to_string())
+            );
+            let planned = BTreeSet::from(["aws".to_string()]);
+            assert!(unfetchable(&planned, &c, Some("sha256:aa")).contains_key("aws"));
+        }
+        // Its own store and keys: a copy as usual.
+        let pools = with(r#"{bucket: models-euc1, credentialsSecretRef: {name: aws-store}}"#);
+        let c = candidates(&md, &pools, DataClass::Public);
+        let aws = c.iter().find(|c| c.pool == "aws").unwrap();
+        assert!(matches!(aws.route, Route::Copy { .. }), "{aws:?}");
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //!
 //! **Credentials** for a store come from its pool's `credentialsSecretRef` (keys
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`), else the default
-//! AWS chain. A pool's Secret is copied only into that pool's cluster, for that pool's pods.
+//! AWS chain. A pool's Secret is read only from the operator's namespace and copied only into
+//! that pool's cluster, for that pool's pods; a private store's Secret never into a public
+//! cluster (checked right before each copy, [`may_copy_store_credentials`]).
 
 use super::artifact_plan::{
-    self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, model_class,
-    serving_pools, to_sync, unfetchable,
+    self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, serving_pools,
+    to_sync, unfetchable,
 };
 use super::context::Context;
 use super::deployment_controller::{FIELD_MANAGER, target_namespace};
@@ -28,14 +30,14 @@ use super::status::ArtifactsState;
 use super::workloads::ModelFetch;
 use crate::api::{
     ArtifactMode, ArtifactStore, ArtifactsStatus, ComputePool, DataClass, ModelDeployment,
-    ModelDeploymentStatus,
+    ModelDeploymentStatus, SecretRef,
 };
 use crate::api::{StoreState, StoreStatus};
 use crate::artifacts::{
     ArtifactError, Credentials, RetryPolicy, Store, StoreLocation, SyncOptions, SyncReport,
     SyncRequest, sync_model,
 };
-use crate::estate::{Estate, component_request, pool_view};
+use crate::estate::{Estate, ModelClasses, per_replica, pool_view, private_store_named_by};
 use crate::planner::ComponentPlan;
 use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
@@ -232,7 +234,7 @@ async fn credentials(
     let Some(secret_ref) = &store.credentials_secret_ref else {
         return Ok(Credentials::DefaultChain);
     };
-    let namespace = secret_ref.namespace.as_deref().unwrap_or(operator_ns);
+    let namespace = secret_namespace(secret_ref, operator_ns).map_err(Error::Artifacts)?;
     let api: Api<Secret> = Api::namespaced(client, namespace);
     let secret = idempotent(|| api.get(&secret_ref.name)).await?;
     let value = |key: &str| {
@@ -376,10 +378,16 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// `None` when the operator does not manage artifacts.
-    pub fn new(ctx: &Context, estate: &Estate, md: &ModelDeployment) -> Option<Self> {
+    /// `None` when the operator does not manage artifacts. `classes`: the class of every model
+    /// of `estate` (computed once for a planning batch).
+    pub fn new(
+        ctx: &Context,
+        estate: &Estate,
+        classes: &ModelClasses,
+        md: &ModelDeployment,
+    ) -> Option<Self> {
         ctx.artifacts.as_ref()?;
-        let class = model_class(md, estate.deployments.values().map(|d| d.as_ref()));
+        let class = classes.class_of(md);
         let candidates = plan::candidates(md, &estate.pools, class);
         let mut stage = Self {
             mode: md.spec.artifacts.mode,
@@ -603,7 +611,7 @@ impl Stage {
             ) {
                 (Some(component), Some(pool)) => pool_view(pool)
                     .price
-                    .per_replica_hour(&component_request(estate, md, component, 1).per_replica),
+                    .per_replica_hour(&per_replica(component)),
                 _ => 0.0,
             }
         });
@@ -636,7 +644,7 @@ impl Stage {
                 .as_ref()
                 .and_then(|s| s.credentials_secret_ref.as_ref())
                 .map(|_| store_secret_name(md, &pool_name));
-            if let Err(err) = apply_store_secret(ctx, md, &pool_name, pool).await {
+            if let Err(err) = apply_store_secret(ctx, md, &pool_name, pool, pools).await {
                 warn!(pool = pool_name, %err, "copying the store credentials failed");
                 first_error.get_or_insert(err);
             }
@@ -742,6 +750,46 @@ pub fn store_secret_name(md: &ModelDeployment, pool: &str) -> String {
     child_name(&[&md.name_any(), "store", pool])
 }
 
+/// The namespace a store-credentials Secret is read from: the operator's own, only. A reference
+/// naming another namespace is refused rather than followed (validation reports it too), so a
+/// pool's author cannot make the operator read, and copy out, any Secret of the cluster.
+fn secret_namespace<'a>(
+    secret_ref: &SecretRef,
+    operator_ns: &'a str,
+) -> std::result::Result<&'a str, String> {
+    match secret_ref.namespace.as_deref() {
+        None => Ok(operator_ns),
+        Some(ns) if ns == operator_ns => Ok(operator_ns),
+        Some(ns) => Err(format!(
+            "credentials Secret {ns}/{} is outside the operator's namespace {operator_ns}; credentials are read from the operator's namespace only",
+            secret_ref.name
+        )),
+    }
+}
+
+/// Whether `pool`'s store credentials may be copied into its cluster, checked right before the
+/// copy whatever validation said: never from outside the operator's namespace, and never the
+/// credentials (or the store) of a private pool into a public pool's cluster.
+pub fn may_copy_store_credentials(
+    pool: &ComputePool,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+    operator_ns: &str,
+) -> std::result::Result<(), String> {
+    let Some(secret_ref) = pool
+        .spec
+        .artifact_store
+        .as_ref()
+        .and_then(|s| s.credentials_secret_ref.as_ref())
+    else {
+        return Ok(());
+    };
+    secret_namespace(secret_ref, operator_ns)?;
+    match private_store_named_by(pool, pools) {
+        Some(why) => Err(format!("store credentials not copied: {why}")),
+        None => Ok(()),
+    }
+}
+
 /// Applies the copy of `pool`'s store credentials, named [`store_secret_name`], into `pool`'s
 /// own cluster (target namespace); nothing when the store uses the default AWS chain.
 async fn apply_store_secret(
@@ -749,6 +797,7 @@ async fn apply_store_secret(
     md: &ModelDeployment,
     pool_name: &str,
     pool: &ComputePool,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
 ) -> Result<()> {
     let Some(store) = &pool.spec.artifact_store else {
         return Ok(());
@@ -756,10 +805,11 @@ async fn apply_store_secret(
     let Some(secret_ref) = &store.credentials_secret_ref else {
         return Ok(());
     };
-    let namespace = secret_ref
-        .namespace
-        .clone()
-        .unwrap_or_else(|| ctx.clusters.operator_namespace().to_string());
+    let operator_ns = ctx.clusters.operator_namespace();
+    // Defence in depth: the route to this pool is already forbidden and validation reports the
+    // pool, but a private store's keys must not reach a public cluster even if both missed it.
+    may_copy_store_credentials(pool, pools, operator_ns).map_err(Error::Artifacts)?;
+    let namespace = operator_ns.to_string();
     let source: Api<Secret> = Api::namespaced(ctx.clusters.local().client().await, &namespace);
     let original = idempotent(|| source.get(&secret_ref.name)).await?;
     let data: BTreeMap<String, ByteString> = original
@@ -1011,6 +1061,79 @@ mod tests {
         assert_eq!(
             describe(&hostile),
             "S3 GetObject s3://models/m/a\\nFAKE\\u{1b}[2J.bin: NoSuchKey (HTTP 503)"
+        );
+    }
+
+    fn pool(yaml: &str) -> Arc<ComputePool> {
+        Arc::new(serde_yaml_ng::from_str(yaml).unwrap())
+    }
+
+    /// Issue #18: the operator copied whatever Secret a public pool's store named into the
+    /// public cluster, a private store's keys included. Checked right before every copy.
+    #[test]
+    fn private_store_credentials_are_never_copied_for_a_public_pool() {
+        let private = pool(
+            "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: dc1}\nspec: {cloud: private, provider: onprem, region: fra, capacity: {}, artifactStore: {bucket: models, endpoint: 'http://minio:9000', credentialsSecretRef: {name: dc1-store}}}\n",
+        );
+        let public = |store: &str| {
+            pool(&format!(
+                "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {{name: aws}}\nspec: {{cloud: public, provider: aws, region: r, capacity: {{}}, artifactStore: {store}}}\n"
+            ))
+        };
+        let estate = |public: &Arc<ComputePool>| {
+            BTreeMap::from([
+                ("dc1".to_string(), private.clone()),
+                ("aws".to_string(), public.clone()),
+            ])
+        };
+        for store in [
+            "{bucket: models-euc1, credentialsSecretRef: {name: dc1-store}}",
+            "{bucket: models, endpoint: 'http://minio:9000/', credentialsSecretRef: {name: aws-store}}",
+        ] {
+            let aws = public(store);
+            let refused = may_copy_store_credentials(&aws, &estate(&aws), "skybridge-system")
+                .expect_err(store);
+            assert!(
+                refused.contains("not copied") && refused.contains("private ComputePool \"dc1\""),
+                "{refused}"
+            );
+        }
+        // Its own store and keys: copied. The private pool's own keys go to its own cluster.
+        let aws = public("{bucket: models-euc1, credentialsSecretRef: {name: aws-store}}");
+        assert_eq!(
+            may_copy_store_credentials(&aws, &estate(&aws), "skybridge-system"),
+            Ok(())
+        );
+        assert_eq!(
+            may_copy_store_credentials(&private, &estate(&aws), "skybridge-system"),
+            Ok(())
+        );
+        // A Secret outside the operator's namespace is never read, for any pool.
+        let mut elsewhere = (*private).clone();
+        elsewhere
+            .spec
+            .artifact_store
+            .as_mut()
+            .unwrap()
+            .credentials_secret_ref
+            .as_mut()
+            .unwrap()
+            .namespace = Some("kube-system".into());
+        let refused = may_copy_store_credentials(&elsewhere, &estate(&aws), "skybridge-system")
+            .expect_err("another namespace");
+        assert!(refused.contains("operator's namespace only"), "{refused}");
+        let mut same = elsewhere.clone();
+        same.spec
+            .artifact_store
+            .as_mut()
+            .unwrap()
+            .credentials_secret_ref
+            .as_mut()
+            .unwrap()
+            .namespace = Some("skybridge-system".into());
+        assert_eq!(
+            may_copy_store_credentials(&same, &estate(&aws), "skybridge-system"),
+            Ok(())
         );
     }
 }

@@ -16,7 +16,7 @@ use super::status::{Observed, StatusInput, deployment_status, first_report_wait}
 use super::views::{DeploymentView, Written};
 use super::workloads::{self, Placement};
 use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
-use crate::estate::{Estate, validate_deployment};
+use crate::estate::{Estate, ModelClasses, validate_deployment};
 use crate::planner::ComponentPlan;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -323,6 +323,7 @@ fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome>
         .collect();
     let decisions = decide_together(&estate, &requests, now().as_second());
     let estate = Arc::new(estate);
+    let classes = ModelClasses::of(&estate);
     tickets
         .iter()
         .zip(decisions)
@@ -333,7 +334,7 @@ fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome>
             let mut plans = std::mem::take(&mut decided.plans);
             // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose
             // store does not hold the verified model yet (see `artifact_plan`).
-            let artifacts = Stage::new(ctx, &estate, md).map(|mut stage| {
+            let artifacts = Stage::new(ctx, &estate, &classes, md).map(|mut stage| {
                 stage.after_plan(ctx, &estate, md, &mut plans);
                 stage
             });

@@ -20,6 +20,7 @@ pub mod planning;
 pub mod policy_controller;
 pub mod policy_status;
 pub mod pool_controller;
+pub mod pool_validity;
 pub mod retry;
 pub mod runtime;
 pub mod status;

@@ -9,7 +9,7 @@ use crate::burst::{
     BurstController, ControllerConfig, ControllerState, Event as BurstEvent, Observation,
     private_capacity, reconcile_owned,
 };
-use crate::estate::{Estate, component_request, pool_view};
+use crate::estate::{Estate, ModelClasses, component_request, pool_view};
 use crate::planner::{ComponentPlan, Headroom, PlanInput, PlannerOptions};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,6 +95,8 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
         .iter()
         .map(|r| Estate::key_of(r.deployment))
         .collect();
+    // A model's class is shared by every deployment that reads it, deciding or not.
+    let classes = ModelClasses::of(estate);
     let mut components = Vec::new();
     for (key, other) in &estate.deployments {
         if deciding.contains(key) || other.metadata.deletion_timestamp.is_some() {
@@ -104,6 +106,7 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
             let (recorded_desired, current) = recorded(other, &component.name);
             let mut request = component_request(
                 estate,
+                &classes,
                 other,
                 component,
                 recorded_desired.unwrap_or(component.replicas.min),
@@ -122,7 +125,8 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
         let md = request.deployment;
         for component in &md.spec.components {
             let (_, current) = recorded(md, &component.name);
-            let mut planned = component_request(estate, md, component, component.replicas.min);
+            let mut planned =
+                component_request(estate, &classes, md, component, component.replicas.min);
             planned.current = current;
             components.push(planned);
         }
@@ -406,5 +410,76 @@ mod tests {
         let alone = decide(&estate, &ranker, &demand, &none, 1_700_000_000);
         let together = decide_together(&estate, &requests[..1], 1_700_000_000);
         assert_eq!(alone.plans, together[0].plans);
+    }
+
+    /// Issue #18: the operator's planning took a model's class from the deciding deployment
+    /// only. A deployment in another namespace naming a sensitive model with a trailing slash,
+    /// pinned to a public pool, must not be planned there.
+    #[test]
+    fn a_model_shared_with_a_sensitive_reader_is_never_planned_public() {
+        use crate::api::{DataClass, GpuRequest};
+        let mut estate = estate();
+        let (public_pool, gpu_type) = estate
+            .pools
+            .iter()
+            .find(|(_, p)| p.spec.cloud == Cloud::Public && p.spec.capacity.gpu.is_some())
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    p.spec.capacity.gpu.as_ref().unwrap().gpu_type.clone(),
+                )
+            })
+            .unwrap();
+        let reader = |namespace: &str,
+                      name: &str,
+                      uri: &str,
+                      class: DataClass,
+                      pins: Option<Vec<String>>| {
+            let mut md = estate.deployments.values().next().unwrap().as_ref().clone();
+            md.metadata.namespace = Some(namespace.into());
+            md.metadata.name = Some(name.into());
+            md.status = None;
+            md.spec.model.source.uri = uri.into();
+            md.spec.components.truncate(1);
+            let component = &mut md.spec.components[0];
+            component.data_class = class;
+            component.burst_policy = None;
+            component.pools = pins;
+            component.resources.gpu = Some(GpuRequest {
+                count: 1,
+                gpu_type: Some(gpu_type.clone()),
+            });
+            component.replicas.min = 2;
+            component.replicas.max = 2;
+            md
+        };
+        let uri = "s3://shop-models/risk/fraud/v1";
+        let fraud = reader("risk", "fraud", uri, DataClass::Sensitive, None);
+        let copycat = reader(
+            "elsewhere",
+            "copycat",
+            &format!("{uri}/"),
+            DataClass::Internal,
+            Some(vec![public_pool]),
+        );
+        for md in [&fraud, &copycat] {
+            estate
+                .deployments
+                .insert(Estate::key_of(md), std::sync::Arc::new(md.clone()));
+        }
+        let decided = decide(
+            &estate,
+            &copycat,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            1_700_000_000,
+        );
+        let plan = &decided.plans[0];
+        assert_eq!(plan.replicas_in(Cloud::Public), 0, "{plan:?}");
+        assert_eq!(plan.unplaced, 2, "{plan:?}");
+        assert!(
+            plan.reasons.iter().any(|r| r.contains("residency")),
+            "{plan:?}"
+        );
     }
 }

@@ -156,6 +156,25 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
         .get_or_create(&labels)
         .set(i64::from(replicas_on(&pool.name_any(), &ctx)));
     let status = pool_status(&pool, &probe);
+    // Rules between pools (a public pool naming a private store or its credentials): an invalid
+    // pool takes no replicas, and says why (see `pool_validity`).
+    let issues = crate::estate::validate_pool(
+        &ctx.pools_and_policies(),
+        &pool,
+        Some(ctx.clusters.operator_namespace()),
+    );
+    let previous = pool.status.as_ref().map(|s| s.conditions.as_slice());
+    let previous = previous.unwrap_or_default();
+    if let Some(note) = super::pool_validity::invalid_event(previous, &issues) {
+        super::pool_validity::publish(&ctx, &pool, note).await;
+    }
+    let status = super::pool_validity::with_validity(
+        status,
+        previous,
+        &issues,
+        pool.metadata.generation,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
     let unchanged = pool.status.as_ref().is_some_and(|s| {
         same(&s.conditions, &status.conditions)
             && s.observed_capacity == status.observed_capacity
