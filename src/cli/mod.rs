@@ -83,8 +83,9 @@ pub fn print<T: Serialize>(
     }
 }
 
-/// Reports bad input and returns exit status 2.
+/// Reports bad input and returns exit status 2. The message is escaped: it often quotes a flag
+/// value or path the user (or a script fed with someone else's file names) passed.
 pub fn bad_input(message: String) -> ExitCode {
-    eprintln!("error: {message}");
+    eprintln!("error: {}", skybridge::estate::printable(&message));
     ExitCode::from(EXIT_BAD_INPUT)
 }

@@ -2,7 +2,7 @@
 
 use super::{EXIT_BAD_INPUT, OutputFormat, bad_input};
 use clap::Args;
-use skybridge::estate::{DemandOverrides, load_paths};
+use skybridge::estate::{DemandOverrides, InputLimits, load_paths_within};
 use skybridge::planner::{ComponentKey, plan};
 use skybridge::report::plan_report;
 use std::path::PathBuf;
@@ -21,10 +21,41 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
+    #[command(flatten)]
+    limits: InputLimitArgs,
+}
+
+/// Caps on the YAML input (docs/security.md, "Input limits"); input beyond one is an error
+/// (exit 2), found before the oversized part is read or parsed.
+#[derive(Args, Debug)]
+pub struct InputLimitArgs {
+    /// Largest YAML file read, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = InputLimits::default().max_file_bytes)]
+    max_file_bytes: u64,
+    /// Most bytes read over all YAML files together.
+    #[arg(long, value_name = "BYTES", default_value_t = InputLimits::default().max_total_bytes)]
+    max_input_bytes: u64,
+    /// Most YAML files read (directories are searched recursively).
+    #[arg(long, value_name = "COUNT", default_value_t = InputLimits::default().max_files)]
+    max_files: usize,
+    /// Deepest nesting of a YAML document (indentation levels, list entries and brackets).
+    #[arg(long, value_name = "LEVELS", default_value_t = InputLimits::default().max_yaml_depth)]
+    max_yaml_depth: usize,
+}
+
+impl InputLimitArgs {
+    pub fn limits(&self) -> InputLimits {
+        InputLimits {
+            max_file_bytes: self.max_file_bytes,
+            max_total_bytes: self.max_input_bytes,
+            max_files: self.max_files,
+            max_yaml_depth: self.max_yaml_depth,
+        }
+    }
 }
 
 pub fn run(args: PlanArgs) -> ExitCode {
-    let estate = match load_paths(&args.files) {
+    let estate = match load_paths_within(&args.files, &args.limits.limits()) {
         Ok(estate) => estate,
         Err(errors) => {
             for err in &errors {

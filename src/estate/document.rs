@@ -2,11 +2,40 @@
 // Parse errors are rare and carry the context a person needs; their size is not on a hot path.
 #![allow(clippy::result_large_err)]
 
-use crate::api::{BurstPolicy, ComputePool, GROUP, ModelDeployment, VERSION};
+use crate::api::{BurstPolicy, ComputePool, GROUP, ModelDeployment, VERSION, quantity};
 use kube::{CustomResourceExt, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
+
+/// Deepest YAML nesting (block indentation levels, sequence dashes and flow brackets together)
+/// accepted by default. Skybridge objects nest about eight levels; the cap is checked by a linear
+/// scan before the YAML parser runs, whose cost grows faster than linearly with depth.
+pub const DEFAULT_MAX_YAML_DEPTH: usize = 32;
+
+/// `text` with every control character (C0, DEL, C1) and bidirectional-override character
+/// escaped as `\u{..}`, so that a file name, path, object name or value read from input cannot
+/// drive the terminal a message is printed to. Printable text comes back unchanged (borrowed), so
+/// escaping twice is harmless. Every message the command line prints goes through this.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// A Skybridge object, typed.
 #[derive(Clone, Debug)]
@@ -26,9 +55,10 @@ pub struct ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, name) = (printable(&self.kind), printable(&self.name));
         match &self.namespace {
-            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
-            None => write!(f, "{} {}", self.kind, self.name),
+            Some(ns) => write!(f, "{kind} {}/{name}", printable(ns)),
+            None => write!(f, "{kind} {name}"),
         }
     }
 }
@@ -54,24 +84,46 @@ pub struct DocumentError {
     pub message: String,
 }
 
-/// Parses every YAML document of `text`. Empty documents are skipped; each document either gives
-/// an object or an error, so one bad document does not hide the others.
+/// Parses every YAML document of `text`, nesting at most `DEFAULT_MAX_YAML_DEPTH` levels.
 pub fn parse_documents(text: &str) -> Vec<Result<Object, DocumentError>> {
+    parse_documents_nested_at_most(text, DEFAULT_MAX_YAML_DEPTH)
+}
+
+/// Parses every YAML document of `text`. Empty documents are skipped; each document either gives
+/// an object or an error, so one bad document does not hide the others. A document nesting
+/// deeper than `max_depth` is rejected before it is parsed.
+pub fn parse_documents_nested_at_most(
+    text: &str,
+    max_depth: usize,
+) -> Vec<Result<Object, DocumentError>> {
     split_documents(text)
         .into_iter()
-        .filter_map(|(first_line, chunk)| parse_one(first_line, &chunk))
+        .filter_map(|(first_line, chunk)| parse_one(first_line, &chunk, max_depth))
         .collect()
 }
 
-/// Splits a YAML stream on `---` lines, keeping each document's first line number.
+/// Splits a YAML stream on `---` lines, keeping each document's first line number. Content after
+/// `--- ` on the marker line belongs to the new document (`--- [a, b]` is a list document, not
+/// nothing).
 fn split_documents(text: &str) -> Vec<(usize, String)> {
     let mut documents = Vec::new();
     let mut current = String::new();
     let mut first_line = 1;
     for (i, line) in text.lines().enumerate() {
-        if line.trim_end() == "---" || line.starts_with("--- ") {
+        let rest = if line.trim_end() == "---" {
+            Some("")
+        } else {
+            line.strip_prefix("--- ")
+        };
+        if let Some(rest) = rest {
             documents.push((first_line, std::mem::take(&mut current)));
-            first_line = i + 2;
+            first_line = i + 1;
+            if rest.trim().is_empty() || rest.trim_start().starts_with('#') {
+                first_line = i + 2;
+            } else {
+                current.push_str(rest);
+                current.push('\n');
+            }
             continue;
         }
         current.push_str(line);
@@ -81,7 +133,157 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     documents
 }
 
-fn parse_one(first_line: usize, chunk: &str) -> Option<Result<Object, DocumentError>> {
+/// The deepest nesting of a YAML document and the 1-based line (within `chunk`) where it first
+/// exceeds `max`, if it does. A linear scan that over-counts rather than under-counts: block
+/// indentation levels, `- ` sequence entries and open flow brackets (`[`, `{`) outside quotes and
+/// comments all count; the content of block scalars (`|`, `>`) does not.
+fn too_deep(chunk: &str, max: usize) -> Option<(usize, usize)> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    // Indentation of the line that opened a block scalar: deeper lines are its text.
+    let mut scalar_owner: Option<usize> = None;
+    for (i, line) in chunk.lines().enumerate() {
+        let body = line.trim_start_matches(' ');
+        let indent = line.len() - body.len();
+        if body.trim().is_empty() {
+            continue;
+        }
+        if let Some(owner) = scalar_owner {
+            if indent > owner {
+                continue;
+            }
+            scalar_owner = None;
+        }
+        if flow == 0 && body.starts_with('#') {
+            continue;
+        }
+        let mut depth = flow;
+        if flow == 0 {
+            while indents.last().is_some_and(|&top| top > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+            depth = indents.len();
+        }
+        let mut rest = body;
+        while let Some(after) = rest.strip_prefix("- ").or(rest.strip_prefix("-\t")) {
+            depth += 1;
+            rest = after.trim_start();
+        }
+        let mut quote: Option<char> = None;
+        let mut previous = ' ';
+        for c in rest.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '\'' | '"' => quote = Some(c),
+                    '#' if previous == ' ' || previous == '\t' => break,
+                    '[' | '{' => {
+                        flow += 1;
+                        depth = depth.max(indents.len() + flow);
+                    }
+                    ']' | '}' => flow = flow.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            previous = c;
+        }
+        if depth > max {
+            return Some((i + 1, depth));
+        }
+        let uncommented = rest.split(" #").next().unwrap_or(rest).trim_end();
+        let opens_scalar = uncommented.rsplit(' ').next().is_some_and(|last| {
+            (last.starts_with('|') || last.starts_with('>'))
+                && last[1..]
+                    .chars()
+                    .all(|c| matches!(c, '+' | '-' | '1'..='9'))
+        });
+        if opens_scalar && flow == 0 {
+            scalar_owner = Some(indent);
+        }
+    }
+    None
+}
+
+/// The dotted path of the first number in `value` that is not finite (`.nan`, `.inf`, or one too
+/// large for a double, like `1e400`): JSON cannot carry those, and converting would silently
+/// turn them into nulls, so a price of `.nan` would become no price at all.
+fn first_non_finite(value: &serde_yaml_ng::Value, path: &mut String) -> bool {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(|f| !f.is_finite()),
+        Value::Sequence(items) => items.iter().enumerate().any(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let found = first_non_finite(item, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        Value::Mapping(map) => map.iter().any(|(key, item)| {
+            let len = path.len();
+            let key = match key {
+                Value::String(s) => s.clone(),
+                other => serde_yaml_ng::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            };
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&key);
+            let found = first_non_finite(item, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        Value::Tagged(tagged) => first_non_finite(&tagged.value, path),
+        _ => false,
+    }
+}
+
+/// The 1-based line of `chunk` holding the first scalar YAML reads as a non-finite number.
+fn line_of_non_finite(chunk: &str) -> Option<usize> {
+    chunk
+        .lines()
+        .position(|line| {
+            let code = line.split(" #").next().unwrap_or(line);
+            code.split(|c: char| {
+                c.is_whitespace() || matches!(c, ':' | ',' | '[' | ']' | '{' | '}')
+            })
+            .filter(|token| !token.is_empty() && token.len() < 400)
+            .any(|token| {
+                serde_yaml_ng::from_str::<serde_yaml_ng::Value>(token)
+                    .ok()
+                    .and_then(|v| v.as_f64())
+                    .is_some_and(|f| !f.is_finite())
+            })
+        })
+        .map(|i| i + 1)
+}
+
+fn parse_one(
+    first_line: usize,
+    chunk: &str,
+    max_depth: usize,
+) -> Option<Result<Object, DocumentError>> {
+    if let Some((line, depth)) = too_deep(chunk, max_depth) {
+        return Some(Err(at(
+            first_line + line - 1,
+            None,
+            None,
+            format!(
+                "YAML nests {depth} levels deep here, more than the limit of {max_depth} \
+                 (raise it with --max-yaml-depth)"
+            ),
+        )));
+    }
     let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(chunk) {
         Ok(v) => v,
         Err(err) => {
@@ -98,6 +300,48 @@ fn parse_one(first_line: usize, chunk: &str) -> Option<Result<Object, DocumentEr
     };
     if value.is_null() {
         return None;
+    }
+    if !value.is_mapping() {
+        let what = match &value {
+            serde_yaml_ng::Value::Sequence(_) => "a list",
+            _ => "a scalar",
+        };
+        return Some(Err(at(
+            first_line,
+            None,
+            None,
+            format!(
+                "the document is {what}; it must be a mapping with apiVersion, kind and metadata"
+            ),
+        )));
+    }
+    let mut field = String::new();
+    if first_non_finite(&value, &mut field) {
+        let line = line_of_non_finite(chunk).map_or(first_line, |l| first_line + l - 1);
+        let object = ObjectRef {
+            kind: value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("<no kind>")
+                .to_string(),
+            namespace: value
+                .get("metadata")
+                .and_then(|m| m.get("namespace"))
+                .and_then(|n| n.as_str())
+                .map(str::to_string),
+            name: value
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .to_string(),
+        };
+        return Some(Err(at(
+            line,
+            Some(object),
+            Some(field),
+            "not a finite number (NaN, infinity, or too large for a double)".into(),
+        )));
     }
     let json: serde_json::Value = match serde_json::to_value(&value) {
         Ok(v) => v,
@@ -191,6 +435,35 @@ fn parse_object(line: usize, json: serde_json::Value) -> Result<Object, Document
     if name.is_empty() {
         return Err(fail(Some("metadata.name"), "missing metadata.name".into()));
     }
+    if let Err(problem) = dns_subdomain(&name) {
+        return Err(fail(
+            Some("metadata.name"),
+            format!(
+                "{:?} is not a valid object name: {problem}",
+                printable(&name)
+            ),
+        ));
+    }
+    if json
+        .pointer("/metadata/namespace")
+        .is_some_and(|n| !n.is_string())
+    {
+        return Err(fail(
+            Some("metadata.namespace"),
+            "metadata.namespace must be a string".into(),
+        ));
+    }
+    if let Some(namespace) = &object.namespace
+        && let Err(problem) = dns_label(namespace)
+    {
+        return Err(fail(
+            Some("metadata.namespace"),
+            format!(
+                "{:?} is not a valid namespace: {problem}",
+                printable(namespace)
+            ),
+        ));
+    }
     let parsed = match kind.as_str() {
         "ComputePool" => typed::<ComputePool>(&json, schema_of::<ComputePool>(&POOL_SCHEMA))
             .map(|o| Object::Pool(Box::new(o))),
@@ -206,6 +479,46 @@ fn parse_object(line: usize, json: serde_json::Value) -> Result<Object, Document
         ),
     };
     parsed.map_err(|(field, message)| fail(field.as_deref(), message))
+}
+
+/// Kubernetes object names (DNS-1123 subdomain): at most 253 characters of lowercase letters,
+/// digits, `-` and `.`, starting and ending with a letter or digit. The API server rejects any
+/// other name at `kubectl apply`; the command line rejects it too instead of planning for an
+/// object that cannot exist.
+pub fn dns_subdomain(name: &str) -> Result<(), &'static str> {
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    for label in name.split('.') {
+        dns_label_chars(label)?;
+    }
+    Ok(())
+}
+
+/// Namespace names (DNS-1123 label): at most 63 lowercase letters, digits and `-`, starting and
+/// ending with a letter or digit.
+pub fn dns_label(name: &str) -> Result<(), &'static str> {
+    if name.len() > 63 {
+        return Err("longer than 63 characters");
+    }
+    dns_label_chars(name)
+}
+
+fn dns_label_chars(label: &str) -> Result<(), &'static str> {
+    let bytes = label.as_bytes();
+    if bytes.is_empty() {
+        return Err("empty, or an empty part between dots");
+    }
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    {
+        return Err("only lowercase letters, digits, '-' and '.' are allowed");
+    }
+    if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
+        return Err("must start and end with a letter or digit");
+    }
+    Ok(())
 }
 
 static POOL_SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
@@ -269,7 +582,7 @@ where
     remove_nulls(&mut json);
     if let Some(err) = schema.iter_errors(&json).next() {
         let field = pointer_to_path(&err.instance_path().to_string());
-        return Err((field, err.to_string()));
+        return Err((field, schema_message(&err)));
     }
     let mut unknown = Vec::new();
     let mut track = serde_path_to_error::Track::new();
@@ -290,6 +603,18 @@ where
     }
     object.check_cel().map_err(|message| (None, message))?;
     Ok(object)
+}
+
+/// A schema violation in words: a quantity that does not match the quantity grammar says so, as
+/// the parser would, instead of quoting the regular expression.
+fn schema_message(err: &jsonschema::ValidationError) -> String {
+    if let jsonschema::error::ValidationErrorKind::Pattern { pattern } = err.kind()
+        && pattern == quantity::PATTERN
+    {
+        let text = err.instance().as_str().unwrap_or_default().to_string();
+        return quantity::QuantityError::Invalid(text).to_string();
+    }
+    err.to_string()
 }
 
 /// The CEL rules of a kind, evaluated client-side as the API server would.
