@@ -662,6 +662,77 @@ mod tests {
     }
 
     #[test]
+    fn content_after_a_document_marker_is_a_document() {
+        let docs = split_documents("a: 1\n--- [1, 2]\nb: 2\n--- # note\nc: 3\n");
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1], (2, "[1, 2]\nb: 2\n".to_string()));
+        assert_eq!(docs[2], (5, "c: 3\n".to_string()));
+    }
+
+    #[test]
+    fn nesting_counts_indentation_dashes_and_brackets() {
+        assert_eq!(too_deep("a:\n  b:\n    c: 1\n", 3), None);
+        assert_eq!(too_deep("a:\n  b:\n    c: 1\n", 2), Some((3, 3)));
+        assert_eq!(too_deep("- - - x\n", 2), Some((1, 4)));
+        assert_eq!(too_deep("a: [[[1]]]\n", 3), Some((1, 4)));
+        // Brackets spanning lines keep counting.
+        assert_eq!(too_deep("a: [\n [\n  [1]]]\n", 3), Some((3, 4)));
+        // Quoted text, comments and block scalars are not nesting.
+        assert_eq!(too_deep("a: '[[[[' # {{{{\nb: \"{{{{\"\n", 1), None);
+        let scalar = "a: |\n      x\n        y\n          z\nb: 1\n";
+        assert_eq!(too_deep(scalar, 1), None);
+        // Siblings at one level are not deeper.
+        let wide: String = (0..1000).map(|i| format!("k{i}: 1\n")).collect();
+        assert_eq!(too_deep(&wide, 1), None);
+    }
+
+    #[test]
+    fn printable_escapes_controls_and_bidi_and_is_idempotent() {
+        assert!(matches!(printable("plain/path.yaml"), Cow::Borrowed(_)));
+        let escaped = printable("a\u{1b}[2J\u{7}\u{202e}\u{9b}b\n");
+        assert_eq!(escaped, "a\\u{1b}[2J\\u{7}\\u{202e}\\u{9b}b\\u{a}");
+        assert_eq!(printable(&escaped), escaped);
+        assert_eq!(printable("naïve ünïcode ✓"), "naïve ünïcode ✓");
+    }
+
+    #[test]
+    fn names_are_dns_subdomains_and_namespaces_dns_labels() {
+        for good in ["a", "web", "web.v2", "a-b-1", &"a".repeat(63)] {
+            assert_eq!(dns_subdomain(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "A",
+            "a_b",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a.",
+            "a b",
+            "é",
+            &"a".repeat(254),
+        ] {
+            assert!(dns_subdomain(bad).is_err(), "{bad}");
+        }
+        assert!(dns_label("a.b").is_err());
+        assert!(dns_label(&"a".repeat(64)).is_err());
+        assert_eq!(dns_label("shop-1"), Ok(()));
+    }
+
+    #[test]
+    fn non_finite_numbers_name_their_field_and_line() {
+        let text = "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: p}\nspec:\n  cost:\n    gpuHour: 1\n    cpuHour: .nan\n";
+        let errors = parse_documents(text);
+        let err = errors[0].as_ref().unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("spec.cost.cpuHour"));
+        assert_eq!(err.line, Some(7));
+        assert_eq!(err.object.as_ref().unwrap().to_string(), "ComputePool p");
+        let list = parse_documents("a: [1, 2, .inf]\n");
+        assert_eq!(list[0].as_ref().unwrap_err().field.as_deref(), Some("a[2]"));
+    }
+
+    #[test]
     fn pointers_become_dotted_paths() {
         assert_eq!(
             pointer_to_path("/spec/components/1/name").as_deref(),

@@ -301,6 +301,62 @@ mod tests {
     }
 
     #[test]
+    fn scaling_a_subnormal_peak_keeps_the_shape() {
+        // 1 / 1e-320 overflows to infinity, and 0 × ∞ is NaN: scale by ratios instead.
+        let t = Trace {
+            points: vec![(0, 0.0), (60, 1e-320), (120, 5e-321)],
+        };
+        let scaled = t.scaled_to(500.0);
+        let values: Vec<f64> = scaled.points.iter().map(|p| p.1).collect();
+        assert!(values.iter().all(|v| v.is_finite()), "{values:?}");
+        assert_eq!(values[0], 0.0);
+        assert_eq!(values[1], 500.0);
+        assert!((values[2] - 250.0).abs() < 1.0, "{values:?}");
+        let huge = Trace {
+            points: vec![(0, 1e308), (60, f64::MAX)],
+        };
+        assert_eq!(huge.scaled_to(10.0).peak(), 10.0);
+    }
+
+    #[test]
+    fn step_counts_never_overflow() {
+        let edges = Trace {
+            points: vec![(i64::MIN, 1.0), (i64::MAX, 1.0)],
+        };
+        assert_eq!(edges.step_count(1), None);
+        assert!(edges.sample(1).is_empty());
+        let t = Trace {
+            points: vec![(EARLIEST_TIMESTAMP, 1.0), (LATEST_TIMESTAMP, 1.0)],
+        };
+        assert_eq!(
+            t.step_count(1),
+            Some((LATEST_TIMESTAMP - EARLIEST_TIMESTAMP + 1) as u64)
+        );
+        assert_eq!(t.step_count(i64::MAX), Some(1));
+        assert_eq!(t.step_count(0), t.step_count(1));
+    }
+
+    #[test]
+    fn timestamps_outside_years_0000_to_9999_are_named() {
+        let e = parse(&format!("timestamp,value\n0,1\n{},2\n", i64::MAX)).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("outside the years"), "{e}");
+        let ok = parse("timestamp,value\n0000-01-01 00:00:00,1\n9999-12-31 23:59:59,2\n").unwrap();
+        assert_eq!(ok.start(), EARLIEST_TIMESTAMP);
+        assert_eq!(ok.end(), LATEST_TIMESTAMP);
+        assert!(parse("").unwrap_err().message.contains("empty"));
+    }
+
+    #[test]
+    fn errors_escape_control_characters() {
+        let e = parse_trace("timestamp,value\n0,\u{1b}[31m\n", Path::new("a\u{7}.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+        assert!(e.starts_with("a\\u{7}.csv:2: "), "{e}");
+    }
+
+    #[test]
     fn samples_interpolate_linearly() {
         let t = parse("timestamp,value\n0,0\n1800,1800\n3600,0\n").unwrap();
         let s = t.sample(600);
