@@ -593,6 +593,30 @@ fn escape_bytes_in_paths_names_and_values_are_escaped() {
     assert_no_raw_controls(&out);
 }
 
+#[test]
+fn values_quoted_in_the_table_are_escaped() {
+    // A GPU type no pool has is quoted in the unplaced reason of the table.
+    let dir = estate();
+    let deployment = with(
+        DEPLOYMENT,
+        "gpu: {count: 1}",
+        "gpu: {count: 1, type: \"big\\e[31m\"}",
+    );
+    std::fs::write(dir.path().join("deployment.yaml"), deployment).unwrap();
+    let out = skybridge(&["plan", "-f", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("big\\u{1b}[31m"), "{table}");
+    assert!(!table.contains(ESC), "{table:?}");
+    // JSON keeps the value exact, escaped by JSON itself.
+    let out = skybridge(&["plan", "-f", dir.path().to_str().unwrap(), "-o", "json"]);
+    let json = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !json.contains(ESC) && json.contains("big\\u001b[31m"),
+        "{json}"
+    );
+}
+
 // ---- simulate ------------------------------------------------------------------------------
 
 fn write_trace(dir: &Path, name: &str, text: &str) -> PathBuf {

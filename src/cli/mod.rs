@@ -65,7 +65,18 @@ pub fn print<T: Serialize>(
     table: impl Fn(&T) -> String,
 ) -> ExitCode {
     let rendered = match format {
-        OutputFormat::Table => Ok(table(report)),
+        // Names and values from the input reach the table: escape them line by line (JSON and
+        // YAML escape control characters themselves).
+        OutputFormat::Table => Ok(table(report)
+            .split_inclusive('\n')
+            .map(|line| {
+                let (text, newline) = match line.strip_suffix('\n') {
+                    Some(text) => (text, "\n"),
+                    None => (line, ""),
+                };
+                format!("{}{newline}", skybridge::estate::printable(text))
+            })
+            .collect()),
         OutputFormat::Json => serde_json::to_string_pretty(report)
             .map(|s| s + "\n")
             .map_err(|e| e.to_string()),
