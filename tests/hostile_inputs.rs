@@ -133,6 +133,26 @@ fn deeply_nested_yaml_is_rejected_before_parsing() {
 }
 
 #[test]
+fn aliases_cannot_multiply_size_or_nesting() {
+    // A "billion laughs": each anchor repeats the previous ten times (10^12 leaves if expanded).
+    let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        laughs.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    assert_bad_input(&plan_with(&laughs), &["extra.yaml", "YAML syntax"]);
+    // Nesting through aliases: every line is shallow, the expanded value is 200 levels deep.
+    let mut deep = String::from("a0: &a0 [1]\n");
+    for i in 1..200 {
+        deep.push_str(&format!("a{i}: &a{i} [*a{}]\n", i - 1));
+    }
+    assert_bad_input(
+        &plan_with(&deep),
+        &["extra.yaml", "YAML syntax", "recursion limit"],
+    );
+}
+
+#[test]
 fn the_nesting_cap_counts_levels_not_text_and_the_flag_raises_it() {
     // 40 levels inside an unknown field: over the default cap of 32, the nesting is named...
     let nested = "{a: ".repeat(40) + "1" + &"}".repeat(40);

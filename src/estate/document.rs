@@ -140,6 +140,8 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
 fn too_deep(chunk: &str, max: usize) -> Option<(usize, usize)> {
     let mut indents: Vec<usize> = Vec::new();
     let mut flow = 0usize;
+    // Block depth where the open flow collection started: brackets nest below it.
+    let mut flow_base = 0usize;
     // Indentation of the line that opened a block scalar: deeper lines are its text.
     let mut scalar_owner: Option<usize> = None;
     for (i, line) in chunk.lines().enumerate() {
@@ -157,33 +159,55 @@ fn too_deep(chunk: &str, max: usize) -> Option<(usize, usize)> {
         if flow == 0 && body.starts_with('#') {
             continue;
         }
-        let mut depth = flow;
+        let mut depth = flow_base + flow;
+        // Levels are kept as twice their column; a sequence opened by `- ` at column c is
+        // 2c + 1, between the mapping at column c (a compact `key:` / `- item` pair shares the
+        // column) and the entry's content further right.
         if flow == 0 {
-            while indents.last().is_some_and(|&top| top > indent) {
+            while indents.last().is_some_and(|&top| top > 2 * indent) {
                 indents.pop();
             }
-            if indents.last() != Some(&indent) {
-                indents.push(indent);
+            if indents.last() != Some(&(2 * indent)) {
+                indents.push(2 * indent);
             }
             depth = indents.len();
         }
         let mut rest = body;
         while let Some(after) = rest.strip_prefix("- ").or(rest.strip_prefix("-\t")) {
-            depth += 1;
+            let dash_column = line.len() - rest.len();
             rest = after.trim_start();
+            if flow == 0 {
+                // The sequence, then the entry's content at its own column: lines indented to
+                // it continue that level, deeper ones nest below it.
+                if indents.last() != Some(&(2 * dash_column + 1)) {
+                    indents.push(2 * dash_column + 1);
+                }
+                indents.push(2 * (line.len() - rest.len()));
+                depth = indents.len();
+            } else {
+                depth += 1;
+            }
         }
         let mut quote: Option<char> = None;
         let mut previous = ' ';
+        let mut escaped = false;
         for c in rest.chars() {
             match quote {
+                // `\"` inside double quotes is a quote character, not the end of the string.
+                Some('"') if escaped => escaped = false,
+                Some('"') if c == '\\' => escaped = true,
                 Some(q) if c == q => quote = None,
                 Some(_) => {}
                 None => match c {
                     '\'' | '"' => quote = Some(c),
                     '#' if previous == ' ' || previous == '\t' => break,
                     '[' | '{' => {
+                        if flow == 0 {
+                            // Indentation and `- ` entries of this line come before the bracket.
+                            flow_base = depth;
+                        }
                         flow += 1;
-                        depth = depth.max(indents.len() + flow);
+                        depth = depth.max(flow_base + flow);
                     }
                     ']' | '}' => flow = flow.saturating_sub(1),
                     _ => {}
@@ -202,7 +226,8 @@ fn too_deep(chunk: &str, max: usize) -> Option<(usize, usize)> {
                     .all(|c| matches!(c, '+' | '-' | '1'..='9'))
         });
         if opens_scalar && flow == 0 {
-            scalar_owner = Some(indent);
+            // Its text is indented past the key that owns it (after any `- `).
+            scalar_owner = Some(line.len() - rest.len());
         }
     }
     None
@@ -673,7 +698,9 @@ mod tests {
     fn nesting_counts_indentation_dashes_and_brackets() {
         assert_eq!(too_deep("a:\n  b:\n    c: 1\n", 3), None);
         assert_eq!(too_deep("a:\n  b:\n    c: 1\n", 2), Some((3, 3)));
-        assert_eq!(too_deep("- - - x\n", 2), Some((1, 4)));
+        // Each `- ` opens a sequence and an entry (over-counting is safe; under-counting is not).
+        assert_eq!(too_deep("- - - x\n", 6), Some((1, 7)));
+        assert_eq!(too_deep("- - - x\n", 7), None);
         assert_eq!(too_deep("a: [[[1]]]\n", 3), Some((1, 4)));
         // Brackets spanning lines keep counting.
         assert_eq!(too_deep("a: [\n [\n  [1]]]\n", 3), Some((3, 4)));
@@ -730,6 +757,92 @@ mod tests {
         assert_eq!(err.object.as_ref().unwrap().to_string(), "ComputePool p");
         let list = parse_documents("a: [1, 2, .inf]\n");
         assert_eq!(list[0].as_ref().unwrap_err().field.as_deref(), Some("a[2]"));
+    }
+
+    /// Nesting of a parsed value: a scalar is 0, a collection one more than its deepest child.
+    fn actual_depth(value: &serde_yaml_ng::Value) -> usize {
+        use serde_yaml_ng::Value;
+        match value {
+            Value::Sequence(items) => 1 + items.iter().map(actual_depth).max().unwrap_or(0),
+            Value::Mapping(map) => 1 + map.values().map(actual_depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    fn yaml_tree() -> impl proptest::strategy::Strategy<Value = serde_yaml_ng::Value> {
+        use proptest::prelude::*;
+        use serde_yaml_ng::Value;
+        let leaf = prop_oneof![
+            any::<i64>().prop_map(|n| Value::Number(n.into())),
+            any::<bool>().prop_map(Value::Bool),
+            // Text with the characters the scan looks at: brackets, quotes, comments, dashes,
+            // colons, newlines (block scalars) and indentation.
+            "[ \\[\\]{}'\"#:|>\\- \\na-z]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(12, 64, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Sequence),
+                prop::collection::vec(("[a-z]{1,6}", inner), 0..4).prop_map(|entries| {
+                    Value::Mapping(
+                        entries
+                            .into_iter()
+                            .map(|(k, v)| (Value::String(k), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// The cap is safe only if the scan never sees less nesting than the parser builds: for
+        /// any tree, written in block style (YAML) or flow style (JSON, which is YAML too), a cap
+        /// below its real depth rejects it, and the parser reads back what was written.
+        #[test]
+        fn the_scan_never_under_counts_nesting(tree in yaml_tree()) {
+            let depth = actual_depth(&tree);
+            let block = serde_yaml_ng::to_string(&tree).unwrap();
+            let flow = serde_json::to_string(&tree).unwrap();
+            for text in [&block, &flow] {
+                let reread: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).unwrap();
+                proptest::prop_assert_eq!(actual_depth(&reread), depth);
+                if depth > 0 {
+                    proptest::prop_assert!(
+                        too_deep(text, depth - 1).is_some(),
+                        "depth {} not seen in {:?}", depth, text
+                    );
+                }
+            }
+        }
+
+        /// Escaped text has no control or bidi character left, keeps every other character in
+        /// order, and escaping it again changes nothing.
+        #[test]
+        fn printable_leaves_nothing_to_escape(
+            text in "[^\\\\]{0,16}|[\\x00-\\x1f\\x7f-\\u{9f}\\u{200e}\\u{202a}-\\u{202e}\\u{2066}a-z]{0,16}"
+        ) {
+            let is_unsafe = |c: char| {
+                c.is_control()
+                    || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            };
+            let escaped = printable(&text).into_owned();
+            let left = escaped.chars().any(is_unsafe);
+            proptest::prop_assert!(!left, "{:?}", escaped);
+            proptest::prop_assert_eq!(printable(&escaped), escaped.as_str());
+            // Without the escapes, what remains is the input without its unsafe characters.
+            let mut rest = escaped.as_str();
+            let mut stripped = String::new();
+            while let Some(at) = rest.find("\\u{") {
+                stripped.push_str(&rest[..at]);
+                let close = rest[at..].find('}').unwrap();
+                rest = &rest[at + close + 1..];
+            }
+            stripped.push_str(rest);
+            let safe: String = text.chars().filter(|c| !is_unsafe(*c)).collect();
+            proptest::prop_assert_eq!(stripped, safe);
+        }
     }
 
     #[test]
