@@ -113,6 +113,46 @@ fn the_constructed_estate_plans() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+#[test]
+fn help_lists_every_limit() {
+    for (command, flags) in [
+        (
+            "plan",
+            &[
+                "--max-file-bytes",
+                "--max-input-bytes",
+                "--max-files",
+                "--max-yaml-depth",
+            ][..],
+        ),
+        (
+            "simulate",
+            &[
+                "--max-file-bytes",
+                "--max-input-bytes",
+                "--max-files",
+                "--max-yaml-depth",
+                "--max-steps",
+                "--max-trace-bytes",
+                "at most 1e15",
+            ][..],
+        ),
+    ] {
+        let out = skybridge(&[command, "--help"]);
+        let help = String::from_utf8(out.stdout).unwrap();
+        for flag in flags {
+            assert!(
+                help.contains(flag),
+                "{command} --help lacks {flag}:\n{help}"
+            );
+        }
+        assert!(
+            help.contains("docs/security.md, \"Input limits\""),
+            "{help}"
+        );
+    }
+}
+
 // ---- Nesting and size ----------------------------------------------------------------------
 
 #[test]
@@ -846,5 +886,16 @@ fn escape_bytes_in_trace_paths_and_cells_are_escaped() {
     let missing = dir.path().join(format!("gone{ESC}[2J.csv"));
     let out = simulate_on(&missing, &[]);
     assert_bad_input(&out, &["gone\\u{1b}[2J.csv"]);
+    assert_no_raw_controls(&out);
+    // An output path that cannot be written: a runtime failure (1), escaped all the same.
+    let trace = write_trace(dir.path(), "day.csv", &day_trace());
+    let csv = dir.path().join(format!("no{ESC}[5m/dir/out.csv"));
+    let out = simulate_on(&trace, &["--csv", csv.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no\\u{1b}[5m/dir/out.csv"),
+        "{}",
+        stderr(&out)
+    );
     assert_no_raw_controls(&out);
 }

@@ -94,6 +94,12 @@ pub fn print<T: Serialize>(
     }
 }
 
+/// Reports a runtime failure (exit status 1), escaped like `bad_input`: it often names a path.
+pub fn runtime_error(message: String) -> ExitCode {
+    eprintln!("error: {}", skybridge::estate::printable(&message));
+    ExitCode::FAILURE
+}
+
 /// Reports bad input and returns exit status 2. The message is escaped: it often quotes a flag
 /// value or path the user (or a script fed with someone else's file names) passed.
 pub fn bad_input(message: String) -> ExitCode {

@@ -8,7 +8,14 @@ use skybridge::report::plan_report;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Printed after the options of `plan` and `simulate`.
+pub const LIMITS_HELP: &str = "Bad input is an error (exit status 2) naming file, line, object and field: input over a \
+limit above, a number that is not finite or out of range (prices 0 to 1e6), a document that is not a \
+mapping, an empty file or directory, an object name that is not a DNS name. Control characters in \
+messages are printed escaped. Details: docs/security.md, \"Input limits\".";
+
 #[derive(Args, Debug)]
+#[command(after_help = LIMITS_HELP)]
 pub struct PlanArgs {
     /// YAML file (multi-document) or directory of them with ComputePool, BurstPolicy and
     /// ModelDeployment objects. Repeatable.

@@ -1,7 +1,7 @@
 //! `skybridge simulate`: replay a demand trace through the burst controller and baselines.
 //! Files are read and written here; everything else is the library's pure simulation.
 
-use super::{EXIT_BAD_INPUT, OutputFormat, bad_input};
+use super::{EXIT_BAD_INPUT, OutputFormat, bad_input, runtime_error};
 use clap::Args;
 use skybridge::estate::load_paths_within;
 use skybridge::planner::ComponentKey;
@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
+#[command(after_help = super::plan::LIMITS_HELP)]
 pub struct SimulateArgs {
     /// YAML file (multi-document) or directory of them with ComputePool, BurstPolicy and
     /// ModelDeployment objects. Repeatable.
@@ -25,8 +26,8 @@ pub struct SimulateArgs {
     /// The component to simulate; default: the first, in key order, with a burst policy.
     #[arg(long, value_name = "NAMESPACE/NAME/COMPONENT")]
     component: Option<String>,
-    /// Peak demand (requests per second) the trace is scaled to; default: what the component's
-    /// `max` replicas serve (max × targetPerReplica).
+    /// Peak demand (requests per second) the trace is scaled to, positive and at most 1e15;
+    /// default: what the component's `max` replicas serve (max × targetPerReplica).
     #[arg(long, value_name = "RPS")]
     peak: Option<f64>,
     /// Seconds per simulated step; the trace is interpolated linearly between its rows.
@@ -143,27 +144,19 @@ pub fn run(args: SimulateArgs) -> ExitCode {
             let title = format!("{} under BurstPolicy {}", sim.component, sim.policy_name);
             let svg = match plot::render_svg(series, &title) {
                 Ok(svg) => svg,
-                Err(e) => {
-                    eprintln!("error: cannot draw the plot: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(e) => return runtime_error(format!("cannot draw the plot: {e}")),
             };
             if let Err(e) = std::fs::write(path, svg) {
-                eprintln!("error: {}: {e}", path.display());
-                return ExitCode::FAILURE;
+                return runtime_error(format!("{}: {e}", path.display()));
             }
         }
         if let Some(path) = &args.csv {
             let text = match csv_out::series_csv(series) {
                 Ok(text) => text,
-                Err(e) => {
-                    eprintln!("error: cannot write the series: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(e) => return runtime_error(format!("cannot write the series: {e}")),
             };
             if let Err(e) = std::fs::write(path, text) {
-                eprintln!("error: {}: {e}", path.display());
-                return ExitCode::FAILURE;
+                return runtime_error(format!("{}: {e}", path.display()));
             }
         }
     }
