@@ -804,6 +804,18 @@ fn a_huge_time_range_at_a_small_step_is_refused_before_any_sample_is_allocated()
 }
 
 #[test]
+fn a_step_longer_than_the_trace_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = write_trace(dir.path(), "short.csv", "timestamp,value\n0,1\n600,2\n");
+    for step in ["601", "4294967295"] {
+        let out = simulate_on(&trace, &["--step", step]);
+        assert_bad_input(&out, &["--step", "longer than the trace", "600 s"]);
+    }
+    let out = simulate_on(&trace, &["--step", "600", "-o", "json"]);
+    assert_figures_finite(&out);
+}
+
+#[test]
 fn timestamps_at_the_edges_of_the_integer_range_are_named() {
     let dir = tempfile::tempdir().unwrap();
     for (first, second, line) in [

@@ -91,6 +91,14 @@ pub fn run(args: SimulateArgs) -> ExitCode {
         Ok(trace) => trace,
         Err(e) => return bad_input(e.to_string()),
     };
+    let span = trace.end().saturating_sub(trace.start());
+    if i64::from(args.step) > span {
+        return bad_input(format!(
+            "--step {}: longer than the trace, which spans {span} s (the run would be one sample, \
+             charged for the whole step)",
+            args.step
+        ));
+    }
     // Checked before anything is sampled: a trace over centuries at one-second steps would
     // otherwise allocate its samples first and fail (or not) afterwards.
     match trace.step_count(i64::from(args.step)) {
