@@ -283,6 +283,12 @@ fn line_of_non_finite(chunk: &str) -> Option<usize> {
                 c.is_whitespace() || matches!(c, ':' | ',' | '[' | ']' | '{' | '}')
             })
             .filter(|token| !token.is_empty() && token.len() < 400)
+            // Only `.nan`, `.inf` and overflowing exponents read as non-finite: skip the parser
+            // for every other token.
+            .filter(|token| {
+                let lower = token.to_ascii_lowercase();
+                lower.contains("nan") || lower.contains("inf") || lower.contains('e')
+            })
             .any(|token| {
                 serde_yaml_ng::from_str::<serde_yaml_ng::Value>(token)
                     .ok()
