@@ -73,7 +73,8 @@ pub struct DemandMetric {
     /// placeholders `$namespace`, `$deployment` and `$component` are replaced per component.
     #[schemars(length(min = 1))]
     pub query: String,
-    /// Demand one replica serves at its target utilisation.
+    /// Demand one replica serves at its target utilisation; at most 1e9.
+    #[schemars(range(max = 1e9))]
     #[x_kube(validation = Rule::new("self > 0.0").message("targetPerReplica must be positive"))]
     pub target_per_replica: f64,
     /// Seconds between two reads of the metric.
@@ -160,8 +161,10 @@ pub struct BurstSettings {
     /// Most public replicas across every deployment sharing this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_public_replicas: Option<u32>,
-    /// Most spend per hour on public replicas across every deployment sharing this policy.
+    /// Most spend per hour on public replicas across every deployment sharing this policy; at
+    /// most 1e9.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1e9))]
     #[x_kube(validation = Rule::new("self >= 0.0").message("maxCostPerHour must not be negative"))]
     pub max_cost_per_hour: Option<f64>,
     /// Seconds demand must fit private capacity before public replicas are removed.

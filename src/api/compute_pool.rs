@@ -105,11 +105,23 @@ pub struct PoolCapacity {
     /// GPUs in the pool, all of one type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuCapacity>,
-    /// Total CPU of the pool as a quantity (e.g. `256`, `64000m`).
+    /// Total CPU of the pool as a quantity (e.g. `256`, `64000m`); at most a billion cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(
+            pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,2}|m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
+        )
+    )]
     pub cpu: Option<String>,
-    /// Total memory of the pool as a quantity (e.g. `2Ti`, `512Gi`).
+    /// Total memory of the pool as a quantity (e.g. `2Ti`, `512Gi`); at most `1Ei`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(
+            pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,2}|m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
+        )
+    )]
     pub memory: Option<String>,
     /// Most replicas, of all deployments together, this pool may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,21 +142,22 @@ pub struct GpuCapacity {
     pub count: u32,
 }
 
-/// Hourly prices, in the estate's currency.
+/// Hourly prices, in the estate's currency. Each is finite and between 0 and 1,000,000: a larger
+/// price is a typo, and would make cost sums overflow.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolCost {
     /// Price of one GPU for one hour.
     #[serde(default)]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = 1_000_000.0))]
     pub gpu_hour: f64,
     /// Price of one CPU core for one hour.
     #[serde(default)]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = 1_000_000.0))]
     pub cpu_hour: f64,
     /// Price of one GiB of memory for one hour.
     #[serde(default)]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = 1_000_000.0))]
     pub gib_hour: f64,
 }
 

@@ -111,6 +111,50 @@ pub struct Component {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub pools: Option<Vec<String>>,
+    /// How the serving container is confined. Default: non-root, read-only root filesystem (with
+    /// a writable `/tmp`); relax only what the serving image needs.
+    #[serde(default)]
+    pub security: ContainerSecurity,
+}
+
+/// Confinement of a component's serving container. Whatever is set here, the container never
+/// escalates privileges, drops every Linux capability and runs under the `RuntimeDefault`
+/// seccomp profile.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.runAsNonRoot || !has(self.runAsUser) || self.runAsUser != 0").message("runAsUser 0 is root: set runAsNonRoot to false to run as root"))]
+pub struct ContainerSecurity {
+    /// Mount the container's root filesystem read-only; an `emptyDir` is mounted writable at
+    /// `/tmp`. Set false for images that write elsewhere in their filesystem.
+    #[serde(default = "default_true")]
+    pub read_only_root_filesystem: bool,
+    /// Refuse to start the container as root (uid 0): the image's `USER` (or `runAsUser`) must be
+    /// a non-zero numeric uid. Set false only for images that must run as root.
+    #[serde(default = "default_true")]
+    pub run_as_non_root: bool,
+    /// The uid the container runs as; absent: the image's `USER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub run_as_user: Option<i64>,
+    /// The primary gid the container runs as; absent: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub run_as_group: Option<i64>,
+}
+
+impl Default for ContainerSecurity {
+    fn default() -> Self {
+        Self {
+            read_only_root_filesystem: true,
+            run_as_non_root: true,
+            run_as_user: None,
+            run_as_group: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_port() -> u16 {
@@ -124,11 +168,23 @@ pub struct ComponentResources {
     /// GPUs per replica; absent: a CPU-only component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuRequest>,
-    /// CPU per replica as a quantity (e.g. `4`, `500m`).
+    /// CPU per replica as a quantity (e.g. `4`, `500m`); at most a billion cores.
     #[serde(default = "default_cpu")]
+    #[schemars(
+        length(max = 32),
+        regex(
+            pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,2}|m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
+        )
+    )]
     pub cpu: String,
-    /// Memory per replica as a quantity (e.g. `16Gi`).
+    /// Memory per replica as a quantity (e.g. `16Gi`); at most `1Ei`.
     #[serde(default = "default_memory")]
+    #[schemars(
+        length(max = 32),
+        regex(
+            pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,2}|m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
+        )
+    )]
     pub memory: String,
 }
 

@@ -229,3 +229,87 @@ fn a_store_credentials_secret_in_another_namespace_is_rejected() {
     spec["artifactStore"]["credentialsSecretRef"] = json!({"name": "s"});
     assert!(cel_errors(&crd, pool(spec)).is_empty());
 }
+
+#[test]
+fn root_needs_run_as_non_root_false() {
+    let crd = ModelDeployment::crd();
+    let with_security = |security: Value| {
+        let mut c = component("a", 1, 2);
+        c["security"] = security;
+        deployment(json!([c]))
+    };
+    let message = "runAsUser 0 is root";
+    for ok in [
+        json!({}),
+        json!({"runAsUser": 1000}),
+        json!({"runAsNonRoot": false, "runAsUser": 0}),
+        json!({"readOnlyRootFilesystem": false}),
+    ] {
+        let errors = cel_errors(&crd, with_security(ok.clone()));
+        assert!(
+            !errors.iter().any(|e| e.contains(message)),
+            "{ok}: {errors:?}"
+        );
+    }
+    let errors = cel_errors(&crd, with_security(json!({"runAsUser": 0})));
+    assert!(errors.iter().any(|e| e.contains(message)), "{errors:?}");
+    // Absent, the component is confined: non-root, read-only root filesystem.
+    let parsed: ModelDeployment =
+        serde_json::from_value(deployment(json!([component("a", 1, 2)]))).unwrap();
+    assert_eq!(
+        parsed.spec.components[0].security,
+        ContainerSecurity::default()
+    );
+    assert!(parsed.spec.components[0].security.run_as_non_root);
+    assert!(parsed.spec.components[0].security.read_only_root_filesystem);
+}
+
+/// Every quantity field of the CRDs carries the grammar `quantity::PATTERN` parses (the client
+/// maps a mismatch to the parser's message by comparing patterns), and every price a maximum.
+#[test]
+fn quantities_and_prices_are_bounded_in_the_schema() {
+    fn walk(path: &str, schema: &Value, quantities: &mut Vec<String>, numbers: &mut Vec<String>) {
+        if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+            && pattern.contains("Ki|Mi|Gi")
+        {
+            assert_eq!(pattern, quantity::PATTERN, "{path}");
+            assert!(schema.get("maxLength").is_some(), "{path}");
+            quantities.push(path.to_string());
+        }
+        if schema.get("type").and_then(Value::as_str) == Some("number") && !path.contains(".status")
+        {
+            let bounded = schema.get("maximum").is_some();
+            assert!(bounded, "{path} has no maximum");
+            numbers.push(path.to_string());
+        }
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                walk(&format!("{path}.{k}"), v, quantities, numbers);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(&format!("{path}[]"), items, quantities, numbers);
+        }
+    }
+    let mut quantities = Vec::new();
+    let mut numbers = Vec::new();
+    for crd in crds() {
+        walk(
+            &crd.spec.names.kind,
+            &schema_of(&crd),
+            &mut quantities,
+            &mut numbers,
+        );
+    }
+    quantities.sort();
+    assert_eq!(
+        quantities,
+        [
+            "ComputePool.spec.capacity.cpu",
+            "ComputePool.spec.capacity.memory",
+            "ModelDeployment.spec.components[].resources.cpu",
+            "ModelDeployment.spec.components[].resources.memory",
+        ]
+    );
+    assert!(numbers.len() >= 5, "{numbers:?}");
+}

@@ -65,7 +65,18 @@ pub fn print<T: Serialize>(
     table: impl Fn(&T) -> String,
 ) -> ExitCode {
     let rendered = match format {
-        OutputFormat::Table => Ok(table(report)),
+        // Names and values from the input reach the table: escape them line by line (JSON and
+        // YAML escape control characters themselves).
+        OutputFormat::Table => Ok(table(report)
+            .split_inclusive('\n')
+            .map(|line| {
+                let (text, newline) = match line.strip_suffix('\n') {
+                    Some(text) => (text, "\n"),
+                    None => (line, ""),
+                };
+                format!("{}{newline}", skybridge::estate::printable(text))
+            })
+            .collect()),
         OutputFormat::Json => serde_json::to_string_pretty(report)
             .map(|s| s + "\n")
             .map_err(|e| e.to_string()),
@@ -83,8 +94,15 @@ pub fn print<T: Serialize>(
     }
 }
 
-/// Reports bad input and returns exit status 2.
+/// Reports a runtime failure (exit status 1), escaped like `bad_input`: it often names a path.
+pub fn runtime_error(message: String) -> ExitCode {
+    eprintln!("error: {}", skybridge::estate::printable(&message));
+    ExitCode::FAILURE
+}
+
+/// Reports bad input and returns exit status 2. The message is escaped: it often quotes a flag
+/// value or path the user (or a script fed with someone else's file names) passed.
 pub fn bad_input(message: String) -> ExitCode {
-    eprintln!("error: {message}");
+    eprintln!("error: {}", skybridge::estate::printable(&message));
     ExitCode::from(EXIT_BAD_INPUT)
 }

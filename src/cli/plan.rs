@@ -2,13 +2,20 @@
 
 use super::{EXIT_BAD_INPUT, OutputFormat, bad_input};
 use clap::Args;
-use skybridge::estate::{DemandOverrides, load_paths};
+use skybridge::estate::{DemandOverrides, InputLimits, load_paths_within};
 use skybridge::planner::{ComponentKey, plan};
 use skybridge::report::plan_report;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Printed after the options of `plan` and `simulate`.
+pub const LIMITS_HELP: &str = "Bad input is an error (exit status 2) naming file, line, object and field: input over a \
+limit above, a number that is not finite or out of range (prices 0 to 1e6), a document that is not a \
+mapping, an empty file or directory, an object name that is not a DNS name. Control characters in \
+messages are printed escaped. Details: docs/security.md, \"Input limits\".";
+
 #[derive(Args, Debug)]
+#[command(after_help = LIMITS_HELP)]
 pub struct PlanArgs {
     /// YAML file (multi-document) or directory of them with ComputePool, BurstPolicy and
     /// ModelDeployment objects. Repeatable.
@@ -21,10 +28,41 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
+    #[command(flatten)]
+    limits: InputLimitArgs,
+}
+
+/// Caps on the YAML input (docs/security.md, "Input limits"); input beyond one is an error
+/// (exit 2), found before the oversized part is read or parsed.
+#[derive(Args, Debug)]
+pub struct InputLimitArgs {
+    /// Largest YAML file read, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = InputLimits::default().max_file_bytes)]
+    max_file_bytes: u64,
+    /// Most bytes read over all YAML files together.
+    #[arg(long, value_name = "BYTES", default_value_t = InputLimits::default().max_total_bytes)]
+    max_input_bytes: u64,
+    /// Most YAML files read (directories are searched recursively).
+    #[arg(long, value_name = "COUNT", default_value_t = InputLimits::default().max_files)]
+    max_files: usize,
+    /// Deepest nesting of a YAML document (indentation levels, list entries and brackets).
+    #[arg(long, value_name = "LEVELS", default_value_t = InputLimits::default().max_yaml_depth)]
+    max_yaml_depth: usize,
+}
+
+impl InputLimitArgs {
+    pub fn limits(&self) -> InputLimits {
+        InputLimits {
+            max_file_bytes: self.max_file_bytes,
+            max_total_bytes: self.max_input_bytes,
+            max_files: self.max_files,
+            max_yaml_depth: self.max_yaml_depth,
+        }
+    }
 }
 
 pub fn run(args: PlanArgs) -> ExitCode {
-    let estate = match load_paths(&args.files) {
+    let estate = match load_paths_within(&args.files, &args.limits.limits()) {
         Ok(estate) => estate,
         Err(errors) => {
             for err in &errors {

@@ -1,17 +1,20 @@
 //! `skybridge simulate`: replay a demand trace through the burst controller and baselines.
 //! Files are read and written here; everything else is the library's pure simulation.
 
-use super::{EXIT_BAD_INPUT, OutputFormat, bad_input};
+use super::{EXIT_BAD_INPUT, OutputFormat, bad_input, runtime_error};
 use clap::Args;
-use skybridge::estate::load_paths;
+use skybridge::estate::load_paths_within;
 use skybridge::planner::ComponentKey;
 use skybridge::report::simulate_report;
-use skybridge::simulate::{SimulationOptions, csv_out, parse_trace, plot, simulate};
+use skybridge::simulate::{
+    DEFAULT_MAX_STEPS, SimulationOptions, csv_out, parse_trace, plot, simulate,
+};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
+#[command(after_help = super::plan::LIMITS_HELP)]
 pub struct SimulateArgs {
     /// YAML file (multi-document) or directory of them with ComputePool, BurstPolicy and
     /// ModelDeployment objects. Repeatable.
@@ -23,8 +26,8 @@ pub struct SimulateArgs {
     /// The component to simulate; default: the first, in key order, with a burst policy.
     #[arg(long, value_name = "NAMESPACE/NAME/COMPONENT")]
     component: Option<String>,
-    /// Peak demand (requests per second) the trace is scaled to; default: what the component's
-    /// `max` replicas serve (max × targetPerReplica).
+    /// Peak demand (requests per second) the trace is scaled to, positive and at most 1e15;
+    /// default: what the component's `max` replicas serve (max × targetPerReplica).
     #[arg(long, value_name = "RPS")]
     peak: Option<f64>,
     /// Seconds per simulated step; the trace is interpolated linearly between its rows.
@@ -39,10 +42,25 @@ pub struct SimulateArgs {
     /// Write the policy run's per-step series as CSV.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
+    #[command(flatten)]
+    limits: super::plan::InputLimitArgs,
+    /// Most simulated steps ((last timestamp - first) / --step + 1); memory grows with them.
+    #[arg(long, value_name = "STEPS", default_value_t = DEFAULT_MAX_STEPS)]
+    max_steps: u64,
+    /// Largest trace file read, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_TRACE_BYTES)]
+    max_trace_bytes: u64,
 }
 
+/// Largest trace read by default: about a million rows.
+const DEFAULT_MAX_TRACE_BYTES: u64 = 64 << 20;
+
+/// Largest `--peak`: beyond it, sums of demand over a long trace leave the range where costs and
+/// percentages stay exact enough to print.
+const MAX_PEAK: f64 = 1e15;
+
 pub fn run(args: SimulateArgs) -> ExitCode {
-    let estate = match load_paths(&args.files) {
+    let estate = match load_paths_within(&args.files, &args.limits.limits()) {
         Ok(estate) => estate,
         Err(errors) => {
             for err in &errors {
@@ -56,14 +74,16 @@ pub fn run(args: SimulateArgs) -> ExitCode {
         Err(message) => return bad_input(message),
     };
     if let Some(peak) = args.peak
-        && !(peak > 0.0 && peak.is_finite())
+        && !(peak > 0.0 && peak <= MAX_PEAK)
     {
-        return bad_input(format!("--peak {peak}: must be a positive number"));
+        return bad_input(format!(
+            "--peak {peak}: must be a positive number of at most {MAX_PEAK:e}"
+        ));
     }
     if args.step == 0 {
         return bad_input("--step 0: must be at least 1 second".into());
     }
-    let text = match std::fs::read_to_string(&args.trace) {
+    let text = match read_trace(&args.trace, args.max_trace_bytes) {
         Ok(text) => text,
         Err(e) => return bad_input(format!("{}: {e}", args.trace.display())),
     };
@@ -71,6 +91,30 @@ pub fn run(args: SimulateArgs) -> ExitCode {
         Ok(trace) => trace,
         Err(e) => return bad_input(e.to_string()),
     };
+    let span = trace.end().saturating_sub(trace.start());
+    if i64::from(args.step) > span {
+        return bad_input(format!(
+            "--step {}: longer than the trace, which spans {span} s (the run would be one sample, \
+             charged for the whole step)",
+            args.step
+        ));
+    }
+    // Checked before anything is sampled: a trace over centuries at one-second steps would
+    // otherwise allocate its samples first and fail (or not) afterwards.
+    match trace.step_count(i64::from(args.step)) {
+        Some(steps) if steps <= args.max_steps => {}
+        steps => {
+            return bad_input(format!(
+                "{}: the trace spans {} s; at --step {} that is {} steps, more than --max-steps \
+                 {} (raise --step or --max-steps)",
+                args.trace.display(),
+                trace.end().saturating_sub(trace.start()),
+                args.step,
+                steps.map_or("too many".to_string(), |s| s.to_string()),
+                args.max_steps
+            ));
+        }
+    }
     let options = SimulationOptions {
         peak: args.peak,
         step: i64::from(args.step),
@@ -108,32 +152,52 @@ pub fn run(args: SimulateArgs) -> ExitCode {
             let title = format!("{} under BurstPolicy {}", sim.component, sim.policy_name);
             let svg = match plot::render_svg(series, &title) {
                 Ok(svg) => svg,
-                Err(e) => {
-                    eprintln!("error: cannot draw the plot: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(e) => return runtime_error(format!("cannot draw the plot: {e}")),
             };
             if let Err(e) = std::fs::write(path, svg) {
-                eprintln!("error: {}: {e}", path.display());
-                return ExitCode::FAILURE;
+                return runtime_error(format!("{}: {e}", path.display()));
             }
         }
         if let Some(path) = &args.csv {
             let text = match csv_out::series_csv(series) {
                 Ok(text) => text,
-                Err(e) => {
-                    eprintln!("error: cannot write the series: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(e) => return runtime_error(format!("cannot write the series: {e}")),
             };
             if let Err(e) = std::fs::write(path, text) {
-                eprintln!("error: {}: {e}", path.display());
-                return ExitCode::FAILURE;
+                return runtime_error(format!("{}: {e}", path.display()));
             }
         }
     }
     let report = simulate_report(&sim);
     super::print(&report, args.output, |r| r.to_table())
+}
+
+/// The trace's text, refusing a file over `max_bytes` before (and while) reading it.
+fn read_trace(path: &std::path::Path, max_bytes: u64) -> Result<String, String> {
+    use std::io::Read;
+    let over =
+        || format!("larger than the limit of {max_bytes} bytes (raise it with --max-trace-bytes)");
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    // Pipes (`--trace /dev/stdin`) have no length up front; `take` bounds them below.
+    if file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() > max_bytes)
+    {
+        return Err(over());
+    }
+    let mut bytes = Vec::new();
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(over());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 fn parse_key(text: &str) -> Result<ComponentKey, String> {

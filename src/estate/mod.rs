@@ -10,8 +10,11 @@ mod validate;
 #[cfg(test)]
 mod residency_tests;
 
-pub use document::{DocumentError, Object, ObjectRef, parse_documents};
-pub use load::{LoadError, load_paths};
+pub use document::{
+    DEFAULT_MAX_YAML_DEPTH, DocumentError, Object, ObjectRef, dns_label, dns_subdomain,
+    parse_documents, parse_documents_nested_at_most, printable,
+};
+pub use load::{InputLimits, LoadError, load_paths, load_paths_within};
 pub use model_identity::{ModelClasses, ModelLocation, StoreIdentity};
 pub use plan_input::{
     DemandOverrides, budgets, component_key, component_request, per_replica, plan_input, pool_view,

@@ -4,7 +4,7 @@
 use super::names::{
     ANNOTATION_DIGEST, ANNOTATION_VERSION, child_name, component_labels, placement_labels,
 };
-use crate::api::{Component, ComputePoolSpec, ModelDeployment};
+use crate::api::{Component, ComputePoolSpec, ContainerSecurity, ModelDeployment};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -139,6 +139,19 @@ fn pod_spec(p: &Placement) -> PodSpec {
         mount_path: MODEL_DIR.into(),
         ..Default::default()
     };
+    let read_only_root = component.security.read_only_root_filesystem;
+    let mut serving_mounts = vec![VolumeMount {
+        read_only: Some(true),
+        ..model_volume.clone()
+    }];
+    if read_only_root {
+        // Most serving images write scratch files under /tmp; it stays writable, nothing else.
+        serving_mounts.push(VolumeMount {
+            name: TMP_VOLUME.into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        });
+    }
     let serving = Container {
         name: component.name.clone(),
         image: Some(component.image.clone()),
@@ -162,18 +175,8 @@ fn pod_spec(p: &Placement) -> PodSpec {
             period_seconds: Some(5),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            read_only: Some(true),
-            ..model_volume.clone()
-        }]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        volume_mounts: Some(serving_mounts),
+        security_context: Some(serving_security_context(&component.security)),
         ..Default::default()
     };
     let init_containers = p.model.map(|model| {
@@ -212,8 +215,13 @@ fn pod_spec(p: &Placement) -> PodSpec {
             volume_mounts: Some(vec![model_volume.clone()]),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
+                privileged: Some(false),
                 read_only_root_filesystem: Some(true),
                 run_as_non_root: Some(true),
+                // The image's distroless `nonroot` user, stated so that the kubelet can check
+                // runAsNonRoot without reading the image, and a mirror image cannot run as root.
+                run_as_user: Some(FETCH_MODEL_UID),
+                run_as_group: Some(FETCH_MODEL_UID),
                 capabilities: Some(Capabilities {
                     drop: Some(vec!["ALL".into()]),
                     ..Default::default()
@@ -227,21 +235,59 @@ fn pod_spec(p: &Placement) -> PodSpec {
             ..Default::default()
         }]
     });
+    let mut volumes = vec![Volume {
+        name: "model".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    if read_only_root {
+        volumes.push(Volume {
+            name: TMP_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+    }
     PodSpec {
         containers: vec![serving],
+        // Serving pods never call the API server of the cluster they run in.
+        automount_service_account_token: Some(false),
         init_containers,
         node_selector: (!p.pool.node_selector.is_empty()).then(|| p.pool.node_selector.clone()),
         tolerations: (!p.pool.tolerations.is_empty()).then(|| p.pool.tolerations.clone()),
-        volumes: Some(vec![Volume {
-            name: "model".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        }]),
+        volumes: Some(volumes),
         security_context: Some(PodSecurityContext {
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".into(),
                 ..Default::default()
             }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Uid and gid of the `fetch-model` init container: the operator image's distroless `nonroot`.
+pub const FETCH_MODEL_UID: i64 = 65532;
+
+/// The writable scratch volume mounted at `/tmp` when the root filesystem is read-only.
+const TMP_VOLUME: &str = "tmp";
+
+/// The serving container's security context: the component's choices for user and root
+/// filesystem, and the parts no component may relax.
+fn serving_security_context(security: &ContainerSecurity) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(security.read_only_root_filesystem),
+        run_as_non_root: Some(security.run_as_non_root),
+        run_as_user: security.run_as_user,
+        run_as_group: security.run_as_group,
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
             ..Default::default()
         }),
         ..Default::default()
@@ -399,6 +445,139 @@ spec:
             init.security_context.as_ref().unwrap().run_as_non_root,
             Some(true)
         );
+    }
+
+    fn pod_of(md: &ModelDeployment, pool: &ComputePool, fetch: Option<&ModelFetch>) -> PodSpec {
+        build_deployment(&Placement {
+            deployment: md,
+            component: &md.spec.components[0],
+            pool_name: "aws-spot",
+            pool: &pool.spec,
+            replicas: 1,
+            namespace: "shop-burst",
+            model: fetch,
+            owner: None,
+        })
+        .spec
+        .template
+        .spec
+        .unwrap()
+    }
+
+    fn fetch() -> ModelFetch {
+        ModelFetch {
+            image: "ghcr.io/skybridge/skybridge:0.1.0".into(),
+            uri: "s3://shop-models-euc1/recsys/deepfm".into(),
+            endpoint: None,
+            region: None,
+            path_style: false,
+            digest: None,
+            credentials_secret: None,
+        }
+    }
+
+    /// What no container may relax: no privilege escalation, no privileged mode, every
+    /// capability dropped, RuntimeDefault seccomp.
+    fn assert_confined(context: &SecurityContext, container: &str) {
+        assert_eq!(
+            context.allow_privilege_escalation,
+            Some(false),
+            "{container}"
+        );
+        assert_eq!(context.privileged, Some(false), "{container}");
+        let dropped = context.capabilities.as_ref().and_then(|c| c.drop.clone());
+        assert_eq!(dropped, Some(vec!["ALL".to_string()]), "{container}");
+        let added = context.capabilities.as_ref().and_then(|c| c.add.clone());
+        assert_eq!(added, None, "{container}");
+        assert_eq!(
+            context.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault"),
+            "{container}"
+        );
+    }
+
+    #[test]
+    fn every_container_runs_non_root_read_only_and_confined_by_default() {
+        let (md, pool) = fixtures();
+        let pod = pod_of(&md, &pool, Some(&fetch()));
+        let serving = &pod.containers[0];
+        let context = serving.security_context.as_ref().unwrap();
+        assert_confined(context, "serving");
+        assert_eq!(context.run_as_non_root, Some(true));
+        assert_eq!(context.read_only_root_filesystem, Some(true));
+        // A writable /tmp, backed by its own emptyDir, since the root filesystem is read-only.
+        let mounts = serving.volume_mounts.as_ref().unwrap();
+        let tmp = mounts.iter().find(|m| m.mount_path == "/tmp").unwrap();
+        assert_ne!(tmp.read_only, Some(true));
+        let volumes = pod.volumes.as_ref().unwrap();
+        let tmp_volume = volumes.iter().find(|v| v.name == tmp.name).unwrap();
+        assert!(tmp_volume.empty_dir.is_some());
+        // The model stays read-only for the serving container.
+        let model = mounts.iter().find(|m| m.mount_path == MODEL_DIR).unwrap();
+        assert_eq!(model.read_only, Some(true));
+
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        let context = init.security_context.as_ref().unwrap();
+        assert_confined(context, "fetch-model");
+        assert_eq!(context.run_as_non_root, Some(true));
+        assert_eq!(context.run_as_user, Some(FETCH_MODEL_UID));
+        assert_eq!(context.run_as_group, Some(FETCH_MODEL_UID));
+        assert_eq!(context.read_only_root_filesystem, Some(true));
+        let pod_seccomp = pod
+            .security_context
+            .as_ref()
+            .unwrap()
+            .seccomp_profile
+            .as_ref();
+        assert_eq!(
+            pod_seccomp.map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn a_component_relaxes_only_user_and_root_filesystem() {
+        let (mut md, pool) = fixtures();
+        md.spec.components[0].security = ContainerSecurity {
+            read_only_root_filesystem: false,
+            run_as_non_root: false,
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+        };
+        let pod = pod_of(&md, &pool, Some(&fetch()));
+        let serving = &pod.containers[0];
+        let context = serving.security_context.as_ref().unwrap();
+        assert_eq!(context.read_only_root_filesystem, Some(false));
+        assert_eq!(context.run_as_non_root, Some(false));
+        assert_eq!(context.run_as_user, Some(0));
+        assert_confined(context, "serving");
+        // No scratch volume when the root filesystem is writable anyway.
+        assert!(
+            !serving
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_path == "/tmp")
+        );
+        assert_eq!(pod.volumes.as_ref().unwrap().len(), 1);
+        // The init container is ours, not the component's: it stays locked down.
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(
+            init.security_context.as_ref().unwrap().run_as_user,
+            Some(FETCH_MODEL_UID)
+        );
+
+        md.spec.components[0].security = ContainerSecurity {
+            run_as_user: Some(1000),
+            ..ContainerSecurity::default()
+        };
+        let pod = pod_of(&md, &pool, None);
+        let context = pod.containers[0].security_context.as_ref().unwrap();
+        assert_eq!(context.run_as_user, Some(1000));
+        assert_eq!(context.run_as_non_root, Some(true));
+        assert_eq!(context.read_only_root_filesystem, Some(true));
     }
 
     #[test]

@@ -18,7 +18,10 @@ pub use lower_bound::lower_bound;
 pub use replay::{
     ControllerScaler, RunMetrics, RunOutput, Scaler, Series, View, exact_need, replay,
 };
-pub use trace::{Trace, TraceError, format_timestamp, parse_timestamp, parse_trace};
+pub use trace::{
+    DEFAULT_MAX_STEPS, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, Trace, TraceError, format_timestamp,
+    parse_timestamp, parse_trace,
+};
 pub use world::{SetupError, World, policy_world, select_component};
 
 use crate::estate::Estate;

@@ -2,11 +2,28 @@
 //! Parsing is pure (text in, trace or an error naming the line out); reading the file is the
 //! caller's job.
 
+use crate::estate::printable;
 use std::path::{Path, PathBuf};
 
-/// A problem with a trace, naming the file and line.
+/// Earliest and latest timestamps a trace may hold: years 0000 to 9999, as the
+/// `YYYY-MM-DD HH:MM:SS` form can write them. Keeping Unix seconds in this range keeps every
+/// difference and step arithmetic far from the edges of `i64`.
+pub const EARLIEST_TIMESTAMP: i64 = -62_167_219_200;
+pub const LATEST_TIMESTAMP: i64 = 253_402_300_799;
+
+/// Steps a simulation may take by default (`--max-steps` raises it): about 1.9 years at the
+/// default step of 60 seconds. Memory is linear in steps, so this bounds it too.
+pub const DEFAULT_MAX_STEPS: u64 = 1_000_000;
+
+/// A problem with a trace, naming the file and line. File name and message are escaped
+/// (`printable`): both can carry text from the input.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+#[error(
+    "{}{}: {}",
+    printable(&file.display().to_string()),
+    line.map(|l| format!(":{l}")).unwrap_or_default(),
+    printable(message)
+)]
 pub struct TraceError {
     pub file: PathBuf,
     pub line: Option<u64>,
@@ -29,6 +46,12 @@ pub fn parse_trace(text: &str, file: &Path) -> Result<Trace, TraceError> {
         line,
         message,
     };
+    if text.trim().is_empty() {
+        return Err(err(
+            None,
+            "the trace is empty; expected a timestamp,value header and at least two rows".into(),
+        ));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
@@ -64,6 +87,15 @@ pub fn parse_trace(text: &str, file: &Path) -> Result<Trace, TraceError> {
                 ),
             )
         })?;
+        if !(EARLIEST_TIMESTAMP..=LATEST_TIMESTAMP).contains(&t) {
+            return Err(err(
+                line,
+                format!(
+                    "timestamp {ts_text:?} is outside the years 0000 to 9999 \
+                     (Unix seconds {EARLIEST_TIMESTAMP} to {LATEST_TIMESTAMP})"
+                ),
+            ));
+        }
         let value: f64 = value_text
             .parse()
             .ok()
@@ -87,7 +119,10 @@ pub fn parse_trace(text: &str, file: &Path) -> Result<Trace, TraceError> {
     if points.len() < 2 {
         return Err(err(
             None,
-            format!("a trace needs at least two rows, found {}", points.len()),
+            format!(
+                "a trace needs at least two rows after the header, found {}",
+                points.len()
+            ),
         ));
     }
     Ok(Trace { points })
@@ -106,23 +141,41 @@ impl Trace {
         self.points.iter().map(|p| p.1).fold(0.0, f64::max)
     }
 
-    /// The trace with values scaled so that its peak is `peak`.
+    /// The trace with values scaled so that its peak is `peak`. Each value is divided by the
+    /// trace's peak before it is multiplied, so that no ratio overflows: a trace peaking at a
+    /// subnormal `1e-320` would otherwise give an infinite factor, and `0 × ∞` is NaN.
     pub fn scaled_to(&self, peak: f64) -> Trace {
-        let factor = if self.peak() > 0.0 {
-            peak / self.peak()
-        } else {
-            0.0
+        let own_peak = self.peak();
+        let scale = |v: f64| {
+            if own_peak > 0.0 {
+                (v / own_peak) * peak
+            } else {
+                0.0
+            }
         };
         Trace {
-            points: self.points.iter().map(|&(t, v)| (t, v * factor)).collect(),
+            points: self.points.iter().map(|&(t, v)| (t, scale(v))).collect(),
         }
+    }
+
+    /// How many samples `sample(step)` gives, computed without overflow: `None` when the count
+    /// does not fit a `u64` (it cannot, for timestamps parsed by `parse_trace`). Check it against
+    /// a cap before sampling: memory is linear in it.
+    pub fn step_count(&self, step: i64) -> Option<u64> {
+        let span = self.end().checked_sub(self.start())?;
+        let steps = span.checked_div(step.max(1))?.checked_add(1)?;
+        u64::try_from(steps).ok()
     }
 
     /// Values every `step` seconds from the first timestamp to the last, interpolated linearly
     /// between rows (a 30-minute bucket becomes a ramp, not a staircase).
     pub fn sample(&self, step: i64) -> Vec<f64> {
         let step = step.max(1);
-        let n = ((self.end() - self.start()) / step + 1) as usize;
+        // Traces from `parse_trace` always have a count; callers cap it before sampling.
+        let n = self
+            .step_count(step)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
         let mut out = Vec::with_capacity(n);
         let mut segment = 0;
         for k in 0..n {
@@ -132,7 +185,7 @@ impl Trace {
             }
             let (t0, v0) = self.points[segment];
             let (t1, v1) = self.points[segment + 1];
-            let f = ((t - t0) as f64 / (t1 - t0) as f64).clamp(0.0, 1.0);
+            let f = ((t as f64 - t0 as f64) / (t1 as f64 - t0 as f64)).clamp(0.0, 1.0);
             out.push(v0 + (v1 - v0) * f);
         }
         out
@@ -245,6 +298,62 @@ mod tests {
         assert!(e.to_string().starts_with("t.csv:3: "), "{e}");
         let e = parse("time,v\n1,2\n").unwrap_err();
         assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn scaling_a_subnormal_peak_keeps_the_shape() {
+        // 1 / 1e-320 overflows to infinity, and 0 × ∞ is NaN: scale by ratios instead.
+        let t = Trace {
+            points: vec![(0, 0.0), (60, 1e-320), (120, 5e-321)],
+        };
+        let scaled = t.scaled_to(500.0);
+        let values: Vec<f64> = scaled.points.iter().map(|p| p.1).collect();
+        assert!(values.iter().all(|v| v.is_finite()), "{values:?}");
+        assert_eq!(values[0], 0.0);
+        assert_eq!(values[1], 500.0);
+        assert!((values[2] - 250.0).abs() < 1.0, "{values:?}");
+        let huge = Trace {
+            points: vec![(0, 1e308), (60, f64::MAX)],
+        };
+        assert_eq!(huge.scaled_to(10.0).peak(), 10.0);
+    }
+
+    #[test]
+    fn step_counts_never_overflow() {
+        let edges = Trace {
+            points: vec![(i64::MIN, 1.0), (i64::MAX, 1.0)],
+        };
+        assert_eq!(edges.step_count(1), None);
+        assert!(edges.sample(1).is_empty());
+        let t = Trace {
+            points: vec![(EARLIEST_TIMESTAMP, 1.0), (LATEST_TIMESTAMP, 1.0)],
+        };
+        assert_eq!(
+            t.step_count(1),
+            Some((LATEST_TIMESTAMP - EARLIEST_TIMESTAMP + 1) as u64)
+        );
+        assert_eq!(t.step_count(i64::MAX), Some(1));
+        assert_eq!(t.step_count(0), t.step_count(1));
+    }
+
+    #[test]
+    fn timestamps_outside_years_0000_to_9999_are_named() {
+        let e = parse(&format!("timestamp,value\n0,1\n{},2\n", i64::MAX)).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("outside the years"), "{e}");
+        let ok = parse("timestamp,value\n0000-01-01 00:00:00,1\n9999-12-31 23:59:59,2\n").unwrap();
+        assert_eq!(ok.start(), EARLIEST_TIMESTAMP);
+        assert_eq!(ok.end(), LATEST_TIMESTAMP);
+        assert!(parse("").unwrap_err().message.contains("empty"));
+    }
+
+    #[test]
+    fn errors_escape_control_characters() {
+        let e = parse_trace("timestamp,value\n0,\u{1b}[31m\n", Path::new("a\u{7}.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+        assert!(e.starts_with("a\\u{7}.csv:2: "), "{e}");
     }
 
     #[test]

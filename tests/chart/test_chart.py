@@ -32,7 +32,9 @@ ALL_ON = {
     },
     "networkPolicy": {
         "enabled": True,
-        "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [{"port": 443}]}],
+        "apiServers": {"cidrs": ["10.0.0.1/32", "203.0.113.10/32"]},
+        "objectStores": {"cidrs": ["198.51.100.0/24"], "ports": [443, 9000]},
+        "extraEgress": [{"to": [{"ipBlock": {"cidr": "192.0.2.7/32"}}], "ports": [{"port": 8200}]}],
     },
     "podAnnotations": {"example.com/a": "b"},
     "image": {"fetchModelImage": "mirror.example.com/skybridge:0.1.0"},
@@ -319,6 +321,58 @@ class OperatorChart(unittest.TestCase):
         self.assertEqual(policy["spec"]["ingress"][0]["ports"][0]["port"], "http")
         self.assertEqual(policy["spec"]["egress"][0]["ports"][0]["port"], 53)
 
+    def test_network_policy_limits_egress_to_dns_api_servers_stores_and_prometheus(self):
+        egress = one(self.all_on, "NetworkPolicy")["spec"]["egress"]
+        # No rule without a destination: an empty `to` would open egress to everything.
+        for rule in egress:
+            self.assertTrue(rule.get("to"), rule)
+            self.assertTrue(rule.get("ports"), rule)
+
+        def allowed(rule):
+            cidrs = {p["ipBlock"]["cidr"] for p in rule["to"] if "ipBlock" in p}
+            ports = {(p["port"], p.get("protocol", "TCP")) for p in rule["ports"]}
+            return cidrs, ports
+
+        dns = egress[0]
+        self.assertEqual(allowed(dns)[1], {(53, "UDP"), (53, "TCP")})
+        self.assertEqual(dns["to"][0]["podSelector"]["matchLabels"], {"k8s-app": "kube-dns"})
+        by_cidr = {frozenset(allowed(r)[0]): allowed(r)[1] for r in egress[1:]}
+        self.assertEqual(by_cidr[frozenset({"10.0.0.1/32", "203.0.113.10/32"})],
+                         {(443, "TCP"), (6443, "TCP")})
+        self.assertEqual(by_cidr[frozenset({"198.51.100.0/24"})], {(443, "TCP"), (9000, "TCP")})
+        self.assertEqual(by_cidr[frozenset({"192.0.2.7/32"})], {(8200, "TCP")})
+        prometheus = [r for r in egress if r["to"][0].get("namespaceSelector", {}).get(
+            "matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"]
+        self.assertEqual(len(prometheus), 1)
+        self.assertEqual(allowed(prometheus[0])[1], {(9090, "TCP")})
+        # Exactly DNS, API servers, stores, Prometheus and the one extra rule.
+        self.assertEqual(len(egress), 5)
+
+    def test_network_policy_egress_choices(self):
+        # Egress restricted with no API server to reach: the operator could do nothing, so the
+        # install fails with a message rather than rendering a policy that cuts it off.
+        chart = helm.Chart.load(str(CHART))
+        with self.assertRaises(helm.HelmError) as failed:
+            chart.render({"networkPolicy": {"enabled": True}}, name="s", namespace=NAMESPACE)
+        self.assertIn("apiServers", str(failed.exception))
+        # Explicitly unrestricted egress: ingress only.
+        open_egress = render(CHART, {"networkPolicy": {"enabled": True, "restrictEgress": False}})
+        policy = one(open_egress, "NetworkPolicy")
+        self.assertEqual(policy["spec"]["policyTypes"], ["Ingress"])
+        self.assertNotIn("egress", policy["spec"])
+        # Destinations without CIDRs or peers get no rule (an empty `to` would allow all).
+        minimal = render(CHART, {"networkPolicy": {
+            "enabled": True, "apiServers": {"cidrs": ["10.0.0.1/32"]}, "prometheus": {"peers": []}}})
+        egress = one(minimal, "NetworkPolicy")["spec"]["egress"]
+        self.assertEqual(len(egress), 2, egress)
+        for bad in ({"networkPolicy": {"apiServers": {"cidrs": ["not-a-cidr"]}}},
+                    {"networkPolicy": {"apiServers": {"ports": [0]}}},
+                    {"networkPolicy": {"egress": []}},  # the old key: a typo must not be ignored
+                    {"networkPolicy": {"prometheus": {"cidr": "10.0.0.0/8"}}}):
+            with self.subTest(values=bad):
+                with self.assertRaises(helm.HelmValuesError):
+                    chart.render(bad, name="skybridge", namespace=NAMESPACE)
+
     def test_chart_crds_are_the_generated_ones(self):
         generated = (ROOT / "crds" / "skybridge.yaml").read_text()
         in_chart = (CHART / "crds" / "skybridge.yaml").read_text()
@@ -386,7 +440,7 @@ class Docs(unittest.TestCase):
 
 class MemberChart(unittest.TestCase):
     def test_lints_and_grants_least_privilege(self):
-        for values in ({}, {"storeCredentials": True, "tokenSecret": False}):
+        for values in ({}, {"storeCredentials": True, "tokenSecret": True}):
             report = helm.lint(str(MEMBER), values, strict=True)
             self.assertEqual(report["errors"], [], report)
             objects = render(MEMBER, values)
@@ -407,9 +461,23 @@ class MemberChart(unittest.TestCase):
                 self.assertFalse([h for h in have if h[1] == forbidden])
             node_verbs = {v for g, r, v in have if r == "nodes"}
             self.assertEqual(node_verbs, {"get", "list"})
-            self.assertEqual(len(of_kind(objects, "Secret")), 0 if values else 1)
+            self.assertEqual(len(of_kind(objects, "Secret")), 1 if values.get("tokenSecret") else 0)
         with self.assertRaises(helm.HelmValuesError):
             helm.Chart.load(str(MEMBER)).render({"clusterAdmin": True}, name="m", namespace="m")
+
+
+    def test_no_long_lived_token_unless_asked(self):
+        self.assertEqual(of_kind(render(MEMBER), "Secret"), [])
+        secret = one(render(MEMBER, {"tokenSecret": True}), "Secret")
+        self.assertEqual(secret["type"], "kubernetes.io/service-account-token")
+        self.assertEqual(secret["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+                         "skybridge-member")
+        # The ServiceAccount itself never mounts its token into a pod.
+        account = one(render(MEMBER), "ServiceAccount")
+        self.assertIs(account["automountServiceAccountToken"], False)
+        # The docs show the bound-token way, and the chart's notes point to it.
+        guide = (ROOT / "docs" / "platform-guide.md").read_text()
+        self.assertIn("kubectl --context $CTX -n $NS create token skybridge-member --duration", guide)
 
 
 class Image(unittest.TestCase):
