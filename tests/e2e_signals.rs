@@ -318,6 +318,47 @@ async fn each_scale_up_event_says_what_happened_that_time() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metric_failing_with_another_url_is_a_new_event_naming_it() {
+    let estate = Estate::start(8, 8).await;
+    estate.apply_pools();
+    // Nothing listens on port 9 of loopback: every read fails, naming the URL.
+    let (first, second) = ("http://127.0.0.1:9", "http://localhost:9");
+    let policy_at = |url: &str| {
+        format!(
+            r#"
+apiVersion: skybridge.io/v1alpha1
+kind: BurstPolicy
+metadata: {{name: signals}}
+spec:
+  metric: {{prometheusUrl: "{url}", query: demand_$component, targetPerReplica: 100, intervalSeconds: 5}}
+  burst: {{enabled: true, pools: [cloud-l4]}}
+"#
+        )
+    };
+    estate.apply(&policy_at(first));
+    let _operator = Operator::start(&estate).await;
+    estate.apply(&deployment("ranker", &[("ranker", 2, 4)]));
+    eventually("a MetricUnavailable Event naming the first URL", || async {
+        let seen = notes(&estate, "ranker", "MetricUnavailable").await;
+        seen.iter().any(|n| n.contains(first)).then_some(())
+    })
+    .await;
+
+    // The platform team points the policy elsewhere, still broken: the status does not change
+    // (the last decision holds), but the Event tells the new error.
+    estate.apply(&policy_at(second));
+    let seen = eventually(
+        "a MetricUnavailable Event naming the second URL",
+        || async {
+            let seen = notes(&estate, "ranker", "MetricUnavailable").await;
+            seen.iter().any(|n| n.contains(second)).then_some(seen)
+        },
+    )
+    .await;
+    assert!(seen.iter().any(|n| n.contains(first)), "{seen:?}");
+}
+
 /// The dc1-l4 pool's `(gpus, gpusFree)` once it reports free capacity.
 async fn pool_gpus(estate: &Estate) -> Option<(u32, u32)> {
     let pool = estate.pools_api().get("dc1-l4").await.ok()?;

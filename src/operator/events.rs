@@ -126,6 +126,11 @@ impl SeriesCache {
         }
     }
 
+    /// Whether an Event of `key` was published within [`SERIES_TTL`] before `now`.
+    pub fn knows(&mut self, key: &EventKey, now: Timestamp) -> bool {
+        self.decide(key, now) != Publish::Create
+    }
+
     /// Records that the occurrence was published as `name`, with `count` occurrences so far.
     pub fn remember(&mut self, key: EventKey, name: String, count: i32, now: Timestamp) {
         if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
@@ -210,6 +215,27 @@ impl EventRecorder {
             .expect("event cache lock")
             .remember(key, name, count, now);
         Ok(())
+    }
+
+    /// Publishes `event` unless the same Event, note included, was published within
+    /// [`SERIES_TTL`]: for what a reconcile finds again and again while nothing else changes (a
+    /// failing metric), so that a changed note is told at once and an unchanged one is not
+    /// repeated every reconcile. Returns whether it was published.
+    pub async fn publish_if_new(
+        &self,
+        event: &Event,
+        regarding: &ObjectReference,
+    ) -> Result<bool, kube::Error> {
+        let key = EventKey::new(event, regarding);
+        let known = self
+            .cache
+            .lock()
+            .expect("event cache lock")
+            .knows(&key, Timestamp::now());
+        if known {
+            return Ok(false);
+        }
+        self.publish(event, regarding).await.map(|()| true)
     }
 
     async fn create(
@@ -329,6 +355,27 @@ mod tests {
         for other in [other_object, other_reason, other_type] {
             assert_ne!(base, other);
         }
+    }
+
+    #[test]
+    fn a_note_is_known_until_its_ttl_and_a_changed_note_is_not() {
+        let mut cache = SeriesCache::default();
+        let failing = key(
+            "MetricUnavailable",
+            "component ranker: Prometheus at http://a did not answer",
+        );
+        assert!(!cache.knows(&failing, at(0)));
+        cache.remember(failing.clone(), "ranker.1".into(), 1, at(0));
+        assert!(cache.knows(&failing, at(60)));
+        let other = key(
+            "MetricUnavailable",
+            "component ranker: Prometheus at http://b did not answer",
+        );
+        assert!(!cache.knows(&other, at(60)), "another URL is news");
+        assert!(
+            !cache.knows(&failing, at(SERIES_TTL.as_secs())),
+            "told again after the TTL"
+        );
     }
 
     #[test]
