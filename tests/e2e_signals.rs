@@ -368,9 +368,35 @@ async fn pool_gpus(estate: &Estate) -> Option<(u32, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpus_free_drops_as_replicas_run_and_returns_when_they_go() {
+    gpus_free_under_load(
+        "gpus_free_drops_as_replicas_run_and_returns_when_they_go",
+        0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpus_free_of_a_pool_of_many_nodes_counts_the_pods_of_the_whole_cluster() {
+    // Beyond 8 Nodes the probe lists every unfinished pod of the cluster, page by page, rather
+    // than the pods of each Node.
+    gpus_free_under_load(
+        "gpus_free_of_a_pool_of_many_nodes_counts_the_pods_of_the_whole_cluster",
+        8,
+    )
+    .await;
+}
+
+/// The private pool: one Node with 8 GPUs and `cpu_nodes` Nodes without GPUs.
+async fn gpus_free_under_load(test: &str, cpu_nodes: u32) {
     let estate = Estate::start(8, 8).await;
-    if !estate.harness_only("gpus_free_drops_as_replicas_run_and_returns_when_they_go") {
+    if !estate.harness_only(test) {
         return;
+    }
+    for i in 0..cpu_nodes {
+        estate
+            .private
+            .upsert_node(NodeSpec::new(&format!("dc1-cpu-{i}")).label(POOL_LABEL, "dc1-l4"))
+            .expect("node added");
     }
     estate.apply_pools();
     let _operator = Operator::start(&estate).await;

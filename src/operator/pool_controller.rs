@@ -22,6 +22,11 @@ pub const FIELD_MANAGER: &str = "skybridge.io/pool-controller";
 const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Pods per page when summing requests: bounds the memory of a probe in a large cluster.
 const PODS_PAGE: u32 = 500;
+/// Up to this many Nodes, a probe lists the pods of each Node (`spec.nodeName`, indexed by the
+/// API server) rather than every pod of the cluster: a pool of a few Nodes in a large shared
+/// cluster then reads only its own pods.
+const PER_NODE_LISTS_UP_TO: usize = 8;
+const UNFINISHED: &str = "status.phase!=Succeeded,status.phase!=Failed";
 
 /// How long one probe may take before the cluster counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -409,16 +414,32 @@ async fn probe_once(pool: &ComputePool, ctx: &Context) -> std::result::Result<Pr
     Ok(Probe { nodes, requested })
 }
 
-/// What the running and pending pods on `nodes` request, listed page by page (finished pods
-/// are filtered out by the API server).
+/// What the running and pending pods on `nodes` request: per Node for a small pool, else from
+/// every unfinished pod of the cluster, page by page (finished pods are filtered out by the API
+/// server either way).
 async fn pods_requests(
     client: &kube::Client,
     nodes: &BTreeSet<String>,
 ) -> std::result::Result<Requested, String> {
     let pods: Api<Pod> = Api::all(client.clone());
-    let mut params = ListParams::default()
-        .fields("status.phase!=Succeeded,status.phase!=Failed")
-        .limit(PODS_PAGE);
+    let mut total = Requested::default();
+    if nodes.len() <= PER_NODE_LISTS_UP_TO {
+        for node in nodes {
+            let fields = format!("spec.nodeName={node},{UNFINISHED}");
+            total.add(paged_requests(&pods, &fields, nodes).await?);
+        }
+        Ok(total)
+    } else {
+        paged_requests(&pods, UNFINISHED, nodes).await
+    }
+}
+
+async fn paged_requests(
+    pods: &Api<Pod>,
+    fields: &str,
+    nodes: &BTreeSet<String>,
+) -> std::result::Result<Requested, String> {
+    let mut params = ListParams::default().fields(fields).limit(PODS_PAGE);
     let mut total = Requested::default();
     loop {
         let page = pods
