@@ -54,10 +54,11 @@ pub struct Requested {
 }
 
 impl Requested {
+    /// Saturating: a pod spec with absurd quantities must not overflow the sum.
     fn add(&mut self, other: Requested) {
-        self.gpus += other.gpus;
-        self.cpu_milli += other.cpu_milli;
-        self.memory_bytes += other.memory_bytes;
+        self.gpus = self.gpus.saturating_add(other.gpus);
+        self.cpu_milli = self.cpu_milli.saturating_add(other.cpu_milli);
+        self.memory_bytes = self.memory_bytes.saturating_add(other.memory_bytes);
     }
 
     fn max(self, other: Requested) -> Requested {
@@ -131,7 +132,7 @@ pub fn pod_requests(pod: &Pod) -> Requested {
     total
 }
 
-/// Whether a pod still holds its requests: bound to a node and neither succeeded nor failed.
+/// Whether a pod still holds its requests: neither succeeded nor failed.
 fn holds_requests(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     !matches!(phase, Some("Succeeded" | "Failed"))
@@ -624,6 +625,27 @@ mod tests {
         assert_eq!(requested.gpus, 3);
         assert_eq!(requested.cpu_milli, 2_000);
         assert_eq!(requested.memory_bytes, 2 << 30);
+    }
+
+    #[test]
+    fn absurd_quantities_saturate_instead_of_overflowing() {
+        let nodes: BTreeSet<String> = ["gpu-0".to_string()].into();
+        let huge = || {
+            pod(
+                Some("gpu-0"),
+                "Running",
+                serde_json::json!({"containers": [{"name": "c", "resources": {
+                    "requests": {"memory": "16Ei", "nvidia.com/gpu": "9223372036854775807"},
+                }}]}),
+            )
+        };
+        let requested = requested_on(&[huge(), huge(), huge()], &nodes);
+        assert_eq!(requested.gpus, u64::MAX);
+        let capacity = NodeCapacity {
+            gpus: 8,
+            ..Default::default()
+        };
+        assert_eq!(free_capacity(&capacity, &requested, 8).0, 0);
     }
 
     #[test]
