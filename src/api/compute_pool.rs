@@ -208,14 +208,18 @@ pub struct ComputePoolStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ObservedCapacity {
-    /// Allocatable GPUs on matching Nodes.
+    /// Allocatable GPUs on the matching ready, schedulable Nodes, at most the spec's count.
     pub gpus: u32,
-    /// GPUs not yet requested by any pod.
-    pub gpus_free: u32,
-    /// Free CPU as a quantity.
+    /// GPUs on those Nodes not yet requested by any running or pending pod scheduled there
+    /// (Skybridge's replicas and everything else), at most `gpus`. Absent when the pods could
+    /// not be listed (the `Ready` condition's message says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_free: Option<u32>,
+    /// CPU on those Nodes not yet requested by such pods, as a quantity; absent as `gpusFree`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_free: Option<String>,
-    /// Free memory as a quantity.
+    /// Memory on those Nodes not yet requested by such pods, as a quantity; absent as
+    /// `gpusFree`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_free: Option<String>,
 }

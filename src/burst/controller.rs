@@ -673,16 +673,18 @@ impl BurstController {
 }
 
 /// Replicas of component `index` of `input` the private pools can hold next to the others as
-/// they are requested: the planner's own answer with bursting disabled and the component at its
-/// max. Call it when pools or other components change, not every tick.
+/// they are requested: the planner's own answer with the component at its max, counted on
+/// private pools. Its burst preference stays as it is: disabling it would make the component
+/// private-only, whose floor the planner places before the others' existing private replicas,
+/// so room they hold would count as free. Call it when pools or other components change, not
+/// every tick.
 pub fn private_capacity(input: &PlanInput, index: usize, max: u32) -> u32 {
     let mut trial = input.clone();
     let component = &mut trial.components[index];
-    component.burst.enabled = false;
     component.desired = max.max(component.min);
     component.current.clear();
     component.rebalance = true;
-    plan(&trial).components[index].placed()
+    plan(&trial).components[index].replicas_in(Cloud::Private)
 }
 
 /// Replicas of component `index` each pool can still hold next to the other components as the

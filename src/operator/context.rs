@@ -3,12 +3,13 @@
 use super::batch::Batcher;
 use super::clusters::Clusters;
 use super::deployment_controller::{PlanOutcome, PlanTicket};
+use super::events::EventRecorder;
 use super::metrics::Metrics;
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
 use crate::burst::ControllerState;
 use crate::estate::Estate;
 use kube::ResourceExt;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ pub struct Settings {
 pub struct Context {
     pub clusters: Clusters,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     pub settings: Settings,
     pub pools: Store<ComputePool>,
     pub policies: Store<BurstPolicy>,
@@ -139,7 +140,7 @@ impl Context {
         leader: watch::Receiver<bool>,
         instance: String,
     ) -> Self {
-        let recorder = Recorder::new(
+        let recorder = EventRecorder::new(
             clusters.local().client.clone(),
             Reporter {
                 controller: REPORTER.into(),

@@ -251,6 +251,25 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         for (kind, reason, note) in events {
             publish(ctx, md, kind, reason, "Reconcile", &note).await;
         }
+    } else {
+        // The status says nothing new, but what this reconcile found may (a metric failing with
+        // another error): each note is told once, not again every reconcile.
+        for (type_, reason, note) in notes {
+            let event = Event {
+                type_,
+                reason: reason.into(),
+                note: Some(note.chars().take(1000).collect()),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(err) = ctx
+                .recorder
+                .publish_if_new(&event, &md.object_ref(&()))
+                .await
+            {
+                warn!(%err, reason, "could not publish an Event");
+            }
+        }
     }
     if let Some(err) = apply_error {
         return Err(err);

@@ -13,6 +13,7 @@ pub mod context;
 pub mod demand;
 pub mod deployment_controller;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod names;

@@ -143,6 +143,10 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
         options: PlannerOptions::default(),
     };
 
+    // What each component holds going into this tick, for the private capacity left to the
+    // others: see `holding_input`.
+    let capacity_input = holding_input(estate, requests, &starts, &input);
+
     // One burst controller per component with a valid policy: (request, input index, name,
     // controller, state, observation).
     let mut controllers = Vec::new();
@@ -175,7 +179,7 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
                     })
                     .map(|(_, n)| n)
                     .sum(),
-                private_capacity: private_capacity(&input, index, component.replicas.max),
+                private_capacity: private_capacity(&capacity_input, index, component.replicas.max),
             };
             let state = request
                 .states
@@ -218,6 +222,36 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
             .extend(decision.events.into_iter().map(|e| (name.clone(), e)));
     }
     decided
+}
+
+/// `input` with every component of the requests wanting what it holds going into the tick: a
+/// component with a burst policy its last decision (its observed replicas before its first), the
+/// others their `min`. The private capacity of one component is what the private pools can hold
+/// next to the others *as they are*; planning it with its siblings at their `min` would count
+/// room they occupy as free, and start a component's failback hold while the pool is still full.
+fn holding_input(
+    estate: &Estate,
+    requests: &[Request<'_>],
+    starts: &[usize],
+    input: &PlanInput,
+) -> PlanInput {
+    let mut holding = input.clone();
+    for (request, &start) in requests.iter().zip(starts) {
+        for (offset, component) in request.deployment.spec.components.iter().enumerate() {
+            if estate.policy_of(component).is_none() {
+                continue;
+            }
+            let planned = &mut holding.components[start + offset];
+            let observed: u32 = planned.current.values().sum();
+            let last = request
+                .states
+                .get(&component.name)
+                .and_then(|s| s.desired)
+                .unwrap_or(observed);
+            planned.desired = last.clamp(component.replicas.min, component.replicas.max);
+        }
+    }
+    holding
 }
 
 #[cfg(test)]
@@ -481,5 +515,278 @@ mod tests {
             plan.reasons.iter().any(|r| r.contains("residency")),
             "{plan:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod failback_hold_tests {
+    //! Two components of one deployment share a private pool that is full, so both burst; then
+    //! private capacity returns. Each may move back only after its policy's
+    //! `failbackAfterSeconds` counted from then: while the pool was full, neither could fit.
+    use super::*;
+    use crate::api::{
+        Cloud, ComponentStatus, ComputePoolStatus, ModelDeploymentStatus, ObservedCapacity,
+        PlacementStatus,
+    };
+    use crate::estate::parse_documents;
+    use kube::ResourceExt;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    const START: i64 = 1_700_000_000;
+
+    fn estate(min: [u32; 2], failback_seconds: u32) -> Estate {
+        let component = |name: &str, min: u32| {
+            format!(
+                "    - name: {name}\n      dataClass: internal\n      image: i\n      resources: {{gpu: {{count: 1, type: l4}}, cpu: \"1\", memory: 1Gi}}\n      replicas: {{min: {min}, max: 8}}\n      burstPolicy: p\n"
+            )
+        };
+        let text = format!(
+            r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {{name: dc1}}
+spec:
+  cloud: private
+  provider: onprem
+  region: r
+  capacity: {{gpu: {{type: l4, count: 64}}}}
+  cost: {{gpuHour: 0.3}}
+  startupSeconds: 30
+---
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {{name: cloud}}
+spec:
+  cloud: public
+  provider: aws
+  region: r
+  capacity: {{gpu: {{type: l4, count: 64}}}}
+  cost: {{gpuHour: 0.9}}
+  startupSeconds: 60
+---
+apiVersion: skybridge.io/v1alpha1
+kind: BurstPolicy
+metadata: {{name: p}}
+spec:
+  metric: {{prometheusUrl: "http://prom", query: q, targetPerReplica: 100, intervalSeconds: 5}}
+  scaleUp: {{stabilizationWindowSeconds: 0, periodSeconds: 1}}
+  scaleDown: {{stabilizationWindowSeconds: 0, periodSeconds: 1}}
+  burst: {{enabled: true, failbackAfterSeconds: {failback_seconds}}}
+---
+apiVersion: skybridge.io/v1alpha1
+kind: ModelDeployment
+metadata: {{name: pair, namespace: shop}}
+spec:
+  model: {{source: {{uri: "s3://models/pair", pool: dc1}}, version: "1"}}
+  components:
+{}{}"#,
+            component("a", min[0]),
+            component("b", min[1])
+        );
+        let mut estate = Estate::default();
+        for object in parse_documents(&text) {
+            match object.expect("the test's estate parses") {
+                crate::estate::Object::Pool(p) => {
+                    estate.pools.insert(p.name_any(), Arc::new(*p));
+                }
+                crate::estate::Object::Policy(p) => {
+                    estate.policies.insert(p.name_any(), Arc::new(*p));
+                }
+                crate::estate::Object::Deployment(d) => {
+                    estate
+                        .deployments
+                        .insert((d.namespace().unwrap(), d.name_any()), Arc::new(*d));
+                }
+            }
+        }
+        estate
+    }
+
+    /// The pool controller's report: `gpus` GPUs on the private pool's Nodes.
+    fn set_private_gpus(estate: &mut Estate, gpus: u32) {
+        let pool = Arc::make_mut(estate.pools.get_mut("dc1").unwrap());
+        pool.status = Some(ComputePoolStatus {
+            observed_capacity: Some(ObservedCapacity {
+                gpus,
+                gpus_free: Some(gpus),
+                cpu_free: None,
+                memory_free: None,
+            }),
+            ..Default::default()
+        });
+    }
+
+    /// Private and public replicas of each component after one tick.
+    type Placed = [(u32, u32); 2];
+
+    /// Runs the operator's decisions every `interval` seconds with constant demand (`replicas`
+    /// worth, 100 per replica), the private pool at `before` GPUs until `returns_at` seconds,
+    /// then at `after`. Each tick's plan becomes the status the next tick starts from.
+    fn run(
+        min: [u32; 2],
+        replicas: [u32; 2],
+        (before, after): (u32, u32),
+        returns_at: i64,
+        interval: i64,
+        ticks: usize,
+        failback_seconds: u32,
+    ) -> Vec<(i64, Placed)> {
+        let mut estate = estate(min, failback_seconds);
+        set_private_gpus(&mut estate, before);
+        let key = ("shop".to_string(), "pair".to_string());
+        let demand = BTreeMap::from([
+            ("a".to_string(), Some(f64::from(replicas[0]) * 100.0)),
+            ("b".to_string(), Some(f64::from(replicas[1]) * 100.0)),
+        ]);
+        let mut states = BTreeMap::new();
+        let mut out = Vec::new();
+        for tick in 0..ticks {
+            let now = START + tick as i64 * interval;
+            if now - START >= returns_at {
+                set_private_gpus(&mut estate, after);
+            }
+            let md = estate.deployments[&key].clone();
+            let decided = decide(&estate, &md, &demand, &states, now);
+            states = decided.states;
+            let placed = [0, 1].map(|i| {
+                let plan = &decided.plans[i];
+                (
+                    plan.replicas_in(Cloud::Private),
+                    plan.replicas_in(Cloud::Public),
+                )
+            });
+            let md = Arc::make_mut(estate.deployments.get_mut(&key).unwrap());
+            md.status = Some(ModelDeploymentStatus {
+                components: decided
+                    .plans
+                    .iter()
+                    .map(|plan| ComponentStatus {
+                        name: plan.key.component.clone(),
+                        desired_replicas: plan.desired_replicas,
+                        placements: plan
+                            .placements
+                            .iter()
+                            .map(|p| PlacementStatus {
+                                pool: p.pool.clone(),
+                                cloud: p.cloud,
+                                replicas: p.replicas,
+                                ready_replicas: p.replicas,
+                                reason: p.reason.clone(),
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+            out.push((now - START, placed));
+        }
+        out
+    }
+
+    /// Seconds (from the start) at which each component moved replicas from public to private.
+    fn failbacks(run: &[(i64, Placed)]) -> [Vec<i64>; 2] {
+        let mut moves = [Vec::new(), Vec::new()];
+        for pair in run.windows(2) {
+            let ((_, was), (at, now)) = (pair[0], pair[1]);
+            for i in 0..2 {
+                if now[i].1 < was[i].1 && now[i].0 > was[i].0 {
+                    moves[i].push(at);
+                }
+            }
+        }
+        moves
+    }
+
+    /// Both burst while the pool is full; the hold of each starts when capacity returns.
+    fn assert_each_waits(run: &[(i64, Placed)], returns_at: i64, window: i64, interval: i64) {
+        let before = run.iter().rfind(|(t, _)| *t < returns_at).unwrap().1;
+        assert!(
+            before.iter().all(|&(_, public)| public > 0),
+            "both burst while the pool is full: {run:?}"
+        );
+        let moves = failbacks(run);
+        for (component, at) in moves.iter().enumerate() {
+            let first = at
+                .first()
+                .copied()
+                .unwrap_or_else(|| panic!("component {component} never failed back: {run:?}"));
+            assert!(
+                first >= returns_at + window,
+                "component {component} failed back at {first} s, capacity returned at {returns_at} s, \
+                 the hold is {window} s: {run:?}"
+            );
+            assert!(
+                first <= returns_at + window + interval,
+                "component {component} failed back at {first} s, a tick after its hold ended: {run:?}"
+            );
+        }
+        let (_, last) = run.last().unwrap();
+        assert!(last.iter().all(|&(_, public)| public == 0), "{run:?}");
+    }
+
+    #[test]
+    fn a_component_whose_sibling_fills_the_pool_waits_its_hold_from_the_return() {
+        // a wants 4, b 3; the pool holds 4 until 100 s, then 12. Before the fix, b's capacity
+        // was planned with a at its min (1), so b "fitted" from the first tick and moved back
+        // 20 s after the return instead of 120.
+        let run = run([1, 1], [4, 3], (4, 12), 100, 5, 70, 120);
+        assert_each_waits(&run, 100, 120, 5);
+    }
+
+    #[test]
+    fn a_component_bursting_within_its_floor_waits_its_hold_from_the_return() {
+        // Floors 3 + 3 on 4 GPUs: b's floor is partly public. Before the fix, b's capacity was
+        // planned with bursting disabled, which put its floor before a's private replicas, so b
+        // "fitted" while the pool was full.
+        let run = run([3, 3], [4, 3], (4, 8), 60, 3, 80, 90);
+        assert_each_waits(&run, 60, 90, 3);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_component_fails_back_before_its_hold_counted_from_the_return(
+            min_a in 1u32..=4,
+            min_b in 1u32..=4,
+            extra_a in 0u32..=3,
+            extra_b in 0u32..=3,
+            short in 1u32..=4,
+            returns_after in 2i64..=10,
+            interval in 1i64..=6,
+            window in prop::sample::select(vec![10u32, 30, 60]),
+        ) {
+            let replicas = [min_a + extra_a, min_b + extra_b];
+            let total = replicas[0] + replicas[1];
+            // Full: both cannot fit; at least one replica of each fits, so both burst only when
+            // the other holds the rest.
+            let before = total.saturating_sub(short).max(2);
+            prop_assume!(before < total);
+            let returns_at = returns_after * interval;
+            let ticks = (returns_at + i64::from(window)) / interval + 4;
+            let run = run(
+                [min_a, min_b],
+                replicas,
+                (before, total),
+                returns_at,
+                interval,
+                ticks as usize,
+                window,
+            );
+            let moves = failbacks(&run);
+            for (component, at) in moves.iter().enumerate() {
+                for &t in at {
+                    prop_assert!(
+                        t >= returns_at + i64::from(window),
+                        "component {} failed back at {} s, capacity returned at {} s, hold {} s: {:?}",
+                        component, t, returns_at, window, run
+                    );
+                }
+            }
+            let (_, last) = run.last().unwrap();
+            prop_assert!(last.iter().all(|&(_, public)| public == 0), "all home: {:?}", run);
+        }
     }
 }

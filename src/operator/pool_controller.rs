@@ -6,16 +6,27 @@ use super::context::Context;
 use super::error::{Error, Result};
 use super::metrics::{ControllerLabels, ErrorLabels, PoolLabels};
 use crate::api::{ComputePool, ComputePoolStatus, ObservedCapacity, quantity};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{instrument, warn};
 
 pub const FIELD_MANAGER: &str = "skybridge.io/pool-controller";
+
+/// The extended resource of NVIDIA GPUs.
+const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// Pods per page when summing requests: bounds the memory of a probe in a large cluster.
+const PODS_PAGE: u32 = 500;
+/// Up to this many Nodes, a probe lists the pods of each Node (`spec.nodeName`, indexed by the
+/// API server) rather than every pod of the cluster: a pool of a few Nodes in a large shared
+/// cluster then reads only its own pods.
+const PER_NODE_LISTS_UP_TO: usize = 8;
+const UNFINISHED: &str = "status.phase!=Succeeded,status.phase!=Failed";
 
 /// How long one probe may take before the cluster counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,6 +41,137 @@ pub struct NodeCapacity {
     pub gpus: u32,
     pub cpu_milli: u64,
     pub memory_bytes: u64,
+    /// Names of the ready, schedulable Nodes counted above.
+    pub counted: BTreeSet<String>,
+}
+
+/// Resources requested by pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requested {
+    pub gpus: u64,
+    pub cpu_milli: u64,
+    pub memory_bytes: u64,
+}
+
+impl Requested {
+    /// Saturating: a pod spec with absurd quantities must not overflow the sum.
+    fn add(&mut self, other: Requested) {
+        self.gpus = self.gpus.saturating_add(other.gpus);
+        self.cpu_milli = self.cpu_milli.saturating_add(other.cpu_milli);
+        self.memory_bytes = self.memory_bytes.saturating_add(other.memory_bytes);
+    }
+
+    fn max(self, other: Requested) -> Requested {
+        Requested {
+            gpus: self.gpus.max(other.gpus),
+            cpu_milli: self.cpu_milli.max(other.cpu_milli),
+            memory_bytes: self.memory_bytes.max(other.memory_bytes),
+        }
+    }
+}
+
+/// A pool's probe: its Nodes, and what the pods on them request (or why that is unknown).
+#[derive(Debug, PartialEq)]
+pub struct Probe {
+    pub nodes: NodeCapacity,
+    pub requested: std::result::Result<Requested, String>,
+}
+
+/// One container's requests; a resource with a limit and no request requests its limit, as
+/// Kubernetes defaults it (GPUs are usually given as limits only).
+fn container_requests(resources: Option<&ResourceRequirements>) -> Requested {
+    let get = |key: &str| {
+        let resources = resources?;
+        resources
+            .requests
+            .as_ref()
+            .and_then(|r| r.get(key))
+            .or_else(|| resources.limits.as_ref().and_then(|l| l.get(key)))
+            .map(|q| q.0.clone())
+    };
+    Requested {
+        gpus: get(GPU_RESOURCE)
+            .and_then(|q| quantity::parse_units(&q).ok())
+            .unwrap_or(0),
+        cpu_milli: get("cpu")
+            .and_then(|q| quantity::parse_milli(&q).ok())
+            .unwrap_or(0),
+        memory_bytes: get("memory")
+            .and_then(|q| quantity::parse_units(&q).ok())
+            .unwrap_or(0),
+    }
+}
+
+/// What a pod takes from its node, as the scheduler counts it: its containers and sidecars (init
+/// containers that keep running) together, or its largest one-off init container if that is
+/// more, plus the pod overhead.
+pub fn pod_requests(pod: &Pod) -> Requested {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Requested::default();
+    };
+    let mut running = Requested::default();
+    for container in &spec.containers {
+        running.add(container_requests(container.resources.as_ref()));
+    }
+    let mut init_peak = Requested::default();
+    for init in spec.init_containers.iter().flatten() {
+        let requested = container_requests(init.resources.as_ref());
+        if init.restart_policy.as_deref() == Some("Always") {
+            running.add(requested);
+        } else {
+            init_peak = init_peak.max(requested);
+        }
+    }
+    let mut total = running.max(init_peak);
+    if let Some(overhead) = spec.overhead.as_ref() {
+        total.add(container_requests(Some(&ResourceRequirements {
+            requests: Some(overhead.clone()),
+            ..Default::default()
+        })));
+    }
+    total
+}
+
+/// Whether a pod still holds its requests: neither succeeded nor failed.
+fn holds_requests(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// Sums what the pods bound to one of `nodes` request, finished pods left out: pure.
+pub fn requested_on<'p>(
+    pods: impl IntoIterator<Item = &'p Pod>,
+    nodes: &BTreeSet<String>,
+) -> Requested {
+    let mut total = Requested::default();
+    for pod in pods {
+        let on_pool = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| nodes.contains(n));
+        if on_pool && holds_requests(pod) {
+            total.add(pod_requests(pod));
+        }
+    }
+    total
+}
+
+/// Free capacity of the pool: allocatable minus requested, never below zero, GPUs at most
+/// `gpus` (the pool's share after the spec's bound): pure.
+pub fn free_capacity(
+    nodes: &NodeCapacity,
+    requested: &Requested,
+    gpus: u32,
+) -> (u32, String, String) {
+    let gpus_free = u64::from(nodes.gpus)
+        .saturating_sub(requested.gpus)
+        .min(u64::from(gpus)) as u32;
+    (
+        gpus_free,
+        quantity::format_milli(nodes.cpu_milli.saturating_sub(requested.cpu_milli)),
+        quantity::format_bytes(nodes.memory_bytes.saturating_sub(requested.memory_bytes)),
+    )
 }
 
 /// Sums allocatable resources of the ready, schedulable Nodes: pure, from a Node list.
@@ -51,9 +193,12 @@ pub fn node_capacity(nodes: &[Node]) -> NodeCapacity {
             continue;
         }
         total.ready_nodes += 1;
+        if let Some(name) = node.metadata.name.as_ref() {
+            total.counted.insert(name.clone());
+        }
         let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
         let get = |key: &str| allocatable.and_then(|a| a.get(key)).map(|q| q.0.clone());
-        total.gpus += get("nvidia.com/gpu")
+        total.gpus += get(GPU_RESOURCE)
             .and_then(|q| quantity::parse_units(&q).ok())
             .unwrap_or(0) as u32;
         total.cpu_milli += get("cpu")
@@ -69,7 +214,7 @@ pub fn node_capacity(nodes: &[Node]) -> NodeCapacity {
 /// The status a probe outcome gives a pool: pure.
 pub fn pool_status(
     pool: &ComputePool,
-    probe: &std::result::Result<NodeCapacity, String>,
+    probe: &std::result::Result<Probe, String>,
 ) -> ComputePoolStatus {
     let previous = pool
         .status
@@ -89,19 +234,29 @@ pub fn pool_status(
             ],
             None,
         ),
-        Ok(capacity) => {
+        Ok(Probe {
+            nodes: capacity,
+            requested,
+        }) => {
             let wants_gpus = pool.spec.capacity.gpu.as_ref().is_some_and(|g| g.count > 0);
             let ready = capacity.ready_nodes > 0 && (!wants_gpus || capacity.gpus > 0);
-            let message = format!(
-                "{} of {} matching nodes ready, {} GPUs allocatable",
-                capacity.ready_nodes, capacity.nodes, capacity.gpus
-            );
             let gpus = pool
                 .spec
                 .capacity
                 .gpu
                 .as_ref()
                 .map_or(capacity.gpus, |g| g.count.min(capacity.gpus));
+            let mut message = format!(
+                "{} of {} matching nodes ready, {} GPUs allocatable",
+                capacity.ready_nodes, capacity.nodes, capacity.gpus
+            );
+            let free = match requested {
+                Ok(requested) => Some(free_capacity(capacity, requested, gpus)),
+                Err(why) => {
+                    message.push_str(&format!("; free capacity unknown: {why}"));
+                    None
+                }
+            };
             (
                 vec![
                     Decided::new("Reachable", true, "ProbeSucceeded", "the cluster answers"),
@@ -112,11 +267,17 @@ pub fn pool_status(
                         message,
                     ),
                 ],
-                Some(ObservedCapacity {
-                    gpus,
-                    gpus_free: gpus,
-                    cpu_free: Some(quantity::format_milli(capacity.cpu_milli)),
-                    memory_free: Some(quantity::format_bytes(capacity.memory_bytes)),
+                Some(match free {
+                    Some((gpus_free, cpu_free, memory_free)) => ObservedCapacity {
+                        gpus,
+                        gpus_free: Some(gpus_free),
+                        cpu_free: Some(cpu_free),
+                        memory_free: Some(memory_free),
+                    },
+                    None => ObservedCapacity {
+                        gpus,
+                        ..Default::default()
+                    },
                 }),
             )
         }
@@ -218,7 +379,7 @@ fn replicas_on(pool: &str, ctx: &Context) -> u32 {
 /// Probes a pool's cluster, retrying quickly so that one failed request (a 500, a dropped
 /// connection) does not flip the pool and move its replicas; a cluster that is really gone fails
 /// all attempts within about a second.
-async fn probe(pool: &ComputePool, ctx: &Context) -> std::result::Result<NodeCapacity, String> {
+async fn probe(pool: &ComputePool, ctx: &Context) -> std::result::Result<Probe, String> {
     let mut last_error = String::new();
     for attempt in 0..PROBE_ATTEMPTS {
         if attempt > 0 {
@@ -232,10 +393,7 @@ async fn probe(pool: &ComputePool, ctx: &Context) -> std::result::Result<NodeCap
     Err(last_error)
 }
 
-async fn probe_once(
-    pool: &ComputePool,
-    ctx: &Context,
-) -> std::result::Result<NodeCapacity, String> {
+async fn probe_once(pool: &ComputePool, ctx: &Context) -> std::result::Result<Probe, String> {
     let cluster = ctx
         .clusters
         .for_pool(pool)
@@ -255,7 +413,65 @@ async fn probe_once(
     .await
     .map_err(|_| format!("no answer within {}s", PROBE_TIMEOUT.as_secs()))?
     .map_err(|e| e.to_string())?;
-    Ok(node_capacity(&listed.items))
+    let nodes = node_capacity(&listed.items);
+    // Requests are extra information: a member cluster whose RBAC predates `pods list` still
+    // probes as reachable and ready, with free capacity reported as unknown.
+    let requested = if nodes.counted.is_empty() {
+        Ok(Requested::default())
+    } else {
+        tokio::time::timeout(
+            PROBE_TIMEOUT,
+            pods_requests(&cluster.client().await, &nodes.counted),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "pods not listed within {}s",
+                PROBE_TIMEOUT.as_secs()
+            ))
+        })
+    };
+    Ok(Probe { nodes, requested })
+}
+
+/// What the running and pending pods on `nodes` request: per Node for a small pool, else from
+/// every unfinished pod of the cluster, page by page (finished pods are filtered out by the API
+/// server either way).
+async fn pods_requests(
+    client: &kube::Client,
+    nodes: &BTreeSet<String>,
+) -> std::result::Result<Requested, String> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut total = Requested::default();
+    if nodes.len() <= PER_NODE_LISTS_UP_TO {
+        for node in nodes {
+            let fields = format!("spec.nodeName={node},{UNFINISHED}");
+            total.add(paged_requests(&pods, &fields, nodes).await?);
+        }
+        Ok(total)
+    } else {
+        paged_requests(&pods, UNFINISHED, nodes).await
+    }
+}
+
+async fn paged_requests(
+    pods: &Api<Pod>,
+    fields: &str,
+    nodes: &BTreeSet<String>,
+) -> std::result::Result<Requested, String> {
+    let mut params = ListParams::default().fields(fields).limit(PODS_PAGE);
+    let mut total = Requested::default();
+    loop {
+        let page = pods
+            .list(&params)
+            .await
+            .map_err(|e| format!("cannot list pods: {e}"))?;
+        total.add(requested_on(&page.items, nodes));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(total),
+        }
+    }
 }
 
 pub fn error_policy(pool: Arc<ComputePool>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -320,6 +536,13 @@ mod tests {
         .unwrap()
     }
 
+    fn probe(nodes: NodeCapacity, requested: Requested) -> std::result::Result<Probe, String> {
+        Ok(Probe {
+            nodes,
+            requested: Ok(requested),
+        })
+    }
+
     #[test]
     fn unreachable_pools_are_not_ready() {
         let status = pool_status(&pool(), &Err("connection refused".into()));
@@ -335,13 +558,177 @@ mod tests {
 
     #[test]
     fn observed_gpus_are_bounded_by_the_spec() {
-        let status = pool_status(&pool(), &Ok(node_capacity(&[node(8, true, false)])));
+        let status = pool_status(
+            &pool(),
+            &probe(node_capacity(&[node(8, true, false)]), Requested::default()),
+        );
         assert_eq!(status.observed_capacity.unwrap().gpus, 6);
         assert!(
             status
                 .conditions
                 .iter()
                 .all(|c| c.status == "True" && c.observed_generation == Some(2))
+        );
+    }
+
+    fn pod(node: Option<&str>, phase: &str, spec: serde_json::Value) -> Pod {
+        let mut spec = spec;
+        if let Some(node) = node {
+            spec["nodeName"] = serde_json::json!(node);
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": spec,
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    fn gpu_pod(node: &str, phase: &str, gpus: u32) -> Pod {
+        pod(
+            Some(node),
+            phase,
+            serde_json::json!({"containers": [{"name": "c", "resources": {
+                "limits": {"nvidia.com/gpu": gpus.to_string()},
+                "requests": {"cpu": "1", "memory": "1Gi"},
+            }}]}),
+        )
+    }
+
+    #[test]
+    fn a_pod_requests_its_containers_or_its_largest_init_container_plus_overhead() {
+        let requested = pod_requests(&pod(
+            None,
+            "Running",
+            serde_json::json!({
+                "containers": [
+                    {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
+                    {"name": "b", "resources": {"limits": {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "2"}}},
+                ],
+                "initContainers": [
+                    {"name": "fetch", "resources": {"requests": {"cpu": "4", "memory": "1Gi"}}},
+                    {"name": "sidecar", "restartPolicy": "Always", "resources": {"requests": {"memory": "1Gi"}}},
+                ],
+                "overhead": {"cpu": "100m"},
+            }),
+        ));
+        assert_eq!(
+            requested,
+            Requested {
+                gpus: 2,
+                // max(0.5 + 1 (limit as request), 4 (one-off init)) + 0.1 overhead
+                cpu_milli: 4_100,
+                // 1 + 2 + 1 (sidecar) GiB against 1 GiB for the init container
+                memory_bytes: 4 << 30,
+            }
+        );
+    }
+
+    #[test]
+    fn only_unfinished_pods_on_the_pools_nodes_count() {
+        let nodes: BTreeSet<String> = ["gpu-0".to_string(), "gpu-1".to_string()].into();
+        let pods = [
+            gpu_pod("gpu-0", "Running", 2),
+            gpu_pod("gpu-1", "Pending", 1),
+            gpu_pod("gpu-1", "Succeeded", 4),
+            gpu_pod("gpu-0", "Failed", 4),
+            gpu_pod("other-node", "Running", 8),
+            pod(
+                None,
+                "Pending",
+                serde_json::json!({"containers": [{"name": "c",
+                "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}),
+            ),
+        ];
+        let requested = requested_on(&pods, &nodes);
+        assert_eq!(requested.gpus, 3);
+        assert_eq!(requested.cpu_milli, 2_000);
+        assert_eq!(requested.memory_bytes, 2 << 30);
+    }
+
+    #[test]
+    fn absurd_quantities_saturate_instead_of_overflowing() {
+        let nodes: BTreeSet<String> = ["gpu-0".to_string()].into();
+        let huge = || {
+            pod(
+                Some("gpu-0"),
+                "Running",
+                serde_json::json!({"containers": [{"name": "c", "resources": {
+                    "requests": {"memory": "16Ei", "nvidia.com/gpu": "9223372036854775807"},
+                }}]}),
+            )
+        };
+        let requested = requested_on(&[huge(), huge(), huge()], &nodes);
+        assert_eq!(requested.gpus, u64::MAX);
+        let capacity = NodeCapacity {
+            gpus: 8,
+            ..Default::default()
+        };
+        assert_eq!(free_capacity(&capacity, &requested, 8).0, 0);
+    }
+
+    #[test]
+    fn free_capacity_is_allocatable_minus_requested_within_the_pools_share() {
+        let nodes = NodeCapacity {
+            gpus: 8,
+            cpu_milli: 32_000,
+            memory_bytes: 256 << 30,
+            ..Default::default()
+        };
+        let requested = Requested {
+            gpus: 3,
+            cpu_milli: 2_500,
+            memory_bytes: 10 << 30,
+        };
+        assert_eq!(
+            free_capacity(&nodes, &requested, 8),
+            (5, "29500m".to_string(), "246Gi".to_string())
+        );
+        // The spec bounds the pool to 4 of the 8 GPUs: at most 4 are free for it.
+        assert_eq!(free_capacity(&nodes, &requested, 4).0, 4);
+        // Over-requested nodes (requests above allocatable after a resize) have nothing free.
+        let over = Requested {
+            gpus: 9,
+            cpu_milli: 40_000,
+            memory_bytes: 300 << 30,
+        };
+        assert_eq!(
+            free_capacity(&nodes, &over, 8),
+            (0, "0".to_string(), "0".to_string())
+        );
+    }
+
+    #[test]
+    fn the_status_reports_free_gpus_and_says_when_they_are_unknown() {
+        let mut nodes = node_capacity(&[node(8, true, false)]);
+        nodes.counted.insert("n".into());
+        let loaded = Requested {
+            gpus: 5,
+            ..Default::default()
+        };
+        let status = pool_status(&pool(), &probe(nodes, loaded));
+        let observed = status.observed_capacity.unwrap();
+        assert_eq!((observed.gpus, observed.gpus_free), (6, Some(3)));
+
+        let unknown = Ok(Probe {
+            nodes: node_capacity(&[node(8, true, false)]),
+            requested: Err("cannot list pods: forbidden".into()),
+        });
+        let status = pool_status(&pool(), &unknown);
+        let observed = status.observed_capacity.unwrap();
+        assert_eq!(observed.gpus, 6);
+        assert_eq!(observed.gpus_free, None, "unknown, not a made-up number");
+        assert_eq!(observed.cpu_free, None);
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "True", "the pool still takes replicas");
+        assert!(
+            ready
+                .message
+                .contains("free capacity unknown: cannot list pods: forbidden")
         );
     }
 }

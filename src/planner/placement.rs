@@ -490,7 +490,9 @@ impl<'a> Planner<'a> {
     }
 
     /// Keeps a component with `min >= 2` in at least two pools of one cloud, so that losing a pool
-    /// does not take it to zero. It never bursts just to spread.
+    /// does not take it to zero. It never bursts just to spread, and a CPU-only component on a
+    /// pool without GPUs never spreads onto a GPU pool: GPU room is kept for GPU work, so with a
+    /// single CPU pool it stays there.
     fn spread(&mut self, ci: usize) -> bool {
         if !self.needs_spread(ci) || self.placed(ci) < 2 || self.states[ci].assigned.len() != 1 {
             return false;
@@ -501,11 +503,14 @@ impl<'a> Planner<'a> {
             .next()
             .expect("one placement");
         let cloud = self.input.pools[only].cloud;
+        let keep_off_gpus = self.input.components[ci].per_replica.gpus == 0
+            && self.input.pools[only].gpu_type.is_none();
         let candidates: Vec<usize> = self.states[ci]
             .ranked
             .iter()
             .map(|c| c.pool)
             .filter(|&p| p != only && self.input.pools[p].cloud == cloud)
+            .filter(|&p| !(keep_off_gpus && self.input.pools[p].gpu_type.is_some()))
             .collect();
         for pool in candidates {
             if self.room_for(ci, pool).0 > 0 {

@@ -235,6 +235,51 @@ fn spreads_min_two_over_two_pools_of_one_cloud() {
 }
 
 #[test]
+fn a_cpu_only_component_does_not_spread_onto_a_gpu_pool() {
+    // One CPU pool with room, and an A100 pool: spreading the CPU component there would take
+    // GPU-pool room for nothing.
+    let mut a100 = pool("dc1-a100", Cloud::Private, 16, 0.0);
+    a100.gpu_type = Some("nvidia-a100-80gb".into());
+    let mut cpu = pool("dc1-cpu", Cloud::Private, 0, 0.0);
+    cpu.capacity.cpu_milli = Some(64_000);
+    let mut transform = component("feature-transform", DataClass::Internal, 2, 4);
+    transform.per_replica = Resources {
+        gpus: 0,
+        cpu_milli: 4000,
+        memory_bytes: 0,
+    };
+    let plan = plan(&input(vec![a100, cpu], vec![transform]));
+    assert_eq!(
+        replicas_by_pool(&plan.components[0]),
+        BTreeMap::from([("dc1-cpu".into(), 4)])
+    );
+}
+
+#[test]
+fn a_cpu_only_component_spreads_over_two_cpu_pools() {
+    let mut a100 = pool("dc1-a100", Cloud::Private, 16, 0.0);
+    a100.gpu_type = Some("nvidia-a100-80gb".into());
+    let cpu_pool = |name: &str| {
+        let mut p = pool(name, Cloud::Private, 0, 0.0);
+        p.capacity.cpu_milli = Some(64_000);
+        p
+    };
+    let mut transform = component("feature-transform", DataClass::Internal, 2, 4);
+    transform.per_replica = Resources {
+        gpus: 0,
+        cpu_milli: 4000,
+        memory_bytes: 0,
+    };
+    let plan = plan(&input(
+        vec![a100, cpu_pool("dc1-cpu-a"), cpu_pool("dc1-cpu-b")],
+        vec![transform],
+    ));
+    let by_pool = replicas_by_pool(&plan.components[0]);
+    assert_eq!(by_pool.len(), 2, "{by_pool:?}");
+    assert!(!by_pool.contains_key("dc1-a100"), "{by_pool:?}");
+}
+
+#[test]
 fn mins_win_over_extras() {
     // One private pool of 4 GPUs: the sensitive floor must get in before the internal extras.
     let plan = plan(&input(
@@ -492,6 +537,34 @@ fn arb_input() -> impl Strategy<Value = PlanInput> {
         })
 }
 
+/// Random pools, random GPU components, and last a CPU-only component without a policy (so no
+/// budget), all planned afresh: GPU components never compete for a pool without GPUs.
+fn arb_estate_with_a_cpu_component() -> impl Strategy<Value = PlanInput> {
+    (1usize..7, 0usize..4)
+        .prop_flat_map(|(pools, gpu_components)| {
+            let pools_s: Vec<_> = (0..pools).map(arb_pool).collect();
+            let gpu_s: Vec<_> = (0..gpu_components)
+                .map(|i| arb_component(i, pools))
+                .collect();
+            (pools_s, gpu_s, 0u32..6, 0u32..8, 1u64..4, 0usize..3)
+        })
+        .prop_map(|(pools, mut components, min, extra, cpus, class)| {
+            for c in &mut components {
+                c.per_replica.gpus = c.per_replica.gpus.max(1);
+                c.current.clear();
+            }
+            let mut cpu_only = component("cpu-only", DataClass::ALL[class], min, min + extra);
+            cpu_only.per_replica = Resources {
+                gpus: 0,
+                cpu_milli: cpus * 1000,
+                memory_bytes: 0,
+            };
+            cpu_only.policy = None;
+            components.push(cpu_only);
+            input(pools, components)
+        })
+}
+
 fn usage(input: &PlanInput, plan: &Plan) -> BTreeMap<String, (u32, u64, u32)> {
     let mut used: BTreeMap<String, (u32, u64, u32)> = BTreeMap::new();
     for (c, p) in input.components.iter().zip(&plan.components) {
@@ -559,6 +632,39 @@ proptest! {
         }
         prop_assert!(budget.max_public_replicas.is_none_or(|m| public <= m));
         prop_assert!(budget.max_cost_per_hour.is_none_or(|m| cost <= m + 1e-6));
+    }
+
+    #[test]
+    fn a_cpu_only_component_is_on_a_gpu_pool_only_when_no_cpu_pool_of_that_cloud_has_room(
+        input in arb_estate_with_a_cpu_component()
+    ) {
+        let plan = plan(&input);
+        let mut room: Vec<Headroom> = input.pools.iter().map(|p| p.capacity).collect();
+        for (c, p) in input.components.iter().zip(&plan.components) {
+            for placement in &p.placements {
+                let pi = input.pools.iter().position(|x| x.name == placement.pool).unwrap();
+                room[pi].take(&c.per_replica, placement.replicas);
+            }
+        }
+        let cpu_only = input.components.last().unwrap();
+        let placed = plan.components.last().unwrap();
+        for placement in &placed.placements {
+            let on = input.pools.iter().find(|x| x.name == placement.pool).unwrap();
+            if on.gpu_type.is_none() {
+                continue;
+            }
+            for (pi, other) in input.pools.iter().enumerate() {
+                let cpu_pool = other.gpu_type.is_none() && other.cloud == on.cloud;
+                if cpu_pool && ineligibility(other, cpu_only).is_none() {
+                    prop_assert_eq!(
+                        room[pi].fits(&cpu_only.per_replica).0,
+                        0,
+                        "{} replicas on GPU pool {} while CPU pool {} has room: {:?}",
+                        placement.replicas, on.name, other.name, placed.placements
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -160,6 +160,7 @@ class OperatorChart(unittest.TestCase):
             ("skybridge.io", "burstpolicies", "list"),
             ("skybridge.io", "burstpolicies", "watch"),
             ("", "nodes", "list"),
+            ("", "pods", "list"),  # gpusFree: what the pods on a pool's Nodes request
             ("apps", "deployments", "list"),
             ("apps", "deployments", "watch"),
             ("apps", "deployments", "create"),
@@ -448,7 +449,7 @@ class MemberChart(unittest.TestCase):
                 for field in (group, resource, verb):
                     self.assertNotIn("*", field)
             have = {(g, r, v) for _, g, r, v in granted(objects)}
-            for need in (("", "nodes", "list"), ("apps", "deployments", "patch"),
+            for need in (("", "nodes", "list"), ("", "pods", "list"), ("apps", "deployments", "patch"),
                          ("apps", "deployments", "list"), ("apps", "deployments", "delete"),
                          ("apps", "deployments", "watch"),
                          ("", "services", "patch"), ("", "services", "delete"),
