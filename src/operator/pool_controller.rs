@@ -5,7 +5,8 @@ use super::conditions::{Decided, merge, same};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::metrics::{ControllerLabels, ErrorLabels, PoolLabels};
-use crate::api::{ComputePool, ComputePoolStatus, ObservedCapacity, quantity};
+use crate::api::quantity::{self, QuantityError};
+use crate::api::{ComputePool, ComputePoolStatus, ObservedCapacity};
 use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -89,16 +90,20 @@ fn container_requests(resources: Option<&ResourceRequirements>) -> Requested {
             .or_else(|| resources.limits.as_ref().and_then(|l| l.get(key)))
             .map(|q| q.0.clone())
     };
+    // A request too large to parse takes the whole node: the conservative reading of what a pod
+    // holds (an unparsable one counts nothing, as the scheduler would never have placed it).
+    let requested = |q: Option<String>, parse: fn(&str) -> Result<u64, QuantityError>| match q
+        .as_deref()
+        .map(parse)
+    {
+        Some(Ok(value)) => value,
+        Some(Err(QuantityError::TooLarge { .. })) => u64::MAX,
+        Some(Err(QuantityError::Invalid(_))) | None => 0,
+    };
     Requested {
-        gpus: get(GPU_RESOURCE)
-            .and_then(|q| quantity::parse_units(&q).ok())
-            .unwrap_or(0),
-        cpu_milli: get("cpu")
-            .and_then(|q| quantity::parse_milli(&q).ok())
-            .unwrap_or(0),
-        memory_bytes: get("memory")
-            .and_then(|q| quantity::parse_units(&q).ok())
-            .unwrap_or(0),
+        gpus: requested(get(GPU_RESOURCE), quantity::parse_units),
+        cpu_milli: requested(get("cpu"), quantity::parse_milli),
+        memory_bytes: requested(get("memory"), quantity::parse_units),
     }
 }
 
