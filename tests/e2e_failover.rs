@@ -117,3 +117,182 @@ async fn a_shrinking_pool_sheds_replicas_to_other_pools() {
     let pool = estate.pools_api().get("dc1-l4").await.unwrap();
     assert_eq!(pool.status.unwrap().observed_capacity.unwrap().gpus, 2);
 }
+
+/// How the public cluster is cut off from the operator.
+#[derive(Clone, Copy, Debug)]
+enum Partition {
+    /// Connections are refused.
+    Refused,
+    /// Connections are accepted, requests never answered.
+    Hung,
+}
+
+/// A deployment of one GPU component with `replicas`, on `pools` only (all pools: empty).
+fn pinned_deployment(name: &str, replicas: u32, pools: &[&str]) -> String {
+    let pools = if pools.is_empty() {
+        String::new()
+    } else {
+        format!("      pools: [{}]\n", pools.join(", "))
+    };
+    deployment_yaml(name, "internal", replicas, replicas, &pools)
+}
+
+/// A stranded entry of `md` for `pool`, if any.
+fn stranded_on<'a>(
+    md: &'a skybridge::api::ModelDeployment,
+    pool: &str,
+) -> Option<&'a skybridge::api::StrandedReplicas> {
+    md.status
+        .as_ref()?
+        .stranded
+        .iter()
+        .find(|s| s.pool == pool)
+}
+
+/// The Deployment the operator placed for `deployment`'s component `ranker` in `pool`.
+async fn public_child(
+    estate: &Estate,
+    deployment: &str,
+) -> Option<k8s_openapi::api::apps::v1::Deployment> {
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(estate.public.client().expect("client"), "burst");
+    let name = skybridge::operator::names::child_name(&[deployment, "ranker", "cloud-l4"]);
+    api.get_opt(&name).await.expect("the public cluster answers")
+}
+
+/// The public cluster is cut off while three deployments run replicas there, then comes back:
+/// - `adopted` keeps its two replicas there (it may use no other pool);
+/// - `shrunk` (three there) is scaled down to one during the outage;
+/// - `moved` has two on dc1 and two there; dc1 grows during the outage and takes them over.
+///
+/// While cut off, nothing is deleted there and each status reports its replicas there as
+/// stranded, not ready. After: the same workloads (same uids) are adopted or scaled in, never
+/// re-created; `moved`'s, wholly surplus once its replacements are ready, is scaled to zero and
+/// removed.
+async fn partition_leaves_serving_replicas_alone(partition: Partition) {
+    let estate = Estate::start(2, 16).await;
+    if !estate.harness_only(&format!("partition ({partition:?})")) {
+        return;
+    }
+    estate.apply_pools();
+    let _operator = Operator::start(&estate).await;
+    estate.apply(&pinned_deployment("adopted", 2, &["cloud-l4"]));
+    estate.apply(&pinned_deployment("shrunk", 3, &["cloud-l4"]));
+    estate.apply(&pinned_deployment("moved", 4, &[]));
+    for (name, on_public) in [("adopted", 2), ("shrunk", 3), ("moved", 2)] {
+        wait_for(&estate, name, "Ready with replicas on the public pool", |md| {
+            is_true(md, "Ready") && replicas_on(md, "cloud-l4") == on_public
+        })
+        .await;
+    }
+    let mut before = std::collections::BTreeMap::new();
+    for name in ["adopted", "shrunk", "moved"] {
+        let child = eventually("the public child is ready", || async {
+            public_child(&estate, name).await.filter(|d| {
+                d.status.as_ref().and_then(|s| s.ready_replicas) == d.spec.as_ref()?.replicas
+            })
+        })
+        .await;
+        before.insert(name, child);
+    }
+
+    match partition {
+        Partition::Refused => estate.public.set_unreachable(),
+        Partition::Hung => estate
+            .public
+            .set_unresponsive()
+            .await
+            .expect("the public cluster hangs"),
+    }
+    // The status stops counting the public replicas as ready and reports them stranded.
+    for (name, stranded, ready) in [("adopted", 2, 0), ("shrunk", 3, 0), ("moved", 2, 2)] {
+        let md = wait_for(&estate, name, "public replicas reported stranded", |md| {
+            stranded_on(md, "cloud-l4").is_some_and(|s| {
+                s.action == skybridge::api::StrandedAction::LeftAlone && s.replicas == stranded
+            }) && md.status.as_ref().is_some_and(|s| s.ready_replicas == ready)
+        })
+        .await;
+        assert!(!is_true(&md, "Ready"), "{name} lacks replicas while cut off");
+        assert_eq!(replicas_on(&md, "cloud-l4"), 0, "{name}: re-placed, not there");
+    }
+    // Meanwhile `shrunk` is scaled down and dc1 grows, taking over `moved`'s public replicas.
+    patch_spec(
+        &estate,
+        "shrunk",
+        serde_json::json!({"components": [{
+            "name": "ranker", "dataClass": "internal", "image": "pytorch/torchserve:0.12.0-gpu",
+            "resources": {"gpu": {"count": 1, "type": "nvidia-l4"}, "cpu": "1", "memory": "1Gi"},
+            "replicas": {"min": 1, "max": 1}, "pools": ["cloud-l4"],
+        }]}),
+    )
+    .await;
+    estate
+        .private
+        .upsert_node(
+            NodeSpec::new("dc1-gpu-0")
+                .gpus(6)
+                .label(POOL_LABEL, "dc1-l4"),
+        )
+        .expect("node grows");
+    wait_for(&estate, "moved", "moved's replicas all on dc1 and ready", |md| {
+        replicas_on(md, "dc1-l4") == 4 && md.status.as_ref().is_some_and(|s| s.ready_replicas == 4)
+    })
+    .await;
+
+    estate
+        .public
+        .set_reachable()
+        .await
+        .expect("the public cluster comes back");
+    let adopted = wait_for(&estate, "adopted", "adopted after the partition", |md| {
+        is_true(md, "Ready")
+            && stranded_on(md, "cloud-l4")
+                .is_some_and(|s| s.action == skybridge::api::StrandedAction::Adopted)
+    })
+    .await;
+    assert_eq!(replicas_on(&adopted, "cloud-l4"), 2);
+    let child = public_child(&estate, "adopted").await.expect("kept");
+    let was = &before["adopted"];
+    assert_eq!(child.metadata.uid, was.metadata.uid, "never re-created");
+    assert_eq!(
+        child.metadata.generation, was.metadata.generation,
+        "not changed: no rollout, no readiness drop"
+    );
+    assert_eq!(child.status.and_then(|s| s.ready_replicas), Some(2));
+
+    wait_for(&estate, "shrunk", "scaled in after the partition", |md| {
+        is_true(md, "Ready")
+            && stranded_on(md, "cloud-l4").is_some_and(|s| {
+                s.action == skybridge::api::StrandedAction::ScaledIn && s.replicas == 1
+            })
+    })
+    .await;
+    let child = public_child(&estate, "shrunk").await.expect("kept");
+    assert_eq!(
+        child.metadata.uid, before["shrunk"].metadata.uid,
+        "scaled, not re-created"
+    );
+    assert_eq!(child.spec.and_then(|s| s.replicas), Some(1));
+
+    wait_for(&estate, "moved", "surplus scaled in after the partition", |md| {
+        is_true(md, "Ready")
+            && stranded_on(md, "cloud-l4").is_some_and(|s| {
+                s.action == skybridge::api::StrandedAction::ScaledIn && s.replicas == 0
+            })
+    })
+    .await;
+    eventually("moved's public workload removed once scaled in", || async {
+        public_child(&estate, "moved").await.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_partition_leaves_serving_replicas_alone_and_adopts_them_after() {
+    partition_leaves_serving_replicas_alone(Partition::Refused).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_partition_leaves_serving_replicas_alone_and_adopts_them_after() {
+    partition_leaves_serving_replicas_alone(Partition::Hung).await;
+}

@@ -13,6 +13,7 @@ use super::names::{LABEL_COMPONENT, LABEL_POOL, deployment_labels, selector};
 use super::planning::{Decided, Request, decide_together};
 use super::retry::idempotent;
 use super::status::{Observed, StatusInput, deployment_status, first_report_wait};
+use super::stranded::{self, StrandedInput, StrandedOutcome};
 use super::views::{DeploymentView, Written};
 use super::workloads::{self, Placement};
 use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
@@ -114,6 +115,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
             components: Vec::new(),
             invalid: Some(message.clone()),
             artifacts: None,
+            stranded: Vec::new(),
             now: now(),
         });
         if write_status(md, ctx, status).await? {
@@ -145,6 +147,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         artifacts,
         estate,
         placed_before,
+        placed,
     } = ctx
         .planning
         .submit(ticket, |tickets| decide_batch(ctx, tickets))
@@ -175,6 +178,37 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         ));
     }
 
+    // Partitions: the workloads in a pool whose cluster does not answer are left alone (they
+    // may still be serving), and adopted or scaled in when it answers again (see `stranded`).
+    let reachability = reachability(ctx, &estate.pools).await;
+    let stranded_before = ctx.stranded(&key).unwrap_or_else(|| {
+        md.status
+            .as_ref()
+            .map(|s| s.stranded.clone())
+            .unwrap_or_default()
+    });
+    let placed = with_ready_seen(placed, md.status.as_ref());
+    let ready_seen = ready_seen(ctx, md, &estate.pools, &plans, &placed).await;
+    let gone = stranded_gone(ctx, md, &estate.pools, &stranded_before, &reachability).await;
+    let stranded = stranded::decide(StrandedInput {
+        previous: &stranded_before,
+        placed_before: &placed,
+        pools: &reachability,
+        plans: &plans,
+        ready: &ready_seen,
+        gone: &gone,
+        now: now(),
+    });
+    ctx.set_stranded(&key, stranded.entries.clone());
+    for (warning, reason, note) in stranded::changes(&stranded_before, &stranded.entries) {
+        let kind = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        notes.push((kind, reason, note));
+    }
+
     // Apply the children, then remove those the plan no longer has.
     // A cluster that fails does not stop the others, nor the status report; the error then
     // requeues with backoff.
@@ -182,8 +216,18 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         Some(stage) => stage.prepare_pods(ctx, md, &estate.pools, &plans).await,
         None => Default::default(),
     };
-    let (ready, apply_error) = apply_children(md, ctx, &estate.pools, &plans, &fetches).await;
-    let apply_error = secrets_error.or(apply_error);
+    let (ready, apply_error) = apply_children(
+        md,
+        ctx,
+        &estate.pools,
+        &plans,
+        &fetches,
+        &reachability,
+        &stranded.hold,
+    )
+    .await;
+    let scale_error = scale_stranded(md, ctx, &estate.pools, &stranded).await;
+    let apply_error = secrets_error.or(apply_error).or(scale_error);
     // Orphans appear only when the set of (component, pool) changes; sweeping every cluster on
     // every reconcile would cost two lists per cluster each time. After a restart the memory is
     // empty, so the first reconcile always sweeps.
@@ -193,19 +237,36 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // the index yet, and the list is the server's own answer. A deployment that never recorded
     // a placement has no such children (an earlier operator's leftovers were listed into the
     // index when its watch started).
-    let placed = placement_signature(&plans);
-    let list = placed_before && ctx.swept(&key) != Some(placed);
+    let placed_signature = placement_signature(&plans);
+    let list = placed_before && ctx.swept(&key) != Some(placed_signature);
     if list {
         // Forget the old signature first: if this sweep is incomplete (a cluster unreachable)
         // and the plan later returns to that signature, the sweep must still run.
         ctx.forget_swept(&key);
     }
-    if sweep_orphans(md, ctx, &estate.pools, Some(&plans), list).await? {
-        ctx.set_swept(&key, placed);
+    let spared = Spared {
+        cut_off: reachability
+            .iter()
+            .filter(|(_, why)| why.is_some())
+            .map(|(pool, _)| pool.clone())
+            .collect(),
+        stranded: stranded.protect.clone(),
+    };
+    let signature = placed_signature;
+    if sweep_orphans(md, ctx, &estate.pools, Some(&plans), list, &spared).await? {
+        ctx.set_swept(&key, signature);
     }
-    if artifacts.is_some() {
-        sweep_store_secrets(md, ctx, &estate.pools, Some(&serving_pools(&plans))).await?;
-    }
+    // A cluster that does not answer must not keep the status from being written.
+    let apply_error = match artifacts.is_some() {
+        true => {
+            let keep = serving_pools(&plans);
+            match sweep_store_secrets(md, ctx, &estate.pools, Some(&keep)).await {
+                Ok(()) => apply_error,
+                Err(err) => apply_error.or(Some(err)),
+            }
+        }
+        false => apply_error,
+    };
 
     let observed: Vec<Observed> = plans
         .iter()
@@ -230,6 +291,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         components: observed,
         invalid: None,
         artifacts: artifacts.as_ref().map(|stage| stage.state(&plans)),
+        stranded: stranded.entries.clone(),
         now: at,
     });
     record_metrics(md, ctx, &status);
@@ -256,8 +318,12 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         return Err(err);
     }
     ctx.succeeded(md);
+    let unresolved = stranded.unresolved().next().is_some();
     Ok(Action::requeue(next_reconcile(
-        &plans, all_ready, &reading, ctx,
+        &plans,
+        all_ready && !unresolved,
+        &reading,
+        ctx,
     )))
 }
 
@@ -277,6 +343,8 @@ pub struct PlanOutcome {
     estate: Arc<Estate>,
     /// Whether an earlier decision placed any of the deployment's replicas.
     placed_before: bool,
+    /// Replicas per (component, pool) the earlier decision placed (ready ones not known here).
+    placed: BTreeMap<stranded::Key, (u32, u32)>,
 }
 
 /// Whether a deployment's status (or last decision) places any replica.
@@ -294,11 +362,14 @@ fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome>
     // A reconcile may start before the cache has the status of the previous one: it plans from
     // the placements last decided, or it would place its components afresh, elsewhere, and
     // leave the children it has just applied behind.
-    let placed_before: Vec<bool> = tickets
+    let placed_before: Vec<(bool, BTreeMap<stranded::Key, (u32, u32)>)> = tickets
         .iter_mut()
         .map(|ticket| {
             ticket.deployment = ctx.with_decided_placements(&ticket.deployment);
-            has_placements(&ticket.deployment)
+            (
+                has_placements(&ticket.deployment),
+                stranded::placed(ticket.deployment.status.as_ref()),
+            )
         })
         .collect();
     let mut estate = ctx.estate();
@@ -327,7 +398,7 @@ fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome>
         .iter()
         .zip(decisions)
         .zip(placed_before)
-        .map(|((ticket, mut decided), placed_before)| {
+        .map(|((ticket, mut decided), (placed_before, placed))| {
             let md = ticket.deployment.as_ref();
             ctx.set_burst_states(&Estate::key_of(md), std::mem::take(&mut decided.states));
             let mut plans = std::mem::take(&mut decided.plans);
@@ -344,6 +415,7 @@ fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome>
                 artifacts,
                 estate: estate.clone(),
                 placed_before,
+                placed,
             }
         })
         .collect()
@@ -360,12 +432,18 @@ fn owner(md: &ModelDeployment) -> Option<OwnerReference> {
 /// Server-side applies every Deployment and Service of the plan; returns the ready replicas per
 /// (component, pool), and the first error. A pool whose cluster fails is skipped (its pool
 /// reconciler marks it unreachable, which moves the replicas).
+///
+/// Pools whose cluster does not answer (`reachability`) are not sent anything: their replicas
+/// count as not ready. `hold` keeps stranded workloads at more replicas than the plan places
+/// while their replacements elsewhere are not ready (see `stranded`).
 async fn apply_children(
     md: &ModelDeployment,
     ctx: &Context,
     pools: &BTreeMap<String, Arc<ComputePool>>,
     plans: &[ComponentPlan],
     fetches: &BTreeMap<String, workloads::ModelFetch>,
+    reachability: &BTreeMap<String, Option<String>>,
+    hold: &BTreeMap<stranded::Key, u32>,
 ) -> (BTreeMap<(String, String), u32>, Option<Error>) {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     // One Service per (cluster, namespace, component), applied by the first placement there.
@@ -379,6 +457,7 @@ async fn apply_children(
             plan.placements
                 .iter()
                 .filter(|p| p.replicas > 0)
+                .filter(|p| reachability.get(&p.pool).is_none_or(Option::is_none))
                 .filter_map(move |placement| {
                     Some((component, placement, pools.get(&placement.pool)?))
                 })
@@ -396,7 +475,11 @@ async fn apply_children(
                     component,
                     pool_name: &placement.pool,
                     pool: &pool.spec,
-                    replicas: placement.replicas,
+                    replicas: hold
+                        .get(&(component.name.clone(), placement.pool.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                        .max(placement.replicas),
                     namespace: &namespace,
                     model: fetches.get(&placement.pool),
                     owner: if cluster.is_local() { owner(md) } else { None },
@@ -436,7 +519,7 @@ async fn apply_children(
                         let apply_patch = Patch::Apply(&*body.json);
                         let applied = cluster
                             .in_namespace(&namespace, || {
-                                idempotent(|| api.patch(&name, params, &apply_patch))
+                                cluster.send(idempotent(|| api.patch(&name, params, &apply_patch)))
                             })
                             .await?;
                         ctx.applied
@@ -478,7 +561,9 @@ async fn apply_children(
                             Api::namespaced(cluster.client().await, &namespace);
                         let apply_patch = Patch::Apply(&service);
                         ctx.applied.forget(&key);
-                        idempotent(|| api.patch(&name, params, &apply_patch)).await?;
+                        cluster
+                            .send(idempotent(|| api.patch(&name, params, &apply_patch)))
+                            .await?;
                         ctx.applied.record(key, content, None);
                     }
                 }
@@ -510,6 +595,179 @@ async fn apply_children(
         }
     }
     (ready, first_error)
+}
+
+/// Per pool, `Some(why)` when its cluster does not answer: the pool controller found it
+/// unreachable, or a request of this operator did less than a period ago (the pool's status
+/// may lag by up to a period and a probe).
+async fn reachability(
+    ctx: &Context,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+) -> BTreeMap<String, Option<String>> {
+    let hold = ctx.settings.period.max(Duration::from_secs(1));
+    let mut reachability = BTreeMap::new();
+    for (name, pool) in pools {
+        let reported = pool
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Reachable"))
+            .filter(|c| c.status == "False")
+            .map(|c| {
+                if c.message.is_empty() {
+                    c.reason.clone()
+                } else {
+                    c.message.clone()
+                }
+            });
+        let why = match reported {
+            Some(why) => Some(why),
+            None => match ctx.clusters.for_pool(pool).await {
+                Ok(cluster) => cluster.down_within(hold),
+                Err(_) => None,
+            },
+        };
+        reachability.insert(name.clone(), why);
+    }
+    reachability
+}
+
+/// `placed` (from the last decision) with the ready replicas the status last reported for the
+/// same (component, pool).
+fn with_ready_seen(
+    placed: BTreeMap<stranded::Key, (u32, u32)>,
+    status: Option<&ModelDeploymentStatus>,
+) -> BTreeMap<stranded::Key, (u32, u32)> {
+    let reported = stranded::placed(status);
+    placed
+        .into_iter()
+        .map(|(key, (replicas, _))| {
+            let ready = reported.get(&key).map_or(0, |&(_, ready)| ready);
+            (key, (replicas, ready.min(replicas)))
+        })
+        .collect()
+}
+
+/// Ready replicas per (component, pool) of the plan before this reconcile applies it: as the
+/// children watch sees them, else as the status last reported; none in a pool cut off.
+async fn ready_seen(
+    ctx: &Context,
+    md: &ModelDeployment,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+    plans: &[ComponentPlan],
+    placed: &BTreeMap<stranded::Key, (u32, u32)>,
+) -> BTreeMap<stranded::Key, u32> {
+    let mut ready = BTreeMap::new();
+    for plan in plans {
+        for placement in plan.placements.iter().filter(|p| p.replicas > 0) {
+            let key = (plan.key.component.clone(), placement.pool.clone());
+            let Some(pool) = pools.get(&placement.pool) else {
+                continue;
+            };
+            let watched = match ctx.clusters.for_pool(pool).await {
+                Ok(cluster) => cluster.observed.as_ref().map(|observed| {
+                    let name = workloads::deployment_name(md, &key.0, &key.1);
+                    observed
+                        .get(&target_namespace(md, pool), &name)
+                        .map_or(0, |s| s.ready_replicas)
+                }),
+                Err(_) => None,
+            };
+            let seen = watched.unwrap_or_else(|| placed.get(&key).map_or(0, |&(_, r)| r));
+            ready.insert(key, seen);
+        }
+    }
+    ready
+}
+
+/// The (component, pool)s of unresolved stranded entries in reachable pools whose workload the
+/// children watch knows to be gone (deleted behind the operator's back).
+async fn stranded_gone(
+    ctx: &Context,
+    md: &ModelDeployment,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+    entries: &[crate::api::StrandedReplicas],
+    reachability: &BTreeMap<String, Option<String>>,
+) -> BTreeSet<stranded::Key> {
+    let mut gone = BTreeSet::new();
+    for entry in entries.iter().filter(|e| !stranded::resolved(e)) {
+        let (Some(pool), Some(None)) = (pools.get(&entry.pool), reachability.get(&entry.pool))
+        else {
+            continue;
+        };
+        let Ok(cluster) = ctx.clusters.for_pool(pool).await else {
+            continue;
+        };
+        let Some(observed) = cluster.observed.as_ref().filter(|o| o.complete()) else {
+            continue;
+        };
+        let name = workloads::deployment_name(md, &entry.component, &entry.pool);
+        if observed.get(&target_namespace(md, pool), &name).is_none() {
+            gone.insert((entry.component.clone(), entry.pool.clone()));
+        }
+    }
+    gone
+}
+
+/// Field manager of the replica changes of stranded workloads outside the plan.
+const SCALE_IN_MANAGER: &str = "skybridge.io/stranded-scale-in";
+
+/// Scales the stranded workloads outside the plan to the replicas decided for them (`scale`):
+/// only `spec.replicas` changes, so the replicas kept go on serving. Returns the first error.
+async fn scale_stranded(
+    md: &ModelDeployment,
+    ctx: &Context,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+    stranded: &StrandedOutcome,
+) -> Option<Error> {
+    let mut first_error = None;
+    for ((component, pool_name), &replicas) in &stranded.scale {
+        let Some(pool) = pools.get(pool_name) else {
+            continue;
+        };
+        let result = async {
+            let cluster = ctx.clusters.for_pool(pool).await?;
+            let namespace = target_namespace(md, pool);
+            let name = workloads::deployment_name(md, component, pool_name);
+            let key = (cluster.id.clone(), "Deployment", namespace.clone(), name.clone());
+            let content = content_hash(&("scale", replicas));
+            if ctx.applied.unchanged(&key, content).is_some() {
+                return Ok(());
+            }
+            info!(
+                child = name,
+                pool = pool_name,
+                replicas,
+                "scaling in a stranded workload"
+            );
+            let api: Api<Written<Deployment>> =
+                Api::namespaced(cluster.client().await, &namespace);
+            let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+            let params = PatchParams {
+                field_manager: Some(SCALE_IN_MANAGER.into()),
+                ..Default::default()
+            };
+            ctx.applied.forget(&key);
+            let scaled = cluster
+                .send(idempotent(|| api.patch(&name, &params, &patch)))
+                .await;
+            match scaled {
+                Ok(written) => {
+                    ctx.applied
+                        .record(key, content, written.metadata.generation);
+                    Ok(())
+                }
+                // Gone meanwhile: the next reconcile ends the entry.
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(err) => Err(Error::from(err)),
+            }
+        }
+        .await;
+        if let Err(err) = result {
+            warn!(pool = pool_name, %err, "scaling in a stranded workload failed");
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error
 }
 
 /// The (component, pool) pairs a plan uses, as one number.
@@ -556,17 +814,29 @@ pub fn target_namespace(md: &ModelDeployment, pool: &ComputePool) -> String {
         .unwrap_or_else(|| md.namespace().unwrap_or_default())
 }
 
+/// What a sweep must not delete: the children in pools whose cluster does not answer (they
+/// may still be serving; see `stranded`), and stranded children being scaled in.
+#[derive(Default)]
+struct Spared {
+    cut_off: BTreeSet<String>,
+    stranded: BTreeSet<stranded::Key>,
+}
+
 /// Deletes this deployment's children that the plan no longer has, in every pool's cluster;
 /// with no plan, all of them. A remote cluster whose children watch has listed them is looked up
 /// in its index, which is cheap enough for every reconcile; the others are listed, but only when
-/// `list` is set (with no plan, always). Clusters that cannot be reached are retried on the next
-/// reconcile; returns whether every cluster was swept.
+/// `list` is set (with no plan, always). With a plan, the clusters of pools cut off and the
+/// stranded children in `spared` are left alone. Clusters are swept at once, each request within
+/// its deadline, so one that does not answer holds up neither the others nor the reconcile for
+/// long; those that fail are retried on the next reconcile. Returns whether every cluster was
+/// swept.
 async fn sweep_orphans(
     md: &ModelDeployment,
     ctx: &Context,
     pools: &BTreeMap<String, Arc<ComputePool>>,
     plans: Option<&[ComponentPlan]>,
     list: bool,
+    spared: &Spared,
 ) -> Result<bool> {
     let keep_deployments: BTreeSet<(String, String)> = plans
         .into_iter()
@@ -577,19 +847,22 @@ async fn sweep_orphans(
                 .filter(|p| p.replicas > 0)
                 .map(|p| (plan.key.component.clone(), p.pool.clone()))
         })
+        .chain(spared.stranded.iter().cloned())
         .collect();
     let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
     let mut first_error = None;
     let mut complete = true;
-    // Each pool's cluster, and per cluster the (namespace, component)s the plan keeps there:
-    // their Services stay even if the index has not seen their Deployments yet.
+    // Each pool's cluster, per cluster the (namespace, component)s kept there (their Services
+    // stay even if the index has not seen their Deployments yet), and whether a pool there is
+    // cut off.
     let mut clusters = BTreeMap::new();
     for (pool_name, pool) in pools {
         match ctx.clusters.for_pool(pool).await {
             Ok(cluster) => {
                 let entry = clusters
                     .entry(cluster.id.clone())
-                    .or_insert_with(|| (cluster, BTreeSet::new()));
+                    .or_insert_with(|| (cluster, BTreeSet::new(), false));
+                entry.2 |= spared.cut_off.contains(pool_name);
                 for (component, _) in keep_deployments.iter().filter(|(_, p)| p == pool_name) {
                     entry
                         .1
@@ -601,28 +874,37 @@ async fn sweep_orphans(
             }
         }
     }
-    for (cluster, kept_here) in clusters.into_values() {
-        // Deleting a deployment must see every child, however new: it always lists.
-        let indexed = plans.and(
-            cluster
-                .observed
-                .as_ref()
-                .and_then(|o| o.children_of(&namespace, &name)),
-        );
-        let result = async {
-            let children = match indexed {
-                Some(children) => children,
-                None if list || plans.is_none() => list_children(&cluster, md).await?,
-                None => {
-                    complete = false;
-                    return Ok(());
+    let sweeps = clusters
+        .into_values()
+        .map(|(cluster, kept_here, cut_off)| {
+            let keep_deployments = &keep_deployments;
+            let (namespace, name) = (&namespace, &name);
+            async move {
+                if cut_off && plans.is_some() {
+                    return Ok(false);
                 }
-            };
-            delete_orphans(ctx, &cluster, &keep_deployments, kept_here, children).await
-        }
-        .await;
-        if let Err(err) = result {
-            first_error.get_or_insert(err);
+                // Deleting a deployment must see every child, however new: it always lists.
+                let indexed = plans.and(
+                    cluster
+                        .observed
+                        .as_ref()
+                        .and_then(|o| o.children_of(namespace, name)),
+                );
+                let children = match indexed {
+                    Some(children) => children,
+                    None if list || plans.is_none() => list_children(&cluster, md).await?,
+                    None => return Ok(false),
+                };
+                delete_orphans(ctx, &cluster, keep_deployments, kept_here, children).await?;
+                Ok::<_, Error>(true)
+            }
+        });
+    for result in futures::future::join_all(sweeps).await {
+        match result {
+            Ok(swept) => complete &= swept,
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
         }
     }
     match first_error {
@@ -664,13 +946,15 @@ async fn list_children(
     };
     let deployments: Api<Deployment> = Api::all(cluster.client().await);
     let services: Api<Service> = Api::all(cluster.client().await);
-    let mut children: Vec<Child> = idempotent(|| deployments.list(&by_labels))
+    let mut children: Vec<Child> = cluster
+        .send(idempotent(|| deployments.list(&by_labels)))
         .await?
         .iter()
         .map(|d| child(ChildKind::Deployment, &d.metadata))
         .collect();
     children.extend(
-        idempotent(|| services.list(&by_labels))
+        cluster
+            .send(idempotent(|| services.list(&by_labels)))
             .await?
             .iter()
             .map(|s| child(ChildKind::Service, &s.metadata)),
@@ -734,7 +1018,11 @@ where
         child.name.clone(),
     ));
     let background = DeleteParams::background();
-    ignore_not_found(idempotent(|| api.delete(&child.name, &background)).await)?;
+    ignore_not_found(
+        cluster
+            .send(idempotent(|| api.delete(&child.name, &background)))
+            .await,
+    )?;
     Ok(())
 }
 
@@ -753,12 +1041,13 @@ async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         .into_iter()
         .map(|p| (p.name_any(), p))
         .collect();
-    sweep_orphans(md, ctx, &pools, None, true).await?;
+    sweep_orphans(md, ctx, &pools, None, true, &Spared::default()).await?;
     sweep_store_secrets(md, ctx, &pools, None).await?;
     if let Some(syncer) = &ctx.artifacts {
         syncer.forget(&kube::runtime::reflector::ObjectRef::from_obj(md));
     }
     ctx.forget_burst_states(&Estate::key_of(md));
+    ctx.forget_stranded(&Estate::key_of(md));
     publish(
         ctx,
         md,
@@ -807,6 +1096,7 @@ fn same_status(a: &ModelDeploymentStatus, b: &ModelDeploymentStatus) -> bool {
         && a.cost_per_hour == b.cost_per_hour
         && a.components == b.components
         && a.artifacts == b.artifacts
+        && a.stranded == b.stranded
 }
 
 fn record_metrics(md: &ModelDeployment, ctx: &Context, status: &ModelDeploymentStatus) {

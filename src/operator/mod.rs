@@ -23,5 +23,6 @@ pub mod pool_controller;
 pub mod retry;
 pub mod runtime;
 pub mod status;
+pub mod stranded;
 pub mod views;
 pub mod workloads;
