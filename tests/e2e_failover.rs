@@ -189,7 +189,7 @@ async fn partition_leaves_serving_replicas_alone(partition: Partition) {
     for name in ["adopted", "shrunk", "moved"] {
         let child = eventually("the public child is ready", || async {
             public_child(&estate, name).await.filter(|d| {
-                d.status.as_ref().and_then(|s| s.ready_replicas) == d.spec.as_ref()?.replicas
+                d.status.as_ref().and_then(|s| s.ready_replicas) == d.spec.replicas
             })
         })
         .await;
@@ -272,7 +272,7 @@ async fn partition_leaves_serving_replicas_alone(partition: Partition) {
         child.metadata.uid, before["shrunk"].metadata.uid,
         "scaled, not re-created"
     );
-    assert_eq!(child.spec.and_then(|s| s.replicas), Some(1));
+    assert_eq!(child.spec.replicas, Some(1));
 
     wait_for(&estate, "moved", "surplus scaled in after the partition", |md| {
         is_true(md, "Ready")
@@ -295,4 +295,44 @@ async fn a_refused_partition_leaves_serving_replicas_alone_and_adopts_them_after
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_partition_leaves_serving_replicas_alone_and_adopts_them_after() {
     partition_leaves_serving_replicas_alone(Partition::Hung).await;
+}
+
+/// Every request to a member cluster ends by its own deadline when the cluster accepts
+/// connections but never answers, marks the cluster down, and succeeds again once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_a_hung_cluster_end_by_their_deadline_and_mark_it_down() {
+    use skybridge::operator::clusters::{Clusters, unreachable_error};
+    let estate = Estate::start(2, 2).await;
+    if !estate.harness_only("requests_to_a_hung_cluster_end_by_their_deadline_and_mark_it_down") {
+        return;
+    }
+    estate.apply_pools();
+    let clusters = Clusters::new(estate.hub_client(), OPERATOR_NAMESPACE.into(), 100);
+    let pool = estate.pools_api().get("cloud-l4").await.expect("pool");
+    let cluster = clusters.for_pool(&pool).await.expect("client");
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(cluster.client().await);
+    let list = kube::api::ListParams::default();
+    cluster.send(nodes.list(&list)).await.expect("answers");
+    assert_eq!(cluster.down_within(PATIENCE), None);
+
+    estate.public.set_unresponsive().await.expect("hangs");
+    // PATIENCE only guards the test against a request without a deadline, which would hang.
+    let sent = tokio::time::timeout(PATIENCE, cluster.send(nodes.list(&list)))
+        .await
+        .expect("the request ends by its deadline");
+    let err = sent.expect_err("no answer");
+    assert!(unreachable_error(&err), "{err}");
+    assert!(cluster.down_within(PATIENCE).is_some(), "marked down");
+    // A request sent on the client directly ends by the client's own read timeout.
+    let direct = tokio::time::timeout(PATIENCE, nodes.list(&list))
+        .await
+        .expect("the client's read timeout ends it");
+    assert!(direct.is_err());
+
+    estate.public.set_reachable().await.expect("answers again");
+    eventually("the cluster answers again", || async {
+        cluster.send(nodes.list(&list)).await.ok()
+    })
+    .await;
+    assert_eq!(cluster.down_within(PATIENCE), None, "marked up by an answer");
 }
