@@ -26,6 +26,9 @@ async fn unreachable_private_cluster_moves_burstable_replicas_and_degrades_sensi
     })
     .await;
 
+    let private_uids = private_child_uids(&estate).await;
+    assert_eq!(private_uids.len(), 2, "{private_uids:?}");
+
     estate.private.set_unreachable();
     let pool = eventually("dc1-l4 reported unreachable", || async {
         let pool = estate.pools_api().get("dc1-l4").await.ok()?;
@@ -84,6 +87,33 @@ async fn unreachable_private_cluster_moves_burstable_replicas_and_degrades_sensi
         children(&estate.public).await.is_empty().then_some(())
     })
     .await;
+    assert_eq!(
+        private_child_uids(&estate).await,
+        private_uids,
+        "the private workloads, left alone during the outage, were adopted, not re-created"
+    );
+}
+
+/// Name and uid of every Skybridge Deployment in the private cluster.
+async fn private_child_uids(estate: &Estate) -> Vec<(String, String)> {
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::all(estate.private.client().expect("client"));
+    let listed = api
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=skybridge"))
+        .await
+        .expect("children list");
+    let mut uids: Vec<(String, String)> = listed
+        .items
+        .into_iter()
+        .map(|d| {
+            (
+                d.metadata.name.unwrap_or_default(),
+                d.metadata.uid.unwrap_or_default(),
+            )
+        })
+        .collect();
+    uids.sort();
+    uids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,11 +172,7 @@ fn stranded_on<'a>(
     md: &'a skybridge::api::ModelDeployment,
     pool: &str,
 ) -> Option<&'a skybridge::api::StrandedReplicas> {
-    md.status
-        .as_ref()?
-        .stranded
-        .iter()
-        .find(|s| s.pool == pool)
+    md.status.as_ref()?.stranded.iter().find(|s| s.pool == pool)
 }
 
 /// The Deployment the operator placed for `deployment`'s component `ranker` in `pool`.
@@ -157,7 +183,9 @@ async fn public_child(
     let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
         kube::Api::namespaced(estate.public.client().expect("client"), "burst");
     let name = skybridge::operator::names::child_name(&[deployment, "ranker", "cloud-l4"]);
-    api.get_opt(&name).await.expect("the public cluster answers")
+    api.get_opt(&name)
+        .await
+        .expect("the public cluster answers")
 }
 
 /// The public cluster is cut off while three deployments run replicas there, then comes back:
@@ -180,22 +208,26 @@ async fn partition_leaves_serving_replicas_alone(partition: Partition) {
     estate.apply(&pinned_deployment("shrunk", 3, &["cloud-l4"]));
     estate.apply(&pinned_deployment("moved", 4, &[]));
     for (name, on_public) in [("adopted", 2), ("shrunk", 3), ("moved", 2)] {
-        wait_for(&estate, name, "Ready with replicas on the public pool", |md| {
-            is_true(md, "Ready") && replicas_on(md, "cloud-l4") == on_public
-        })
+        wait_for(
+            &estate,
+            name,
+            "Ready with replicas on the public pool",
+            |md| is_true(md, "Ready") && replicas_on(md, "cloud-l4") == on_public,
+        )
         .await;
     }
     let mut before = std::collections::BTreeMap::new();
     for name in ["adopted", "shrunk", "moved"] {
         let child = eventually("the public child is ready", || async {
-            public_child(&estate, name).await.filter(|d| {
-                d.status.as_ref().and_then(|s| s.ready_replicas) == d.spec.replicas
-            })
+            public_child(&estate, name)
+                .await
+                .filter(|d| d.status.as_ref().and_then(|s| s.ready_replicas) == d.spec.replicas)
         })
         .await;
         before.insert(name, child);
     }
 
+    let cut_at = std::time::Instant::now();
     match partition {
         Partition::Refused => estate.public.set_unreachable(),
         Partition::Hung => estate
@@ -209,11 +241,26 @@ async fn partition_leaves_serving_replicas_alone(partition: Partition) {
         let md = wait_for(&estate, name, "public replicas reported stranded", |md| {
             stranded_on(md, "cloud-l4").is_some_and(|s| {
                 s.action == skybridge::api::StrandedAction::LeftAlone && s.replicas == stranded
-            }) && md.status.as_ref().is_some_and(|s| s.ready_replicas == ready)
+            }) && md
+                .status
+                .as_ref()
+                .is_some_and(|s| s.ready_replicas == ready)
         })
         .await;
-        assert!(!is_true(&md, "Ready"), "{name} lacks replicas while cut off");
-        assert_eq!(replicas_on(&md, "cloud-l4"), 0, "{name}: re-placed, not there");
+        assert!(
+            !is_true(&md, "Ready"),
+            "{name} lacks replicas while cut off"
+        );
+        assert_eq!(
+            replicas_on(&md, "cloud-l4"),
+            0,
+            "{name}: re-placed, not there"
+        );
+        // A figure for the record (periods are 1 s here), not an assertion.
+        eprintln!(
+            "{partition:?}: {name} reports its stranded replicas {:.1}s after the cut",
+            cut_at.elapsed().as_secs_f64()
+        );
     }
     // Meanwhile `shrunk` is scaled down and dc1 grows, taking over `moved`'s public replicas.
     patch_spec(
@@ -234,9 +281,15 @@ async fn partition_leaves_serving_replicas_alone(partition: Partition) {
                 .label(POOL_LABEL, "dc1-l4"),
         )
         .expect("node grows");
-    wait_for(&estate, "moved", "moved's replicas all on dc1 and ready", |md| {
-        replicas_on(md, "dc1-l4") == 4 && md.status.as_ref().is_some_and(|s| s.ready_replicas == 4)
-    })
+    wait_for(
+        &estate,
+        "moved",
+        "moved's replicas all on dc1 and ready",
+        |md| {
+            replicas_on(md, "dc1-l4") == 4
+                && md.status.as_ref().is_some_and(|s| s.ready_replicas == 4)
+        },
+    )
     .await;
 
     estate
@@ -244,12 +297,17 @@ async fn partition_leaves_serving_replicas_alone(partition: Partition) {
         .set_reachable()
         .await
         .expect("the public cluster comes back");
+    let back_at = std::time::Instant::now();
     let adopted = wait_for(&estate, "adopted", "adopted after the partition", |md| {
         is_true(md, "Ready")
             && stranded_on(md, "cloud-l4")
                 .is_some_and(|s| s.action == skybridge::api::StrandedAction::Adopted)
     })
     .await;
+    eprintln!(
+        "{partition:?}: adopted {:.1}s after the cluster came back",
+        back_at.elapsed().as_secs_f64()
+    );
     assert_eq!(replicas_on(&adopted, "cloud-l4"), 2);
     let child = public_child(&estate, "adopted").await.expect("kept");
     let was = &before["adopted"];
@@ -274,12 +332,17 @@ async fn partition_leaves_serving_replicas_alone(partition: Partition) {
     );
     assert_eq!(child.spec.replicas, Some(1));
 
-    wait_for(&estate, "moved", "surplus scaled in after the partition", |md| {
-        is_true(md, "Ready")
-            && stranded_on(md, "cloud-l4").is_some_and(|s| {
-                s.action == skybridge::api::StrandedAction::ScaledIn && s.replicas == 0
-            })
-    })
+    wait_for(
+        &estate,
+        "moved",
+        "surplus scaled in after the partition",
+        |md| {
+            is_true(md, "Ready")
+                && stranded_on(md, "cloud-l4").is_some_and(|s| {
+                    s.action == skybridge::api::StrandedAction::ScaledIn && s.replicas == 0
+                })
+        },
+    )
     .await;
     eventually("moved's public workload removed once scaled in", || async {
         public_child(&estate, "moved").await.is_none().then_some(())
@@ -334,5 +397,9 @@ async fn requests_to_a_hung_cluster_end_by_their_deadline_and_mark_it_down() {
         cluster.send(nodes.list(&list)).await.ok()
     })
     .await;
-    assert_eq!(cluster.down_within(PATIENCE), None, "marked up by an answer");
+    assert_eq!(
+        cluster.down_within(PATIENCE),
+        None,
+        "marked up by an answer"
+    );
 }

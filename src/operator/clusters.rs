@@ -83,10 +83,7 @@ impl ClusterClient {
 
     /// Sends one request (with its retries): on a remote cluster within `REQUEST_TIMEOUT`,
     /// noting whether the cluster answered.
-    pub async fn send<T>(
-        &self,
-        request: impl Future<Output = kube::Result<T>>,
-    ) -> kube::Result<T> {
+    pub async fn send<T>(&self, request: impl Future<Output = kube::Result<T>>) -> kube::Result<T> {
         if self.is_local() {
             return request.await;
         }

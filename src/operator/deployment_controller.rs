@@ -188,7 +188,12 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
             .unwrap_or_default()
     });
     let placed = with_ready_seen(placed, md.status.as_ref());
-    let ready_seen = ready_seen(ctx, md, &estate.pools, &plans, &placed).await;
+    // Readiness matters only to scale stranded workloads in: looked up only then.
+    let ready_seen = if stranded_before.iter().any(|e| !stranded::resolved(e)) {
+        ready_seen(ctx, md, &estate.pools, &plans, &placed).await
+    } else {
+        BTreeMap::new()
+    };
     let gone = stranded_gone(ctx, md, &estate.pools, &stranded_before, &reachability).await;
     let stranded = stranded::decide(StrandedInput {
         previous: &stranded_before,
@@ -344,7 +349,7 @@ pub struct PlanOutcome {
     /// Whether an earlier decision placed any of the deployment's replicas.
     placed_before: bool,
     /// Replicas per (component, pool) the earlier decision placed (ready ones not known here).
-    placed: BTreeMap<stranded::Key, (u32, u32)>,
+    placed: stranded::Placed,
 }
 
 /// Whether a deployment's status (or last decision) places any replica.
@@ -362,14 +367,16 @@ fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome>
     // A reconcile may start before the cache has the status of the previous one: it plans from
     // the placements last decided, or it would place its components afresh, elsewhere, and
     // leave the children it has just applied behind.
-    let placed_before: Vec<(bool, BTreeMap<stranded::Key, (u32, u32)>)> = tickets
+    let placed_before: Vec<(bool, stranded::Placed)> = tickets
         .iter_mut()
         .map(|ticket| {
             ticket.deployment = ctx.with_decided_placements(&ticket.deployment);
-            (
+            let placed = (
                 has_placements(&ticket.deployment),
                 stranded::placed(ticket.deployment.status.as_ref()),
-            )
+            );
+            ticket.deployment = with_stranded_as_current(ctx, &ticket.deployment);
+            placed
         })
         .collect();
     let mut estate = ctx.estate();
@@ -419,6 +426,37 @@ fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome>
             }
         })
         .collect()
+}
+
+/// `md` with the replicas stranded in pools whose cluster answers again counted as placed there
+/// (see `stranded::as_current`), so the planner adopts them where it would place replicas anyway.
+fn with_stranded_as_current(ctx: &Context, md: &Arc<ModelDeployment>) -> Arc<ModelDeployment> {
+    let mut status = md.status.clone().unwrap_or_default();
+    if let Some(entries) = ctx.stranded(&Estate::key_of(md)) {
+        status.stranded = entries;
+    }
+    if status.stranded.is_empty() {
+        return md.clone();
+    }
+    let pools = ctx.pools.state();
+    let reachable = |name: &str| {
+        let pool = pools.iter().find(|p| p.name_any() == name)?;
+        let unreachable = pool
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Reachable"))
+            .is_some_and(|c| c.status == "False");
+        (!unreachable).then_some(pool.spec.cloud)
+    };
+    match stranded::as_current(Some(&status), reachable) {
+        Some(merged) => {
+            let mut with = (**md).clone();
+            let previous = with.status.get_or_insert_with(Default::default);
+            previous.components = merged.components;
+            Arc::new(with)
+        }
+        None => md.clone(),
+    }
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
@@ -634,9 +672,9 @@ async fn reachability(
 /// `placed` (from the last decision) with the ready replicas the status last reported for the
 /// same (component, pool).
 fn with_ready_seen(
-    placed: BTreeMap<stranded::Key, (u32, u32)>,
+    placed: stranded::Placed,
     status: Option<&ModelDeploymentStatus>,
-) -> BTreeMap<stranded::Key, (u32, u32)> {
+) -> stranded::Placed {
     let reported = stranded::placed(status);
     placed
         .into_iter()
@@ -654,7 +692,7 @@ async fn ready_seen(
     md: &ModelDeployment,
     pools: &BTreeMap<String, Arc<ComputePool>>,
     plans: &[ComponentPlan],
-    placed: &BTreeMap<stranded::Key, (u32, u32)>,
+    placed: &stranded::Placed,
 ) -> BTreeMap<stranded::Key, u32> {
     let mut ready = BTreeMap::new();
     for plan in plans {
@@ -728,7 +766,12 @@ async fn scale_stranded(
             let cluster = ctx.clusters.for_pool(pool).await?;
             let namespace = target_namespace(md, pool);
             let name = workloads::deployment_name(md, component, pool_name);
-            let key = (cluster.id.clone(), "Deployment", namespace.clone(), name.clone());
+            let key = (
+                cluster.id.clone(),
+                "Deployment",
+                namespace.clone(),
+                name.clone(),
+            );
             let content = content_hash(&("scale", replicas));
             if ctx.applied.unchanged(&key, content).is_some() {
                 return Ok(());
@@ -739,8 +782,7 @@ async fn scale_stranded(
                 replicas,
                 "scaling in a stranded workload"
             );
-            let api: Api<Written<Deployment>> =
-                Api::namespaced(cluster.client().await, &namespace);
+            let api: Api<Written<Deployment>> = Api::namespaced(cluster.client().await, &namespace);
             let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
             let params = PatchParams {
                 field_manager: Some(SCALE_IN_MANAGER.into()),
@@ -874,31 +916,29 @@ async fn sweep_orphans(
             }
         }
     }
-    let sweeps = clusters
-        .into_values()
-        .map(|(cluster, kept_here, cut_off)| {
-            let keep_deployments = &keep_deployments;
-            let (namespace, name) = (&namespace, &name);
-            async move {
-                if cut_off && plans.is_some() {
-                    return Ok(false);
-                }
-                // Deleting a deployment must see every child, however new: it always lists.
-                let indexed = plans.and(
-                    cluster
-                        .observed
-                        .as_ref()
-                        .and_then(|o| o.children_of(namespace, name)),
-                );
-                let children = match indexed {
-                    Some(children) => children,
-                    None if list || plans.is_none() => list_children(&cluster, md).await?,
-                    None => return Ok(false),
-                };
-                delete_orphans(ctx, &cluster, keep_deployments, kept_here, children).await?;
-                Ok::<_, Error>(true)
+    let sweeps = clusters.into_values().map(|(cluster, kept_here, cut_off)| {
+        let keep_deployments = &keep_deployments;
+        let (namespace, name) = (&namespace, &name);
+        async move {
+            if cut_off && plans.is_some() {
+                return Ok(false);
             }
-        });
+            // Deleting a deployment must see every child, however new: it always lists.
+            let indexed = plans.and(
+                cluster
+                    .observed
+                    .as_ref()
+                    .and_then(|o| o.children_of(namespace, name)),
+            );
+            let children = match indexed {
+                Some(children) => children,
+                None if list || plans.is_none() => list_children(&cluster, md).await?,
+                None => return Ok(false),
+            };
+            delete_orphans(ctx, &cluster, keep_deployments, kept_here, children).await?;
+            Ok::<_, Error>(true)
+        }
+    });
     for result in futures::future::join_all(sweeps).await {
         match result {
             Ok(swept) => complete &= swept,

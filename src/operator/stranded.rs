@@ -26,12 +26,15 @@ pub const RESOLVED_RETENTION: Duration = Duration::from_secs(3600);
 /// A (component, pool).
 pub type Key = (String, String);
 
+/// Replicas and ready replicas per (component, pool).
+pub type Placed = BTreeMap<Key, (u32, u32)>;
+
 /// Everything the decision depends on.
 pub struct StrandedInput<'a> {
     /// The entries last reported (or decided).
     pub previous: &'a [StrandedReplicas],
     /// Replicas and ready replicas per (component, pool) as last placed and observed.
-    pub placed_before: &'a BTreeMap<Key, (u32, u32)>,
+    pub placed_before: &'a Placed,
     /// Pools that exist now, with `Some(why)` for those whose cluster does not answer.
     pub pools: &'a BTreeMap<String, Option<String>>,
     /// The plan of this reconcile.
@@ -242,7 +245,7 @@ fn set_action(entry: &mut StrandedReplicas, action: StrandedAction, message: Str
 }
 
 /// Replicas and ready replicas per (component, pool) a status places.
-pub fn placed(status: Option<&ModelDeploymentStatus>) -> BTreeMap<Key, (u32, u32)> {
+pub fn placed(status: Option<&ModelDeploymentStatus>) -> Placed {
     status
         .iter()
         .flat_map(|s| &s.components)
@@ -255,6 +258,60 @@ pub fn placed(status: Option<&ModelDeploymentStatus>) -> BTreeMap<Key, (u32, u32
             })
         })
         .collect()
+}
+
+/// `status` with the unresolved stranded replicas in pools that answer again (`reachable`)
+/// counted as placed there, for the planner: it then keeps them (best pools first) like any
+/// existing replicas, so that when the plan would put replicas back on that pool (a failback),
+/// it adopts the warm ones there instead of scaling them in and starting new ones later. Only
+/// placements are changed; `None` when there is nothing to add.
+pub fn as_current(
+    status: Option<&ModelDeploymentStatus>,
+    reachable: impl Fn(&str) -> Option<crate::api::Cloud>,
+) -> Option<ModelDeploymentStatus> {
+    let status = status?;
+    let back: Vec<&StrandedReplicas> = status
+        .stranded
+        .iter()
+        .filter(|e| !resolved(e) && e.replicas > 0)
+        .filter(|e| reachable(&e.pool).is_some())
+        .collect();
+    if back.is_empty() {
+        return None;
+    }
+    let mut merged = status.clone();
+    for entry in back {
+        let Some(cloud) = reachable(&entry.pool) else {
+            continue;
+        };
+        let position = merged
+            .components
+            .iter()
+            .position(|c| c.name == entry.component)
+            .unwrap_or_else(|| {
+                merged.components.push(crate::api::ComponentStatus {
+                    name: entry.component.clone(),
+                    ..Default::default()
+                });
+                merged.components.len() - 1
+            });
+        let component = &mut merged.components[position];
+        match component
+            .placements
+            .iter_mut()
+            .find(|p| p.pool == entry.pool)
+        {
+            Some(placement) => placement.replicas = placement.replicas.max(entry.replicas),
+            None => component.placements.push(crate::api::PlacementStatus {
+                pool: entry.pool.clone(),
+                cloud,
+                replicas: entry.replicas,
+                ready_replicas: 0,
+                reason: "stranded replicas, back".into(),
+            }),
+        }
+    }
+    Some(merged)
 }
 
 /// What changed between two reports, for Events: (warning, reason, note).
@@ -516,6 +573,39 @@ mod tests {
         let news = changes(&outcome.entries, &adopted.entries);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].1, "Adopted");
+    }
+
+    #[test]
+    fn stranded_replicas_of_a_cluster_back_count_as_current_for_the_planner() {
+        let (_, outcome) = partitioned();
+        let mut status = ModelDeploymentStatus {
+            components: vec![crate::api::ComponentStatus {
+                name: "ranker".into(),
+                placements: vec![crate::api::PlacementStatus {
+                    pool: "dc1".into(),
+                    cloud: Cloud::Private,
+                    replicas: 2,
+                    ready_replicas: 2,
+                    reason: String::new(),
+                }],
+                ..Default::default()
+            }],
+            stranded: outcome.entries,
+            ..Default::default()
+        };
+        let cut_off = |pool: &str| (pool == "dc1").then_some(Cloud::Private);
+        assert_eq!(
+            as_current(Some(&status), cut_off),
+            None,
+            "cloud is still cut off"
+        );
+        let back = |_: &str| Some(Cloud::Public);
+        let merged = as_current(Some(&status), back).expect("cloud is back");
+        let placed = placed(Some(&merged));
+        assert_eq!(placed.get(&key("ranker", "cloud")), Some(&(2, 0)));
+        assert_eq!(placed.get(&key("ranker", "dc1")), Some(&(2, 2)));
+        status.stranded[0].action = StrandedAction::Adopted;
+        assert_eq!(as_current(Some(&status), back), None, "resolved");
     }
 
     proptest! {
