@@ -190,7 +190,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let placed = with_ready_seen(placed, md.status.as_ref());
     // Readiness matters only to scale stranded workloads in: looked up only then.
     let ready_seen = if stranded_before.iter().any(|e| !stranded::resolved(e)) {
-        ready_seen(ctx, md, &estate.pools, &plans, &placed).await
+        ready_seen(ctx, md, &estate.pools, &plans, &placed, &reachability).await
     } else {
         BTreeMap::new()
     };
@@ -216,9 +216,15 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
 
     // Apply the children, then remove those the plan no longer has.
     // A cluster that fails does not stop the others, nor the status report; the error then
-    // requeues with backoff.
+    // requeues with backoff. Pools cut off are sent nothing.
+    let answering: BTreeMap<String, Arc<ComputePool>> = estate
+        .pools
+        .iter()
+        .filter(|(name, _)| reachability.get(*name).is_none_or(Option::is_none))
+        .map(|(name, pool)| (name.clone(), pool.clone()))
+        .collect();
     let (fetches, secrets_error) = match &artifacts {
-        Some(stage) => stage.prepare_pods(ctx, md, &estate.pools, &plans).await,
+        Some(stage) => stage.prepare_pods(ctx, md, &answering, &plans).await,
         None => Default::default(),
     };
     let (ready, apply_error) = apply_children(
@@ -265,7 +271,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let apply_error = match artifacts.is_some() {
         true => {
             let keep = serving_pools(&plans);
-            match sweep_store_secrets(md, ctx, &estate.pools, Some(&keep)).await {
+            match sweep_store_secrets(md, ctx, &answering, Some(&keep)).await {
                 Ok(()) => apply_error,
                 Err(err) => apply_error.or(Some(err)),
             }
@@ -693,6 +699,7 @@ async fn ready_seen(
     pools: &BTreeMap<String, Arc<ComputePool>>,
     plans: &[ComponentPlan],
     placed: &stranded::Placed,
+    reachability: &BTreeMap<String, Option<String>>,
 ) -> BTreeMap<stranded::Key, u32> {
     let mut ready = BTreeMap::new();
     for plan in plans {
@@ -701,6 +708,10 @@ async fn ready_seen(
             let Some(pool) = pools.get(&placement.pool) else {
                 continue;
             };
+            if reachability.get(&placement.pool).is_some_and(Option::is_some) {
+                ready.insert(key, 0);
+                continue;
+            }
             let watched = match ctx.clusters.for_pool(pool).await {
                 Ok(cluster) => cluster.observed.as_ref().map(|observed| {
                     let name = workloads::deployment_name(md, &key.0, &key.1);
