@@ -708,7 +708,10 @@ async fn ready_seen(
             let Some(pool) = pools.get(&placement.pool) else {
                 continue;
             };
-            if reachability.get(&placement.pool).is_some_and(Option::is_some) {
+            if reachability
+                .get(&placement.pool)
+                .is_some_and(Option::is_some)
+            {
                 ready.insert(key, 0);
                 continue;
             }
@@ -1379,5 +1382,112 @@ mod tests {
         let fresh = deployment("fresh", None);
         let third = decide_batch(&ctx, vec![ticket(&fresh)]);
         assert_eq!(pools_of(&third[0]), ["cheap"]);
+    }
+
+    /// A replica left alone on a pool whose cluster stopped answering, and replaced on another
+    /// pool meanwhile, is kept by the plan once that cluster answers again and its pool is the
+    /// better one (a failback), instead of being scaled in and started again later.
+    #[tokio::test]
+    async fn a_stranded_replica_on_a_better_pool_back_is_adopted_by_the_plan() {
+        use crate::api::{StrandedAction, StrandedReplicas};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let (pools, mut pools_writer) = reflector::store();
+        let (policies, _policies_writer) = reflector::store();
+        let (deployments, mut deployments_writer) = reflector::store();
+        let with_reachable = |mut pool: ComputePool, reachable: bool| {
+            let status = if reachable { "True" } else { "False" };
+            pool.status = Some(crate::api::ComputePoolStatus {
+                conditions: ["Reachable", "Ready"]
+                    .into_iter()
+                    .map(|type_| Condition {
+                        type_: type_.into(),
+                        status: status.into(),
+                        reason: "Probe".into(),
+                        message: String::new(),
+                        observed_generation: None,
+                        last_transition_time: Time(now()),
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+            pool
+        };
+        // "cheap" is better, but within the stability margin: a replica placed elsewhere stays.
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(with_reachable(
+            pool("cheap", 4, 0.29),
+            true,
+        )));
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(pool("other", 10, 0.30)));
+        let ours = deployment("ours", Some("other"));
+        deployments_writer.apply_watcher_event(&watcher::Event::Apply(ours.clone()));
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:1".parse().expect("URL"),
+        ))
+        .expect("client");
+        let ctx = Context::new(
+            Clusters::new(client, "skybridge-system".into(), 100),
+            Arc::new(Metrics::default()),
+            Settings {
+                image: "skybridge:test".into(),
+                period: Duration::from_secs(15),
+            },
+            pools,
+            policies,
+            deployments,
+            tokio::sync::watch::channel(true).1,
+            "test".into(),
+        );
+        let ticket = |md: &ModelDeployment| PlanTicket {
+            deployment: Arc::new(md.clone()),
+            demand: BTreeMap::new(),
+        };
+        let first = decide_batch(&ctx, vec![ticket(&ours)]);
+        assert_eq!(pools_of(&first[0]), ["other"], "nothing stranded: it stays");
+
+        let key = Estate::key_of(&ours);
+        let stranded = StrandedReplicas {
+            component: "encoder".into(),
+            pool: "cheap".into(),
+            replicas: 1,
+            ready_replicas: 1,
+            planned_replicas: 0,
+            since: Time(now()),
+            action: StrandedAction::LeftAlone,
+            action_time: Time(now()),
+            message: String::new(),
+        };
+        ctx.set_stranded(&key, vec![stranded.clone()]);
+        let back = decide_batch(&ctx, vec![ticket(&ours)]);
+        assert_eq!(pools_of(&back[0]), ["cheap"], "the warm replica is kept");
+        assert_eq!(
+            back[0]
+                .placed
+                .get(&("encoder".to_string(), "cheap".to_string())),
+            None,
+            "what was placed before is reported as it was"
+        );
+
+        // Still cut off: the plan does not count on it.
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(with_reachable(
+            pool("cheap", 4, 0.29),
+            false,
+        )));
+        let cut_off = decide_batch(&ctx, vec![ticket(&ours)]);
+        assert_eq!(pools_of(&cut_off[0]), ["other"]);
+
+        // Resolved: no longer counted.
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(with_reachable(
+            pool("cheap", 4, 0.29),
+            true,
+        )));
+        ctx.set_stranded(
+            &key,
+            vec![StrandedReplicas {
+                action: StrandedAction::Adopted,
+                ..stranded
+            }],
+        );
+        let resolved = decide_batch(&ctx, vec![ticket(&ours)]);
+        assert_eq!(pools_of(&resolved[0]), ["other"]);
     }
 }
