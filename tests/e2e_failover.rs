@@ -386,6 +386,15 @@ async fn requests_to_a_hung_cluster_end_by_their_deadline_and_mark_it_down() {
     let err = sent.expect_err("no answer");
     assert!(unreachable_error(&err), "{err}");
     assert!(cluster.down_within(PATIENCE).is_some(), "marked down");
+    // Meanwhile further requests are not sent: they fail at once, with the cause.
+    let held = tokio::time::timeout(PATIENCE, cluster.send(nodes.list(&list)))
+        .await
+        .expect("fails at once");
+    assert!(
+        held.as_ref()
+            .is_err_and(|e| unreachable_error(e) && e.to_string().contains("not sent")),
+        "{held:?}"
+    );
     // A request sent on the client directly ends by the client's own read timeout.
     let direct = tokio::time::timeout(PATIENCE, nodes.list(&list))
         .await

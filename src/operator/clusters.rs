@@ -82,37 +82,44 @@ impl ClusterClient {
     }
 
     /// Sends one request (with its retries): on a remote cluster within `REQUEST_TIMEOUT`,
-    /// noting whether the cluster answered.
+    /// noting whether the cluster answered. Within `REQUEST_TIMEOUT` of a request that found the
+    /// cluster unreachable, a request fails at once with that cause instead of being sent:
+    /// requests already on their way to a cluster that stopped answering (reconciles started
+    /// before it did, waiting on one another for a namespace) do not each wait a deadline.
     pub async fn send<T>(&self, request: impl Future<Output = kube::Result<T>>) -> kube::Result<T> {
         if self.is_local() {
             return request.await;
+        }
+        if let Some(why) = self.down_within(REQUEST_TIMEOUT) {
+            return Err(kube::Error::Service(Box::new(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("not sent: the cluster was found unreachable a moment ago ({why})"),
+            ))));
         }
         let result = bounded(request).await;
         self.note(&result);
         result
     }
 
-    /// Records what a request found: a transport error marks the cluster down, any answer marks
-    /// it up.
+    /// Records what a request found: a transport error marks the cluster down (as of now), any
+    /// answer marks it up.
     pub fn note<T>(&self, result: &kube::Result<T>) {
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Err(err) if unreachable_error(err) => {
-                if down.is_none() {
-                    *down = Some((std::time::Instant::now(), err.to_string()));
-                }
+                *down = Some((std::time::Instant::now(), err.to_string()));
             }
             _ => *down = None,
         }
     }
 
     /// Why the cluster counts as unreachable, if a request found it so less than `hold` ago:
-    /// within that time further requests are not sent (each would wait for its deadline);
+    /// within that time reconciles send it nothing (each request would wait for its deadline);
     /// after it, the next request tries again.
     pub fn down_within(&self, hold: Duration) -> Option<String> {
         let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         down.as_ref()
-            .filter(|(since, _)| since.elapsed() < hold)
+            .filter(|(at, _)| at.elapsed() < hold)
             .map(|(_, why)| why.clone())
     }
 
