@@ -147,6 +147,7 @@ fn deployment(i: usize, (ns, model, spelling, components): &Generated) -> ModelD
                     .map(|(_, n)| n.to_string())
                     .collect()
             }),
+            security: Default::default(),
         })
         .collect();
     let mut md = ModelDeployment::new(

@@ -268,6 +268,54 @@ pub struct ModelDeploymentStatus {
     /// Model artifacts: digest and per-store state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<ArtifactsStatus>,
+    /// Replicas in a pool whose cluster stopped answering (a partition), and what the operator
+    /// did about them: left alone while the cluster is unreachable (they may still be serving),
+    /// then adopted or scaled in when it answers again. Resolved entries stay an hour.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stranded: Vec<StrandedReplicas>,
+}
+
+/// A component's replicas in a pool whose cluster stopped answering.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StrandedReplicas {
+    /// The component.
+    pub component: String,
+    /// The `ComputePool` whose cluster stopped answering.
+    pub pool: String,
+    /// Replicas of the workload there: as last seen, or as scaled in to.
+    pub replicas: u32,
+    /// Of which ready when the cluster was last seen; not counted in `readyReplicas` while it
+    /// is unreachable.
+    #[serde(default)]
+    pub ready_replicas: u32,
+    /// Replicas the plan places in this pool (when the entry last changed): the workload is
+    /// scaled in to this, once the component's replicas elsewhere are ready.
+    #[serde(default)]
+    pub planned_replicas: u32,
+    /// When the cluster was found unreachable.
+    pub since: Time,
+    /// What the operator did about them.
+    pub action: StrandedAction,
+    /// When `action` last changed.
+    pub action_time: Time,
+    /// Details, for people.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// What the operator did about stranded replicas.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrandedAction {
+    /// Not deleted nor changed: the cluster is unreachable (they may still be serving), or it is
+    /// back and they cover replicas whose replacements are not ready yet.
+    LeftAlone,
+    /// The cluster is back and the plan places at least as many replicas there: the workload
+    /// was kept as it is, never deleted and re-created.
+    Adopted,
+    /// The cluster is back and the plan wants fewer replicas there: the workload was scaled
+    /// down to `replicas` (and, at zero, removed).
+    ScaledIn,
 }
 
 /// Observed state of one component.

@@ -265,6 +265,9 @@ impl Store {
             .connect_timeout(Duration::from_secs(10))
             // Generous: a store may take long to assemble a large multipart upload.
             .read_timeout(Duration::from_secs(300))
+            // Every attempt ends: a store that accepts a request and then stalls (or trickles)
+            // cannot hold a sync forever. Long enough for the largest part on a slow link.
+            .operation_attempt_timeout(Duration::from_secs(900))
             .build();
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(http_client)

@@ -16,6 +16,9 @@ pub enum QueryError {
     Malformed(String),
 }
 
+/// How long connecting to Prometheus may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A Prometheus HTTP client with a bounded request time.
 #[derive(Clone)]
 pub struct Prometheus {
@@ -54,8 +57,11 @@ struct Sample {
 }
 
 impl Prometheus {
+    /// A client whose every query gives up after `timeout` in all, and after a few seconds
+    /// (at most `timeout`) when no connection can be made.
     pub fn new(timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(CONNECT_TIMEOUT))
             .timeout(timeout)
             .build()
             .expect("a TLS backend is compiled in");

@@ -235,14 +235,20 @@ pub fn owner_of<K: Resource>(child: &K) -> Option<ObjectRef<ModelDeployment>> {
 /// Keeps `observed` current and sends the owning deployment of every child that changes in a
 /// way that matters, or that is deleted, until `triggers` closes or the task is aborted (when
 /// the cluster's client is rebuilt or the operator stops). Watch errors (an unreachable
-/// cluster) are retried with backoff.
+/// cluster) are retried with backoff. Each watch call ends after `watch_seconds` and resumes,
+/// so that one stuck on a cluster that stopped answering is noticed by the client's read
+/// timeout. The index is not a health signal: while a cluster does not answer it holds what
+/// was last seen, and reconciles go by the cluster's reachability instead.
 pub fn spawn(
     client: Client,
+    watch_seconds: u32,
     observed: Arc<ObservedChildren>,
     triggers: UnboundedSender<ObjectRef<ModelDeployment>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let config = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"));
+        let config = watcher::Config::default()
+            .labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"))
+            .timeout(watch_seconds);
         let index = observed.clone();
         let deployments = watcher(Api::<DeploymentView>::all(client.clone()), config.clone())
             .default_backoff()

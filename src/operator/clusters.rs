@@ -21,13 +21,48 @@ use tokio::sync::{Mutex, Semaphore};
 /// Key under which a kubeconfig Secret holds the kubeconfig when the reference names none.
 pub const DEFAULT_KUBECONFIG_KEY: &str = "kubeconfig";
 
+/// How long a remote cluster may take to answer one request (from its last byte sent to the
+/// next byte received, and in all with `bounded`) before it counts as not answering. Well below
+/// the default 15 s period, so that a hung cluster delays a reconcile by less than a period.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long establishing a connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Watches end on the server after this long and are resumed; their reads time out a little
+/// later, so that a watch on a cluster that stopped answering (or its list) is retried.
+const WATCH_SECONDS: u32 = 60;
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `request`, failed as a transport error if it takes longer than `REQUEST_TIMEOUT` in all
+/// (retries included): one cluster that does not answer never holds a reconcile longer.
+pub async fn bounded<T>(request: impl Future<Output = kube::Result<T>>) -> kube::Result<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(result) => result,
+        Err(_) => Err(kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()),
+        )))),
+    }
+}
+
+/// Whether an error says the cluster could not be reached or did not answer (as opposed to an
+/// answer that refused the request).
+pub fn unreachable_error(error: &kube::Error) -> bool {
+    matches!(
+        error,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_)
+    )
+}
+
 /// A client for one cluster, with the identity it was built from.
 #[derive(Clone)]
 pub struct ClusterClient {
     /// `local`, or `namespace/secret@resourceVersion` of the kubeconfig Secret.
     pub id: String,
+    /// For single requests: each has a deadline (remote clusters).
     pub client: Client,
     limiter: Arc<RateLimiter>,
+    /// When a request last found the cluster unreachable, and why; cleared by one it answers.
+    down: Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>,
     /// The children there as their watch sees them (remote clusters with a watch only).
     pub observed: Option<Arc<ObservedChildren>>,
     /// Namespaces known to exist there (see `ensure_namespace`).
@@ -46,6 +81,48 @@ impl ClusterClient {
         self.id == "local"
     }
 
+    /// Sends one request (with its retries): on a remote cluster within `REQUEST_TIMEOUT`,
+    /// noting whether the cluster answered. Within `REQUEST_TIMEOUT` of a request that found the
+    /// cluster unreachable, a request fails at once with that cause instead of being sent:
+    /// requests already on their way to a cluster that stopped answering (reconciles started
+    /// before it did, waiting on one another for a namespace) do not each wait a deadline.
+    pub async fn send<T>(&self, request: impl Future<Output = kube::Result<T>>) -> kube::Result<T> {
+        if self.is_local() {
+            return request.await;
+        }
+        if let Some(why) = self.down_within(REQUEST_TIMEOUT) {
+            return Err(kube::Error::Service(Box::new(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("not sent: the cluster was found unreachable a moment ago ({why})"),
+            ))));
+        }
+        let result = bounded(request).await;
+        self.note(&result);
+        result
+    }
+
+    /// Records what a request found: a transport error marks the cluster down (as of now), any
+    /// answer marks it up.
+    pub fn note<T>(&self, result: &kube::Result<T>) {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Err(err) if unreachable_error(err) => {
+                *down = Some((std::time::Instant::now(), err.to_string()));
+            }
+            _ => *down = None,
+        }
+    }
+
+    /// Why the cluster counts as unreachable, if a request found it so less than `hold` ago:
+    /// within that time reconciles send it nothing (each request would wait for its deadline);
+    /// after it, the next request tries again.
+    pub fn down_within(&self, hold: Duration) -> Option<String> {
+        let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        down.as_ref()
+            .filter(|(at, _)| at.elapsed() < hold)
+            .map(|(_, why)| why.clone())
+    }
+
     /// Makes sure `namespace` exists there, creating it if missing; once per client unless
     /// `gone` (an apply into it found it missing). The first applies to a new cluster come in
     /// a burst: without this, each of them failed on the missing namespace and created it
@@ -57,7 +134,7 @@ impl ClusterClient {
         }
         let api: Api<Namespace> = Api::all(self.client().await);
         let exists = !gone
-            && match idempotent(|| api.get_opt(namespace)).await {
+            && match self.send(idempotent(|| api.get_opt(namespace))).await {
                 Ok(found) => found.is_some(),
                 // May write into it but not read it: assume it is there, as an apply would;
                 // one that finds it missing comes back with `gone`.
@@ -71,7 +148,8 @@ impl ClusterClient {
                 "metadata": {"name": namespace},
             });
             let (params, patch) = (PatchParams::apply(FIELD_MANAGER), Patch::Apply(&object));
-            idempotent(|| api.patch(namespace, &params, &patch)).await?;
+            self.send(idempotent(|| api.patch(namespace, &params, &patch)))
+                .await?;
         }
         known.insert(namespace.to_string());
         Ok(())
@@ -160,6 +238,7 @@ impl Clusters {
                 id: "local".into(),
                 client: local,
                 limiter: RateLimiter::new(per_second),
+                down: Default::default(),
                 observed: None,
                 namespaces: Default::default(),
             },
@@ -229,7 +308,7 @@ impl Clusters {
             known.checked = std::time::Instant::now();
             return Ok(known.cluster.clone());
         }
-        let client = client_from_secret(&secret, secret_ref, &secret_name).await?;
+        let (client, watch_client) = clients_from_secret(&secret, secret_ref, &secret_name).await?;
         let observed = self
             .child_triggers
             .as_ref()
@@ -240,14 +319,20 @@ impl Clusters {
                 .zip(observed.clone())
                 .map(|(triggers, observed)| {
                     AbortOnDrop(
-                        super::children_watch::spawn(client.clone(), observed, triggers)
-                            .abort_handle(),
+                        super::children_watch::spawn(
+                            watch_client.clone(),
+                            WATCH_SECONDS,
+                            observed,
+                            triggers,
+                        )
+                        .abort_handle(),
                     )
                 });
         let cluster = ClusterClient {
             id,
             client,
             limiter: RateLimiter::new(self.per_second),
+            down: Default::default(),
             observed,
             namespaces: Default::default(),
         };
@@ -264,11 +349,13 @@ impl Clusters {
     }
 }
 
-async fn client_from_secret(
+/// Two clients of the cluster a kubeconfig Secret names: one for single requests, one for
+/// watches (whose reads wait up to the watch's own timeout).
+async fn clients_from_secret(
     secret: &Secret,
     secret_ref: &SecretKeyRef,
     name: &str,
-) -> Result<Client> {
+) -> Result<(Client, Client)> {
     let key = secret_ref.key.as_deref().unwrap_or(DEFAULT_KUBECONFIG_KEY);
     let bad = |message: String| Error::Kubeconfig {
         secret: name.to_string(),
@@ -283,13 +370,24 @@ async fn client_from_secret(
         std::str::from_utf8(&bytes.0).map_err(|e| bad(format!("key {key:?} is not UTF-8: {e}")))?;
     let kubeconfig = Kubeconfig::from_yaml(text)
         .map_err(|e| bad(format!("key {key:?} is not a kubeconfig: {e}")))?;
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| bad(e.to_string()))?;
-    // A remote cluster that stops answering must fail fast, so its pool is marked unreachable
-    // and replicas move, instead of hanging a reconcile. Reads keep kube's long default, which
-    // watches need; callers bound single requests with their own timeouts.
-    config.connect_timeout = Some(Duration::from_secs(5));
-    config.write_timeout = Some(Duration::from_secs(30));
-    Client::try_from(config).map_err(|e| bad(e.to_string()))
+    let build = |read_timeout: Duration| {
+        Client::try_from(with_deadlines(config.clone(), read_timeout))
+            .map_err(|e| bad(e.to_string()))
+    };
+    Ok((build(REQUEST_TIMEOUT)?, build(WATCH_READ_TIMEOUT)?))
+}
+
+/// A remote cluster that stops answering must fail fast, so its pool is marked unreachable and
+/// its replicas move, instead of hanging a reconcile: every connection, write and read has a
+/// deadline. The read timeout counts from the request, not from when a pooled connection went
+/// idle.
+fn with_deadlines(mut config: Config, read_timeout: Duration) -> Config {
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.write_timeout = Some(REQUEST_TIMEOUT);
+    config.read_timeout = Some(read_timeout);
+    config.reset_reader_on_write = true;
+    config
 }

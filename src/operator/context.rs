@@ -44,6 +44,9 @@ pub struct Context {
     heartbeat: Mutex<Instant>,
     /// Per deployment, the placements its children were last swept for (see `swept`).
     swept: Mutex<HashMap<(String, String), u64>>,
+    /// Per deployment, the stranded replicas last decided: a reconcile that starts before the
+    /// cache has the previous status must not forget them (and delete their workloads).
+    stranded: Mutex<HashMap<(String, String), Vec<crate::api::StrandedReplicas>>>,
     /// What was last applied to each child, to skip applies that change nothing.
     pub applied: super::applied::AppliedChildren,
     /// Serializes planning: each decision sees every earlier one (see `decisions`), and the
@@ -161,6 +164,7 @@ impl Context {
             burst: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
             swept: Mutex::new(HashMap::new()),
+            stranded: Mutex::new(HashMap::new()),
             planning: Batcher::new(PLANNING_INTERVAL, PLANNING_SHARE),
             decisions: Mutex::new(HashMap::new()),
             // Every child is re-applied at least this often, whatever the memo says.
@@ -305,6 +309,37 @@ impl Context {
 
     pub fn forget_swept(&self, deployment: &(String, String)) {
         self.swept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(deployment);
+    }
+
+    /// The stranded replicas last decided for a deployment, if any decision was made since the
+    /// operator started.
+    pub fn stranded(
+        &self,
+        deployment: &(String, String),
+    ) -> Option<Vec<crate::api::StrandedReplicas>> {
+        self.stranded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(deployment)
+            .cloned()
+    }
+
+    pub fn set_stranded(
+        &self,
+        deployment: &(String, String),
+        entries: Vec<crate::api::StrandedReplicas>,
+    ) {
+        self.stranded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(deployment.clone(), entries);
+    }
+
+    pub fn forget_stranded(&self, deployment: &(String, String)) {
+        self.stranded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(deployment);

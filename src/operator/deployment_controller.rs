@@ -13,6 +13,7 @@ use super::names::{LABEL_COMPONENT, LABEL_POOL, deployment_labels, selector};
 use super::planning::{Decided, Request, decide_together};
 use super::retry::idempotent;
 use super::status::{Observed, StatusInput, deployment_status, first_report_wait};
+use super::stranded::{self, StrandedInput, StrandedOutcome};
 use super::views::{DeploymentView, Written};
 use super::workloads::{self, Placement};
 use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
@@ -114,6 +115,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
             components: Vec::new(),
             invalid: Some(message.clone()),
             artifacts: None,
+            stranded: Vec::new(),
             now: now(),
         });
         if write_status(md, ctx, status).await? {
@@ -145,6 +147,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         artifacts,
         estate,
         placed_before,
+        placed,
     } = ctx
         .planning
         .submit(ticket, |tickets| decide_batch(ctx, tickets))
@@ -175,15 +178,67 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         ));
     }
 
+    // Partitions: the workloads in a pool whose cluster does not answer are left alone (they
+    // may still be serving), and adopted or scaled in when it answers again (see `stranded`).
+    let reachability = reachability(ctx, &estate.pools).await;
+    let stranded_before = ctx.stranded(&key).unwrap_or_else(|| {
+        md.status
+            .as_ref()
+            .map(|s| s.stranded.clone())
+            .unwrap_or_default()
+    });
+    let placed = with_ready_seen(placed, md.status.as_ref());
+    // Readiness matters only to scale stranded workloads in: looked up only then.
+    let ready_seen = if stranded_before.iter().any(|e| !stranded::resolved(e)) {
+        ready_seen(ctx, md, &estate.pools, &plans, &placed, &reachability).await
+    } else {
+        BTreeMap::new()
+    };
+    let gone = stranded_gone(ctx, md, &estate.pools, &stranded_before, &reachability).await;
+    let stranded = stranded::decide(StrandedInput {
+        previous: &stranded_before,
+        placed_before: &placed,
+        pools: &reachability,
+        plans: &plans,
+        ready: &ready_seen,
+        gone: &gone,
+        now: now(),
+    });
+    ctx.set_stranded(&key, stranded.entries.clone());
+    for (warning, reason, note) in stranded::changes(&stranded_before, &stranded.entries) {
+        let kind = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        notes.push((kind, reason, note));
+    }
+
     // Apply the children, then remove those the plan no longer has.
     // A cluster that fails does not stop the others, nor the status report; the error then
-    // requeues with backoff.
+    // requeues with backoff. Pools cut off are sent nothing.
+    let answering: BTreeMap<String, Arc<ComputePool>> = estate
+        .pools
+        .iter()
+        .filter(|(name, _)| reachability.get(*name).is_none_or(Option::is_none))
+        .map(|(name, pool)| (name.clone(), pool.clone()))
+        .collect();
     let (fetches, secrets_error) = match &artifacts {
-        Some(stage) => stage.prepare_pods(ctx, md, &estate.pools, &plans).await,
+        Some(stage) => stage.prepare_pods(ctx, md, &answering, &plans).await,
         None => Default::default(),
     };
-    let (ready, apply_error) = apply_children(md, ctx, &estate.pools, &plans, &fetches).await;
-    let apply_error = secrets_error.or(apply_error);
+    let (ready, apply_error) = apply_children(
+        md,
+        ctx,
+        &estate.pools,
+        &plans,
+        &fetches,
+        &reachability,
+        &stranded.hold,
+    )
+    .await;
+    let scale_error = scale_stranded(md, ctx, &estate.pools, &stranded).await;
+    let apply_error = secrets_error.or(apply_error).or(scale_error);
     // Orphans appear only when the set of (component, pool) changes; sweeping every cluster on
     // every reconcile would cost two lists per cluster each time. After a restart the memory is
     // empty, so the first reconcile always sweeps.
@@ -193,19 +248,36 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // the index yet, and the list is the server's own answer. A deployment that never recorded
     // a placement has no such children (an earlier operator's leftovers were listed into the
     // index when its watch started).
-    let placed = placement_signature(&plans);
-    let list = placed_before && ctx.swept(&key) != Some(placed);
+    let placed_signature = placement_signature(&plans);
+    let list = placed_before && ctx.swept(&key) != Some(placed_signature);
     if list {
         // Forget the old signature first: if this sweep is incomplete (a cluster unreachable)
         // and the plan later returns to that signature, the sweep must still run.
         ctx.forget_swept(&key);
     }
-    if sweep_orphans(md, ctx, &estate.pools, Some(&plans), list).await? {
-        ctx.set_swept(&key, placed);
+    let spared = Spared {
+        cut_off: reachability
+            .iter()
+            .filter(|(_, why)| why.is_some())
+            .map(|(pool, _)| pool.clone())
+            .collect(),
+        stranded: stranded.protect.clone(),
+    };
+    let signature = placed_signature;
+    if sweep_orphans(md, ctx, &estate.pools, Some(&plans), list, &spared).await? {
+        ctx.set_swept(&key, signature);
     }
-    if artifacts.is_some() {
-        sweep_store_secrets(md, ctx, &estate.pools, Some(&serving_pools(&plans))).await?;
-    }
+    // A cluster that does not answer must not keep the status from being written.
+    let apply_error = match artifacts.is_some() {
+        true => {
+            let keep = serving_pools(&plans);
+            match sweep_store_secrets(md, ctx, &answering, Some(&keep)).await {
+                Ok(()) => apply_error,
+                Err(err) => apply_error.or(Some(err)),
+            }
+        }
+        false => apply_error,
+    };
 
     let observed: Vec<Observed> = plans
         .iter()
@@ -230,6 +302,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         components: observed,
         invalid: None,
         artifacts: artifacts.as_ref().map(|stage| stage.state(&plans)),
+        stranded: stranded.entries.clone(),
         now: at,
     });
     record_metrics(md, ctx, &status);
@@ -275,8 +348,12 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         return Err(err);
     }
     ctx.succeeded(md);
+    let unresolved = stranded.unresolved().next().is_some();
     Ok(Action::requeue(next_reconcile(
-        &plans, all_ready, &reading, ctx,
+        &plans,
+        all_ready && !unresolved,
+        &reading,
+        ctx,
     )))
 }
 
@@ -296,6 +373,8 @@ pub struct PlanOutcome {
     estate: Arc<Estate>,
     /// Whether an earlier decision placed any of the deployment's replicas.
     placed_before: bool,
+    /// Replicas per (component, pool) the earlier decision placed (ready ones not known here).
+    placed: stranded::Placed,
 }
 
 /// Whether a deployment's status (or last decision) places any replica.
@@ -313,11 +392,16 @@ fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome>
     // A reconcile may start before the cache has the status of the previous one: it plans from
     // the placements last decided, or it would place its components afresh, elsewhere, and
     // leave the children it has just applied behind.
-    let placed_before: Vec<bool> = tickets
+    let placed_before: Vec<(bool, stranded::Placed)> = tickets
         .iter_mut()
         .map(|ticket| {
             ticket.deployment = ctx.with_decided_placements(&ticket.deployment);
-            has_placements(&ticket.deployment)
+            let placed = (
+                has_placements(&ticket.deployment),
+                stranded::placed(ticket.deployment.status.as_ref()),
+            );
+            ticket.deployment = with_stranded_as_current(ctx, &ticket.deployment);
+            placed
         })
         .collect();
     let mut estate = ctx.estate();
@@ -347,7 +431,7 @@ fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome>
         .iter()
         .zip(decisions)
         .zip(placed_before)
-        .map(|((ticket, mut decided), placed_before)| {
+        .map(|((ticket, mut decided), (placed_before, placed))| {
             let md = ticket.deployment.as_ref();
             ctx.set_burst_states(&Estate::key_of(md), std::mem::take(&mut decided.states));
             let mut plans = std::mem::take(&mut decided.plans);
@@ -364,9 +448,41 @@ fn decide_batch(ctx: &Context, mut tickets: Vec<PlanTicket>) -> Vec<PlanOutcome>
                 artifacts,
                 estate: estate.clone(),
                 placed_before,
+                placed,
             }
         })
         .collect()
+}
+
+/// `md` with the replicas stranded in pools whose cluster answers again counted as placed there
+/// (see `stranded::as_current`), so the planner adopts them where it would place replicas anyway.
+fn with_stranded_as_current(ctx: &Context, md: &Arc<ModelDeployment>) -> Arc<ModelDeployment> {
+    let mut status = md.status.clone().unwrap_or_default();
+    if let Some(entries) = ctx.stranded(&Estate::key_of(md)) {
+        status.stranded = entries;
+    }
+    if status.stranded.is_empty() {
+        return md.clone();
+    }
+    let pools = ctx.pools.state();
+    let reachable = |name: &str| {
+        let pool = pools.iter().find(|p| p.name_any() == name)?;
+        let unreachable = pool
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Reachable"))
+            .is_some_and(|c| c.status == "False");
+        (!unreachable).then_some(pool.spec.cloud)
+    };
+    match stranded::as_current(Some(&status), reachable) {
+        Some(merged) => {
+            let mut with = (**md).clone();
+            let previous = with.status.get_or_insert_with(Default::default);
+            previous.components = merged.components;
+            Arc::new(with)
+        }
+        None => md.clone(),
+    }
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
@@ -380,12 +496,18 @@ fn owner(md: &ModelDeployment) -> Option<OwnerReference> {
 /// Server-side applies every Deployment and Service of the plan; returns the ready replicas per
 /// (component, pool), and the first error. A pool whose cluster fails is skipped (its pool
 /// reconciler marks it unreachable, which moves the replicas).
+///
+/// Pools whose cluster does not answer (`reachability`) are not sent anything: their replicas
+/// count as not ready. `hold` keeps stranded workloads at more replicas than the plan places
+/// while their replacements elsewhere are not ready (see `stranded`).
 async fn apply_children(
     md: &ModelDeployment,
     ctx: &Context,
     pools: &BTreeMap<String, Arc<ComputePool>>,
     plans: &[ComponentPlan],
     fetches: &BTreeMap<String, workloads::ModelFetch>,
+    reachability: &BTreeMap<String, Option<String>>,
+    hold: &BTreeMap<stranded::Key, u32>,
 ) -> (BTreeMap<(String, String), u32>, Option<Error>) {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     // One Service per (cluster, namespace, component), applied by the first placement there.
@@ -399,6 +521,7 @@ async fn apply_children(
             plan.placements
                 .iter()
                 .filter(|p| p.replicas > 0)
+                .filter(|p| reachability.get(&p.pool).is_none_or(Option::is_none))
                 .filter_map(move |placement| {
                     Some((component, placement, pools.get(&placement.pool)?))
                 })
@@ -416,7 +539,11 @@ async fn apply_children(
                     component,
                     pool_name: &placement.pool,
                     pool: &pool.spec,
-                    replicas: placement.replicas,
+                    replicas: hold
+                        .get(&(component.name.clone(), placement.pool.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                        .max(placement.replicas),
                     namespace: &namespace,
                     model: fetches.get(&placement.pool),
                     owner: if cluster.is_local() { owner(md) } else { None },
@@ -456,7 +583,7 @@ async fn apply_children(
                         let apply_patch = Patch::Apply(&*body.json);
                         let applied = cluster
                             .in_namespace(&namespace, || {
-                                idempotent(|| api.patch(&name, params, &apply_patch))
+                                cluster.send(idempotent(|| api.patch(&name, params, &apply_patch)))
                             })
                             .await?;
                         ctx.applied
@@ -498,7 +625,9 @@ async fn apply_children(
                             Api::namespaced(cluster.client().await, &namespace);
                         let apply_patch = Patch::Apply(&service);
                         ctx.applied.forget(&key);
-                        idempotent(|| api.patch(&name, params, &apply_patch)).await?;
+                        cluster
+                            .send(idempotent(|| api.patch(&name, params, &apply_patch)))
+                            .await?;
                         ctx.applied.record(key, content, None);
                     }
                 }
@@ -530,6 +659,191 @@ async fn apply_children(
         }
     }
     (ready, first_error)
+}
+
+/// Per pool, `Some(why)` when its cluster does not answer: the pool controller found it
+/// unreachable, or a request of this operator did less than a period ago (the pool's status
+/// may lag by up to a period and a probe).
+async fn reachability(
+    ctx: &Context,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+) -> BTreeMap<String, Option<String>> {
+    let hold = ctx.settings.period.max(Duration::from_secs(1));
+    let mut reachability = BTreeMap::new();
+    for (name, pool) in pools {
+        let reported = pool
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Reachable"))
+            .filter(|c| c.status == "False")
+            .map(|c| {
+                if c.message.is_empty() {
+                    c.reason.clone()
+                } else {
+                    c.message.clone()
+                }
+            });
+        let why = match reported {
+            Some(why) => Some(why),
+            None => match ctx.clusters.for_pool(pool).await {
+                Ok(cluster) => cluster.down_within(hold),
+                Err(_) => None,
+            },
+        };
+        reachability.insert(name.clone(), why);
+    }
+    reachability
+}
+
+/// `placed` (from the last decision) with the ready replicas the status last reported for the
+/// same (component, pool).
+fn with_ready_seen(
+    placed: stranded::Placed,
+    status: Option<&ModelDeploymentStatus>,
+) -> stranded::Placed {
+    let reported = stranded::placed(status);
+    placed
+        .into_iter()
+        .map(|(key, (replicas, _))| {
+            let ready = reported.get(&key).map_or(0, |&(_, ready)| ready);
+            (key, (replicas, ready.min(replicas)))
+        })
+        .collect()
+}
+
+/// Ready replicas per (component, pool) of the plan before this reconcile applies it: as the
+/// children watch sees them, else as the status last reported; none in a pool cut off.
+async fn ready_seen(
+    ctx: &Context,
+    md: &ModelDeployment,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+    plans: &[ComponentPlan],
+    placed: &stranded::Placed,
+    reachability: &BTreeMap<String, Option<String>>,
+) -> BTreeMap<stranded::Key, u32> {
+    let mut ready = BTreeMap::new();
+    for plan in plans {
+        for placement in plan.placements.iter().filter(|p| p.replicas > 0) {
+            let key = (plan.key.component.clone(), placement.pool.clone());
+            let Some(pool) = pools.get(&placement.pool) else {
+                continue;
+            };
+            if reachability
+                .get(&placement.pool)
+                .is_some_and(Option::is_some)
+            {
+                ready.insert(key, 0);
+                continue;
+            }
+            let watched = match ctx.clusters.for_pool(pool).await {
+                Ok(cluster) => cluster.observed.as_ref().map(|observed| {
+                    let name = workloads::deployment_name(md, &key.0, &key.1);
+                    observed
+                        .get(&target_namespace(md, pool), &name)
+                        .map_or(0, |s| s.ready_replicas)
+                }),
+                Err(_) => None,
+            };
+            let seen = watched.unwrap_or_else(|| placed.get(&key).map_or(0, |&(_, r)| r));
+            ready.insert(key, seen);
+        }
+    }
+    ready
+}
+
+/// The (component, pool)s of unresolved stranded entries in reachable pools whose workload the
+/// children watch knows to be gone (deleted behind the operator's back).
+async fn stranded_gone(
+    ctx: &Context,
+    md: &ModelDeployment,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+    entries: &[crate::api::StrandedReplicas],
+    reachability: &BTreeMap<String, Option<String>>,
+) -> BTreeSet<stranded::Key> {
+    let mut gone = BTreeSet::new();
+    for entry in entries.iter().filter(|e| !stranded::resolved(e)) {
+        let (Some(pool), Some(None)) = (pools.get(&entry.pool), reachability.get(&entry.pool))
+        else {
+            continue;
+        };
+        let Ok(cluster) = ctx.clusters.for_pool(pool).await else {
+            continue;
+        };
+        let Some(observed) = cluster.observed.as_ref().filter(|o| o.complete()) else {
+            continue;
+        };
+        let name = workloads::deployment_name(md, &entry.component, &entry.pool);
+        if observed.get(&target_namespace(md, pool), &name).is_none() {
+            gone.insert((entry.component.clone(), entry.pool.clone()));
+        }
+    }
+    gone
+}
+
+/// Field manager of the replica changes of stranded workloads outside the plan.
+const SCALE_IN_MANAGER: &str = "skybridge.io/stranded-scale-in";
+
+/// Scales the stranded workloads outside the plan to the replicas decided for them (`scale`):
+/// only `spec.replicas` changes, so the replicas kept go on serving. Returns the first error.
+async fn scale_stranded(
+    md: &ModelDeployment,
+    ctx: &Context,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+    stranded: &StrandedOutcome,
+) -> Option<Error> {
+    let mut first_error = None;
+    for ((component, pool_name), &replicas) in &stranded.scale {
+        let Some(pool) = pools.get(pool_name) else {
+            continue;
+        };
+        let result = async {
+            let cluster = ctx.clusters.for_pool(pool).await?;
+            let namespace = target_namespace(md, pool);
+            let name = workloads::deployment_name(md, component, pool_name);
+            let key = (
+                cluster.id.clone(),
+                "Deployment",
+                namespace.clone(),
+                name.clone(),
+            );
+            let content = content_hash(&("scale", replicas));
+            if ctx.applied.unchanged(&key, content).is_some() {
+                return Ok(());
+            }
+            info!(
+                child = name,
+                pool = pool_name,
+                replicas,
+                "scaling in a stranded workload"
+            );
+            let api: Api<Written<Deployment>> = Api::namespaced(cluster.client().await, &namespace);
+            let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+            let params = PatchParams {
+                field_manager: Some(SCALE_IN_MANAGER.into()),
+                ..Default::default()
+            };
+            ctx.applied.forget(&key);
+            let scaled = cluster
+                .send(idempotent(|| api.patch(&name, &params, &patch)))
+                .await;
+            match scaled {
+                Ok(written) => {
+                    ctx.applied
+                        .record(key, content, written.metadata.generation);
+                    Ok(())
+                }
+                // Gone meanwhile: the next reconcile ends the entry.
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(err) => Err(Error::from(err)),
+            }
+        }
+        .await;
+        if let Err(err) = result {
+            warn!(pool = pool_name, %err, "scaling in a stranded workload failed");
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error
 }
 
 /// The (component, pool) pairs a plan uses, as one number.
@@ -576,17 +890,29 @@ pub fn target_namespace(md: &ModelDeployment, pool: &ComputePool) -> String {
         .unwrap_or_else(|| md.namespace().unwrap_or_default())
 }
 
+/// What a sweep must not delete: the children in pools whose cluster does not answer (they
+/// may still be serving; see `stranded`), and stranded children being scaled in.
+#[derive(Default)]
+struct Spared {
+    cut_off: BTreeSet<String>,
+    stranded: BTreeSet<stranded::Key>,
+}
+
 /// Deletes this deployment's children that the plan no longer has, in every pool's cluster;
 /// with no plan, all of them. A remote cluster whose children watch has listed them is looked up
 /// in its index, which is cheap enough for every reconcile; the others are listed, but only when
-/// `list` is set (with no plan, always). Clusters that cannot be reached are retried on the next
-/// reconcile; returns whether every cluster was swept.
+/// `list` is set (with no plan, always). With a plan, the clusters of pools cut off and the
+/// stranded children in `spared` are left alone. Clusters are swept at once, each request within
+/// its deadline, so one that does not answer holds up neither the others nor the reconcile for
+/// long; those that fail are retried on the next reconcile. Returns whether every cluster was
+/// swept.
 async fn sweep_orphans(
     md: &ModelDeployment,
     ctx: &Context,
     pools: &BTreeMap<String, Arc<ComputePool>>,
     plans: Option<&[ComponentPlan]>,
     list: bool,
+    spared: &Spared,
 ) -> Result<bool> {
     let keep_deployments: BTreeSet<(String, String)> = plans
         .into_iter()
@@ -597,19 +923,22 @@ async fn sweep_orphans(
                 .filter(|p| p.replicas > 0)
                 .map(|p| (plan.key.component.clone(), p.pool.clone()))
         })
+        .chain(spared.stranded.iter().cloned())
         .collect();
     let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
     let mut first_error = None;
     let mut complete = true;
-    // Each pool's cluster, and per cluster the (namespace, component)s the plan keeps there:
-    // their Services stay even if the index has not seen their Deployments yet.
+    // Each pool's cluster, per cluster the (namespace, component)s kept there (their Services
+    // stay even if the index has not seen their Deployments yet), and whether a pool there is
+    // cut off.
     let mut clusters = BTreeMap::new();
     for (pool_name, pool) in pools {
         match ctx.clusters.for_pool(pool).await {
             Ok(cluster) => {
                 let entry = clusters
                     .entry(cluster.id.clone())
-                    .or_insert_with(|| (cluster, BTreeSet::new()));
+                    .or_insert_with(|| (cluster, BTreeSet::new(), false));
+                entry.2 |= spared.cut_off.contains(pool_name);
                 for (component, _) in keep_deployments.iter().filter(|(_, p)| p == pool_name) {
                     entry
                         .1
@@ -621,28 +950,35 @@ async fn sweep_orphans(
             }
         }
     }
-    for (cluster, kept_here) in clusters.into_values() {
-        // Deleting a deployment must see every child, however new: it always lists.
-        let indexed = plans.and(
-            cluster
-                .observed
-                .as_ref()
-                .and_then(|o| o.children_of(&namespace, &name)),
-        );
-        let result = async {
+    let sweeps = clusters.into_values().map(|(cluster, kept_here, cut_off)| {
+        let keep_deployments = &keep_deployments;
+        let (namespace, name) = (&namespace, &name);
+        async move {
+            if cut_off && plans.is_some() {
+                return Ok(false);
+            }
+            // Deleting a deployment must see every child, however new: it always lists.
+            let indexed = plans.and(
+                cluster
+                    .observed
+                    .as_ref()
+                    .and_then(|o| o.children_of(namespace, name)),
+            );
             let children = match indexed {
                 Some(children) => children,
                 None if list || plans.is_none() => list_children(&cluster, md).await?,
-                None => {
-                    complete = false;
-                    return Ok(());
-                }
+                None => return Ok(false),
             };
-            delete_orphans(ctx, &cluster, &keep_deployments, kept_here, children).await
+            delete_orphans(ctx, &cluster, keep_deployments, kept_here, children).await?;
+            Ok::<_, Error>(true)
         }
-        .await;
-        if let Err(err) = result {
-            first_error.get_or_insert(err);
+    });
+    for result in futures::future::join_all(sweeps).await {
+        match result {
+            Ok(swept) => complete &= swept,
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
         }
     }
     match first_error {
@@ -684,13 +1020,15 @@ async fn list_children(
     };
     let deployments: Api<Deployment> = Api::all(cluster.client().await);
     let services: Api<Service> = Api::all(cluster.client().await);
-    let mut children: Vec<Child> = idempotent(|| deployments.list(&by_labels))
+    let mut children: Vec<Child> = cluster
+        .send(idempotent(|| deployments.list(&by_labels)))
         .await?
         .iter()
         .map(|d| child(ChildKind::Deployment, &d.metadata))
         .collect();
     children.extend(
-        idempotent(|| services.list(&by_labels))
+        cluster
+            .send(idempotent(|| services.list(&by_labels)))
             .await?
             .iter()
             .map(|s| child(ChildKind::Service, &s.metadata)),
@@ -754,7 +1092,11 @@ where
         child.name.clone(),
     ));
     let background = DeleteParams::background();
-    ignore_not_found(idempotent(|| api.delete(&child.name, &background)).await)?;
+    ignore_not_found(
+        cluster
+            .send(idempotent(|| api.delete(&child.name, &background)))
+            .await,
+    )?;
     Ok(())
 }
 
@@ -773,12 +1115,13 @@ async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         .into_iter()
         .map(|p| (p.name_any(), p))
         .collect();
-    sweep_orphans(md, ctx, &pools, None, true).await?;
+    sweep_orphans(md, ctx, &pools, None, true, &Spared::default()).await?;
     sweep_store_secrets(md, ctx, &pools, None).await?;
     if let Some(syncer) = &ctx.artifacts {
         syncer.forget(&kube::runtime::reflector::ObjectRef::from_obj(md));
     }
     ctx.forget_burst_states(&Estate::key_of(md));
+    ctx.forget_stranded(&Estate::key_of(md));
     publish(
         ctx,
         md,
@@ -827,6 +1170,7 @@ fn same_status(a: &ModelDeploymentStatus, b: &ModelDeploymentStatus) -> bool {
         && a.cost_per_hour == b.cost_per_hour
         && a.components == b.components
         && a.artifacts == b.artifacts
+        && a.stranded == b.stranded
 }
 
 fn record_metrics(md: &ModelDeployment, ctx: &Context, status: &ModelDeploymentStatus) {
@@ -1058,5 +1402,112 @@ mod tests {
         let fresh = deployment("fresh", None);
         let third = decide_batch(&ctx, vec![ticket(&fresh)]);
         assert_eq!(pools_of(&third[0]), ["cheap"]);
+    }
+
+    /// A replica left alone on a pool whose cluster stopped answering, and replaced on another
+    /// pool meanwhile, is kept by the plan once that cluster answers again and its pool is the
+    /// better one (a failback), instead of being scaled in and started again later.
+    #[tokio::test]
+    async fn a_stranded_replica_on_a_better_pool_back_is_adopted_by_the_plan() {
+        use crate::api::{StrandedAction, StrandedReplicas};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let (pools, mut pools_writer) = reflector::store();
+        let (policies, _policies_writer) = reflector::store();
+        let (deployments, mut deployments_writer) = reflector::store();
+        let with_reachable = |mut pool: ComputePool, reachable: bool| {
+            let status = if reachable { "True" } else { "False" };
+            pool.status = Some(crate::api::ComputePoolStatus {
+                conditions: ["Reachable", "Ready"]
+                    .into_iter()
+                    .map(|type_| Condition {
+                        type_: type_.into(),
+                        status: status.into(),
+                        reason: "Probe".into(),
+                        message: String::new(),
+                        observed_generation: None,
+                        last_transition_time: Time(now()),
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+            pool
+        };
+        // "cheap" is better, but within the stability margin: a replica placed elsewhere stays.
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(with_reachable(
+            pool("cheap", 4, 0.29),
+            true,
+        )));
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(pool("other", 10, 0.30)));
+        let ours = deployment("ours", Some("other"));
+        deployments_writer.apply_watcher_event(&watcher::Event::Apply(ours.clone()));
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:1".parse().expect("URL"),
+        ))
+        .expect("client");
+        let ctx = Context::new(
+            Clusters::new(client, "skybridge-system".into(), 100),
+            Arc::new(Metrics::default()),
+            Settings {
+                image: "skybridge:test".into(),
+                period: Duration::from_secs(15),
+            },
+            pools,
+            policies,
+            deployments,
+            tokio::sync::watch::channel(true).1,
+            "test".into(),
+        );
+        let ticket = |md: &ModelDeployment| PlanTicket {
+            deployment: Arc::new(md.clone()),
+            demand: BTreeMap::new(),
+        };
+        let first = decide_batch(&ctx, vec![ticket(&ours)]);
+        assert_eq!(pools_of(&first[0]), ["other"], "nothing stranded: it stays");
+
+        let key = Estate::key_of(&ours);
+        let stranded = StrandedReplicas {
+            component: "encoder".into(),
+            pool: "cheap".into(),
+            replicas: 1,
+            ready_replicas: 1,
+            planned_replicas: 0,
+            since: Time(now()),
+            action: StrandedAction::LeftAlone,
+            action_time: Time(now()),
+            message: String::new(),
+        };
+        ctx.set_stranded(&key, vec![stranded.clone()]);
+        let back = decide_batch(&ctx, vec![ticket(&ours)]);
+        assert_eq!(pools_of(&back[0]), ["cheap"], "the warm replica is kept");
+        assert_eq!(
+            back[0]
+                .placed
+                .get(&("encoder".to_string(), "cheap".to_string())),
+            None,
+            "what was placed before is reported as it was"
+        );
+
+        // Still cut off: the plan does not count on it.
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(with_reachable(
+            pool("cheap", 4, 0.29),
+            false,
+        )));
+        let cut_off = decide_batch(&ctx, vec![ticket(&ours)]);
+        assert_eq!(pools_of(&cut_off[0]), ["other"]);
+
+        // Resolved: no longer counted.
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(with_reachable(
+            pool("cheap", 4, 0.29),
+            true,
+        )));
+        ctx.set_stranded(
+            &key,
+            vec![StrandedReplicas {
+                action: StrandedAction::Adopted,
+                ..stranded
+            }],
+        );
+        let resolved = decide_batch(&ctx, vec![ticket(&ours)]);
+        assert_eq!(pools_of(&resolved[0]), ["other"]);
     }
 }

@@ -25,5 +25,6 @@ pub mod pool_validity;
 pub mod retry;
 pub mod runtime;
 pub mod status;
+pub mod stranded;
 pub mod views;
 pub mod workloads;

@@ -33,6 +33,10 @@ const UNFINISHED: &str = "status.phase!=Succeeded,status.phase!=Failed";
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per probe before the cluster counts as unreachable.
 const PROBE_ATTEMPTS: u32 = 3;
+/// How long all attempts of a probe may take: a cluster that accepts connections but never
+/// answers is found unreachable within this (well below the default period), not after three
+/// full timeouts.
+const PROBE_BUDGET: Duration = Duration::from_secs(8);
 
 /// What the Nodes of a pool offer.
 #[derive(Debug, Default, PartialEq)]
@@ -385,6 +389,12 @@ fn replicas_on(pool: &str, ctx: &Context) -> u32 {
 /// connection) does not flip the pool and move its replicas; a cluster that is really gone fails
 /// all attempts within about a second.
 async fn probe(pool: &ComputePool, ctx: &Context) -> std::result::Result<Probe, String> {
+    tokio::time::timeout(PROBE_BUDGET, probe_attempts(pool, ctx))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}s", PROBE_BUDGET.as_secs())))
+}
+
+async fn probe_attempts(pool: &ComputePool, ctx: &Context) -> std::result::Result<Probe, String> {
     let mut last_error = String::new();
     for attempt in 0..PROBE_ATTEMPTS {
         if attempt > 0 {

@@ -4,6 +4,7 @@
 use super::conditions::{Decided, merge};
 use crate::api::{
     ArtifactsStatus, Cloud, ComponentStatus, DataClass, ModelDeploymentStatus, PlacementStatus,
+    StrandedReplicas,
 };
 use crate::planner::ComponentPlan;
 use k8s_openapi::jiff::Timestamp;
@@ -31,6 +32,9 @@ pub struct StatusInput<'a> {
     /// Set when the spec is invalid: the deployment is `Stalled` until it changes.
     pub invalid: Option<String>,
     pub artifacts: Option<ArtifactsState>,
+    /// Replicas stranded by partitions (see `stranded`): reported as they are; their ready
+    /// replicas are not counted.
+    pub stranded: Vec<StrandedReplicas>,
     pub now: Timestamp,
 }
 
@@ -220,6 +224,7 @@ pub fn deployment_status(input: StatusInput) -> ModelDeploymentStatus {
         cost_per_hour: (cost * 100.0).round() / 100.0,
         components,
         artifacts: input.artifacts.and_then(|a| a.status),
+        stranded: input.stranded,
     }
 }
 
@@ -305,6 +310,7 @@ mod tests {
             components: vec![Observed { plan: p, ready }],
             invalid: None,
             artifacts: None,
+            stranded: Vec::new(),
             now: now(),
         }
     }
@@ -350,6 +356,7 @@ mod tests {
             components: vec![],
             invalid: Some("spec.components[0].burstPolicy: unknown BurstPolicy \"x\"".into()),
             artifacts: None,
+            stranded: Vec::new(),
             now: now(),
         });
         assert_eq!(condition(&after, "Stalled").status, "True");

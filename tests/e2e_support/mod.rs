@@ -419,6 +419,17 @@ pub fn is_true(md: &ModelDeployment, type_: &str) -> bool {
     condition(md, type_).is_some_and(|c| c.status == "True")
 }
 
+/// Whether nothing stranded by a partition awaits adoption or scale-in: until then a
+/// deployment may run extra replicas in a pool whose cluster stopped answering (or answered
+/// the pool's probe with errors), left alone on purpose.
+pub fn nothing_stranded_pending(md: &ModelDeployment) -> bool {
+    md.status.as_ref().is_none_or(|s| {
+        s.stranded
+            .iter()
+            .all(skybridge::operator::stranded::resolved)
+    })
+}
+
 /// Waits until `name` satisfies `check` with status written for its current generation; on
 /// timeout the failure shows the last status seen.
 pub async fn wait_for(
