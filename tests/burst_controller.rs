@@ -147,7 +147,7 @@ spec:
   capacity: { cpu: "1000", memory: 4Ti }
   cost: { cpuHour: 0.05 }
   startupSeconds: 120
-  artifactStore: { bucket: models-euc1, region: eu-central-1, credentialsSecretRef: { name: s } }
+  artifactStore: { bucket: models-euc1, region: eu-central-1, credentialsSecretRef: { name: s-public } }
 ---
 apiVersion: skybridge.io/v1alpha1
 kind: BurstPolicy
