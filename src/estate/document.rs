@@ -110,7 +110,23 @@ fn parse_one(first_line: usize, chunk: &str) -> Option<Result<Object, DocumentEr
             )));
         }
     };
+    if is_other_kubernetes_object(&json) {
+        return None;
+    }
     Some(parse_object(first_line, json))
+}
+
+/// An object of another API group than Skybridge's (e.g. the Namespaces that a directory needs
+/// for `kubectl apply -f DIR`): not part of the estate, so skipped rather than refused. A
+/// Skybridge kind with a wrong apiVersion, or an unknown kind in Skybridge's group, is still an
+/// error.
+fn is_other_kubernetes_object(json: &serde_json::Value) -> bool {
+    let text = |key: &str| json.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+    let (api_version, kind) = (text("apiVersion"), text("kind"));
+    !api_version.is_empty()
+        && !kind.is_empty()
+        && !api_version.starts_with(&format!("{GROUP}/"))
+        && !matches!(kind, "ComputePool" | "BurstPolicy" | "ModelDeployment")
 }
 
 fn at(
@@ -334,6 +350,24 @@ mod tests {
         assert_eq!(docs[0].0, 1);
         assert_eq!(docs[1].0, 3);
         assert_eq!(docs[1].1, "b: 2\nc: 3\n");
+    }
+
+    #[test]
+    fn other_kubernetes_objects_are_skipped_but_skybridge_mistakes_are_not() {
+        let parsed = parse_documents(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: recsys}\n---\n\
+             apiVersion: skybridge.io/v1alpha1\nkind: GpuPool\nmetadata: {name: x}\n---\n\
+             apiVersion: v1\nkind: ComputePool\nmetadata: {name: y}\n---\n\
+             kind: Namespace\nmetadata: {name: no-api-version}\n",
+        );
+        let errors: Vec<String> = parsed
+            .into_iter()
+            .map(|r| r.err().expect("no estate object here").message)
+            .collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("unknown kind \"GpuPool\""), "{errors:?}");
+        assert!(errors[1].contains("apiVersion is \"v1\""), "{errors:?}");
+        assert!(errors[2].contains("unknown kind \"Namespace\""), "{errors:?}");
     }
 
     #[test]
