@@ -15,7 +15,10 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, seen: &mut Vec<String>, needle:
     while !seen.iter().any(|l| l.contains(needle)) {
         match lines.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => seen.push(line),
-            Err(e) => panic!("no log line with {needle:?} ({e}); log so far:\n{}", seen.join("\n")),
+            Err(e) => panic!(
+                "no log line with {needle:?} ({e}); log so far:\n{}",
+                seen.join("\n")
+            ),
         }
     }
 }

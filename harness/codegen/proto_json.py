@@ -7,7 +7,7 @@ prost-build); JSON field names come from k8s-openapi's serde code, so that `clus
 guessed from `cluster_i_ps`. Run it again when either crate is upgraded:
 
     python3 harness/codegen/proto_json.py ~/.cargo/registry/src/*/k8s-pb-0.9.0 \
-        ~/.cargo/registry/src/*/k8s-openapi-0.29.0 > harness/src/proto/generated.rs
+        ~/.cargo/registry/src/*/k8s-openapi-0.29.0 > harness/src/proto/generated.rs && cargo fmt --all
 """
 import os
 import re

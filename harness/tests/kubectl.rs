@@ -290,7 +290,15 @@ async fn kubectl_create_expose_events_describe_and_auth() {
     let out = ok(
         &kc,
         &cache,
-        &["create", "secret", "generic", "private-kubeconfig", "-n", "shop", &from_file],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "private-kubeconfig",
+            "-n",
+            "shop",
+            &from_file,
+        ],
     )
     .await;
     assert!(out.contains("secret/private-kubeconfig created"), "{out}");
@@ -313,13 +321,29 @@ async fn kubectl_create_expose_events_describe_and_auth() {
     ok(
         &kc,
         &cache,
-        &["create", "configmap", "settings", "-n", "shop", "--from-literal=tier=gold", "--from-literal=zone=fra"],
+        &[
+            "create",
+            "configmap",
+            "settings",
+            "-n",
+            "shop",
+            "--from-literal=tier=gold",
+            "--from-literal=zone=fra",
+        ],
     )
     .await;
     let cm = ok(
         &kc,
         &cache,
-        &["get", "configmap", "settings", "-n", "shop", "-o", "jsonpath={.data.tier}/{.data.zone}"],
+        &[
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.data.tier}/{.data.zone}",
+        ],
     )
     .await;
     assert_eq!(cm, "gold/fra");
@@ -327,29 +351,62 @@ async fn kubectl_create_expose_events_describe_and_auth() {
     let out = ok(
         &kc,
         &cache,
-        &["create", "deployment", "web", "-n", "shop", "--image=nginx:1.27", "--replicas=2", "--port=80"],
+        &[
+            "create",
+            "deployment",
+            "web",
+            "-n",
+            "shop",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "--port=80",
+        ],
     )
     .await;
     assert!(out.contains("deployment.apps/web created"), "{out}");
-    let yaml = ok(&kc, &cache, &["get", "deployment", "web", "-n", "shop", "-o", "yaml"]).await;
+    let yaml = ok(
+        &kc,
+        &cache,
+        &["get", "deployment", "web", "-n", "shop", "-o", "yaml"],
+    )
+    .await;
     let d: Value = serde_yaml_ng::from_str(&yaml).unwrap();
     assert_eq!(d["spec"]["replicas"], 2, "{yaml}");
     assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web", "{yaml}");
     let container = &d["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "nginx:1.27", "{yaml}");
     assert_eq!(container["ports"][0]["containerPort"], 80, "{yaml}");
-    assert!(container.get("stdin").is_none(), "Go zero values stay out: {yaml}");
+    assert!(
+        container.get("stdin").is_none(),
+        "Go zero values stay out: {yaml}"
+    );
     // Zero replicas is a value (a pointer field in Go), not "unset".
     ok(
         &kc,
         &cache,
-        &["create", "deployment", "idle", "-n", "shop", "--image=nginx:1.27", "--replicas=0"],
+        &[
+            "create",
+            "deployment",
+            "idle",
+            "-n",
+            "shop",
+            "--image=nginx:1.27",
+            "--replicas=0",
+        ],
     )
     .await;
     let idle = ok(
         &kc,
         &cache,
-        &["get", "deployment", "idle", "-n", "shop", "-o", "jsonpath={.spec.replicas}"],
+        &[
+            "get",
+            "deployment",
+            "idle",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
     )
     .await;
     assert_eq!(idle, "0");
@@ -357,7 +414,15 @@ async fn kubectl_create_expose_events_describe_and_auth() {
     let out = ok(
         &kc,
         &cache,
-        &["expose", "deployment", "web", "-n", "shop", "--port=8080", "--target-port=80"],
+        &[
+            "expose",
+            "deployment",
+            "web",
+            "-n",
+            "shop",
+            "--port=8080",
+            "--target-port=80",
+        ],
     )
     .await;
     assert!(out.contains("service/web exposed"), "{out}");
@@ -378,9 +443,24 @@ async fn kubectl_create_expose_events_describe_and_auth() {
     assert_eq!(svc, "8080>80 web");
 
     // auth can-i: the harness authorizes everything, and says so.
-    let out = ok(&kc, &cache, &["auth", "can-i", "create", "secrets", "-n", "shop"]).await;
+    let out = ok(
+        &kc,
+        &cache,
+        &["auth", "can-i", "create", "secrets", "-n", "shop"],
+    )
+    .await;
     assert_eq!(out.trim(), "yes");
-    let out = ok(&kc, &cache, &["auth", "can-i", "patch", "modeldeployments.skybridge.io/status"]).await;
+    let out = ok(
+        &kc,
+        &cache,
+        &[
+            "auth",
+            "can-i",
+            "patch",
+            "modeldeployments.skybridge.io/status",
+        ],
+    )
+    .await;
     assert_eq!(out.trim(), "yes");
 
     // An operator Event, written as kube's Recorder writes it (events.k8s.io/v1).
@@ -390,7 +470,15 @@ async fn kubectl_create_expose_events_describe_and_auth() {
     let uid = ok(
         &kc,
         &cache,
-        &["get", "md", "ranker", "-n", "shop", "-o", "jsonpath={.metadata.uid}"],
+        &[
+            "get",
+            "md",
+            "ranker",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
     )
     .await;
     let event = json!({
@@ -432,17 +520,36 @@ async fn kubectl_create_expose_events_describe_and_auth() {
 
     let table = ok(&kc, &cache, &["get", "events", "-n", "shop"]).await;
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], "{table}");
-    let row = table.lines().find(|l| l.contains("BurstStarted")).unwrap_or_else(|| panic!("{table}"));
-    assert!(
-        row.contains("modeldeployment/ranker") && row.contains("2 replicas of ranker to aws-euc1-l4-spot"),
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         "{table}"
     );
-    let out = ok(&kc, &cache, &["events", "-n", "shop", "--for", "modeldeployment/ranker"]).await;
-    assert!(out.contains("BurstStarted") && out.contains("2 replicas of ranker"), "{out}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("BurstStarted"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("modeldeployment/ranker")
+            && row.contains("2 replicas of ranker to aws-euc1-l4-spot"),
+        "{table}"
+    );
+    let out = ok(
+        &kc,
+        &cache,
+        &["events", "-n", "shop", "--for", "modeldeployment/ranker"],
+    )
+    .await;
+    assert!(
+        out.contains("BurstStarted") && out.contains("2 replicas of ranker"),
+        "{out}"
+    );
     assert!(!out.contains("ScalingReplicaSet"), "--for filters: {out}");
     let out = ok(&kc, &cache, &["describe", "md", "ranker", "-n", "shop"]).await;
-    let events = out.split("Events:").nth(1).unwrap_or_else(|| panic!("{out}"));
+    let events = out
+        .split("Events:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
     assert!(
         events.contains("BurstStarted")
             && events.contains("skybridge.io/operator")
@@ -461,7 +568,10 @@ async fn kubectl_create_expose_events_describe_and_auth() {
     ok(&kc, &cache, &["create", "-f", core_event.to_str().unwrap()]).await;
     let a = http(
         "GET",
-        &format!("{}/apis/events.k8s.io/v1/namespaces/shop/events/web.2", c.url()),
+        &format!(
+            "{}/apis/events.k8s.io/v1/namespaces/shop/events/web.2",
+            c.url()
+        ),
         None,
         "",
     )
@@ -474,10 +584,19 @@ async fn kubectl_create_expose_events_describe_and_auth() {
     assert_eq!(a.body["deprecatedSource"]["host"], "node-a");
     assert_eq!(a.body["deprecatedLastTimestamp"], "2026-01-01T00:00:09Z");
     assert!(a.body.get("message").is_none(), "{}", a.body);
-    let out = ok(&kc, &cache, &["delete", "events.events.k8s.io", "web.2", "-n", "shop"]).await;
+    let out = ok(
+        &kc,
+        &cache,
+        &["delete", "events.events.k8s.io", "web.2", "-n", "shop"],
+    )
+    .await;
     assert!(out.contains("deleted"), "{out}");
     let o = kubectl(&kc, &cache, &["get", "event", "web.2", "-n", "shop"]).await;
-    assert!(text(&o).contains("NotFound"), "one object, gone from both groups: {}", text(&o));
+    assert!(
+        text(&o).contains("NotFound"),
+        "one object, gone from both groups: {}",
+        text(&o)
+    );
 
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
@@ -501,18 +620,26 @@ async fn core_event_watch_is_a_view_of_events_k8s_io() {
             "note": format!("about {regarding}")});
         let a = http(
             "POST",
-            &format!("{}/apis/events.k8s.io/v1/namespaces/default/events", c.url()),
+            &format!(
+                "{}/apis/events.k8s.io/v1/namespaces/default/events",
+                c.url()
+            ),
             Some("application/json"),
             &e.to_string(),
         )
         .await;
         assert_eq!(a.code, 201, "{}", a.body);
     }
-    let ev = next_event(&mut events, 10).await.expect("the watch goes on");
+    let ev = next_event(&mut events, 10)
+        .await
+        .expect("the watch goes on");
     assert_eq!(ev["type"], "ADDED", "{ev}");
     let obj = &ev["object"];
     assert_eq!(obj["apiVersion"], "v1", "{ev}");
-    assert_eq!(obj["metadata"]["name"], "ranker.1", "only the selected Event: {ev}");
+    assert_eq!(
+        obj["metadata"]["name"], "ranker.1",
+        "only the selected Event: {ev}"
+    );
     assert_eq!(obj["message"], "about ranker", "{ev}");
     assert_eq!(obj["involvedObject"]["kind"], "ModelDeployment", "{ev}");
     assert_eq!(obj["reportingComponent"], "skybridge.io/operator", "{ev}");

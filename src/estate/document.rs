@@ -367,7 +367,10 @@ mod tests {
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].contains("unknown kind \"GpuPool\""), "{errors:?}");
         assert!(errors[1].contains("apiVersion is \"v1\""), "{errors:?}");
-        assert!(errors[2].contains("unknown kind \"Namespace\""), "{errors:?}");
+        assert!(
+            errors[2].contains("unknown kind \"Namespace\""),
+            "{errors:?}"
+        );
     }
 
     #[test]

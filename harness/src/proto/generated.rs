@@ -38,7 +38,11 @@ impl ToJson for k8s_pb::api::apps::v1::DeploymentSpec {
         put_i32(&mut m, "minReadySeconds", &self.min_ready_seconds);
         put_i32(&mut m, "revisionHistoryLimit", &self.revision_history_limit);
         put_bool(&mut m, "paused", &self.paused);
-        put_i32(&mut m, "progressDeadlineSeconds", &self.progress_deadline_seconds);
+        put_i32(
+            &mut m,
+            "progressDeadlineSeconds",
+            &self.progress_deadline_seconds,
+        );
         Value::Object(m)
     }
 }
@@ -134,7 +138,11 @@ impl ToJson for k8s_pb::api::authorization::v1::SelfSubjectAccessReviewSpec {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
         put_msg(&mut m, "resourceAttributes", &self.resource_attributes);
-        put_msg(&mut m, "nonResourceAttributes", &self.non_resource_attributes);
+        put_msg(
+            &mut m,
+            "nonResourceAttributes",
+            &self.non_resource_attributes,
+        );
         Value::Object(m)
     }
 }
@@ -242,7 +250,11 @@ impl ToJson for k8s_pb::api::core::v1::CSIVolumeSource {
         put_bool(&mut m, "readOnly", &self.read_only);
         put_str(&mut m, "fsType", &self.fs_type);
         map_str(&mut m, "volumeAttributes", &self.volume_attributes);
-        put_msg(&mut m, "nodePublishSecretRef", &self.node_publish_secret_ref);
+        put_msg(
+            &mut m,
+            "nodePublishSecretRef",
+            &self.node_publish_secret_ref,
+        );
         Value::Object(m)
     }
 }
@@ -384,8 +396,16 @@ impl ToJson for k8s_pb::api::core::v1::Container {
         put_msg(&mut m, "readinessProbe", &self.readiness_probe);
         put_msg(&mut m, "startupProbe", &self.startup_probe);
         put_msg(&mut m, "lifecycle", &self.lifecycle);
-        put_str(&mut m, "terminationMessagePath", &self.termination_message_path);
-        put_str(&mut m, "terminationMessagePolicy", &self.termination_message_policy);
+        put_str(
+            &mut m,
+            "terminationMessagePath",
+            &self.termination_message_path,
+        );
+        put_str(
+            &mut m,
+            "terminationMessagePolicy",
+            &self.termination_message_policy,
+        );
         put_str(&mut m, "imagePullPolicy", &self.image_pull_policy);
         put_msg(&mut m, "securityContext", &self.security_context);
         put_bool(&mut m, "stdin", &self.stdin);
@@ -510,7 +530,11 @@ impl ToJson for k8s_pb::api::core::v1::ContainerStatus {
         put_msg(&mut m, "resources", &self.resources);
         vec_msg(&mut m, "volumeMounts", &self.volume_mounts);
         put_msg(&mut m, "user", &self.user);
-        vec_msg(&mut m, "allocatedResourcesStatus", &self.allocated_resources_status);
+        vec_msg(
+            &mut m,
+            "allocatedResourcesStatus",
+            &self.allocated_resources_status,
+        );
         put_str(&mut m, "stopSignal", &self.stop_signal);
         Value::Object(m)
     }
@@ -604,7 +628,11 @@ impl ToJson for k8s_pb::api::core::v1::EnvVarSource {
 impl ToJson for k8s_pb::api::core::v1::EphemeralContainer {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
-        put_msg(&mut m, "ephemeralContainerCommon", &self.ephemeral_container_common);
+        put_msg(
+            &mut m,
+            "ephemeralContainerCommon",
+            &self.ephemeral_container_common,
+        );
         put_str(&mut m, "targetContainerName", &self.target_container_name);
         Value::Object(m)
     }
@@ -631,8 +659,16 @@ impl ToJson for k8s_pb::api::core::v1::EphemeralContainerCommon {
         put_msg(&mut m, "readinessProbe", &self.readiness_probe);
         put_msg(&mut m, "startupProbe", &self.startup_probe);
         put_msg(&mut m, "lifecycle", &self.lifecycle);
-        put_str(&mut m, "terminationMessagePath", &self.termination_message_path);
-        put_str(&mut m, "terminationMessagePolicy", &self.termination_message_policy);
+        put_str(
+            &mut m,
+            "terminationMessagePath",
+            &self.termination_message_path,
+        );
+        put_str(
+            &mut m,
+            "terminationMessagePolicy",
+            &self.termination_message_policy,
+        );
         put_str(&mut m, "imagePullPolicy", &self.image_pull_policy);
         put_msg(&mut m, "securityContext", &self.security_context);
         put_bool(&mut m, "stdin", &self.stdin);
@@ -995,8 +1031,16 @@ impl ToJson for k8s_pb::api::core::v1::NodeAddress {
 impl ToJson for k8s_pb::api::core::v1::NodeAffinity {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
-        put_msg(&mut m, "requiredDuringSchedulingIgnoredDuringExecution", &self.required_during_scheduling_ignored_during_execution);
-        vec_msg(&mut m, "preferredDuringSchedulingIgnoredDuringExecution", &self.preferred_during_scheduling_ignored_during_execution);
+        put_msg(
+            &mut m,
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            &self.required_during_scheduling_ignored_during_execution,
+        );
+        vec_msg(
+            &mut m,
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            &self.preferred_during_scheduling_ignored_during_execution,
+        );
         Value::Object(m)
     }
 }
@@ -1044,7 +1088,11 @@ impl ToJson for k8s_pb::api::core::v1::NodeDaemonEndpoints {
 impl ToJson for k8s_pb::api::core::v1::NodeFeatures {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
-        put_bool(&mut m, "supplementalGroupsPolicy", &self.supplemental_groups_policy);
+        put_bool(
+            &mut m,
+            "supplementalGroupsPolicy",
+            &self.supplemental_groups_policy,
+        );
         Value::Object(m)
     }
 }
@@ -1061,7 +1109,11 @@ impl ToJson for k8s_pb::api::core::v1::NodeRuntimeHandler {
 impl ToJson for k8s_pb::api::core::v1::NodeRuntimeHandlerFeatures {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
-        put_bool(&mut m, "recursiveReadOnlyMounts", &self.recursive_read_only_mounts);
+        put_bool(
+            &mut m,
+            "recursiveReadOnlyMounts",
+            &self.recursive_read_only_mounts,
+        );
         put_bool(&mut m, "userNamespaces", &self.user_namespaces);
         Value::Object(m)
     }
@@ -1145,7 +1197,11 @@ impl ToJson for k8s_pb::api::core::v1::NodeSystemInfo {
         put_str(&mut m, "bootID", &self.boot_id);
         put_str(&mut m, "kernelVersion", &self.kernel_version);
         put_str(&mut m, "osImage", &self.os_image);
-        put_str(&mut m, "containerRuntimeVersion", &self.container_runtime_version);
+        put_str(
+            &mut m,
+            "containerRuntimeVersion",
+            &self.container_runtime_version,
+        );
         put_str(&mut m, "kubeletVersion", &self.kubelet_version);
         put_str(&mut m, "kubeProxyVersion", &self.kube_proxy_version);
         put_str(&mut m, "operatingSystem", &self.operating_system);
@@ -1189,7 +1245,11 @@ impl ToJson for k8s_pb::api::core::v1::PersistentVolumeClaimSpec {
         put_str(&mut m, "volumeMode", &self.volume_mode);
         put_msg(&mut m, "dataSource", &self.data_source);
         put_msg(&mut m, "dataSourceRef", &self.data_source_ref);
-        put_str(&mut m, "volumeAttributesClassName", &self.volume_attributes_class_name);
+        put_str(
+            &mut m,
+            "volumeAttributesClassName",
+            &self.volume_attributes_class_name,
+        );
         Value::Object(m)
     }
 }
@@ -1234,8 +1294,16 @@ impl ToJson for k8s_pb::api::core::v1::Pod {
 impl ToJson for k8s_pb::api::core::v1::PodAffinity {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
-        vec_msg(&mut m, "requiredDuringSchedulingIgnoredDuringExecution", &self.required_during_scheduling_ignored_during_execution);
-        vec_msg(&mut m, "preferredDuringSchedulingIgnoredDuringExecution", &self.preferred_during_scheduling_ignored_during_execution);
+        vec_msg(
+            &mut m,
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            &self.required_during_scheduling_ignored_during_execution,
+        );
+        vec_msg(
+            &mut m,
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            &self.preferred_during_scheduling_ignored_during_execution,
+        );
         Value::Object(m)
     }
 }
@@ -1256,8 +1324,16 @@ impl ToJson for k8s_pb::api::core::v1::PodAffinityTerm {
 impl ToJson for k8s_pb::api::core::v1::PodAntiAffinity {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
-        vec_msg(&mut m, "requiredDuringSchedulingIgnoredDuringExecution", &self.required_during_scheduling_ignored_during_execution);
-        vec_msg(&mut m, "preferredDuringSchedulingIgnoredDuringExecution", &self.preferred_during_scheduling_ignored_during_execution);
+        vec_msg(
+            &mut m,
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            &self.required_during_scheduling_ignored_during_execution,
+        );
+        vec_msg(
+            &mut m,
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            &self.preferred_during_scheduling_ignored_during_execution,
+        );
         Value::Object(m)
     }
 }
@@ -1347,7 +1423,11 @@ impl ToJson for k8s_pb::api::core::v1::PodResourceClaim {
         let mut m = Map::new();
         put_str(&mut m, "name", &self.name);
         put_str(&mut m, "resourceClaimName", &self.resource_claim_name);
-        put_str(&mut m, "resourceClaimTemplateName", &self.resource_claim_template_name);
+        put_str(
+            &mut m,
+            "resourceClaimTemplateName",
+            &self.resource_claim_template_name,
+        );
         Value::Object(m)
     }
 }
@@ -1378,7 +1458,11 @@ impl ToJson for k8s_pb::api::core::v1::PodSecurityContext {
         put_i64(&mut m, "runAsGroup", &self.run_as_group);
         put_bool(&mut m, "runAsNonRoot", &self.run_as_non_root);
         vec_i64(&mut m, "supplementalGroups", &self.supplemental_groups);
-        put_str(&mut m, "supplementalGroupsPolicy", &self.supplemental_groups_policy);
+        put_str(
+            &mut m,
+            "supplementalGroupsPolicy",
+            &self.supplemental_groups_policy,
+        );
         put_i64(&mut m, "fsGroup", &self.fs_group);
         vec_msg(&mut m, "sysctls", &self.sysctls);
         put_str(&mut m, "fsGroupChangePolicy", &self.fs_group_change_policy);
@@ -1397,18 +1481,34 @@ impl ToJson for k8s_pb::api::core::v1::PodSpec {
         vec_msg(&mut m, "containers", &self.containers);
         vec_msg(&mut m, "ephemeralContainers", &self.ephemeral_containers);
         put_str(&mut m, "restartPolicy", &self.restart_policy);
-        put_i64(&mut m, "terminationGracePeriodSeconds", &self.termination_grace_period_seconds);
-        put_i64(&mut m, "activeDeadlineSeconds", &self.active_deadline_seconds);
+        put_i64(
+            &mut m,
+            "terminationGracePeriodSeconds",
+            &self.termination_grace_period_seconds,
+        );
+        put_i64(
+            &mut m,
+            "activeDeadlineSeconds",
+            &self.active_deadline_seconds,
+        );
         put_str(&mut m, "dnsPolicy", &self.dns_policy);
         map_str(&mut m, "nodeSelector", &self.node_selector);
         put_str(&mut m, "serviceAccountName", &self.service_account_name);
         put_str(&mut m, "serviceAccount", &self.service_account);
-        put_bool(&mut m, "automountServiceAccountToken", &self.automount_service_account_token);
+        put_bool(
+            &mut m,
+            "automountServiceAccountToken",
+            &self.automount_service_account_token,
+        );
         put_str(&mut m, "nodeName", &self.node_name);
         put_bool(&mut m, "hostNetwork", &self.host_network);
         put_bool(&mut m, "hostPID", &self.host_pid);
         put_bool(&mut m, "hostIPC", &self.host_ipc);
-        put_bool(&mut m, "shareProcessNamespace", &self.share_process_namespace);
+        put_bool(
+            &mut m,
+            "shareProcessNamespace",
+            &self.share_process_namespace,
+        );
         put_msg(&mut m, "securityContext", &self.security_context);
         vec_msg(&mut m, "imagePullSecrets", &self.image_pull_secrets);
         put_str(&mut m, "hostname", &self.hostname);
@@ -1425,7 +1525,11 @@ impl ToJson for k8s_pb::api::core::v1::PodSpec {
         put_bool(&mut m, "enableServiceLinks", &self.enable_service_links);
         put_str(&mut m, "preemptionPolicy", &self.preemption_policy);
         map_msg(&mut m, "overhead", &self.overhead);
-        vec_msg(&mut m, "topologySpreadConstraints", &self.topology_spread_constraints);
+        vec_msg(
+            &mut m,
+            "topologySpreadConstraints",
+            &self.topology_spread_constraints,
+        );
         put_bool(&mut m, "setHostnameAsFQDN", &self.set_hostname_as_fqdn);
         put_msg(&mut m, "os", &self.os);
         put_bool(&mut m, "hostUsers", &self.host_users);
@@ -1452,13 +1556,29 @@ impl ToJson for k8s_pb::api::core::v1::PodStatus {
         put_str(&mut m, "podIP", &self.pod_ip);
         vec_msg(&mut m, "podIPs", &self.pod_ips);
         put_msg(&mut m, "startTime", &self.start_time);
-        vec_msg(&mut m, "initContainerStatuses", &self.init_container_statuses);
+        vec_msg(
+            &mut m,
+            "initContainerStatuses",
+            &self.init_container_statuses,
+        );
         vec_msg(&mut m, "containerStatuses", &self.container_statuses);
         put_str(&mut m, "qosClass", &self.qos_class);
-        vec_msg(&mut m, "ephemeralContainerStatuses", &self.ephemeral_container_statuses);
+        vec_msg(
+            &mut m,
+            "ephemeralContainerStatuses",
+            &self.ephemeral_container_statuses,
+        );
         put_str(&mut m, "resize", &self.resize);
-        vec_msg(&mut m, "resourceClaimStatuses", &self.resource_claim_statuses);
-        put_msg(&mut m, "extendedResourceClaimStatus", &self.extended_resource_claim_status);
+        vec_msg(
+            &mut m,
+            "resourceClaimStatuses",
+            &self.resource_claim_statuses,
+        );
+        put_msg(
+            &mut m,
+            "extendedResourceClaimStatus",
+            &self.extended_resource_claim_status,
+        );
         map_msg(&mut m, "allocatedResources", &self.allocated_resources);
         put_msg(&mut m, "resources", &self.resources);
         Value::Object(m)
@@ -1512,7 +1632,11 @@ impl ToJson for k8s_pb::api::core::v1::Probe {
         put_i32(&mut m, "periodSeconds", &self.period_seconds);
         put_i32(&mut m, "successThreshold", &self.success_threshold);
         put_i32(&mut m, "failureThreshold", &self.failure_threshold);
-        put_i64(&mut m, "terminationGracePeriodSeconds", &self.termination_grace_period_seconds);
+        put_i64(
+            &mut m,
+            "terminationGracePeriodSeconds",
+            &self.termination_grace_period_seconds,
+        );
         Value::Object(m)
     }
 }
@@ -1711,8 +1835,16 @@ impl ToJson for k8s_pb::api::core::v1::SecurityContext {
         put_i64(&mut m, "runAsUser", &self.run_as_user);
         put_i64(&mut m, "runAsGroup", &self.run_as_group);
         put_bool(&mut m, "runAsNonRoot", &self.run_as_non_root);
-        put_bool(&mut m, "readOnlyRootFilesystem", &self.read_only_root_filesystem);
-        put_bool(&mut m, "allowPrivilegeEscalation", &self.allow_privilege_escalation);
+        put_bool(
+            &mut m,
+            "readOnlyRootFilesystem",
+            &self.read_only_root_filesystem,
+        );
+        put_bool(
+            &mut m,
+            "allowPrivilegeEscalation",
+            &self.allow_privilege_escalation,
+        );
         put_str(&mut m, "procMount", &self.proc_mount);
         put_msg(&mut m, "seccompProfile", &self.seccomp_profile);
         put_msg(&mut m, "appArmorProfile", &self.app_armor_profile);
@@ -1764,17 +1896,41 @@ impl ToJson for k8s_pb::api::core::v1::ServiceSpec {
         vec_str(&mut m, "externalIPs", &self.external_ips);
         put_str(&mut m, "sessionAffinity", &self.session_affinity);
         put_str(&mut m, "loadBalancerIP", &self.load_balancer_ip);
-        vec_str(&mut m, "loadBalancerSourceRanges", &self.load_balancer_source_ranges);
+        vec_str(
+            &mut m,
+            "loadBalancerSourceRanges",
+            &self.load_balancer_source_ranges,
+        );
         put_str(&mut m, "externalName", &self.external_name);
-        put_str(&mut m, "externalTrafficPolicy", &self.external_traffic_policy);
+        put_str(
+            &mut m,
+            "externalTrafficPolicy",
+            &self.external_traffic_policy,
+        );
         put_i32(&mut m, "healthCheckNodePort", &self.health_check_node_port);
-        put_bool(&mut m, "publishNotReadyAddresses", &self.publish_not_ready_addresses);
-        put_msg(&mut m, "sessionAffinityConfig", &self.session_affinity_config);
+        put_bool(
+            &mut m,
+            "publishNotReadyAddresses",
+            &self.publish_not_ready_addresses,
+        );
+        put_msg(
+            &mut m,
+            "sessionAffinityConfig",
+            &self.session_affinity_config,
+        );
         vec_str(&mut m, "ipFamilies", &self.ip_families);
         put_str(&mut m, "ipFamilyPolicy", &self.ip_family_policy);
-        put_bool(&mut m, "allocateLoadBalancerNodePorts", &self.allocate_load_balancer_node_ports);
+        put_bool(
+            &mut m,
+            "allocateLoadBalancerNodePorts",
+            &self.allocate_load_balancer_node_ports,
+        );
         put_str(&mut m, "loadBalancerClass", &self.load_balancer_class);
-        put_str(&mut m, "internalTrafficPolicy", &self.internal_traffic_policy);
+        put_str(
+            &mut m,
+            "internalTrafficPolicy",
+            &self.internal_traffic_policy,
+        );
         put_str(&mut m, "trafficDistribution", &self.traffic_distribution);
         Value::Object(m)
     }
@@ -1965,13 +2121,21 @@ impl ToJson for k8s_pb::api::core::v1::VolumeSource {
         put_msg(&mut m, "hostPath", &self.host_path);
         put_msg(&mut m, "emptyDir", &self.empty_dir);
         put_msg(&mut m, "gcePersistentDisk", &self.gce_persistent_disk);
-        put_msg(&mut m, "awsElasticBlockStore", &self.aws_elastic_block_store);
+        put_msg(
+            &mut m,
+            "awsElasticBlockStore",
+            &self.aws_elastic_block_store,
+        );
         put_msg(&mut m, "gitRepo", &self.git_repo);
         put_msg(&mut m, "secret", &self.secret);
         put_msg(&mut m, "nfs", &self.nfs);
         put_msg(&mut m, "iscsi", &self.iscsi);
         put_msg(&mut m, "glusterfs", &self.glusterfs);
-        put_msg(&mut m, "persistentVolumeClaim", &self.persistent_volume_claim);
+        put_msg(
+            &mut m,
+            "persistentVolumeClaim",
+            &self.persistent_volume_claim,
+        );
         put_msg(&mut m, "rbd", &self.rbd);
         put_msg(&mut m, "flexVolume", &self.flex_volume);
         put_msg(&mut m, "cinder", &self.cinder);
@@ -2019,7 +2183,11 @@ impl ToJson for k8s_pb::api::core::v1::WeightedPodAffinityTerm {
 impl ToJson for k8s_pb::api::core::v1::WindowsSecurityContextOptions {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
-        put_str(&mut m, "gmsaCredentialSpecName", &self.gmsa_credential_spec_name);
+        put_str(
+            &mut m,
+            "gmsaCredentialSpecName",
+            &self.gmsa_credential_spec_name,
+        );
         put_str(&mut m, "gmsaCredentialSpec", &self.gmsa_credential_spec);
         put_str(&mut m, "runAsUserName", &self.run_as_user_name);
         put_bool(&mut m, "hostProcess", &self.host_process);
@@ -2052,8 +2220,16 @@ impl ToJson for k8s_pb::api::events::v1::Event {
         put_str(&mut m, "note", &self.note);
         put_str(&mut m, "type", &self.r#type);
         put_msg(&mut m, "deprecatedSource", &self.deprecated_source);
-        put_msg(&mut m, "deprecatedFirstTimestamp", &self.deprecated_first_timestamp);
-        put_msg(&mut m, "deprecatedLastTimestamp", &self.deprecated_last_timestamp);
+        put_msg(
+            &mut m,
+            "deprecatedFirstTimestamp",
+            &self.deprecated_first_timestamp,
+        );
+        put_msg(
+            &mut m,
+            "deprecatedLastTimestamp",
+            &self.deprecated_last_timestamp,
+        );
         put_i32(&mut m, "deprecatedCount", &self.deprecated_count);
         Value::Object(m)
     }
@@ -2089,7 +2265,11 @@ impl ToJson for k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions {
         put_bool(&mut m, "orphanDependents", &self.orphan_dependents);
         put_str(&mut m, "propagationPolicy", &self.propagation_policy);
         vec_str(&mut m, "dryRun", &self.dry_run);
-        put_bool(&mut m, "ignoreStoreReadErrorWithClusterBreakingPotential", &self.ignore_store_read_error_with_cluster_breaking_potential);
+        put_bool(
+            &mut m,
+            "ignoreStoreReadErrorWithClusterBreakingPotential",
+            &self.ignore_store_read_error_with_cluster_breaking_potential,
+        );
         Value::Object(m)
     }
 }
@@ -2149,7 +2329,11 @@ impl ToJson for k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         put_i64(&mut m, "generation", &self.generation);
         put_msg(&mut m, "creationTimestamp", &self.creation_timestamp);
         put_msg(&mut m, "deletionTimestamp", &self.deletion_timestamp);
-        put_i64(&mut m, "deletionGracePeriodSeconds", &self.deletion_grace_period_seconds);
+        put_i64(
+            &mut m,
+            "deletionGracePeriodSeconds",
+            &self.deletion_grace_period_seconds,
+        );
         map_str(&mut m, "labels", &self.labels);
         map_str(&mut m, "annotations", &self.annotations);
         vec_msg(&mut m, "ownerReferences", &self.owner_references);
@@ -2182,7 +2366,11 @@ impl ToJson for k8s_pb::apimachinery::pkg::apis::meta::v1::Preconditions {
 }
 
 /// Decode the protobuf `raw` of an object of `api_version` and `kind` into its JSON form.
-pub(super) fn decode_object(api_version: &str, kind: &str, raw: &[u8]) -> Option<Result<Value, prost::DecodeError>> {
+pub(super) fn decode_object(
+    api_version: &str,
+    kind: &str,
+    raw: &[u8],
+) -> Option<Result<Value, prost::DecodeError>> {
     use prost::Message;
     Some(match (api_version, kind) {
         ("v1", "Namespace") => k8s_pb::api::core::v1::Namespace::decode(raw).map(|o| o.to_json()),
@@ -2192,12 +2380,27 @@ pub(super) fn decode_object(api_version: &str, kind: &str, raw: &[u8]) -> Option
         ("v1", "ConfigMap") => k8s_pb::api::core::v1::ConfigMap::decode(raw).map(|o| o.to_json()),
         ("v1", "Service") => k8s_pb::api::core::v1::Service::decode(raw).map(|o| o.to_json()),
         ("v1", "Event") => k8s_pb::api::core::v1::Event::decode(raw).map(|o| o.to_json()),
-        ("events.k8s.io/v1", "Event") => k8s_pb::api::events::v1::Event::decode(raw).map(|o| o.to_json()),
-        ("apps/v1", "Deployment") => k8s_pb::api::apps::v1::Deployment::decode(raw).map(|o| o.to_json()),
-        ("coordination.k8s.io/v1", "Lease") => k8s_pb::api::coordination::v1::Lease::decode(raw).map(|o| o.to_json()),
-        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => k8s_pb::api::authorization::v1::SelfSubjectAccessReview::decode(raw).map(|o| o.to_json()),
-        ("meta.k8s.io/v1", "DeleteOptions") => k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions::decode(raw).map(|o| o.to_json()),
-        ("v1", "DeleteOptions") => k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions::decode(raw).map(|o| o.to_json()),
+        ("events.k8s.io/v1", "Event") => {
+            k8s_pb::api::events::v1::Event::decode(raw).map(|o| o.to_json())
+        }
+        ("apps/v1", "Deployment") => {
+            k8s_pb::api::apps::v1::Deployment::decode(raw).map(|o| o.to_json())
+        }
+        ("coordination.k8s.io/v1", "Lease") => {
+            k8s_pb::api::coordination::v1::Lease::decode(raw).map(|o| o.to_json())
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            k8s_pb::api::authorization::v1::SelfSubjectAccessReview::decode(raw)
+                .map(|o| o.to_json())
+        }
+        ("meta.k8s.io/v1", "DeleteOptions") => {
+            k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions::decode(raw)
+                .map(|o| o.to_json())
+        }
+        ("v1", "DeleteOptions") => {
+            k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions::decode(raw)
+                .map(|o| o.to_json())
+        }
         _ => return None,
     })
 }

@@ -78,7 +78,11 @@ pub fn decode(body: &[u8]) -> Result<Value> {
         .ok_or_else(|| bad("missing the k8s\\0 prefix of a Kubernetes protobuf object".into()))?;
     let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(envelope)
         .map_err(|e| bad(e.to_string()))?;
-    if unknown.content_encoding.as_deref().is_some_and(|e| !e.is_empty()) {
+    if unknown
+        .content_encoding
+        .as_deref()
+        .is_some_and(|e| !e.is_empty())
+    {
         return Err(bad(format!(
             "content encoding {:?} is not supported",
             unknown.content_encoding.unwrap_or_default()
@@ -162,7 +166,11 @@ fn vec_i64(m: &mut Map<String, Value>, name: &str, v: &[i64]) {
 
 fn vec_msg<T: ToJson>(m: &mut Map<String, Value>, name: &str, v: &[T]) {
     if !v.is_empty() {
-        put(m, name, Value::Array(v.iter().map(ToJson::to_json).collect()));
+        put(
+            m,
+            name,
+            Value::Array(v.iter().map(ToJson::to_json).collect()),
+        );
     }
 }
 
@@ -438,7 +446,12 @@ mod tests {
             ..Default::default()
         }
         .encode_to_vec();
-        let e = decode(&envelope("v1", "Secret", secret[..secret.len() - 1].to_vec())).unwrap_err();
+        let e = decode(&envelope(
+            "v1",
+            "Secret",
+            secret[..secret.len() - 1].to_vec(),
+        ))
+        .unwrap_err();
         assert_eq!(e.code(), 400, "{e}");
     }
 }
