@@ -362,7 +362,10 @@ mod tests {
         );
         let errors: Vec<String> = parsed
             .into_iter()
-            .map(|r| r.err().expect("no estate object here").message)
+            .map(|r| match r {
+                Err(e) => e.message,
+                Ok(_) => panic!("no estate object here"),
+            })
             .collect();
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].contains("unknown kind \"GpuPool\""), "{errors:?}");
