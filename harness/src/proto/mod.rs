@@ -40,7 +40,6 @@ const ZERO_IS_A_VALUE: &[&str] = &[
     "defaultMode",
     "mode",
     "expirationSeconds",
-    "sessionAffinityConfig",
     "timeoutSeconds",
 ];
 
