@@ -194,25 +194,32 @@ pub async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body>
     }
 }
 
-async fn body_bytes(req: Request<Incoming>) -> Result<Bytes> {
-    // Only JSON and YAML bodies are understood; protobuf (what client-go's typed clients can
-    // send for built-in kinds) is refused as the real server refuses unknown media types.
+/// The request body as JSON: JSON or YAML as sent, or a Kubernetes protobuf object decoded
+/// (client-go's typed clients send built-in kinds as protobuf). CBOR is refused, as by an API
+/// server without the CBOR feature.
+async fn read_body(req: Request<Incoming>) -> Result<Value> {
     let content_type = req
         .headers()
         .get("Content-Type")
         .and_then(|c| c.to_str().ok())
-        .unwrap_or_default();
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        .unwrap_or_default()
+        .to_string();
+    if content_type.contains("cbor") {
         return Err(Error::unsupported_media(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, {} (got {content_type})",
+            crate::proto::MEDIA_TYPE
         )));
     }
-    Ok(req
+    let bytes = req
         .into_body()
         .collect()
         .await
         .map_err(|e| Error::bad_request(format!("reading body: {e}")))?
-        .to_bytes())
+        .to_bytes();
+    if content_type.starts_with(crate::proto::MEDIA_TYPE) && !bytes.is_empty() {
+        return crate::proto::decode(&bytes);
+    }
+    parse_body(&bytes)
 }
 
 fn parse_body(bytes: &[u8]) -> Result<Value> {
@@ -313,6 +320,14 @@ async fn route(
     if rt.namespaced && t.ns.is_none() && !(req.method() == Method::GET && t.name.is_none()) {
         return Err(Error::no_route());
     }
+    if rt.is_review() {
+        return match *req.method() {
+            Method::POST => review(read_body(req).await?),
+            ref m => Err(Error::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource: {m}"
+            ))),
+        };
+    }
     let accept = req
         .headers()
         .get("Accept")
@@ -367,12 +382,12 @@ async fn route(
             ))
         }
         (Method::POST, None) => {
-            let body = parse_body(&body_bytes(req).await?)?;
+            let body = read_body(req).await?;
             let obj = inner.store.create(&rt, &ns, body, &opts)?;
             Ok(json_response(201, &obj))
         }
         (Method::PUT, Some(name)) => {
-            let body = parse_body(&body_bytes(req).await?)?;
+            let body = read_body(req).await?;
             let obj = inner.store.update(&rt, &ns, &name, body, scope, &opts)?;
             Ok(json_response(200, &obj))
         }
@@ -387,7 +402,7 @@ async fn route(
                 .unwrap_or_default()
                 .trim()
                 .to_string();
-            let body = parse_body(&body_bytes(req).await?)?;
+            let body = read_body(req).await?;
             patch_object(
                 inner,
                 &rt,
@@ -401,7 +416,7 @@ async fn route(
             )
         }
         (Method::DELETE, Some(name)) => {
-            let body = parse_body(&body_bytes(req).await?)?;
+            let body = read_body(req).await?;
             let dopts = delete_opts(q, &body, dry_run);
             let obj = inner.store.delete(&rt, &ns, &name, &dopts)?;
             // Like the API server: 200 with the object, 202 only if the deletion is pending and
@@ -411,7 +426,7 @@ async fn route(
             Ok(json_response(if accepted { 202 } else { 200 }, &obj))
         }
         (Method::DELETE, None) => {
-            let body = parse_body(&body_bytes(req).await?)?;
+            let body = read_body(req).await?;
             let dopts = delete_opts(q, &body, dry_run);
             let labels = LabelSelector::parse(
                 q.get("labelSelector")
@@ -447,6 +462,33 @@ async fn route(
             "the server does not allow this method on the requested resource: {m}"
         ))),
     }
+}
+
+/// The answer to a `SelfSubjectAccessReview`: allowed, since the harness has no authorization
+/// (every request is served), so that `kubectl auth can-i` says what the server does.
+fn review(body: Value) -> Result<Response<Body>> {
+    let spec = &body["spec"];
+    if spec["resourceAttributes"].is_object() == spec["nonResourceAttributes"].is_object() {
+        return Err(Error::invalid(
+            "SelfSubjectAccessReview",
+            "authorization.k8s.io",
+            "",
+            vec![(
+                "spec.resourceAttributes".into(),
+                "FieldValueInvalid".into(),
+                "spec.resourceAttributes: Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified".into(),
+            )],
+        ));
+    }
+    let mut answer = body;
+    answer["apiVersion"] = json!("authorization.k8s.io/v1");
+    answer["kind"] = json!("SelfSubjectAccessReview");
+    answer["metadata"] = json!({"creationTimestamp": null});
+    answer["status"] = json!({
+        "allowed": true,
+        "reason": "the kube-harness has no authorization: every request is allowed",
+    });
+    Ok(json_response(201, &answer))
 }
 
 fn delete_opts(q: &HashMap<String, String>, body: &Value, dry_run: bool) -> DeleteOpts {

@@ -73,8 +73,16 @@ impl ResourceType {
         }
     }
 
-    /// Verbs advertised by discovery; every kind supports every verb here.
+    /// A review kind (`SelfSubjectAccessReview`): created to get an answer, never stored.
+    pub fn is_review(&self) -> bool {
+        self.group == "authorization.k8s.io" && self.plural == "selfsubjectaccessreviews"
+    }
+
+    /// Verbs advertised by discovery; every stored kind supports every verb here.
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.is_review() {
+            return vec!["create"];
+        }
         vec![
             "create",
             "delete",
@@ -87,8 +95,12 @@ impl ResourceType {
         ]
     }
 
-    /// Key of the storage bucket: versions of one group/plural share objects.
+    /// Key of the storage bucket: versions of one group/plural share objects, and core Events
+    /// are a view of `events.k8s.io` Events (see `events`).
     pub fn storage_key(&self) -> (String, String) {
+        if crate::events::is_core_view(self) {
+            return ("events.k8s.io".into(), "events".into());
+        }
         (self.group.clone(), self.plural.clone())
     }
 }
@@ -183,6 +195,16 @@ pub fn builtins() -> Vec<ResourceType> {
             "leases",
             "Lease",
             true,
+            &[],
+            &[],
+            false,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
             &[],
             &[],
             false,

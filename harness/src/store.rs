@@ -332,11 +332,18 @@ impl Store {
             .get(&rt.storage_key())
             .into_iter()
             .flat_map(|m| m.range((start, Bound::Unbounded)))
-            .filter(|((ons, _), o)| ns.is_none_or(|n| n == ons) && keep(o));
+            .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
+            .filter_map(|(_, o)| {
+                // Selectors apply to the object as served (a core Event's `involvedObject`).
+                if crate::events::is_core_view(rt) {
+                    let view = with_version(rt, o.clone());
+                    return keep(&view).then_some(view);
+                }
+                keep(o).then(|| with_version(rt, o.clone()))
+            });
         let items: Vec<Value> = matching
             .by_ref()
             .take(limit.unwrap_or(usize::MAX))
-            .map(|(_, o)| with_version(rt, o.clone()))
             .collect();
         let remaining = matching.count();
         (items, st.rv, remaining)
@@ -548,8 +555,20 @@ impl Store {
     }
 }
 
-fn with_version(rt: &ResourceType, mut obj: Value) -> Value {
+/// A stored object as served at `rt`: its apiVersion, and the core view of an Event.
+pub fn with_version(rt: &ResourceType, mut obj: Value) -> Value {
+    if crate::events::is_core_view(rt) {
+        return crate::events::to_core(obj);
+    }
     obj["apiVersion"] = json!(rt.api_version());
+    obj
+}
+
+/// An object as served at `rt` in the form it is stored in.
+fn for_storage(rt: &ResourceType, obj: Value) -> Value {
+    if crate::events::is_core_view(rt) {
+        return crate::events::from_core(obj);
+    }
     obj
 }
 
@@ -889,8 +908,12 @@ impl State {
         ns: &str,
         name: &str,
         old: Option<Value>,
-        mut obj: Value,
+        obj: Value,
     ) -> Result<Value> {
+        let mut obj = for_storage(rt, obj);
+        // `old` is the object as served; watchers compare against it as stored (the caller
+        // checked under this lock that it is still the stored one).
+        let old = old.and_then(|_| self.get(rt, ns, name).cloned());
         if old.is_none() {
             if rt.namespaced {
                 // The namespace may have started terminating since the write was prepared.

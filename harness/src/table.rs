@@ -94,8 +94,91 @@ fn columns(rt: &ResourceType) -> Vec<(String, String, String)> {
     cols
 }
 
+fn row_object(o: &Value, include: &str) -> Option<Value> {
+    match include {
+        "None" => None,
+        "Object" => Some(o.clone()),
+        _ => Some(crate::watch::partial(o)),
+    }
+}
+
+/// The API server's Event table (either group): Last Seen, Type, Reason, Object, Message, with
+/// Name among the `-o wide` columns. Fields are read under both groups' names.
+fn events_table(items: &[Value], rv: &str, include: &str) -> Value {
+    let def = |name: &str, priority: u8| {
+        json!({"name": name, "type": "string", "format": if name == "Name" { "name" } else { "" },
+            "description": name, "priority": priority})
+    };
+    let defs = vec![
+        def("Last Seen", 0),
+        def("Type", 0),
+        def("Reason", 0),
+        def("Object", 0),
+        def("Source", 1),
+        def("Message", 0),
+        def("Count", 1),
+        def("Name", 1),
+    ];
+    let either = |o: &Value, core: &str, events: &str| -> Value {
+        [core, events]
+            .iter()
+            .map(|f| json_path(o, f))
+            .find_map(|v| v.filter(|v| !v.is_null()).cloned())
+            .unwrap_or(json!(""))
+    };
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let last_seen = [
+                ".series.lastObservedTime",
+                ".lastTimestamp",
+                ".deprecatedLastTimestamp",
+                ".eventTime",
+                ".metadata.creationTimestamp",
+            ]
+            .iter()
+            .find_map(|p| json_path(o, p).and_then(Value::as_str))
+            .map(age)
+            .unwrap_or_else(|| "<unknown>".into());
+            let target = either(o, ".involvedObject", ".regarding");
+            let object = format!(
+                "{}/{}",
+                target["kind"].as_str().unwrap_or_default().to_lowercase(),
+                target["name"].as_str().unwrap_or_default()
+            );
+            let count = either(o, ".count", ".deprecatedCount");
+            let count = json_path(o, ".series.count").cloned().unwrap_or(count);
+            let cells = vec![
+                json!(last_seen),
+                o["type"].clone(),
+                o["reason"].clone(),
+                json!(object),
+                either(o, ".source.component", ".reportingController"),
+                either(o, ".message", ".note"),
+                count,
+                o["metadata"]["name"].clone(),
+            ];
+            let mut row = json!({"cells": cells});
+            if let Some(obj) = row_object(o, include) {
+                row["object"] = obj;
+            }
+            row
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv},
+        "columnDefinitions": defs,
+        "rows": rows,
+    })
+}
+
 /// The Table for these objects; `include` is the `includeObject` parameter.
 pub fn table(rt: &ResourceType, items: &[Value], rv: &str, include: &str) -> Value {
+    if rt.plural == "events" && matches!(rt.group.as_str(), "" | "events.k8s.io") {
+        return events_table(items, rv, include);
+    }
     let cols = columns(rt);
     let mut defs = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),
@@ -119,10 +202,8 @@ pub fn table(rt: &ResourceType, items: &[Value], rv: &str, include: &str) -> Val
                 }
             }
             let mut row = json!({"cells": cells});
-            match include {
-                "None" => {}
-                "Object" => row["object"] = o.clone(),
-                _ => row["object"] = crate::watch::partial(o),
+            if let Some(obj) = row_object(o, include) {
+                row["object"] = obj;
             }
             row
         })

@@ -196,16 +196,19 @@ fn render(rt: &ResourceType, params: &WatchParams, ev: &Event) -> Option<Bytes> 
     if ev.key != rt.storage_key() {
         return None;
     }
-    let now = params.matches(&ev.object);
-    let before = ev.old.as_ref().is_some_and(|o| params.matches(o));
-    let kind = match (ev.kind, before, now) {
-        (EventType::Added, _, true) => EventType::Added,
-        (EventType::Deleted, _, true) => EventType::Deleted,
-        (EventType::Modified, true, true) => EventType::Modified,
-        (EventType::Modified, false, true) => EventType::Added,
-        (EventType::Modified, true, false) => EventType::Deleted,
-        _ => return None,
-    };
+    if crate::events::is_core_view(rt) {
+        // A view with other field names: selectors and output use the object as served.
+        let object = crate::store::with_version(rt, ev.object.clone());
+        let old = ev.old.clone().map(|o| crate::store::with_version(rt, o));
+        let kind = transition(params, ev.kind, old.as_ref(), &object)?;
+        let shown = if params.partial {
+            partial(&object)
+        } else {
+            object
+        };
+        return Some(line(kind.as_str(), &shown));
+    }
+    let kind = transition(params, ev.kind, ev.old.as_ref(), &ev.object)?;
     let api_version = rt.api_version();
     if params.partial {
         return Some(line(kind.as_str(), &partial(&ev.object)));
@@ -221,4 +224,24 @@ fn render(rt: &ResourceType, params: &WatchParams, ev: &Event) -> Option<Bytes> 
         Bytes::from(serde_json::to_vec(&ev.object).expect("a JSON value serializes"))
     });
     Some(line_of_json(kind.as_str(), json))
+}
+
+/// The event a watcher with these selectors sees for a change from `old` to `object`, if any.
+fn transition(
+    params: &WatchParams,
+    kind: EventType,
+    old: Option<&Value>,
+    object: &Value,
+) -> Option<EventType> {
+    let now = params.matches(object);
+    let before = old.is_some_and(|o| params.matches(o));
+    let kind = match (kind, before, now) {
+        (EventType::Added, _, true) => EventType::Added,
+        (EventType::Deleted, _, true) => EventType::Deleted,
+        (EventType::Modified, true, true) => EventType::Modified,
+        (EventType::Modified, false, true) => EventType::Added,
+        (EventType::Modified, true, false) => EventType::Deleted,
+        _ => return None,
+    };
+    Some(kind)
 }

@@ -503,3 +503,80 @@ async fn racing_writes_to_one_object_lose_nothing() {
     assert_eq!(codes[0], 201);
     assert!(codes[1..].iter().all(|c| *c == 409), "{codes:?}");
 }
+
+/// Bodies the harness cannot read get the API server's kind of answer, and store nothing.
+#[tokio::test]
+async fn unreadable_bodies_are_clear_errors() {
+    let c = start("hub").await;
+    let url = format!("{}/api/v1/namespaces/default/configmaps", c.url());
+    // Said to be protobuf but without the Kubernetes envelope.
+    let a = http(
+        "POST",
+        &url,
+        Some("application/vnd.kubernetes.protobuf"),
+        "{\"metadata\":{\"name\":\"x\"}}",
+    )
+    .await;
+    assert_eq!(a.code, 400, "{}", a.body);
+    assert_eq!(a.body["kind"], "Status");
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("k8s\\0 prefix"),
+        "{}",
+        a.body
+    );
+    // The envelope, then bytes that are no protobuf message.
+    let a = http(
+        "POST",
+        &url,
+        Some("application/vnd.kubernetes.protobuf"),
+        "k8s\u{0}\u{7f}\u{7f}\u{7f}",
+    )
+    .await;
+    assert_eq!(a.code, 400, "{}", a.body);
+    let a = http("POST", &url, Some("application/cbor"), "\u{a0}").await;
+    assert_eq!(a.code, 415, "{}", a.body);
+    assert_eq!(a.body["reason"], "UnsupportedMediaType", "{}", a.body);
+    let listed = http("GET", &url, None, "").await;
+    assert_eq!(listed.body["items"], json!([]), "{}", listed.body);
+}
+
+/// SelfSubjectAccessReview: answered (allowed, no authorization here), never stored, checked.
+#[tokio::test]
+async fn access_reviews_are_answered_not_stored() {
+    let c = start("hub").await;
+    let url = format!(
+        "{}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        c.url()
+    );
+    let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "patch", "group": "apps", "resource": "deployments", "namespace": "shop"}}});
+    let a = http("POST", &url, Some("application/json"), &review.to_string()).await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    assert_eq!(a.body["status"]["allowed"], true, "{}", a.body);
+    assert_eq!(a.body["spec"], review["spec"], "the question comes back");
+    for spec in [
+        json!({}),
+        json!({"resourceAttributes": {"verb": "get"}, "nonResourceAttributes": {"path": "/healthz", "verb": "get"}}),
+    ] {
+        let body = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": spec});
+        let a = http("POST", &url, Some("application/json"), &body.to_string()).await;
+        assert_eq!(a.code, 422, "{spec}: {}", a.body);
+    }
+    assert_eq!(http("GET", &url, None, "").await.code, 405);
+    let discovery = http(
+        "GET",
+        &format!("{}/apis/authorization.k8s.io/v1", c.url()),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        discovery.body["resources"][0]["verbs"],
+        json!(["create"]),
+        "{}",
+        discovery.body
+    );
+}

@@ -235,3 +235,413 @@ async fn kubectl_apply_get_wait_delete() {
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A ModelDeployment for describe: small, valid against the project's CRD.
+const MODEL_DEPLOYMENT: &str = "apiVersion: skybridge.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: ranker
+  namespace: shop
+spec:
+  model:
+    source: { uri: \"s3://models/ranker\", pool: dc1-a100 }
+    version: \"1\"
+  components:
+    - name: ranker
+      dataClass: internal
+      image: example.com/ranker:1
+      port: 8080
+      resources: { cpu: \"2\", memory: 4Gi }
+      replicas: { min: 1, max: 4 }
+";
+
+/// What platform engineers type from the guides: the typed `kubectl create` commands (protobuf
+/// bodies), `expose`, Events as kubectl reads them (core v1) while controllers write them as
+/// `events.k8s.io`, and `auth can-i`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_expose_events_describe_and_auth() {
+    let dir = std::env::temp_dir().join(format!(
+        "kube-harness-kubectl-create-{}",
+        std::process::id()
+    ));
+    let cache = dir.join("cache");
+    let c = Cluster::start(ClusterConfig::new("hub").kubeconfig_dir(&dir))
+        .await
+        .unwrap();
+    let kc = c.kubeconfig_path().to_path_buf();
+    let crds = manifest("../crds/skybridge.yaml");
+    ok(&kc, &cache, &["apply", "-f", crds.to_str().unwrap()]).await;
+
+    // kubectl create namespace / secret / configmap / deployment send protobuf.
+    let out = ok(&kc, &cache, &["create", "namespace", "shop"]).await;
+    assert!(out.contains("namespace/shop created"), "{out}");
+    let phase = ok(
+        &kc,
+        &cache,
+        &["get", "namespace", "shop", "-o", "jsonpath={.status.phase}"],
+    )
+    .await;
+    assert_eq!(phase, "Active");
+
+    // Bytes that are not UTF-8 survive the protobuf `bytes` map and come back base64.
+    let key_file = dir.join("kubeconfig");
+    std::fs::write(&key_file, [0u8, 159, 146, 150, b'k', b'c']).unwrap();
+    let from_file = format!("--from-file=kubeconfig={}", key_file.display());
+    let out = ok(
+        &kc,
+        &cache,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "private-kubeconfig",
+            "-n",
+            "shop",
+            &from_file,
+        ],
+    )
+    .await;
+    assert!(out.contains("secret/private-kubeconfig created"), "{out}");
+    let data = ok(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "secret",
+            "private-kubeconfig",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.type} {.data.kubeconfig}",
+        ],
+    )
+    .await;
+    assert_eq!(data, "Opaque AJ+Slmtj");
+
+    ok(
+        &kc,
+        &cache,
+        &[
+            "create",
+            "configmap",
+            "settings",
+            "-n",
+            "shop",
+            "--from-literal=tier=gold",
+            "--from-literal=zone=fra",
+        ],
+    )
+    .await;
+    let cm = ok(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.data.tier}/{.data.zone}",
+        ],
+    )
+    .await;
+    assert_eq!(cm, "gold/fra");
+
+    let out = ok(
+        &kc,
+        &cache,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "-n",
+            "shop",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "--port=80",
+        ],
+    )
+    .await;
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+    let yaml = ok(
+        &kc,
+        &cache,
+        &["get", "deployment", "web", "-n", "shop", "-o", "yaml"],
+    )
+    .await;
+    let d: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(d["spec"]["replicas"], 2, "{yaml}");
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web", "{yaml}");
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "nginx:1.27", "{yaml}");
+    assert_eq!(container["ports"][0]["containerPort"], 80, "{yaml}");
+    assert!(
+        container.get("stdin").is_none(),
+        "Go zero values stay out: {yaml}"
+    );
+    // Zero replicas is a value (a pointer field in Go), not "unset".
+    ok(
+        &kc,
+        &cache,
+        &[
+            "create",
+            "deployment",
+            "idle",
+            "-n",
+            "shop",
+            "--image=nginx:1.27",
+            "--replicas=0",
+        ],
+    )
+    .await;
+    let idle = ok(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "deployment",
+            "idle",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    )
+    .await;
+    assert_eq!(idle, "0");
+
+    let out = ok(
+        &kc,
+        &cache,
+        &[
+            "expose",
+            "deployment",
+            "web",
+            "-n",
+            "shop",
+            "--port=8080",
+            "--target-port=80",
+        ],
+    )
+    .await;
+    assert!(out.contains("service/web exposed"), "{out}");
+    let svc = ok(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "service",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.ports[0].port}>{.spec.ports[0].targetPort} {.spec.selector.app}",
+        ],
+    )
+    .await;
+    assert_eq!(svc, "8080>80 web");
+
+    // auth can-i: the harness authorizes everything, and says so.
+    let out = ok(
+        &kc,
+        &cache,
+        &["auth", "can-i", "create", "secrets", "-n", "shop"],
+    )
+    .await;
+    assert_eq!(out.trim(), "yes");
+    let out = ok(
+        &kc,
+        &cache,
+        &[
+            "auth",
+            "can-i",
+            "patch",
+            "modeldeployments.skybridge.io/status",
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "yes");
+
+    // An operator Event, written as kube's Recorder writes it (events.k8s.io/v1).
+    let md = dir.join("md.yaml");
+    std::fs::write(&md, MODEL_DEPLOYMENT).unwrap();
+    ok(&kc, &cache, &["apply", "-f", md.to_str().unwrap()]).await;
+    let uid = ok(
+        &kc,
+        &cache,
+        &[
+            "get",
+            "md",
+            "ranker",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    )
+    .await;
+    let event = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "ranker.burst1", "namespace": "shop"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "skybridge.io/operator", "reportingInstance": "skybridge-0",
+        "action": "Burst", "reason": "BurstStarted", "type": "Normal",
+        "regarding": {"apiVersion": "skybridge.io/v1alpha1", "kind": "ModelDeployment",
+            "name": "ranker", "namespace": "shop", "uid": uid},
+        "note": "2 replicas of ranker to aws-euc1-l4-spot",
+    });
+    let a = http(
+        "POST",
+        &format!("{}/apis/events.k8s.io/v1/namespaces/shop/events", c.url()),
+        Some("application/json"),
+        &event.to_string(),
+    )
+    .await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    // An Event about something else, which describe must not show.
+    let other = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "web.1", "namespace": "shop"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "deployment-controller", "reportingInstance": "x",
+        "action": "Scale", "reason": "ScalingReplicaSet", "type": "Normal",
+        "regarding": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "namespace": "shop"},
+        "note": "scaled up web",
+    });
+    let a = http(
+        "POST",
+        &format!("{}/apis/events.k8s.io/v1/namespaces/shop/events", c.url()),
+        Some("application/json"),
+        &other.to_string(),
+    )
+    .await;
+    assert_eq!(a.code, 201, "{}", a.body);
+
+    let table = ok(&kc, &cache, &["get", "events", "-n", "shop"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.contains("BurstStarted"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("modeldeployment/ranker")
+            && row.contains("2 replicas of ranker to aws-euc1-l4-spot"),
+        "{table}"
+    );
+    let out = ok(
+        &kc,
+        &cache,
+        &["events", "-n", "shop", "--for", "modeldeployment/ranker"],
+    )
+    .await;
+    assert!(
+        out.contains("BurstStarted") && out.contains("2 replicas of ranker"),
+        "{out}"
+    );
+    assert!(!out.contains("ScalingReplicaSet"), "--for filters: {out}");
+    let out = ok(&kc, &cache, &["describe", "md", "ranker", "-n", "shop"]).await;
+    let events = out
+        .split("Events:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        events.contains("BurstStarted")
+            && events.contains("skybridge.io/operator")
+            && events.contains("2 replicas of ranker to aws-euc1-l4-spot"),
+        "{out}"
+    );
+    assert!(!events.contains("ScalingReplicaSet"), "{out}");
+
+    // A core Event written by a client of the core API is the same object under events.k8s.io.
+    let core_event = dir.join("core-event.yaml");
+    std::fs::write(
+        &core_event,
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: web.2\n  namespace: shop\ninvolvedObject:\n  kind: Deployment\n  name: web\n  namespace: shop\nreason: Pulled\nmessage: image pulled\ntype: Normal\ncount: 3\nsource:\n  component: kubelet\n  host: node-a\nfirstTimestamp: \"2026-01-01T00:00:00Z\"\nlastTimestamp: \"2026-01-01T00:00:09Z\"\n",
+    )
+    .unwrap();
+    ok(&kc, &cache, &["create", "-f", core_event.to_str().unwrap()]).await;
+    let a = http(
+        "GET",
+        &format!(
+            "{}/apis/events.k8s.io/v1/namespaces/shop/events/web.2",
+            c.url()
+        ),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(a.body["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(a.body["note"], "image pulled");
+    assert_eq!(a.body["regarding"]["name"], "web");
+    assert_eq!(a.body["deprecatedCount"], 3);
+    assert_eq!(a.body["deprecatedSource"]["host"], "node-a");
+    assert_eq!(a.body["deprecatedLastTimestamp"], "2026-01-01T00:00:09Z");
+    assert!(a.body.get("message").is_none(), "{}", a.body);
+    let out = ok(
+        &kc,
+        &cache,
+        &["delete", "events.events.k8s.io", "web.2", "-n", "shop"],
+    )
+    .await;
+    assert!(out.contains("deleted"), "{out}");
+    let o = kubectl(&kc, &cache, &["get", "event", "web.2", "-n", "shop"]).await;
+    assert!(
+        text(&o).contains("NotFound"),
+        "one object, gone from both groups: {}",
+        text(&o)
+    );
+
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A watch on core Events sees events.k8s.io writes, converted, with selectors on core fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_event_watch_is_a_view_of_events_k8s_io() {
+    let c = Cluster::start(ClusterConfig::new("hub")).await.unwrap();
+    let (code, mut events) = watch_events(&format!(
+        "{}/api/v1/namespaces/default/events?watch=true&fieldSelector=involvedObject.name%3Dranker",
+        c.url()
+    ))
+    .await;
+    assert_eq!(code, 200);
+    for (name, regarding) in [("other.1", "web"), ("ranker.1", "ranker")] {
+        let e = json!({"metadata": {"name": name}, "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reportingController": "skybridge.io/operator", "reportingInstance": "op",
+            "action": "Burst", "reason": "BurstStarted", "type": "Normal",
+            "regarding": {"kind": "ModelDeployment", "name": regarding, "namespace": "default"},
+            "note": format!("about {regarding}")});
+        let a = http(
+            "POST",
+            &format!(
+                "{}/apis/events.k8s.io/v1/namespaces/default/events",
+                c.url()
+            ),
+            Some("application/json"),
+            &e.to_string(),
+        )
+        .await;
+        assert_eq!(a.code, 201, "{}", a.body);
+    }
+    let ev = next_event(&mut events, 10)
+        .await
+        .expect("the watch goes on");
+    assert_eq!(ev["type"], "ADDED", "{ev}");
+    let obj = &ev["object"];
+    assert_eq!(obj["apiVersion"], "v1", "{ev}");
+    assert_eq!(
+        obj["metadata"]["name"], "ranker.1",
+        "only the selected Event: {ev}"
+    );
+    assert_eq!(obj["message"], "about ranker", "{ev}");
+    assert_eq!(obj["involvedObject"]["kind"], "ModelDeployment", "{ev}");
+    assert_eq!(obj["reportingComponent"], "skybridge.io/operator", "{ev}");
+    assert!(obj.get("note").is_none(), "{ev}");
+}

@@ -148,6 +148,7 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
         ..ArtifactsConfig::default()
     });
     run_operator(client, config, artifacts, shutdown_signal()).await?;
+    tracing::info!("shutdown complete");
     Ok(())
 }
 
@@ -161,14 +162,28 @@ async fn shutdown_signal() {
                 Ok(term) => term,
                 Err(_) => {
                     let _ = ctrl_c.await;
+                    log_shutdown("SIGINT");
                     return;
                 }
             };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        let signal = tokio::select! {
+            _ = ctrl_c => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        log_shutdown(signal);
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = ctrl_c.await;
+        log_shutdown("Ctrl-C");
+    }
+}
+
+/// Said as soon as the signal arrives: stopping takes a moment (watches, the Lease) and a silent
+/// process looks hung.
+fn log_shutdown(signal: &str) {
+    tracing::info!(
+        signal,
+        "received {signal}: shutting down (stopping controllers, releasing the leader Lease)"
+    );
 }

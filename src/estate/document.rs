@@ -385,7 +385,23 @@ fn parse_one(
             )));
         }
     };
+    if is_other_kubernetes_object(&json) {
+        return None;
+    }
     Some(parse_object(first_line, json))
+}
+
+/// An object of another API group than Skybridge's (e.g. the Namespaces that a directory needs
+/// for `kubectl apply -f DIR`): not part of the estate, so skipped rather than refused. A
+/// Skybridge kind with a wrong apiVersion, or an unknown kind in Skybridge's group, is still an
+/// error.
+fn is_other_kubernetes_object(json: &serde_json::Value) -> bool {
+    let text = |key: &str| json.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+    let (api_version, kind) = (text("apiVersion"), text("kind"));
+    !api_version.is_empty()
+        && !kind.is_empty()
+        && !api_version.starts_with(&format!("{GROUP}/"))
+        && !matches!(kind, "ComputePool" | "BurstPolicy" | "ModelDeployment")
 }
 
 fn at(
@@ -849,6 +865,30 @@ mod tests {
             let safe: String = text.chars().filter(|c| !is_unsafe(*c)).collect();
             proptest::prop_assert_eq!(stripped, safe);
         }
+    }
+
+    #[test]
+    fn other_kubernetes_objects_are_skipped_but_skybridge_mistakes_are_not() {
+        let parsed = parse_documents(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: recsys}\n---\n\
+             apiVersion: skybridge.io/v1alpha1\nkind: GpuPool\nmetadata: {name: x}\n---\n\
+             apiVersion: v1\nkind: ComputePool\nmetadata: {name: y}\n---\n\
+             kind: Namespace\nmetadata: {name: no-api-version}\n",
+        );
+        let errors: Vec<String> = parsed
+            .into_iter()
+            .map(|r| match r {
+                Err(e) => e.message,
+                Ok(_) => panic!("no estate object here"),
+            })
+            .collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("unknown kind \"GpuPool\""), "{errors:?}");
+        assert!(errors[1].contains("apiVersion is \"v1\""), "{errors:?}");
+        assert!(
+            errors[2].contains("unknown kind \"Namespace\""),
+            "{errors:?}"
+        );
     }
 
     #[test]
