@@ -105,6 +105,15 @@ pub fn parse_documents_nested_at_most(
 /// Splits a YAML stream on `---` lines, keeping each document's first line number. Content after
 /// `--- ` on the marker line belongs to the new document (`--- [a, b]` is a list document, not
 /// nothing).
+/// Whether `text` holds any YAML document at all (comments and `---` alone hold none). A file of
+/// other API groups' objects only (a directory's Namespaces) holds documents, and is fine.
+pub(super) fn holds_documents(text: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.trim();
+        !(line.is_empty() || line.starts_with('#') || line == "---" || line == "...")
+    })
+}
+
 fn split_documents(text: &str) -> Vec<(usize, String)> {
     let mut documents = Vec::new();
     let mut current = String::new();

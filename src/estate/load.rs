@@ -128,7 +128,7 @@ pub fn load_paths_within(
             return Err(errors);
         }
         let documents = parse_documents_nested_at_most(&text, limits.max_yaml_depth);
-        if documents.is_empty() {
+        if documents.is_empty() && !super::document::holds_documents(&text) {
             errors.push(file_error(&file, "the file holds no objects".into()));
         }
         for parsed in documents {
