@@ -2,7 +2,7 @@
 //! full plan and per component decision. Target: a full plan in under 100 ms on one core.
 //! Run with `cargo bench --bench planner`.
 
-use skybridge::api::{Cloud, DataClass};
+use skybridge::api::{CapacityType, Cloud, DataClass};
 use skybridge::planner::{
     Budget, BurstPreference, ComponentKey, ComponentRequest, Headroom, PlanInput, PlannerOptions,
     PoolHealth, PoolView, Price, Resources, plan,
@@ -75,6 +75,10 @@ fn estate() -> PlanInput {
                     gib_hour: 0.002,
                 },
                 startup_seconds: 60,
+                capacity_type: CapacityType::OnDemand,
+                addable: None,
+                node_startup_seconds: 0,
+                short: None,
             }
         })
         .collect::<Vec<_>>();
@@ -125,6 +129,8 @@ fn estate() -> PlanInput {
                 },
                 current: BTreeMap::new(),
                 rebalance: true,
+                replace: BTreeMap::new(),
+                on_demand_floor_percent: 0,
             });
         }
     }

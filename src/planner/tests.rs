@@ -1,7 +1,7 @@
 //! Unit and property tests of the planner.
 
 use super::*;
-use crate::api::{Cloud, DataClass};
+use crate::api::{CapacityType, Cloud, DataClass};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +27,10 @@ fn pool(name: &str, cloud: Cloud, gpus: u32, gpu_hour: f64) -> PoolView {
             gib_hour: 0.0,
         },
         startup_seconds: 60,
+        capacity_type: CapacityType::OnDemand,
+        addable: None,
+        node_startup_seconds: 0,
+        short: None,
     }
 }
 
@@ -52,6 +56,8 @@ fn component(name: &str, class: DataClass, min: u32, desired: u32) -> ComponentR
         burst: BurstPreference::default(),
         current: BTreeMap::new(),
         rebalance: true,
+        replace: BTreeMap::new(),
+        on_demand_floor_percent: 0,
     }
 }
 
