@@ -361,7 +361,11 @@ impl<'a> Planner<'a> {
         }
         let component = &self.input.components[ci];
         // Free capacity first; the rest waits for nodes the pool's autoscaler adds.
-        let now_fit = self.now_fit(ci, pool);
+        let now_fit = if self.room_now[pool].is_some() {
+            self.now_fit(ci, pool)
+        } else {
+            n
+        };
         self.room[pool].take(&component.per_replica, n);
         if let Some(now) = self.room_now[pool].as_mut() {
             let on_free = n.min(now_fit);
