@@ -2,7 +2,7 @@
 //! full plan and per component decision. Target: a full plan in under 100 ms on one core.
 //! Run with `cargo bench --bench planner`.
 
-use skybridge::api::{Cloud, DataClass};
+use skybridge::api::{CapacityType, Cloud, DataClass};
 use skybridge::planner::{
     Budget, BurstPreference, ComponentKey, ComponentRequest, Headroom, PlanInput, PlannerOptions,
     PoolHealth, PoolView, Price, Resources, plan,
@@ -77,6 +77,10 @@ fn estate() -> PlanInput {
                 startup_seconds: 60,
                 cluster: "local".into(),
                 exports_traffic: false,
+                capacity_type: CapacityType::OnDemand,
+                addable: None,
+                node_startup_seconds: 0,
+                short: None,
             }
         })
         .collect::<Vec<_>>();
@@ -128,6 +132,8 @@ fn estate() -> PlanInput {
                 current: BTreeMap::new(),
                 rebalance: true,
                 traffic_home_cluster: None,
+                replace: BTreeMap::new(),
+                on_demand_floor_percent: 0,
             });
         }
     }

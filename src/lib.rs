@@ -6,6 +6,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod burst;
+pub mod capacity;
 pub mod demand;
 pub mod estate;
 pub mod operator;

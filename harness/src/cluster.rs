@@ -268,6 +268,7 @@ impl Cluster {
             delay: Mutex::new(config.readiness_delay),
             kick: tokio::sync::Notify::new(),
             pods: config.pods,
+            capacity: Default::default(),
         });
         let inner = Arc::new(Inner {
             name: config.name.clone(),

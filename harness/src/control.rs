@@ -9,6 +9,11 @@
 //!   `hang`, accept them and never answer) for N ms, then serve again on the same port (the answer
 //!   is sent before the cluster goes down).
 //! - `PUT /harness/readiness-delay?ms=N` – kubelet readiness delay.
+//! - `GET|PUT|DELETE /harness/capacity` – stockouts and elastic pools, body a JSON
+//!   `CapacityScenario` (`{"stockouts": [{"pool": "spot"}], "elastic": [{"selector": {...},
+//!   "template": NodeSpec, "delayMs": N, "maxNodes": N}]}`).
+//! - `POST /harness/nodes/<name>/reclaim?noticeMs=N[&taint=KEY[=VALUE]]` – taint the node for
+//!   reclamation now (default `karpenter.sh/disrupted`, `NoSchedule`) and delete it after N ms.
 //!
 //! Faults never apply to these paths.
 
@@ -25,7 +30,7 @@ use crate::api::{Body, error_response, json_response};
 use crate::cluster::Inner;
 use crate::error::{Error, Result};
 use crate::faults::FaultRule;
-use crate::kubelet::NodeSpec;
+use crate::kubelet::{CapacityScenario, NodeSpec, reclaim_node};
 
 /// Handle one control request.
 pub async fn handle(
@@ -64,6 +69,60 @@ async fn serve(
                 NodeSpec::parse(&text)?
             };
             inner.upsert_node(&spec)
+        }
+        (Method::POST, p) if p.starts_with("/harness/nodes/") && p.ends_with("/reclaim") => {
+            let name = &p["/harness/nodes/".len()..p.len() - "/reclaim".len()];
+            let notice: u64 = q
+                .get("noticeMs")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::bad_request("noticeMs is required"))?;
+            let (key, value) = match q.get("taint") {
+                Some(taint) => match taint.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (taint.clone(), None),
+                },
+                None => ("karpenter.sh/disrupted".to_string(), None),
+            };
+            if key.is_empty() {
+                return Err(Error::bad_request("taint needs a key"));
+            }
+            reclaim_node(
+                inner.store.clone(),
+                name,
+                &key,
+                value.as_deref(),
+                Duration::from_millis(notice),
+            )
+        }
+        (Method::GET, "/harness/capacity") => {
+            let scenario = inner
+                .kubelet
+                .capacity
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            serde_json::to_value(scenario).map_err(|e| Error::bad_request(e.to_string()))
+        }
+        (Method::PUT | Method::POST, "/harness/capacity") => {
+            let scenario: CapacityScenario =
+                serde_json::from_str(&text).map_err(|e| Error::bad_request(e.to_string()))?;
+            scenario.check()?;
+            *inner
+                .kubelet
+                .capacity
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = scenario;
+            inner.kubelet.kick.notify_one();
+            Ok(json!({"ok": true}))
+        }
+        (Method::DELETE, "/harness/capacity") => {
+            *inner
+                .kubelet
+                .capacity
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = CapacityScenario::default();
+            inner.kubelet.kick.notify_one();
+            Ok(json!({"ok": true}))
         }
         (Method::DELETE, p) if p.starts_with("/harness/nodes/") => {
             inner.remove_node(&p["/harness/nodes/".len()..])?;

@@ -9,6 +9,16 @@
 //! the rest stay unavailable. Each replica is a Pod (`<deployment>-<template hash>-<i>`, owned by
 //! the Deployment) bound to its node, or Pending/Unschedulable; Pods bound by others count
 //! against node capacity. No ReplicaSets are created.
+//!
+//! Public capacity as it really is (issue #19), set through [`CapacityScenario`]:
+//! - a *stockout* of a node selector: Deployments whose `nodeSelector` carries all its labels get
+//!   no more replicas scheduled than they had when it began; the others stay `Pending` with
+//!   `PodScheduled=False`, reason `Unschedulable`, until it is lifted;
+//! - an *elastic pool*: while a matching Deployment has unschedulable replicas (and no stockout
+//!   holds it), a node of the pool's template is added after the pool's delay, one at a time, up
+//!   to its maximum;
+//! - *reclamation* ([`reclaim_node`]): a node gets a disruption taint at once (no new replicas
+//!   land there) and is deleted after the notice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -250,6 +260,157 @@ pub struct KubeletControl {
     pub kick: Notify,
     /// Whether to create Pods for Deployments.
     pub pods: bool,
+    /// Stockouts and elastic pools.
+    pub capacity: Mutex<CapacityScenario>,
+}
+
+/// Stockouts and elastic pools of one cluster (see the module's documentation).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityScenario {
+    /// Node selectors out of stock: a Deployment whose `nodeSelector` carries all the labels of
+    /// one of them schedules no new replica.
+    #[serde(default)]
+    pub stockouts: Vec<BTreeMap<String, String>>,
+    /// Pools whose nodes an autoscaler adds when replicas are unschedulable.
+    #[serde(default)]
+    pub elastic: Vec<ElasticPool>,
+}
+
+/// A node pool an autoscaler grows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticPool {
+    /// A Deployment is this pool's when its `nodeSelector` carries all these labels.
+    pub selector: BTreeMap<String, String>,
+    /// The node added; its name is the prefix of the added nodes' names (`<name>-<n>`), and its
+    /// labels should include `selector`.
+    pub template: NodeSpec,
+    /// Milliseconds from an unschedulable replica to the added node.
+    pub delay_ms: u64,
+    /// Most nodes of this pool (added ones, by name prefix).
+    pub max_nodes: u32,
+}
+
+impl CapacityScenario {
+    fn stocked_out(&self, node_selector: &BTreeMap<String, String>) -> bool {
+        self.stockouts
+            .iter()
+            .any(|stockout| carries(node_selector, stockout))
+    }
+
+    /// Checked before a scenario is accepted: an elastic template that does not carry its own
+    /// selector's labels would grow nodes no replica can use, forever.
+    pub fn check(&self) -> Result<()> {
+        for pool in &self.elastic {
+            if !carries(&pool.template.labels, &pool.selector) {
+                return Err(Error::bad_request(format!(
+                    "elastic pool {}: the template's labels must include the selector",
+                    pool.template.name
+                )));
+            }
+            if pool.template.name.is_empty() {
+                return Err(Error::bad_request("elastic pool template needs a name"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `labels` carries every label of `wanted` (an empty `wanted` matches nothing: a
+/// stockout of "everything" is a typo more often than a test).
+fn carries(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Taint `name` for reclamation now (`key`, optional `value`, `NoSchedule`), as Karpenter or a
+/// termination handler does; the caller deletes the node after the notice.
+pub fn taint_node(store: &Store, name: &str, key: &str, value: Option<&str>) -> Result<Value> {
+    let rt = store.resource("", "v1", "nodes").expect("built-in");
+    let opts = WriteOpts {
+        manager: "kubelet".into(),
+        internal: true,
+        ..Default::default()
+    };
+    Ok(store
+        .modify(&rt, "", name, Scope::Main, &opts, true, |live| {
+            let live = live.ok_or_else(|| Error::not_found("", "nodes", name))?;
+            let mut node = live.clone();
+            let mut taints = node["spec"]["taints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !taints.iter().any(|t| t["key"] == key) {
+                let mut taint = json!({"key": key, "effect": "NoSchedule"});
+                if let Some(value) = value {
+                    taint["value"] = json!(value);
+                }
+                taints.push(taint);
+            }
+            node["spec"]["taints"] = json!(taints);
+            Ok(node)
+        })?
+        .0)
+}
+
+/// Taint a node for reclamation now and delete it after `notice` (spawned; returns at once).
+pub fn reclaim_node(
+    store: Arc<Store>,
+    name: &str,
+    key: &str,
+    value: Option<&str>,
+    notice: Duration,
+) -> Result<Value> {
+    let tainted = taint_node(&store, name, key, value)?;
+    let name = name.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(notice).await;
+        let rt = store.resource("", "v1", "nodes").expect("built-in");
+        if let Err(e) = store.delete(&rt, "", &name, &Default::default()) {
+            tracing::warn!("reclaimed node {name} could not be deleted: {e}");
+        }
+    });
+    Ok(tainted)
+}
+
+/// Adds the next node of an elastic pool, unless it is at its maximum; returns its name.
+fn grow(store: &Store, pool: &ElasticPool) -> Option<String> {
+    let rt = store.resource("", "v1", "nodes").expect("built-in");
+    let prefix = format!("{}-", pool.template.name);
+    let names: Vec<String> = store
+        .list(&rt, None)
+        .0
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    if names.len() as u32 >= pool.max_nodes {
+        return None;
+    }
+    let name = (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| !names.contains(n))
+        .expect("an unused name");
+    let mut spec = pool.template.clone();
+    spec.name = name.clone();
+    let opts = WriteOpts {
+        manager: "cluster-autoscaler".into(),
+        internal: true,
+        ..Default::default()
+    };
+    let obj = spec.to_object();
+    store
+        .modify(
+            &rt,
+            "",
+            &name,
+            Scope::Main,
+            &opts,
+            true,
+            |_| Ok(obj.clone()),
+        )
+        .ok()?;
+    Some(name)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -415,6 +576,9 @@ fn deployment_views(
 fn placements(
     store: &Store,
     cache: &mut HashMap<String, Arc<DeploymentView>>,
+    scenario: &CapacityScenario,
+    held: &HashMap<String, Track>,
+    bound: &HashMap<String, Vec<String>>,
 ) -> Vec<(Arc<DeploymentView>, Vec<String>)> {
     let nodes_rt = store.resource("", "v1", "nodes").expect("built-in");
     let mut nodes: Vec<Node> = store
@@ -450,7 +614,34 @@ fn placements(
     let mut out = Vec::new();
     for d in deployment_views(store, cache) {
         let mut assigned = Vec::new();
-        while (assigned.len() as u32) < d.desired {
+        // Out of stock: what runs keeps running; nothing new is scheduled.
+        let most = if scenario.stocked_out(&d.node_selector) {
+            held.get(&d.uid).map_or(0, |t| t.target).min(d.desired)
+        } else {
+            d.desired
+        };
+        // A running replica stays on its node while the node exists and still matches: a
+        // `NoSchedule` taint or a cordon keeps new replicas off, but evicts nobody (a node
+        // tainted for reclamation runs its replicas until it is deleted).
+        for previous in bound.get(&d.uid).into_iter().flatten() {
+            if assigned.len() as u32 >= most {
+                break;
+            }
+            if let Some(n) = nodes.iter_mut().find(|n| {
+                &n.name == previous
+                    && d.node_selector
+                        .iter()
+                        .all(|(k, v)| n.labels.get(k) == Some(v))
+                    && n.taints
+                        .iter()
+                        .all(|t| t["effect"] != "NoExecute" || tolerates(&d.tolerations, t))
+                    && n.free.fits(&d.request)
+            }) {
+                n.free.take(&d.request);
+                assigned.push(n.name.clone());
+            }
+        }
+        while (assigned.len() as u32) < most {
             let slot = nodes.iter_mut().find(|n| {
                 !n.unschedulable
                     && d.node_selector
@@ -486,6 +677,10 @@ struct Track {
 struct Memory {
     tracks: HashMap<String, Track>,
     views: HashMap<String, Arc<DeploymentView>>,
+    /// When the next node of each elastic pool (by template name) arrives.
+    growing: HashMap<String, Instant>,
+    /// The node of each scheduled replica per Deployment uid, from the last pass.
+    bound: HashMap<String, Vec<String>>,
 }
 
 fn max_unavailable(d: &Value, desired: u32) -> u32 {
@@ -597,7 +792,14 @@ fn pod_condition(
 
 /// Create, update and delete the Pods of one Deployment: `<deployment>-<template hash>-<i>`,
 /// bound to their node and Running (Ready once ready) if they fit, Pending and Unschedulable if not.
-fn sync_pods(store: &Store, d: &Value, assigned: &[String], desired: u32, ready: u32) {
+fn sync_pods(
+    store: &Store,
+    d: &Value,
+    assigned: &[String],
+    desired: u32,
+    ready: u32,
+    stockout: bool,
+) {
     let pods_rt = store.resource("", "v1", "pods").expect("built-in");
     let nodes_rt = store.resource("", "v1", "nodes").expect("built-in");
     let node_count = store.list(&nodes_rt, None).0.len();
@@ -651,9 +853,15 @@ fn sync_pods(store: &Store, d: &Value, assigned: &[String], desired: u32, ready:
                         "PodScheduled",
                         false,
                         Some("Unschedulable"),
-                        Some(format!(
-                            "0/{node_count} nodes are available: no node with enough free resources matches the pod's node selector and tolerations."
-                        )),
+                        Some(if stockout {
+                            format!(
+                                "0/{node_count} nodes are available: the pool of this node selector is out of capacity (stockout)."
+                            )
+                        } else {
+                            format!(
+                                "0/{node_count} nodes are available: no node with enough free resources matches the pod's node selector and tolerations."
+                            )
+                        }),
                     )
                 },
                 pod_condition(live, "ContainersReady", is_ready, None, None),
@@ -686,14 +894,66 @@ fn sync_pods(store: &Store, d: &Value, assigned: &[String], desired: u32, ready:
 
 /// One pass: compute placements, advance readiness, write changed statuses (and Pods). Returns
 /// when the next pending replica becomes ready.
-fn reconcile(store: &Store, memory: &mut Memory, delay: Duration, pods: bool) -> Option<Instant> {
+fn reconcile(
+    store: &Store,
+    memory: &mut Memory,
+    delay: Duration,
+    pods: bool,
+    scenario: &CapacityScenario,
+) -> Option<Instant> {
     let deploy_rt = store
         .resource("apps", "v1", "deployments")
         .expect("built-in");
     let now_i = Instant::now();
-    let mut next: Option<Instant> = None;
     let mut tracks = HashMap::with_capacity(memory.tracks.len());
-    for (d, assigned) in placements(store, &mut memory.views) {
+    let placed = placements(
+        store,
+        &mut memory.views,
+        scenario,
+        &memory.tracks,
+        &memory.bound,
+    );
+    let previously_bound = std::mem::replace(
+        &mut memory.bound,
+        placed
+            .iter()
+            .map(|(d, assigned)| (d.uid.clone(), assigned.clone()))
+            .collect(),
+    );
+    // Elastic pools: a node arrives when due; one more is ordered while a matching Deployment
+    // has unschedulable replicas and no stockout holds the pool.
+    for pool in &scenario.elastic {
+        let key = &pool.template.name;
+        let wants_nodes = placed.iter().any(|(d, assigned)| {
+            (assigned.len() as u32) < d.desired
+                && carries(&d.node_selector, &pool.selector)
+                && !scenario.stocked_out(&d.node_selector)
+        });
+        if !wants_nodes {
+            memory.growing.remove(key);
+            continue;
+        }
+        let due = memory.growing.get(key).is_some_and(|&at| now_i >= at);
+        if due && grow(store, pool).is_none() {
+            // At its maximum: nothing more to order until a node goes.
+            memory.growing.remove(key);
+            continue;
+        }
+        if due {
+            // The next node is ordered from now; the pass the new node triggers cancels it
+            // when this one was enough.
+            memory.growing.remove(key);
+        }
+        memory
+            .growing
+            .entry(key.clone())
+            .or_insert(now_i + Duration::from_millis(pool.delay_ms));
+    }
+    memory
+        .growing
+        .retain(|key, _| scenario.elastic.iter().any(|p| &p.template.name == key));
+    let mut next: Option<Instant> = memory.growing.values().min().copied();
+    for (d, assigned) in placed {
         let fit = assigned.len() as u32;
         let tr = tracks.entry(d.uid.clone()).or_insert_with(|| {
             memory.tracks.remove(&d.uid).unwrap_or(Track {
@@ -708,6 +968,25 @@ fn reconcile(store: &Store, memory: &mut Memory, delay: Duration, pods: bool) ->
             tr.target = fit;
             tr.since = now_i;
         }
+        // A replica that had to move to another node (its node went) starts again: ready only
+        // after the readiness delay on its new node.
+        if let Some(previous) = previously_bound.get(&d.uid) {
+            let mut left = previous.clone();
+            let stayed = assigned
+                .iter()
+                .filter(|node| match left.iter().position(|p| p == *node) {
+                    Some(i) => {
+                        left.swap_remove(i);
+                        true
+                    }
+                    None => false,
+                })
+                .count() as u32;
+            if stayed < tr.ready {
+                tr.ready = stayed;
+                tr.since = now_i;
+            }
+        }
         if tr.ready < tr.target {
             let at = tr.since + delay;
             if now_i >= at {
@@ -717,7 +996,8 @@ fn reconcile(store: &Store, memory: &mut Memory, delay: Duration, pods: bool) ->
             }
         }
         if pods && let Ok(full) = store.get(&deploy_rt, &d.namespace, &d.name) {
-            sync_pods(store, &full, &assigned, d.desired, tr.ready);
+            let stockout = scenario.stocked_out(&d.node_selector);
+            sync_pods(store, &full, &assigned, d.desired, tr.ready, stockout);
         }
         let current = (d.resource_version.clone(), tr.ready);
         if tr.reported.as_ref() == Some(&current) {
@@ -768,7 +1048,12 @@ pub fn spawn(store: Arc<Store>, control: Arc<KubeletControl>) -> tokio::task::Jo
         let mut memory = Memory::default();
         loop {
             let delay = *control.delay.lock().unwrap_or_else(|e| e.into_inner());
-            let next = reconcile(&store, &mut memory, delay, control.pods);
+            let scenario = control
+                .capacity
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let next = reconcile(&store, &mut memory, delay, control.pods, &scenario);
             let wake = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(at).await,

@@ -171,6 +171,12 @@ pub struct BurstSettings {
     #[serde(default = "default_failback_seconds")]
     #[schemars(range(min = 0, max = 86400))]
     pub failback_after_seconds: u32,
+    /// Least share, in percent, of each component's public replicas kept on on-demand (not
+    /// spot) pools, so that a spot interruption cannot take them all at once. Held whenever
+    /// on-demand capacity and budget allow. Absent: no floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub on_demand_floor_percent: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -189,6 +195,7 @@ impl Default for BurstSettings {
             max_public_replicas: None,
             max_cost_per_hour: None,
             failback_after_seconds: default_failback_seconds(),
+            on_demand_floor_percent: None,
         }
     }
 }

@@ -42,6 +42,7 @@ use std::collections::BTreeMap;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.cloud == 'private' || !has(self.dataClasses) || !self.dataClasses.exists(c, c == 'sensitive')").message("a public pool must not admit the sensitive data class").field_path(".dataClasses"))]
+#[x_kube(validation = Rule::new("self.cloud == 'public' || !has(self.capacityType) || self.capacityType == 'OnDemand'").message("only a public pool can be Spot: private nodes are not reclaimed by a provider").field_path(".capacityType"))]
 pub struct ComputePoolSpec {
     /// `private` (the company's data centre) or `public` (a public-cloud region).
     pub cloud: Cloud,
@@ -77,6 +78,19 @@ pub struct ComputePoolSpec {
     #[serde(default = "default_startup_seconds")]
     #[schemars(range(min = 0, max = 86400))]
     pub startup_seconds: u32,
+    /// `OnDemand` (default) or `Spot`: spot nodes can be reclaimed at short notice, so replicas on
+    /// a node about to go are replaced elsewhere first, and a policy's `onDemandFloorPercent`
+    /// keeps a share of public replicas off spot pools.
+    #[serde(default, skip_serializing_if = "CapacityType::is_on_demand")]
+    pub capacity_type: CapacityType,
+    /// Present when the pool's nodes come from an autoscaler (scale from zero or up to a
+    /// maximum): capacity beyond the ready nodes can be added, but only after the nodes start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elastic: Option<ElasticNodes>,
+    /// When replicas that cannot be scheduled make the pool count as short (a stockout), and
+    /// how long it stays out. Absent: the defaults of each field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stockout: Option<StockoutHandling>,
     /// The S3-compatible store that serves model artifacts to replicas in this pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_store: Option<ArtifactStore>,
@@ -98,6 +112,107 @@ impl ComputePoolSpec {
 
 fn default_startup_seconds() -> u32 {
     120
+}
+
+/// Whether a pool's nodes can be reclaimed by the provider at short notice.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+)]
+pub enum CapacityType {
+    /// Nodes stay until the platform team removes them.
+    #[default]
+    OnDemand,
+    /// Nodes may be reclaimed with a short notice (AWS: 2 minutes, GCP and Azure: 30 seconds).
+    Spot,
+}
+
+impl CapacityType {
+    pub fn is_on_demand(&self) -> bool {
+        *self == CapacityType::OnDemand
+    }
+}
+
+/// The autoscaler that adds a pool's nodes.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoscalerKind {
+    /// A Karpenter `NodePool`.
+    Karpenter,
+    /// A cluster-autoscaler node group (managed node group, GKE node pool, VMSS).
+    ClusterAutoscaler,
+}
+
+/// Nodes added on demand by an autoscaler. `spec.capacity` stays the most the pool may hold
+/// once fully grown; what is ready now is observed from the Nodes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticNodes {
+    /// Which autoscaler adds the nodes.
+    pub autoscaler: AutoscalerKind,
+    /// The autoscaler's name for the node group or `NodePool`, for people and events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub node_group: Option<String>,
+    /// Typical seconds from "a pod is pending" to "a new node is ready" (GPU nodes: 5 to 8
+    /// minutes are common). Replicas that must wait for nodes take this much longer.
+    #[serde(default = "default_node_startup_seconds")]
+    #[schemars(range(min = 0, max = 7200))]
+    pub node_startup_seconds: u32,
+    /// Most nodes the autoscaler may run for this pool; absent: bounded by `spec.capacity` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_nodes: Option<u32>,
+    /// GPUs on each node the autoscaler adds; absent: as observed on the pool's ready nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 64))]
+    pub gpus_per_node: Option<u32>,
+}
+
+fn default_node_startup_seconds() -> u32 {
+    420
+}
+
+/// When unschedulable replicas make a pool short, and how it comes back. A short pool gets no
+/// new replicas; its shortfall goes to the next eligible pool in the policy's order.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StockoutHandling {
+    /// Seconds a replica may stay `Pending` with `PodScheduled=False` (reason `Unschedulable`),
+    /// or wait for a node that does not arrive, before the pool counts as short. For elastic
+    /// pools this is counted after `elastic.nodeStartupSeconds`.
+    #[serde(default = "default_unschedulable_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub unschedulable_seconds: u32,
+    /// Seconds a short pool gets no new replicas, however it looks meanwhile.
+    #[serde(default = "default_backoff_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub backoff_seconds: u32,
+    /// Seconds the pool must then show no unschedulable replica (hysteresis) before it is
+    /// eligible again; a new unschedulable replica restarts the count.
+    #[serde(default = "default_recovery_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub recovery_seconds: u32,
+}
+
+fn default_unschedulable_seconds() -> u32 {
+    180
+}
+
+fn default_backoff_seconds() -> u32 {
+    600
+}
+
+fn default_recovery_seconds() -> u32 {
+    300
+}
+
+impl Default for StockoutHandling {
+    fn default() -> Self {
+        Self {
+            unschedulable_seconds: default_unschedulable_seconds(),
+            backoff_seconds: default_backoff_seconds(),
+            recovery_seconds: default_recovery_seconds(),
+        }
+    }
 }
 
 /// The cluster a pool lives in.
@@ -217,6 +332,49 @@ pub struct ComputePoolStatus {
     /// Capacity observed from the pool's Nodes, bounded by `spec.capacity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_capacity: Option<ObservedCapacity>,
+    /// Elastic pools: what the autoscaler can still add on top of `observedCapacity` (free now),
+    /// and after how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addable_capacity: Option<AddableCapacity>,
+    /// While the pool is short (condition `Short`): since when, how long it is kept out, and the
+    /// replicas it could not start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortage: Option<PoolShortage>,
+    /// Nodes of the pool about to be reclaimed (a disruption or interruption taint): their
+    /// replicas are replaced elsewhere first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reclaiming_nodes: Vec<String>,
+}
+
+/// Condition type on a `ComputePool` while it is short (a stockout): `True` from the moment
+/// replicas stayed unschedulable too long until the back-off and recovery hysteresis have passed.
+pub const SHORT_CONDITION: &str = "Short";
+
+/// Capacity an elastic pool's autoscaler can still add.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AddableCapacity {
+    /// GPUs that can be added, beyond those on ready nodes.
+    pub gpus: u32,
+    /// Nodes that can be added; absent when the pool sets no node maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
+    /// Seconds until added nodes are ready.
+    pub after_seconds: u32,
+}
+
+/// A pool's stockout, as the capacity tracker decided it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolShortage {
+    /// When the pool was marked short.
+    pub since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// Until when it gets no new replicas whatever it looks like.
+    pub backoff_until: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// Replicas that could not be scheduled in the pool at the last observation.
+    pub shortfall_replicas: u32,
+    /// Why, in words.
+    pub reason: String,
 }
 
 /// Capacity observed on the pool's Nodes.

@@ -422,3 +422,99 @@ fn traffic_defaults_and_bounds() {
         assert!(!hostname.is_valid(&json!(bad)), "{bad}");
     }
 }
+
+#[test]
+fn only_a_public_pool_can_be_spot() {
+    let crd = ComputePool::crd();
+    let mut spec = pool_spec("private");
+    spec["capacityType"] = json!("Spot");
+    let errors = cel_errors(&crd, pool(spec.clone()));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("only a public pool can be Spot")),
+        "{errors:?}"
+    );
+    spec["cloud"] = json!("public");
+    assert!(cel_errors(&crd, pool(spec.clone())).is_empty());
+    spec["cloud"] = json!("private");
+    spec["capacityType"] = json!("OnDemand");
+    assert!(cel_errors(&crd, pool(spec)).is_empty());
+}
+
+#[test]
+fn capacity_type_elasticity_and_stockout_default_sensibly() {
+    let plain: ComputePoolSpec = serde_json::from_value(pool_spec("public")).unwrap();
+    assert_eq!(plain.capacity_type, CapacityType::OnDemand);
+    assert_eq!(plain.elastic, None);
+    assert_eq!(plain.stockout, None);
+    let written = serde_json::to_value(&plain).unwrap();
+    for absent in ["capacityType", "elastic", "stockout"] {
+        assert!(
+            written.get(absent).is_none(),
+            "{absent} is omitted when unset"
+        );
+    }
+    let mut spec = pool_spec("public");
+    spec["capacityType"] = json!("Spot");
+    spec["elastic"] = json!({"autoscaler": "Karpenter", "maxNodes": 4});
+    spec["stockout"] = json!({"backoffSeconds": 60});
+    let elastic: ComputePoolSpec = serde_json::from_value(spec).unwrap();
+    assert_eq!(elastic.capacity_type, CapacityType::Spot);
+    let nodes = elastic.elastic.unwrap();
+    assert_eq!(nodes.autoscaler, AutoscalerKind::Karpenter);
+    assert_eq!(nodes.node_startup_seconds, 420);
+    assert_eq!(nodes.max_nodes, Some(4));
+    let stockout = elastic.stockout.unwrap();
+    assert_eq!(stockout.backoff_seconds, 60);
+    assert_eq!(
+        stockout.unschedulable_seconds,
+        StockoutHandling::default().unschedulable_seconds
+    );
+    let unknown: Result<ComputePoolSpec, _> = serde_json::from_value({
+        let mut spec = pool_spec("public");
+        spec["elastic"] = json!({"autoscaler": "Nomad"});
+        spec
+    });
+    assert!(unknown.is_err(), "an unknown autoscaler is refused");
+}
+
+/// Every new duration and share has bounds in the schema, so that `kubectl apply` refuses a
+/// typo (a back-off of years, a floor of 300 %).
+#[test]
+fn capacity_settings_are_bounded_in_the_schema() {
+    let pool = schema_of(&ComputePool::crd());
+    let spec = &pool["properties"]["spec"]["properties"];
+    let bounds = |field: &Value| (field["minimum"].as_f64(), field["maximum"].as_f64());
+    let elastic = &spec["elastic"]["properties"];
+    assert_eq!(
+        bounds(&elastic["nodeStartupSeconds"]),
+        (Some(0.0), Some(7200.0))
+    );
+    assert_eq!(bounds(&elastic["maxNodes"]), (Some(0.0), Some(100000.0)));
+    assert_eq!(
+        elastic["autoscaler"]["enum"],
+        json!(["Karpenter", "ClusterAutoscaler"])
+    );
+    let stockout = &spec["stockout"]["properties"];
+    assert_eq!(
+        bounds(&stockout["unschedulableSeconds"]),
+        (Some(10.0), Some(86400.0))
+    );
+    for field in ["backoffSeconds", "recoverySeconds"] {
+        assert_eq!(
+            bounds(&stockout[field]),
+            (Some(0.0), Some(86400.0)),
+            "{field}"
+        );
+    }
+    assert_eq!(spec["capacityType"]["enum"], json!(["OnDemand", "Spot"]));
+    let policy = schema_of(&BurstPolicy::crd());
+    let floor =
+        &policy["properties"]["spec"]["properties"]["burst"]["properties"]["onDemandFloorPercent"];
+    assert_eq!(bounds(floor), (Some(0.0), Some(100.0)));
+    let status = &pool["properties"]["status"]["properties"];
+    for field in ["addableCapacity", "shortage", "reclaimingNodes"] {
+        assert!(status.get(field).is_some(), "status.{field} in the schema");
+    }
+}

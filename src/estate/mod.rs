@@ -10,6 +10,9 @@ mod validate;
 #[cfg(test)]
 mod residency_tests;
 
+#[cfg(test)]
+mod capacity_tests;
+
 pub use document::{
     DEFAULT_MAX_YAML_DEPTH, DocumentError, Object, ObjectRef, dns_label, dns_subdomain,
     parse_documents, parse_documents_nested_at_most, printable,

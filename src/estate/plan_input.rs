@@ -58,7 +58,41 @@ pub fn pool_view(pool: &ComputePool) -> PoolView {
         startup_seconds: spec.startup_seconds,
         cluster: crate::traffic::cluster_id(spec),
         exports_traffic: spec.exports_traffic(),
+        capacity_type: spec.capacity_type,
+        // Nothing to add until the operator observes the pool's nodes (`status.addableCapacity`).
+        addable: addable(pool),
+        node_startup_seconds: spec.elastic.as_ref().map_or(0, |e| e.node_startup_seconds),
+        short: short(pool),
     }
+}
+
+/// What an elastic pool can still add, from the status the operator wrote: GPUs as observed,
+/// and the pool's CPU, memory and replica bounds (the spec's totals bound both parts together
+/// only through the GPU count the status already took from them).
+fn addable(pool: &ComputePool) -> Option<Headroom> {
+    pool.spec.elastic.as_ref()?;
+    let added = pool.status.as_ref()?.addable_capacity.as_ref()?;
+    Some(Headroom {
+        gpus: added.gpus,
+        cpu_milli: None,
+        memory_bytes: None,
+        replicas: None,
+    })
+}
+
+/// The reason a pool is short, from its `Short` condition, if it is.
+fn short(pool: &ComputePool) -> Option<String> {
+    let condition = pool
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::api::SHORT_CONDITION && c.status == "True")?;
+    Some(if condition.message.is_empty() {
+        condition.reason.clone()
+    } else {
+        condition.message.clone()
+    })
 }
 
 /// What a pool charges per hour.
@@ -128,6 +162,11 @@ pub fn component_request(
         current: BTreeMap::new(),
         rebalance: true,
         traffic_home_cluster: traffic_home_cluster(estate, deployment, component),
+        replace: BTreeMap::new(),
+        on_demand_floor_percent: policy
+            .and_then(|p| p.spec.burst.on_demand_floor_percent)
+            .unwrap_or(0)
+            .min(100),
     }
 }
 

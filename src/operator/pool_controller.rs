@@ -300,6 +300,7 @@ pub fn pool_status(
             k8s_openapi::jiff::Timestamp::now(),
         ),
         observed_capacity: observed,
+        ..Default::default()
     }
 }
 

@@ -2,7 +2,7 @@
 //! cluster, `skybridge plan` and `simulate` from files.
 
 use super::resources::{Headroom, Resources};
-use crate::api::{Cloud, DataClass};
+use crate::api::{CapacityType, Cloud, DataClass};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -28,6 +28,16 @@ pub struct PoolView {
     pub cluster: String,
     /// Whether its replicas can receive requests from other clusters (`traffic.export`).
     pub exports_traffic: bool,
+    /// On-demand or spot nodes: spot counts against a policy's on-demand floor.
+    pub capacity_type: CapacityType,
+    /// Elastic pools: what the autoscaler can still add on top of `capacity` (which is then what
+    /// is free now), after `node_startup_seconds` more. `None`: nothing can be added.
+    pub addable: Option<Headroom>,
+    /// Extra seconds a replica waits when it needs a node added.
+    pub node_startup_seconds: u32,
+    /// Set while the pool is short (a stockout), with the reason: it gets no new replicas, and
+    /// keeps only the replicas it runs.
+    pub short: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +110,11 @@ pub struct ComponentRequest {
     /// For a component with `traffic`: the cluster of its route (its home pool's). Pools in
     /// other clusters are eligible only if they export traffic; `None`: no routing constraint.
     pub traffic_home_cluster: Option<String>,
+    /// Replicas per pool counted in `current` that must be placed anew: stuck in a short pool
+    /// (shortfall) or on a node about to be reclaimed (replaced ahead). None of them is kept.
+    pub replace: BTreeMap<String, u32>,
+    /// Least share, in percent, of public replicas on on-demand pools (0: no floor).
+    pub on_demand_floor_percent: u32,
 }
 
 /// How a component may use public pools.

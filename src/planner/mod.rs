@@ -7,6 +7,9 @@ mod resources;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod capacity_tests;
+
 pub use input::*;
 pub use placement::{ComponentPlan, Placement, Plan, ineligibility, plan};
 pub use resources::{Headroom, Resources};

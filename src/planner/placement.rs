@@ -18,7 +18,7 @@
 use super::input::{BurstPreference, ComponentRequest, PlanInput, PoolHealth, PoolView};
 use super::resources::Headroom;
 use super::resources::Resources;
-use crate::api::{Cloud, DataClass};
+use crate::api::{CapacityType, Cloud, DataClass};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
@@ -95,6 +95,8 @@ struct Candidate {
 /// Why a pool cannot take another replica of a component right now.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Blocked {
+    /// The pool is short (a stockout): no new replicas until it recovers.
+    Short,
     Full(&'static str),
     ReplicaBudget,
     CostBudget,
@@ -126,6 +128,8 @@ struct ComponentState {
     assigned: BTreeMap<usize, u32>,
     /// Existing replicas per pool index not yet kept.
     unkept: BTreeMap<usize, u32>,
+    /// Of `assigned`, replicas per pool index that wait for nodes an elastic pool adds.
+    waiting: BTreeMap<usize, u32>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -136,7 +140,12 @@ struct BudgetUse {
 
 struct Planner<'a> {
     input: &'a PlanInput,
+    /// What each pool can still take: free now plus, on elastic pools, what can be added.
     room: Vec<Headroom>,
+    /// Elastic pools only: what each can still take on capacity free now.
+    room_now: Vec<Option<Headroom>>,
+    /// Whether any pool is elastic: without, placement needs no second pass.
+    any_elastic: bool,
     budget_use: BTreeMap<&'a str, BudgetUse>,
     states: Vec<ComponentState>,
     /// Component indices, most sensitive first, then by key: the order of every phase.
@@ -176,10 +185,19 @@ impl<'a> Planner<'a> {
                     rankings.len() - 1
                 });
                 let (ranked, rank_of) = rankings[signature].clone();
+                // Replicas stuck in a short pool or on a node about to go are not kept.
                 let unkept = component
                     .current
                     .iter()
                     .filter_map(|(pool, &n)| pool_index.get(pool.as_str()).map(|&i| (i, n)))
+                    .map(|(i, n)| {
+                        let lost = component
+                            .replace
+                            .get(&input.pools[i].name)
+                            .copied()
+                            .unwrap_or(0);
+                        (i, n.saturating_sub(lost))
+                    })
                     .filter(|&(_, n)| n > 0)
                     .collect();
                 ComponentState {
@@ -188,6 +206,7 @@ impl<'a> Planner<'a> {
                     signature,
                     assigned: BTreeMap::new(),
                     unkept,
+                    waiting: BTreeMap::new(),
                 }
             })
             .collect();
@@ -200,7 +219,20 @@ impl<'a> Planner<'a> {
         });
         Self {
             input,
-            room: input.pools.iter().map(|p| p.capacity).collect(),
+            room: input
+                .pools
+                .iter()
+                .map(|p| match &p.addable {
+                    Some(added) => with_addable(&p.capacity, added),
+                    None => p.capacity,
+                })
+                .collect(),
+            room_now: input
+                .pools
+                .iter()
+                .map(|p| p.addable.map(|_| p.capacity))
+                .collect(),
+            any_elastic: input.pools.iter().any(|p| p.addable.is_some()),
             budget_use: BTreeMap::new(),
             states,
             order,
@@ -246,6 +278,9 @@ impl<'a> Planner<'a> {
             }
             for &ci in &order {
                 moved |= self.spread(ci);
+            }
+            for &ci in &order {
+                moved |= self.hold_on_demand_floor(ci);
             }
             // Room freed by moves goes to floors first, then to extras, as in the first pass.
             for target in [Self::floor as fn(&Self, usize) -> u32, |s: &Self, ci| {
@@ -327,7 +362,20 @@ impl<'a> Planner<'a> {
             return;
         }
         let component = &self.input.components[ci];
+        // Free capacity first; the rest waits for nodes the pool's autoscaler adds.
+        let now_fit = if self.room_now[pool].is_some() {
+            self.now_fit(ci, pool)
+        } else {
+            n
+        };
         self.room[pool].take(&component.per_replica, n);
+        if let Some(now) = self.room_now[pool].as_mut() {
+            let on_free = n.min(now_fit);
+            now.take(&component.per_replica, on_free);
+            if n > on_free {
+                *self.states[ci].waiting.entry(pool).or_insert(0) += n - on_free;
+            }
+        }
         let pool_view = &self.input.pools[pool];
         if let (Cloud::Public, Some(policy)) = (pool_view.cloud, component.policy.as_deref()) {
             let used = self.budget_use.entry(policy).or_default();
@@ -340,6 +388,17 @@ impl<'a> Planner<'a> {
     fn unassign(&mut self, ci: usize, pool: usize, n: u32) {
         let component = &self.input.components[ci];
         self.room[pool].give_back(&component.per_replica, n);
+        if let Some(now) = self.room_now[pool].as_mut() {
+            // Waiting replicas go first: they have no node yet.
+            let waiting = self.states[ci].waiting.get(&pool).copied().unwrap_or(0);
+            let released = n.min(waiting);
+            now.give_back(&component.per_replica, n - released);
+            if released == waiting {
+                self.states[ci].waiting.remove(&pool);
+            } else {
+                self.states[ci].waiting.insert(pool, waiting - released);
+            }
+        }
         let pool_view = &self.input.pools[pool];
         if let (Cloud::Public, Some(policy)) = (pool_view.cloud, component.policy.as_deref()) {
             let used = self.budget_use.entry(policy).or_default();
@@ -355,8 +414,36 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// How many replicas of `ci` fit on `pool` now, capacity and budget together.
+    /// How many replicas of `ci` fit on free capacity of `pool` now, without added nodes.
+    fn now_fit(&self, ci: usize, pool: usize) -> u32 {
+        let per_replica = &self.input.components[ci].per_replica;
+        let total = self.room[pool].fits(per_replica).0;
+        match &self.room_now[pool] {
+            Some(now) => now.fits(per_replica).0.min(total),
+            None => total,
+        }
+    }
+
+    /// How many new replicas of `ci` fit on `pool` on capacity free now, budget included.
+    fn room_now_for(&self, ci: usize, pool: usize) -> u32 {
+        let (room, _) = self.room_for(ci, pool);
+        if self.room_now[pool].is_none() {
+            return room;
+        }
+        room.min(self.now_fit(ci, pool))
+    }
+
+    /// How many new replicas of `ci` fit on `pool` (a short pool takes none), capacity, added
+    /// nodes and budget together.
     fn room_for(&self, ci: usize, pool: usize) -> (u32, Option<Blocked>) {
+        if self.input.pools[pool].short.is_some() {
+            return (0, Some(Blocked::Short));
+        }
+        self.room_to_keep(ci, pool)
+    }
+
+    /// Like `room_for`, for replicas that already run there: a short pool keeps them.
+    fn room_to_keep(&self, ci: usize, pool: usize) -> (u32, Option<Blocked>) {
         let component = &self.input.components[ci];
         let (fit, short) = self.room[pool].fits(&component.per_replica);
         if fit == 0 {
@@ -375,6 +462,7 @@ impl<'a> Planner<'a> {
         let policy = component.policy.as_deref().unwrap_or_default();
         let budget = self.input.budgets.get(policy).copied().unwrap_or_default();
         match blocked {
+            Blocked::Short => "short (stockout): no new replicas until it recovers".to_string(),
             Blocked::Full(dimension) => format!("full ({dimension})"),
             Blocked::ReplicaBudget => format!(
                 "budget: maxPublicReplicas {} of policy {policy} reached",
@@ -401,7 +489,7 @@ impl<'a> Planner<'a> {
             if existing == 0 {
                 continue;
             }
-            let (room, _) = self.room_for(ci, pool);
+            let (room, _) = self.room_to_keep(ci, pool);
             let n = existing.min(target - placed).min(room);
             if n > 0 {
                 *self.states[ci]
@@ -419,14 +507,40 @@ impl<'a> Planner<'a> {
             return;
         }
         let ranked = Rc::clone(&self.states[ci].ranked);
-        for &Candidate { pool, .. } in ranked.iter() {
-            let placed = self.placed(ci);
-            if placed >= target {
-                return;
+        if !self.any_elastic {
+            for &Candidate { pool, .. } in ranked.iter() {
+                let placed = self.placed(ci);
+                if placed >= target {
+                    return;
+                }
+                let room = self.room_for(ci, pool).0;
+                if room > 0 {
+                    self.assign(ci, pool, room.min(target - placed));
+                }
             }
-            let room = self.room_for(ci, pool).0;
-            if room > 0 {
-                self.assign(ci, pool, room.min(target - placed));
+            return;
+        }
+        // Within each cloud, capacity free now before capacity that waits for nodes: private
+        // pools still come before public ones, as everywhere else.
+        for cloud in [Cloud::Private, Cloud::Public] {
+            for free_now in [true, false] {
+                for &Candidate { pool, .. } in ranked.iter() {
+                    if self.input.pools[pool].cloud != cloud {
+                        continue;
+                    }
+                    let placed = self.placed(ci);
+                    if placed >= target {
+                        return;
+                    }
+                    let room = if free_now {
+                        self.room_now_for(ci, pool)
+                    } else {
+                        self.room_for(ci, pool).0
+                    };
+                    if room > 0 {
+                        self.assign(ci, pool, room.min(target - placed));
+                    }
+                }
             }
         }
     }
@@ -465,7 +579,10 @@ impl<'a> Planner<'a> {
                 if !(to_private_from_public || saves) {
                     continue;
                 }
-                let mut n = have.min(self.room_for(ci, to).0);
+                // Only onto capacity free now: a move never waits for nodes.
+                let mut n = have
+                    .min(self.room_now_for(ci, to))
+                    .min(self.floor_allows_leaving(ci, from, to));
                 // Moving everything would collapse a spread component into one pool; a spread
                 // only ever holds within one cloud, so failback from public still completes.
                 let same_cloud = self.input.pools[from].cloud == self.input.pools[to].cloud;
@@ -485,6 +602,100 @@ impl<'a> Planner<'a> {
             }
         }
         moved
+    }
+
+    fn is_spot(&self, pool: usize) -> bool {
+        self.input.pools[pool].capacity_type == CapacityType::Spot
+    }
+
+    /// Public replicas of `ci`, and how many of them are on on-demand pools.
+    fn public_split(&self, ci: usize) -> (u32, u32) {
+        let mut public = 0;
+        let mut on_demand = 0;
+        for (&pool, &n) in &self.states[ci].assigned {
+            if self.input.pools[pool].cloud == Cloud::Public {
+                public += n;
+                if !self.is_spot(pool) {
+                    on_demand += n;
+                }
+            }
+        }
+        (public, on_demand)
+    }
+
+    /// On-demand public replicas the component's floor asks for, with `public` public replicas.
+    fn on_demand_needed(&self, ci: usize, public: u32) -> u32 {
+        let percent = self.input.components[ci].on_demand_floor_percent.min(100);
+        (u64::from(public) * u64::from(percent)).div_ceil(100) as u32
+    }
+
+    /// How many replicas may move from `from` to `to` without breaking the on-demand floor:
+    /// only a move from an on-demand public pool to a spot public pool is limited.
+    fn floor_allows_leaving(&self, ci: usize, from: usize, to: usize) -> u32 {
+        let (from_pool, to_pool) = (&self.input.pools[from], &self.input.pools[to]);
+        let leaves_on_demand = from_pool.cloud == Cloud::Public && !self.is_spot(from);
+        if self.input.components[ci].on_demand_floor_percent == 0
+            || !leaves_on_demand
+            || to_pool.cloud != Cloud::Public
+            || !self.is_spot(to)
+        {
+            return u32::MAX;
+        }
+        let (public, on_demand) = self.public_split(ci);
+        on_demand.saturating_sub(self.on_demand_needed(ci, public))
+    }
+
+    /// Moves public replicas from spot to on-demand pools, one at a time, until the component's
+    /// on-demand floor holds or no on-demand pool has room and budget for one more.
+    fn hold_on_demand_floor(&mut self, ci: usize) -> bool {
+        if self.input.components[ci].on_demand_floor_percent == 0 {
+            return false;
+        }
+        let ranked = Rc::clone(&self.states[ci].ranked);
+        let on_demand: Vec<usize> = ranked
+            .iter()
+            .map(|c| c.pool)
+            .filter(|&p| self.input.pools[p].cloud == Cloud::Public && !self.is_spot(p))
+            .collect();
+        let mut moved = false;
+        loop {
+            let (public, held) = self.public_split(ci);
+            if held >= self.on_demand_needed(ci, public) {
+                return moved;
+            }
+            // The worst spot pool gives a replica up first.
+            let mut spot: Vec<usize> = self
+                .by_rank(ci, self.states[ci].assigned.keys().copied())
+                .into_iter()
+                .filter(|&p| self.input.pools[p].cloud == Cloud::Public && self.is_spot(p))
+                .collect();
+            spot.reverse();
+            let Some(&from) = spot.first() else {
+                return moved;
+            };
+            // Give the replica back first, so that its budget share pays for the move.
+            self.unassign(ci, from, 1);
+            let to = on_demand
+                .iter()
+                .copied()
+                .find(|&p| self.room_now_for(ci, p) > 0)
+                .or_else(|| {
+                    on_demand
+                        .iter()
+                        .copied()
+                        .find(|&p| self.room_for(ci, p).0 > 0)
+                });
+            match to {
+                Some(to) => {
+                    self.assign(ci, to, 1);
+                    moved = true;
+                }
+                None => {
+                    self.assign(ci, from, 1);
+                    return moved;
+                }
+            }
+        }
     }
 
     fn needs_spread(&self, ci: usize) -> bool {
@@ -515,7 +726,7 @@ impl<'a> Planner<'a> {
             .filter(|&p| !(keep_off_gpus && self.input.pools[p].gpu_type.is_some()))
             .collect();
         for pool in candidates {
-            if self.room_for(ci, pool).0 > 0 {
+            if self.room_now_for(ci, pool) > 0 && self.floor_allows_leaving(ci, only, pool) > 0 {
                 self.unassign(ci, only, 1);
                 self.assign(ci, pool, 1);
                 return true;
@@ -537,16 +748,54 @@ impl<'a> Planner<'a> {
                 None => "burst: cheapest public pool".to_string(),
             },
         };
+        let pool_index = state.ranked[rank].pool;
+        let waiting = state.waiting.get(&pool_index).copied().unwrap_or(0);
+        let base = if waiting > 0 {
+            format!(
+                "{base}; {waiting} wait for nodes: +{}s node start-up (no free capacity now on an eligible pool of this cloud)",
+                pool.node_startup_seconds
+            )
+        } else {
+            base
+        };
         if rank == 0 {
             return format!("{base}, first choice");
         }
-        let (full, roomy): (Vec<usize>, Vec<usize>) = state.ranked[..rank]
+        let better = &state.ranked[..rank];
+        let short: Vec<&str> = better
             .iter()
             .map(|c| c.pool)
+            .filter(|&p| self.input.pools[p].short.is_some())
+            .map(|p| self.input.pools[p].name.as_str())
+            .collect();
+        let (full, roomy): (Vec<usize>, Vec<usize>) = better
+            .iter()
+            .map(|c| c.pool)
+            .filter(|&p| self.input.pools[p].short.is_none())
             .partition(|&p| self.room_for(ci, p).0 == 0);
+        if component.on_demand_floor_percent > 0
+            && pool.cloud == Cloud::Public
+            && pool.capacity_type == CapacityType::OnDemand
+            && roomy.iter().any(|&p| self.is_spot(p))
+        {
+            return format!(
+                "{base}; on-demand floor: at least {}% of public replicas off spot pools",
+                component.on_demand_floor_percent
+            );
+        }
         if roomy.is_empty() {
-            let names = full.iter().map(|&p| self.input.pools[p].name.as_str());
-            return format!("{base}; better pools full: {}", list_names(names));
+            let mut words = base;
+            if !short.is_empty() {
+                words.push_str(&format!(
+                    "; better pools short (stockout): {}",
+                    list_names(short)
+                ));
+            }
+            if !full.is_empty() {
+                let names = full.iter().map(|&p| self.input.pools[p].name.as_str());
+                words.push_str(&format!("; better pools full: {}", list_names(names)));
+            }
+            return words;
         }
         if self.needs_spread(ci) && state.assigned.len() == 2 {
             return format!("{base}; spread: min >= 2 keeps replicas in two pools");
@@ -586,6 +835,13 @@ impl<'a> Planner<'a> {
                 let placed: u32 = placements.iter().map(|p| p.replicas).sum();
                 let unplaced = component.desired.saturating_sub(placed);
                 let mut reasons = Vec::new();
+                let (public, on_demand) = self.public_split(ci);
+                if on_demand < self.on_demand_needed(ci, public) {
+                    reasons.push(format!(
+                        "on-demand floor {}% not held: {on_demand} of {public} public replicas on on-demand pools (no on-demand pool has room or budget for more)",
+                        component.on_demand_floor_percent
+                    ));
+                }
                 if unplaced > 0 {
                     if state.ranked.is_empty() {
                         reasons.push("no eligible pool".to_string());
@@ -625,6 +881,24 @@ impl<'a> Planner<'a> {
             })
             .collect();
         Plan { components }
+    }
+}
+
+/// A pool's room when every node its autoscaler can add is there: the added GPUs on top; the
+/// other dimensions stay bounded by the pool's totals, which cover grown nodes too.
+fn with_addable(now: &Headroom, added: &Headroom) -> Headroom {
+    let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        (a, _) => a,
+    };
+    Headroom {
+        gpus: now.gpus.saturating_add(added.gpus),
+        cpu_milli: sum(now.cpu_milli, added.cpu_milli),
+        memory_bytes: sum(now.memory_bytes, added.memory_bytes),
+        replicas: match (now.replicas, added.replicas) {
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+            (a, _) => a,
+        },
     }
 }
 

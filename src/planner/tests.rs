@@ -1,7 +1,7 @@
 //! Unit and property tests of the planner.
 
 use super::*;
-use crate::api::{Cloud, DataClass};
+use crate::api::{CapacityType, Cloud, DataClass};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,6 +29,10 @@ fn pool(name: &str, cloud: Cloud, gpus: u32, gpu_hour: f64) -> PoolView {
         startup_seconds: 60,
         cluster: "local".into(),
         exports_traffic: false,
+        capacity_type: CapacityType::OnDemand,
+        addable: None,
+        node_startup_seconds: 0,
+        short: None,
     }
 }
 
@@ -55,6 +59,8 @@ fn component(name: &str, class: DataClass, min: u32, desired: u32) -> ComponentR
         current: BTreeMap::new(),
         rebalance: true,
         traffic_home_cluster: None,
+        replace: BTreeMap::new(),
+        on_demand_floor_percent: 0,
     }
 }
 
