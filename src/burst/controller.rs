@@ -205,19 +205,53 @@ pub struct ControllerState {
     pub fits_private_since: Option<i64>,
     /// Since when public replicas have been placed.
     pub burst_since: Option<i64>,
-    /// Forecasts over the public start-up awaiting the demand they predicted:
-    /// `(unix seconds due, forecast)`, oldest first.
+    /// Forecasts over the public start-up awaiting the demand they predicted, oldest first.
     #[serde(default)]
-    pub pending_forecasts: std::collections::VecDeque<(i64, f64)>,
-    /// Mean square of those forecasts' shortfall (demand units squared), decaying with
+    pub pending_forecasts: std::collections::VecDeque<PendingForecast>,
+    /// Mean square of the shortfall of the forecasts used (demand units squared), decaying with
     /// [`SHORTFALL_TAU_SECONDS`]: what sizes the volatility headroom.
     #[serde(default)]
     pub shortfall_square: f64,
+    /// Mean squares of the errors of the trend's forecast and of the flat one (demand stays as
+    /// it is), same decay: how far the trend is to be trusted (see [`trend_weight`]).
+    #[serde(default)]
+    pub trend_error_square: f64,
+    #[serde(default)]
+    pub flat_error_square: f64,
     /// Replicas placed at the last observed plan.
     pub public_replicas: u32,
     pub private_replicas: u32,
     /// Whether a budget bound at the last observed plan.
     pub budget_bound: bool,
+}
+
+/// A forecast over the public start-up, kept until the demand it predicted is known.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingForecast {
+    /// Unix seconds the forecast is for.
+    pub due: i64,
+    /// Demand when it was made: the flat forecast.
+    pub flat: f64,
+    /// The trend's forecast (at least `flat`).
+    pub trend: f64,
+    /// What the controller used: between the two, by the trend's weight then.
+    pub used: f64,
+}
+
+/// How far to trust the trend, from 0 (demand stays as it is) to 1 (Holt's forecast): the
+/// inverse-variance weight of the trend's forecast against the flat one, from their measured
+/// errors over the public start-up. On ramps that persist (a daily cycle) the trend's errors
+/// are the smaller and it leads; on spikes that revert, extrapolating the jump overshoots and
+/// the weight falls, so a spike does not rent replicas for a rise that never comes. Without
+/// history the trend is trusted.
+pub fn trend_weight(trend_error_square: f64, flat_error_square: f64) -> f64 {
+    let total = trend_error_square + flat_error_square;
+    if total > 0.0 {
+        flat_error_square / total
+    } else {
+        1.0
+    }
 }
 
 /// What the controller observes at a tick.
@@ -503,9 +537,9 @@ impl BurstController {
                     .last
                     .map_or(c.interval_seconds, |last| (now - last).max(0));
                 state.forecast.update(now, demand);
-                let spare = self.volatility_spare(state, demand, now, gap);
+                let (spare, trust) = self.volatility_spare(state, demand, now, gap);
                 let (raw, mut why) =
-                    self.for_demand(state, demand, spare, observation, current, gap);
+                    self.for_demand(state, demand, spare, trust, observation, current, gap);
                 let recommended = raw.clamp(floor, c.max);
                 if recommended != raw {
                     why = if raw > c.max { Why::Max } else { floor_why };
@@ -599,6 +633,7 @@ impl BurstController {
     /// far demand has come in above the forecast made one public start-up earlier. Scores the
     /// forecasts now due against `demand`, then files this tick's forecast over the public
     /// start-up. Zero when the component cannot burst (nothing to start ahead of a spike).
+    /// Also returns the trend's weight ([`trend_weight`]).
     #[inline]
     fn volatility_spare(
         &self,
@@ -606,37 +641,45 @@ impl BurstController {
         demand: f64,
         now: i64,
         gap: i64,
-    ) -> f64 {
+    ) -> (f64, f64) {
         let Some(startup) = self.derived.public_startup else {
-            return 0.0;
+            return (0.0, 1.0);
         };
         // Each scored forecast weighs its share of the time since the last tick.
         let weight = (gap as f64 / SHORTFALL_TAU_SECONDS).min(1.0);
-        while let Some(&(due, forecast)) = state.pending_forecasts.front() {
-            if due > now {
+        while let Some(&f) = state.pending_forecasts.front() {
+            if f.due > now {
                 break;
             }
             state.pending_forecasts.pop_front();
-            let shortfall = if demand > forecast {
-                demand - forecast
+            let shortfall = if demand > f.used {
+                demand - f.used
             } else {
                 0.0
             };
             state.shortfall_square += weight * (shortfall * shortfall - state.shortfall_square);
+            let (by_trend, flat) = (demand - f.trend, demand - f.flat);
+            state.trend_error_square += weight * (by_trend * by_trend - state.trend_error_square);
+            state.flat_error_square += weight * (flat * flat - state.flat_error_square);
         }
+        let trust = trend_weight(state.trend_error_square, state.flat_error_square);
         if state.pending_forecasts.len() < MAX_PENDING_FORECASTS {
             let ahead = startup + gap as f64;
             let expected = state.forecast.forecast(ahead);
-            let expected = if expected > demand { expected } else { demand };
-            state
-                .pending_forecasts
-                .push_back((now + ahead as i64, expected));
+            let trend = if expected > demand { expected } else { demand };
+            state.pending_forecasts.push_back(PendingForecast {
+                due: now + ahead as i64,
+                flat: demand,
+                trend,
+                used: demand + trust * (trend - demand),
+            });
         }
-        if state.shortfall_square > 0.0 && self.config.volatility_sigmas > 0.0 {
+        let spare = if state.shortfall_square > 0.0 && self.config.volatility_sigmas > 0.0 {
             self.config.volatility_sigmas * state.shortfall_square.sqrt()
         } else {
             0.0
-        }
+        };
+        (spare, trust)
     }
 
     /// Replicas for `demand`, anticipating start-up: the forecast over the private pools'
@@ -652,6 +695,7 @@ impl BurstController {
         state: &ControllerState,
         demand: f64,
         spare: f64,
+        trust: f64,
         observation: &Observation,
         current: u32,
         gap: i64,
@@ -661,7 +705,14 @@ impl BurstController {
         let forecast = &state.forecast;
         // Demand is finite and non-negative here, and so is the forecast: plain comparisons
         // instead of NaN-aware `f64::max`.
-        let at_least_demand = |x: f64| if x > demand { x } else { demand };
+        // The trend's rise above demand, weighted by how far it is trusted.
+        let at_least_demand = |x: f64| {
+            if x > demand {
+                demand + trust * (x - demand)
+            } else {
+                demand
+            }
+        };
         // Expected demand over the private start-up, and over the public start-up when that no
         // longer fits private capacity; both at least `demand`. The ceiling is monotonic, so the
         // replicas of the larger expectation are the larger count: one ceiling, not two.

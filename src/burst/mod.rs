@@ -25,8 +25,8 @@ pub mod step;
 pub use controller::{
     BurstController, ConfigError, ControllerConfig, ControllerState, DEFAULT_VOLATILITY_SIGMAS,
     EventCounts, EventSink, MAX_NOISE_BAND_PERCENT, MAX_PENDING_FORECASTS, Observation,
-    PlacementSummary, PrewarmSpan, Recommendation, SHORTFALL_TAU_SECONDS, Tick, Why, dead_band,
-    pool_capacity_for, private_capacity,
+    PendingForecast, PlacementSummary, PrewarmSpan, Recommendation, SHORTFALL_TAU_SECONDS, Tick,
+    Why, dead_band, pool_capacity_for, private_capacity, trend_weight,
 };
 pub use events::{Event, EventKind};
 pub use forecast::Holt;
