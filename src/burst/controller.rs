@@ -239,18 +239,16 @@ pub struct PendingForecast {
     pub used: f64,
 }
 
-/// How far to trust the trend, from 0 (demand stays as it is) to 1 (Holt's forecast): the
-/// inverse-variance weight of the trend's forecast against the flat one, from their measured
-/// errors over the public start-up. On ramps that persist (a daily cycle) the trend's errors
-/// are the smaller and it leads; on spikes that revert, extrapolating the jump overshoots and
-/// the weight falls, so a spike does not rent replicas for a rise that never comes. Without
-/// history the trend is trusted.
+/// How far to trust the trend, from 0 (demand stays as it is) to 1 (Holt's forecast), from
+/// the measured errors of both over the public start-up: fully while the trend's forecast errs
+/// less than standing still (ramps that persist, as a daily cycle's), else the ratio of their
+/// mean squares (spikes that revert: extrapolating the jump overshoots, so a spike does not rent
+/// replicas for a rise that never comes). Without history the trend is trusted.
 pub fn trend_weight(trend_error_square: f64, flat_error_square: f64) -> f64 {
-    let total = trend_error_square + flat_error_square;
-    if total > 0.0 {
-        flat_error_square / total
-    } else {
+    if trend_error_square <= flat_error_square {
         1.0
+    } else {
+        flat_error_square / trend_error_square
     }
 }
 
