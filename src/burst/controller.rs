@@ -535,9 +535,9 @@ impl BurstController {
                     .last
                     .map_or(c.interval_seconds, |last| (now - last).max(0));
                 state.forecast.update(now, demand);
-                let (spare, trust) = self.volatility_spare(state, demand, now, gap);
+                let outlook = self.volatility_spare(state, demand, now, gap);
                 let (raw, mut why) =
-                    self.for_demand(state, demand, spare, trust, observation, current, gap);
+                    self.for_demand(state, demand, outlook, observation, current, gap);
                 let recommended = raw.clamp(floor, c.max);
                 if recommended != raw {
                     why = if raw > c.max { Why::Max } else { floor_why };
@@ -692,8 +692,7 @@ impl BurstController {
         &self,
         state: &ControllerState,
         demand: f64,
-        spare: f64,
-        trust: f64,
+        (spare, trust): (f64, f64),
         observation: &Observation,
         current: u32,
         gap: i64,
