@@ -632,7 +632,7 @@ impl BurstController {
     /// forecasts now due against `demand`, then files this tick's forecast over the public
     /// start-up. Zero when the component cannot burst (nothing to start ahead of a spike).
     /// Also returns the trend's weight ([`trend_weight`]).
-    #[inline]
+    #[inline(always)]
     fn volatility_spare(
         &self,
         state: &mut ControllerState,
@@ -687,7 +687,7 @@ impl BurstController {
     /// Below `current`, the same is computed with the dead band (see [`dead_band`]: at least
     /// `tolerancePercent`, wider on noisy demand) as more headroom and the higher count is kept
     /// (never above `current`), so noise does not flap replicas.
-    #[inline]
+    #[inline(always)]
     fn for_demand(
         &self,
         state: &ControllerState,
