@@ -104,6 +104,26 @@ fn row_object(o: &Value, include: &str) -> Option<Value> {
 
 /// The API server's Event table (either group): Last Seen, Type, Reason, Object, Message, with
 /// Name among the `-o wide` columns. Fields are read under both groups' names.
+/// One row of a Table: its cells, and the object itself as `includeObject` asks.
+fn row(cells: Vec<Value>, o: &Value, include: &str) -> Value {
+    let mut row = json!({"cells": cells});
+    if let Some(obj) = row_object(o, include) {
+        row["object"] = obj;
+    }
+    row
+}
+
+/// A `meta.k8s.io/v1` Table of these columns and rows.
+fn table_of(defs: Vec<Value>, rows: Vec<Value>, rv: &str) -> Value {
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv},
+        "columnDefinitions": defs,
+        "rows": rows,
+    })
+}
+
 fn events_table(items: &[Value], rv: &str, include: &str) -> Value {
     let def = |name: &str, priority: u8| {
         json!({"name": name, "type": "string", "format": if name == "Name" { "name" } else { "" },
@@ -158,20 +178,10 @@ fn events_table(items: &[Value], rv: &str, include: &str) -> Value {
                 count,
                 o["metadata"]["name"].clone(),
             ];
-            let mut row = json!({"cells": cells});
-            if let Some(obj) = row_object(o, include) {
-                row["object"] = obj;
-            }
-            row
+            row(cells, o, include)
         })
         .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": rv},
-        "columnDefinitions": defs,
-        "rows": rows,
-    })
+    table_of(defs, rows, rv)
 }
 
 /// The Table for these objects; `include` is the `includeObject` parameter.
@@ -201,20 +211,10 @@ pub fn table(rt: &ResourceType, items: &[Value], rv: &str, include: &str) -> Val
                     cells.push(cell(json_path(o, path), ty));
                 }
             }
-            let mut row = json!({"cells": cells});
-            if let Some(obj) = row_object(o, include) {
-                row["object"] = obj;
-            }
-            row
+            row(cells, o, include)
         })
         .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": rv},
-        "columnDefinitions": defs,
-        "rows": rows,
-    })
+    table_of(defs, rows, rv)
 }
 
 #[cfg(test)]

@@ -1346,6 +1346,39 @@ mod tests {
             .collect()
     }
 
+    /// A context whose caches are these stores and whose clusters are never reached: planning
+    /// does no I/O.
+    fn planning_context(
+        pools: reflector::Store<ComputePool>,
+        policies: reflector::Store<crate::api::BurstPolicy>,
+        deployments: reflector::Store<ModelDeployment>,
+    ) -> Context {
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:1".parse().expect("URL"),
+        ))
+        .expect("client");
+        Context::new(
+            Clusters::new(client, "skybridge-system".into(), 100),
+            Arc::new(Metrics::default()),
+            Settings {
+                image: "skybridge:test".into(),
+                period: Duration::from_secs(15),
+            },
+            pools,
+            policies,
+            deployments,
+            tokio::sync::watch::channel(true).1,
+            "test".into(),
+        )
+    }
+
+    fn ticket(md: &ModelDeployment) -> PlanTicket {
+        PlanTicket {
+            deployment: Arc::new(md.clone()),
+            demand: BTreeMap::new(),
+        }
+    }
+
     /// A reconcile that starts before the cache has the status of the previous decision plans
     /// from that decision: it keeps its replica where it is instead of placing it afresh.
     #[tokio::test]
@@ -1361,28 +1394,7 @@ mod tests {
         let ours = deployment("ours", None);
         deployments_writer.apply_watcher_event(&watcher::Event::Apply(holder.clone()));
         deployments_writer.apply_watcher_event(&watcher::Event::Apply(ours.clone()));
-        // No request is sent: planning does no I/O.
-        let client = kube::Client::try_from(kube::Config::new(
-            "http://127.0.0.1:1".parse().expect("URL"),
-        ))
-        .expect("client");
-        let ctx = Context::new(
-            Clusters::new(client, "skybridge-system".into(), 100),
-            Arc::new(Metrics::default()),
-            Settings {
-                image: "skybridge:test".into(),
-                period: Duration::from_secs(15),
-            },
-            pools,
-            policies,
-            deployments,
-            tokio::sync::watch::channel(true).1,
-            "test".into(),
-        );
-        let ticket = |md: &ModelDeployment| PlanTicket {
-            deployment: Arc::new(md.clone()),
-            demand: BTreeMap::new(),
-        };
+        let ctx = planning_context(pools, policies, deployments);
 
         let first = decide_batch(&ctx, vec![ticket(&ours)]);
         assert_eq!(pools_of(&first[0]), ["other"], "the holder fills cheap");
@@ -1440,27 +1452,7 @@ mod tests {
         pools_writer.apply_watcher_event(&watcher::Event::Apply(pool("other", 10, 0.30)));
         let ours = deployment("ours", Some("other"));
         deployments_writer.apply_watcher_event(&watcher::Event::Apply(ours.clone()));
-        let client = kube::Client::try_from(kube::Config::new(
-            "http://127.0.0.1:1".parse().expect("URL"),
-        ))
-        .expect("client");
-        let ctx = Context::new(
-            Clusters::new(client, "skybridge-system".into(), 100),
-            Arc::new(Metrics::default()),
-            Settings {
-                image: "skybridge:test".into(),
-                period: Duration::from_secs(15),
-            },
-            pools,
-            policies,
-            deployments,
-            tokio::sync::watch::channel(true).1,
-            "test".into(),
-        );
-        let ticket = |md: &ModelDeployment| PlanTicket {
-            deployment: Arc::new(md.clone()),
-            demand: BTreeMap::new(),
-        };
+        let ctx = planning_context(pools, policies, deployments);
         let first = decide_batch(&ctx, vec![ticket(&ours)]);
         assert_eq!(pools_of(&first[0]), ["other"], "nothing stranded: it stays");
 
