@@ -1,13 +1,13 @@
 //! What every reconcile shares: clients, caches, metrics, the event recorder and leadership.
 
-use super::batch::Batcher;
-use super::clusters::Clusters;
-use super::deployment_controller::{PlanOutcome, PlanTicket};
-use super::events::EventRecorder;
-use super::metrics::Metrics;
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
 use crate::burst::ControllerState;
 use crate::estate::Estate;
+use crate::operator::deployment::batch::Batcher;
+use crate::operator::deployment::{PlanOutcome, PlanTicket};
+use crate::operator::kubernetes::clusters::Clusters;
+use crate::operator::kubernetes::events::EventRecorder;
+use crate::operator::kubernetes::metrics::Metrics;
 use kube::ResourceExt;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -34,7 +34,7 @@ pub struct Context {
     pub policies: Store<BurstPolicy>,
     pub deployments: Store<ModelDeployment>,
     /// Background model syncs; `None` when the operator does not manage artifacts.
-    pub artifacts: Option<Arc<super::artifacts::Syncer>>,
+    pub artifacts: Option<Arc<crate::operator::artifacts::syncer::Syncer>>,
     leader: watch::Receiver<bool>,
     failures: Mutex<HashMap<String, u32>>,
     /// Burst-controller state per deployment and component. Kept in memory: after a restart or
@@ -48,7 +48,7 @@ pub struct Context {
     /// cache has the previous status must not forget them (and delete their workloads).
     stranded: Mutex<HashMap<(String, String), Vec<crate::api::StrandedReplicas>>>,
     /// What was last applied to each child, to skip applies that change nothing.
-    pub applied: super::applied::AppliedChildren,
+    pub applied: crate::operator::kubernetes::memo::AppliedChildren,
     /// Serializes planning: each decision sees every earlier one (see `decisions`), and the
     /// reconciles waiting meanwhile are decided together in the next pass.
     pub planning: Batcher<PlanTicket, PlanOutcome>,
@@ -168,7 +168,9 @@ impl Context {
             planning: Batcher::new(PLANNING_INTERVAL, PLANNING_SHARE),
             decisions: Mutex::new(HashMap::new()),
             // Every child is re-applied at least this often, whatever the memo says.
-            applied: super::applied::AppliedChildren::new(Duration::from_secs(300)),
+            applied: crate::operator::kubernetes::memo::AppliedChildren::new(Duration::from_secs(
+                300,
+            )),
         }
     }
 

@@ -1,30 +1,22 @@
-//! The operator: controllers at the edges that fetch state, call the pure planner and burst
-//! controller, apply the result with server-side apply, and write status.
+//! The operator: controllers at the edges that observe state, call the pure planner and burst
+//! controller, apply the result with server-side apply, and report status.
+//!
+//! Layout (dependencies point down only; `tests::no_import_circle` checks it):
+//! - `runtime`, `http`: the process (controllers, leader election, probes);
+//! - `deployment/`: the ModelDeployment reconcile as a pipeline, observe → decide → build →
+//!   apply → report, one module per step;
+//! - `pool/`, `policy/`: the ComputePool and BurstPolicy controllers;
+//! - `artifacts/`: artifact planning (pure) and the background syncer;
+//! - `context`: what every reconcile shares, with the per-deployment memory;
+//! - `kubernetes/`: shared Kubernetes plumbing (clusters, the generic applier and sweep, the
+//!   status writer, watches, views, names, Events, metrics).
 
-pub mod applied;
-pub mod artifact_plan;
 pub mod artifacts;
-pub mod batch;
-pub mod children_watch;
-pub mod clusters;
-pub mod coalesce;
-pub mod conditions;
 pub mod context;
-pub mod demand;
-pub mod deployment_controller;
+pub mod deployment;
 pub mod error;
-pub mod events;
 pub mod http;
-pub mod metrics;
-pub mod names;
-pub mod planning;
-pub mod policy_controller;
-pub mod policy_status;
-pub mod pool_controller;
-pub mod pool_validity;
-pub mod retry;
+pub mod kubernetes;
+pub mod policy;
+pub mod pool;
 pub mod runtime;
-pub mod status;
-pub mod stranded;
-pub mod views;
-pub mod workloads;

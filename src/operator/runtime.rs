@@ -1,15 +1,17 @@
 //! Wires the operator together: clients, caches, leader election, controllers and probes.
 
-use super::artifacts::{ArtifactsConfig, Syncer};
-use super::clusters::Clusters;
-use super::coalesce::coalesce;
-use super::context::{Context, Settings};
-use super::error::{Error, Result};
-use super::http::{Health, serve};
-use super::metrics::Metrics;
-use super::views::{SlimModelDeployment, unslim};
-use super::{deployment_controller, policy_controller, pool_controller};
+use super::{
+    deployment as deployment_controller, policy as policy_controller, pool as pool_controller,
+};
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
+use crate::operator::artifacts::syncer::{ArtifactsConfig, Syncer};
+use crate::operator::context::{Context, Settings};
+use crate::operator::error::{Error, Result};
+use crate::operator::http::{Health, serve};
+use crate::operator::kubernetes::clusters::Clusters;
+use crate::operator::kubernetes::coalesce::coalesce;
+use crate::operator::kubernetes::metrics::Metrics;
+use crate::operator::kubernetes::views::{SlimModelDeployment, unslim};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::reflector::{self, ObjectRef};

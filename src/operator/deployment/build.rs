@@ -1,10 +1,11 @@
 //! Builds the Kubernetes objects for one placement: pure functions from the spec and the plan to
 //! the objects the operator applies with server-side apply.
 
-use super::names::{
+use crate::api::{Component, ComputePoolSpec, ContainerSecurity, ModelDeployment};
+pub use crate::operator::artifacts::plan::ModelFetch;
+use crate::operator::kubernetes::names::{
     ANNOTATION_DIGEST, ANNOTATION_VERSION, child_name, component_labels, placement_labels,
 };
-use crate::api::{Component, ComputePoolSpec, ContainerSecurity, ModelDeployment};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -19,22 +20,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
-
-/// Where the model's verified copy for a pool lives, and how a pod fetches it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelFetch {
-    /// Image with the `skybridge` binary (the operator's own image) for the init container.
-    pub image: String,
-    /// `s3://bucket/prefix` of the model in the pool's store.
-    pub uri: String,
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub path_style: bool,
-    /// Expected `sha256:` digest; the init container fails closed on any other.
-    pub digest: Option<String>,
-    /// Secret in the target namespace with `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`.
-    pub credentials_secret: Option<String>,
-}
 
 /// One component's replicas in one pool.
 pub struct Placement<'a> {

@@ -3,12 +3,14 @@
 //! placing; this controller only observes and reports, so a policy's status never lags a
 //! deployment's by more than one of its status writes.
 
-use super::conditions::same;
-use super::context::Context;
-use super::error::{Error, Result};
-use super::metrics::{ControllerLabels, ErrorLabels, PolicyLabels};
-use super::policy_status::{BUDGET_EXHAUSTED, policy_status};
+pub mod status;
+
 use crate::api::{BurstPolicy, BurstPolicyStatus, ModelDeployment};
+use crate::operator::context::Context;
+use crate::operator::error::{Error, Result};
+use crate::operator::kubernetes::conditions::same;
+use crate::operator::kubernetes::metrics::{ControllerLabels, ErrorLabels, PolicyLabels};
+use crate::operator::policy::status::{BUDGET_EXHAUSTED, policy_status};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -60,7 +62,10 @@ pub async fn reconcile(policy: Arc<BurstPolicy>, ctx: Arc<Context>) -> Result<Ac
         });
         let (name, params) = (policy.name_any(), PatchParams::apply(FIELD_MANAGER).force());
         let apply_patch = Patch::Apply(&patch);
-        super::retry::idempotent(|| api.patch_status(&name, &params, &apply_patch)).await?;
+        crate::operator::kubernetes::retry::idempotent(|| {
+            api.patch_status(&name, &params, &apply_patch)
+        })
+        .await?;
         if exhausted != self::exhausted(policy.status.as_ref()) {
             budget_event(&ctx, &policy, &status, exhausted).await;
         }

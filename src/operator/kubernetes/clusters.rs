@@ -1,12 +1,12 @@
 //! Clients for the clusters pools live in: the operator's own, plus one per kubeconfig Secret,
 //! cached and rebuilt when the Secret changes, each behind a request-rate limit.
 
-use super::children_watch::ObservedChildren;
-use super::deployment_controller::FIELD_MANAGER;
-use super::error::{Error, Result};
-use super::retry::idempotent;
-use super::runtime::AbortOnDrop;
 use crate::api::{ComputePool, ModelDeployment, SecretKeyRef};
+use crate::operator::deployment::FIELD_MANAGER;
+use crate::operator::error::{Error, Result};
+use crate::operator::kubernetes::children_watch::ObservedChildren;
+use crate::operator::kubernetes::retry::idempotent;
+use crate::operator::runtime::AbortOnDrop;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams};
@@ -293,12 +293,13 @@ impl Clusters {
             return Ok(known.cluster.clone());
         }
         let secrets: Api<Secret> = Api::namespaced(self.local.client().await, &namespace);
-        let secret = super::retry::idempotent(|| secrets.get(&secret_ref.name))
-            .await
-            .map_err(|e| Error::Kubeconfig {
-                secret: secret_name.clone(),
-                message: e.to_string(),
-            })?;
+        let secret =
+            crate::operator::kubernetes::retry::idempotent(|| secrets.get(&secret_ref.name))
+                .await
+                .map_err(|e| Error::Kubeconfig {
+                    secret: secret_name.clone(),
+                    message: e.to_string(),
+                })?;
         let id = format!(
             "{secret_name}@{}",
             secret.resource_version().unwrap_or_default()
@@ -319,7 +320,7 @@ impl Clusters {
                 .zip(observed.clone())
                 .map(|(triggers, observed)| {
                     AbortOnDrop(
-                        super::children_watch::spawn(
+                        crate::operator::kubernetes::children_watch::spawn(
                             watch_client.clone(),
                             WATCH_SECONDS,
                             observed,

@@ -1,10 +1,10 @@
 //! Reads each component's demand from its policy's Prometheus metric: the edge. What the demand
 //! means for replicas is decided by the shared burst controller (`crate::burst`).
 
-use super::context::Context;
 use crate::api::ModelDeployment;
 use crate::demand::{Prometheus, expand_query};
 use crate::estate::Estate;
+use crate::operator::context::Context;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

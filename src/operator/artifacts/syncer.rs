@@ -1,6 +1,6 @@
 //! The artifacts edge of the deployment controller: background syncs of models between pool
 //! stores, source verification, store-credential Secrets in the pools' clusters, and the glue
-//! between them and the pure decisions of [`super::artifact_plan`].
+//! between them and the pure decisions of [`crate::operator::artifacts::plan`].
 //!
 //! **Syncs** run as tasks of their own, never inside a reconcile. A job is keyed by (source,
 //! destination) location, so deployments that share a model share its copies. A reconcile asks
@@ -17,17 +17,6 @@
 //! that pool's cluster, for that pool's pods; a private store's Secret never into a public
 //! cluster (checked right before each copy, [`may_copy_store_credentials`]).
 
-use super::artifact_plan::{
-    self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, serving_pools,
-    to_sync, unfetchable,
-};
-use super::context::Context;
-use super::deployment_controller::{FIELD_MANAGER, target_namespace};
-use super::error::{Error, Result};
-use super::names::{LABEL_POOL, child_name, deployment_labels, selector};
-use super::retry::idempotent;
-use super::status::ArtifactsState;
-use super::workloads::ModelFetch;
 use crate::api::{
     ArtifactMode, ArtifactStore, ArtifactsStatus, ComputePool, DataClass, ModelDeployment,
     ModelDeploymentStatus, SecretRef,
@@ -38,6 +27,17 @@ use crate::artifacts::{
     SyncRequest, sync_model,
 };
 use crate::estate::{Estate, ModelClasses, per_replica, pool_view, private_store_named_by};
+use crate::operator::artifacts::plan::ModelFetch;
+use crate::operator::artifacts::plan::{
+    self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, serving_pools,
+    to_sync, unfetchable,
+};
+use crate::operator::context::Context;
+use crate::operator::deployment::status::ArtifactsState;
+use crate::operator::deployment::{FIELD_MANAGER, target_namespace};
+use crate::operator::error::{Error, Result};
+use crate::operator::kubernetes::names::{LABEL_POOL, child_name, deployment_labels, selector};
+use crate::operator::kubernetes::retry::idempotent;
 use crate::planner::ComponentPlan;
 use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
@@ -727,7 +727,7 @@ impl Stage {
                     .unwrap_or_default();
                 ctx.metrics
                     .artifact_sync_failures
-                    .get_or_create(&super::metrics::PoolLabels {
+                    .get_or_create(&crate::operator::kubernetes::metrics::PoolLabels {
                         pool: store.pool.clone(),
                         cloud,
                     })
@@ -881,7 +881,7 @@ pub async fn sweep_store_secrets(
                 continue;
             }
         };
-        let namespace = crate::operator::deployment_controller::target_namespace(md, pool);
+        let namespace = crate::operator::deployment::target_namespace(md, pool);
         if !seen.insert((cluster.id.clone(), namespace.clone())) {
             continue;
         }

@@ -2,23 +2,33 @@
 //! Decisions are made by pure code (`estate::validate`, the burst controller, `planning`,
 //! `workloads`, `status`); this module only moves data between them and the clusters.
 
-use super::applied::{AppliedBody, content_hash};
-use super::artifact_plan::serving_pools;
-use super::artifacts::{Stage, sweep_store_secrets};
-use super::children_watch::{Child, ChildKind};
-use super::context::Context;
-use super::error::{Error, Result};
-use super::metrics::{ControllerLabels, DeploymentLabels, ErrorLabels};
-use super::names::{LABEL_COMPONENT, LABEL_POOL, deployment_labels, selector};
-use super::planning::{Decided, Request, decide_together};
-use super::retry::idempotent;
-use super::status::{Observed, StatusInput, deployment_status, first_report_wait};
-use super::stranded::{self, StrandedInput, StrandedOutcome};
-use super::views::{DeploymentView, Written};
-use super::workloads::{self, Placement};
+pub mod batch;
+pub mod build;
+pub mod observe;
+pub mod planning;
+pub mod status;
+pub mod stranded;
+
 use crate::api::{Cloud, ComputePool, ModelDeployment, ModelDeploymentStatus};
 use crate::estate::{Estate, ModelClasses, validate_deployment};
+use crate::operator::artifacts::plan::serving_pools;
+use crate::operator::artifacts::syncer::{Stage, sweep_store_secrets};
+use crate::operator::context::Context;
+use crate::operator::deployment::planning::{Decided, Request, decide_together};
+use crate::operator::deployment::status::{
+    Observed, StatusInput, deployment_status, first_report_wait,
+};
+use crate::operator::error::{Error, Result};
+use crate::operator::kubernetes::children_watch::{Child, ChildKind};
+use crate::operator::kubernetes::memo::{AppliedBody, content_hash};
+use crate::operator::kubernetes::metrics::{ControllerLabels, DeploymentLabels, ErrorLabels};
+use crate::operator::kubernetes::names::{
+    LABEL_COMPONENT, LABEL_POOL, deployment_labels, selector,
+};
+use crate::operator::kubernetes::retry::idempotent;
+use crate::operator::kubernetes::views::{DeploymentView, Written};
 use crate::planner::ComponentPlan;
+use build::Placement;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -31,6 +41,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use stranded::{StrandedInput, StrandedOutcome};
 use tracing::{info, instrument, warn};
 
 /// Field manager of this controller's writes.
@@ -135,7 +146,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
 
     // Read demand (the edge), then decide replicas and places (pure, the shared burst
     // controller and planner).
-    let reading = super::demand::read(ctx, &estate, md).await;
+    let reading = crate::operator::deployment::observe::read(ctx, &estate, md).await;
     let key = Estate::key_of(md);
     let ticket = PlanTicket {
         deployment: Arc::new(md.clone()),
@@ -505,7 +516,7 @@ async fn apply_children(
     ctx: &Context,
     pools: &BTreeMap<String, Arc<ComputePool>>,
     plans: &[ComponentPlan],
-    fetches: &BTreeMap<String, workloads::ModelFetch>,
+    fetches: &BTreeMap<String, build::ModelFetch>,
     reachability: &BTreeMap<String, Option<String>>,
     hold: &BTreeMap<stranded::Key, u32>,
 ) -> (BTreeMap<(String, String), u32>, Option<Error>) {
@@ -534,7 +545,7 @@ async fn apply_children(
             let outcome = async {
                 let cluster = ctx.clusters.for_pool(pool).await?;
                 let namespace = target_namespace(md, pool);
-                let child = workloads::build_deployment(&Placement {
+                let child = build::build_deployment(&Placement {
                     deployment: md,
                     component,
                     pool_name: &placement.pool,
@@ -601,7 +612,7 @@ async fn apply_children(
                     component.name.clone(),
                 ));
                 if first {
-                    let service = workloads::build_service(
+                    let service = build::build_service(
                         md,
                         component,
                         &namespace,
@@ -649,7 +660,7 @@ async fn apply_children(
                 warn!(pool = placement.pool, %err, "applying to the pool's cluster failed");
                 ctx.metrics
                     .remote_errors
-                    .get_or_create(&super::metrics::PoolLabels {
+                    .get_or_create(&crate::operator::kubernetes::metrics::PoolLabels {
                         pool: placement.pool.clone(),
                         cloud: pool.spec.cloud.to_string(),
                     })
@@ -737,7 +748,7 @@ async fn ready_seen(
             }
             let watched = match ctx.clusters.for_pool(pool).await {
                 Ok(cluster) => cluster.observed.as_ref().map(|observed| {
-                    let name = workloads::deployment_name(md, &key.0, &key.1);
+                    let name = build::deployment_name(md, &key.0, &key.1);
                     observed
                         .get(&target_namespace(md, pool), &name)
                         .map_or(0, |s| s.ready_replicas)
@@ -772,7 +783,7 @@ async fn stranded_gone(
         let Some(observed) = cluster.observed.as_ref().filter(|o| o.complete()) else {
             continue;
         };
-        let name = workloads::deployment_name(md, &entry.component, &entry.pool);
+        let name = build::deployment_name(md, &entry.component, &entry.pool);
         if observed.get(&target_namespace(md, pool), &name).is_none() {
             gone.insert((entry.component.clone(), entry.pool.clone()));
         }
@@ -799,7 +810,7 @@ async fn scale_stranded(
         let result = async {
             let cluster = ctx.clusters.for_pool(pool).await?;
             let namespace = target_namespace(md, pool);
-            let name = workloads::deployment_name(md, component, pool_name);
+            let name = build::deployment_name(md, component, pool_name);
             let key = (
                 cluster.id.clone(),
                 "Deployment",
@@ -865,7 +876,7 @@ fn placement_signature(plans: &[ComponentPlan]) -> u64 {
 fn next_reconcile(
     plans: &[ComponentPlan],
     all_ready: bool,
-    reading: &super::demand::DemandReading,
+    reading: &crate::operator::deployment::observe::DemandReading,
     ctx: &Context,
 ) -> Duration {
     let unsettled = !all_ready
@@ -994,7 +1005,7 @@ async fn sweep_orphans(
 
 /// A deployment's children in one cluster, listed by their labels.
 async fn list_children(
-    cluster: &super::clusters::ClusterClient,
+    cluster: &crate::operator::kubernetes::clusters::ClusterClient,
     md: &ModelDeployment,
 ) -> Result<Vec<Child>> {
     let labels = selector(&deployment_labels(
@@ -1041,7 +1052,7 @@ async fn list_children(
 /// places in this cluster.
 async fn delete_orphans(
     ctx: &Context,
-    cluster: &super::clusters::ClusterClient,
+    cluster: &crate::operator::kubernetes::clusters::ClusterClient,
     keep: &BTreeSet<(String, String)>,
     kept_here: BTreeSet<(String, String)>,
     children: Vec<Child>,
@@ -1074,7 +1085,7 @@ async fn delete_orphans(
 /// Deletes one child of kind `K` (gone already is fine) and forgets what was applied to it.
 async fn delete_child<K>(
     ctx: &Context,
-    cluster: &super::clusters::ClusterClient,
+    cluster: &crate::operator::kubernetes::clusters::ClusterClient,
     child: &Child,
 ) -> Result<()>
 where
@@ -1163,7 +1174,7 @@ async fn write_status(
 
 /// Equal but for condition times.
 fn same_status(a: &ModelDeploymentStatus, b: &ModelDeploymentStatus) -> bool {
-    super::conditions::same(&a.conditions, &b.conditions)
+    crate::operator::kubernetes::conditions::same(&a.conditions, &b.conditions)
         && a.observed_generation == b.observed_generation
         && a.ready_replicas == b.ready_replicas
         && a.desired_replicas == b.desired_replicas
@@ -1282,9 +1293,9 @@ async fn publish(
 mod tests {
     use super::*;
     use crate::api::{ComponentStatus, PlacementStatus};
-    use crate::operator::clusters::Clusters;
     use crate::operator::context::Settings;
-    use crate::operator::metrics::Metrics;
+    use crate::operator::kubernetes::clusters::Clusters;
+    use crate::operator::kubernetes::metrics::Metrics;
     use kube::runtime::{reflector, watcher};
 
     fn pool(name: &str, gpus: u32, gpu_hour: f64) -> ComputePool {

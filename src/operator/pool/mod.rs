@@ -1,12 +1,14 @@
 //! The ComputePool controller: probes each pool's cluster and reports whether it is reachable,
 //! ready, and how much capacity its Nodes offer. Deployments re-plan when this status changes.
 
-use super::conditions::{Decided, merge, same};
-use super::context::Context;
-use super::error::{Error, Result};
-use super::metrics::{ControllerLabels, ErrorLabels, PoolLabels};
+pub mod validity;
+
 use crate::api::quantity::{self, QuantityError};
 use crate::api::{ComputePool, ComputePoolStatus, ObservedCapacity};
+use crate::operator::context::Context;
+use crate::operator::error::{Error, Result};
+use crate::operator::kubernetes::conditions::{Decided, merge, same};
+use crate::operator::kubernetes::metrics::{ControllerLabels, ErrorLabels, PoolLabels};
 use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -335,10 +337,10 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
     );
     let previous = pool.status.as_ref().map(|s| s.conditions.as_slice());
     let previous = previous.unwrap_or_default();
-    if let Some(note) = super::pool_validity::invalid_event(previous, &issues) {
-        super::pool_validity::publish(&ctx, &pool, note).await;
+    if let Some(note) = crate::operator::pool::validity::invalid_event(previous, &issues) {
+        crate::operator::pool::validity::publish(&ctx, &pool, note).await;
     }
-    let status = super::pool_validity::with_validity(
+    let status = crate::operator::pool::validity::with_validity(
         status,
         previous,
         &issues,
@@ -359,7 +361,10 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
         });
         let (name, params) = (pool.name_any(), PatchParams::apply(FIELD_MANAGER).force());
         let apply_patch = Patch::Apply(&patch);
-        super::retry::idempotent(|| api.patch_status(&name, &params, &apply_patch)).await?;
+        crate::operator::kubernetes::retry::idempotent(|| {
+            api.patch_status(&name, &params, &apply_patch)
+        })
+        .await?;
     }
     ctx.metrics
         .reconcile_duration
