@@ -8,7 +8,7 @@ use crate::operator::artifacts::syncer::{ArtifactsConfig, Syncer};
 use crate::operator::context::{Context, Settings};
 use crate::operator::error::{Error, Result};
 use crate::operator::http::{Health, serve};
-use crate::operator::kubernetes::clusters::Clusters;
+use crate::operator::kubernetes::clusters::{AbortOnDrop, Clusters};
 use crate::operator::kubernetes::coalesce::coalesce;
 use crate::operator::kubernetes::metrics::Metrics;
 use crate::operator::kubernetes::views::{SlimModelDeployment, unslim};
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 use tracing::{error, info};
 
 /// Settings of `skybridge run`.
@@ -338,16 +338,6 @@ where
             Ok(result) => return result.is_ok(),
             Err(_) => continue,
         }
-    }
-}
-
-/// Aborts a task when its owner goes: a task spawned outside `run`'s set when `run` ends or is
-/// dropped, a cluster's children watch when its client is replaced.
-pub(super) struct AbortOnDrop(pub(super) AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

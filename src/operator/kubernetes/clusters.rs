@@ -6,7 +6,7 @@ use crate::operator::deployment::FIELD_MANAGER;
 use crate::operator::error::{Error, Result};
 use crate::operator::kubernetes::children_watch::ObservedChildren;
 use crate::operator::kubernetes::retry::idempotent;
-use crate::operator::runtime::AbortOnDrop;
+use tokio::task::AbortHandle;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams};
@@ -392,3 +392,14 @@ fn with_deadlines(mut config: Config, read_timeout: Duration) -> Config {
     config.reset_reader_on_write = true;
     config
 }
+
+/// Aborts a task when its owner goes: a task spawned outside `run`'s set when `run` ends or is
+/// dropped, a cluster's children watch when its client is replaced.
+pub struct AbortOnDrop(pub AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+

@@ -2,6 +2,7 @@
 //! sweep of children, the status writer, watches, slim views, names, Events and metrics. Nothing
 //! here knows a controller.
 
+pub mod applier;
 pub mod children_watch;
 pub mod clusters;
 pub mod coalesce;
@@ -11,4 +12,5 @@ pub mod memo;
 pub mod metrics;
 pub mod names;
 pub mod retry;
+pub mod status_writer;
 pub mod views;

@@ -6,17 +6,17 @@ pub mod validity;
 use crate::api::quantity::{self, QuantityError};
 use crate::api::{ComputePool, ComputePoolStatus, ObservedCapacity};
 use crate::operator::context::Context;
+use crate::operator::kubernetes::status_writer::{ReconcileTimer, ReportedStatus, StatusWriter};
 use crate::operator::error::{Error, Result};
 use crate::operator::kubernetes::conditions::{Decided, merge, same};
-use crate::operator::kubernetes::metrics::{ControllerLabels, ErrorLabels, PoolLabels};
+use crate::operator::kubernetes::metrics::{ErrorLabels, PoolLabels};
 use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
-use serde_json::json;
+use kube::ResourceExt;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{instrument, warn};
 
 pub const FIELD_MANAGER: &str = "skybridge.io/pool-controller";
@@ -305,12 +305,21 @@ pub fn pool_status(
     }
 }
 
+/// Equal but for condition times.
+impl ReportedStatus for ComputePoolStatus {
+    fn says_the_same(&self, other: &Self) -> bool {
+        same(&self.conditions, &other.conditions)
+            && self.observed_capacity == other.observed_capacity
+            && self.observed_generation == other.observed_generation
+    }
+}
+
 #[instrument(skip(pool, ctx), fields(name = pool.name_any()))]
 pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.is_leader() {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    let started = Instant::now();
+    let _timer = ReconcileTimer::start(&ctx.metrics, "computepool");
     let probe = probe(&pool, &ctx).await;
     let labels = PoolLabels {
         pool: pool.name_any(),
@@ -347,31 +356,16 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
         pool.metadata.generation,
         k8s_openapi::jiff::Timestamp::now(),
     );
-    let unchanged = pool.status.as_ref().is_some_and(|s| {
-        same(&s.conditions, &status.conditions)
-            && s.observed_capacity == status.observed_capacity
-            && s.observed_generation == status.observed_generation
-    });
-    if !unchanged {
-        let api: Api<ComputePool> = Api::all(ctx.clusters.local().client().await);
-        let patch = json!({
-            "apiVersion": ComputePool::api_version(&()),
-            "kind": ComputePool::kind(&()),
-            "status": status,
-        });
-        let (name, params) = (pool.name_any(), PatchParams::apply(FIELD_MANAGER).force());
-        let apply_patch = Patch::Apply(&patch);
-        crate::operator::kubernetes::retry::idempotent(|| {
-            api.patch_status(&name, &params, &apply_patch)
-        })
-        .await?;
+    StatusWriter {
+        field_manager: FIELD_MANAGER,
     }
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&ControllerLabels {
-            controller: "computepool".into(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    .write(
+        ctx.clusters.local().client().await,
+        pool.as_ref(),
+        pool.status.as_ref(),
+        &status,
+    )
+    .await?;
     ctx.succeeded(pool.as_ref());
     // Probed every period, so an unreachable pool is noticed within one period.
     Ok(Action::requeue(ctx.settings.period))
