@@ -262,7 +262,7 @@ pub async fn run_with_artifacts(
         .run(
             deployment_controller::reconcile,
             deployment_controller::error_policy,
-            ctx.clone(),
+            deployment_controller::Deployments::new(ctx.clone()),
         )
         .for_each(|_| futures::future::ready(()));
     let pool_run = Controller::new(pools_api, watcher::Config::default())

@@ -1,14 +1,27 @@
-//! Builds the Kubernetes objects for one placement: pure functions from the spec and the plan to
-//! the objects the operator applies with server-side apply.
+//! Build, the third step of a reconcile: pure functions from the spec, the decision and what
+//! was observed to the children the operator wants in each pool's cluster (Deployments,
+//! Services, store-credential Secrets), serialized once for the applier. Adding a kind of
+//! child is adding a builder here.
 
+use super::decide::Decision;
+use super::observe::{Observed, SecretData};
+use crate::api::ComputePool;
 use crate::api::{Component, ComputePoolSpec, ContainerSecurity, ModelDeployment};
 pub use crate::operator::artifacts::plan::ModelFetch;
+use crate::operator::artifacts::syncer::{
+    CREDENTIAL_KEYS, may_copy_store_credentials, store_secret_name,
+};
+use crate::operator::kubernetes::applier::{ChildId, DesiredChild, Kind};
 use crate::operator::kubernetes::names::{
     ANNOTATION_DIGEST, ANNOTATION_VERSION, child_name, component_labels, placement_labels,
+};
+use crate::operator::kubernetes::names::{
+    LABEL_POOL, cluster_key, deployment_labels, target_namespace,
 };
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
@@ -18,8 +31,285 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::ResourceExt;
-use std::collections::BTreeMap;
+use kube::{Resource, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// A child that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("serialising {kind} {name}")]
+    Serialize {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The copy of a pool's store credentials is refused (see `may_copy_store_credentials`).
+    #[error("pool {pool}: {reason}")]
+    CredentialsRefused { pool: String, reason: String },
+    /// The store credentials to copy could not be read.
+    #[error("pool {pool}: store credentials: {message}")]
+    Credentials { pool: String, message: String },
+}
+
+/// Every child a deployment wants, in every pool's cluster.
+#[derive(Default)]
+pub struct Desired {
+    pub children: Vec<DesiredChild>,
+    /// The (component, pool) of each Deployment child, by index in `children`: readiness is
+    /// reported per placement.
+    pub placements: BTreeMap<usize, (String, String)>,
+    /// Per pool, the children kept in its cluster: the desired ones, and the stranded
+    /// workloads (with their Services) the partition rules keep outside the plan.
+    pub keep: BTreeMap<String, BTreeSet<ChildId>>,
+    /// Children that could not be built; the others are applied, and the reconcile fails
+    /// after its report.
+    pub problems: Vec<BuildError>,
+}
+
+/// The children `md` wants for `decision`: one Deployment per (component, pool) with replicas,
+/// one Service per component per cluster and namespace, and (with managed artifacts) one copy
+/// of a pool's store credentials per serving pool whose store has them. `operator_ns`: where
+/// credentials are read from; `image`: the operator's own, for the `fetch-model` init
+/// container.
+pub fn build(
+    md: &ModelDeployment,
+    observed: &Observed,
+    decision: &Decision,
+    operator_ns: &str,
+    image: &str,
+) -> Desired {
+    let pools = &decision.estate.pools;
+    let fetches = decision
+        .artifacts
+        .as_ref()
+        .map(|stage| stage.fetches(md, pools, &decision.plans, image))
+        .unwrap_or_default();
+    let mut desired = Desired::default();
+    let push = |desired: &mut Desired,
+                kind: Kind,
+                pool: &str,
+                namespace: &str,
+                name: &str,
+                object: Result<DesiredChild, serde_json::Error>| {
+        match object {
+            Ok(child) => {
+                desired
+                    .keep
+                    .entry(pool.to_string())
+                    .or_default()
+                    .insert(child.id());
+                desired.children.push(child);
+                true
+            }
+            Err(source) => {
+                // Not applied, but not an orphan either.
+                desired.keep.entry(pool.to_string()).or_default().insert((
+                    kind,
+                    namespace.to_string(),
+                    name.to_string(),
+                ));
+                desired.problems.push(BuildError::Serialize {
+                    kind: kind.name(),
+                    name: name.to_string(),
+                    source,
+                });
+                false
+            }
+        }
+    };
+    // Secrets first: the pods of the Deployments name them.
+    for (pool_name, fetch) in &fetches {
+        let Some(pool) = pools.get(pool_name) else {
+            continue;
+        };
+        if fetch.credentials_secret.is_none() {
+            continue;
+        }
+        match store_secret(
+            md,
+            pool_name,
+            pool,
+            pools,
+            operator_ns,
+            &observed.credentials,
+        ) {
+            Ok(secret) => {
+                let (namespace, name) =
+                    (target_namespace(md, pool), store_secret_name(md, pool_name));
+                let child = DesiredChild::new(Kind::Secret, pool_name, &namespace, &name, &secret);
+                push(
+                    &mut desired,
+                    Kind::Secret,
+                    pool_name,
+                    &namespace,
+                    &name,
+                    child,
+                );
+            }
+            Err(problem) => desired.problems.push(problem),
+        }
+    }
+    let mut services: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (component, plan) in md.spec.components.iter().zip(&decision.plans) {
+        for placement in plan.placements.iter().filter(|p| p.replicas > 0) {
+            let Some(pool) = pools.get(&placement.pool) else {
+                continue;
+            };
+            let local = cluster_key(pool) == "local";
+            let owner = if local {
+                md.controller_owner_ref(&())
+            } else {
+                None
+            };
+            let namespace = target_namespace(md, pool);
+            let replicas = decision
+                .stranded
+                .hold
+                .get(&(component.name.clone(), placement.pool.clone()))
+                .copied()
+                .unwrap_or(0)
+                .max(placement.replicas);
+            let deployment = build_deployment(&Placement {
+                deployment: md,
+                component,
+                pool_name: &placement.pool,
+                pool: &pool.spec,
+                replicas,
+                namespace: &namespace,
+                model: fetches.get(&placement.pool),
+                owner: owner.clone(),
+            });
+            let name = deployment_name(md, &component.name, &placement.pool);
+            let child = DesiredChild::new(
+                Kind::Deployment,
+                &placement.pool,
+                &namespace,
+                &name,
+                &deployment,
+            );
+            if push(
+                &mut desired,
+                Kind::Deployment,
+                &placement.pool,
+                &namespace,
+                &name,
+                child,
+            ) {
+                desired.placements.insert(
+                    desired.children.len() - 1,
+                    (component.name.clone(), placement.pool.clone()),
+                );
+            }
+            // One Service per (cluster, namespace, component), applied with its first placement.
+            let service_key = (cluster_key(pool), namespace.clone(), component.name.clone());
+            let name = service_name(md, &component.name);
+            if services.insert(service_key) {
+                let service = build_service(md, component, &namespace, owner);
+                let child =
+                    DesiredChild::new(Kind::Service, &placement.pool, &namespace, &name, &service);
+                push(
+                    &mut desired,
+                    Kind::Service,
+                    &placement.pool,
+                    &namespace,
+                    &name,
+                    child,
+                );
+            } else {
+                desired
+                    .keep
+                    .entry(placement.pool.clone())
+                    .or_default()
+                    .insert((Kind::Service, namespace.clone(), name));
+            }
+        }
+    }
+    // Stranded workloads kept outside the plan, and their Services.
+    for (component, pool_name) in &decision.stranded.protect {
+        let Some(pool) = pools.get(pool_name) else {
+            continue;
+        };
+        let namespace = target_namespace(md, pool);
+        let keep = desired.keep.entry(pool_name.clone()).or_default();
+        keep.insert((
+            Kind::Deployment,
+            namespace.clone(),
+            deployment_name(md, component, pool_name),
+        ));
+        keep.insert((Kind::Service, namespace, service_name(md, component)));
+    }
+    desired
+}
+
+/// The copy of `pool`'s store credentials for `md`'s pods in `pool`'s cluster (target
+/// namespace): the AWS key fields only, checked right before whatever validation said (see
+/// `may_copy_store_credentials`).
+pub fn store_secret(
+    md: &ModelDeployment,
+    pool_name: &str,
+    pool: &ComputePool,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+    operator_ns: &str,
+    credentials: &BTreeMap<String, Result<Arc<SecretData>, String>>,
+) -> Result<Secret, BuildError> {
+    // Defence in depth: the route to this pool is already forbidden and validation reports the
+    // pool, but a private store's keys must not reach a public cluster even if both missed it.
+    may_copy_store_credentials(pool, pools, operator_ns).map_err(|reason| {
+        BuildError::CredentialsRefused {
+            pool: pool_name.to_string(),
+            reason,
+        }
+    })?;
+    let secret_ref = pool
+        .spec
+        .artifact_store
+        .as_ref()
+        .and_then(|s| s.credentials_secret_ref.as_ref())
+        .ok_or_else(|| BuildError::Credentials {
+            pool: pool_name.to_string(),
+            message: "the store names no credentials".into(),
+        })?;
+    let data = match credentials.get(&secret_ref.name) {
+        Some(Ok(data)) => data,
+        Some(Err(message)) => {
+            return Err(BuildError::Credentials {
+                pool: pool_name.to_string(),
+                message: message.clone(),
+            });
+        }
+        None => {
+            return Err(BuildError::Credentials {
+                pool: pool_name.to_string(),
+                message: format!("Secret {} was not read", secret_ref.name),
+            });
+        }
+    };
+    let data: BTreeMap<String, k8s_openapi::ByteString> = data
+        .iter()
+        .filter(|(k, _)| CREDENTIAL_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut labels = deployment_labels(&md.namespace().unwrap_or_default(), &md.name_any());
+    labels.insert(LABEL_POOL.to_string(), pool_name.to_string());
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(store_secret_name(md, pool_name)),
+            namespace: Some(target_namespace(md, pool)),
+            labels: Some(labels),
+            owner_references: if cluster_key(pool) == "local" {
+                md.controller_owner_ref(&()).map(|o| vec![o])
+            } else {
+                None
+            },
+            ..Default::default()
+        },
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    })
+}
 
 /// One component's replicas in one pool.
 pub struct Placement<'a> {

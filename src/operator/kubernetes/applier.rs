@@ -200,11 +200,14 @@ impl Applier<'_> {
         let mut outcomes: Vec<Option<Result<u32>>> = children.iter().map(|_| None).collect();
         let phases: BTreeSet<u8> = children.iter().map(|(c, _)| c.kind.phase()).collect();
         for phase in phases {
-            let applies = children
-                .iter()
-                .enumerate()
-                .filter(|(_, (child, _))| child.kind.phase() == phase)
-                .map(|(i, (child, cluster))| async move { (i, self.apply_one(cluster, child).await) });
+            let applies =
+                children
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (child, _))| child.kind.phase() == phase)
+                    .map(|(i, (child, cluster))| async move {
+                        (i, self.apply_one(cluster, child).await)
+                    });
             for (i, outcome) in futures::future::join_all(applies).await {
                 outcomes[i] = Some(outcome);
             }
@@ -280,7 +283,13 @@ pub async fn sweep_cluster(
         }
     }
     for (kind, namespace, name) in orphans(found, target.keep) {
-        info!(kind = kind.name(), child = name, namespace, cluster = cluster.id, "deleting a child no longer wanted");
+        info!(
+            kind = kind.name(),
+            child = name,
+            namespace,
+            cluster = cluster.id,
+            "deleting a child no longer wanted"
+        );
         delete(memo, cluster, kind, &namespace, &name).await?;
     }
     Ok(complete)

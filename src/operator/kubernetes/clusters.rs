@@ -2,11 +2,10 @@
 //! cached and rebuilt when the Secret changes, each behind a request-rate limit.
 
 use crate::api::{ComputePool, ModelDeployment, SecretKeyRef};
-use crate::operator::deployment::FIELD_MANAGER;
 use crate::operator::error::{Error, Result};
 use crate::operator::kubernetes::children_watch::ObservedChildren;
+use crate::operator::kubernetes::names::DEPLOYMENT_MANAGER as FIELD_MANAGER;
 use crate::operator::kubernetes::retry::idempotent;
-use tokio::task::AbortHandle;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams};
@@ -17,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Semaphore};
+use tokio::task::AbortHandle;
 
 /// Key under which a kubeconfig Secret holds the kubeconfig when the reference names none.
 pub const DEFAULT_KUBECONFIG_KEY: &str = "kubeconfig";
@@ -402,4 +402,3 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
-

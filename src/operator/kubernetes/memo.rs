@@ -74,7 +74,9 @@ pub enum Seen {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemoVerdict {
     /// Nothing to write: the child is as last applied; its ready replicas as the watch saw them.
-    Skip { ready: u32 },
+    Skip {
+        ready: u32,
+    },
     Apply,
 }
 
@@ -128,7 +130,10 @@ impl AppliedChildren {
 
     /// How many children are remembered.
     pub fn len(&self) -> usize {
-        self.children.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Whether no child is remembered.
@@ -231,11 +236,20 @@ mod tests {
             MemoVerdict::Skip { ready: 2 }
         );
         // Other content, aged out, never applied, or seen at another generation past the grace.
-        assert_eq!(memo_verdict(recorded(8, Some(3), 60), 7, seen, TTL, GRACE), MemoVerdict::Apply);
-        assert_eq!(memo_verdict(recorded(7, Some(3), 300), 7, seen, TTL, GRACE), MemoVerdict::Apply);
+        assert_eq!(
+            memo_verdict(recorded(8, Some(3), 60), 7, seen, TTL, GRACE),
+            MemoVerdict::Apply
+        );
+        assert_eq!(
+            memo_verdict(recorded(7, Some(3), 300), 7, seen, TTL, GRACE),
+            MemoVerdict::Apply
+        );
         assert_eq!(memo_verdict(None, 7, seen, TTL, GRACE), MemoVerdict::Apply);
         let other = Seen::Generation(Some((Some(4), 2)));
-        assert_eq!(memo_verdict(recorded(7, Some(3), 60), 7, other, TTL, GRACE), MemoVerdict::Apply);
+        assert_eq!(
+            memo_verdict(recorded(7, Some(3), 60), 7, other, TTL, GRACE),
+            MemoVerdict::Apply
+        );
     }
 
     #[test]
@@ -250,13 +264,19 @@ mod tests {
             memo_verdict(recorded(7, Some(3), 2), 7, lagging, TTL, GRACE),
             MemoVerdict::Skip { ready: 1 }
         );
-        assert_eq!(memo_verdict(recorded(7, Some(3), 11), 7, unseen, TTL, GRACE), MemoVerdict::Apply);
+        assert_eq!(
+            memo_verdict(recorded(7, Some(3), 11), 7, unseen, TTL, GRACE),
+            MemoVerdict::Apply
+        );
     }
 
     #[test]
     fn a_service_missing_from_a_complete_index_is_applied_again() {
         let at = recorded(7, None, 60);
-        assert_eq!(memo_verdict(at, 7, Seen::Presence(Some(false)), TTL, GRACE), MemoVerdict::Apply);
+        assert_eq!(
+            memo_verdict(at, 7, Seen::Presence(Some(false)), TTL, GRACE),
+            MemoVerdict::Apply
+        );
         assert_eq!(
             memo_verdict(at, 7, Seen::Presence(Some(true)), TTL, GRACE),
             MemoVerdict::Skip { ready: 0 }

@@ -12,5 +12,6 @@ pub mod memo;
 pub mod metrics;
 pub mod names;
 pub mod retry;
+pub mod secrets;
 pub mod status_writer;
 pub mod views;

@@ -50,7 +50,10 @@ impl StatusWriter {
             "kind": K::kind(&()),
             "status": status,
         });
-        let (name, params) = (object.name_any(), PatchParams::apply(self.field_manager).force());
+        let (name, params) = (
+            object.name_any(),
+            PatchParams::apply(self.field_manager).force(),
+        );
         let apply_patch = Patch::Apply(&patch);
         idempotent(|| api.patch_status(&name, &params, &apply_patch)).await?;
         Ok(true)

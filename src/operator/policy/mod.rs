@@ -7,10 +7,10 @@ pub mod status;
 
 use crate::api::{BurstPolicy, BurstPolicyStatus, ModelDeployment};
 use crate::operator::context::Context;
-use crate::operator::kubernetes::status_writer::{ReconcileTimer, ReportedStatus, StatusWriter};
 use crate::operator::error::{Error, Result};
 use crate::operator::kubernetes::conditions::same;
 use crate::operator::kubernetes::metrics::{ErrorLabels, PolicyLabels};
+use crate::operator::kubernetes::status_writer::{ReconcileTimer, ReportedStatus, StatusWriter};
 use crate::operator::policy::status::{BUDGET_EXHAUSTED, policy_status};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
