@@ -863,4 +863,216 @@ spec:
         assert!(!selector.contains_key("skybridge.io/pool"));
         assert_eq!(selector["skybridge.io/component"], "ranker");
     }
+
+    fn yaml_pool(yaml: &str) -> Arc<ComputePool> {
+        Arc::new(serde_yaml_ng::from_str(yaml).unwrap())
+    }
+
+    fn two_component_deployment() -> ModelDeployment {
+        serde_yaml_ng::from_str(
+            r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: shop, namespace: web, uid: "u-1"}
+spec:
+  model: {source: {uri: "s3://models/m", pool: a}, version: "1"}
+  components:
+  - {name: enc, dataClass: internal, image: "serve:1", resources: {gpu: {count: 1, type: l4}, cpu: "1", memory: 1Gi}, replicas: {min: 1, max: 4}}
+  - {name: rank, dataClass: internal, image: "serve:1", resources: {gpu: {count: 1, type: l4}, cpu: "1", memory: 1Gi}, replicas: {min: 1, max: 4}}
+"#,
+        )
+        .unwrap()
+    }
+
+    fn component_plan(component: &str, pools: &[(&str, u32)]) -> crate::planner::ComponentPlan {
+        crate::planner::ComponentPlan {
+            key: crate::planner::ComponentKey {
+                namespace: "web".into(),
+                deployment: "shop".into(),
+                component: component.into(),
+            },
+            data_class: crate::api::DataClass::Internal,
+            desired_replicas: pools.iter().map(|p| p.1).sum(),
+            placements: pools
+                .iter()
+                .map(|&(pool, replicas)| crate::planner::Placement {
+                    pool: pool.into(),
+                    cloud: crate::api::Cloud::Private,
+                    replicas,
+                    reason: String::new(),
+                })
+                .collect(),
+            unplaced: 0,
+            reasons: Vec::new(),
+            cost_per_hour: 0.0,
+        }
+    }
+
+    fn observed(estate: crate::estate::Estate) -> Observed {
+        Observed {
+            estate,
+            invalid: Vec::new(),
+            demand: super::super::observe::DemandReading {
+                demand: BTreeMap::new(),
+                failures: Vec::new(),
+                next_read: std::time::Duration::from_secs(15),
+            },
+            reachability: BTreeMap::new(),
+            stranded_before: Vec::new(),
+            watched_ready: BTreeMap::new(),
+            stranded_gone: BTreeSet::new(),
+            credentials: BTreeMap::new(),
+        }
+    }
+
+    /// Two pools in the operator's cluster, one in a member cluster: a Deployment per
+    /// (component, pool) with replicas, a Service per component per cluster, the owner
+    /// reference only where garbage collection can follow it, and what the partition rules
+    /// protect kept (not applied).
+    #[test]
+    fn the_desired_set_has_one_service_per_component_and_cluster() {
+        let local = |name: &str| {
+            yaml_pool(&format!(
+                "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {{name: {name}}}\nspec: {{cloud: private, provider: onprem, region: fra, capacity: {{}}}}\n"
+            ))
+        };
+        let remote = yaml_pool(
+            "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: c}\nspec: {cloud: private, provider: onprem, region: fra, capacity: {}, cluster: {namespace: serve, kubeconfigSecretRef: {name: member}}}\n",
+        );
+        let mut estate = crate::estate::Estate::default();
+        for pool in [local("a"), local("b"), remote] {
+            estate.pools.insert(pool.name_any(), pool);
+        }
+        let md = two_component_deployment();
+        let mut protect = BTreeSet::new();
+        protect.insert(("rank".to_string(), "b".to_string()));
+        let decision = Decision {
+            plans: vec![
+                component_plan("enc", &[("a", 1), ("b", 2), ("c", 1)]),
+                component_plan("rank", &[("a", 0), ("c", 2)]),
+            ],
+            artifacts: None,
+            estate: Arc::new(estate.clone()),
+            stranded: crate::operator::deployment::stranded::StrandedOutcome {
+                protect,
+                ..Default::default()
+            },
+            sweep: crate::operator::kubernetes::applier::SweepMode::Indexed,
+            signature: 0,
+            notes: Vec::new(),
+        };
+        let desired = build(&md, &observed(estate), &decision, "skybridge-system", "img");
+        assert!(desired.problems.is_empty());
+        let ids: Vec<(Kind, String, String, String)> = desired
+            .children
+            .iter()
+            .map(|c| (c.kind, c.pool.clone(), c.namespace.clone(), c.name.clone()))
+            .collect();
+        let id = |kind, pool: &str, ns: &str, name: &str| {
+            (kind, pool.to_string(), ns.to_string(), name.to_string())
+        };
+        assert_eq!(
+            ids,
+            vec![
+                id(Kind::Deployment, "a", "web", "shop-enc-a"),
+                id(Kind::Service, "a", "web", "shop-enc"),
+                id(Kind::Deployment, "b", "web", "shop-enc-b"),
+                id(Kind::Deployment, "c", "serve", "shop-enc-c"),
+                id(Kind::Service, "c", "serve", "shop-enc"),
+                id(Kind::Deployment, "c", "serve", "shop-rank-c"),
+                id(Kind::Service, "c", "serve", "shop-rank"),
+            ]
+        );
+        assert_eq!(desired.placements.len(), 4, "readiness per Deployment");
+        assert_eq!(
+            desired.placements[&5],
+            ("rank".to_string(), "c".to_string())
+        );
+        let owned = |i: usize| {
+            serde_json::from_str::<serde_json::Value>(desired.children[i].body.json.get()).unwrap()
+                ["metadata"]["ownerReferences"]
+                .is_array()
+        };
+        assert!(
+            owned(0) && owned(1) && !owned(3) && !owned(4),
+            "owner references stay local"
+        );
+        // Pool b keeps its Service (applied with pool a's placement) and the stranded rank.
+        let keep_b = &desired.keep["b"];
+        assert!(keep_b.contains(&(Kind::Service, "web".into(), "shop-enc".into())));
+        assert!(keep_b.contains(&(Kind::Deployment, "web".into(), "shop-rank-b".into())));
+        assert!(keep_b.contains(&(Kind::Service, "web".into(), "shop-rank".into())));
+        assert!(
+            !desired.keep["a"].contains(&(Kind::Deployment, "web".into(), "shop-rank-a".into())),
+            "no replicas: an orphan"
+        );
+    }
+
+    /// A store's credentials are copied with their AWS keys only; a copy the residency rules
+    /// refuse, or whose Secret could not be read, is an error naming the pool, never a Secret.
+    #[test]
+    fn store_credentials_are_copied_with_their_keys_only_and_refusals_are_errors() {
+        let private = yaml_pool(
+            "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: dc1}\nspec: {cloud: private, provider: onprem, region: fra, capacity: {}, artifactStore: {bucket: models, credentialsSecretRef: {name: dc1-store}}}\n",
+        );
+        let public = yaml_pool(
+            "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: aws}\nspec: {cloud: public, provider: aws, region: r, capacity: {}, cluster: {kubeconfigSecretRef: {name: aws}}, artifactStore: {bucket: models, credentialsSecretRef: {name: dc1-store}}}\n",
+        );
+        let pools = BTreeMap::from([
+            ("dc1".to_string(), private.clone()),
+            ("aws".to_string(), public.clone()),
+        ]);
+        let md = two_component_deployment();
+        let data: SecretData = [
+            ("AWS_ACCESS_KEY_ID", "id"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("OTHER", "not copied"),
+        ]
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                k8s_openapi::ByteString(v.as_bytes().to_vec()),
+            )
+        })
+        .collect();
+        let read = BTreeMap::from([("dc1-store".to_string(), Ok(Arc::new(data)))]);
+        let secret = store_secret(&md, "dc1", &private, &pools, "skybridge-system", &read).unwrap();
+        let keys: Vec<&str> = secret
+            .data
+            .as_ref()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
+        assert_eq!(secret.metadata.name.as_deref(), Some("shop-store-dc1"));
+        assert_eq!(secret.metadata.labels.as_ref().unwrap()[LABEL_POOL], "dc1");
+        assert!(
+            secret.metadata.owner_references.is_some(),
+            "local: garbage-collected"
+        );
+        match store_secret(&md, "aws", &public, &pools, "skybridge-system", &read) {
+            Err(BuildError::CredentialsRefused { pool, .. }) => assert_eq!(pool, "aws"),
+            other => panic!("a private store's keys for a public cluster: {other:?}"),
+        }
+        let failed = BTreeMap::from([("dc1-store".to_string(), Err("forbidden".to_string()))]);
+        match store_secret(&md, "dc1", &private, &pools, "skybridge-system", &failed) {
+            Err(BuildError::Credentials { pool, message }) => {
+                assert_eq!((pool.as_str(), message.as_str()), ("dc1", "forbidden"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            store_secret(
+                &md,
+                "dc1",
+                &private,
+                &pools,
+                "skybridge-system",
+                &BTreeMap::new()
+            ),
+            Err(BuildError::Credentials { .. })
+        ));
+    }
 }

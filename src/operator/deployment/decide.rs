@@ -681,4 +681,265 @@ mod tests {
         let resolved = decide_batch(&ctx, vec![ticket(&ours)]);
         assert_eq!(pools_of(&resolved[0]), ["other"]);
     }
+
+    fn plan(component: &str, placements: &[(&str, Cloud, u32)], unplaced: u32) -> ComponentPlan {
+        ComponentPlan {
+            key: crate::planner::ComponentKey {
+                namespace: "shop".into(),
+                deployment: "d".into(),
+                component: component.into(),
+            },
+            data_class: crate::api::DataClass::Internal,
+            desired_replicas: placements.iter().map(|p| p.2).sum::<u32>() + unplaced,
+            placements: placements
+                .iter()
+                .map(|&(pool, cloud, replicas)| crate::planner::Placement {
+                    pool: pool.into(),
+                    cloud,
+                    replicas,
+                    reason: String::new(),
+                })
+                .collect(),
+            unplaced,
+            reasons: Vec::new(),
+            cost_per_hour: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_sweep_lists_only_when_a_placed_deployment_changed_its_pools_since_its_last_sweep() {
+        assert_eq!(
+            sweep_mode(true, None, 7),
+            SweepMode::List,
+            "after a restart"
+        );
+        assert_eq!(
+            sweep_mode(true, Some(6), 7),
+            SweepMode::List,
+            "pools changed"
+        );
+        assert_eq!(
+            sweep_mode(true, Some(7), 7),
+            SweepMode::Indexed,
+            "swept already"
+        );
+        assert_eq!(
+            sweep_mode(false, None, 7),
+            SweepMode::Indexed,
+            "never placed"
+        );
+        let a = [plan("x", &[("p", Cloud::Private, 1)], 0)];
+        let b = [plan("x", &[("p", Cloud::Private, 3)], 0)];
+        let c = [plan("x", &[("q", Cloud::Private, 1)], 0)];
+        let none = [plan("x", &[("p", Cloud::Private, 0)], 1)];
+        assert_eq!(
+            placement_signature(&a),
+            placement_signature(&b),
+            "replicas are no orphans"
+        );
+        assert_ne!(placement_signature(&a), placement_signature(&c));
+        assert_ne!(placement_signature(&a), placement_signature(&none));
+    }
+
+    #[test]
+    fn requeue_follows_the_metric_else_the_period_until_settled() {
+        let period = Duration::from_secs(15);
+        let private = [plan("x", &[("p", Cloud::Private, 2)], 0)];
+        let public = [plan(
+            "x",
+            &[("p", Cloud::Private, 1), ("c", Cloud::Public, 1)],
+            0,
+        )];
+        let short = [plan("x", &[("p", Cloud::Private, 1)], 1)];
+        assert_eq!(next_requeue(&private, true, None, period), SETTLED_RESYNC);
+        assert_eq!(
+            next_requeue(&private, true, None, Duration::from_secs(600)),
+            Duration::from_secs(600),
+            "never sooner than the period"
+        );
+        assert_eq!(
+            next_requeue(&private, false, None, period),
+            period,
+            "not ready"
+        );
+        assert_eq!(
+            next_requeue(&public, true, None, period),
+            period,
+            "bursting"
+        );
+        assert_eq!(next_requeue(&short, true, None, period), period, "unplaced");
+        let metric = Some(Duration::from_secs(5));
+        assert_eq!(
+            next_requeue(&private, true, metric, period),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            next_requeue(&private, true, Some(Duration::from_secs(60)), period),
+            period,
+            "at most the period"
+        );
+    }
+
+    #[test]
+    fn only_budget_hits_and_unreadable_metrics_are_warnings() {
+        assert_eq!(burst_event_type(EventKind::BudgetHit), EventType::Warning);
+        assert_eq!(
+            burst_event_type(EventKind::MetricUnavailable),
+            EventType::Warning
+        );
+        for kind in [EventKind::ScaleUp, EventKind::ScaleDown, EventKind::Prewarm] {
+            assert_eq!(burst_event_type(kind), EventType::Normal, "{kind:?}");
+        }
+    }
+
+    fn status(placed: &[(&str, u32)], conditions: &[(&str, &str, &str)]) -> ModelDeploymentStatus {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        ModelDeploymentStatus {
+            components: vec![ComponentStatus {
+                name: "x".into(),
+                placements: placed
+                    .iter()
+                    .map(|&(pool, replicas)| PlacementStatus {
+                        pool: pool.into(),
+                        cloud: Cloud::Private,
+                        replicas,
+                        ready_replicas: 0,
+                        reason: String::new(),
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            conditions: conditions
+                .iter()
+                .map(|&(type_, status, message)| Condition {
+                    type_: type_.into(),
+                    status: status.into(),
+                    reason: "R".into(),
+                    message: message.into(),
+                    observed_generation: None,
+                    last_transition_time: Time(Timestamp::now()),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn events_tell_what_changed_between_two_statuses() {
+        let reasons = |events: Vec<Note>| events.into_iter().map(|e| e.1).collect::<Vec<_>>();
+        let calm = status(
+            &[("p", 1)],
+            &[("Bursting", "False", ""), ("Degraded", "False", "")],
+        );
+        assert!(
+            placement_events(Some(&calm), &calm, &[]).is_empty(),
+            "nothing changed"
+        );
+        let note: Note = (EventType::Warning, "MetricUnavailable", "m".into());
+        assert_eq!(
+            reasons(placement_events(Some(&calm), &calm, &[note])),
+            ["MetricUnavailable"]
+        );
+
+        let bursting = status(
+            &[("p", 1), ("c", 2)],
+            &[
+                ("Bursting", "True", "2 replicas public"),
+                ("Degraded", "True", "short"),
+            ],
+        );
+        let events = placement_events(Some(&calm), &bursting, &[]);
+        assert_eq!(
+            reasons(events.clone()),
+            ["Placed", "BurstStarted", "Degraded"]
+        );
+        assert_eq!(events[0].2, "placement: x@p=1, x@c=2");
+        assert_eq!(events[1].2, "2 replicas public");
+        assert_eq!(events[2].0, EventType::Warning);
+        assert_eq!(
+            reasons(placement_events(Some(&bursting), &calm, &[])),
+            ["Placed", "BurstEnded"]
+        );
+        assert_eq!(
+            reasons(placement_events(None, &calm, &[])),
+            ["Placed"],
+            "a first status"
+        );
+    }
+
+    #[test]
+    fn readiness_before_apply_is_the_watchs_else_the_last_report_and_none_cut_off() {
+        let plans = [plan(
+            "x",
+            &[
+                ("p", Cloud::Private, 2),
+                ("q", Cloud::Private, 1),
+                ("r", Cloud::Private, 1),
+            ],
+            0,
+        )];
+        let key = |pool: &str| ("x".to_string(), pool.to_string());
+        let reachability: BTreeMap<String, Option<String>> = [
+            ("p".to_string(), None),
+            ("q".to_string(), None),
+            ("r".to_string(), Some("down".to_string())),
+        ]
+        .into_iter()
+        .collect();
+        let placed: stranded::Placed = [(key("p"), (2, 2)), (key("q"), (1, 1)), (key("r"), (1, 1))]
+            .into_iter()
+            .collect();
+        let watched: BTreeMap<stranded::Key, Option<u32>> =
+            [(key("p"), Some(1)), (key("q"), None), (key("r"), Some(1))]
+                .into_iter()
+                .collect();
+        let ready = ready_seen(&plans, &placed, &reachability, &watched);
+        assert_eq!(ready[&key("p")], 1, "the watch");
+        assert_eq!(ready[&key("q")], 1, "no watch: the last report");
+        assert_eq!(ready[&key("r")], 0, "cut off");
+        assert!(
+            ready_seen(&plans, &placed, &reachability, &BTreeMap::new()).is_empty(),
+            "not looked up without stranded replicas"
+        );
+    }
+
+    /// Every reconcile leaves memory behind (its decision, burst state, stranded replicas,
+    /// sweep, backoff); deleting the deployments leaves none.
+    #[tokio::test]
+    async fn deleting_deployments_leaves_nothing_remembered_of_them() {
+        let (pools, mut pools_writer) = reflector::store();
+        let (policies, _policies_writer) = reflector::store();
+        let (deployments, mut deployments_writer) = reflector::store();
+        pools_writer.apply_watcher_event(&watcher::Event::Apply(pool("cheap", 8, 0.29)));
+        let d = planning_context(pools, policies, deployments);
+        let mds: Vec<ModelDeployment> =
+            (0..5).map(|i| deployment(&format!("d{i}"), None)).collect();
+        for md in &mds {
+            deployments_writer.apply_watcher_event(&watcher::Event::Apply(md.clone()));
+        }
+        let tickets = mds.iter().map(ticket).collect();
+        let outcomes = decide_batch(&d, tickets);
+        assert_eq!(outcomes.len(), 5);
+        for md in &mds {
+            let key = Estate::key_of(md);
+            d.set_swept(&key, Some(1));
+            d.set_stranded(&key, Vec::new());
+            d.backoff(md);
+        }
+        assert_eq!(d.remembered(), (5, 5));
+        for (i, md) in mds.iter().enumerate() {
+            d.forget(md);
+            assert_eq!(d.remembered(), (4 - i, 4 - i));
+        }
+        assert!(
+            d.estate()
+                .deployments
+                .values()
+                .all(|md| md.status.is_none()),
+            "no decision left"
+        );
+        assert_eq!(d.swept(&Estate::key_of(&mds[0])), None);
+        assert_eq!(d.stranded(&Estate::key_of(&mds[0])), None);
+        assert!(d.burst_states(&Estate::key_of(&mds[0])).is_empty());
+    }
 }
