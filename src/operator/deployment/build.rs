@@ -13,7 +13,7 @@ use crate::operator::artifacts::syncer::{
 };
 use crate::operator::kubernetes::applier::{ChildId, DesiredChild, Kind};
 use crate::operator::kubernetes::names::{
-    ANNOTATION_DIGEST, ANNOTATION_VERSION, child_name, component_labels, placement_labels,
+    ANNOTATION_DIGEST, ANNOTATION_VERSION, component_labels, placement_labels,
 };
 use crate::operator::kubernetes::names::{
     LABEL_POOL, cluster_key, deployment_labels, target_namespace,
@@ -32,6 +32,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+pub use crate::operator::kubernetes::names::{deployment_name, service_name};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -327,16 +328,6 @@ pub struct Placement<'a> {
 
 /// Mount point of the verified model in every serving container.
 pub const MODEL_DIR: &str = "/models";
-
-/// Name of the Deployment for one placement.
-pub fn deployment_name(deployment: &ModelDeployment, component: &str, pool: &str) -> String {
-    child_name(&[&deployment.name_any(), component, pool])
-}
-
-/// Name of the Service of one component in one cluster.
-pub fn service_name(deployment: &ModelDeployment, component: &str) -> String {
-    child_name(&[&deployment.name_any(), component])
-}
 
 pub fn build_deployment(p: &Placement) -> Deployment {
     let md_namespace = p.deployment.namespace().unwrap_or_default();

@@ -5,7 +5,7 @@
 //! partition rules decide the stranded workloads, and the sweep rule whether to list clusters.
 //! The rules themselves are pure functions below, each tested with the clock passed in.
 
-use super::Deployments;
+use super::batch::Batcher;
 use super::artifacts::Stage;
 use super::observe::Observed;
 use super::planning::{Decided, Request, decide_together};
@@ -21,7 +21,42 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::ops::Deref;
 use std::time::Duration;
+
+/// Planning passes start at least this far apart: under a stream of reconciles each pass
+/// decides what gathered meanwhile (see `batch`), which bounds the time spent planning; a
+/// reconcile that finds the planner idle is decided at once.
+const PLANNING_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The most of the time planning passes take: as the estate (and so a pass) grows, passes are
+/// spaced further apart and decide larger batches, instead of keeping a core busy.
+const PLANNING_SHARE: f64 = 0.1;
+
+/// What the deployment controller's reconciles share: the operator's context, and the planning
+/// queue that serializes their decisions (each sees every earlier one, and the reconciles
+/// waiting meanwhile are decided together in the next pass).
+pub struct Deployments {
+    pub ctx: Arc<Context>,
+    planning: Batcher<PlanTicket, PlanOutcome>,
+}
+
+impl Deployments {
+    pub fn new(ctx: Arc<Context>) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            planning: Batcher::new(PLANNING_INTERVAL, PLANNING_SHARE),
+        })
+    }
+}
+
+impl Deref for Deployments {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
 
 /// Something a reconcile has to tell in an Event: its type, reason and note.
 pub type Note = (EventType, &'static str, String);

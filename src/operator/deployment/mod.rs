@@ -23,12 +23,9 @@ pub mod status;
 pub mod stranded;
 
 use crate::api::{ComputePool, ModelDeployment};
-use crate::operator::context::Context;
 use crate::operator::kubernetes::applier::SweepMode;
 use crate::operator::kubernetes::metrics::ErrorLabels;
 use crate::operator::kubernetes::status_writer::ReconcileTimer;
-use batch::Batcher;
-use decide::{PlanOutcome, PlanTicket};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -36,7 +33,6 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use report::{Failure, Outcome};
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{instrument, warn};
@@ -48,39 +44,7 @@ pub use crate::operator::kubernetes::names::{
 /// Finalizer that removes children in remote clusters, which owner references cannot reach.
 pub const FINALIZER: &str = "skybridge.io/cleanup";
 
-/// Planning passes start at least this far apart: under a stream of reconciles each pass
-/// decides what gathered meanwhile (see `batch`), which bounds the time spent planning; a
-/// reconcile that finds the planner idle is decided at once.
-const PLANNING_INTERVAL: Duration = Duration::from_millis(10);
-
-/// The most of the time planning passes take: as the estate (and so a pass) grows, passes are
-/// spaced further apart and decide larger batches, instead of keeping a core busy.
-const PLANNING_SHARE: f64 = 0.1;
-
-/// What the deployment controller's reconciles share: the operator's context, and the planning
-/// queue that serializes their decisions (each sees every earlier one, and the reconciles
-/// waiting meanwhile are decided together in the next pass).
-pub struct Deployments {
-    pub ctx: Arc<Context>,
-    planning: Batcher<PlanTicket, PlanOutcome>,
-}
-
-impl Deployments {
-    pub fn new(ctx: Arc<Context>) -> Arc<Self> {
-        Arc::new(Self {
-            ctx,
-            planning: Batcher::new(PLANNING_INTERVAL, PLANNING_SHARE),
-        })
-    }
-}
-
-impl Deref for Deployments {
-    type Target = Context;
-
-    fn deref(&self) -> &Context {
-        &self.ctx
-    }
-}
+pub use decide::Deployments;
 
 /// Why a reconcile of a ModelDeployment failed.
 #[derive(Debug, thiserror::Error)]

@@ -3,12 +3,12 @@
 //! what the children watches see, store credentials). What the demand means for replicas is
 //! decided by the shared burst controller (`crate::burst`), in the decide step.
 
-use super::{build, stranded};
+use super::stranded;
 use crate::api::{ComputePool, ModelDeployment, StrandedReplicas};
 use crate::demand::{Prometheus, expand_query};
 use crate::estate::{Estate, validate_deployment};
 use crate::operator::context::Context;
-use crate::operator::kubernetes::names::target_namespace;
+use crate::operator::kubernetes::names::{deployment_name, target_namespace};
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -204,7 +204,7 @@ async fn watched_ready(
             let seen = match (&observed, cut_off) {
                 (_, true) => Some(0),
                 (Some(observed), false) => {
-                    let name = build::deployment_name(md, &component.name, pool_name);
+                    let name = deployment_name(md, &component.name, pool_name);
                     Some(
                         observed
                             .get(&target_namespace(md, pool), &name)
@@ -240,7 +240,7 @@ async fn stranded_gone(
         let Some(observed) = cluster.observed.as_ref().filter(|o| o.complete()) else {
             continue;
         };
-        let name = build::deployment_name(md, &entry.component, &entry.pool);
+        let name = deployment_name(md, &entry.component, &entry.pool);
         if observed.get(&target_namespace(md, pool), &name).is_none() {
             gone.insert((entry.component.clone(), entry.pool.clone()));
         }

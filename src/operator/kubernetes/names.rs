@@ -51,6 +51,16 @@ pub fn cluster_key(pool: &crate::api::ComputePool) -> String {
     }
 }
 
+/// Name of the Deployment for one placement.
+pub fn deployment_name(deployment: &crate::api::ModelDeployment, component: &str, pool: &str) -> String {
+    child_name(&[&kube::ResourceExt::name_any(deployment), component, pool])
+}
+
+/// Name of the Service of one component in one cluster.
+pub fn service_name(deployment: &crate::api::ModelDeployment, component: &str) -> String {
+    child_name(&[&kube::ResourceExt::name_any(deployment), component])
+}
+
 pub fn child_name(parts: &[&str]) -> String {
     let full = parts.join("-");
     if full.len() <= MAX_NAME {
