@@ -236,36 +236,11 @@ impl Context {
         with_placements_decided(md, decided.as_ref())
     }
 
-    /// Records what was decided for `md` (see [`DeploymentMemory::decision`]).
-    pub fn record_decision(&self, md: &ModelDeployment, plans: &[crate::planner::ComponentPlan]) {
-        use crate::api::{ComponentStatus, ModelDeploymentStatus, PlacementStatus};
-        let mut decided = md.clone();
-        let status = decided
-            .status
-            .get_or_insert_with(ModelDeploymentStatus::default);
-        status.components = plans
-            .iter()
-            .map(|plan| ComponentStatus {
-                name: plan.key.component.clone(),
-                desired_replicas: plan.desired_replicas,
-                placements: plan
-                    .placements
-                    .iter()
-                    .map(|p| PlacementStatus {
-                        pool: p.pool.clone(),
-                        cloud: p.cloud,
-                        replicas: p.replicas,
-                        ready_replicas: 0,
-                        reason: p.reason.clone(),
-                    })
-                    .collect(),
-                unplaced_replicas: plan.unplaced,
-                ..Default::default()
-            })
-            .collect();
-        let decided = Arc::new(decided);
-        self.memory
-            .write(&Estate::key_of(md), |m| m.decision = Some(decided));
+    /// Records what was decided for a deployment: the deployment with the status its decision
+    /// implies (see [`DeploymentMemory::decision`]).
+    pub fn record_decision(&self, decided: Arc<ModelDeployment>) {
+        let key = Estate::key_of(&decided);
+        self.memory.write(&key, |m| m.decision = Some(decided));
     }
 
     /// Backoff for an object's next retry: 0.5 s doubling to 5 min, so a broken object neither

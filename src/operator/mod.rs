@@ -73,19 +73,33 @@ mod tests {
             let mut parent: Vec<&str> = module.split("::").filter(|s| !s.is_empty()).collect();
             parent.pop();
             let mut names = BTreeSet::new();
-            for (prefix, base) in [("crate::operator::", Vec::new()), ("super::", parent.clone())] {
+            for (prefix, base) in [
+                ("crate::operator::", Vec::new()),
+                ("super::", parent.clone()),
+            ] {
                 for (i, _) in code.match_indices(prefix) {
                     if prefix == "super::" && code[..i].ends_with("::") {
                         continue;
                     }
                     let rest = &code[i + prefix.len()..];
                     let end = rest
-                        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':' || c == '{' || c == ',' || c == ' ' || c == '\n'))
+                        .find(|c: char| {
+                            !(c.is_alphanumeric()
+                                || c == '_'
+                                || c == ':'
+                                || c == '{'
+                                || c == ','
+                                || c == ' '
+                                || c == '\n')
+                        })
                         .unwrap_or(rest.len());
                     let path = &rest[..end];
                     // `a::{b, c}` names `a::b` and `a::c`.
                     let (head, group) = match path.find('{') {
-                        Some(open) => (&path[..open], path[open + 1..].split(',').collect::<Vec<_>>()),
+                        Some(open) => (
+                            &path[..open],
+                            path[open + 1..].split(',').collect::<Vec<_>>(),
+                        ),
                         None => (path, vec![""]),
                     };
                     for tail in group {
@@ -140,7 +154,9 @@ mod tests {
     #[test]
     fn no_import_circle_between_files() {
         let graph = dependencies();
-        assert!(graph.contains_key("deployment::decide") && graph.contains_key("kubernetes::applier"));
+        assert!(
+            graph.contains_key("deployment::decide") && graph.contains_key("kubernetes::applier")
+        );
         assert!(
             graph["deployment::apply"].contains("kubernetes::applier"),
             "the scan sees imports: {:?}",
@@ -156,7 +172,12 @@ mod tests {
         for (module, names) in dependencies() {
             let from = top(&module);
             let entry = parts.entry(from.clone()).or_default();
-            entry.extend(names.iter().map(|n| top(n)).filter(|n| *n != from && !n.is_empty()));
+            entry.extend(
+                names
+                    .iter()
+                    .map(|n| top(n))
+                    .filter(|n| *n != from && !n.is_empty()),
+            );
         }
         assert_eq!(cycle(&parts), None, "{parts:#?}");
         // The plumbing knows no controller.
@@ -178,6 +199,9 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
         .collect();
-        assert_eq!(cycle(&graph), Some(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
+        assert_eq!(
+            cycle(&graph),
+            Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+        );
     }
 }

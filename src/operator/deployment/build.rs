@@ -18,6 +18,7 @@ use crate::operator::kubernetes::names::{
 use crate::operator::kubernetes::names::{
     LABEL_POOL, cluster_key, deployment_labels, target_namespace,
 };
+pub use crate::operator::kubernetes::names::{deployment_name, service_name};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -32,7 +33,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
-pub use crate::operator::kubernetes::names::{deployment_name, service_name};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

@@ -5,8 +5,8 @@
 //! partition rules decide the stranded workloads, and the sweep rule whether to list clusters.
 //! The rules themselves are pure functions below, each tested with the clock passed in.
 
-use super::batch::Batcher;
 use super::artifacts::Stage;
+use super::batch::Batcher;
 use super::observe::Observed;
 use super::planning::{Decided, Request, decide_together};
 use super::stranded::{self, StrandedInput, StrandedOutcome};
@@ -20,8 +20,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Planning passes start at least this far apart: under a stream of reconciles each pass
@@ -166,6 +166,37 @@ pub async fn decide(
         signature,
         notes,
     })
+}
+
+/// `md` with the placements `plans` decide in its status (no replica ready yet), for the
+/// decisions of the next planning passes to count.
+pub fn as_decided(md: &ModelDeployment, plans: &[ComponentPlan]) -> ModelDeployment {
+    use crate::api::{ComponentStatus, PlacementStatus};
+    let mut decided = md.clone();
+    let status = decided
+        .status
+        .get_or_insert_with(ModelDeploymentStatus::default);
+    status.components = plans
+        .iter()
+        .map(|plan| ComponentStatus {
+            name: plan.key.component.clone(),
+            desired_replicas: plan.desired_replicas,
+            placements: plan
+                .placements
+                .iter()
+                .map(|p| PlacementStatus {
+                    pool: p.pool.clone(),
+                    cloud: p.cloud,
+                    replicas: p.replicas,
+                    ready_replicas: 0,
+                    reason: p.reason.clone(),
+                })
+                .collect(),
+            unplaced_replicas: plan.unplaced,
+            ..Default::default()
+        })
+        .collect();
+    decided
 }
 
 /// Warning or Normal.
@@ -357,7 +388,7 @@ pub(crate) fn decide_batch(d: &Deployments, mut tickets: Vec<PlanTicket>) -> Vec
                     }
                     stage
                 });
-            ctx.record_decision(md, &plans);
+            ctx.record_decision(Arc::new(as_decided(md, &plans)));
             PlanOutcome {
                 decided,
                 plans,

@@ -296,9 +296,9 @@ impl Clusters {
         let secret =
             crate::operator::kubernetes::retry::idempotent(|| secrets.get(&secret_ref.name))
                 .await
-                .map_err(|e| Error::Kubeconfig {
+                .map_err(|source| Error::KubeconfigRead {
                     secret: secret_name.clone(),
-                    message: e.to_string(),
+                    source,
                 })?;
         let id = format!(
             "{secret_name}@{}",

@@ -52,7 +52,11 @@ pub fn cluster_key(pool: &crate::api::ComputePool) -> String {
 }
 
 /// Name of the Deployment for one placement.
-pub fn deployment_name(deployment: &crate::api::ModelDeployment, component: &str, pool: &str) -> String {
+pub fn deployment_name(
+    deployment: &crate::api::ModelDeployment,
+    component: &str,
+    pool: &str,
+) -> String {
     child_name(&[&kube::ResourceExt::name_any(deployment), component, pool])
 }
 

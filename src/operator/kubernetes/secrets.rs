@@ -12,10 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type Data = Arc<BTreeMap<String, ByteString>>;
+/// Per (namespace, name): when it was read, and what that read gave.
+type Reads = HashMap<(String, String), (Instant, Result<Data, String>)>;
 
 pub struct SecretCache {
     recheck: Duration,
-    read: Mutex<HashMap<(String, String), (Instant, Result<Data, String>)>>,
+    read: Mutex<Reads>,
 }
 
 impl SecretCache {
@@ -49,9 +51,7 @@ impl SecretCache {
         data
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (Instant, Result<Data, String>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reads> {
         self.read.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -226,6 +226,7 @@ pub fn node_capacity(nodes: &[Node]) -> NodeCapacity {
 pub fn pool_status(
     pool: &ComputePool,
     probe: &std::result::Result<Probe, String>,
+    now: k8s_openapi::jiff::Timestamp,
 ) -> ComputePoolStatus {
     let previous = pool
         .status
@@ -295,12 +296,7 @@ pub fn pool_status(
     };
     ComputePoolStatus {
         observed_generation: pool.metadata.generation,
-        conditions: merge(
-            previous,
-            decided,
-            pool.metadata.generation,
-            k8s_openapi::jiff::Timestamp::now(),
-        ),
+        conditions: merge(previous, decided, pool.metadata.generation, now),
         observed_capacity: observed,
     }
 }
@@ -336,7 +332,8 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
         .replicas
         .get_or_create(&labels)
         .set(i64::from(replicas_on(&pool.name_any(), &ctx)));
-    let status = pool_status(&pool, &probe);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let status = pool_status(&pool, &probe, now);
     // Rules between pools (a public pool naming a private store or its credentials): an invalid
     // pool takes no replicas, and says why (see `pool_validity`).
     let issues = crate::estate::validate_pool(
@@ -354,7 +351,7 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
         previous,
         &issues,
         pool.metadata.generation,
-        k8s_openapi::jiff::Timestamp::now(),
+        now,
     );
     StatusWriter {
         field_manager: FIELD_MANAGER,
@@ -559,7 +556,11 @@ mod tests {
 
     #[test]
     fn unreachable_pools_are_not_ready() {
-        let status = pool_status(&pool(), &Err("connection refused".into()));
+        let status = pool_status(
+            &pool(),
+            &Err("connection refused".into()),
+            k8s_openapi::jiff::Timestamp::now(),
+        );
         let ready = status
             .conditions
             .iter()
@@ -575,6 +576,7 @@ mod tests {
         let status = pool_status(
             &pool(),
             &probe(node_capacity(&[node(8, true, false)]), Requested::default()),
+            k8s_openapi::jiff::Timestamp::now(),
         );
         assert_eq!(status.observed_capacity.unwrap().gpus, 6);
         assert!(
@@ -720,7 +722,11 @@ mod tests {
             gpus: 5,
             ..Default::default()
         };
-        let status = pool_status(&pool(), &probe(nodes, loaded));
+        let status = pool_status(
+            &pool(),
+            &probe(nodes, loaded),
+            k8s_openapi::jiff::Timestamp::now(),
+        );
         let observed = status.observed_capacity.unwrap();
         assert_eq!((observed.gpus, observed.gpus_free), (6, Some(3)));
 
@@ -728,7 +734,7 @@ mod tests {
             nodes: node_capacity(&[node(8, true, false)]),
             requested: Err("cannot list pods: forbidden".into()),
         });
-        let status = pool_status(&pool(), &unknown);
+        let status = pool_status(&pool(), &unknown, k8s_openapi::jiff::Timestamp::now());
         let observed = status.observed_capacity.unwrap();
         assert_eq!(observed.gpus, 6);
         assert_eq!(observed.gpus_free, None, "unknown, not a made-up number");
