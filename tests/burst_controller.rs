@@ -674,14 +674,49 @@ fn owned_private_capacity_stays_warm_unless_shared() {
         public_replicas: 0,
         private_capacity: 19,
     };
-    let mut state = ControllerState::default();
-    let mut last = None;
-    for t in (0..3600).step_by(30) {
-        last = Some(controller.recommend_in_place(&mut state, &obs, t));
-    }
-    let last = last.unwrap();
+    // Runs an hour of low demand from 19 private replicas held, the private pools holding
+    // `capacity` of them for this component; returns the last decision.
+    let hold_19 = |controller: &skybridge::burst::BurstController, capacity: u32| {
+        let mut state = ControllerState::default();
+        let held = PlacementSummary {
+            private_replicas: 19,
+            ..Default::default()
+        };
+        controller.observe_plan_in_place(&mut state, &held, 0);
+        let obs = Observation {
+            private_capacity: capacity,
+            ..obs
+        };
+        let mut last = None;
+        for t in (0..3600).step_by(30) {
+            let r = controller.recommend_in_place(&mut state, &obs, t);
+            let placed = PlacementSummary {
+                private_replicas: r.desired.min(capacity),
+                public_replicas: r.desired.saturating_sub(capacity),
+                ..Default::default()
+            };
+            controller.observe_plan_in_place(&mut state, &placed, t);
+            last = Some(r);
+        }
+        last.unwrap()
+    };
+    let last = hold_19(controller, 19);
     assert_eq!(last.desired, 19, "owned replicas are paid anyway: kept");
     assert_eq!(last.why, skybridge::burst::Why::PrivateWarm);
+    // A sibling needs room: the room left shrinks to 12, so does what is kept warm.
+    let last = hold_19(controller, 12);
+    assert_eq!(
+        last.desired, 12,
+        "warm replicas yield to the others' demand"
+    );
+    assert_eq!(last.why, skybridge::burst::Why::PrivateWarm);
+    // Idle room never held is not claimed: demand decides.
+    let mut state = ControllerState::default();
+    let mut desired = 0;
+    for t in (0..3600).step_by(30) {
+        desired = controller.recommend_in_place(&mut state, &obs, t).desired;
+    }
+    assert!(desired < 19, "idle room is not claimed: {desired}");
     // Shared private capacity: idle replicas go back to the other work.
     let shared = estate_with_policy(&estate, |spec| spec.burst.private_capacity_shared = true);
     let ranker = Loop::new(&shared, RANKER);

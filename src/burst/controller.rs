@@ -505,8 +505,14 @@ impl BurstController {
             floor = w.min_replicas;
             floor_why = Why::Prewarm;
         }
-        if c.keep_private_warm && observation.private_capacity > floor {
-            floor = observation.private_capacity;
+        // Owned private replicas the component holds stay warm (an idle one saves nothing and a
+        // warm one serves the next spike without a start-up), within the room left once every
+        // other component is placed: a sibling needing it gets it back. Only replicas already
+        // held: claiming idle room would race the siblings' claims in the same tick and could
+        // put "warm" replicas on public pools.
+        let warm = observation.private_capacity.min(state.private_replicas);
+        if c.keep_private_warm && warm > floor {
+            floor = warm;
             floor_why = Why::PrivateWarm;
         }
         let floor = floor.min(c.max);
@@ -825,13 +831,39 @@ impl BurstController {
 }
 
 /// Replicas of component `index` of `input` the private pools can hold next to the others as
-/// they are requested: the planner's own answer with the component at its max, counted on
-/// private pools. Its burst preference stays as it is: disabling it would make the component
-/// private-only, whose floor the planner places before the others' existing private replicas,
-/// so room they hold would count as free. Call it when pools or other components change, not
-/// every tick.
+/// they are requested: the room the planner leaves the component once every other component is
+/// placed, counted on private pools. Planned in two passes: first the others with the component
+/// at its floor (the floor outranks the others' extras, as in the real plan; those allowed to
+/// rebalance come home where they can), then the component at `max` next to the others as the
+/// first pass placed them. The room a sibling needs to come home is therefore never counted as
+/// free: a component keeping its owned private capacity warm does not take it (which would keep
+/// the sibling on public pools for good). Its burst preference stays as it is: disabling it
+/// would make the component private-only, whose floor the planner places before the others'
+/// existing private replicas, so room they hold would count as free. Call it when pools or
+/// other components change, not every tick.
 pub fn private_capacity(input: &PlanInput, index: usize, max: u32) -> u32 {
-    let mut trial = input.clone();
+    let mut others = input.clone();
+    {
+        let component = &mut others.components[index];
+        component.desired = component.min;
+        component.current.clear();
+    }
+    let first = plan(&others);
+    let mut trial = others;
+    for (ci, placed) in first.components.iter().enumerate() {
+        if ci == index {
+            continue;
+        }
+        let other = &mut trial.components[ci];
+        other.current = placed
+            .placements
+            .iter()
+            .filter(|p| p.replicas > 0)
+            .map(|p| (p.pool.clone(), p.replicas))
+            .collect();
+        other.desired = other.current.values().sum::<u32>().max(other.min);
+        other.rebalance = false;
+    }
     let component = &mut trial.components[index];
     component.desired = max.max(component.min);
     component.current.clear();
