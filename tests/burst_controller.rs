@@ -417,10 +417,14 @@ fn scale_up_steps_follow_the_policy() {
 
 #[test]
 fn scale_down_waits_for_the_window_and_steps() {
-    // Example scale-down: 300 s window, lengthened to the public start-up (420 s on spot) since
-    // the ranker can burst; at most 4 replicas per 60 s. No private capacity above min, so the
-    // warm floor does not stop the way down.
-    let estate = example();
+    // The example's scale-down (300 s window, lengthened to the public start-up, 420 s on spot,
+    // since the ranker can burst) with a step limit of at most 4 replicas per 60 s (the example
+    // releases at once). No private capacity above min, so the warm floor does not stop the
+    // way down; no public replicas, so no burst quantum either.
+    let estate = estate_with_policy(&example(), |spec| {
+        spec.scale_down.max_step_replicas = Some(4);
+        spec.scale_down.period_seconds = 60;
+    });
     let ranker = Loop::new(&estate, RANKER);
     let controller = &ranker.world.controller;
     let window = controller.config().effective_down().window_seconds;
