@@ -95,6 +95,7 @@ pub struct DemandMetric {
     /// measured shortfall: how far demand has come in above the forecast made one public
     /// start-up earlier (root mean square over about a day). 0 turns it off; absent: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 10.0))]
     #[x_kube(validation = Rule::new("self >= 0.0 && self <= 10.0").message("volatilityHeadroom must be between 0 and 10"))]
     pub volatility_headroom: Option<f64>,
 }

@@ -88,6 +88,11 @@ pub struct View {
 /// index 0 of `placement`).
 pub trait Scaler {
     fn step(&mut self, now: i64, demand: f64, view: &View, placement: &mut dyn Placement);
+    /// Replicas the run starts with, placed and ready, when the first demand needs `need` and
+    /// the private pools can hold `private_capacity`: by default what the first demand needs.
+    fn initial_replicas(&self, need: u32, _private_capacity: u32) -> u32 {
+        need
+    }
     /// The run starts with this placement ready (no decision made it).
     fn warm_start(&mut self, _placed: &PlacementSummary, _now: i64) {}
     fn events(&self) -> BTreeMap<EventKind, u64> {
@@ -131,6 +136,16 @@ impl Scaler for ControllerScaler<'_> {
             decided: None,
         }];
         tick(&mut controlled, placement, now);
+    }
+
+    /// A controller keeping owned private capacity warm has held it since demand first needed
+    /// it: the replay starts from that steady state, not from a fresh install.
+    fn initial_replicas(&self, need: u32, private_capacity: u32) -> u32 {
+        if self.controller.config().keep_private_warm {
+            need.max(private_capacity)
+        } else {
+            need
+        }
     }
 
     fn warm_start(&mut self, placed: &PlacementSummary, now: i64) {
@@ -450,7 +465,9 @@ pub fn replay(
     });
     // Warm start: the run begins with what the first demand needs, placed and ready.
     let first = demand.first().copied().unwrap_or(0.0);
-    let initial = world.need(first);
+    let initial = scaler
+        .initial_replicas(world.need(first), world.private_capacity)
+        .clamp(world.min(), world.max());
     let mut current = placer.place(initial, true, &fleet.requested);
     {
         let counts = &placer.plans[current].0;
