@@ -385,11 +385,12 @@ fn scale_up_steps_follow_the_policy() {
     let ranker = Loop::new(&estate, RANKER);
     let controller = &ranker.world.controller;
     let mut state = ControllerState::default();
+    // No private capacity above min, so the warm floor does not lift the count: steps show.
     let obs = Observation {
         demand: Some(80.0 * 400.0),
         current_replicas: 4,
         public_replicas: 0,
-        private_capacity: 19,
+        private_capacity: 4,
     };
     let first = controller.recommend_in_place(&mut state, &obs, 0);
     assert_eq!(first.desired, 12, "4 + max(8, 4)");
@@ -416,16 +417,24 @@ fn scale_up_steps_follow_the_policy() {
 
 #[test]
 fn scale_down_waits_for_the_window_and_steps() {
-    // Example scale-down: 300 s window, at most 4 replicas per 60 s.
-    let estate = example();
+    // The example's scale-down (300 s window, lengthened to the public start-up, 420 s on spot,
+    // since the ranker can burst) with a step limit of at most 4 replicas per 60 s (the example
+    // releases at once). No private capacity above min, so the warm floor does not stop the
+    // way down; no public replicas, so no burst quantum either.
+    let estate = estate_with_policy(&example(), |spec| {
+        spec.scale_down.max_step_replicas = Some(4);
+        spec.scale_down.period_seconds = 60;
+    });
     let ranker = Loop::new(&estate, RANKER);
     let controller = &ranker.world.controller;
+    let window = controller.config().effective_down().window_seconds;
+    assert_eq!(window, 420);
     let mut state = ControllerState::default();
     let at = |d: f64| Observation {
         demand: Some(d),
         current_replicas: 40,
         public_replicas: 0,
-        private_capacity: 19,
+        private_capacity: 4,
     };
     assert_eq!(
         controller
@@ -447,13 +456,13 @@ fn scale_down_waits_for_the_window_and_steps() {
     // Held for the whole window, then down 4 per minute.
     assert!(
         seen.iter()
-            .filter(|(t, _)| *t <= 300)
+            .filter(|(t, _)| *t <= window)
             .all(|&(_, d)| d == 40),
         "{seen:?}"
     );
     let after: Vec<u32> = seen
         .iter()
-        .filter(|(t, _)| *t > 300)
+        .filter(|(t, _)| *t > window)
         .map(|&(_, d)| d)
         .collect();
     assert_eq!(after[0], 36);
@@ -501,11 +510,12 @@ fn prewarm_raises_the_floor_in_its_window() {
         .unwrap()
         .clone();
     let mut state = ControllerState::default();
+    // No private capacity above min: the warm floor stays out of the way.
     let obs = Observation {
         demand: Some(100.0),
         current_replicas: 4,
         public_replicas: 0,
-        private_capacity: 19,
+        private_capacity: 4,
     };
     let before = controller.recommend_in_place(&mut state, &obs, window.start - 60);
     assert_eq!(before.desired, 4);
@@ -531,11 +541,12 @@ fn metric_unavailable_hold_last() {
     let ranker = Loop::new(&estate, RANKER);
     let controller = &ranker.world.controller;
     let mut state = ControllerState::default();
+    // Private capacity at the count already running: the warm floor adds nothing.
     let mut obs = Observation {
         demand: Some(10.0 * 390.0),
         current_replicas: 10,
         public_replicas: 0,
-        private_capacity: 19,
+        private_capacity: 10,
     };
     assert_eq!(
         controller.recommend_in_place(&mut state, &obs, 0).desired,
@@ -564,11 +575,12 @@ fn metric_unavailable_floor() {
     let features = Loop::new(&estate, "recsys/ctr-ranker/feature-transform");
     let controller = &features.world.controller;
     let mut state = ControllerState::default();
+    // No private capacity above min: the fallback floor is not lifted by the warm floor.
     let mut obs = Observation {
         demand: Some(30.0 * 1500.0),
         current_replicas: 2,
         public_replicas: 0,
-        private_capacity: 48,
+        private_capacity: 2,
     };
     let mut last = 0;
     for t in (0..300).step_by(30) {
@@ -652,4 +664,329 @@ fn reconcile_plans_every_controlled_component_at_once() {
         states = next;
     }
     assert!(public_max > 0);
+}
+
+#[test]
+fn owned_private_capacity_stays_warm_unless_shared() {
+    let estate = example();
+    let ranker = Loop::new(&estate, RANKER);
+    let controller = &ranker.world.controller;
+    assert!(controller.config().keep_private_warm);
+    let obs = Observation {
+        demand: Some(2.0 * 400.0),
+        current_replicas: 19,
+        public_replicas: 0,
+        private_capacity: 19,
+    };
+    // Runs an hour of low demand from 19 private replicas held, the private pools holding
+    // `capacity` of them for this component; returns the last decision.
+    let hold_19 = |controller: &skybridge::burst::BurstController, capacity: u32| {
+        let mut state = ControllerState::default();
+        let held = PlacementSummary {
+            private_replicas: 19,
+            ..Default::default()
+        };
+        controller.observe_plan_in_place(&mut state, &held, 0);
+        let obs = Observation {
+            private_capacity: capacity,
+            ..obs
+        };
+        let mut last = None;
+        for t in (0..3600).step_by(30) {
+            let r = controller.recommend_in_place(&mut state, &obs, t);
+            let placed = PlacementSummary {
+                private_replicas: r.desired.min(capacity),
+                public_replicas: r.desired.saturating_sub(capacity),
+                ..Default::default()
+            };
+            controller.observe_plan_in_place(&mut state, &placed, t);
+            last = Some(r);
+        }
+        last.unwrap()
+    };
+    let last = hold_19(controller, 19);
+    assert_eq!(last.desired, 19, "owned replicas are paid anyway: kept");
+    assert_eq!(last.why, skybridge::burst::Why::PrivateWarm);
+    // A sibling needs room: the room left shrinks to 12, so does what is kept warm.
+    let last = hold_19(controller, 12);
+    assert_eq!(
+        last.desired, 12,
+        "warm replicas yield to the others' demand"
+    );
+    assert_eq!(last.why, skybridge::burst::Why::PrivateWarm);
+    // Idle room never held is not claimed: demand decides.
+    let mut state = ControllerState::default();
+    let mut desired = 0;
+    for t in (0..3600).step_by(30) {
+        desired = controller.recommend_in_place(&mut state, &obs, t).desired;
+    }
+    assert!(desired < 19, "idle room is not claimed: {desired}");
+    // Shared private capacity: idle replicas go back to the other work.
+    let shared = estate_with_policy(&estate, |spec| spec.burst.private_capacity_shared = true);
+    let ranker = Loop::new(&shared, RANKER);
+    let controller = &ranker.world.controller;
+    assert!(!controller.config().keep_private_warm);
+    let mut state = ControllerState::default();
+    let mut desired = 0;
+    for t in (0..3600).step_by(30) {
+        desired = controller.recommend_in_place(&mut state, &obs, t).desired;
+    }
+    assert_eq!(desired, 4, "down to min");
+}
+
+/// The example estate with the ranker's policy changed by `change`.
+fn estate_with_policy(
+    estate: &Estate,
+    change: impl Fn(&mut skybridge::api::BurstPolicySpec),
+) -> Estate {
+    let mut estate = estate.clone();
+    let policy = std::sync::Arc::make_mut(estate.policies.get_mut("ranking").unwrap());
+    change(&mut policy.spec);
+    estate
+}
+
+/// The volatility headroom follows how far demand has come in above the forecast: spiky demand
+/// gets more replicas than smooth demand of the same level, and none when it is turned off.
+#[test]
+fn volatility_headroom_follows_measured_spikes() {
+    let estate = example();
+    let run = |estate: &Estate, spiky: bool| {
+        let ranker = Loop::new(estate, RANKER);
+        let controller = &ranker.world.controller;
+        let mut state = ControllerState::default();
+        let mut desired = 0;
+        // Six hours at 30 s: level 20 replicas' worth, with one short spike per half hour.
+        for k in 0..720i64 {
+            let spike = spiky && k % 60 < 3;
+            let obs = Observation {
+                demand: Some(if spike { 30.0 } else { 20.0 } * 400.0),
+                current_replicas: desired.max(4),
+                public_replicas: 0,
+                private_capacity: 4,
+            };
+            desired = controller
+                .recommend_in_place(&mut state, &obs, k * 30)
+                .desired;
+        }
+        (desired, state.shortfall_square)
+    };
+    let (smooth, smooth_shortfall) = run(&estate, false);
+    let (spiky, spiky_shortfall) = run(&estate, true);
+    assert_eq!(smooth_shortfall, 0.0);
+    assert!(spiky_shortfall > 0.0);
+    assert_eq!(smooth, 20);
+    assert!(spiky > 20, "spiky demand keeps headroom: {spiky}");
+    let off = estate_with_policy(&estate, |spec| spec.metric.volatility_headroom = Some(0.0));
+    let (spiky_off, _) = run(&off, true);
+    assert!(spiky_off < spiky, "{spiky_off} vs {spiky}");
+}
+
+#[test]
+fn the_trend_is_trusted_only_as_far_as_it_has_proved_right() {
+    use skybridge::burst::trend_weight;
+    assert_eq!(trend_weight(0.0, 0.0), 1.0, "no history: trusted");
+    assert_eq!(trend_weight(1.0, 4.0), 1.0, "better than standing still");
+    assert_eq!(trend_weight(4.0, 1.0), 0.25);
+    // Spikes that revert: the trend overshoots, so its weight falls below one.
+    let estate = example();
+    let ranker = Loop::new(&estate, RANKER);
+    let controller = &ranker.world.controller;
+    let mut state = ControllerState::default();
+    for k in 0..2000i64 {
+        let d = if k % 40 < 4 {
+            8000.0 + 1500.0 * (k % 40) as f64
+        } else {
+            8000.0
+        };
+        let obs = Observation {
+            demand: Some(d),
+            current_replicas: 20,
+            public_replicas: 0,
+            private_capacity: 4,
+        };
+        controller.recommend_in_place(&mut state, &obs, k * 30);
+    }
+    let trust = trend_weight(state.trend_error_square, state.flat_error_square);
+    assert!(trust < 1.0, "{trust}");
+    // A steady ramp: the trend is right, fully trusted.
+    let mut state = ControllerState::default();
+    for k in 0..2000i64 {
+        let obs = Observation {
+            demand: Some(1000.0 + 5.0 * k as f64),
+            current_replicas: 20,
+            public_replicas: 0,
+            private_capacity: 4,
+        };
+        controller.recommend_in_place(&mut state, &obs, k * 30);
+    }
+    assert_eq!(
+        trend_weight(state.trend_error_square, state.flat_error_square),
+        1.0
+    );
+}
+
+/// The state stays bounded whatever the interval: forecasts awaiting their outcome are capped.
+#[test]
+fn pending_forecasts_are_bounded() {
+    let estate = example();
+    let ranker = Loop::new(&estate, RANKER);
+    let controller = &ranker.world.controller;
+    let mut state = ControllerState::default();
+    for k in 0..5000i64 {
+        let obs = Observation {
+            demand: Some(5000.0),
+            current_replicas: 20,
+            public_replicas: 0,
+            private_capacity: 19,
+        };
+        // One tick per second: 420 s of start-up would be 420 forecasts.
+        controller.recommend_in_place(&mut state, &obs, k);
+        assert!(state.pending_forecasts.len() <= skybridge::burst::MAX_PENDING_FORECASTS);
+    }
+}
+
+/// The ranker under the example policy without volatility headroom (so counts follow demand
+/// alone), holding its 19 private replicas plus `public` public ones.
+fn bursting_ranker(public: u32) -> (skybridge::burst::BurstController, ControllerState) {
+    let estate = estate_with_policy(&example(), |spec| {
+        spec.metric.volatility_headroom = Some(0.0);
+    });
+    let ranker = Loop::new(&estate, RANKER);
+    let controller = ranker.world.controller.clone();
+    let mut state = ControllerState {
+        desired: Some(19 + public),
+        ..Default::default()
+    };
+    controller.observe_plan_in_place(
+        &mut state,
+        &PlacementSummary {
+            private_replicas: 19,
+            public_replicas: public,
+            ..Default::default()
+        },
+        -3600,
+    );
+    (controller, state)
+}
+
+/// One tick at `replicas` worth of demand; the plan places private first, then public.
+fn tick_at(
+    controller: &skybridge::burst::BurstController,
+    state: &mut ControllerState,
+    replicas: f64,
+    now: i64,
+) -> Recommendation {
+    let current = state.desired.unwrap_or(19);
+    let observation = Observation {
+        demand: Some(replicas * 400.0),
+        current_replicas: current,
+        public_replicas: current.saturating_sub(19),
+        private_capacity: 19,
+    };
+    let r = controller.recommend_in_place(state, &observation, now);
+    controller.observe_plan_in_place(
+        state,
+        &PlacementSummary {
+            private_replicas: r.desired.min(19),
+            public_replicas: r.desired.saturating_sub(19),
+            ..Default::default()
+        },
+        now,
+    );
+    r
+}
+
+/// While public replicas requested earlier are starting, demand creeping up adds none (they
+/// would arrive after what they chase); a rise growing the public share by half goes through at
+/// once, and after the start-up the creep is served.
+#[test]
+fn a_burst_does_not_chase_demand_while_its_replicas_start() {
+    let (controller, mut state) = bursting_ranker(0);
+    let startup = i64::from(controller.config().public_startup_seconds.unwrap());
+    // Flat at 18 replicas' worth for an hour: the trend settles.
+    for t in (0..3600).step_by(30) {
+        assert_eq!(tick_at(&controller, &mut state, 18.0, t).desired, 19);
+    }
+    // A step to 29 replicas' worth: ten public replicas at once.
+    let up = tick_at(&controller, &mut state, 29.0, 3600);
+    assert!(up.desired >= 29, "{up:?}");
+    let after_up = up.desired;
+    // Creeping up by a third of a replica a tick, while those start: held.
+    let mut t = 3600;
+    let mut demand: f64 = 29.0;
+    let mut held_short = 0;
+    while t + 30 < 3600 + startup {
+        t += 30;
+        demand += 0.3;
+        let r = tick_at(&controller, &mut state, demand, t);
+        if r.desired == after_up && demand.ceil() > f64::from(after_up) {
+            held_short += 1;
+        }
+        if r.desired > after_up {
+            let public = after_up - 19;
+            assert!(
+                r.desired - after_up >= public.div_ceil(2).max(2),
+                "a scale-up while replicas start adds at least half the public share: {r:?}"
+            );
+        } else {
+            assert_eq!(r.desired, after_up);
+        }
+    }
+    assert!(
+        held_short > 0,
+        "demand outgrew the replicas while they started"
+    );
+    let held = state.desired.unwrap();
+    // A jump of ten more replicas' worth grows the share by more than half: not held.
+    t += 30;
+    demand += 10.0;
+    let jump = tick_at(&controller, &mut state, demand, t);
+    assert!(jump.desired >= held + 10, "{jump:?}");
+    // Once nothing is starting, demand is followed again.
+    let mut last = jump.desired;
+    for _ in 0..(2 * startup / 30) {
+        t += 30;
+        demand += 0.3;
+        last = tick_at(&controller, &mut state, demand, t).desired;
+    }
+    assert!(
+        f64::from(last) >= demand.ceil(),
+        "{last} replicas for {demand}"
+    );
+}
+
+/// Public replicas go back in quanta of a tenth of those running (so a large burst does not
+/// step down replica by replica on noise), or all at once when demand fits private capacity.
+#[test]
+fn public_replicas_are_released_in_quanta_or_all_at_once() {
+    let (controller, mut state) = bursting_ranker(40);
+    let mut current = 59;
+    let mut demand: f64 = 59.0;
+    let mut changes = Vec::new();
+    for k in 0..400 {
+        let t = k * 30;
+        demand = (demand - 0.25).max(5.0);
+        let r = tick_at(&controller, &mut state, demand, t);
+        if r.desired != current {
+            changes.push((current, r.desired));
+            current = r.desired;
+        }
+    }
+    assert_eq!(current, 19, "down to the warm private floor: {changes:?}");
+    assert!(!changes.is_empty());
+    for &(from, to) in &changes {
+        assert!(to < from, "only releases: {changes:?}");
+        let public = from - 19;
+        if to > 19 {
+            assert!(
+                from - to >= skybridge::burst::burst_quantum(public),
+                "{from} → {to}: less than a quantum of {public} public: {changes:?}"
+            );
+        }
+    }
+    assert!(
+        changes.iter().any(|&(from, to)| to > 19 && from - to > 1),
+        "a large burst steps down by more than one: {changes:?}"
+    );
+    assert!(skybridge::burst::burst_quantum(40) == 4 && skybridge::burst::burst_quantum(5) == 1);
 }

@@ -37,6 +37,8 @@ fn config(up: Behavior, down: Behavior, min: u32, max: u32) -> ControllerConfig 
         fallback_floor: None,
         private_startup_seconds: 60,
         public_startup_seconds: Some(300),
+        keep_private_warm: true,
+        volatility_sigmas: 1.0,
     }
 }
 

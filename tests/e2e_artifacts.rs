@@ -23,7 +23,7 @@ use s3_proxy::FaultConfig;
 use skybridge::api::common::{Cloud, DataClass};
 use skybridge::api::{ModelDeployment, StoreState, StoreStatus};
 use skybridge::artifacts::{RetryPolicy, SyncOptions, SyncRequest, read_manifest, sync_model};
-use skybridge::operator::artifacts::ArtifactsConfig;
+use skybridge::operator::artifacts::syncer::ArtifactsConfig;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

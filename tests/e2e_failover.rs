@@ -182,7 +182,8 @@ async fn public_child(
 ) -> Option<k8s_openapi::api::apps::v1::Deployment> {
     let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
         kube::Api::namespaced(estate.public.client().expect("client"), "burst");
-    let name = skybridge::operator::names::child_name(&[deployment, "ranker", "cloud-l4"]);
+    let name =
+        skybridge::operator::kubernetes::names::child_name(&[deployment, "ranker", "cloud-l4"]);
     api.get_opt(&name)
         .await
         .expect("the public cluster answers")
@@ -364,7 +365,7 @@ async fn a_hung_partition_leaves_serving_replicas_alone_and_adopts_them_after() 
 /// connections but never answers, marks the cluster down, and succeeds again once it answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_to_a_hung_cluster_end_by_their_deadline_and_mark_it_down() {
-    use skybridge::operator::clusters::{Clusters, unreachable_error};
+    use skybridge::operator::kubernetes::clusters::{Clusters, unreachable_error};
     let estate = Estate::start(2, 2).await;
     if !estate.harness_only("requests_to_a_hung_cluster_end_by_their_deadline_and_mark_it_down") {
         return;

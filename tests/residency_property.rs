@@ -14,7 +14,7 @@ use skybridge::api::{
     ModelDeployment, ModelDeploymentSpec, ModelSource, ModelSpec, ReplicaRange,
 };
 use skybridge::estate::{Estate, ModelClasses, plan_input};
-use skybridge::operator::artifact_plan::{Route, candidates, to_sync};
+use skybridge::operator::artifacts::plan::{Route, candidates, to_sync};
 use skybridge::planner::plan;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};

@@ -74,6 +74,11 @@ fn json_has_the_documented_keys() {
         "/baselines/staticThreshold",
         "/baselines/optimalLowerBound",
         "/costRatioToLowerBound",
+        "/baselines/oracle",
+        "/headline/unmetDemandFraction",
+        "/headline/publicSpendRatioToOracle",
+        "/headline/chargebackRatioToOracle",
+        "/headlines/staticThreshold/publicSpendRatioToOracle",
     ] {
         assert!(v.pointer(path).is_some(), "missing {path}");
     }
@@ -90,6 +95,8 @@ fn json_has_the_documented_keys() {
             "publicReplicaHours",
             "burstEvents",
             "scaleEvents",
+            "privateReplicaHours",
+            "chargebackCost",
         ] {
             assert!(
                 v.pointer(&format!("{run}/{field}")).is_some(),
@@ -241,4 +248,99 @@ fn bad_peak_and_step() {
     let t = trace.to_str().unwrap();
     assert_bad_input(&simulate(&["--trace", t, "--peak", "0"]), &["--peak"]);
     assert_bad_input(&simulate(&["--trace", t, "--step", "0"]), &["--step"]);
+}
+
+#[test]
+fn sweep_prints_the_frontier_and_draws_it() {
+    let dir = scratch();
+    let trace = short_trace(&dir);
+    let svg = dir.join("frontier.svg");
+    let out = simulate(&[
+        "--trace",
+        trace.to_str().unwrap(),
+        "--component",
+        "recsys/ctr-ranker/ranker",
+        "--sweep",
+        "metric.targetPerReplica=300..500:100",
+        "--sweep",
+        "metric.volatilityHeadroom=0,2",
+        "--jobs",
+        "2",
+        "--plot",
+        svg.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let variants = v["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 6, "3 × 2 variants");
+    assert!(variants.iter().any(|x| x["pareto"] == true));
+    assert_eq!(variants[0]["values"]["metric.targetPerReplica"], 300.0);
+    assert_eq!(variants[1]["values"]["metric.volatilityHeadroom"], 2.0);
+    for path in [
+        "/current/publicCost",
+        "/current/headline/publicSpendRatioToOracle",
+        "/baselines/staticThreshold/unmetDemandFraction",
+        "/baselines/oracle/publicCost",
+        "/baselines/optimalLowerBound/publicCost",
+        "/variants/0/unmetDemandFraction",
+    ] {
+        assert!(v.pointer(path).is_some(), "missing {path}");
+    }
+    // A bigger replica serves more: the 500 variants never spend more than the 300 ones.
+    let spend = |i: usize| variants[i]["publicCost"].as_f64().unwrap();
+    assert!(spend(4) <= spend(0), "{} vs {}", spend(4), spend(0));
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg"), "an SVG");
+    assert!(drawn.contains("Pareto frontier") && drawn.contains("current policy"));
+    // The table marks the current policy and the baselines.
+    let table = simulate(&[
+        "--trace",
+        trace.to_str().unwrap(),
+        "--sweep",
+        "metric.headroomPercent=0,5",
+    ]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = String::from_utf8_lossy(&table.stdout);
+    for row in ["frontier", "* current", "static threshold", "oracle"] {
+        assert!(text.contains(row), "{text}");
+    }
+}
+
+#[test]
+fn bad_sweeps_are_bad_input() {
+    let dir = scratch();
+    let trace = short_trace(&dir);
+    let t = trace.to_str().unwrap();
+    for (spec, mentions) in [
+        ("metric.targetPerReplica", "expected FIELD=FROM..TO:STEP"),
+        (
+            "metric.targetPerReplica=500..300:50",
+            "must not end before it starts",
+        ),
+        (
+            "metric.targetPerReplica=300..500:0",
+            "step must be positive",
+        ),
+        ("metric.noSuchField=1,2", "metric.noSuchField"),
+        ("nowhere.targetPerReplica=1", "no section nowhere"),
+        ("metric.headroomPercent=2.5", "metric.headroomPercent"),
+        ("metric.targetPerReplica=0..1e9:1", "at most 10000"),
+    ] {
+        let out = simulate(&["--trace", t, "--sweep", spec]);
+        assert_bad_input(&out, &[mentions]);
+    }
+    // A value the policy cannot take is refused, not run.
+    let out = simulate(&["--trace", t, "--sweep", "metric.targetPerReplica=0,400"]);
+    assert_bad_input(&out, &["targetPerReplica must be positive"]);
+    let out = simulate(&[
+        "--trace",
+        t,
+        "--sweep",
+        "metric.headroomPercent=1",
+        "--jobs",
+        "0",
+    ]);
+    assert_bad_input(&out, &["--jobs 0"]);
 }

@@ -1,5 +1,5 @@
 -- Argo CD health check for skybridge.io/v1alpha1 ComputePool.
--- The pool controller (src/operator/pool_controller.rs) writes Reachable (its cluster answers a
+-- The pool controller (src/operator/pool/mod.rs) writes Reachable (its cluster answers a
 -- probe) and Ready (matching Nodes are ready, with GPUs when the pool has GPUs), each with the
 -- generation it describes, and status.observedGeneration.
 local hs = {}

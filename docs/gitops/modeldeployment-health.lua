@@ -1,5 +1,5 @@
 -- Argo CD health check for skybridge.io/v1alpha1 ModelDeployment.
--- Reads the conditions the operator writes (src/operator/status.rs): Ready, Reconciling and
+-- Reads the conditions the operator writes (src/operator/deployment/status.rs): Ready, Reconciling and
 -- Stalled (kstatus), Placed, Bursting, Degraded, ArtifactsReady; each carries the generation it
 -- describes, and status.observedGeneration the generation of the whole status.
 local hs = {}

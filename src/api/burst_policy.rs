@@ -91,6 +91,13 @@ pub struct DemandMetric {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub tolerance_percent: Option<u32>,
+    /// Headroom against what the forecast cannot see (spikes), in standard deviations of its
+    /// measured shortfall: how far demand has come in above the forecast made one public
+    /// start-up earlier (root mean square over about a day). 0 turns it off; absent: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 10.0))]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 10.0").message("volatilityHeadroom must be between 0 and 10"))]
+    pub volatility_headroom: Option<f64>,
 }
 
 fn default_interval_seconds() -> u32 {
@@ -177,6 +184,12 @@ pub struct BurstSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub on_demand_floor_percent: Option<u32>,
+    /// Whether the private pools' capacity is shared with other work. `false` (default): it is
+    /// owned and paid whether used or not, so the component keeps every replica private pools
+    /// can hold for it running (warm, ready for a spike) and only public replicas follow
+    /// demand. `true`: idle private replicas are released for the other work.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private_capacity_shared: bool,
 }
 
 fn default_true() -> bool {
@@ -196,6 +209,7 @@ impl Default for BurstSettings {
             max_cost_per_hour: None,
             failback_after_seconds: default_failback_seconds(),
             on_demand_floor_percent: None,
+            private_capacity_shared: false,
         }
     }
 }

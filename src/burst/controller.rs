@@ -69,7 +69,42 @@ pub struct ControllerConfig {
     pub private_startup_seconds: u32,
     /// Slowest start-up among the public pools it may burst to; `None` when it cannot burst.
     pub public_startup_seconds: Option<u32>,
+    /// Keep every replica the private pools can hold for the component running: private
+    /// capacity is owned (not `burst.privateCapacityShared`), so an idle one saves nothing and
+    /// a warm one serves the next spike without a start-up.
+    pub keep_private_warm: bool,
+    /// Headroom in standard deviations of the forecast's measured shortfall over the public
+    /// start-up (`metric.volatilityHeadroom`).
+    pub volatility_sigmas: f64,
 }
+
+/// `metric.volatilityHeadroom` when the policy sets none: one standard deviation of the
+/// forecast's shortfall.
+pub const DEFAULT_VOLATILITY_SIGMAS: f64 = 1.0;
+
+/// Time constant of the shortfall's mean square: about a day, so a daily cycle's quiet hours do
+/// not forget its busy ones.
+pub const SHORTFALL_TAU_SECONDS: f64 = 86_400.0;
+
+/// Public replicas are released in quanta of this fraction of those running (at least
+/// [`MIN_BURST_QUANTUM`]), or all at once: see [`BurstController::burst_hysteresis`].
+pub const BURST_DOWN_QUANTUM_FRACTION: f64 = 0.1;
+
+/// The smallest quantum of public replicas released: one, so that a small burst follows demand
+/// down replica by replica (a quantum of two measured 8% more public spend on the NYC trace).
+pub const MIN_BURST_QUANTUM: u32 = 1;
+
+/// While an earlier scale-up of public replicas is starting, another is made only when it adds
+/// at least this fraction of the public replicas (and at least two).
+pub const BURST_UP_GROWTH_FRACTION: f64 = 0.5;
+
+/// Public replicas released at a time when `public` are running.
+pub fn burst_quantum(public: u32) -> u32 {
+    ((BURST_DOWN_QUANTUM_FRACTION * f64::from(public)).ceil() as u32).max(MIN_BURST_QUANTUM)
+}
+
+/// Most forecasts awaiting their outcome: bounds the state whatever the interval and start-up.
+pub const MAX_PENDING_FORECASTS: usize = 64;
 
 impl ControllerConfig {
     /// The configuration for `request` (the planner's view of the component) under `policy`.
@@ -135,16 +170,35 @@ impl ControllerConfig {
             fallback_floor: policy.metric_unavailable.floor_replicas,
             private_startup_seconds,
             public_startup_seconds,
+            keep_private_warm: !policy.burst.private_capacity_shared,
+            volatility_sigmas: policy
+                .metric
+                .volatility_headroom
+                .filter(|z| z.is_finite() && *z >= 0.0)
+                .unwrap_or(DEFAULT_VOLATILITY_SIGMAS),
         })
     }
 
     /// How long the scale history must reach back.
     fn keep_seconds(&self) -> i64 {
+        let down = self.effective_down();
         self.up
             .window_seconds
-            .max(self.down.window_seconds)
+            .max(down.window_seconds)
             .max(self.up.period_seconds)
-            .max(self.down.period_seconds)
+            .max(down.period_seconds)
+    }
+
+    /// The scale-down behaviour in force: when the component can burst, its window lasts at
+    /// least the public start-up. A public replica released and needed again within its
+    /// start-up costs more (a new start-up, paid, not serving) than keeping it, so a dip
+    /// shorter than that is held through (as a clairvoyant schedule would).
+    pub fn effective_down(&self) -> Behavior {
+        let mut down = self.down;
+        if let Some(startup) = self.public_startup_seconds {
+            down.window_seconds = down.window_seconds.max(i64::from(startup));
+        }
+        down
     }
 }
 
@@ -168,11 +222,55 @@ pub struct ControllerState {
     pub fits_private_since: Option<i64>,
     /// Since when public replicas have been placed.
     pub burst_since: Option<i64>,
+    /// Forecasts over the public start-up awaiting the demand they predicted, oldest first.
+    #[serde(default)]
+    pub pending_forecasts: std::collections::VecDeque<PendingForecast>,
+    /// Mean square of the shortfall of the forecasts used (demand units squared), decaying with
+    /// [`SHORTFALL_TAU_SECONDS`]: what sizes the volatility headroom.
+    #[serde(default)]
+    pub shortfall_square: f64,
+    /// Mean squares of the errors of the trend's forecast and of the flat one (demand stays as
+    /// it is), same decay: how far the trend is to be trusted (see [`trend_weight`]).
+    #[serde(default)]
+    pub trend_error_square: f64,
+    #[serde(default)]
+    pub flat_error_square: f64,
+    /// Whether a step limit cut the last scale-up short: the replicas starting then were not
+    /// all that was needed, so the next scale-up is not held for them.
+    #[serde(default)]
+    pub up_step_limited: bool,
     /// Replicas placed at the last observed plan.
     pub public_replicas: u32,
     pub private_replicas: u32,
     /// Whether a budget bound at the last observed plan.
     pub budget_bound: bool,
+}
+
+/// A forecast over the public start-up, kept until the demand it predicted is known.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingForecast {
+    /// Unix seconds the forecast is for.
+    pub due: i64,
+    /// Demand when it was made: the flat forecast.
+    pub flat: f64,
+    /// The trend's forecast (at least `flat`).
+    pub trend: f64,
+    /// What the controller used: between the two, by the trend's weight then.
+    pub used: f64,
+}
+
+/// How far to trust the trend, from 0 (demand stays as it is) to 1 (Holt's forecast), from
+/// the measured errors of both over the public start-up: fully while the trend's forecast errs
+/// less than standing still (ramps that persist, as a daily cycle's), else the ratio of their
+/// mean squares (spikes that revert: extrapolating the jump overshoots, so a spike does not rent
+/// replicas for a rise that never comes). Without history the trend is trusted.
+pub fn trend_weight(trend_error_square: f64, flat_error_square: f64) -> f64 {
+    if trend_error_square <= flat_error_square {
+        1.0
+    } else {
+        flat_error_square / trend_error_square
+    }
 }
 
 /// What the controller observes at a tick.
@@ -201,6 +299,8 @@ pub enum Why {
     Max,
     /// A prewarm window's floor.
     Prewarm,
+    /// The private capacity, owned and kept warm.
+    PrivateWarm,
     /// A stabilisation window holds the count.
     Stabilized,
     /// A step limit slows the change.
@@ -219,6 +319,7 @@ impl fmt::Display for Why {
             Why::Min => "replicas.min",
             Why::Max => "replicas.max",
             Why::Prewarm => "prewarm window floor",
+            Why::PrivateWarm => "owned private capacity kept warm",
             Why::Stabilized => "held by the stabilization window",
             Why::StepLimited => "limited by the step per period",
             Why::HoldLast => "metric unavailable: holding the last decision",
@@ -292,6 +393,8 @@ struct Derived {
     /// The dead band's bounds, as fractions (see [`dead_band`]).
     tolerance: f64,
     band_cap: f64,
+    /// The scale-down behaviour in force ([`ControllerConfig::effective_down`]).
+    down: Behavior,
 }
 
 /// Where the controller's events go: collected with their messages ([`Vec<Event>`]), or only
@@ -357,6 +460,7 @@ impl BurstController {
             public_startup: config.public_startup_seconds.map(f64::from),
             tolerance: dead_band(config.tolerance_percent, 0.0),
             band_cap: dead_band(config.tolerance_percent, 1.0),
+            down: config.effective_down(),
         };
         Self { config, derived }
     }
@@ -422,6 +526,16 @@ impl BurstController {
             floor = w.min_replicas;
             floor_why = Why::Prewarm;
         }
+        // Owned private replicas the component holds stay warm (an idle one saves nothing and a
+        // warm one serves the next spike without a start-up), within the room left once every
+        // other component is placed: a sibling needing it gets it back. Only replicas already
+        // held: claiming idle room would race the siblings' claims in the same tick and could
+        // put "warm" replicas on public pools.
+        let warm = observation.private_capacity.min(state.private_replicas);
+        if c.keep_private_warm && warm > floor {
+            floor = warm;
+            floor_why = Why::PrivateWarm;
+        }
         let floor = floor.min(c.max);
         if window.map(|w| &w.name) != state.prewarm.as_ref() {
             if let Some(w) = window {
@@ -448,20 +562,23 @@ impl BurstController {
                     .last
                     .map_or(c.interval_seconds, |last| (now - last).max(0));
                 state.forecast.update(now, demand);
-                let (raw, mut why) = self.for_demand(state, demand, observation, current, gap);
+                let outlook = self.volatility_spare(state, demand, now, gap);
+                let (raw, mut why) =
+                    self.for_demand(state, demand, outlook, observation, current, gap);
                 let recommended = raw.clamp(floor, c.max);
                 if recommended != raw {
                     why = if raw > c.max { Why::Max } else { floor_why };
                 }
+                let down = &self.derived.down;
                 state
                     .history
-                    .record_for_windows(now, recommended, &c.up, &c.down);
-                let stabilized = state.history.stabilized(now, current, &c.up, &c.down);
+                    .record_for_windows(now, recommended, &c.up, down);
+                let stabilized = state.history.stabilized(now, current, &c.up, down);
                 let limited = state
                     .history
-                    .rate_limited(now, current, stabilized, &c.up, &c.down);
+                    .rate_limited(now, current, stabilized, &c.up, down);
                 // Floors and max are hard bounds, as the HPA's min and max are.
-                let desired = limited.clamp(floor, c.max);
+                let mut desired = limited.clamp(floor, c.max);
                 if desired != recommended {
                     why = if stabilized != recommended {
                         Why::Stabilized
@@ -471,6 +588,13 @@ impl BurstController {
                     if desired == floor && floor > limited {
                         why = floor_why;
                     }
+                }
+                let was_limited = state.up_step_limited;
+                state.up_step_limited = limited < stabilized;
+                if !was_limited && self.burst_hysteresis(state, now, current, desired, observation)
+                {
+                    desired = current;
+                    why = Why::Stabilized;
                 }
                 (desired, recommended, why)
             }
@@ -537,6 +661,99 @@ impl BurstController {
         }
     }
 
+    /// Whether a change of public replicas from `current` to `desired` is held (see
+    /// [`BURST_DOWN_QUANTUM_FRACTION`] and [`BURST_UP_GROWTH_FRACTION`]): public replicas are
+    /// released only a quantum at a time (or all of them), and while public replicas requested
+    /// earlier are still starting more are added only when they grow the public share by a
+    /// good part. Both bound scale changes: a public replica's start-up is paid, not serving,
+    /// so one more change on noise costs more than the replica-minutes it saves, and replicas
+    /// added to chase a spike while the first ones start arrive after it.
+    #[inline(always)]
+    fn burst_hysteresis(
+        &self,
+        state: &ControllerState,
+        now: i64,
+        current: u32,
+        desired: u32,
+        observation: &Observation,
+    ) -> bool {
+        let Some(startup) = self.config.public_startup_seconds else {
+            return false;
+        };
+        let private = observation.private_capacity;
+        let public_now = current.saturating_sub(private);
+        if desired < current {
+            // Down: all public replicas go at once; fewer only a quantum at a time.
+            let public_after = desired.saturating_sub(private);
+            public_after > 0 && current - desired < burst_quantum(public_now)
+        } else if desired > current && public_now > 0 {
+            // Up while bursting: hold while an earlier scale-up is starting, unless this one
+            // grows the public share by a good part.
+            let starting = state
+                .history
+                .changes
+                .iter()
+                .any(|&(t, change)| change > 0 && now - t < i64::from(startup));
+            let growth = f64::from(desired - current);
+            starting && growth < (BURST_UP_GROWTH_FRACTION * f64::from(public_now)).max(2.0)
+        } else {
+            false
+        }
+    }
+
+    /// The volatility headroom, in demand units: `volatilityHeadroom` standard deviations of how
+    /// far demand has come in above the forecast made one public start-up earlier. Scores the
+    /// forecasts now due against `demand`, then files this tick's forecast over the public
+    /// start-up. Zero when the component cannot burst (nothing to start ahead of a spike).
+    /// Also returns the trend's weight ([`trend_weight`]).
+    #[inline(always)]
+    fn volatility_spare(
+        &self,
+        state: &mut ControllerState,
+        demand: f64,
+        now: i64,
+        gap: i64,
+    ) -> (f64, f64) {
+        let Some(startup) = self.derived.public_startup else {
+            return (0.0, 1.0);
+        };
+        // Each scored forecast weighs its share of the time since the last tick.
+        let weight = (gap as f64 / SHORTFALL_TAU_SECONDS).min(1.0);
+        while let Some(&f) = state.pending_forecasts.front() {
+            if f.due > now {
+                break;
+            }
+            state.pending_forecasts.pop_front();
+            let shortfall = if demand > f.used {
+                demand - f.used
+            } else {
+                0.0
+            };
+            state.shortfall_square += weight * (shortfall * shortfall - state.shortfall_square);
+            let (by_trend, flat) = (demand - f.trend, demand - f.flat);
+            state.trend_error_square += weight * (by_trend * by_trend - state.trend_error_square);
+            state.flat_error_square += weight * (flat * flat - state.flat_error_square);
+        }
+        let trust = trend_weight(state.trend_error_square, state.flat_error_square);
+        if state.pending_forecasts.len() < MAX_PENDING_FORECASTS {
+            let ahead = startup + gap as f64;
+            let expected = state.forecast.forecast(ahead);
+            let trend = if expected > demand { expected } else { demand };
+            state.pending_forecasts.push_back(PendingForecast {
+                due: now + ahead as i64,
+                flat: demand,
+                trend,
+                used: demand + trust * (trend - demand),
+            });
+        }
+        let spare = if state.shortfall_square > 0.0 && self.config.volatility_sigmas > 0.0 {
+            self.config.volatility_sigmas * state.shortfall_square.sqrt()
+        } else {
+            0.0
+        };
+        (spare, trust)
+    }
+
     /// Replicas for `demand`, anticipating start-up: the forecast over the private pools'
     /// start-up, and when the forecast over the public pools' (slower) start-up no longer fits
     /// private capacity, over that horizon, so the burst is requested early enough.
@@ -544,11 +761,12 @@ impl BurstController {
     /// Below `current`, the same is computed with the dead band (see [`dead_band`]: at least
     /// `tolerancePercent`, wider on noisy demand) as more headroom and the higher count is kept
     /// (never above `current`), so noise does not flap replicas.
-    #[inline]
+    #[inline(always)]
     fn for_demand(
         &self,
         state: &ControllerState,
         demand: f64,
+        (spare, trust): (f64, f64),
         observation: &Observation,
         current: u32,
         gap: i64,
@@ -558,14 +776,22 @@ impl BurstController {
         let forecast = &state.forecast;
         // Demand is finite and non-negative here, and so is the forecast: plain comparisons
         // instead of NaN-aware `f64::max`.
-        let at_least_demand = |x: f64| if x > demand { x } else { demand };
+        // The trend's rise above demand, weighted by how far it is trusted.
+        let at_least_demand = |x: f64| {
+            if x > demand {
+                demand + trust * (x - demand)
+            } else {
+                demand
+            }
+        };
         // Expected demand over the private start-up, and over the public start-up when that no
         // longer fits private capacity; both at least `demand`. The ceiling is monotonic, so the
         // replicas of the larger expectation are the larger count: one ceiling, not two.
-        let private_d = at_least_demand(forecast.forecast(d.private_startup + gap));
+        // The volatility headroom rides on both: it is what the forecast misses.
+        let private_d = at_least_demand(forecast.forecast(d.private_startup + gap)) + spare;
         let public_d = d
             .public_startup
-            .map(|startup| at_least_demand(forecast.forecast(startup + gap)));
+            .map(|startup| at_least_demand(forecast.forecast(startup + gap)) + spare);
         // `replicas_at(public_d, f) > private_capacity` without its ceiling: `ceil(x) > n` iff
         // `x > n` (with the ceiling's epsilon).
         let private_capacity = f64::from(observation.private_capacity);
@@ -673,13 +899,39 @@ impl BurstController {
 }
 
 /// Replicas of component `index` of `input` the private pools can hold next to the others as
-/// they are requested: the planner's own answer with the component at its max, counted on
-/// private pools. Its burst preference stays as it is: disabling it would make the component
-/// private-only, whose floor the planner places before the others' existing private replicas,
-/// so room they hold would count as free. Call it when pools or other components change, not
-/// every tick.
+/// they are requested: the room the planner leaves the component once every other component is
+/// placed, counted on private pools. Planned in two passes: first the others with the component
+/// at its floor (the floor outranks the others' extras, as in the real plan; those allowed to
+/// rebalance come home where they can), then the component at `max` next to the others as the
+/// first pass placed them. The room a sibling needs to come home is therefore never counted as
+/// free: a component keeping its owned private capacity warm does not take it (which would keep
+/// the sibling on public pools for good). Its burst preference stays as it is: disabling it
+/// would make the component private-only, whose floor the planner places before the others'
+/// existing private replicas, so room they hold would count as free. Call it when pools or
+/// other components change, not every tick.
 pub fn private_capacity(input: &PlanInput, index: usize, max: u32) -> u32 {
-    let mut trial = input.clone();
+    let mut others = input.clone();
+    {
+        let component = &mut others.components[index];
+        component.desired = component.min;
+        component.current.clear();
+    }
+    let first = plan(&others);
+    let mut trial = others;
+    for (ci, placed) in first.components.iter().enumerate() {
+        if ci == index {
+            continue;
+        }
+        let other = &mut trial.components[ci];
+        other.current = placed
+            .placements
+            .iter()
+            .filter(|p| p.replicas > 0)
+            .map(|p| (p.pool.clone(), p.replicas))
+            .collect();
+        other.desired = other.current.values().sum::<u32>().max(other.min);
+        other.rebalance = false;
+    }
     let component = &mut trial.components[index];
     component.desired = max.max(component.min);
     component.current.clear();
@@ -706,64 +958,4 @@ pub fn pool_capacity_for(input: &PlanInput, index: usize) -> Vec<u32> {
     }
     let per_replica = &input.components[index].per_replica;
     room.iter().map(|r| r.fits(per_replica).0).collect()
-}
-
-/// The outcome of one reconcile for one controlled component.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Decision {
-    /// Index of the component in the planner input.
-    pub index: usize,
-    pub recommendation: Recommendation,
-    pub placement: PlacementSummary,
-    /// Every event of the tick: the recommendation's, then the placement's.
-    pub events: Vec<Event>,
-}
-
-/// One reconcile of every controlled component of an estate, as the operator runs it: recommend
-/// for each, plan once for all (budgets are shared across a policy's components), observe the
-/// plan. `input` carries every component with its observed `current` replicas per pool;
-/// `controlled[i] = (component index in input, controller, state, observation)`. Returns the new
-/// states (same order), the plan (per pool placements for every component) and the decisions.
-pub fn reconcile(
-    input: &PlanInput,
-    controlled: &[(usize, &BurstController, &ControllerState, Observation)],
-    now: i64,
-) -> (Vec<ControllerState>, crate::planner::Plan, Vec<Decision>) {
-    reconcile_owned(input.clone(), controlled, now)
-}
-
-/// `reconcile` on an input the caller gives up, saving a copy of the whole estate.
-pub fn reconcile_owned(
-    mut input: PlanInput,
-    controlled: &[(usize, &BurstController, &ControllerState, Observation)],
-    now: i64,
-) -> (Vec<ControllerState>, crate::planner::Plan, Vec<Decision>) {
-    let mut states = Vec::with_capacity(controlled.len());
-    let mut recommendations = Vec::with_capacity(controlled.len());
-    for &(index, controller, state, observation) in controlled {
-        let (next, recommendation) = controller.recommend(state, &observation, now);
-        let component = &mut input.components[index];
-        component.desired = recommendation.desired;
-        component.rebalance = recommendation.rebalance;
-        states.push(next);
-        recommendations.push(recommendation);
-    }
-    let planned = plan(&input);
-    let mut decisions = Vec::with_capacity(controlled.len());
-    for (((index, controller, _, _), state), recommendation) in controlled
-        .iter()
-        .zip(states.iter_mut())
-        .zip(recommendations)
-    {
-        let placement = PlacementSummary::from_plan(&planned.components[*index]);
-        let mut events = recommendation.events.clone();
-        events.extend(controller.observe_plan_in_place(state, &placement, now));
-        decisions.push(Decision {
-            index: *index,
-            recommendation,
-            placement,
-            events,
-        });
-    }
-    (states, planned, decisions)
 }

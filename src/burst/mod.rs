@@ -20,12 +20,16 @@ mod controller;
 mod events;
 mod forecast;
 mod scaling;
+pub mod step;
 
 pub use controller::{
-    BurstController, ConfigError, ControllerConfig, ControllerState, Decision, EventCounts,
-    EventSink, MAX_NOISE_BAND_PERCENT, Observation, PlacementSummary, PrewarmSpan, Recommendation,
-    Tick, Why, dead_band, pool_capacity_for, private_capacity, reconcile, reconcile_owned,
+    BURST_DOWN_QUANTUM_FRACTION, BURST_UP_GROWTH_FRACTION, BurstController, ConfigError,
+    ControllerConfig, ControllerState, DEFAULT_VOLATILITY_SIGMAS, EventCounts, EventSink,
+    MAX_NOISE_BAND_PERCENT, MAX_PENDING_FORECASTS, MIN_BURST_QUANTUM, Observation, PendingForecast,
+    PlacementSummary, PrewarmSpan, Recommendation, SHORTFALL_TAU_SECONDS, Tick, Why, burst_quantum,
+    dead_band, pool_capacity_for, private_capacity, trend_weight,
 };
 pub use events::{Event, EventKind};
 pub use forecast::Holt;
 pub use scaling::{Behavior, ScaleHistory, replicas_for};
+pub use step::{Controlled, Decision, EstatePlacement, Placement, reconcile, reconcile_owned};

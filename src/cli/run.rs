@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use skybridge::operator::artifacts::ArtifactsConfig;
+use skybridge::operator::artifacts::syncer::ArtifactsConfig;
 use skybridge::operator::runtime::{RunConfig, run_with_artifacts as run_operator};
 use std::net::SocketAddr;
 use std::path::PathBuf;

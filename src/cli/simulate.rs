@@ -50,6 +50,14 @@ pub struct SimulateArgs {
     /// Largest trace file read, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_TRACE_BYTES)]
     max_trace_bytes: u64,
+    /// Sweep a policy field over values (repeatable: the grid is every combination), e.g.
+    /// `metric.targetPerReplica=300..500:50` (inclusive range) or `metric.headroomPercent=0,1,5`.
+    /// Prints the Pareto frontier of public spend against unmet demand; `--plot` draws it.
+    #[arg(long, value_name = "FIELD=FROM..TO:STEP")]
+    sweep: Vec<String>,
+    /// Threads for `--sweep`; default: every core.
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
 }
 
 /// Largest trace read by default: about a million rows.
@@ -114,6 +122,9 @@ pub fn run(args: SimulateArgs) -> ExitCode {
                 args.max_steps
             ));
         }
+    }
+    if !args.sweep.is_empty() {
+        return run_sweep(&args, &estate, component.as_ref(), &trace);
     }
     let options = SimulationOptions {
         peak: args.peak,
@@ -198,6 +209,64 @@ fn read_trace(path: &std::path::Path, max_bytes: u64) -> Result<String, String> 
             e.utf8_error().valid_up_to()
         )
     })
+}
+
+/// `simulate --sweep`: the grid in parallel, the frontier as a table or JSON, and its plot.
+fn run_sweep(
+    args: &SimulateArgs,
+    estate: &skybridge::estate::Estate,
+    component: Option<&ComponentKey>,
+    trace: &skybridge::simulate::Trace,
+) -> ExitCode {
+    use skybridge::simulate::sweep::{Axis, sweep};
+    if args.csv.is_some() {
+        return bad_input(
+            "--csv is not available with --sweep (it writes one run's series)".into(),
+        );
+    }
+    if args.jobs == Some(0) {
+        return bad_input("--jobs 0: must be at least 1".into());
+    }
+    let axes = match args
+        .sweep
+        .iter()
+        .map(|s| Axis::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(axes) => axes,
+        Err(e) => return bad_input(e.to_string()),
+    };
+    let threads = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let options = SimulationOptions {
+        peak: args.peak,
+        step: i64::from(args.step),
+        record: false,
+    };
+    let result = match sweep(estate, component, trace, options, &axes, threads) {
+        Ok(result) => result,
+        Err(e) => return bad_input(e.to_string()),
+    };
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} under BurstPolicy {}: public spend against unmet demand",
+            result.component, result.policy_name
+        );
+        let svg = match plot::render_frontier_svg(&result, &title) {
+            Ok(svg) => svg,
+            Err(e) => {
+                eprintln!("error: cannot draw the plot: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = std::fs::write(path, svg) {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let report = skybridge::report::sweep_report(&result);
+    super::print(&report, args.output, |r| r.to_table())
 }
 
 fn parse_key(text: &str) -> Result<ComponentKey, String> {

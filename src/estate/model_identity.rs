@@ -189,7 +189,7 @@ pub fn source_location(
 }
 
 /// Where the operator keeps the copy of the model at `source` in `store`:
-/// `<store prefix>/<source bucket>/<source key>` (see `operator::artifact_plan::model_path`).
+/// `<store prefix>/<source bucket>/<source key>` (see `operator::artifacts::plan::model_path`).
 pub fn copy_location(source: &ModelLocation, store: &ArtifactStore) -> ModelLocation {
     let prefix = store.prefix.as_deref().unwrap_or_default();
     ModelLocation {

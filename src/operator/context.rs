@@ -1,13 +1,15 @@
-//! What every reconcile shares: clients, caches, metrics, the event recorder and leadership.
+//! What every reconcile shares: clients, caches, metrics, the event recorder, leadership, and
+//! one memory per deployment (dropped whole when the deployment goes, [`Context::forget`]).
 
-use super::batch::Batcher;
-use super::clusters::Clusters;
-use super::deployment_controller::{PlanOutcome, PlanTicket};
-use super::events::EventRecorder;
-use super::metrics::Metrics;
-use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
+use crate::api::{BurstPolicy, ComputePool, ModelDeployment, StrandedReplicas};
 use crate::burst::ControllerState;
 use crate::estate::Estate;
+use crate::operator::artifacts::syncer::Syncer;
+use crate::operator::kubernetes::clusters::Clusters;
+use crate::operator::kubernetes::events::EventRecorder;
+use crate::operator::kubernetes::memo::AppliedChildren;
+use crate::operator::kubernetes::metrics::Metrics;
+use crate::operator::kubernetes::secrets::SecretCache;
 use kube::ResourceExt;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -34,38 +36,58 @@ pub struct Context {
     pub policies: Store<BurstPolicy>,
     pub deployments: Store<ModelDeployment>,
     /// Background model syncs; `None` when the operator does not manage artifacts.
-    pub artifacts: Option<Arc<super::artifacts::Syncer>>,
-    leader: watch::Receiver<bool>,
-    failures: Mutex<HashMap<String, u32>>,
-    /// Burst-controller state per deployment and component. Kept in memory: after a restart or
-    /// a leader change a fresh state starts from the replicas the status records, which the
-    /// controller accepts as a valid start.
-    burst: Mutex<HashMap<(String, String), BTreeMap<String, ControllerState>>>,
-    heartbeat: Mutex<Instant>,
-    /// Per deployment, the placements its children were last swept for (see `swept`).
-    swept: Mutex<HashMap<(String, String), u64>>,
-    /// Per deployment, the stranded replicas last decided: a reconcile that starts before the
-    /// cache has the previous status must not forget them (and delete their workloads).
-    stranded: Mutex<HashMap<(String, String), Vec<crate::api::StrandedReplicas>>>,
+    pub artifacts: Option<Arc<Syncer>>,
     /// What was last applied to each child, to skip applies that change nothing.
-    pub applied: super::applied::AppliedChildren,
-    /// Serializes planning: each decision sees every earlier one (see `decisions`), and the
-    /// reconciles waiting meanwhile are decided together in the next pass.
-    pub planning: Batcher<PlanTicket, PlanOutcome>,
-    /// Each deployment as last decided: its object with the status the decision implies. A
-    /// decision is known here before its status write reaches the cache, so concurrent
-    /// reconciles never promise the same free capacity twice.
-    decisions: Mutex<HashMap<(String, String), Arc<ModelDeployment>>>,
+    pub applied: AppliedChildren,
+    /// Store-credential Secrets, read at most every `CREDENTIALS_RECHECK`.
+    pub source_secrets: SecretCache,
+    /// What the operator remembers of each deployment between reconciles.
+    memory: Memory,
+    leader: watch::Receiver<bool>,
+    /// Consecutive failures per object (any kind), for its backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    heartbeat: Mutex<Instant>,
 }
 
-/// Planning passes start at least this far apart: under a stream of reconciles each pass
-/// decides what gathered meanwhile (see `batch`), which bounds the time spent planning; a
-/// reconcile that finds the planner idle is decided at once.
-const PLANNING_INTERVAL: Duration = Duration::from_millis(10);
+/// What the operator remembers of one deployment between its reconciles. Kept in memory only:
+/// after a restart or a leader change each part starts empty, which every user of it accepts
+/// (see each field). Dropped whole by [`Context::forget`] when the deployment is deleted.
+#[derive(Clone, Default)]
+pub struct DeploymentMemory {
+    /// Burst-controller state per component: a fresh state starts from the replicas the status
+    /// records, which the controller accepts as a valid start.
+    pub burst: BTreeMap<String, ControllerState>,
+    /// The placement signature its children were last swept for completely: orphans appear
+    /// only when it changes. Empty: the next reconcile lists the clusters.
+    pub swept: Option<u64>,
+    /// The stranded replicas last decided: a reconcile that starts before the cache has the
+    /// previous status must not forget them (and delete their workloads).
+    pub stranded: Option<Vec<StrandedReplicas>>,
+    /// The deployment as last decided: its object with the status the decision implies. A
+    /// decision is known here before its status write reaches the cache, so concurrent
+    /// reconciles never promise the same free capacity twice.
+    pub decision: Option<Arc<ModelDeployment>>,
+}
 
-/// The most of the time planning passes take: as the estate (and so a pass) grows, passes are
-/// spaced further apart and decide larger batches, instead of keeping a core busy.
-const PLANNING_SHARE: f64 = 0.1;
+/// Per-deployment memory, keyed by (namespace, name).
+#[derive(Default)]
+struct Memory {
+    deployments: Mutex<HashMap<(String, String), DeploymentMemory>>,
+}
+
+impl Memory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), DeploymentMemory>> {
+        self.deployments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read<R>(&self, key: &(String, String), f: impl FnOnce(&DeploymentMemory) -> R) -> Option<R> {
+        self.lock().get(key).map(f)
+    }
+
+    fn write(&self, key: &(String, String), f: impl FnOnce(&mut DeploymentMemory)) {
+        f(self.lock().entry(key.clone()).or_default());
+    }
+}
 
 /// A deployment as last decided, where that decision is for the same object and spec; else as
 /// the cache has it. The decision is never older than the cache's status, since the operator
@@ -128,6 +150,11 @@ fn with_placements_decided(
     Arc::new(merged)
 }
 
+/// How often a store-credentials Secret is read again: the copies in the pools' clusters
+/// follow a rotation within this (and the next reconcile of each deployment), instead of
+/// costing a read per serving pool and reconcile.
+pub const CREDENTIALS_RECHECK: Duration = Duration::from_secs(10);
+
 /// Name under which the operator reports Events.
 pub const REPORTER: &str = "skybridge";
 
@@ -159,16 +186,13 @@ impl Context {
             policies,
             deployments,
             artifacts: None,
+            // Every child is re-applied at least this often, whatever the memo says.
+            applied: AppliedChildren::new(Duration::from_secs(300)),
+            source_secrets: SecretCache::new(CREDENTIALS_RECHECK),
+            memory: Memory::default(),
             leader,
             failures: Mutex::new(HashMap::new()),
-            burst: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
-            swept: Mutex::new(HashMap::new()),
-            stranded: Mutex::new(HashMap::new()),
-            planning: Batcher::new(PLANNING_INTERVAL, PLANNING_SHARE),
-            decisions: Mutex::new(HashMap::new()),
-            // Every child is re-applied at least this often, whatever the memo says.
-            applied: super::applied::AppliedChildren::new(Duration::from_secs(300)),
         }
     }
 
@@ -194,60 +218,29 @@ impl Context {
     /// than the cache for the same spec.
     pub fn estate(&self) -> Estate {
         let mut estate = self.pools_and_policies();
-        let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+        let memory = self.memory.lock();
         for md in self.deployments.state() {
             let key = Estate::key_of(&md);
-            let latest = latest(md, decisions.get(&key));
-            estate.deployments.insert(key, latest);
+            let decided = memory.get(&key).and_then(|m| m.decision.as_ref());
+            estate.deployments.insert(key, latest(md, decided));
         }
         estate
     }
 
     /// `md` with the placements last decided for it (see `with_placements_decided`).
     pub fn with_decided_placements(&self, md: &Arc<ModelDeployment>) -> Arc<ModelDeployment> {
-        let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-        with_placements_decided(md, decisions.get(&Estate::key_of(md)))
+        let decided = self
+            .memory
+            .read(&Estate::key_of(md), |m| m.decision.clone())
+            .flatten();
+        with_placements_decided(md, decided.as_ref())
     }
 
-    /// Records what was decided for `md` (see `decisions`).
-    pub fn record_decision(&self, md: &ModelDeployment, plans: &[crate::planner::ComponentPlan]) {
-        use crate::api::{ComponentStatus, ModelDeploymentStatus, PlacementStatus};
-        let mut decided = md.clone();
-        let status = decided
-            .status
-            .get_or_insert_with(ModelDeploymentStatus::default);
-        status.components = plans
-            .iter()
-            .map(|plan| ComponentStatus {
-                name: plan.key.component.clone(),
-                desired_replicas: plan.desired_replicas,
-                placements: plan
-                    .placements
-                    .iter()
-                    .map(|p| PlacementStatus {
-                        pool: p.pool.clone(),
-                        cloud: p.cloud,
-                        replicas: p.replicas,
-                        ready_replicas: 0,
-                        reason: p.reason.clone(),
-                    })
-                    .collect(),
-                unplaced_replicas: plan.unplaced,
-                ..Default::default()
-            })
-            .collect();
-        let key = Estate::key_of(md);
-        self.decisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, Arc::new(decided));
-    }
-
-    pub fn forget_decision(&self, deployment: &(String, String)) {
-        self.decisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(deployment);
+    /// Records what was decided for a deployment: the deployment with the status its decision
+    /// implies (see [`DeploymentMemory::decision`]).
+    pub fn record_decision(&self, decided: Arc<ModelDeployment>) {
+        let key = Estate::key_of(&decided);
+        self.memory.write(&key, |m| m.decision = Some(decided));
     }
 
     /// Backoff for an object's next retry: 0.5 s doubling to 5 min, so a broken object neither
@@ -271,11 +264,8 @@ impl Context {
     }
 
     pub fn burst_states(&self, deployment: &(String, String)) -> BTreeMap<String, ControllerState> {
-        self.burst
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(deployment)
-            .cloned()
+        self.memory
+            .read(deployment, |m| m.burst.clone())
             .unwrap_or_default()
     }
 
@@ -284,72 +274,49 @@ impl Context {
         deployment: &(String, String),
         states: BTreeMap<String, ControllerState>,
     ) {
-        self.burst
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(deployment.clone(), states);
+        self.memory.write(deployment, |m| m.burst = states);
     }
 
-    /// Drops the burst state of a deployment that is gone.
-    /// The placement signature a deployment's orphan sweep last ran for, if any.
+    /// The placement signature a deployment's orphan sweep last completed for, if any.
     pub fn swept(&self, deployment: &(String, String)) -> Option<u64> {
-        self.swept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(deployment)
-            .copied()
+        self.memory.read(deployment, |m| m.swept).flatten()
     }
 
-    pub fn set_swept(&self, deployment: &(String, String), signature: u64) {
-        self.swept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(deployment.clone(), signature);
-    }
-
-    pub fn forget_swept(&self, deployment: &(String, String)) {
-        self.swept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(deployment);
+    pub fn set_swept(&self, deployment: &(String, String), signature: Option<u64>) {
+        self.memory.write(deployment, |m| m.swept = signature);
     }
 
     /// The stranded replicas last decided for a deployment, if any decision was made since the
     /// operator started.
-    pub fn stranded(
-        &self,
-        deployment: &(String, String),
-    ) -> Option<Vec<crate::api::StrandedReplicas>> {
-        self.stranded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(deployment)
-            .cloned()
+    pub fn stranded(&self, deployment: &(String, String)) -> Option<Vec<StrandedReplicas>> {
+        self.memory
+            .read(deployment, |m| m.stranded.clone())
+            .flatten()
     }
 
-    pub fn set_stranded(
-        &self,
-        deployment: &(String, String),
-        entries: Vec<crate::api::StrandedReplicas>,
-    ) {
-        self.stranded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(deployment.clone(), entries);
+    pub fn set_stranded(&self, deployment: &(String, String), entries: Vec<StrandedReplicas>) {
+        self.memory
+            .write(deployment, |m| m.stranded = Some(entries));
     }
 
-    pub fn forget_stranded(&self, deployment: &(String, String)) {
-        self.stranded
+    /// Forgets everything remembered of a deployment that is gone: its memory and its backoff.
+    pub fn forget(&self, md: &ModelDeployment) {
+        self.memory.lock().remove(&Estate::key_of(md));
+        self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(deployment);
+            .remove(&ObjectRef::from_obj(md).to_string());
     }
 
-    pub fn forget_burst_states(&self, deployment: &(String, String)) {
-        self.burst
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(deployment);
+    /// How many deployments are remembered, and how many objects have a backoff running.
+    pub fn remembered(&self) -> (usize, usize) {
+        (
+            self.memory.lock().len(),
+            self.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len(),
+        )
     }
 
     /// Marks the control loop alive, for `/livez`.

@@ -1,4 +1,6 @@
-//! One error type for the operator's controllers.
+//! The error of the operator's plumbing (Kubernetes requests, clusters, the process): what the
+//! pool and policy controllers return, and the source of the deployment pipeline's step errors
+//! (see `deployment::Error`).
 
 use thiserror::Error;
 
@@ -6,14 +8,16 @@ use thiserror::Error;
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("cluster of pool {pool}: {message}")]
-    Cluster { pool: String, message: String },
+    /// The kubeconfig Secret could not be read.
+    #[error("kubeconfig Secret {secret}")]
+    KubeconfigRead {
+        secret: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The kubeconfig it holds is not usable.
     #[error("kubeconfig Secret {secret}: {message}")]
     Kubeconfig { secret: String, message: String },
-    #[error("finalizer: {0}")]
-    Finalizer(String),
-    #[error("demand metric: {0}")]
-    Metric(String),
     #[error("serialising {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("leader election: {0}")]
@@ -22,8 +26,6 @@ pub enum Error {
     ProbeServer(String),
     #[error("model artifacts: {0}")]
     Artifacts(String),
-    #[error("planning: {0}")]
-    Planning(String),
 }
 
 impl Error {
@@ -31,15 +33,11 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Cluster { .. } => "cluster",
-            Error::Kubeconfig { .. } => "kubeconfig",
-            Error::Finalizer(_) => "finalizer",
-            Error::Metric(_) => "metric",
+            Error::KubeconfigRead { .. } | Error::Kubeconfig { .. } => "kubeconfig",
             Error::Serialize(_) => "serialize",
             Error::LeaderElection(_) => "leader_election",
             Error::ProbeServer(_) => "probe_server",
             Error::Artifacts(_) => "artifacts",
-            Error::Planning(_) => "planning",
         }
     }
 }

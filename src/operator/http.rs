@@ -1,6 +1,6 @@
 //! `/metrics`, `/readyz` and `/livez`.
 
-use super::context::Context;
+use crate::operator::context::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

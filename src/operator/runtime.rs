@@ -1,15 +1,17 @@
 //! Wires the operator together: clients, caches, leader election, controllers and probes.
 
-use super::artifacts::{ArtifactsConfig, Syncer};
-use super::clusters::Clusters;
-use super::coalesce::coalesce;
-use super::context::{Context, Settings};
-use super::error::{Error, Result};
-use super::http::{Health, serve};
-use super::metrics::Metrics;
-use super::views::{SlimModelDeployment, unslim};
-use super::{deployment_controller, policy_controller, pool_controller};
+use super::{
+    deployment as deployment_controller, policy as policy_controller, pool as pool_controller,
+};
 use crate::api::{BurstPolicy, ComputePool, ModelDeployment};
+use crate::operator::artifacts::syncer::{ArtifactsConfig, Syncer};
+use crate::operator::context::{Context, Settings};
+use crate::operator::error::{Error, Result};
+use crate::operator::http::{Health, serve};
+use crate::operator::kubernetes::clusters::{AbortOnDrop, Clusters};
+use crate::operator::kubernetes::coalesce::coalesce;
+use crate::operator::kubernetes::metrics::Metrics;
+use crate::operator::kubernetes::views::{SlimModelDeployment, unslim};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::reflector::{self, ObjectRef};
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 use tracing::{error, info};
 
 /// Settings of `skybridge run`.
@@ -260,7 +262,7 @@ pub async fn run_with_artifacts(
         .run(
             deployment_controller::reconcile,
             deployment_controller::error_policy,
-            ctx.clone(),
+            deployment_controller::Deployments::new(ctx.clone()),
         )
         .for_each(|_| futures::future::ready(()));
     let pool_run = Controller::new(pools_api, watcher::Config::default())
@@ -336,16 +338,6 @@ where
             Ok(result) => return result.is_ok(),
             Err(_) => continue,
         }
-    }
-}
-
-/// Aborts a task when its owner goes: a task spawned outside `run`'s set when `run` ends or is
-/// dropped, a cluster's children watch when its client is replaced.
-pub(super) struct AbortOnDrop(pub(super) AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

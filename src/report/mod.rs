@@ -4,4 +4,6 @@ mod plan;
 mod simulate;
 
 pub use plan::{PlanReport, TrafficReport, add_planned_traffic, plan_report};
-pub use simulate::{Baselines, SimulateReport, simulate_report};
+pub use simulate::{
+    Baselines, Headlines, SimulateReport, SweepReport, simulate_report, sweep_report,
+};

@@ -6,6 +6,7 @@ use super::replay::{Scaler, View};
 use super::world::World;
 use crate::api::Cloud;
 use crate::burst::BurstController;
+use crate::burst::step::Placement;
 use crate::planner::Budget;
 
 /// Private only, with enough capacity: the cheapest eligible private pool grows until the
@@ -92,7 +93,7 @@ pub const THRESHOLD_UP: f64 = 0.8;
 pub const THRESHOLD_DOWN: f64 = 0.6;
 
 impl Scaler for ThresholdScaler {
-    fn decide(&mut self, _now: i64, demand: f64, view: &View) -> (u32, bool) {
+    fn step(&mut self, _now: i64, demand: f64, view: &View, placement: &mut dyn Placement) {
         let capacity = f64::from(view.ready) * self.target;
         let utilisation = if capacity > 0.0 {
             demand / capacity
@@ -108,6 +109,7 @@ impl Scaler for ThresholdScaler {
                 self.blocks -= 1;
             }
         }
-        (desired(self.blocks), true)
+        placement.request(0, desired(self.blocks), true);
+        placement.plan();
     }
 }

@@ -37,6 +37,8 @@ pub fn lower_bound(world: &World, demand: &[f64], step: i64) -> RunMetrics {
         .collect();
     public.sort_by(|a, b| a.0.total_cmp(&b.0));
     let private = world.private_capacity;
+    let private_prices = super::oracle::private_levels(world);
+    let mut private_charge = 0.0;
     let mut m = RunMetrics::default();
     let (mut demand_sum, mut unmet_sum) = (0.0, 0.0);
     let (mut public_before, mut total_before) = (false, None);
@@ -65,6 +67,8 @@ pub fn lower_bound(world: &World, demand: &[f64], step: i64) -> RunMetrics {
             left -= take;
         }
         let served_replicas = n.min(private) + placed_public;
+        m.private_replica_hours += f64::from(n.min(private)) * hours;
+        private_charge += super::oracle::private_charge_per_hour(&private_prices, n.min(private));
         demand_sum += d;
         unmet_sum += (d - f64::from(served_replicas) * target).max(0.0);
         m.public_cost += cost_per_hour * hours;
@@ -81,6 +85,7 @@ pub fn lower_bound(world: &World, demand: &[f64], step: i64) -> RunMetrics {
         total_before = Some(served_replicas);
     }
     m.cost = m.private_cost + m.public_cost;
+    m.chargeback_cost = private_charge * hours + m.public_cost;
     m.unmet_demand_fraction = if demand_sum > 0.0 {
         unmet_sum / demand_sum
     } else {

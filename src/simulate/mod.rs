@@ -6,8 +6,10 @@
 mod baselines;
 pub mod csv_out;
 mod lower_bound;
+mod oracle;
 pub mod plot;
 mod replay;
+pub mod sweep;
 mod trace;
 mod world;
 
@@ -15,6 +17,7 @@ pub use baselines::{
     THRESHOLD_DOWN, THRESHOLD_UP, ThresholdScaler, private_only_world, public_only_world,
 };
 pub use lower_bound::lower_bound;
+pub use oracle::oracle;
 pub use replay::{
     ControllerScaler, RunMetrics, RunOutput, Scaler, Series, View, exact_need, replay,
 };
@@ -65,9 +68,36 @@ pub struct Simulation {
     pub public_only: Option<RunOutput>,
     pub static_threshold: RunOutput,
     pub lower_bound: RunMetrics,
+    /// Knows the future, pays the start-up delays (see [`oracle`]).
+    pub oracle: RunMetrics,
     /// The policy's cost over the lower bound's.
     pub cost_ratio_to_lower_bound: Option<f64>,
     pub private_capacity: u32,
+}
+
+/// The headline figures of a run against the oracle, in both cost views.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Headline {
+    pub unmet_demand_fraction: f64,
+    /// Owned view: private capacity is paid whatever a policy does, so what it changes is
+    /// public spend; this is the run's public spend over the oracle's (`None` when the oracle
+    /// spends nothing).
+    pub public_spend_ratio_to_oracle: Option<f64>,
+    /// Chargeback view: private replica-hours at their pools' prices plus public spend, over
+    /// the oracle's.
+    pub chargeback_ratio_to_oracle: Option<f64>,
+}
+
+impl Headline {
+    pub fn of(run: &RunMetrics, oracle: &RunMetrics) -> Self {
+        let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+        Self {
+            unmet_demand_fraction: run.unmet_demand_fraction,
+            public_spend_ratio_to_oracle: ratio(run.public_cost, oracle.public_cost),
+            chargeback_ratio_to_oracle: ratio(run.chargeback_cost, oracle.chargeback_cost),
+        }
+    }
 }
 
 /// Runs the policy, the baselines and the bound. `progress(done, total)` counts steps.
@@ -129,6 +159,7 @@ pub fn simulate(
         &mut done,
     );
     let bound = lower_bound(&world, &demand, step);
+    let oracle = oracle(&world, &demand, step);
     let ratio = (bound.cost > 0.0).then(|| policy.metrics.cost / bound.cost);
     Ok(Simulation {
         defaulted: component.is_none(),
@@ -147,6 +178,7 @@ pub fn simulate(
         public_only,
         static_threshold,
         lower_bound: bound,
+        oracle,
         cost_ratio_to_lower_bound: ratio,
         private_capacity: world.private_capacity,
     })

@@ -250,3 +250,121 @@ fn panel(
         .draw()?;
     Ok(())
 }
+
+/// The sweep's SVG: every variant's public spend against unmet demand (grey), the Pareto
+/// frontier (blue line), the policy as given (red triangle) and the baselines (static threshold:
+/// black square; oracle: green diamond; optimal lower bound: green cross). Unmet demand is in
+/// percent on a linear axis.
+pub fn render_frontier_svg(sweep: &super::sweep::Sweep, title: &str) -> Result<String, String> {
+    render_frontier(sweep, title).map_err(|e| e.to_string())
+}
+
+fn render_frontier(
+    sweep: &super::sweep::Sweep,
+    title: &str,
+) -> Result<String, Box<dyn std::error::Error + 'static>> {
+    let point = |m: &super::RunMetrics| (m.public_cost, m.unmet_demand_fraction * 100.0);
+    let mut all: Vec<(f64, f64)> = sweep.variants.iter().map(|v| point(&v.metrics)).collect();
+    let marked = [
+        ("current policy", point(&sweep.current)),
+        ("static threshold", point(&sweep.static_threshold)),
+        ("oracle (pays start-ups)", point(&sweep.oracle)),
+        ("lower bound (no start-ups)", point(&sweep.lower_bound)),
+    ];
+    all.extend(marked.iter().map(|m| m.1));
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    let x_max = all
+        .iter()
+        .map(|p| finite(p.0))
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.08;
+    let y_max = all
+        .iter()
+        .map(|p| finite(p.1))
+        .fold(0.0, f64::max)
+        .max(1e-6)
+        * 1.08;
+    let mut frontier: Vec<(f64, f64)> = sweep
+        .variants
+        .iter()
+        .filter(|v| v.pareto)
+        .map(|v| point(&v.metrics))
+        .collect();
+    frontier.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 700)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("public spend over the run")
+            .y_desc("unmet demand (%)")
+            .draw()?;
+        chart
+            .draw_series(
+                sweep
+                    .variants
+                    .iter()
+                    .filter(|v| !v.pareto)
+                    .map(|v| Circle::new(point(&v.metrics), 3, RGBColor(170, 170, 170).filled())),
+            )?
+            .label("variant")
+            .legend(|(x, y)| Circle::new((x + 10, y), 3, RGBColor(170, 170, 170).filled()));
+        let blue = RGBColor(31, 119, 180);
+        chart
+            .draw_series(LineSeries::new(
+                frontier.iter().copied(),
+                blue.stroke_width(2),
+            ))?
+            .label("Pareto frontier")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], blue.stroke_width(2)));
+        chart.draw_series(frontier.iter().map(|&p| Circle::new(p, 4, blue.filled())))?;
+        let red = RGBColor(215, 48, 39);
+        let green = RGBColor(46, 139, 87);
+        chart
+            .draw_series(std::iter::once(TriangleMarker::new(
+                marked[0].1,
+                9,
+                red.filled(),
+            )))?
+            .label(marked[0].0)
+            .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, red.filled()));
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [
+                    (marked[1].1.0 - x_max * 0.006, marked[1].1.1 - y_max * 0.008),
+                    (marked[1].1.0 + x_max * 0.006, marked[1].1.1 + y_max * 0.008),
+                ],
+                BLACK.filled(),
+            )))?
+            .label(marked[1].0)
+            .legend(|(x, y)| Rectangle::new([(x + 5, y - 5), (x + 15, y + 5)], BLACK.filled()));
+        chart
+            .draw_series(std::iter::once(Circle::new(marked[2].1, 7, green.filled())))?
+            .label(marked[2].0)
+            .legend(move |(x, y)| Circle::new((x + 10, y), 6, green.filled()));
+        chart
+            .draw_series(std::iter::once(Cross::new(
+                marked[3].1,
+                8,
+                green.stroke_width(3),
+            )))?
+            .label(marked[3].0)
+            .legend(move |(x, y)| Cross::new((x + 10, y), 6, green.stroke_width(3)));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
+}

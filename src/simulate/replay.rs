@@ -12,6 +12,7 @@
 //! are ready.
 
 use super::world::World;
+use crate::burst::step::{Controlled, Placement, tick};
 use crate::burst::{
     BurstController, ControllerState, EventCounts, EventKind, Observation, PlacementSummary,
     replicas_for,
@@ -39,6 +40,11 @@ pub struct RunMetrics {
     /// Of `cost`: public replicas, paid while requested (starting up included).
     pub public_cost: f64,
     pub peak_public_replicas: u32,
+    /// Private replicas paid for (requested, starting up included, or draining) over the run.
+    pub private_replica_hours: f64,
+    /// The chargeback view: private replica-hours at their pools' prices (an internal
+    /// chargeback, as if private capacity were rented by the hour) plus `publicCost`.
+    pub chargeback_cost: f64,
 }
 
 /// What a run's scaler saw and said at each step.
@@ -78,12 +84,17 @@ pub struct View {
     pub private_capacity: u32,
 }
 
-/// Decides the replica count each step.
+/// Decides the replica count each step and has `placement` plan it (the simulated component is
+/// index 0 of `placement`).
 pub trait Scaler {
-    /// `(desired replicas, whether existing replicas may move to better pools)`.
-    fn decide(&mut self, now: i64, demand: f64, view: &View) -> (u32, bool);
-    /// What the planner made of the decision.
-    fn placed(&mut self, _summary: &PlacementSummary, _now: i64) {}
+    fn step(&mut self, now: i64, demand: f64, view: &View, placement: &mut dyn Placement);
+    /// Replicas the run starts with, placed and ready, when the first demand needs `need` and
+    /// the private pools can hold `private_capacity`: by default what the first demand needs.
+    fn initial_replicas(&self, need: u32, _private_capacity: u32) -> u32 {
+        need
+    }
+    /// The run starts with this placement ready (no decision made it).
+    fn warm_start(&mut self, _placed: &PlacementSummary, _now: i64) {}
     fn events(&self) -> BTreeMap<EventKind, u64> {
         BTreeMap::new()
     }
@@ -108,22 +119,38 @@ impl<'a> ControllerScaler<'a> {
 }
 
 impl Scaler for ControllerScaler<'_> {
-    fn decide(&mut self, now: i64, demand: f64, view: &View) -> (u32, bool) {
+    /// The operator's own tick ([`crate::burst::step::tick`]) on the simulated placement.
+    fn step(&mut self, now: i64, demand: f64, view: &View, placement: &mut dyn Placement) {
         let observation = Observation {
             demand: Some(demand),
             current_replicas: view.requested,
             public_replicas: view.public_requested,
             private_capacity: view.private_capacity,
         };
-        let tick =
-            self.controller
-                .recommend_with(&mut self.state, &observation, now, &mut self.counts);
-        (tick.desired, tick.rebalance)
+        let mut controlled = [Controlled {
+            index: 0,
+            controller: self.controller,
+            state: &mut self.state,
+            observation,
+            events: &mut self.counts,
+            decided: None,
+        }];
+        tick(&mut controlled, placement, now);
     }
 
-    fn placed(&mut self, summary: &PlacementSummary, now: i64) {
+    /// A controller keeping owned private capacity warm has held it since demand first needed
+    /// it: the replay starts from that steady state, not from a fresh install.
+    fn initial_replicas(&self, need: u32, private_capacity: u32) -> u32 {
+        if self.controller.config().keep_private_warm {
+            need.max(private_capacity)
+        } else {
+            need
+        }
+    }
+
+    fn warm_start(&mut self, placed: &PlacementSummary, now: i64) {
         self.controller
-            .observe_plan_with(&mut self.state, summary, now, &mut self.counts);
+            .observe_plan_with(&mut self.state, placed, now, &mut self.counts);
     }
 
     fn events(&self) -> BTreeMap<EventKind, u64> {
@@ -195,18 +222,14 @@ impl<'w> Placer<'w> {
         }
     }
 
-    fn place(
-        &mut self,
-        desired: u32,
-        rebalance: bool,
-        current: &[u32],
-    ) -> &(Vec<u32>, PlacementSummary) {
+    /// Index into `plans` of the plan for the decision from `current`.
+    fn place(&mut self, desired: u32, rebalance: bool, current: &[u32]) -> usize {
         self.key.clear();
         self.key.push(desired);
         self.key.push(u32::from(rebalance));
         self.key.extend_from_slice(current);
         if let Some(&hit) = self.cache.get(self.key.as_slice()) {
-            return &self.plans[hit];
+            return hit;
         }
         self.calls += 1;
         let w = self.world;
@@ -230,7 +253,7 @@ impl<'w> Placer<'w> {
         let summary = PlacementSummary::from_plan(mine);
         self.cache.insert(self.key.clone(), self.plans.len());
         self.plans.push((counts, summary));
-        self.plans.last().expect("just pushed")
+        self.plans.len() - 1
     }
 }
 
@@ -252,6 +275,9 @@ struct Fleet<'w> {
     /// Public replicas paid for (requested plus draining) and their cost per hour.
     public_paid: u32,
     public_cost_per_hour: f64,
+    /// The same for private replicas, at their pools' chargeback prices.
+    private_paid: u32,
+    private_cost_per_hour: f64,
 }
 
 impl<'w> Fleet<'w> {
@@ -270,6 +296,8 @@ impl<'w> Fleet<'w> {
             public_requested: 0,
             public_paid: 0,
             public_cost_per_hour: 0.0,
+            private_paid: 0,
+            private_cost_per_hour: 0.0,
         }
     }
 
@@ -282,12 +310,17 @@ impl<'w> Fleet<'w> {
         self.public_requested = 0;
         self.public_paid = 0;
         self.public_cost_per_hour = 0.0;
+        self.private_paid = 0;
+        self.private_cost_per_hour = 0.0;
         for p in 0..self.requested.len() {
+            let paid = self.requested[p] + self.draining[p];
             if w.public[p] {
-                let paid = self.requested[p] + self.draining[p];
                 self.public_requested += self.requested[p];
                 self.public_paid += paid;
                 self.public_cost_per_hour += f64::from(paid) * w.replica_cost[p];
+            } else {
+                self.private_paid += paid;
+                self.private_cost_per_hour += f64::from(paid) * w.replica_cost[p];
             }
         }
         self.next_ready = self
@@ -368,6 +401,43 @@ impl<'w> Fleet<'w> {
     }
 }
 
+/// The simulated component's placement: the memoised planner, applied to the fleet with its
+/// start-up delays. Plans only when the decision changed (the planner is deterministic, and
+/// re-planning its own plan changes nothing).
+struct SimPlacement<'p, 'w> {
+    placer: &'p mut Placer<'w>,
+    fleet: &'p mut Fleet<'w>,
+    planned_for: &'p mut (u32, bool),
+    /// Index into `placer.plans` of the plan in force.
+    current: &'p mut usize,
+    requested: (u32, bool),
+    now: i64,
+}
+
+impl Placement for SimPlacement<'_, '_> {
+    fn request(&mut self, _index: usize, desired: u32, rebalance: bool) {
+        self.requested = (desired, rebalance);
+    }
+
+    fn plan(&mut self) -> bool {
+        let (desired, rebalance) = self.requested;
+        // Rebalancing only matters while something sits on a public pool.
+        let rebalance = rebalance && self.fleet.public_requested > 0;
+        if (desired, rebalance) == *self.planned_for {
+            return false;
+        }
+        *self.planned_for = (desired, rebalance);
+        let index = self.placer.place(desired, rebalance, &self.fleet.requested);
+        self.fleet.apply(&self.placer.plans[index].0, self.now);
+        *self.current = index;
+        true
+    }
+
+    fn placed(&self, _index: usize) -> &PlacementSummary {
+        &self.placer.plans[*self.current].1
+    }
+}
+
 /// Replays `demand` (one value per `step` seconds from `start`) in `world`. `progress` is told the
 /// step index now and then.
 pub fn replay(
@@ -395,19 +465,23 @@ pub fn replay(
     });
     // Warm start: the run begins with what the first demand needs, placed and ready.
     let first = demand.first().copied().unwrap_or(0.0);
-    let initial = world.need(first);
+    let initial = scaler
+        .initial_replicas(world.need(first), world.private_capacity)
+        .clamp(world.min(), world.max());
+    let mut current = placer.place(initial, true, &fleet.requested);
     {
-        let (counts, summary) = placer.place(initial, true, &fleet.requested);
+        let counts = &placer.plans[current].0;
         fleet.requested.clone_from(counts);
         fleet.ready.clone_from(counts);
         fleet.totals();
-        scaler.placed(&summary.clone(), start);
     }
     let mut planned_for = (initial, true);
+    scaler.warm_start(&placer.plans[current].1, start);
     let hours = step as f64 / 3600.0;
     let target = world.target();
     let (mut demand_sum, mut unmet_sum) = (0.0, 0.0);
     let (mut public_cost, mut public_replica_steps) = (0.0, 0u64);
+    let (mut private_charge, mut private_replica_steps) = (0.0, 0u64);
     let mut public_before = fleet.public_requested > 0;
     let mut total_before = fleet.requested_total;
 
@@ -424,15 +498,20 @@ pub fn replay(
             starting: fleet.requested_total - fleet.ready_total,
             private_capacity: world.private_capacity,
         };
-        let (desired, rebalance) = scaler.decide(now, d, &view);
-        // Rebalancing only matters while something sits on a public pool.
-        let rebalance = rebalance && fleet.public_requested > 0;
-        if (desired, rebalance) != planned_for {
-            planned_for = (desired, rebalance);
-            let (counts, summary) = placer.place(desired, rebalance, &fleet.requested);
-            fleet.apply(counts, now);
-            scaler.placed(summary, now);
-        }
+        let requested = planned_for;
+        scaler.step(
+            now,
+            d,
+            &view,
+            &mut SimPlacement {
+                placer: &mut placer,
+                fleet: &mut fleet,
+                planned_for: &mut planned_for,
+                current: &mut current,
+                requested,
+                now,
+            },
+        );
         fleet.release_draining();
         // Account for [now, now + step).
         let capacity = f64::from(fleet.ready_total + fleet.draining_total) * target;
@@ -440,6 +519,8 @@ pub fn replay(
         unmet_sum += (d - capacity).max(0.0);
         public_cost += fleet.public_cost_per_hour;
         public_replica_steps += u64::from(fleet.public_paid);
+        private_charge += fleet.private_cost_per_hour;
+        private_replica_steps += u64::from(fleet.private_paid);
         metrics.peak_public_replicas = metrics.peak_public_replicas.max(fleet.public_paid);
         let public_now = fleet.public_requested > 0;
         if public_now && !public_before {
@@ -463,6 +544,8 @@ pub fn replay(
     metrics.public_replica_hours = public_replica_steps as f64 * hours;
     metrics.private_cost = world.fixed_cost_per_hour * hours * demand.len() as f64;
     metrics.cost = metrics.private_cost + metrics.public_cost;
+    metrics.private_replica_hours = private_replica_steps as f64 * hours;
+    metrics.chargeback_cost = private_charge * hours + metrics.public_cost;
     metrics.unmet_demand_fraction = if demand_sum > 0.0 {
         unmet_sum / demand_sum
     } else {

@@ -22,8 +22,9 @@ use crate::api::{
     BackendKind, Cloud, Component, DataClass, ModelDeployment, TrafficBackendStatus,
     TrafficProtocol,
 };
-use crate::operator::names::{child_name, component_labels, placement_labels};
-use crate::operator::workloads::service_name;
+use crate::operator::kubernetes::names::{
+    child_name, component_labels, placement_labels, service_name,
+};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};

@@ -80,9 +80,9 @@ def granted(objects: list[dict], kinds=("ClusterRole", "Role")) -> set[tuple[str
 
 
 def metric_names() -> set[str]:
-    """Series names the operator exports, from src/operator/metrics.rs (prefix skybridge_,
+    """Series names the operator exports, from src/operator/kubernetes/metrics.rs (prefix skybridge_,
     `_total` on counters, `_bucket`/`_sum`/`_count` on histograms)."""
-    source = (ROOT / "src" / "operator" / "metrics.rs").read_text()
+    source = (ROOT / "src" / "operator" / "kubernetes" / "metrics.rs").read_text()
     assert 'Registry::with_prefix("skybridge")' in source
     types = dict(re.findall(r"pub (\w+): (?:Family<\w+, )?(Counter|Gauge|Histogram)", source))
     names = set()
@@ -487,12 +487,12 @@ class Image(unittest.TestCase):
         stages = re.findall(r"^FROM (\S+)", dockerfile, re.M)
         self.assertEqual(len(stages), 2, stages)
         self.assertIn("distroless", stages[-1])
-        self.assertIn("cargo build --release --locked --bin skybridge", dockerfile)
+        self.assertIn("cargo build --profile image --locked --bin skybridge", dockerfile)
         final = dockerfile[dockerfile.rindex("FROM "):]
         self.assertIn("USER 65532:65532", final)
         self.assertIn('ENTRYPOINT ["/usr/local/bin/skybridge"]', final)
         # The init container the operator builds runs `fetch-model` from the same image.
-        workloads = (ROOT / "src" / "operator" / "workloads.rs").read_text()
+        workloads = (ROOT / "src" / "operator" / "deployment" / "build.rs").read_text()
         self.assertIn('"fetch-model".to_string()', workloads)
         ignored = (ROOT / ".dockerignore").read_text().split()
         for needed in ("src", "benches", "harness", "Cargo.toml", "Cargo.lock"):
@@ -516,7 +516,7 @@ def md(conditions=None, generation=3, observed=3, status=True):
     return obj
 
 
-# Condition sets as src/operator/status.rs writes them.
+# Condition sets as src/operator/deployment/status.rs writes them.
 MD_READY = [
     condition("Ready", "True", "Ready", "4/4 replicas ready"),
     condition("Reconciling", "False", "Reconciled", "observed state matches the spec"),
@@ -622,7 +622,7 @@ class ArgoHealth(unittest.TestCase):
 
     def test_scripts_read_the_conditions_the_operator_writes(self):
         written = set()
-        for source in ("status.rs", "pool_controller.rs"):
+        for source in ("deployment/status.rs", "pool/mod.rs"):
             text = (ROOT / "src" / "operator" / source).read_text()
             written |= set(re.findall(r'Decided::new\(\s*"(\w+)"', text))
         for script, types in ((self.md_script, {"Ready", "Reconciling", "Stalled", "Degraded"}),

@@ -256,7 +256,7 @@ impl Operator {
     /// to the pools' stores, `fetch-model` init containers) with `artifacts`.
     pub async fn start_with_artifacts(
         estate: &Estate,
-        artifacts: skybridge::operator::artifacts::ArtifactsConfig,
+        artifacts: skybridge::operator::artifacts::syncer::ArtifactsConfig,
     ) -> Self {
         let probe_addr = free_addr();
         let config = RunConfig {
@@ -426,7 +426,7 @@ pub fn nothing_stranded_pending(md: &ModelDeployment) -> bool {
     md.status.as_ref().is_none_or(|s| {
         s.stranded
             .iter()
-            .all(skybridge::operator::stranded::resolved)
+            .all(skybridge::operator::deployment::stranded::resolved)
     })
 }
 

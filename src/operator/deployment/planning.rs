@@ -1,13 +1,17 @@
-//! From what the operator observes to planner input, for one reconcile: pure.
+//! From what the operator observes to planner input, for one reconcile: pure. The burst
+//! controllers and the planner are composed once, in `burst::step` (`tick` through
+//! `EstatePlacement`, wrapped by `reconcile_owned`), which `skybridge simulate` runs too: what
+//! is tuned offline is what runs.
 //!
 //! Every reconcile plans the whole estate, so that capacity and budgets shared with other
 //! deployments are respected; other deployments keep the replicas their status records, so the
 //! planner's stability keeps them where they are.
 
 use crate::api::{ComputePool, ModelDeployment};
+use crate::burst::step::reconcile_owned;
 use crate::burst::{
     BurstController, ControllerConfig, ControllerState, Event as BurstEvent, Observation,
-    private_capacity, reconcile_owned,
+    private_capacity,
 };
 use crate::estate::{Estate, ModelClasses, component_request, pool_view};
 use crate::planner::{ComponentPlan, Headroom, PlanInput, PlannerOptions};

@@ -2,9 +2,9 @@
 //! shows them: an invalid pool is `Ready=False` and `Stalled=True` with reason `InvalidSpec`, so
 //! the planner places nothing there until the spec changes, and a Warning Event says why. Pure.
 
-use super::context::Context;
 use crate::api::{ComputePool, ComputePoolStatus};
 use crate::estate::Issue;
+use crate::operator::context::Context;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 
 /// Label every child carries; the orphan sweep lists by it.
+/// Field manager of the deployment controller's writes: its children (and their namespaces)
+/// and its status.
+pub const DEPLOYMENT_MANAGER: &str = "skybridge.io/deployment-controller";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "skybridge";
 pub const LABEL_DEPLOYMENT: &str = "skybridge.io/deployment";
@@ -18,6 +21,50 @@ const MAX_NAME: usize = 47;
 
 /// `parts` joined by `-`; when too long, truncated and suffixed with a hash of the full name so
 /// that distinct children never share a name.
+/// Namespace of a deployment's children in a pool's cluster.
+pub fn target_namespace(
+    md: &crate::api::ModelDeployment,
+    pool: &crate::api::ComputePool,
+) -> String {
+    pool.spec
+        .cluster
+        .as_ref()
+        .and_then(|c| c.namespace.clone())
+        .unwrap_or_else(|| kube::ResourceExt::namespace(md).unwrap_or_default())
+}
+
+/// A pool's cluster, as a pure key: `local` (the operator's own) or the kubeconfig Secret that
+/// names it. Two pools with the same key share a cluster (and its client).
+pub fn cluster_key(pool: &crate::api::ComputePool) -> String {
+    match pool
+        .spec
+        .cluster
+        .as_ref()
+        .and_then(|c| c.kubeconfig_secret_ref.as_ref())
+    {
+        Some(secret) => format!(
+            "{}/{}",
+            secret.namespace.as_deref().unwrap_or(""),
+            secret.name
+        ),
+        None => "local".into(),
+    }
+}
+
+/// Name of the Deployment for one placement.
+pub fn deployment_name(
+    deployment: &crate::api::ModelDeployment,
+    component: &str,
+    pool: &str,
+) -> String {
+    child_name(&[&kube::ResourceExt::name_any(deployment), component, pool])
+}
+
+/// Name of the Service of one component in one cluster.
+pub fn service_name(deployment: &crate::api::ModelDeployment, component: &str) -> String {
+    child_name(&[&kube::ResourceExt::name_any(deployment), component])
+}
+
 pub fn child_name(parts: &[&str]) -> String {
     let full = parts.join("-");
     if full.len() <= MAX_NAME {

@@ -1,20 +1,22 @@
 //! The ComputePool controller: probes each pool's cluster and reports whether it is reachable,
 //! ready, and how much capacity its Nodes offer. Deployments re-plan when this status changes.
 
-use super::conditions::{Decided, merge, same};
-use super::context::Context;
-use super::error::{Error, Result};
-use super::metrics::{ControllerLabels, ErrorLabels, PoolLabels};
+pub mod validity;
+
 use crate::api::quantity::{self, QuantityError};
 use crate::api::{ComputePool, ComputePoolStatus, ObservedCapacity};
+use crate::operator::context::Context;
+use crate::operator::error::{Error, Result};
+use crate::operator::kubernetes::conditions::{Decided, merge, same};
+use crate::operator::kubernetes::metrics::{ErrorLabels, PoolLabels};
+use crate::operator::kubernetes::status_writer::{ReconcileTimer, ReportedStatus, StatusWriter};
 use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
-use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{instrument, warn};
 
 pub const FIELD_MANAGER: &str = "skybridge.io/pool-controller";
@@ -224,6 +226,7 @@ pub fn node_capacity(nodes: &[Node]) -> NodeCapacity {
 pub fn pool_status(
     pool: &ComputePool,
     probe: &std::result::Result<Probe, String>,
+    now: k8s_openapi::jiff::Timestamp,
 ) -> ComputePoolStatus {
     let previous = pool
         .status
@@ -293,14 +296,18 @@ pub fn pool_status(
     };
     ComputePoolStatus {
         observed_generation: pool.metadata.generation,
-        conditions: merge(
-            previous,
-            decided,
-            pool.metadata.generation,
-            k8s_openapi::jiff::Timestamp::now(),
-        ),
+        conditions: merge(previous, decided, pool.metadata.generation, now),
         observed_capacity: observed,
         ..Default::default()
+    }
+}
+
+/// Equal but for condition times.
+impl ReportedStatus for ComputePoolStatus {
+    fn says_the_same(&self, other: &Self) -> bool {
+        same(&self.conditions, &other.conditions)
+            && self.observed_capacity == other.observed_capacity
+            && self.observed_generation == other.observed_generation
     }
 }
 
@@ -309,7 +316,7 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
     if !ctx.is_leader() {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    let started = Instant::now();
+    let _timer = ReconcileTimer::start(&ctx.metrics, "computepool");
     let probe = probe(&pool, &ctx).await;
     let labels = PoolLabels {
         pool: pool.name_any(),
@@ -326,7 +333,8 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
         .replicas
         .get_or_create(&labels)
         .set(i64::from(replicas_on(&pool.name_any(), &ctx)));
-    let status = pool_status(&pool, &probe);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let status = pool_status(&pool, &probe, now);
     // Rules between pools (a public pool naming a private store or its credentials): an invalid
     // pool takes no replicas, and says why (see `pool_validity`).
     let issues = crate::estate::validate_pool(
@@ -336,38 +344,26 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
     );
     let previous = pool.status.as_ref().map(|s| s.conditions.as_slice());
     let previous = previous.unwrap_or_default();
-    if let Some(note) = super::pool_validity::invalid_event(previous, &issues) {
-        super::pool_validity::publish(&ctx, &pool, note).await;
+    if let Some(note) = crate::operator::pool::validity::invalid_event(previous, &issues) {
+        crate::operator::pool::validity::publish(&ctx, &pool, note).await;
     }
-    let status = super::pool_validity::with_validity(
+    let status = crate::operator::pool::validity::with_validity(
         status,
         previous,
         &issues,
         pool.metadata.generation,
-        k8s_openapi::jiff::Timestamp::now(),
+        now,
     );
-    let unchanged = pool.status.as_ref().is_some_and(|s| {
-        same(&s.conditions, &status.conditions)
-            && s.observed_capacity == status.observed_capacity
-            && s.observed_generation == status.observed_generation
-    });
-    if !unchanged {
-        let api: Api<ComputePool> = Api::all(ctx.clusters.local().client().await);
-        let patch = json!({
-            "apiVersion": ComputePool::api_version(&()),
-            "kind": ComputePool::kind(&()),
-            "status": status,
-        });
-        let (name, params) = (pool.name_any(), PatchParams::apply(FIELD_MANAGER).force());
-        let apply_patch = Patch::Apply(&patch);
-        super::retry::idempotent(|| api.patch_status(&name, &params, &apply_patch)).await?;
+    StatusWriter {
+        field_manager: FIELD_MANAGER,
     }
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&ControllerLabels {
-            controller: "computepool".into(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    .write(
+        ctx.clusters.local().client().await,
+        pool.as_ref(),
+        pool.status.as_ref(),
+        &status,
+    )
+    .await?;
     ctx.succeeded(pool.as_ref());
     // Probed every period, so an unreachable pool is noticed within one period.
     Ok(Action::requeue(ctx.settings.period))
@@ -561,7 +557,11 @@ mod tests {
 
     #[test]
     fn unreachable_pools_are_not_ready() {
-        let status = pool_status(&pool(), &Err("connection refused".into()));
+        let status = pool_status(
+            &pool(),
+            &Err("connection refused".into()),
+            k8s_openapi::jiff::Timestamp::now(),
+        );
         let ready = status
             .conditions
             .iter()
@@ -577,6 +577,7 @@ mod tests {
         let status = pool_status(
             &pool(),
             &probe(node_capacity(&[node(8, true, false)]), Requested::default()),
+            k8s_openapi::jiff::Timestamp::now(),
         );
         assert_eq!(status.observed_capacity.unwrap().gpus, 6);
         assert!(
@@ -722,7 +723,11 @@ mod tests {
             gpus: 5,
             ..Default::default()
         };
-        let status = pool_status(&pool(), &probe(nodes, loaded));
+        let status = pool_status(
+            &pool(),
+            &probe(nodes, loaded),
+            k8s_openapi::jiff::Timestamp::now(),
+        );
         let observed = status.observed_capacity.unwrap();
         assert_eq!((observed.gpus, observed.gpus_free), (6, Some(3)));
 
@@ -730,7 +735,7 @@ mod tests {
             nodes: node_capacity(&[node(8, true, false)]),
             requested: Err("cannot list pods: forbidden".into()),
         });
-        let status = pool_status(&pool(), &unknown);
+        let status = pool_status(&pool(), &unknown, k8s_openapi::jiff::Timestamp::now());
         let observed = status.observed_capacity.unwrap();
         assert_eq!(observed.gpus, 6);
         assert_eq!(observed.gpus_free, None, "unknown, not a made-up number");

@@ -1,11 +1,11 @@
 //! The status of a ModelDeployment from the plan and what the clusters report: pure, so that
 //! every condition is unit-tested and a reconcile that changes nothing writes nothing.
 
-use super::conditions::{Decided, merge};
 use crate::api::{
     ArtifactsStatus, Cloud, ComponentStatus, DataClass, ModelDeploymentStatus, PlacementStatus,
     StrandedReplicas,
 };
+use crate::operator::kubernetes::conditions::{Decided, merge};
 use crate::planner::ComponentPlan;
 use k8s_openapi::jiff::Timestamp;
 

@@ -1,12 +1,11 @@
 //! Clients for the clusters pools live in: the operator's own, plus one per kubeconfig Secret,
 //! cached and rebuilt when the Secret changes, each behind a request-rate limit.
 
-use super::children_watch::ObservedChildren;
-use super::deployment_controller::FIELD_MANAGER;
-use super::error::{Error, Result};
-use super::retry::idempotent;
-use super::runtime::AbortOnDrop;
 use crate::api::{ComputePool, ModelDeployment, SecretKeyRef};
+use crate::operator::error::{Error, Result};
+use crate::operator::kubernetes::children_watch::ObservedChildren;
+use crate::operator::kubernetes::names::DEPLOYMENT_MANAGER as FIELD_MANAGER;
+use crate::operator::kubernetes::retry::idempotent;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams};
@@ -17,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Semaphore};
+use tokio::task::AbortHandle;
 
 /// Key under which a kubeconfig Secret holds the kubeconfig when the reference names none.
 pub const DEFAULT_KUBECONFIG_KEY: &str = "kubeconfig";
@@ -293,12 +293,13 @@ impl Clusters {
             return Ok(known.cluster.clone());
         }
         let secrets: Api<Secret> = Api::namespaced(self.local.client().await, &namespace);
-        let secret = super::retry::idempotent(|| secrets.get(&secret_ref.name))
-            .await
-            .map_err(|e| Error::Kubeconfig {
-                secret: secret_name.clone(),
-                message: e.to_string(),
-            })?;
+        let secret =
+            crate::operator::kubernetes::retry::idempotent(|| secrets.get(&secret_ref.name))
+                .await
+                .map_err(|source| Error::KubeconfigRead {
+                    secret: secret_name.clone(),
+                    source,
+                })?;
         let id = format!(
             "{secret_name}@{}",
             secret.resource_version().unwrap_or_default()
@@ -319,7 +320,7 @@ impl Clusters {
                 .zip(observed.clone())
                 .map(|(triggers, observed)| {
                     AbortOnDrop(
-                        super::children_watch::spawn(
+                        crate::operator::kubernetes::children_watch::spawn(
                             watch_client.clone(),
                             WATCH_SECONDS,
                             observed,
@@ -390,4 +391,14 @@ fn with_deadlines(mut config: Config, read_timeout: Duration) -> Config {
     config.read_timeout = Some(read_timeout);
     config.reset_reader_on_write = true;
     config
+}
+
+/// Aborts a task when its owner goes: a task spawned outside `run`'s set when `run` ends or is
+/// dropped, a cluster's children watch when its client is replaced.
+pub struct AbortOnDrop(pub AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

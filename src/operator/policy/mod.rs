@@ -3,21 +3,22 @@
 //! placing; this controller only observes and reports, so a policy's status never lags a
 //! deployment's by more than one of its status writes.
 
-use super::conditions::same;
-use super::context::Context;
-use super::error::{Error, Result};
-use super::metrics::{ControllerLabels, ErrorLabels, PolicyLabels};
-use super::policy_status::{BUDGET_EXHAUSTED, policy_status};
+pub mod status;
+
 use crate::api::{BurstPolicy, BurstPolicyStatus, ModelDeployment};
-use kube::api::{Api, Patch, PatchParams};
+use crate::operator::context::Context;
+use crate::operator::error::{Error, Result};
+use crate::operator::kubernetes::conditions::same;
+use crate::operator::kubernetes::metrics::{ErrorLabels, PolicyLabels};
+use crate::operator::kubernetes::status_writer::{ReconcileTimer, ReportedStatus, StatusWriter};
+use crate::operator::policy::status::{BUDGET_EXHAUSTED, policy_status};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{instrument, warn};
 
 pub const FIELD_MANAGER: &str = "skybridge.io/policy-controller";
@@ -30,7 +31,7 @@ pub async fn reconcile(policy: Arc<BurstPolicy>, ctx: Arc<Context>) -> Result<Ac
     if !ctx.is_leader() {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    let started = Instant::now();
+    let _timer = ReconcileTimer::start(&ctx.metrics, "burstpolicy");
     let pools = ctx
         .pools
         .state()
@@ -51,26 +52,19 @@ pub async fn reconcile(policy: Arc<BurstPolicy>, ctx: Arc<Context>) -> Result<Ac
             policy: policy.name_any(),
         })
         .set(i64::from(exhausted));
-    if !unchanged(policy.status.as_ref(), &status) {
-        let api: Api<BurstPolicy> = Api::all(ctx.clusters.local().client().await);
-        let patch = json!({
-            "apiVersion": BurstPolicy::api_version(&()),
-            "kind": BurstPolicy::kind(&()),
-            "status": status,
-        });
-        let (name, params) = (policy.name_any(), PatchParams::apply(FIELD_MANAGER).force());
-        let apply_patch = Patch::Apply(&patch);
-        super::retry::idempotent(|| api.patch_status(&name, &params, &apply_patch)).await?;
-        if exhausted != self::exhausted(policy.status.as_ref()) {
-            budget_event(&ctx, &policy, &status, exhausted).await;
-        }
+    let wrote = StatusWriter {
+        field_manager: FIELD_MANAGER,
     }
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&ControllerLabels {
-            controller: "burstpolicy".into(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    .write(
+        ctx.clusters.local().client().await,
+        policy.as_ref(),
+        policy.status.as_ref(),
+        &status,
+    )
+    .await?;
+    if wrote && exhausted != self::exhausted(policy.status.as_ref()) {
+        budget_event(&ctx, &policy, &status, exhausted).await;
+    }
     ctx.succeeded(policy.as_ref());
     Ok(Action::requeue(RESYNC))
 }
@@ -108,14 +102,15 @@ fn exhausted(status: Option<&BurstPolicyStatus>) -> bool {
     })
 }
 
-fn unchanged(before: Option<&BurstPolicyStatus>, after: &BurstPolicyStatus) -> bool {
-    before.is_some_and(|b| {
-        same(&b.conditions, &after.conditions)
-            && b.observed_generation == after.observed_generation
-            && b.public_replicas == after.public_replicas
-            && b.cost_per_hour == after.cost_per_hour
-            && b.components == after.components
-    })
+/// Equal but for condition times.
+impl ReportedStatus for BurstPolicyStatus {
+    fn says_the_same(&self, other: &Self) -> bool {
+        same(&self.conditions, &other.conditions)
+            && self.observed_generation == other.observed_generation
+            && self.public_replicas == other.public_replicas
+            && self.cost_per_hour == other.cost_per_hour
+            && self.components == other.components
+    }
 }
 
 async fn budget_event(ctx: &Context, policy: &BurstPolicy, status: &BurstPolicyStatus, on: bool) {

@@ -11,11 +11,11 @@
 //! Children in the operator's own cluster are watched through owner references by the
 //! controller itself.
 
-use super::names::{
+use crate::api::ModelDeployment;
+use crate::operator::kubernetes::names::{
     LABEL_COMPONENT, LABEL_DEPLOYMENT, LABEL_NAMESPACE, LABEL_POOL, MANAGED_BY, MANAGED_BY_VALUE,
 };
-use super::views::{DeploymentView, ServiceView};
-use crate::api::ModelDeployment;
+use crate::operator::kubernetes::views::{DeploymentView, ServiceView};
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::reflector::ObjectRef;
@@ -466,7 +466,7 @@ mod tests {
             "the same state again"
         );
         let mut ready = resized;
-        ready.status = Some(super::super::views::DeploymentStatus {
+        ready.status = Some(crate::operator::kubernetes::views::DeploymentStatus {
             ready_replicas: Some(2),
         });
         assert_eq!(

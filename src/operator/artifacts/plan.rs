@@ -30,7 +30,6 @@
 //! `artifacts::residency::check` would refuse anyway). A public pool whose store is a private
 //! pool's store, or uses its credentials, is `Forbidden` for every model.
 
-use super::workloads::ModelFetch;
 use crate::api::{
     ArtifactMode, ArtifactsStatus, Cloud, ComputePool, DataClass, ModelDeployment, StoreState,
     StoreStatus,
@@ -43,6 +42,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+/// Where the model's verified copy for a pool lives, and how a pod fetches it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFetch {
+    /// Image with the `skybridge` binary (the operator's own image) for the init container.
+    pub image: String,
+    /// `s3://bucket/prefix` of the model in the pool's store.
+    pub uri: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: bool,
+    /// Expected `sha256:` digest; the init container fails closed on any other.
+    pub digest: Option<String>,
+    /// Secret in the target namespace with `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`.
+    pub credentials_secret: Option<String>,
+}
 
 /// How the model reaches one candidate pool.
 #[derive(Clone, Debug, PartialEq, Eq)]

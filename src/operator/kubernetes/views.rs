@@ -8,6 +8,7 @@
 use crate::api::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::Resource;
+use kube::core::ApiResource;
 use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -106,6 +107,44 @@ impl<K: Resource<DynamicType = ()>, S> Resource for View<K, S> {
     }
     fn plural(dt: &()) -> Cow<'_, str> {
         K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A child of any kind as an apply answers it: its metadata (no managedFields) and, where the
+/// kind has one, the ready replicas of its status. The kind is given at run time (an
+/// [`ApiResource`]), so one apply path serves every kind of child.
+#[derive(Deserialize, Clone, Debug)]
+pub struct ChildView {
+    #[serde(deserialize_with = "slim_meta", default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub status: Option<DeploymentStatus>,
+}
+
+impl Resource for ChildView {
+    type DynamicType = ApiResource;
+    type Scope = kube::core::DynamicResourceScope;
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.kind)
+    }
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.group)
+    }
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.version)
+    }
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.api_version)
+    }
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.plural)
     }
     fn meta(&self) -> &ObjectMeta {
         &self.metadata

@@ -1,13 +1,28 @@
-//! Builds the Kubernetes objects for one placement: pure functions from the spec and the plan to
-//! the objects the operator applies with server-side apply.
+//! Build, the third step of a reconcile: pure functions from the spec, the decision and what
+//! was observed to the children the operator wants in each pool's cluster (Deployments,
+//! Services, store-credential Secrets), serialized once for the applier. Adding a kind of
+//! child is adding a builder here.
 
-use super::names::{
-    ANNOTATION_DIGEST, ANNOTATION_VERSION, child_name, component_labels, placement_labels,
-};
+use super::decide::Decision;
+use super::observe::{Observed, SecretData};
+use crate::api::ComputePool;
 use crate::api::{Component, ComputePoolSpec, ContainerSecurity, ModelDeployment};
+pub use crate::operator::artifacts::plan::ModelFetch;
+use crate::operator::artifacts::syncer::{
+    CREDENTIAL_KEYS, may_copy_store_credentials, store_secret_name,
+};
+use crate::operator::kubernetes::applier::{ChildId, DesiredChild, Kind};
+use crate::operator::kubernetes::names::{
+    ANNOTATION_DIGEST, ANNOTATION_VERSION, component_labels, placement_labels,
+};
+use crate::operator::kubernetes::names::{
+    LABEL_POOL, cluster_key, deployment_labels, target_namespace,
+};
+pub use crate::operator::kubernetes::names::{deployment_name, service_name};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
@@ -17,23 +32,284 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::ResourceExt;
-use std::collections::BTreeMap;
+use kube::{Resource, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-/// Where the model's verified copy for a pool lives, and how a pod fetches it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelFetch {
-    /// Image with the `skybridge` binary (the operator's own image) for the init container.
-    pub image: String,
-    /// `s3://bucket/prefix` of the model in the pool's store.
-    pub uri: String,
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub path_style: bool,
-    /// Expected `sha256:` digest; the init container fails closed on any other.
-    pub digest: Option<String>,
-    /// Secret in the target namespace with `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`.
-    pub credentials_secret: Option<String>,
+/// A child that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("serialising {kind} {name}")]
+    Serialize {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The copy of a pool's store credentials is refused (see `may_copy_store_credentials`).
+    #[error("pool {pool}: {reason}")]
+    CredentialsRefused { pool: String, reason: String },
+    /// The store credentials to copy could not be read.
+    #[error("pool {pool}: store credentials: {message}")]
+    Credentials { pool: String, message: String },
+}
+
+/// Every child a deployment wants, in every pool's cluster.
+#[derive(Default)]
+pub struct Desired {
+    pub children: Vec<DesiredChild>,
+    /// The (component, pool) of each Deployment child, by index in `children`: readiness is
+    /// reported per placement.
+    pub placements: BTreeMap<usize, (String, String)>,
+    /// Per pool, the children kept in its cluster: the desired ones, and the stranded
+    /// workloads (with their Services) the partition rules keep outside the plan.
+    pub keep: BTreeMap<String, BTreeSet<ChildId>>,
+    /// Children that could not be built; the others are applied, and the reconcile fails
+    /// after its report.
+    pub problems: Vec<BuildError>,
+}
+
+/// The children `md` wants for `decision`: one Deployment per (component, pool) with replicas,
+/// one Service per component per cluster and namespace, and (with managed artifacts) one copy
+/// of a pool's store credentials per serving pool whose store has them. `operator_ns`: where
+/// credentials are read from; `image`: the operator's own, for the `fetch-model` init
+/// container.
+pub fn build(
+    md: &ModelDeployment,
+    observed: &Observed,
+    decision: &Decision,
+    operator_ns: &str,
+    image: &str,
+) -> Desired {
+    let pools = &decision.estate.pools;
+    let fetches = decision
+        .artifacts
+        .as_ref()
+        .map(|stage| stage.fetches(md, pools, &decision.plans, image))
+        .unwrap_or_default();
+    let mut desired = Desired::default();
+    let push = |desired: &mut Desired,
+                kind: Kind,
+                pool: &str,
+                namespace: &str,
+                name: &str,
+                object: Result<DesiredChild, serde_json::Error>| {
+        match object {
+            Ok(child) => {
+                desired
+                    .keep
+                    .entry(pool.to_string())
+                    .or_default()
+                    .insert(child.id());
+                desired.children.push(child);
+                true
+            }
+            Err(source) => {
+                // Not applied, but not an orphan either.
+                desired.keep.entry(pool.to_string()).or_default().insert((
+                    kind,
+                    namespace.to_string(),
+                    name.to_string(),
+                ));
+                desired.problems.push(BuildError::Serialize {
+                    kind: kind.name(),
+                    name: name.to_string(),
+                    source,
+                });
+                false
+            }
+        }
+    };
+    // Secrets first: the pods of the Deployments name them.
+    for (pool_name, fetch) in &fetches {
+        let Some(pool) = pools.get(pool_name) else {
+            continue;
+        };
+        if fetch.credentials_secret.is_none() {
+            continue;
+        }
+        match store_secret(
+            md,
+            pool_name,
+            pool,
+            pools,
+            operator_ns,
+            &observed.credentials,
+        ) {
+            Ok(secret) => {
+                let (namespace, name) =
+                    (target_namespace(md, pool), store_secret_name(md, pool_name));
+                let child = DesiredChild::new(Kind::Secret, pool_name, &namespace, &name, &secret);
+                push(
+                    &mut desired,
+                    Kind::Secret,
+                    pool_name,
+                    &namespace,
+                    &name,
+                    child,
+                );
+            }
+            Err(problem) => desired.problems.push(problem),
+        }
+    }
+    let mut services: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (component, plan) in md.spec.components.iter().zip(&decision.plans) {
+        for placement in plan.placements.iter().filter(|p| p.replicas > 0) {
+            let Some(pool) = pools.get(&placement.pool) else {
+                continue;
+            };
+            let local = cluster_key(pool) == "local";
+            let owner = if local {
+                md.controller_owner_ref(&())
+            } else {
+                None
+            };
+            let namespace = target_namespace(md, pool);
+            let replicas = decision
+                .stranded
+                .hold
+                .get(&(component.name.clone(), placement.pool.clone()))
+                .copied()
+                .unwrap_or(0)
+                .max(placement.replicas);
+            let deployment = build_deployment(&Placement {
+                deployment: md,
+                component,
+                pool_name: &placement.pool,
+                pool: &pool.spec,
+                replicas,
+                namespace: &namespace,
+                model: fetches.get(&placement.pool),
+                owner: owner.clone(),
+            });
+            let name = deployment_name(md, &component.name, &placement.pool);
+            let child = DesiredChild::new(
+                Kind::Deployment,
+                &placement.pool,
+                &namespace,
+                &name,
+                &deployment,
+            );
+            if push(
+                &mut desired,
+                Kind::Deployment,
+                &placement.pool,
+                &namespace,
+                &name,
+                child,
+            ) {
+                desired.placements.insert(
+                    desired.children.len() - 1,
+                    (component.name.clone(), placement.pool.clone()),
+                );
+            }
+            // One Service per (cluster, namespace, component), applied with its first placement.
+            let service_key = (cluster_key(pool), namespace.clone(), component.name.clone());
+            let name = service_name(md, &component.name);
+            if services.insert(service_key) {
+                let service = build_service(md, component, &namespace, owner);
+                let child =
+                    DesiredChild::new(Kind::Service, &placement.pool, &namespace, &name, &service);
+                push(
+                    &mut desired,
+                    Kind::Service,
+                    &placement.pool,
+                    &namespace,
+                    &name,
+                    child,
+                );
+            } else {
+                desired
+                    .keep
+                    .entry(placement.pool.clone())
+                    .or_default()
+                    .insert((Kind::Service, namespace.clone(), name));
+            }
+        }
+    }
+    // Stranded workloads kept outside the plan, and their Services.
+    for (component, pool_name) in &decision.stranded.protect {
+        let Some(pool) = pools.get(pool_name) else {
+            continue;
+        };
+        let namespace = target_namespace(md, pool);
+        let keep = desired.keep.entry(pool_name.clone()).or_default();
+        keep.insert((
+            Kind::Deployment,
+            namespace.clone(),
+            deployment_name(md, component, pool_name),
+        ));
+        keep.insert((Kind::Service, namespace, service_name(md, component)));
+    }
+    desired
+}
+
+/// The copy of `pool`'s store credentials for `md`'s pods in `pool`'s cluster (target
+/// namespace): the AWS key fields only, checked right before whatever validation said (see
+/// `may_copy_store_credentials`).
+pub fn store_secret(
+    md: &ModelDeployment,
+    pool_name: &str,
+    pool: &ComputePool,
+    pools: &BTreeMap<String, Arc<ComputePool>>,
+    operator_ns: &str,
+    credentials: &BTreeMap<String, Result<Arc<SecretData>, String>>,
+) -> Result<Secret, BuildError> {
+    // Defence in depth: the route to this pool is already forbidden and validation reports the
+    // pool, but a private store's keys must not reach a public cluster even if both missed it.
+    may_copy_store_credentials(pool, pools, operator_ns).map_err(|reason| {
+        BuildError::CredentialsRefused {
+            pool: pool_name.to_string(),
+            reason,
+        }
+    })?;
+    let secret_ref = pool
+        .spec
+        .artifact_store
+        .as_ref()
+        .and_then(|s| s.credentials_secret_ref.as_ref())
+        .ok_or_else(|| BuildError::Credentials {
+            pool: pool_name.to_string(),
+            message: "the store names no credentials".into(),
+        })?;
+    let data = match credentials.get(&secret_ref.name) {
+        Some(Ok(data)) => data,
+        Some(Err(message)) => {
+            return Err(BuildError::Credentials {
+                pool: pool_name.to_string(),
+                message: message.clone(),
+            });
+        }
+        None => {
+            return Err(BuildError::Credentials {
+                pool: pool_name.to_string(),
+                message: format!("Secret {} was not read", secret_ref.name),
+            });
+        }
+    };
+    let data: BTreeMap<String, k8s_openapi::ByteString> = data
+        .iter()
+        .filter(|(k, _)| CREDENTIAL_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut labels = deployment_labels(&md.namespace().unwrap_or_default(), &md.name_any());
+    labels.insert(LABEL_POOL.to_string(), pool_name.to_string());
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(store_secret_name(md, pool_name)),
+            namespace: Some(target_namespace(md, pool)),
+            labels: Some(labels),
+            owner_references: if cluster_key(pool) == "local" {
+                md.controller_owner_ref(&()).map(|o| vec![o])
+            } else {
+                None
+            },
+            ..Default::default()
+        },
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    })
 }
 
 /// One component's replicas in one pool.
@@ -52,16 +328,6 @@ pub struct Placement<'a> {
 
 /// Mount point of the verified model in every serving container.
 pub const MODEL_DIR: &str = "/models";
-
-/// Name of the Deployment for one placement.
-pub fn deployment_name(deployment: &ModelDeployment, component: &str, pool: &str) -> String {
-    child_name(&[&deployment.name_any(), component, pool])
-}
-
-/// Name of the Service of one component in one cluster.
-pub fn service_name(deployment: &ModelDeployment, component: &str) -> String {
-    child_name(&[&deployment.name_any(), component])
-}
 
 pub fn build_deployment(p: &Placement) -> Deployment {
     let md_namespace = p.deployment.namespace().unwrap_or_default();
@@ -587,5 +853,217 @@ spec:
         let selector = svc.spec.unwrap().selector.unwrap();
         assert!(!selector.contains_key("skybridge.io/pool"));
         assert_eq!(selector["skybridge.io/component"], "ranker");
+    }
+
+    fn yaml_pool(yaml: &str) -> Arc<ComputePool> {
+        Arc::new(serde_yaml_ng::from_str(yaml).unwrap())
+    }
+
+    fn two_component_deployment() -> ModelDeployment {
+        serde_yaml_ng::from_str(
+            r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: shop, namespace: web, uid: "u-1"}
+spec:
+  model: {source: {uri: "s3://models/m", pool: a}, version: "1"}
+  components:
+  - {name: enc, dataClass: internal, image: "serve:1", resources: {gpu: {count: 1, type: l4}, cpu: "1", memory: 1Gi}, replicas: {min: 1, max: 4}}
+  - {name: rank, dataClass: internal, image: "serve:1", resources: {gpu: {count: 1, type: l4}, cpu: "1", memory: 1Gi}, replicas: {min: 1, max: 4}}
+"#,
+        )
+        .unwrap()
+    }
+
+    fn component_plan(component: &str, pools: &[(&str, u32)]) -> crate::planner::ComponentPlan {
+        crate::planner::ComponentPlan {
+            key: crate::planner::ComponentKey {
+                namespace: "web".into(),
+                deployment: "shop".into(),
+                component: component.into(),
+            },
+            data_class: crate::api::DataClass::Internal,
+            desired_replicas: pools.iter().map(|p| p.1).sum(),
+            placements: pools
+                .iter()
+                .map(|&(pool, replicas)| crate::planner::Placement {
+                    pool: pool.into(),
+                    cloud: crate::api::Cloud::Private,
+                    replicas,
+                    reason: String::new(),
+                })
+                .collect(),
+            unplaced: 0,
+            reasons: Vec::new(),
+            cost_per_hour: 0.0,
+        }
+    }
+
+    fn observed(estate: crate::estate::Estate) -> Observed {
+        Observed {
+            estate,
+            invalid: Vec::new(),
+            demand: super::super::observe::DemandReading {
+                demand: BTreeMap::new(),
+                failures: Vec::new(),
+                next_read: std::time::Duration::from_secs(15),
+            },
+            reachability: BTreeMap::new(),
+            stranded_before: Vec::new(),
+            watched_ready: BTreeMap::new(),
+            stranded_gone: BTreeSet::new(),
+            credentials: BTreeMap::new(),
+        }
+    }
+
+    /// Two pools in the operator's cluster, one in a member cluster: a Deployment per
+    /// (component, pool) with replicas, a Service per component per cluster, the owner
+    /// reference only where garbage collection can follow it, and what the partition rules
+    /// protect kept (not applied).
+    #[test]
+    fn the_desired_set_has_one_service_per_component_and_cluster() {
+        let local = |name: &str| {
+            yaml_pool(&format!(
+                "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {{name: {name}}}\nspec: {{cloud: private, provider: onprem, region: fra, capacity: {{}}}}\n"
+            ))
+        };
+        let remote = yaml_pool(
+            "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: c}\nspec: {cloud: private, provider: onprem, region: fra, capacity: {}, cluster: {namespace: serve, kubeconfigSecretRef: {name: member}}}\n",
+        );
+        let mut estate = crate::estate::Estate::default();
+        for pool in [local("a"), local("b"), remote] {
+            estate.pools.insert(pool.name_any(), pool);
+        }
+        let md = two_component_deployment();
+        let mut protect = BTreeSet::new();
+        protect.insert(("rank".to_string(), "b".to_string()));
+        let decision = Decision {
+            plans: vec![
+                component_plan("enc", &[("a", 1), ("b", 2), ("c", 1)]),
+                component_plan("rank", &[("a", 0), ("c", 2)]),
+            ],
+            artifacts: None,
+            estate: Arc::new(estate.clone()),
+            stranded: crate::operator::deployment::stranded::StrandedOutcome {
+                protect,
+                ..Default::default()
+            },
+            sweep: crate::operator::kubernetes::applier::SweepMode::Indexed,
+            signature: 0,
+            notes: Vec::new(),
+        };
+        let desired = build(&md, &observed(estate), &decision, "skybridge-system", "img");
+        assert!(desired.problems.is_empty());
+        let ids: Vec<(Kind, String, String, String)> = desired
+            .children
+            .iter()
+            .map(|c| (c.kind, c.pool.clone(), c.namespace.clone(), c.name.clone()))
+            .collect();
+        let id = |kind, pool: &str, ns: &str, name: &str| {
+            (kind, pool.to_string(), ns.to_string(), name.to_string())
+        };
+        assert_eq!(
+            ids,
+            vec![
+                id(Kind::Deployment, "a", "web", "shop-enc-a"),
+                id(Kind::Service, "a", "web", "shop-enc"),
+                id(Kind::Deployment, "b", "web", "shop-enc-b"),
+                id(Kind::Deployment, "c", "serve", "shop-enc-c"),
+                id(Kind::Service, "c", "serve", "shop-enc"),
+                id(Kind::Deployment, "c", "serve", "shop-rank-c"),
+                id(Kind::Service, "c", "serve", "shop-rank"),
+            ]
+        );
+        assert_eq!(desired.placements.len(), 4, "readiness per Deployment");
+        assert_eq!(
+            desired.placements[&5],
+            ("rank".to_string(), "c".to_string())
+        );
+        let owned = |i: usize| {
+            serde_json::from_str::<serde_json::Value>(desired.children[i].body.json.get()).unwrap()
+                ["metadata"]["ownerReferences"]
+                .is_array()
+        };
+        assert!(
+            owned(0) && owned(1) && !owned(3) && !owned(4),
+            "owner references stay local"
+        );
+        // Pool b keeps its Service (applied with pool a's placement) and the stranded rank.
+        let keep_b = &desired.keep["b"];
+        assert!(keep_b.contains(&(Kind::Service, "web".into(), "shop-enc".into())));
+        assert!(keep_b.contains(&(Kind::Deployment, "web".into(), "shop-rank-b".into())));
+        assert!(keep_b.contains(&(Kind::Service, "web".into(), "shop-rank".into())));
+        assert!(
+            !desired.keep["a"].contains(&(Kind::Deployment, "web".into(), "shop-rank-a".into())),
+            "no replicas: an orphan"
+        );
+    }
+
+    /// A store's credentials are copied with their AWS keys only; a copy the residency rules
+    /// refuse, or whose Secret could not be read, is an error naming the pool, never a Secret.
+    #[test]
+    fn store_credentials_are_copied_with_their_keys_only_and_refusals_are_errors() {
+        let private = yaml_pool(
+            "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: dc1}\nspec: {cloud: private, provider: onprem, region: fra, capacity: {}, artifactStore: {bucket: models, credentialsSecretRef: {name: dc1-store}}}\n",
+        );
+        let public = yaml_pool(
+            "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: aws}\nspec: {cloud: public, provider: aws, region: r, capacity: {}, cluster: {kubeconfigSecretRef: {name: aws}}, artifactStore: {bucket: models, credentialsSecretRef: {name: dc1-store}}}\n",
+        );
+        let pools = BTreeMap::from([
+            ("dc1".to_string(), private.clone()),
+            ("aws".to_string(), public.clone()),
+        ]);
+        let md = two_component_deployment();
+        let data: SecretData = [
+            ("AWS_ACCESS_KEY_ID", "id"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("OTHER", "not copied"),
+        ]
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                k8s_openapi::ByteString(v.as_bytes().to_vec()),
+            )
+        })
+        .collect();
+        let read = BTreeMap::from([("dc1-store".to_string(), Ok(Arc::new(data)))]);
+        let secret = store_secret(&md, "dc1", &private, &pools, "skybridge-system", &read).unwrap();
+        let keys: Vec<&str> = secret
+            .data
+            .as_ref()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
+        assert_eq!(secret.metadata.name.as_deref(), Some("shop-store-dc1"));
+        assert_eq!(secret.metadata.labels.as_ref().unwrap()[LABEL_POOL], "dc1");
+        assert!(
+            secret.metadata.owner_references.is_some(),
+            "local: garbage-collected"
+        );
+        match store_secret(&md, "aws", &public, &pools, "skybridge-system", &read) {
+            Err(BuildError::CredentialsRefused { pool, .. }) => assert_eq!(pool, "aws"),
+            other => panic!("a private store's keys for a public cluster: {other:?}"),
+        }
+        let failed = BTreeMap::from([("dc1-store".to_string(), Err("forbidden".to_string()))]);
+        match store_secret(&md, "dc1", &private, &pools, "skybridge-system", &failed) {
+            Err(BuildError::Credentials { pool, message }) => {
+                assert_eq!((pool.as_str(), message.as_str()), ("dc1", "forbidden"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            store_secret(
+                &md,
+                "dc1",
+                &private,
+                &pools,
+                "skybridge-system",
+                &BTreeMap::new()
+            ),
+            Err(BuildError::Credentials { .. })
+        ));
     }
 }

@@ -1,6 +1,6 @@
 //! The artifacts edge of the deployment controller: background syncs of models between pool
 //! stores, source verification, store-credential Secrets in the pools' clusters, and the glue
-//! between them and the pure decisions of [`super::artifact_plan`].
+//! between them and the pure decisions of [`crate::operator::artifacts::plan`].
 //!
 //! **Syncs** run as tasks of their own, never inside a reconcile. A job is keyed by (source,
 //! destination) location, so deployments that share a model share its copies. A reconcile asks
@@ -17,36 +17,22 @@
 //! that pool's cluster, for that pool's pods; a private store's Secret never into a public
 //! cluster (checked right before each copy, [`may_copy_store_credentials`]).
 
-use super::artifact_plan::{
-    self as plan, Candidate, CopyView, Route, Verified, fetch_for, held, hold, serving_pools,
-    to_sync, unfetchable,
-};
-use super::context::Context;
-use super::deployment_controller::{FIELD_MANAGER, target_namespace};
-use super::error::{Error, Result};
-use super::names::{LABEL_POOL, child_name, deployment_labels, selector};
-use super::retry::idempotent;
-use super::status::ArtifactsState;
-use super::workloads::ModelFetch;
-use crate::api::{
-    ArtifactMode, ArtifactStore, ArtifactsStatus, ComputePool, DataClass, ModelDeployment,
-    ModelDeploymentStatus, SecretRef,
-};
-use crate::api::{StoreState, StoreStatus};
+use crate::api::{ArtifactStore, ComputePool, DataClass, ModelDeployment, SecretRef};
 use crate::artifacts::{
     ArtifactError, Credentials, RetryPolicy, Store, StoreLocation, SyncOptions, SyncReport,
     SyncRequest, sync_model,
 };
-use crate::estate::{Estate, ModelClasses, per_replica, pool_view, private_store_named_by};
-use crate::planner::ComponentPlan;
+use crate::estate::private_store_named_by;
+use crate::operator::artifacts::plan::{CopyView, Route, Verified};
+use crate::operator::error::{Error, Result};
+use crate::operator::kubernetes::names::child_name;
+use crate::operator::kubernetes::retry::idempotent;
 use futures::future::BoxFuture;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::events::EventType;
+use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Client, Resource, ResourceExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use kube::{Client, ResourceExt};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -87,7 +73,8 @@ impl Default for ArtifactsConfig {
     }
 }
 
-type JobKey = (String, String);
+/// A sync job: (source, destination) location ids.
+pub type JobKey = (String, String);
 
 struct Job {
     running: bool,
@@ -121,7 +108,7 @@ impl Syncer {
         &self.config
     }
 
-    fn view(&self, key: &JobKey) -> Option<CopyView> {
+    pub fn view(&self, key: &JobKey) -> Option<CopyView> {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         jobs.get(key).map(|job| CopyView {
             running: job.running,
@@ -215,8 +202,103 @@ impl Syncer {
     }
 }
 
+/// A sync the artifact plan of one reconcile decided on: a copy (or a verification at the
+/// source) of `md`'s model for `pool`. The [`Syncer`] carries it out, once per job key.
+pub struct SyncIntent {
+    pub key: JobKey,
+    /// Reconciled when the job finishes.
+    pub watcher: ObjectRef<ModelDeployment>,
+    pub md: Arc<ModelDeployment>,
+    pub source_pool: Arc<ComputePool>,
+    pub pool: Arc<ComputePool>,
+    pub route: Route,
+    pub class: DataClass,
+}
+
+impl Syncer {
+    /// Carries out the intents: starts each job unless it runs already or its last outcome is
+    /// still current (see `ensure`). Credentials are read from `client`'s `operator_ns`.
+    pub fn carry_out(
+        self: &Arc<Self>,
+        intents: Vec<SyncIntent>,
+        client: &Client,
+        operator_ns: &str,
+    ) {
+        for intent in intents {
+            let SyncIntent {
+                key,
+                watcher,
+                md,
+                source_pool,
+                pool,
+                route,
+                class,
+            } = intent;
+            let client = client.clone();
+            let operator_ns = operator_ns.to_string();
+            let config = self.config().clone();
+            self.ensure(key, watcher, move || {
+                Box::pin(async move {
+                    let run = async {
+                        let source_store =
+                            source_pool.spec.artifact_store.as_ref().ok_or_else(|| {
+                                Error::Artifacts("source pool has no artifactStore".into())
+                            })?;
+                        let mut source = source_location(&md, source_store)?;
+                        source.credentials =
+                            credentials(client.clone(), &operator_ns, source_store).await?;
+                        match route {
+                            Route::Source => verify_source(source, config.request_retry.clone())
+                                .await
+                                .map_err(Error::Artifacts),
+                            Route::Copy { model_path } => {
+                                let store = pool.spec.artifact_store.as_ref().ok_or_else(|| {
+                                    Error::Artifacts("pool has no artifactStore".into())
+                                })?;
+                                let destination = StoreLocation::from_artifact_store(
+                                    store,
+                                    &model_path,
+                                    credentials(client, &operator_ns, store).await?,
+                                )
+                                .map_err(|e| Error::Artifacts(describe(&e)))?;
+                                let request = SyncRequest {
+                                    source,
+                                    destination,
+                                    data_class: class,
+                                    destination_cloud: pool.spec.cloud,
+                                    options: SyncOptions {
+                                        parallel: config.parallel.max(1),
+                                        retry: config.request_retry.clone(),
+                                        ..SyncOptions::default()
+                                    },
+                                };
+                                let report = tokio::task::spawn_blocking(move || {
+                                    sync_on_own_runtime(&request)
+                                })
+                                .await
+                                .map_err(|e| Error::Artifacts(format!("sync task: {e}")))??;
+                                Ok(Verified {
+                                    digest: report.digest.to_string(),
+                                    bytes: report.bytes,
+                                    at: verified_now(),
+                                })
+                            }
+                            Route::Forbidden(why) => Err(Error::Artifacts(why)),
+                            Route::NoStore => Err(Error::Artifacts("no artifactStore".into())),
+                        }
+                    };
+                    run.await.map_err(|e| match e {
+                        Error::Artifacts(message) => message,
+                        other => other.to_string(),
+                    })
+                })
+            });
+        }
+    }
+}
+
 /// Identity of a location for de-duplication: endpoint, bucket and prefix.
-fn location_id(l: &StoreLocation) -> String {
+pub fn location_id(l: &StoreLocation) -> String {
     format!(
         "{}|{}|{}",
         l.endpoint.as_deref().unwrap_or("aws"),
@@ -309,7 +391,10 @@ fn verified_now() -> k8s_openapi::jiff::Timestamp {
 }
 
 /// Where the model lives in its source store (without credentials).
-fn source_location(md: &ModelDeployment, source_store: &ArtifactStore) -> Result<StoreLocation> {
+pub fn source_location(
+    md: &ModelDeployment,
+    source_store: &ArtifactStore,
+) -> Result<StoreLocation> {
     let mut location = StoreLocation::parse_uri(&md.spec.model.source.uri)
         .map_err(|e| Error::Artifacts(describe(&e)))?;
     location.endpoint = source_store.endpoint.clone();
@@ -365,386 +450,6 @@ async fn verify_source(
     })
 }
 
-/// One reconcile's view of a deployment's model across stores.
-pub struct Stage {
-    mode: ArtifactMode,
-    class: DataClass,
-    candidates: Vec<Candidate>,
-    views: BTreeMap<String, CopyView>,
-    /// Pools that must not take replicas now, with the reason.
-    pub held: BTreeMap<String, String>,
-    /// The digest status recorded before this reconcile.
-    recorded_digest: Option<String>,
-}
-
-impl Stage {
-    /// `None` when the operator does not manage artifacts. `classes`: the class of every model
-    /// of `estate` (computed once for a planning batch).
-    pub fn new(
-        ctx: &Context,
-        estate: &Estate,
-        classes: &ModelClasses,
-        md: &ModelDeployment,
-    ) -> Option<Self> {
-        ctx.artifacts.as_ref()?;
-        let class = classes.class_of(md);
-        let candidates = plan::candidates(md, &estate.pools, class);
-        let mut stage = Self {
-            mode: md.spec.artifacts.mode,
-            class,
-            candidates,
-            views: BTreeMap::new(),
-            held: BTreeMap::new(),
-            recorded_digest: md
-                .status
-                .as_ref()
-                .and_then(|s| s.artifacts.as_ref())
-                .and_then(|a| a.digest.clone()),
-        };
-        stage.refresh(ctx, md, &estate.pools);
-        Some(stage)
-    }
-
-    fn keys(
-        &self,
-        md: &ModelDeployment,
-        pools: &BTreeMap<String, Arc<ComputePool>>,
-    ) -> BTreeMap<String, JobKey> {
-        let Some(source) = pools
-            .get(&md.spec.model.source.pool)
-            .and_then(|p| p.spec.artifact_store.as_ref())
-            .and_then(|s| source_location(md, s).ok())
-        else {
-            return BTreeMap::new();
-        };
-        let source_id = location_id(&source);
-        let mut keys = BTreeMap::new();
-        for c in &self.candidates {
-            let key = match &c.route {
-                Route::Source => (source_id.clone(), source_id.clone()),
-                Route::Copy { model_path } => {
-                    let Some(location) = pools
-                        .get(&c.pool)
-                        .and_then(|p| p.spec.artifact_store.as_ref())
-                        .and_then(|s| {
-                            StoreLocation::from_artifact_store(
-                                s,
-                                model_path,
-                                Credentials::DefaultChain,
-                            )
-                            .ok()
-                        })
-                    else {
-                        continue;
-                    };
-                    (source_id.clone(), location_id(&location))
-                }
-                Route::Forbidden(_) | Route::NoStore => continue,
-            };
-            keys.insert(c.pool.clone(), key);
-        }
-        keys
-    }
-
-    fn refresh(
-        &mut self,
-        ctx: &Context,
-        md: &ModelDeployment,
-        pools: &BTreeMap<String, Arc<ComputePool>>,
-    ) {
-        let Some(syncer) = &ctx.artifacts else { return };
-        let source_missing = pools
-            .get(&md.spec.model.source.pool)
-            .and_then(|p| p.spec.artifact_store.as_ref())
-            .is_none();
-        let mut recorded =
-            plan::recorded_views(md.status.as_ref().and_then(|s| s.artifacts.as_ref()));
-        self.views = self
-            .keys(md, pools)
-            .into_iter()
-            .filter_map(|(pool, key)| {
-                let view = syncer.view(&key);
-                let recorded = recorded.remove(&pool);
-                match view {
-                    // No success since the restart: what status recorded as verified stands
-                    // until a verification succeeds.
-                    Some(mut v) => {
-                        if v.previous.is_none() {
-                            v.previous = recorded.and_then(|r| r.previous);
-                        }
-                        Some((pool, v))
-                    }
-                    None => recorded.map(|r| (pool, r)),
-                }
-            })
-            .collect();
-        if source_missing {
-            let message = format!(
-                "source pool {:?} has no artifactStore",
-                md.spec.model.source.pool
-            );
-            for c in &self.candidates {
-                if matches!(c.route, Route::Copy { .. } | Route::Source) {
-                    self.views.insert(
-                        c.pool.clone(),
-                        CopyView {
-                            running: false,
-                            last: Some(Err(message.clone())),
-                            previous: None,
-                        },
-                    );
-                }
-            }
-        }
-        self.held = held(&self.candidates, &self.views);
-    }
-
-    /// After planning: starts the syncs the mode asks for (`OnBurst`: public stores only where
-    /// the plan puts replicas), then holds the replicas placed on pools whose store does not hold
-    /// the verified model yet (see `artifact_plan`).
-    pub fn after_plan(
-        &mut self,
-        ctx: &Context,
-        estate: &Estate,
-        md: &ModelDeployment,
-        plans: &mut [ComponentPlan],
-    ) {
-        let Some(syncer) = ctx.artifacts.clone() else {
-            return;
-        };
-        let pools = &estate.pools;
-        let wanted = serving_pools(plans);
-        let serving: BTreeSet<String> = md
-            .status
-            .iter()
-            .flat_map(|s| &s.components)
-            .flat_map(|c| &c.placements)
-            .filter(|p| p.replicas > 0)
-            .map(|p| p.pool.clone())
-            .collect();
-        let to_start = to_sync(self.mode, &self.candidates, &self.views, &wanted, &serving);
-        let keys = self.keys(md, pools);
-        let me = ObjectRef::from_obj(md);
-        let source_pool = pools.get(&md.spec.model.source.pool).cloned();
-        for pool_name in to_start {
-            let (Some(key), Some(source_pool), Some(pool)) =
-                (keys.get(&pool_name), &source_pool, pools.get(&pool_name))
-            else {
-                continue;
-            };
-            let Some(candidate) = self.candidates.iter().find(|c| c.pool == pool_name) else {
-                continue;
-            };
-            let client = ctx.clusters.local().client.clone();
-            let operator_ns = ctx.clusters.operator_namespace().to_string();
-            let config = syncer.config().clone();
-            let md = md.clone();
-            let source_pool = source_pool.clone();
-            let pool = pool.clone();
-            let route = candidate.route.clone();
-            let class = self.class;
-            syncer.ensure(key.clone(), me.clone(), move || {
-                Box::pin(async move {
-                    let run = async {
-                        let source_store =
-                            source_pool.spec.artifact_store.as_ref().ok_or_else(|| {
-                                Error::Artifacts("source pool has no artifactStore".into())
-                            })?;
-                        let mut source = source_location(&md, source_store)?;
-                        source.credentials =
-                            credentials(client.clone(), &operator_ns, source_store).await?;
-                        match route {
-                            Route::Source => verify_source(source, config.request_retry.clone())
-                                .await
-                                .map_err(Error::Artifacts),
-                            Route::Copy { model_path } => {
-                                let store = pool.spec.artifact_store.as_ref().ok_or_else(|| {
-                                    Error::Artifacts("pool has no artifactStore".into())
-                                })?;
-                                let destination = StoreLocation::from_artifact_store(
-                                    store,
-                                    &model_path,
-                                    credentials(client, &operator_ns, store).await?,
-                                )
-                                .map_err(|e| Error::Artifacts(describe(&e)))?;
-                                let request = SyncRequest {
-                                    source,
-                                    destination,
-                                    data_class: class,
-                                    destination_cloud: pool.spec.cloud,
-                                    options: SyncOptions {
-                                        parallel: config.parallel.max(1),
-                                        retry: config.request_retry.clone(),
-                                        ..SyncOptions::default()
-                                    },
-                                };
-                                let report = tokio::task::spawn_blocking(move || {
-                                    sync_on_own_runtime(&request)
-                                })
-                                .await
-                                .map_err(|e| Error::Artifacts(format!("sync task: {e}")))??;
-                                Ok(Verified {
-                                    digest: report.digest.to_string(),
-                                    bytes: report.bytes,
-                                    at: verified_now(),
-                                })
-                            }
-                            Route::Forbidden(why) => Err(Error::Artifacts(why)),
-                            Route::NoStore => Err(Error::Artifacts("no artifactStore".into())),
-                        }
-                    };
-                    run.await.map_err(|e| match e {
-                        Error::Artifacts(message) => message,
-                        other => other.to_string(),
-                    })
-                })
-            });
-        }
-        self.refresh(ctx, md, pools);
-        for (pool, reason) in unfetchable(&wanted, &self.candidates, self.digest().as_deref()) {
-            self.held.entry(pool).or_insert(reason);
-        }
-        hold(plans, &self.held, |component, pool| {
-            match (
-                md.spec.components.iter().find(|c| c.name == component),
-                pools.get(pool),
-            ) {
-                (Some(component), Some(pool)) => pool_view(pool)
-                    .price
-                    .per_replica_hour(&per_replica(component)),
-                _ => 0.0,
-            }
-        });
-    }
-
-    /// Copies each serving pool's store credentials into that pool's cluster and returns how
-    /// pods of each serving pool fetch the model, with the first error.
-    pub async fn prepare_pods(
-        &self,
-        ctx: &Context,
-        md: &ModelDeployment,
-        pools: &BTreeMap<String, Arc<ComputePool>>,
-        plans: &[ComponentPlan],
-    ) -> (BTreeMap<String, ModelFetch>, Option<Error>) {
-        let digest = self.digest();
-        let mut fetches = BTreeMap::new();
-        let mut first_error = None;
-        for pool_name in serving_pools(plans) {
-            let (Some(pool), Some(candidate)) = (
-                pools.get(&pool_name),
-                self.candidates.iter().find(|c| c.pool == pool_name),
-            ) else {
-                continue;
-            };
-            // Fail closed: the pods name the Secret even when copying it failed this time, so
-            // they wait for it rather than start without credentials or verification.
-            let secret = pool
-                .spec
-                .artifact_store
-                .as_ref()
-                .and_then(|s| s.credentials_secret_ref.as_ref())
-                .map(|_| store_secret_name(md, &pool_name));
-            if let Err(err) = apply_store_secret(ctx, md, &pool_name, pool, pools).await {
-                warn!(pool = pool_name, %err, "copying the store credentials failed");
-                first_error.get_or_insert(err);
-            }
-            if let Some(fetch) = fetch_for(
-                md,
-                candidate,
-                pool,
-                &ctx.settings.image,
-                digest.as_deref(),
-                secret,
-            ) {
-                fetches.insert(pool_name, fetch);
-            }
-        }
-        (fetches, first_error)
-    }
-
-    /// The digest pods verify (see `artifact_plan::model_digest`).
-    fn digest(&self) -> Option<String> {
-        plan::model_digest(
-            &self.candidates,
-            &self.views,
-            self.recorded_digest.as_deref(),
-        )
-    }
-
-    /// `status.artifacts` and the `ArtifactsReady` condition for the final plan.
-    pub fn state(&self, plans: &[ComponentPlan]) -> ArtifactsState {
-        let report = plan::report(
-            &self.candidates,
-            &self.views,
-            &serving_pools(plans),
-            self.digest(),
-        );
-        ArtifactsState {
-            ready: report.ready,
-            reason: report.reason,
-            message: report.message,
-            status: Some(ArtifactsStatus {
-                digest: report.digest,
-                stores: report.stores,
-            }),
-        }
-    }
-
-    /// Events for store states that changed.
-    pub fn events(
-        before: Option<&ModelDeploymentStatus>,
-        after: &ModelDeploymentStatus,
-    ) -> Vec<(EventType, &'static str, String)> {
-        plan::store_events(stores_of(before), stores_of(Some(after)))
-            .into_iter()
-            .map(|(warning, reason, note)| {
-                let kind = if warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                };
-                (kind, reason, note)
-            })
-            .collect()
-    }
-
-    /// Counts each store that turned `Failed` since the previous status, by pool.
-    pub fn count_failures(
-        ctx: &Context,
-        pools: &BTreeMap<String, Arc<ComputePool>>,
-        before: Option<&ModelDeploymentStatus>,
-        after: &ModelDeploymentStatus,
-    ) {
-        let previous = stores_of(before);
-        for store in stores_of(Some(after)) {
-            let was_failed = previous
-                .iter()
-                .any(|p| p.pool == store.pool && p.state == StoreState::Failed);
-            if store.state == StoreState::Failed && !was_failed {
-                let cloud = pools
-                    .get(&store.pool)
-                    .map(|p| p.spec.cloud.to_string())
-                    .unwrap_or_default();
-                ctx.metrics
-                    .artifact_sync_failures
-                    .get_or_create(&super::metrics::PoolLabels {
-                        pool: store.pool.clone(),
-                        cloud,
-                    })
-                    .inc();
-            }
-        }
-    }
-}
-
-/// The per-store states a status records (none without artifacts).
-fn stores_of(status: Option<&ModelDeploymentStatus>) -> &[StoreStatus] {
-    status
-        .and_then(|s| s.artifacts.as_ref())
-        .map(|a| a.stores.as_slice())
-        .unwrap_or_default()
-}
-
 /// Name of the copy of a pool's store credentials for one deployment's pods.
 pub fn store_secret_name(md: &ModelDeployment, pool: &str) -> String {
     child_name(&[&md.name_any(), "store", pool])
@@ -790,148 +495,11 @@ pub fn may_copy_store_credentials(
     }
 }
 
-/// Applies the copy of `pool`'s store credentials, named [`store_secret_name`], into `pool`'s
-/// own cluster (target namespace); nothing when the store uses the default AWS chain.
-async fn apply_store_secret(
-    ctx: &Context,
-    md: &ModelDeployment,
-    pool_name: &str,
-    pool: &ComputePool,
-    pools: &BTreeMap<String, Arc<ComputePool>>,
-) -> Result<()> {
-    let Some(store) = &pool.spec.artifact_store else {
-        return Ok(());
-    };
-    let Some(secret_ref) = &store.credentials_secret_ref else {
-        return Ok(());
-    };
-    let operator_ns = ctx.clusters.operator_namespace();
-    // Defence in depth: the route to this pool is already forbidden and validation reports the
-    // pool, but a private store's keys must not reach a public cluster even if both missed it.
-    may_copy_store_credentials(pool, pools, operator_ns).map_err(Error::Artifacts)?;
-    let namespace = operator_ns.to_string();
-    let source: Api<Secret> = Api::namespaced(ctx.clusters.local().client().await, &namespace);
-    let original = idempotent(|| source.get(&secret_ref.name)).await?;
-    let data: BTreeMap<String, ByteString> = original
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| CREDENTIAL_KEYS.contains(&k.as_str()))
-        .collect();
-    let cluster = ctx.clusters.for_pool(pool).await?;
-    let target_ns = target_namespace(md, pool);
-    let mut labels = deployment_labels(&md.namespace().unwrap_or_default(), &md.name_any());
-    labels.insert(LABEL_POOL.to_string(), pool_name.to_string());
-    let name = store_secret_name(md, pool_name);
-    let secret = Secret {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(target_ns.clone()),
-            labels: Some(labels),
-            owner_references: if cluster.is_local() {
-                md.controller_owner_ref(&()).map(|o| vec![o])
-            } else {
-                None
-            },
-            ..Default::default()
-        },
-        data: Some(data),
-        type_: Some("Opaque".into()),
-        ..Default::default()
-    };
-    let api: Api<Secret> = Api::namespaced(cluster.client().await, &target_ns);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let patch = Patch::Apply(&secret);
-    cluster
-        .in_namespace(&target_ns, || {
-            idempotent(|| api.patch(&name, &params, &patch))
-        })
-        .await?;
-    Ok(())
-}
-
-/// Deletes this deployment's store-credential copies for pools not in `keep` (all of them
-/// when `keep` is `None`), in every pool's cluster.
-pub async fn sweep_store_secrets(
-    md: &ModelDeployment,
-    ctx: &Context,
-    pools: &BTreeMap<String, Arc<ComputePool>>,
-    keep: Option<&BTreeSet<String>>,
-) -> Result<()> {
-    let labels = selector(&deployment_labels(
-        &md.namespace().unwrap_or_default(),
-        &md.name_any(),
-    ));
-    let mut seen = BTreeSet::new();
-    let mut first_error = None;
-    // Copies exist only for pools whose store has credentials, and only in the deployment's
-    // target namespace there: list just those, so the operator needs no cluster-wide Secret
-    // access anywhere.
-    let with_credentials = pools.values().filter(|p| {
-        p.spec
-            .artifact_store
-            .as_ref()
-            .is_some_and(|s| s.credentials_secret_ref.is_some())
-    });
-    for pool in with_credentials {
-        let cluster = match ctx.clusters.for_pool(pool).await {
-            Ok(cluster) => cluster,
-            Err(err) => {
-                first_error.get_or_insert(err);
-                continue;
-            }
-        };
-        let namespace = crate::operator::deployment_controller::target_namespace(md, pool);
-        if !seen.insert((cluster.id.clone(), namespace.clone())) {
-            continue;
-        }
-        let result = async {
-            let secrets: Api<Secret> = Api::namespaced(cluster.client().await, &namespace);
-            let by_labels = ListParams::default().labels(&labels);
-            let listed = match idempotent(|| secrets.list(&by_labels)).await {
-                Ok(listed) => listed,
-                // Nothing was copied where the operator may not even list Secrets.
-                Err(kube::Error::Api(status)) if status.code == 403 || status.code == 404 => {
-                    return Ok(());
-                }
-                Err(err) => return Err(Error::from(err)),
-            };
-            for secret in listed {
-                let pool = secret.labels().get(LABEL_POOL).cloned().unwrap_or_default();
-                if keep.is_some_and(|k| k.contains(&pool)) {
-                    continue;
-                }
-                let namespace = secret.namespace().unwrap_or_default();
-                let api: Api<Secret> = Api::namespaced(cluster.client().await, &namespace);
-                let name = secret.name_any();
-                let background = DeleteParams::background();
-                match idempotent(|| api.delete(&name, &background)).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(err) => return Err(Error::from(err)),
-                }
-            }
-            Ok::<_, Error>(())
-        }
-        .await;
-        if let Err(err) = result {
-            first_error.get_or_insert(err);
-        }
-    }
-    match first_error {
-        Some(err) if keep.is_none() => Err(err),
-        Some(err) => {
-            warn!(%err, "store-secret sweep incomplete; retrying on the next reconcile");
-            Ok(())
-        }
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::artifacts::S3Error;
+    use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn md(name: &str) -> ObjectRef<ModelDeployment> {

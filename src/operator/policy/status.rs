@@ -2,9 +2,9 @@
 //! public replicas and their cost against the policy's budgets. Pure: the policy controller
 //! fetches the objects and writes the result.
 
-use super::conditions::{Decided, merge};
 use crate::api::{BurstPolicy, BurstPolicyStatus, Cloud, ComputePool, ModelDeployment};
 use crate::estate::{per_replica, price};
+use crate::operator::kubernetes::conditions::{Decided, merge};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
