@@ -573,6 +573,15 @@ impl BurstController {
                 state
                     .history
                     .record_for_windows(now, recommended, &c.up, down);
+                // The scale-down window is lengthened to the public start-up to hold replicas
+                // through a dip shorter than that. Demand forecast to fall by more than the
+                // widest noise band over the start-up is no dip (a spike collapsing, a peak
+                // ending): the held replicas would only idle, so only the policy's own window
+                // holds them.
+                let falling = self.derived.public_startup.is_some_and(|startup| {
+                    state.forecast.forecast(startup) < demand * (1.0 - self.derived.band_cap)
+                });
+                let down = if falling { &c.down } else { down };
                 let stabilized = state.history.stabilized(now, current, &c.up, down);
                 let limited = state
                     .history
