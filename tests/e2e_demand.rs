@@ -36,6 +36,9 @@ impl Demand {
     }
 }
 
+/// `burst` settings of a policy whose private pools are shared with other work.
+const SHARED_PRIVATE: &str = "    privateCapacityShared: true";
+
 /// Pools, `rps` of demand seen by Prometheus, the policy `ranking` reading it (with
 /// `policy_extra` under `burst`), the operator, then `ranker` with at most `max` replicas.
 async fn ranker_on_demand(
@@ -76,7 +79,9 @@ async fn policy_status(estate: &Estate) -> Option<skybridge::api::BurstPolicySta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_follow_demand_read_from_prometheus() {
     let estate = Estate::start(8, 8).await;
-    let (demand, _operator) = ranker_on_demand(&estate, 150.0, "", 8).await;
+    // Private GPUs shared with other work: idle private replicas are released, so private
+    // replicas follow demand too (owned capacity would be kept warm, see burst_controller tests).
+    let (demand, _operator) = ranker_on_demand(&estate, 150.0, SHARED_PRIVATE, 8).await;
 
     wait_for(&estate, "ranker", "2 replicas for 150 rps, Ready", |md| {
         desired(md) == 2 && is_true(md, "Ready")
@@ -107,7 +112,7 @@ async fn replicas_follow_demand_read_from_prometheus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peak_bursts_to_public_and_its_end_releases_public_replicas_first() {
     let estate = Estate::start(4, 16).await;
-    let (demand, _operator) = ranker_on_demand(&estate, 150.0, "", 10).await;
+    let (demand, _operator) = ranker_on_demand(&estate, 150.0, SHARED_PRIVATE, 10).await;
     wait_for(&estate, "ranker", "2 private replicas, Ready", |md| {
         desired(md) == 2 && is_true(md, "Ready") && !is_true(md, "Bursting")
     })
