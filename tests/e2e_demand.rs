@@ -36,6 +36,9 @@ impl Demand {
     }
 }
 
+/// `startupSeconds` of the public pool `cloud-l4` in `e2e_support`'s estate.
+const PUBLIC_STARTUP_SECONDS: u64 = 120;
+
 /// `burst` settings of a policy whose private pools are shared with other work.
 const SHARED_PRIVATE: &str = "    privateCapacityShared: true";
 
@@ -138,8 +141,12 @@ async fn a_peak_bursts_to_public_and_its_end_releases_public_replicas_first() {
 
     // The peak passes down to what private capacity holds: the scale-down removes the public
     // replicas, not the cheaper private ones.
+    // Public replicas are held through a dip shorter than the public pool's start-up (120 s:
+    // released and needed again, they would start again, paid and not serving), unless demand
+    // is forecast to keep falling; so this wait may last that long.
     demand.set(350.0).await;
-    let md = wait_for(&estate, "ranker", "4 replicas, all private", |md| {
+    let patience = PATIENCE + Duration::from_secs(PUBLIC_STARTUP_SECONDS);
+    let md = wait_for_within(&estate, "ranker", "4 replicas, all private", patience, |md| {
         desired(md) == 4 && is_true(md, "Ready") && !is_true(md, "Bursting")
     })
     .await;

@@ -581,7 +581,13 @@ impl BurstController {
                 let falling = self.derived.public_startup.is_some_and(|startup| {
                     state.forecast.forecast(startup) < demand * (1.0 - self.derived.band_cap)
                 });
-                let down = if falling { &c.down } else { down };
+                // Without public replicas, a scale-down releases private ones (shared private
+                // capacity): the public start-up is not what a dip would cost then.
+                let down = if falling || observation.public_replicas == 0 {
+                    &c.down
+                } else {
+                    down
+                };
                 let stabilized = state.history.stabilized(now, current, &c.up, down);
                 let limited = state
                     .history

@@ -438,8 +438,19 @@ pub async fn wait_for(
     what: &str,
     check: impl Fn(&ModelDeployment) -> bool,
 ) -> ModelDeployment {
+    wait_for_within(estate, name, what, PATIENCE, check).await
+}
+
+/// [`wait_for`] with a patience of its own, for a wait the operator prolongs on purpose.
+pub async fn wait_for_within(
+    estate: &Estate,
+    name: &str,
+    what: &str,
+    patience: Duration,
+    check: impl Fn(&ModelDeployment) -> bool,
+) -> ModelDeployment {
     let api = estate.deployments_api();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let deadline = tokio::time::Instant::now() + patience;
     let mut last = None;
     loop {
         if let Ok(Some(md)) = api.get_opt(name).await {
