@@ -146,9 +146,13 @@ async fn a_peak_bursts_to_public_and_its_end_releases_public_replicas_first() {
     // is forecast to keep falling; so this wait may last that long.
     demand.set(350.0).await;
     let patience = PATIENCE + Duration::from_secs(PUBLIC_STARTUP_SECONDS);
-    let md = wait_for_within(&estate, "ranker", "4 replicas, all private", patience, |md| {
-        desired(md) == 4 && is_true(md, "Ready") && !is_true(md, "Bursting")
-    })
+    let md = wait_for_within(
+        &estate,
+        "ranker",
+        "4 replicas, all private",
+        patience,
+        |md| desired(md) == 4 && is_true(md, "Ready") && !is_true(md, "Bursting"),
+    )
     .await;
     assert_eq!(replicas_on(&md, "dc1-l4"), 4);
     assert_eq!(replicas_on(&md, "cloud-l4"), 0);

@@ -20,10 +20,20 @@ pub enum Error {
     Kubeconfig { secret: String, message: String },
     #[error("serialising {0}")]
     Serialize(#[from] serde_json::Error),
-    #[error("leader election: {0}")]
-    LeaderElection(String),
-    #[error("probe server: {0}")]
-    ProbeServer(String),
+    #[error("leader election")]
+    LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
+    /// The probe and metrics port could not be bound.
+    #[error("probe server: cannot listen on {addr}")]
+    ProbeListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("probe server")]
+    ProbeServer(#[source] std::io::Error),
+    /// The probe server's task panicked or was cancelled.
+    #[error("probe server task")]
+    ProbeTask(#[from] tokio::task::JoinError),
     #[error("model artifacts: {0}")]
     Artifacts(String),
 }
@@ -36,7 +46,9 @@ impl Error {
             Error::KubeconfigRead { .. } | Error::Kubeconfig { .. } => "kubeconfig",
             Error::Serialize(_) => "serialize",
             Error::LeaderElection(_) => "leader_election",
-            Error::ProbeServer(_) => "probe_server",
+            Error::ProbeListen { .. } | Error::ProbeServer(_) | Error::ProbeTask(_) => {
+                "probe_server"
+            }
             Error::Artifacts(_) => "artifacts",
         }
     }

@@ -60,7 +60,10 @@ pub async fn run_with_artifacts(
     // Bound first: a port that cannot be had is a startup error, not a silent dead probe.
     let probe_listener = tokio::net::TcpListener::bind(config.probe_addr)
         .await
-        .map_err(|e| Error::ProbeServer(format!("cannot listen on {}: {e}", config.probe_addr)))?;
+        .map_err(|source| Error::ProbeListen {
+            addr: config.probe_addr,
+            source,
+        })?;
     // Every background task lives in this set: when `run` ends or is dropped, they all stop,
     // the lease renewal included, exactly as when the process exits.
     let mut tasks = JoinSet::new();
@@ -86,8 +89,7 @@ pub async fn run_with_artifacts(
                 .with_grace(config.lease_seconds.div_ceil(3).max(1))
                 .with_field_manager("skybridge.io/leader-election")
                 .build()
-                .await
-                .map_err(|e| Error::LeaderElection(e.to_string()))?;
+                .await?;
         let (rx, renewal) = manager.watch().await;
         let abort = renewal.abort_handle();
         tasks.spawn(async move {
@@ -290,9 +292,9 @@ pub async fn run_with_artifacts(
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => {
             error!(%err, "probe server failed");
-            Err(Error::ProbeServer(err.to_string()))
+            Err(Error::ProbeServer(err))
         }
-        Err(err) => Err(Error::ProbeServer(err.to_string())),
+        Err(err) => Err(Error::ProbeTask(err)),
     }
 }
 

@@ -118,10 +118,7 @@ impl Syncer {
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        self.config
-            .retry_min
-            .saturating_mul(1 << failures.saturating_sub(1).min(16))
-            .min(self.config.retry_max)
+        backoff(&self.config, failures)
     }
 
     /// Starts `work` for `key` unless it runs already or its last outcome is still current;
@@ -142,13 +139,15 @@ impl Syncer {
             watchers: HashSet::new(),
         });
         job.watchers.insert(watcher);
-        let due = match (&job.last, job.finished) {
-            _ if job.running => false,
-            (None, _) | (_, None) => true,
-            (Some(Ok(_)), Some(at)) => at.elapsed() >= self.config.reverify,
-            (Some(Err(_)), Some(at)) => at.elapsed() >= self.backoff(job.failures),
-        };
-        if !due {
+        let last = job.last.as_ref().map(|outcome| outcome.is_ok());
+        if !job_due(
+            &self.config,
+            job.running,
+            last,
+            job.finished,
+            job.failures,
+            Instant::now(),
+        ) {
             return;
         }
         job.running = true;
@@ -298,6 +297,35 @@ impl Syncer {
 }
 
 /// Identity of a location for de-duplication: endpoint, bucket and prefix.
+/// The wait after `failures` consecutive failed syncs: `retry_min`, doubling per failure, at
+/// most `retry_max`.
+pub fn backoff(config: &ArtifactsConfig, failures: u32) -> Duration {
+    config
+        .retry_min
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(config.retry_max)
+}
+
+/// Whether a sync job is due at `now`: never while it runs; at once if it never finished; a
+/// verified copy (`last == Some(true)`) again after `reverify`; a failed one (`Some(false)`)
+/// after its backoff.
+pub fn job_due(
+    config: &ArtifactsConfig,
+    running: bool,
+    last: Option<bool>,
+    finished: Option<Instant>,
+    failures: u32,
+    now: Instant,
+) -> bool {
+    let since = |at: Instant| now.saturating_duration_since(at);
+    match (last, finished) {
+        _ if running => false,
+        (None, _) | (_, None) => true,
+        (Some(true), Some(at)) => since(at) >= config.reverify,
+        (Some(false), Some(at)) => since(at) >= backoff(config, failures),
+    }
+}
+
 pub fn location_id(l: &StoreLocation) -> String {
     format!(
         "{}|{}|{}",
@@ -561,6 +589,59 @@ mod tests {
             Box::pin(async { Ok(verified()) })
         });
         assert_eq!(started.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn jobs_are_due_after_their_reverify_or_backoff_and_never_while_running() {
+        let config = ArtifactsConfig {
+            retry_min: Duration::from_secs(10),
+            retry_max: Duration::from_secs(60),
+            reverify: Duration::from_secs(600),
+            ..ArtifactsConfig::default()
+        };
+        let at = Instant::now();
+        let later = |s: u64| at + Duration::from_secs(s);
+        assert!(job_due(&config, false, None, None, 0, at), "never ran");
+        assert!(!job_due(&config, true, None, None, 0, at), "running");
+        assert!(!job_due(
+            &config,
+            true,
+            Some(false),
+            Some(at),
+            9,
+            later(9999)
+        ));
+        assert!(!job_due(
+            &config,
+            false,
+            Some(true),
+            Some(at),
+            0,
+            later(599)
+        ));
+        assert!(job_due(&config, false, Some(true), Some(at), 0, later(600)));
+        // Failures: 10 s, 20 s, 40 s, then capped at 60 s.
+        for (failures, wait) in [(1, 10), (2, 20), (3, 40), (4, 60), (30, 60)] {
+            assert_eq!(backoff(&config, failures), Duration::from_secs(wait));
+            assert!(!job_due(
+                &config,
+                false,
+                Some(false),
+                Some(at),
+                failures,
+                later(wait - 1)
+            ));
+            assert!(job_due(
+                &config,
+                false,
+                Some(false),
+                Some(at),
+                failures,
+                later(wait)
+            ));
+        }
+        // A clock read before the finish (another thread's) is not a wait already served.
+        assert!(!job_due(&config, false, Some(false), Some(later(5)), 1, at));
     }
 
     #[tokio::test]
