@@ -1,6 +1,7 @@
 //! `ComputePool`: one place replicas can run (a cluster plus a node pool).
 
 use super::common::{Cloud, DataClass, SecretKeyRef, SecretRef};
+use super::traffic::{PoolTraffic, TrafficExport};
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -79,6 +80,20 @@ pub struct ComputePoolSpec {
     /// The S3-compatible store that serves model artifacts to replicas in this pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_store: Option<ArtifactStore>,
+    /// Whether replicas here can receive requests from other clusters. Absent: they cannot
+    /// (`export: None`), so a component with `traffic` uses this pool only when it is in the
+    /// component's home cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<PoolTraffic>,
+}
+
+impl ComputePoolSpec {
+    /// Whether replicas in this pool can receive requests from other clusters.
+    pub fn exports_traffic(&self) -> bool {
+        self.traffic
+            .as_ref()
+            .is_some_and(|t| t.export == TrafficExport::ServiceExport)
+    }
 }
 
 fn default_startup_seconds() -> u32 {

@@ -8,11 +8,13 @@ pub mod compute_pool;
 pub mod model_deployment;
 pub mod quantity;
 pub mod reference;
+pub mod traffic;
 
 pub use burst_policy::*;
 pub use common::*;
 pub use compute_pool::*;
 pub use model_deployment::*;
+pub use traffic::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -1,6 +1,7 @@
 //! `ModelDeployment`: a model and the components that serve it. Owned by an ML team.
 
 use super::common::{Cloud, DataClass};
+use super::traffic::{TrafficBackendStatus, TrafficSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,7 @@ pub struct ModelSource {
 /// One serving component of a model.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.traffic) || !has(self.traffic.port) || self.traffic.port == self.port").message("traffic.port must be the component's port, the one port its Service exposes").field_path(".traffic.port"))]
 pub struct Component {
     /// Name, unique within the deployment; a DNS label.
     #[schemars(
@@ -115,6 +117,11 @@ pub struct Component {
     /// a writable `/tmp`); relax only what the serving image needs.
     #[serde(default)]
     pub security: ContainerSecurity,
+    /// Route requests to this component's replicas in every cluster through one stable address
+    /// in its home cluster (a Gateway API route), weighted by ready replicas. Absent: each
+    /// cluster's Service serves only the replicas in that cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficSpec>,
 }
 
 /// Confinement of a component's serving container. Whatever is set here, the container never
@@ -337,6 +344,11 @@ pub struct ComponentStatus {
     /// Why replicas could not be placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unplaced_reason: Option<String>,
+    /// The backends of the component's route (with `spec.components[].traffic`): weight, ready
+    /// replicas and state of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub traffic: Vec<TrafficBackendStatus>,
 }
 
 /// Replicas of a component in one pool.

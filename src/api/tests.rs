@@ -313,3 +313,110 @@ fn quantities_and_prices_are_bounded_in_the_schema() {
     );
     assert!(numbers.len() >= 5, "{numbers:?}");
 }
+
+fn routed_component(traffic: Value) -> Value {
+    let mut c = component("rank", 1, 4);
+    c["traffic"] = traffic;
+    c
+}
+
+fn traffic_errors(traffic: Value) -> Vec<String> {
+    cel_errors(
+        &ModelDeployment::crd(),
+        deployment(json!([routed_component(traffic)])),
+    )
+}
+
+#[test]
+fn traffic_rules() {
+    let gateway = json!([{"name": "edge", "namespace": "gateways"}]);
+    assert!(
+        traffic_errors(
+            json!({"parentRefs": gateway, "hostnames": ["rank.shop.internal", "*.shop.example"]})
+        )
+        .is_empty()
+    );
+    let grpc_path = traffic_errors(
+        json!({"parentRefs": gateway, "protocol": "GRPC", "path": {"type": "PathPrefix", "value": "/v1"}}),
+    );
+    assert!(
+        grpc_path
+            .iter()
+            .any(|e| e.contains("GRPC route matches gRPC services, not paths")),
+        "{grpc_path:?}"
+    );
+    assert!(traffic_errors(json!({"parentRefs": gateway, "protocol": "GRPC"})).is_empty());
+    let repeated = traffic_errors(json!({"parentRefs": gateway, "hostnames": ["a.b", "a.b"]}));
+    assert!(
+        repeated
+            .iter()
+            .any(|e| e.contains("hostnames must not repeat")),
+        "{repeated:?}"
+    );
+    let relative = traffic_errors(json!({"parentRefs": gateway, "path": {"value": "v1/rank"}}));
+    assert!(
+        relative.iter().any(|e| e.contains("must start with '/'")),
+        "{relative:?}"
+    );
+    let port = traffic_errors(json!({"parentRefs": gateway, "port": 9000}));
+    assert!(
+        port.iter()
+            .any(|e| e.contains("traffic.port must be the component's port")),
+        "{port:?}"
+    );
+    assert!(traffic_errors(json!({"parentRefs": gateway, "port": 8080})).is_empty());
+}
+
+#[test]
+fn traffic_defaults_and_bounds() {
+    let parsed: ModelDeployment = serde_json::from_value(deployment(json!([routed_component(
+        json!({"parentRefs": [{"name": "edge"}]})
+    )])))
+    .unwrap();
+    let traffic = parsed.spec.components[0].traffic.as_ref().unwrap();
+    assert_eq!(traffic.drain_seconds, DEFAULT_DRAIN_SECONDS);
+    assert_eq!(traffic.protocol, TrafficProtocol::HTTP);
+    assert_eq!(traffic.path, None);
+    assert_eq!(PathMatch::default().value, "/");
+    let plain: ComputePoolSpec = serde_json::from_value(pool_spec("public")).unwrap();
+    assert!(!plain.exports_traffic(), "no MCS unless the pool says so");
+    let mut exporting = pool_spec("public");
+    exporting["traffic"] = json!({"export": "ServiceExport"});
+    let exporting: ComputePoolSpec = serde_json::from_value(exporting).unwrap();
+    assert!(exporting.exports_traffic());
+
+    // The schema bounds what the CEL rules cannot: lists, drain seconds, host name format.
+    let schema = schema_of(&ModelDeployment::crd());
+    let traffic = &schema["properties"]["spec"]["properties"]["components"]["items"]["properties"]
+        ["traffic"]["properties"];
+    assert_eq!(
+        traffic["drainSeconds"]["maximum"],
+        json!(f64::from(MAX_DRAIN_SECONDS))
+    );
+    assert_eq!(traffic["parentRefs"]["maxItems"], json!(8));
+    assert_eq!(traffic["parentRefs"]["minItems"], json!(1));
+    assert_eq!(traffic["hostnames"]["maxItems"], json!(16));
+    let pattern = traffic["hostnames"]["items"]["pattern"].as_str().unwrap();
+    let hostname = jsonschema::validator_for(&json!({"type": "string", "pattern": pattern}))
+        .expect("the pattern compiles");
+    for good in [
+        "rank.shop.internal",
+        "*.shop.example",
+        "localhost",
+        "a-b.c1",
+    ] {
+        assert!(hostname.is_valid(&json!(good)), "{good}");
+    }
+    for bad in [
+        "Rank.shop",
+        "-a.b",
+        "a..b",
+        "*",
+        "a.*.b",
+        "a_b.c",
+        "a.b.",
+        "http://a.b",
+    ] {
+        assert!(!hostname.is_valid(&json!(bad)), "{bad}");
+    }
+}

@@ -115,6 +115,7 @@ pub fn deployment_status(input: StatusInput) -> ModelDeploymentStatus {
             placements,
             unplaced_replicas: plan.unplaced,
             unplaced_reason: (plan.unplaced > 0).then(|| plan.reasons.join("; ")),
+            traffic: Vec::new(),
         });
     }
 
