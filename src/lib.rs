@@ -12,3 +12,4 @@ pub mod operator;
 pub mod planner;
 pub mod report;
 pub mod simulate;
+pub mod traffic;

@@ -1,0 +1,1 @@
+//! The pure builder, placeholder until the route builder lands below.
