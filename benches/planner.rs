@@ -75,6 +75,8 @@ fn estate() -> PlanInput {
                     gib_hour: 0.002,
                 },
                 startup_seconds: 60,
+                cluster: "local".into(),
+                exports_traffic: false,
             }
         })
         .collect::<Vec<_>>();
@@ -125,6 +127,7 @@ fn estate() -> PlanInput {
                 },
                 current: BTreeMap::new(),
                 rebalance: true,
+                traffic_home_cluster: None,
             });
         }
     }

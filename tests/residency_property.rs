@@ -148,6 +148,7 @@ fn deployment(i: usize, (ns, model, spelling, components): &Generated) -> ModelD
                     .collect()
             }),
             security: Default::default(),
+            traffic: None,
         })
         .collect();
     let mut md = ModelDeployment::new(

@@ -18,7 +18,7 @@ pub use load::{InputLimits, LoadError, load_paths, load_paths_within};
 pub use model_identity::{ModelClasses, ModelLocation, StoreIdentity};
 pub use plan_input::{
     DemandOverrides, budgets, component_key, component_request, per_replica, plan_input, pool_view,
-    price,
+    price, traffic_home_cluster, traffic_home_pool,
 };
 pub use validate::{Issue, private_store_named_by, validate, validate_deployment, validate_pool};
 

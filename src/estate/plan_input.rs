@@ -56,6 +56,8 @@ pub fn pool_view(pool: &ComputePool) -> PoolView {
         health,
         price: price(pool),
         startup_seconds: spec.startup_seconds,
+        cluster: crate::traffic::cluster_id(spec),
+        exports_traffic: spec.exports_traffic(),
     }
 }
 
@@ -125,7 +127,38 @@ pub fn component_request(
         burst,
         current: BTreeMap::new(),
         rebalance: true,
+        traffic_home_cluster: traffic_home_cluster(estate, deployment, component),
     }
+}
+
+/// The cluster of a routed component's home pool (`traffic.homePool`, else the pool of the
+/// model's source); `None` without `traffic`. An unknown home pool (a validation issue) matches
+/// no cluster, so only exporting pools are eligible.
+pub fn traffic_home_cluster(
+    estate: &Estate,
+    deployment: &ModelDeployment,
+    component: &Component,
+) -> Option<String> {
+    let home = traffic_home_pool(deployment, component)?;
+    Some(match estate.pools.get(home) {
+        Some(pool) => crate::traffic::cluster_id(&pool.spec),
+        None => format!("(unknown ComputePool {home:?})"),
+    })
+}
+
+/// The home pool of a routed component: `traffic.homePool`, else the pool of the model's
+/// source; `None` without `traffic`.
+pub fn traffic_home_pool<'a>(
+    deployment: &'a ModelDeployment,
+    component: &'a Component,
+) -> Option<&'a str> {
+    let traffic = component.traffic.as_ref()?;
+    Some(
+        traffic
+            .home_pool
+            .as_deref()
+            .unwrap_or(&deployment.spec.model.source.pool),
+    )
 }
 
 /// The public budgets of every policy, by policy name.

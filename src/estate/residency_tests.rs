@@ -283,3 +283,64 @@ fn a_model_made_sensitive_by_another_reader_must_come_from_a_private_store() {
         "{issues:?}"
     );
 }
+
+/// Issue #15: a routed component's home must exist and, for sensitive data, be private; a pool
+/// outside its home cluster serves it only if it exports traffic.
+#[test]
+fn traffic_homes_are_checked_and_remote_pools_must_export() {
+    let routed = |class: &str, home: &str| {
+        format!(
+            "    - {{name: rank, dataClass: {class}, image: x, resources: {{gpu: {{count: 1}}}}, replicas: {{min: 6, max: 6}}, traffic: {{parentRefs: [{{name: edge}}]{home}}}}}\n"
+        )
+    };
+    let with = |components: String, pools: &str| {
+        estate(
+            &(pools.to_string()
+                + &deployment("shop", "ranker", "s3://models/r", "dc1", &components)),
+        )
+    };
+    let issues = validate(&with(routed("sensitive", ", homePool: aws"), POOLS));
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.field == "spec.components[0].traffic.homePool"
+                && i.message.contains("must be a private pool")),
+        "{issues:?}"
+    );
+    let issues = validate(&with(routed("internal", ", homePool: nowhere"), POOLS));
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.message.contains("unknown ComputePool \"nowhere\"")),
+        "{issues:?}"
+    );
+    assert!(validate(&with(routed("sensitive", ""), POOLS)).is_empty());
+
+    // aws is in another cluster and exports nothing: the component stays in its home cluster.
+    let remote_aws = POOLS.replace(
+        "  region: eu-central-1\n",
+        "  region: eu-central-1\n  cluster: {kubeconfigSecretRef: {name: aws-kubeconfig}}\n",
+    );
+    let estate_now = with(routed("internal", ""), &remote_aws);
+    let planned = plan(&plan_input(&estate_now, &Default::default()));
+    let rank = &planned.components[0];
+    assert_eq!(rank.replicas_in(Cloud::Public), 0);
+    assert_eq!(rank.unplaced, 2);
+    assert!(
+        rank.reasons
+            .iter()
+            .any(|r| r.contains("no cross-cluster traffic") && r.contains("aws")),
+        "{:?}",
+        rank.reasons
+    );
+    let exporting = remote_aws.replace(
+        "  region: eu-central-1\n",
+        "  region: eu-central-1\n  traffic: {export: ServiceExport}\n",
+    );
+    let planned = plan(&plan_input(
+        &with(routed("internal", ""), &exporting),
+        &Default::default(),
+    ));
+    assert_eq!(planned.components[0].replicas_in(Cloud::Public), 2);
+    assert_eq!(planned.components[0].unplaced, 0);
+}

@@ -226,6 +226,31 @@ fn deployment_issues(
             {
                 push(at("burstPolicy"), format!("unknown BurstPolicy {policy:?}"));
             }
+            if let Some(traffic) = &component.traffic {
+                let field = if traffic.home_pool.is_some() {
+                    at("traffic.homePool")
+                } else {
+                    "spec.model.source.pool".to_string()
+                };
+                let home = traffic
+                    .home_pool
+                    .as_deref()
+                    .unwrap_or(&spec.model.source.pool);
+                match estate.pools.get(home) {
+                    None => push(
+                        field,
+                        format!("unknown ComputePool {home:?} (traffic home)"),
+                    ),
+                    Some(pool) if !component.data_class.may_reside_in(pool.spec.cloud) => push(
+                        field,
+                        format!(
+                            "component {:?} is sensitive, so its traffic home must be a private pool; {home:?} is public",
+                            component.name
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+            }
             for (j, name) in component.pools.iter().flatten().enumerate() {
                 let field = at(&format!("pools[{j}]"));
                 match estate.pools.get(name) {

@@ -24,6 +24,10 @@ pub struct PoolView {
     pub price: Price,
     /// Seconds from requested to ready.
     pub startup_seconds: u32,
+    /// The cluster the pool lives in (`traffic::cluster_id`).
+    pub cluster: String,
+    /// Whether its replicas can receive requests from other clusters (`traffic.export`).
+    pub exports_traffic: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +97,9 @@ pub struct ComponentRequest {
     /// Whether existing replicas may move to a better pool now. The burst controller clears this
     /// while failback hysteresis holds public replicas in place.
     pub rebalance: bool,
+    /// For a component with `traffic`: the cluster of its route (its home pool's). Pools in
+    /// other clusters are eligible only if they export traffic; `None`: no routing constraint.
+    pub traffic_home_cluster: Option<String>,
 }
 
 /// How a component may use public pools.

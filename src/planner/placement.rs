@@ -109,6 +109,7 @@ type Signature<'a> = (
     Option<&'a str>,
     Option<&'a BTreeSet<String>>,
     &'a BurstPreference,
+    Option<&'a str>,
 );
 
 /// Eligible pools best first, and each pool's rank in that list (`u32::MAX`: ineligible).
@@ -163,6 +164,7 @@ impl<'a> Planner<'a> {
                     component.gpu_type.as_deref(),
                     component.allowed_pools.as_ref(),
                     &component.burst,
+                    component.traffic_home_cluster.as_deref(),
                 );
                 let signature = *signatures.entry(signature).or_insert_with(|| {
                     let ranked = rank_pools(&input.pools, &pool_index, component);
@@ -651,6 +653,7 @@ enum Ineligible {
     NoGpus,
     GpuType,
     Unhealthy,
+    NoTrafficExport,
 }
 
 fn ineligibility_kind(pool: &PoolView, component: &ComponentRequest) -> Option<Ineligible> {
@@ -687,6 +690,12 @@ fn ineligibility_kind(pool: &PoolView, component: &ComponentRequest) -> Option<I
     if let PoolHealth::Unhealthy(_) = &pool.health {
         return Some(Ineligible::Unhealthy);
     }
+    if let Some(home) = &component.traffic_home_cluster
+        && pool.cluster != *home
+        && !pool.exports_traffic
+    {
+        return Some(Ineligible::NoTrafficExport);
+    }
     None
 }
 
@@ -704,6 +713,9 @@ pub fn ineligibility(pool: &PoolView, component: &ComponentRequest) -> Option<St
         Ineligible::NotInBurstOrder => "not in the policy's burst pools".to_string(),
         Ineligible::NoGpus => "no GPUs".to_string(),
         Ineligible::GpuType => format!("GPU type is not {}", component.gpu_type.as_deref().unwrap_or_default()),
+        Ineligible::NoTrafficExport => {
+            "traffic: outside the component's home cluster and receives no cross-cluster traffic (traffic.export is None)".to_string()
+        }
         Ineligible::Unhealthy => match &pool.health {
             PoolHealth::Unhealthy(why) => format!("unhealthy ({why})"),
             PoolHealth::Healthy => "unhealthy".to_string(),

@@ -27,6 +27,8 @@ fn pool(name: &str, cloud: Cloud, gpus: u32, gpu_hour: f64) -> PoolView {
             gib_hour: 0.0,
         },
         startup_seconds: 60,
+        cluster: "local".into(),
+        exports_traffic: false,
     }
 }
 
@@ -52,6 +54,7 @@ fn component(name: &str, class: DataClass, min: u32, desired: u32) -> ComponentR
         burst: BurstPreference::default(),
         current: BTreeMap::new(),
         rebalance: true,
+        traffic_home_cluster: None,
     }
 }
 
@@ -706,4 +709,63 @@ proptest! {
             prop_assert!(plan.components[0].placed() >= floor);
         }
     }
+}
+
+fn in_cluster(mut pool: PoolView, cluster: &str, exports_traffic: bool) -> PoolView {
+    pool.cluster = cluster.into();
+    pool.exports_traffic = exports_traffic;
+    pool
+}
+
+#[test]
+fn a_routed_component_uses_remote_pools_only_where_they_export_traffic() {
+    let pools = vec![
+        in_cluster(pool("dc1", Cloud::Private, 2, 1.0), "local", false),
+        in_cluster(pool("dc1-b", Cloud::Private, 1, 1.0), "local", false),
+        in_cluster(pool("dc2", Cloud::Private, 4, 1.0), "dc2", false),
+        in_cluster(pool("aws", Cloud::Public, 10, 0.1), "aws", false),
+        in_cluster(pool("gcp", Cloud::Public, 2, 0.9), "gcp", true),
+    ];
+    let mut routed = component("ranker", DataClass::Internal, 1, 7);
+    routed.traffic_home_cluster = Some("local".into());
+    let plan = plan(&input(pools.clone(), vec![routed.clone()]));
+    let c = &plan.components[0];
+    assert_eq!(
+        replicas_by_pool(c),
+        BTreeMap::from([("dc1".into(), 2), ("dc1-b".into(), 1), ("gcp".into(), 2)]),
+        "home-cluster pools serve locally; only gcp exports"
+    );
+    assert_eq!(c.unplaced, 2);
+    assert!(
+        c.reasons
+            .iter()
+            .any(|r| r.contains("receives no cross-cluster traffic")
+                && r.contains("aws")
+                && r.contains("dc2")),
+        "{:?}",
+        c.reasons
+    );
+    assert_eq!(
+        ineligibility(&pools[3], &routed).as_deref(),
+        Some(
+            "traffic: outside the component's home cluster and receives no cross-cluster traffic (traffic.export is None)"
+        )
+    );
+    assert_eq!(ineligibility(&pools[0], &routed), None);
+    // Without traffic, every pool is eligible as before: dc2 first, then the cheapest public.
+    let unrouted = plan_for(pools, component("ranker", DataClass::Internal, 1, 9));
+    assert_eq!(unrouted.unplaced, 0);
+    assert_eq!(
+        replicas_by_pool(&unrouted),
+        BTreeMap::from([
+            ("aws".into(), 2),
+            ("dc1".into(), 2),
+            ("dc1-b".into(), 1),
+            ("dc2".into(), 4)
+        ])
+    );
+}
+
+fn plan_for(pools: Vec<PoolView>, component: ComponentRequest) -> ComponentPlan {
+    plan(&input(pools, vec![component])).components.remove(0)
 }

@@ -477,11 +477,9 @@ fn must_rewrite(
 
 /// `weight` as per mille of `total`.
 fn share(weight: u32, total: u64) -> u64 {
-    if total == 0 {
-        0
-    } else {
-        u64::from(weight) * u64::from(WEIGHT_SCALE) / total
-    }
+    (u64::from(weight) * u64::from(WEIGHT_SCALE))
+        .checked_div(total)
+        .unwrap_or(0)
 }
 
 /// Integer weights proportional to `basis`, summing to [`WEIGHT_SCALE`] (largest remainder),

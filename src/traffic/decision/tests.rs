@@ -481,7 +481,7 @@ fn check(history: &History) -> Result<(), TestCaseError> {
                     })
                     .all(|p| !p.reachable
                         <= (b.state == BackendState::Unreachable && b.weight == 0)
-                        || history.data_class.may_reside_in(p.cloud) == false),
+                        || !history.data_class.may_reside_in(p.cloud)),
                 "an unreachable pool's backend has weight 0 at once: {b:?}"
             );
         }
