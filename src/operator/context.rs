@@ -56,6 +56,8 @@ pub struct Context {
     /// decision is known here before its status write reaches the cache, so concurrent
     /// reconciles never promise the same free capacity twice.
     decisions: Mutex<HashMap<(String, String), Arc<ModelDeployment>>>,
+    /// traffic: routes, exports, drains (see `traffic`).
+    pub traffic: super::traffic::Traffic,
 }
 
 /// Planning passes start at least this far apart: under a stream of reconciles each pass
@@ -167,6 +169,7 @@ impl Context {
             stranded: Mutex::new(HashMap::new()),
             planning: Batcher::new(PLANNING_INTERVAL, PLANNING_SHARE),
             decisions: Mutex::new(HashMap::new()),
+            traffic: Default::default(), // traffic:
             // Every child is re-applied at least this often, whatever the memo says.
             applied: super::applied::AppliedChildren::new(Duration::from_secs(300)),
         }

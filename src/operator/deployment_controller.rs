@@ -227,6 +227,16 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         Some(stage) => stage.prepare_pods(ctx, md, &answering, &plans).await,
         None => Default::default(),
     };
+    // traffic: replicas of draining backends are held until the route has stopped sending to
+    // them for drainSeconds (see `traffic`); held like stranded ones, and spared by the sweep.
+    let traffic_holds = ctx
+        .traffic
+        .holds(md, &estate.pools, &plans, &placed, &reachability, now());
+    let mut hold = stranded.hold.clone();
+    for (key, n) in &traffic_holds {
+        let entry = hold.entry(key.clone()).or_insert(0);
+        *entry = (*entry).max(*n);
+    }
     let (ready, apply_error) = apply_children(
         md,
         ctx,
@@ -234,9 +244,32 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         &plans,
         &fetches,
         &reachability,
-        &stranded.hold,
+        &hold, // traffic: was &stranded.hold
     )
     .await;
+    // traffic: exports and routes, after the children (their readiness), before the sweep.
+    let traffic = ctx
+        .traffic
+        .after_apply(
+            ctx,
+            md,
+            &estate.pools,
+            &plans,
+            &placed,
+            &ready,
+            &traffic_holds,
+            &reachability,
+            now(),
+        )
+        .await;
+    for (warning, reason, note) in &traffic.notes {
+        let kind = if *warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        notes.push((kind, reason, note.clone()));
+    }
     let scale_error = scale_stranded(md, ctx, &estate.pools, &stranded).await;
     let apply_error = secrets_error.or(apply_error).or(scale_error);
     // Orphans appear only when the set of (component, pool) changes; sweeping every cluster on
@@ -261,7 +294,13 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
             .filter(|(_, why)| why.is_some())
             .map(|(pool, _)| pool.clone())
             .collect(),
-        stranded: stranded.protect.clone(),
+        // traffic: a pool dropped from the plan while its backend drains keeps its workload.
+        stranded: stranded
+            .protect
+            .iter()
+            .chain(traffic_holds.keys())
+            .cloned()
+            .collect(),
     };
     let signature = placed_signature;
     if sweep_orphans(md, ctx, &estate.pools, Some(&plans), list, &spared).await? {
@@ -296,7 +335,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         })
         .collect();
     let at = now();
-    let status = deployment_status(StatusInput {
+    let mut status = deployment_status(StatusInput {
         generation: md.metadata.generation,
         previous: md.status.as_ref(),
         components: observed,
@@ -305,6 +344,14 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         stranded: stranded.entries.clone(),
         now: at,
     });
+    // traffic: each component's backends and TrafficReady.
+    super::traffic::report_into(
+        &mut status,
+        md.status.as_ref(),
+        &traffic,
+        md.metadata.generation,
+        at,
+    );
     record_metrics(md, ctx, &status);
     let all_ready = status.ready_replicas >= status.desired_replicas;
     notes.extend(Stage::events(md.status.as_ref(), &status));
@@ -349,12 +396,9 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     }
     ctx.succeeded(md);
     let unresolved = stranded.unresolved().next().is_some();
-    Ok(Action::requeue(next_reconcile(
-        &plans,
-        all_ready && !unresolved,
-        &reading,
-        ctx,
-    )))
+    let next = next_reconcile(&plans, all_ready && !unresolved, &reading, ctx);
+    // traffic: a drain ending, or a route not yet accepted, is looked at again in time.
+    Ok(Action::requeue(traffic.next.map_or(next, |t| t.min(next))))
 }
 
 /// A deployment waiting for a planning pass, with the demand read for it.
@@ -1117,6 +1161,13 @@ async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         .collect();
     sweep_orphans(md, ctx, &pools, None, true, &Spared::default()).await?;
     sweep_store_secrets(md, ctx, &pools, None).await?;
+    // traffic: routes and exports carry no owner reference in remote clusters.
+    if !ctx.traffic.cleanup(ctx, md, &pools).await {
+        return Err(Error::Cluster {
+            pool: "(traffic)".into(),
+            message: "routes or exports remain in a cluster that did not answer".into(),
+        });
+    }
     if let Some(syncer) = &ctx.artifacts {
         syncer.forget(&kube::runtime::reflector::ObjectRef::from_obj(md));
     }

@@ -26,5 +26,6 @@ pub mod retry;
 pub mod runtime;
 pub mod status;
 pub mod stranded;
+pub mod traffic; // traffic: routes and exports (issue #15)
 pub mod views;
 pub mod workloads;
