@@ -213,6 +213,11 @@ impl Traffic {
         let key = crate::estate::Estate::key_of(md);
         let mut remembered = self.remembered(&key);
         let mut report = TrafficReport::default();
+        if !has_traffic(md) && remembered.written.is_empty() {
+            // Never routed, as far as this operator and the status know: nothing to do, and no
+            // cluster is asked anything.
+            return report;
+        }
         let mut desired: BTreeSet<WrittenKey> = BTreeSet::new();
         let mut clusters: BTreeMap<String, ClusterClient> = BTreeMap::new();
         let mut complete = true;
@@ -658,12 +663,25 @@ impl Traffic {
         md: &ModelDeployment,
         pools: &BTreeMap<String, Arc<ComputePool>>,
     ) -> bool {
+        let key = crate::estate::Estate::key_of(md);
+        if !has_traffic(md) && self.remembered(&key).written.is_empty() {
+            return true;
+        }
         let done = self.sweep_listed(ctx, md, pools, &BTreeSet::new()).await;
         if done {
             self.forget(&crate::estate::Estate::key_of(md));
         }
         done
     }
+}
+
+/// Whether a deployment routes any component, or its status says it did.
+fn has_traffic(md: &ModelDeployment) -> bool {
+    md.spec.components.iter().any(|c| c.traffic.is_some())
+        || md
+            .status
+            .as_ref()
+            .is_some_and(|s| s.components.iter().any(|c| !c.traffic.is_empty()))
 }
 
 /// Puts the report into the status: each component's `traffic[]`, and `TrafficReady`.
