@@ -267,3 +267,191 @@ fn a_public_pool_naming_a_private_store_or_its_credentials_exits_2() {
     let (code, err) = plan_with(&pool(own));
     assert_eq!(code, 0, "a store and keys of its own: {err}");
 }
+
+const TRAFFIC_POOLS: &str = r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {name: home}
+spec:
+  cloud: private
+  provider: onprem
+  region: fra
+  cluster: {kubeconfigSecretRef: {name: dc1}}
+  capacity: {gpu: {type: l4, count: 3}}
+  cost: {gpuHour: 0.3}
+  artifactStore: {bucket: models, endpoint: "http://minio:9000"}
+---
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {name: cloud-a}
+spec:
+  cloud: public
+  provider: aws
+  region: euc1
+  cluster: {kubeconfigSecretRef: {name: aws}}
+  capacity: {gpu: {type: l4, count: 8}}
+  cost: {gpuHour: 0.5}
+  traffic: {export: ServiceExport}
+---
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {name: cloud-b}
+spec:
+  cloud: public
+  provider: gcp
+  region: euw4
+  cluster: {kubeconfigSecretRef: {name: gcp}}
+  capacity: {gpu: {type: l4, count: 8}}
+  cost: {gpuHour: 0.1}
+"#;
+
+fn routed_deployment(name: &str, class: &str, replicas: u32) -> String {
+    format!(
+        r#"
+---
+apiVersion: skybridge.io/v1alpha1
+kind: ModelDeployment
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  model: {{source: {{uri: "s3://models/{name}", pool: home}}, version: "1"}}
+  components:
+    - name: rank
+      dataClass: {class}
+      image: triton
+      resources: {{gpu: {{count: 1}}}}
+      replicas: {{min: {replicas}, max: {replicas}}}
+      traffic: {{parentRefs: [{{name: edge, namespace: gateways}}], hostnames: [rank.shop.internal]}}
+"#
+    )
+}
+
+/// Runs `plan -o json` on `text` alone; returns the report.
+fn plan_json(text: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("estate.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = skybridge(&["plan", "-f", file.to_str().unwrap(), "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn plan_json_shows_each_routed_components_traffic() {
+    let report =
+        plan_json(&(TRAFFIC_POOLS.to_string() + &routed_deployment("ranker", "internal", 7)));
+    let rank = &report["deployments"][0]["components"][0];
+    // home holds 3; cloud-b is cheaper but exports nothing, so the burst goes to cloud-a.
+    assert_eq!(
+        rank["traffic"],
+        serde_json::json!([
+            {"pool": "home", "cloud": "private", "backend": "Service/ranker-rank", "weight": 429},
+            {"pool": "cloud-a", "cloud": "public", "backend": "ServiceImport/ranker-rank-cloud-a", "weight": 571}
+        ]),
+        "{rank}"
+    );
+    for key in [
+        "name",
+        "dataClass",
+        "desiredReplicas",
+        "placements",
+        "unplaced",
+        "reasons",
+    ] {
+        assert!(rank.get(key).is_some(), "the existing keys stay: {key}");
+    }
+
+    // Sensitive: never a public backend, whatever the demand; the shortfall says why.
+    let report =
+        plan_json(&(TRAFFIC_POOLS.to_string() + &routed_deployment("encoder", "sensitive", 7)));
+    let encoder = &report["deployments"][0]["components"][0];
+    assert_eq!(
+        encoder["traffic"],
+        serde_json::json!([{"pool": "home", "cloud": "private", "backend": "Service/encoder-rank", "weight": 1000}])
+    );
+    assert_eq!(encoder["unplaced"], 4);
+
+    // A component without traffic has no traffic key; cloud-b is eligible for it.
+    let unrouted = (TRAFFIC_POOLS.to_string() + &routed_deployment("plain", "internal", 7))
+        .replace("      traffic: {parentRefs: [{name: edge, namespace: gateways}], hostnames: [rank.shop.internal]}\n", "");
+    let report = plan_json(&unrouted);
+    let plain = &report["deployments"][0]["components"][0];
+    assert!(plain.get("traffic").is_none(), "{plain}");
+    assert!(
+        plain["placements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pool"] == "cloud-b")
+    );
+}
+
+#[test]
+fn plan_says_why_a_pool_without_traffic_export_is_passed_over() {
+    let text = (TRAFFIC_POOLS.to_string() + &routed_deployment("ranker", "internal", 12))
+        .replace("  traffic: {export: ServiceExport}\n", "");
+    let report = plan_json(&text);
+    let rank = &report["deployments"][0]["components"][0];
+    assert_eq!(rank["unplaced"], 9);
+    let reasons = rank["reasons"].to_string();
+    assert!(
+        reasons.contains("receives no cross-cluster traffic") && reasons.contains("cloud-a"),
+        "{reasons}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("estate.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let table = skybridge(&["plan", "-f", file.to_str().unwrap()]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("Traffic shop/ranker/rank: Service/ranker-rank home (private) 100.0%"),
+        "{table}"
+    );
+}
+
+#[test]
+fn the_examples_route_their_serving_components() {
+    let out = skybridge(&[
+        "plan",
+        "-f",
+        "examples/ecommerce",
+        "-o",
+        "json",
+        "--demand",
+        "recsys/ctr-ranker/ranker=40",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut routed = 0;
+    for deployment in report["deployments"].as_array().unwrap() {
+        for component in deployment["components"].as_array().unwrap() {
+            let Some(traffic) = component.get("traffic") else {
+                continue;
+            };
+            routed += 1;
+            let backends = traffic.as_array().unwrap();
+            let placed: u64 = component["placements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["replicas"].as_u64().unwrap())
+                .sum();
+            let weights: u64 = backends.iter().map(|b| b["weight"].as_u64().unwrap()).sum();
+            assert!(placed == 0 || weights >= 1000, "{component}");
+            if component["dataClass"] == "sensitive" {
+                assert!(
+                    backends.iter().all(|b| b["cloud"] == "private"),
+                    "{component}"
+                );
+            }
+            // Every pool with replicas is behind a backend.
+            for placement in component["placements"].as_array().unwrap() {
+                let public = placement["cloud"] == "public";
+                assert!(
+                    !public || backends.iter().any(|b| b["pool"] == placement["pool"]),
+                    "{component}"
+                );
+            }
+        }
+    }
+    assert!(routed >= 5, "the serving components are routed");
+}

@@ -30,6 +30,11 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Bursting\")].status"
     ),
+    printcolumn(
+        name = "Traffic",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"TrafficReady\")].status"
+    ),
     printcolumn(name = "Cost/h", type_ = "number", json_path = ".status.costPerHour"),
     printcolumn(
         name = "Status",

@@ -188,7 +188,9 @@ fn printer_columns_and_names() {
         .collect();
     assert_eq!(
         columns,
-        ["Ready", "Desired", "Bursting", "Cost/h", "Status", "Age"]
+        [
+            "Ready", "Desired", "Bursting", "Traffic", "Cost/h", "Status", "Age"
+        ]
     );
     assert_eq!(ComputePool::crd().spec.scope, "Cluster");
     assert_eq!(

@@ -89,7 +89,8 @@ pub fn run(args: PlanArgs) -> ExitCode {
         }
     }
     let plan = plan(&skybridge::estate::plan_input(&estate, &demand));
-    let report = plan_report(&plan);
+    let mut report = plan_report(&plan);
+    skybridge::report::add_planned_traffic(&mut report, &estate);
     super::print(&report, args.output, |r| r.to_table())
 }
 

@@ -3,5 +3,5 @@
 mod plan;
 mod simulate;
 
-pub use plan::{PlanReport, plan_report};
+pub use plan::{PlanReport, TrafficReport, add_planned_traffic, plan_report};
 pub use simulate::{Baselines, SimulateReport, simulate_report};

@@ -1,10 +1,15 @@
 //! The `skybridge plan` report. Its JSON shape is a contract for scripts:
 //! `{"deployments":[{"namespace","name","components":[{"name","dataClass","desiredReplicas",
 //! "placements":[{"pool","cloud","replicas","reason"}],"unplaced","reasons":[...]}]}]}`.
-//! Fields may be added; none are renamed or removed within `v1alpha1`.
+//! Fields may be added; none are renamed or removed within `v1alpha1`. A component with
+//! `traffic` also has `"traffic":[{"pool","cloud","backend","weight"}]`: its route as it would be
+//! once every placed replica is ready (`backend` is `Service/<name>` or `ServiceImport/<name>`).
 
 use crate::api::{Cloud, DataClass};
+use crate::estate::{Estate, traffic_home_pool};
 use crate::planner::Plan;
+use crate::traffic::build::{export_name, route_name};
+use crate::traffic::{cluster_id, planned};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 
@@ -34,6 +39,22 @@ pub struct ComponentReport {
     pub unplaced: u32,
     pub reasons: Vec<String>,
     pub cost_per_hour: f64,
+    /// The planned route (components with `traffic` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Vec<TrafficReport>>,
+}
+
+/// One backend of a component's planned route.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficReport {
+    /// The pool behind the backend (the home pool for the local Service).
+    pub pool: String,
+    pub cloud: Cloud,
+    /// `Service/<name>` (local) or `ServiceImport/<name>` (a remote pool's export).
+    pub backend: String,
+    /// Per mille of the component's requests.
+    pub weight: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -80,11 +101,74 @@ pub fn plan_report(plan: &Plan) -> PlanReport {
             unplaced: component.unplaced,
             reasons: component.reasons.clone(),
             cost_per_hour: component.cost_per_hour,
+            traffic: None,
         });
     }
     PlanReport {
         deployments,
         cost_per_hour: plan.cost_per_hour(),
+    }
+}
+
+/// Adds each routed component's planned traffic: its route as if every placed replica were
+/// ready, from the pure traffic decision.
+pub fn add_planned_traffic(report: &mut PlanReport, estate: &Estate) {
+    for deployment_report in &mut report.deployments {
+        let Some(deployment) =
+            estate.deployment(&deployment_report.namespace, &deployment_report.name)
+        else {
+            continue;
+        };
+        for component_report in &mut deployment_report.components {
+            let Some(component) = deployment
+                .spec
+                .components
+                .iter()
+                .find(|c| c.name == component_report.name)
+            else {
+                continue;
+            };
+            let Some(home_pool) = traffic_home_pool(deployment, component) else {
+                continue;
+            };
+            let cluster_of = |pool: &str| {
+                estate
+                    .pools
+                    .get(pool)
+                    .map_or_else(|| format!("(unknown pool {pool})"), |p| cluster_id(&p.spec))
+            };
+            let placements: Vec<(String, String, Cloud, u32)> = component_report
+                .placements
+                .iter()
+                .map(|p| (p.pool.clone(), cluster_of(&p.pool), p.cloud, p.replicas))
+                .collect();
+            let decision = planned(
+                component.data_class,
+                home_pool,
+                &cluster_of(home_pool),
+                &placements,
+            );
+            component_report.traffic = Some(
+                decision
+                    .backends
+                    .iter()
+                    .map(|b| TrafficReport {
+                        pool: b.pool.clone(),
+                        cloud: b.cloud,
+                        backend: match b.kind {
+                            crate::api::BackendKind::Service => {
+                                format!("Service/{}", route_name(deployment, &component.name))
+                            }
+                            crate::api::BackendKind::ServiceImport => format!(
+                                "ServiceImport/{}",
+                                export_name(deployment, &component.name, &b.pool)
+                            ),
+                        },
+                        weight: b.weight,
+                    })
+                    .collect(),
+            );
+        }
     }
 }
 
@@ -139,6 +223,38 @@ impl PlanReport {
                 }
             }
         }
-        format!("{table}\nTotal cost: {:.2}/h\n", self.cost_per_hour)
+        let mut traffic = String::new();
+        for deployment in &self.deployments {
+            for component in &deployment.components {
+                let Some(backends) = &component.traffic else {
+                    continue;
+                };
+                let shares: Vec<String> = backends
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{} {} ({}) {:.1}%",
+                            b.backend,
+                            b.pool,
+                            b.cloud,
+                            f64::from(b.weight) / 10.0
+                        )
+                    })
+                    .collect();
+                let shares = if shares.is_empty() {
+                    "no backend (nothing placed)".to_string()
+                } else {
+                    shares.join(", ")
+                };
+                traffic.push_str(&format!(
+                    "Traffic {}/{}/{}: {shares}\n",
+                    deployment.namespace, deployment.name, component.name
+                ));
+            }
+        }
+        format!(
+            "{table}\n{traffic}Total cost: {:.2}/h\n",
+            self.cost_per_hour
+        )
     }
 }

@@ -18,12 +18,17 @@ use super::resources::{
     BackendRef, GRPCRoute, GRPCRouteRule, GRPCRouteSpec, HTTPPathMatch, HTTPRoute, HTTPRouteMatch,
     HTTPRouteRule, HTTPRouteSpec, MCS_GROUP, McsVersion, ParentReference, ServiceExport,
 };
-use crate::api::{BackendKind, Cloud, Component, DataClass, ModelDeployment, TrafficProtocol};
+use crate::api::{
+    BackendKind, Cloud, Component, DataClass, ModelDeployment, TrafficBackendStatus,
+    TrafficProtocol,
+};
 use crate::operator::names::{child_name, component_labels, placement_labels};
 use crate::operator::workloads::service_name;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 /// Name of the per-pool Service, its `ServiceExport` and the `ServiceImport` MCS makes of it.
@@ -161,6 +166,30 @@ fn backend_name(
         BackendKind::Service => service_name(deployment, component),
         BackendKind::ServiceImport => export_name(deployment, component, &backend.pool),
     }
+}
+
+/// `status.components[].traffic[]` for a decision: what the route carries once written. Write it
+/// only after the route is, so that the next decision's previous state is what the route says.
+pub fn backend_statuses(
+    deployment: &ModelDeployment,
+    component: &str,
+    decision: &TrafficDecision,
+) -> Vec<TrafficBackendStatus> {
+    decision
+        .backends
+        .iter()
+        .map(|b| TrafficBackendStatus {
+            cluster: b.cluster.clone(),
+            pool: b.pool.clone(),
+            kind: b.kind,
+            name: backend_name(deployment, component, b),
+            weight: b.weight,
+            ready_replicas: b.ready,
+            state: b.state,
+            since: Time(Timestamp::from_second(b.since).unwrap_or(Timestamp::UNIX_EPOCH)),
+            reason: b.reason.clone(),
+        })
+        .collect()
 }
 
 /// The residency check on a built route, run when it is built and again just before it is

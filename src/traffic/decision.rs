@@ -73,6 +73,21 @@ pub struct PreviousBackend {
     pub weight: u32,
 }
 
+impl PreviousBackend {
+    /// The previous state of every backend, from `status.components[].traffic[]`.
+    pub fn from_status(status: &[crate::api::TrafficBackendStatus]) -> Vec<PreviousBackend> {
+        status
+            .iter()
+            .map(|b| PreviousBackend {
+                pool: b.pool.clone(),
+                state: b.state,
+                since: b.since.0.as_second(),
+                weight: b.weight,
+            })
+            .collect()
+    }
+}
+
 /// Everything one traffic decision needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrafficInput<'a> {

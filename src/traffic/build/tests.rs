@@ -185,3 +185,56 @@ fn each_pool_gets_its_own_service_and_export() {
     assert_ne!(other.export.metadata.name, export.export.metadata.name);
     assert_eq!(other.export.api_version, "multicluster.x-k8s.io/v1beta1");
 }
+
+#[test]
+fn status_round_trips_into_the_next_decisions_previous_state() {
+    use crate::traffic::decision::{PoolObservation, PreviousBackend, TrafficInput, decide};
+    let md = deployment("internal", http_traffic());
+    let pools = vec![
+        PoolObservation {
+            pool: "dc1".into(),
+            cluster: "local".into(),
+            cloud: Cloud::Private,
+            placed: 2,
+            current: 2,
+            ready: 2,
+            reachable: true,
+        },
+        PoolObservation {
+            pool: "aws".into(),
+            cluster: "shop/aws".into(),
+            cloud: Cloud::Public,
+            placed: 0,
+            current: 2,
+            ready: 2,
+            reachable: true,
+        },
+    ];
+    let decide_at = |previous: &[PreviousBackend], now| {
+        decide(&TrafficInput {
+            data_class: DataClass::Internal,
+            home_pool: "dc1",
+            home_cluster: "local",
+            pools: &pools,
+            previous,
+            drain_seconds: 30,
+            now,
+        })
+    };
+    let first = decide_at(&[], 1_764_770_000);
+    let status = backend_statuses(&md, "rank", &first);
+    assert_eq!(status[1].name, "ranker-rank-aws");
+    assert_eq!(status[1].state, BackendState::Draining);
+    let json = serde_json::to_value(&status[1]).unwrap();
+    assert_eq!(json["kind"], "ServiceImport");
+    assert_eq!(json["since"], "2025-12-03T13:53:20Z");
+    assert_eq!(json["readyReplicas"], 2);
+    let previous = PreviousBackend::from_status(&status);
+    let later = decide_at(&previous, 1_764_770_030);
+    assert!(
+        later.hold("aws").unwrap().released,
+        "the drain survives a restart"
+    );
+    let early = decide_at(&previous, 1_764_770_029);
+    assert!(!early.hold("aws").unwrap().released);
+}
