@@ -19,7 +19,8 @@
 //! be written at all (no Gateway API in the home cluster) hold nothing: no route sends to them.
 //!
 //! Kept in memory per deployment; after a restart the first reconcile starts from the status
-//! (the backends last reported) and holds nothing it does not know was running.
+//! (the backends last reported, so a running drain goes on) and from the placements the status
+//! records for what runs.
 
 pub mod apply;
 pub mod decide;
@@ -128,6 +129,24 @@ impl Traffic {
             .unwrap_or_default()
     }
 
+    /// What is remembered of `md`, or after a restart what its status reported: the backends
+    /// last written survive restarts through `status.components[].traffic`.
+    fn remembered_or_reported(&self, md: &ModelDeployment) -> Remembered {
+        let key = crate::estate::Estate::key_of(md);
+        let mut remembered = self.remembered(&key);
+        if remembered.backends.is_empty() && remembered.routed.is_empty() {
+            for component in md.status.iter().flat_map(|s| &s.components) {
+                if !component.traffic.is_empty() {
+                    remembered
+                        .backends
+                        .insert(component.name.clone(), component.traffic.clone());
+                    remembered.routed.insert(component.name.clone());
+                }
+            }
+        }
+        remembered
+    }
+
     fn remember(&self, key: (String, String), value: Remembered) {
         self.memory
             .lock()
@@ -155,8 +174,7 @@ impl Traffic {
         reachability: &BTreeMap<String, Option<String>>,
         now: Timestamp,
     ) -> BTreeMap<PoolKey, u32> {
-        let key = crate::estate::Estate::key_of(md);
-        let remembered = self.remembered(&key);
+        let remembered = self.remembered_or_reported(md);
         let mut holds = BTreeMap::new();
         for (component, plan) in md.spec.components.iter().zip(plans) {
             let Some(spec) = &component.traffic else {
@@ -211,7 +229,7 @@ impl Traffic {
         now: Timestamp,
     ) -> TrafficReport {
         let key = crate::estate::Estate::key_of(md);
-        let mut remembered = self.remembered(&key);
+        let mut remembered = self.remembered_or_reported(md);
         let mut report = TrafficReport::default();
         if !has_traffic(md) && remembered.written.is_empty() {
             // Never routed, as far as this operator and the status know: nothing to do, and no
