@@ -38,6 +38,12 @@ pub struct ClusterConfig {
     pub kubeconfig_dir: Option<PathBuf>,
     /// Whether the kubelet stand-in creates a Pod per Deployment replica (default true).
     pub pods: bool,
+    /// Serve the Gateway API CRDs (`gateways`, `httproutes`, `grpcroutes`, v1) and run the
+    /// Gateway stand-in that writes routes' `status.parents` (default false).
+    pub gateway_api: bool,
+    /// The Multi-Cluster Services API versions served (`v1alpha1`, `v1beta1`; default none):
+    /// the CRDs of `serviceexports` and `serviceimports` with only these versions in discovery.
+    pub mcs_versions: Vec<String>,
 }
 
 impl ClusterConfig {
@@ -55,7 +61,22 @@ impl ClusterConfig {
             faults: Vec::new(),
             kubeconfig_dir: None,
             pods: true,
+            gateway_api: false,
+            mcs_versions: Vec::new(),
         }
+    }
+
+    /// Serve the Gateway API CRDs and run the Gateway stand-in (see `gateway`).
+    pub fn gateway_api(mut self, on: bool) -> Self {
+        self.gateway_api = on;
+        self
+    }
+
+    /// Serve the MCS API CRDs in these versions (`v1alpha1`, `v1beta1`, or both); link clusters
+    /// with a `ClusterSet` to mirror exports into imports.
+    pub fn mcs_api(mut self, versions: &[&str]) -> Self {
+        self.mcs_versions = versions.iter().map(|v| v.to_string()).collect();
+        self
     }
 
     /// Whether the kubelet stand-in creates Pods for Deployment replicas.
@@ -133,6 +154,7 @@ pub struct Inner {
     pub(crate) kubelet: Arc<KubeletControl>,
     net: Mutex<Net>,
     kubelet_task: Mutex<Option<JoinHandle<()>>>,
+    gateway_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -245,7 +267,33 @@ impl Inner {
         {
             t.abort();
         }
+        if let Some(t) = self
+            .gateway_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            t.abort();
+        }
     }
+}
+
+/// The Gateway API CRDs served with `ClusterConfig::gateway_api`.
+const GATEWAY_API_CRDS: &str = include_str!("../crds/gateway-api.yaml");
+/// The MCS API CRDs served with `ClusterConfig::mcs_api`.
+const MCS_API_CRDS: &str = include_str!("../crds/mcs-api.yaml");
+
+/// The non-empty documents of a multi-document YAML.
+fn yaml_documents(yaml: &str) -> Result<Vec<Value>> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let v = Value::deserialize(doc).map_err(|e| Error::Config(format!("YAML: {e}")))?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
 }
 
 /// Entry point: `Cluster::start(ClusterConfig::new("hub")).await?`.
@@ -257,6 +305,14 @@ impl Cluster {
     pub async fn start(config: ClusterConfig) -> Result<ClusterHandle> {
         for rule in &config.faults {
             rule.check()?;
+        }
+        for v in &config.mcs_versions {
+            if !crate::mcs::MCS_VERSIONS.contains(&v.as_str()) {
+                return Err(Error::Config(format!(
+                    "unknown MCS API version {v} (served: {})",
+                    crate::mcs::MCS_VERSIONS.join(", ")
+                )));
+            }
         }
         let listener = server::bind(config.port).await?;
         let port = listener.local_addr()?.port();
@@ -281,6 +337,7 @@ impl Cluster {
             kubelet: kubelet.clone(),
             net: Mutex::new(Net::default()),
             kubelet_task: Mutex::new(None),
+            gateway_task: Mutex::new(None),
         });
         for node in &config.nodes {
             inner.upsert_node(node)?;
@@ -311,13 +368,32 @@ impl Cluster {
             ),
         };
         std::fs::write(&path, &yaml)?;
-        Ok(ClusterHandle {
+        let handle = ClusterHandle {
             inner,
             url,
             kubeconfig: yaml,
             kubeconfig_path: path,
             temporary,
-        })
+        };
+        if config.gateway_api {
+            handle.apply_yaml(GATEWAY_API_CRDS, "kube-harness")?;
+            *handle
+                .inner
+                .gateway_task
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) =
+                Some(crate::gateway::spawn(handle.inner.store.clone()));
+        }
+        if !config.mcs_versions.is_empty() {
+            for mut crd in yaml_documents(MCS_API_CRDS)? {
+                for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+                    let name = version["name"].as_str().unwrap_or_default();
+                    version["served"] = Value::Bool(config.mcs_versions.iter().any(|v| v == name));
+                }
+                handle.apply_object(crd, "kube-harness")?;
+            }
+        }
+        Ok(handle)
     }
 
     /// Start several clusters.
@@ -451,58 +527,62 @@ impl ClusterHandle {
     /// YAML, in order: e.g. the output of `skybridge crd`, then objects of those CRDs. Namespaced
     /// objects without a namespace go to `default`. Returns the stored objects.
     pub fn apply_yaml(&self, yaml: &str, manager: &str) -> Result<Vec<Value>> {
-        use serde::Deserialize;
-        let mut out = Vec::new();
-        for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
-            let v = Value::deserialize(doc).map_err(|e| Error::Config(format!("YAML: {e}")))?;
-            if v.is_null() {
-                continue;
-            }
-            let api_version = v["apiVersion"].as_str().unwrap_or_default();
-            let kind = v["kind"].as_str().unwrap_or_default();
-            let rt = self
-                .inner
-                .store
-                .resource_for_kind(api_version, kind)
-                .ok_or_else(|| Error::Config(format!("no resource serves {api_version} {kind}")))?;
-            let name = v["metadata"]["name"]
+        yaml_documents(yaml)?
+            .into_iter()
+            .map(|v| self.apply_object(v, manager))
+            .collect()
+    }
+
+    /// Server-side apply (forced) of one object; see `apply_yaml`.
+    fn apply_object(&self, v: Value, manager: &str) -> Result<Value> {
+        let api_version = v["apiVersion"].as_str().unwrap_or_default();
+        let kind = v["kind"].as_str().unwrap_or_default();
+        let rt = self
+            .inner
+            .store
+            .resource_for_kind(api_version, kind)
+            .ok_or_else(|| Error::Config(format!("no resource serves {api_version} {kind}")))?;
+        let name = v["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let ns = if rt.namespaced {
+            v["metadata"]["namespace"]
                 .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let ns = if rt.namespaced {
-                v["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("default")
-                    .to_string()
-            } else {
-                String::new()
-            };
-            let mut cfg = v.clone();
-            if rt.namespaced {
-                cfg["metadata"]["namespace"] = Value::String(ns.clone());
-            }
-            let opts = WriteOpts {
-                manager: manager.to_string(),
-                ..Default::default()
-            };
-            let (obj, _) =
-                self.inner
-                    .store
-                    .modify(&rt, &ns, &name, Scope::Main, &opts, false, |live| {
-                        crate::apply::apply(
-                            &rt,
-                            live,
-                            &cfg,
-                            manager,
-                            true,
-                            Scope::Main,
-                            &name,
-                            &crate::store::now(),
-                        )
-                    })?;
-            out.push(obj);
+                .unwrap_or("default")
+                .to_string()
+        } else {
+            String::new()
+        };
+        let mut cfg = v.clone();
+        if rt.namespaced {
+            cfg["metadata"]["namespace"] = Value::String(ns.clone());
         }
-        Ok(out)
+        let opts = WriteOpts {
+            manager: manager.to_string(),
+            ..Default::default()
+        };
+        let (obj, _) =
+            self.inner
+                .store
+                .modify(&rt, &ns, &name, Scope::Main, &opts, false, |live| {
+                    crate::apply::apply(
+                        &rt,
+                        live,
+                        &cfg,
+                        manager,
+                        true,
+                        Scope::Main,
+                        &name,
+                        &crate::store::now(),
+                    )
+                })?;
+        Ok(obj)
+    }
+
+    /// The cluster's storage (for the stand-ins that link clusters).
+    pub(crate) fn store(&self) -> Arc<Store> {
+        self.inner.store.clone()
     }
 
     /// The cluster's latest resourceVersion.

@@ -10,6 +10,7 @@ use crate::operator::kubernetes::events::EventRecorder;
 use crate::operator::kubernetes::memo::AppliedChildren;
 use crate::operator::kubernetes::metrics::Metrics;
 use crate::operator::kubernetes::secrets::SecretCache;
+use crate::operator::traffic::Traffic;
 use kube::ResourceExt;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -47,6 +48,9 @@ pub struct Context {
     /// Consecutive failures per object (any kind), for its backoff.
     failures: Mutex<HashMap<String, u32>>,
     heartbeat: Mutex<Instant>,
+    /// Cross-cluster traffic: the discovery cache, and per deployment the routes, exports and
+    /// drains last written (dropped by [`Context::forget`] with the deployment's memory).
+    pub traffic: Traffic,
 }
 
 /// What the operator remembers of one deployment between its reconciles. Kept in memory only:
@@ -193,6 +197,7 @@ impl Context {
             leader,
             failures: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
+            traffic: Traffic::default(),
         }
     }
 
@@ -302,6 +307,7 @@ impl Context {
     /// Forgets everything remembered of a deployment that is gone: its memory and its backoff.
     pub fn forget(&self, md: &ModelDeployment) {
         self.memory.lock().remove(&Estate::key_of(md));
+        self.traffic.forget(&Estate::key_of(md));
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())

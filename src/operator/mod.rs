@@ -7,6 +7,7 @@
 //!   apply → report, one module per step;
 //! - `pool/`, `policy/`: the ComputePool and BurstPolicy controllers;
 //! - `artifacts/`: artifact planning (pure) and the background syncer;
+//! - `traffic/`: cross-cluster traffic (exports, routes, drains; issue #15);
 //! - `context`: what every reconcile shares, with the per-deployment memory;
 //! - `kubernetes/`: shared Kubernetes plumbing (clusters, the generic applier and sweep, the
 //!   status writer, watches, views, names, Events, metrics).
@@ -20,6 +21,7 @@ pub mod kubernetes;
 pub mod policy;
 pub mod pool;
 pub mod runtime;
+pub mod traffic;
 
 #[cfg(test)]
 mod tests {

@@ -174,6 +174,16 @@ class OperatorChart(unittest.TestCase):
             ("", "namespaces", "patch"),
             ("events.k8s.io", "events", "create"),
             ("events.k8s.io", "events", "patch"),
+            # Traffic (src/operator/traffic): routes in the home cluster, exports per pool.
+            ("gateway.networking.k8s.io", "httproutes", "patch"),
+            ("gateway.networking.k8s.io", "httproutes", "list"),
+            ("gateway.networking.k8s.io", "httproutes", "delete"),
+            ("gateway.networking.k8s.io", "grpcroutes", "patch"),
+            ("gateway.networking.k8s.io", "grpcroutes", "list"),
+            ("gateway.networking.k8s.io", "grpcroutes", "delete"),
+            ("multicluster.x-k8s.io", "serviceexports", "patch"),
+            ("multicluster.x-k8s.io", "serviceexports", "list"),
+            ("multicluster.x-k8s.io", "serviceexports", "delete"),
         }
         have = {(g, r, v) for _, g, r, v in granted(self.default, ("ClusterRole",))}
         self.assertEqual(needs - have, set())
@@ -455,7 +465,11 @@ class MemberChart(unittest.TestCase):
                          ("", "services", "patch"), ("", "services", "delete"),
                          # The operator watches its children there, to find orphans by index.
                          ("", "services", "list"), ("", "services", "watch"),
-                         ("", "namespaces", "create")):
+                         ("", "namespaces", "create"),
+                         ("multicluster.x-k8s.io", "serviceexports", "patch"),
+                         ("multicluster.x-k8s.io", "serviceexports", "delete"),
+                         ("gateway.networking.k8s.io", "httproutes", "patch"),
+                         ("gateway.networking.k8s.io", "grpcroutes", "patch")):
                 self.assertIn(need, have)
             self.assertEqual(("", "secrets", "create") in have, values.get("storeCredentials", False))
             for forbidden in ("pods/exec", "clusterroles", "roles", "rolebindings", "nodes/proxy"):

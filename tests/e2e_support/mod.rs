@@ -6,6 +6,7 @@
 
 pub mod clusters;
 pub mod demand;
+pub mod traffic;
 
 pub use clusters::TestCluster;
 

@@ -23,7 +23,9 @@ use crate::operator::kubernetes::names::{
 };
 use crate::operator::kubernetes::retry::idempotent;
 use crate::operator::kubernetes::views::Written;
+use crate::operator::traffic::{Io, TrafficReport};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -83,6 +85,9 @@ pub struct Applied {
     pub ready: BTreeMap<(String, String), u32>,
     /// The first failure.
     pub error: Option<ApplyError>,
+    /// Cross-cluster traffic written after the children (exports, routes): backends, route
+    /// outcomes, Events to tell, and when to look again.
+    pub traffic: TrafficReport,
 }
 
 /// Applies `desired`, scales stranded workloads in, and sweeps what is not kept.
@@ -159,6 +164,24 @@ pub async fn apply(
             }
         }
     }
+    // Traffic: exports and routes, after the children (their readiness), before the sweep.
+    let traffic = ctx
+        .traffic
+        .after_apply(
+            &Io {
+                clusters: &ctx.clusters,
+                metrics: &ctx.metrics,
+            },
+            md,
+            pools,
+            &decision.plans,
+            &decision.traffic.placed,
+            &ready,
+            &decision.traffic.holds,
+            &observed.reachability,
+            Timestamp::now(),
+        )
+        .await;
     if let Some(err) = scale_stranded(md, ctx, pools, &decision.stranded).await {
         first_error.get_or_insert(err);
     }
@@ -177,6 +200,7 @@ pub async fn apply(
     Applied {
         ready,
         error: first_error,
+        traffic,
     }
 }
 

@@ -165,13 +165,13 @@ pub fn build(
                 None
             };
             let namespace = target_namespace(md, pool);
-            let replicas = decision
-                .stranded
-                .hold
-                .get(&(component.name.clone(), placement.pool.clone()))
-                .copied()
-                .unwrap_or(0)
-                .max(placement.replicas);
+            // Replicas held for stranded workloads' replacements and for draining traffic
+            // backends (see `decide::TrafficHolds`) are kept: max(planned, held).
+            let key = (component.name.clone(), placement.pool.clone());
+            let replicas = [&decision.stranded.hold, &decision.traffic.holds]
+                .into_iter()
+                .filter_map(|hold| hold.get(&key).copied())
+                .fold(placement.replicas, u32::max);
             let deployment = build_deployment(&Placement {
                 deployment: md,
                 component,
@@ -227,8 +227,14 @@ pub fn build(
             }
         }
     }
-    // Stranded workloads kept outside the plan, and their Services.
-    for (component, pool_name) in &decision.stranded.protect {
+    // Stranded workloads kept outside the plan, and pools whose traffic backend drains (a
+    // pool dropped from the plan keeps its workload until the drain ends), with their Services.
+    for (component, pool_name) in decision
+        .stranded
+        .protect
+        .iter()
+        .chain(decision.traffic.holds.keys())
+    {
         let Some(pool) = pools.get(pool_name) else {
             continue;
         };
@@ -951,6 +957,7 @@ spec:
             sweep: crate::operator::kubernetes::applier::SweepMode::Indexed,
             signature: 0,
             notes: Vec::new(),
+            traffic: Default::default(),
         };
         let desired = build(&md, &observed(estate), &decision, "skybridge-system", "img");
         assert!(desired.problems.is_empty());

@@ -83,6 +83,20 @@ pub struct Decision {
     pub signature: u64,
     /// What to tell in Events besides what status changes tell.
     pub notes: Vec<Note>,
+    /// Cross-cluster traffic (issue #15): the replicas held for draining backends.
+    pub traffic: TrafficHolds,
+}
+
+/// Replicas of draining route backends, held until the route has stopped sending to them for
+/// `drainSeconds` (see `crate::operator::traffic`): the Deployment keeps `max(planned, held)`,
+/// and a pool dropped from the plan while its backend drains is spared by the sweep.
+#[derive(Clone, Debug, Default)]
+pub struct TrafficHolds {
+    /// Replicas to keep per (component, pool).
+    pub holds: BTreeMap<stranded::Key, u32>,
+    /// What the previous decision placed (replicas, ready) per (component, pool), for the
+    /// traffic decision after the apply.
+    pub placed: stranded::Placed,
 }
 
 /// Decides for `md`: waits for a planning pass, then the stranded workloads and the sweep.
@@ -150,6 +164,20 @@ pub async fn decide(
         notes.push((severity(warning), reason, note));
     }
 
+    // Traffic: replicas of draining backends are held (decided with the new plan, before the
+    // children are built and applied).
+    let traffic = TrafficHolds {
+        holds: d.traffic.holds(
+            md,
+            &estate.pools,
+            &plans,
+            &placed,
+            &observed.reachability,
+            Timestamp::now(),
+        ),
+        placed,
+    };
+
     let signature = placement_signature(&plans);
     let sweep = sweep_mode(placed_before, d.swept(&key), signature);
     if sweep == SweepMode::List {
@@ -165,6 +193,7 @@ pub async fn decide(
         sweep,
         signature,
         notes,
+        traffic,
     })
 }
 

@@ -26,6 +26,7 @@ use crate::api::{ComputePool, ModelDeployment};
 use crate::operator::kubernetes::applier::SweepMode;
 use crate::operator::kubernetes::metrics::ErrorLabels;
 use crate::operator::kubernetes::status_writer::ReconcileTimer;
+use crate::operator::traffic::Io;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -59,6 +60,12 @@ pub enum Error {
     Report(#[from] report::ReportError),
     #[error("removing the children of a deleted deployment")]
     Cleanup(#[source] crate::operator::error::Error),
+    /// Routes and exports carry no owner reference in remote clusters: they are deleted by the
+    /// cleanup, which waits for every cluster to answer.
+    #[error(
+        "removing the traffic objects of a deleted deployment: routes or exports remain in a cluster that did not answer"
+    )]
+    TrafficCleanup,
     #[error("finalizer")]
     Finalizer(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -73,6 +80,7 @@ impl Error {
             Error::Apply(err) => err.cause().kind(),
             Error::Report(_) => "kube",
             Error::Cleanup(err) => err.kind(),
+            Error::TrafficCleanup => "cluster",
             Error::Finalizer(_) => "finalizer",
         }
     }
@@ -182,6 +190,14 @@ async fn cleanup(md: &ModelDeployment, d: &Deployments) -> Result<Action, Error>
     )
     .await
     .map_err(Error::Cleanup)?;
+    // Traffic: routes and exports carry no owner reference in remote clusters.
+    let io = Io {
+        clusters: &d.clusters,
+        metrics: &d.metrics,
+    };
+    if !d.traffic.cleanup(&io, md, &pools).await {
+        return Err(Error::TrafficCleanup);
+    }
     if let Some(syncer) = &d.artifacts {
         syncer.forget(&kube::runtime::reflector::ObjectRef::from_obj(md));
     }

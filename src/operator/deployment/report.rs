@@ -5,7 +5,7 @@
 use super::apply::{Applied, ApplyError};
 use super::artifacts::Stage;
 use super::build::BuildError;
-use super::decide::{Decision, Note, next_requeue, placement_events};
+use super::decide::{Decision, Note, next_requeue, placement_events, severity};
 use super::observe::Observed;
 use super::status::{Observed as ObservedPlan, StatusInput, deployment_status, first_report_wait};
 use crate::api::{Cloud, ModelDeployment, ModelDeploymentStatus};
@@ -14,6 +14,7 @@ use crate::operator::kubernetes::conditions::same;
 use crate::operator::kubernetes::metrics::DeploymentLabels;
 use crate::operator::kubernetes::names::DEPLOYMENT_MANAGER;
 use crate::operator::kubernetes::status_writer::{ReportedStatus, StatusWriter};
+use crate::operator::traffic::report_into;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::ResourceExt;
@@ -107,6 +108,14 @@ pub async fn report(
         mut notes,
         ..
     } = decision;
+    // Traffic: the Events of drains, cut-offs and route writes.
+    notes.extend(
+        applied
+            .traffic
+            .notes
+            .iter()
+            .map(|(warning, reason, note)| (severity(*warning), *reason, note.clone())),
+    );
     let failure = problems
         .into_iter()
         .next()
@@ -130,7 +139,7 @@ pub async fn report(
         })
         .collect();
     let at = Timestamp::now();
-    let status = deployment_status(StatusInput {
+    let mut status = deployment_status(StatusInput {
         generation: md.metadata.generation,
         previous: md.status.as_ref(),
         components,
@@ -139,6 +148,14 @@ pub async fn report(
         stranded: stranded.entries.clone(),
         now: at,
     });
+    // Traffic: each component's backends and TrafficReady.
+    report_into(
+        &mut status,
+        md.status.as_ref(),
+        &applied.traffic,
+        md.metadata.generation,
+        at,
+    );
     record_metrics(md, ctx, &status);
     let all_ready = status.ready_replicas >= status.desired_replicas;
     notes.extend(Stage::events(md.status.as_ref(), &status));
@@ -169,12 +186,10 @@ pub async fn report(
     ctx.succeeded(md);
     let settled = all_ready && stranded.unresolved().next().is_none();
     let reads_demand = (!observed.demand.demand.is_empty()).then_some(observed.demand.next_read);
-    Ok(Outcome::Done(Action::requeue(next_requeue(
-        &plans,
-        settled,
-        reads_demand,
-        ctx.settings.period,
-    ))))
+    let next = next_requeue(&plans, settled, reads_demand, ctx.settings.period);
+    // Traffic: a drain ending, or a route not yet accepted, is looked at again in time.
+    let next = applied.traffic.next.map_or(next, |t| t.min(next));
+    Ok(Outcome::Done(Action::requeue(next)))
 }
 
 async fn write(

@@ -36,6 +36,17 @@ pub struct PolicyLabels {
     pub policy: String,
 }
 
+/// traffic: one backend of a component's route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficLabels {
+    pub namespace: String,
+    pub deployment: String,
+    pub component: String,
+    pub pool: String,
+    pub kind: String,
+    pub backend: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -51,6 +62,8 @@ pub struct Metrics {
     /// Deployments decided per planning pass (its count is the number of passes).
     pub planning_batch: Histogram,
     pub leader: Gauge,
+    /// traffic: weight of each route backend.
+    pub traffic_weight: Family<TrafficLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -74,6 +87,7 @@ impl Default for Metrics {
             artifact_sync_failures: Family::default(),
             planning_batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             leader: Gauge::default(),
+            traffic_weight: Family::default(), // traffic:
             registry: Registry::default(),
         };
         registry.register(
@@ -131,6 +145,12 @@ impl Default for Metrics {
             "1 on the replica holding the leader lease",
             metrics.leader.clone(),
         );
+        // traffic:
+        registry.register(
+            "traffic_backend_weight",
+            "Weight of a route backend (a component's Service or a pool's ServiceImport)",
+            metrics.traffic_weight.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -148,6 +168,7 @@ impl Metrics {
         self.cost_per_hour.clear();
         self.budget_exhausted.clear();
         self.pool_reachable.clear();
+        self.traffic_weight.clear(); // traffic:
     }
 
     pub fn encode(&self) -> String {
