@@ -25,10 +25,10 @@ use crate::api::{
 use crate::operator::kubernetes::names::{
     child_name, component_labels, placement_labels, service_name,
 };
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use crate::operator::kubernetes::service::serving_spec;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
@@ -72,16 +72,7 @@ pub fn build_pool_export(
     };
     let service = Service {
         metadata: metadata.clone(),
-        spec: Some(ServiceSpec {
-            selector: Some(labels),
-            ports: Some(vec![ServicePort {
-                name: Some("serving".into()),
-                port: i32::from(component.port),
-                target_port: Some(IntOrString::String("serving".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
+        spec: Some(serving_spec(labels, component.port)),
         status: None,
     };
     PoolExport {
@@ -158,7 +149,8 @@ pub fn known_backends(
         .collect()
 }
 
-fn backend_name(
+/// The name of a backend's object: the component's Service, or the pool's `ServiceImport`.
+pub fn backend_name(
     deployment: &ModelDeployment,
     component: &str,
     backend: &BackendDecision,

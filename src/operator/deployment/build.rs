@@ -19,6 +19,7 @@ use crate::operator::kubernetes::names::{
     LABEL_POOL, cluster_key, deployment_labels, target_namespace,
 };
 pub use crate::operator::kubernetes::names::{deployment_name, service_name};
+use crate::operator::kubernetes::service::serving_spec;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -26,8 +27,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
-    VolumeMount,
+    SecretEnvSource, SecurityContext, Service, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -612,16 +612,7 @@ pub fn build_service(
             owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
-        spec: Some(ServiceSpec {
-            selector: Some(labels),
-            ports: Some(vec![ServicePort {
-                name: Some("serving".into()),
-                port: i32::from(component.port),
-                target_port: Some(IntOrString::String("serving".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
+        spec: Some(serving_spec(labels, component.port)),
         status: None,
     }
 }

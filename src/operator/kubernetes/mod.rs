@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod names;
 pub mod retry;
 pub mod secrets;
+pub mod service;
 pub mod status_writer;
 pub mod views;

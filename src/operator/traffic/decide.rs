@@ -6,13 +6,13 @@ use crate::api::{
     BackendKind, Cloud, Component, ComputePool, DataClass, ModelDeployment, TrafficBackendStatus,
     TrafficProtocol, TrafficSpec,
 };
-use crate::operator::kubernetes::names::service_name;
 use crate::operator::kubernetes::names::target_namespace;
 use crate::planner::ComponentPlan;
-use crate::traffic::build::{Route, build_pool_export, build_route, export_name};
+use crate::traffic::build::{
+    Route, backend_name, backend_statuses, build_pool_export, build_route,
+};
 use crate::traffic::resources::McsVersion;
 use crate::traffic::{PoolObservation, PreviousBackend, TrafficInput, cluster_id};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,15 +123,7 @@ pub fn decide(input: DecideInput<'_>) -> Decided {
             })
         })
         .collect();
-    let previous_backends: Vec<PreviousBackend> = previous
-        .iter()
-        .map(|b| PreviousBackend {
-            pool: b.pool.clone(),
-            state: b.state,
-            since: b.since.0.as_second(),
-            weight: b.weight,
-        })
-        .collect();
+    let previous_backends = PreviousBackend::from_status(previous);
     let class = data_class(md, component);
     let decision = crate::traffic::decide(&TrafficInput {
         data_class: class,
@@ -142,25 +134,7 @@ pub fn decide(input: DecideInput<'_>) -> Decided {
         drain_seconds: spec.drain_seconds,
         now: now.as_second(),
     });
-    let name_of = |kind: BackendKind, pool: &str| match kind {
-        BackendKind::Service => service_name(md, &component.name),
-        BackendKind::ServiceImport => export_name(md, &component.name, pool),
-    };
-    let backends: Vec<TrafficBackendStatus> = decision
-        .backends
-        .iter()
-        .map(|b| TrafficBackendStatus {
-            cluster: b.cluster.clone(),
-            pool: b.pool.clone(),
-            kind: b.kind,
-            name: name_of(b.kind, &b.pool),
-            weight: b.weight,
-            ready_replicas: b.ready,
-            state: b.state,
-            since: Time(Timestamp::from_second(b.since).unwrap_or(now)),
-            reason: b.reason.clone(),
-        })
-        .collect();
+    let backends = backend_statuses(md, &component.name, &decision);
     let hold: BTreeMap<String, u32> = decision
         .holds
         .iter()
@@ -216,7 +190,7 @@ pub fn decide(input: DecideInput<'_>) -> Decided {
             (
                 b.kind.as_str().to_string(),
                 namespace,
-                name_of(b.kind, &b.pool),
+                backend_name(md, &component.name, b),
             ),
             clouds,
         );

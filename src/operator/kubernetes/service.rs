@@ -1,0 +1,20 @@
+//! The spec of every Service the operator puts in front of a component's replicas (the
+//! component's Service in a cluster, and a pool's exported Service): one named port, `serving`.
+
+use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+/// A Service spec selecting `selector`'s pods on their `serving` port, served as `port`.
+pub fn serving_spec(selector: BTreeMap<String, String>, port: u16) -> ServiceSpec {
+    ServiceSpec {
+        selector: Some(selector),
+        ports: Some(vec![ServicePort {
+            name: Some("serving".into()),
+            port: i32::from(port),
+            target_port: Some(IntOrString::String("serving".into())),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
