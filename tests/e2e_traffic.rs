@@ -45,13 +45,16 @@ fn route_versions(history: &History) -> Vec<(std::time::Instant, Value)> {
 /// 2. on failback its weight reaches 0 and stays 0 for `drainSeconds` before any public replica
 ///    goes;
 /// 5. an annotation and a label another field manager applied to the route survive the
-///    operator's rewrites (server-side apply).
+///    operator's rewrites (server-side apply);
+/// 6. the exported Service of the public pool is never deleted while the pool serves (the
+///    workload sweep does not take the traffic layer's objects for orphans).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_routes_only_ready_replicas_and_failback_drains_before_removal() {
     let (estate, _set) = start_traffic_estate(2, 8, Duration::from_millis(1500)).await;
     let _operator = Operator::start(&estate).await;
     let routes = History::start(&estate.private, http_routes(), APP_NAMESPACE).await;
     let public = History::start(&estate.public, deployments(), BURST_NAMESPACE).await;
+    let public_services = History::start(&estate.public, services(), BURST_NAMESPACE).await;
 
     estate.apply(&routed_deployment(
         "ranker",
@@ -71,6 +74,25 @@ async fn burst_routes_only_ready_replicas_and_failback_drains_before_removal() {
         replicas_on(&md, "cloud-l4"),
         2,
         "burst: 2 fit at home, 2 go public"
+    );
+
+    // 6. The exported Service stayed, from its creation until now (the sweep runs every
+    //    reconcile: give it a few periods).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let exported = public_services.versions();
+    assert!(
+        exported.iter().any(|v| !v.deleted
+            && v.object["metadata"]["labels"]["skybridge.io/traffic-for"] == "ranker"),
+        "the public pool's Service is exported: {exported:?}"
+    );
+    let deleted: Vec<&str> = exported
+        .iter()
+        .filter(|v| v.deleted)
+        .filter_map(|v| v.object["metadata"]["name"].as_str())
+        .collect();
+    assert!(
+        deleted.is_empty(),
+        "Services deleted in the public pool while it served: {deleted:?}"
     );
 
     // 1. Weight only once ready, over the whole history.

@@ -241,6 +241,10 @@ pub fn http_routes() -> ApiResource {
     }
 }
 
+pub fn services() -> ApiResource {
+    ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&())
+}
+
 pub fn deployments() -> ApiResource {
     ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&())
 }

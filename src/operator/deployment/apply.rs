@@ -18,9 +18,7 @@ use crate::operator::kubernetes::applier::{
 use crate::operator::kubernetes::clusters::ClusterClient;
 use crate::operator::kubernetes::memo::content_hash;
 use crate::operator::kubernetes::metrics::PoolLabels;
-use crate::operator::kubernetes::names::{
-    DEPLOYMENT_MANAGER, deployment_labels, selector, target_namespace,
-};
+use crate::operator::kubernetes::names::{DEPLOYMENT_MANAGER, children_selector, target_namespace};
 use crate::operator::kubernetes::retry::idempotent;
 use crate::operator::kubernetes::views::Written;
 use crate::operator::traffic::{Io, TrafficReport};
@@ -229,7 +227,7 @@ pub async fn sweep(
     mode: SweepMode,
 ) -> Result<bool, Error> {
     let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
-    let labels = selector(&deployment_labels(&namespace, &name));
+    let labels = children_selector(&namespace, &name);
     // Per cluster: its client, the children kept there, the namespaces where its Secrets may
     // be (those of pools whose store has credentials), and whether a pool there is cut off.
     struct Target {

@@ -13,7 +13,7 @@
 
 use crate::api::ModelDeployment;
 use crate::operator::kubernetes::names::{
-    LABEL_COMPONENT, LABEL_DEPLOYMENT, LABEL_NAMESPACE, LABEL_POOL, MANAGED_BY, MANAGED_BY_VALUE,
+    LABEL_COMPONENT, LABEL_DEPLOYMENT, LABEL_NAMESPACE, LABEL_POOL, workload_selector,
 };
 use crate::operator::kubernetes::views::{DeploymentView, ServiceView};
 use futures::StreamExt;
@@ -247,7 +247,7 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let config = watcher::Config::default()
-            .labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"))
+            .labels(&workload_selector())
             .timeout(watch_seconds);
         let index = observed.clone();
         let deployments = watcher(Api::<DeploymentView>::all(client.clone()), config.clone())

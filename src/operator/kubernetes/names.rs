@@ -3,16 +3,20 @@
 
 use std::collections::BTreeMap;
 
-/// Label every child carries; the orphan sweep lists by it.
 /// Field manager of the deployment controller's writes: its children (and their namespaces)
 /// and its status.
 pub const DEPLOYMENT_MANAGER: &str = "skybridge.io/deployment-controller";
+/// Label every object Skybridge creates carries (`kubectl get -l` finds them all).
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "skybridge";
 pub const LABEL_DEPLOYMENT: &str = "skybridge.io/deployment";
 pub const LABEL_NAMESPACE: &str = "skybridge.io/namespace";
 pub const LABEL_COMPONENT: &str = "skybridge.io/component";
 pub const LABEL_POOL: &str = "skybridge.io/pool";
+/// Label on every traffic object (routes, exports and the Services they export; value: the
+/// component). The traffic layer writes and sweeps them; the workload sweep and the children
+/// watch select without them, so that the two never claim the same object.
+pub const LABEL_TRAFFIC: &str = "skybridge.io/traffic-for";
 pub const ANNOTATION_DIGEST: &str = "skybridge.io/model-digest";
 pub const ANNOTATION_VERSION: &str = "skybridge.io/model-version";
 
@@ -109,6 +113,20 @@ pub fn placement_labels(
     let mut labels = component_labels(namespace, name, component);
     labels.insert(LABEL_POOL.to_string(), pool.to_string());
     labels
+}
+
+/// Selects the workload children (Deployments, Services, Secrets) of every deployment: what the
+/// children watch indexes. Traffic objects are not among them (see [`LABEL_TRAFFIC`]).
+pub fn workload_selector() -> String {
+    format!("{MANAGED_BY}={MANAGED_BY_VALUE},!{LABEL_TRAFFIC}")
+}
+
+/// Selects the workload children of one deployment: what the orphan sweep lists.
+pub fn children_selector(namespace: &str, name: &str) -> String {
+    format!(
+        "{},!{LABEL_TRAFFIC}",
+        selector(&deployment_labels(namespace, name))
+    )
 }
 
 /// Label selector string for `kubectl`/list calls.

@@ -10,10 +10,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::discovery::ApiResource;
 use serde_json::Value;
 
-/// Label on every traffic object (value: the component): with the deployment's namespace and
-/// name labels it selects them for the sweep. Not the children's `managed-by` label: the
-/// workload sweep and the children watch are not concerned with them.
-pub const LABEL_TRAFFIC: &str = "skybridge.io/traffic-for";
+pub use crate::operator::kubernetes::names::LABEL_TRAFFIC;
 
 /// Server-side apply of `object` (its `apiVersion`/`kind` set to `resource`'s); returns the
 /// object as stored (for a route: with the status its Gateway wrote).
