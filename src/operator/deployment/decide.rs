@@ -169,6 +169,7 @@ pub async fn decide(
     let traffic = TrafficHolds {
         holds: d.traffic.holds(
             md,
+            &d.traffic_memory(&key),
             &estate.pools,
             &plans,
             &placed,
@@ -999,7 +1000,7 @@ mod tests {
     }
 
     /// Every reconcile leaves memory behind (its decision, burst state, stranded replicas,
-    /// sweep, backoff); deleting the deployments leaves none.
+    /// sweep, traffic, backoff); deleting the deployments leaves none.
     #[tokio::test]
     async fn deleting_deployments_leaves_nothing_remembered_of_them() {
         let (pools, mut pools_writer) = reflector::store();
@@ -1019,6 +1020,7 @@ mod tests {
             let key = Estate::key_of(md);
             d.set_swept(&key, Some(1));
             d.set_stranded(&key, Vec::new());
+            d.set_traffic_memory(&key, Default::default());
             d.backoff(md);
         }
         assert_eq!(d.remembered(), (5, 5));
