@@ -51,6 +51,9 @@ pub struct Context {
     /// Cross-cluster traffic: the discovery cache, and per deployment the routes, exports and
     /// drains last written (dropped by [`Context::forget`] with the deployment's memory).
     pub traffic: Traffic,
+    /// Each pool's last capacity assessment (issue #19): written by the pool controller every
+    /// period, read by planning (shortfall and replicas on doomed nodes to place anew).
+    pub capacity: crate::capacity::observed::CapacityMemory,
 }
 
 /// What the operator remembers of one deployment between its reconciles. Kept in memory only:
@@ -198,6 +201,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
             traffic: Traffic::default(),
+            capacity: Default::default(),
         }
     }
 
