@@ -2,9 +2,9 @@
 //! replicas the planner places anew (a short pool's shortfall, replicas on nodes about to be
 //! reclaimed), which workloads keep their doomed replicas until the node goes, and the Events.
 //!
-//! Replicas on a doomed node are replaced *ahead*: the plan puts their replacements on another
-//! pool at once, while the workload on the doomed pool keeps its replicas (planned + doomed,
-//! at most what runs there) until the node is gone. So ready replicas do not drop while the
+//! Replicas on a doomed node are replaced *ahead*: the plan puts their replacements elsewhere
+//! (another pool, or another node of the same pool) at once, while the workload on the doomed
+//! pool keeps its doomed replicas on top of what the plan puts there until the node is gone. So ready replicas do not drop while the
 //! replacements start, as long as the notice is longer than their start-up; and the traffic
 //! decision, which sees the doomed pool planned lower than it runs, weights that pool by the
 //! replicas that stay (`Draining`) before the node goes.
@@ -54,8 +54,9 @@ pub fn replacements(
 }
 
 /// Replicas kept per (component, pool) while some of them are on nodes about to be reclaimed:
-/// the plan's replicas there plus the doomed ones, at most what runs there. Only where that is
-/// more than the plan.
+/// the plan's replicas there plus the doomed ones. The plan never counts the doomed replicas
+/// (see `to_replace`), so replacements it puts on the pool's other nodes start next to them
+/// (the doomed node is tainted: nothing new lands there).
 pub fn holds(
     md: &ModelDeployment,
     plans: &[ComponentPlan],
@@ -77,16 +78,10 @@ pub fn holds(
                     .map(|x| x.replicas)
                     .sum()
             });
-            let running = capacity
-                .healthy
-                .get(&key)
-                .copied()
-                .unwrap_or(0)
-                .saturating_add(doomed);
-            let keep = planned.saturating_add(doomed).min(running);
-            if keep > planned {
-                holds.insert((component.name.clone(), pool.clone()), keep);
-            }
+            holds.insert(
+                (component.name.clone(), pool.clone()),
+                planned.saturating_add(doomed),
+            );
         }
     }
     holds
@@ -425,31 +420,33 @@ spec:
     }
 
     #[test]
-    fn a_hold_never_exceeds_what_runs_on_the_pool() {
+    fn replacements_on_the_pools_other_nodes_start_next_to_the_doomed_replicas() {
         let mut estate = estate(0, 0);
         let md = estate.deployments[&("shop".into(), "recs".into())].clone();
         let ranker = key("recs", "ranker");
-        // 1 healthy + 2 doomed run on spot; the plan keeps 3 there (it scaled the component
-        // up elsewhere): keep 3 + 2 would start replicas on a pool that loses a node.
+        // 1 healthy + 2 doomed run on spot; the plan keeps the healthy one and puts one
+        // replacement on spot's other node: the workload runs 2 + the 2 doomed until they go.
         let spot = assessed(&mut estate, "spot", &ranker, 0, 0, 2, 1);
         let pools = BTreeMap::from([("spot".to_string(), spot)]);
+        let placement = |pool: &str, replicas| crate::planner::Placement {
+            pool: pool.into(),
+            cloud: Cloud::Public,
+            replicas,
+            reason: String::new(),
+        };
         let plan = crate::planner::ComponentPlan {
             key: ranker.clone(),
             data_class: DataClass::Internal,
             desired_replicas: 3,
-            placements: vec![crate::planner::Placement {
-                pool: "spot".into(),
-                cloud: Cloud::Public,
-                replicas: 3,
-                reason: String::new(),
-            }],
+            placements: vec![placement("spot", 2), placement("ondemand", 1)],
             unplaced: 0,
             reasons: Vec::new(),
             cost_per_hour: 0.0,
         };
-        assert!(
-            holds(&md, &[plan], &pools).is_empty(),
-            "3 planned ≥ 1 + 2 running"
+        let held = holds(&md, &[plan], &pools);
+        assert_eq!(
+            held,
+            BTreeMap::from([(("ranker".to_string(), "spot".to_string()), 4)])
         );
     }
 
