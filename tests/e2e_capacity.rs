@@ -267,10 +267,10 @@ async fn a_reclaimed_spot_node_gets_its_replacements_ready_before_it_goes() {
     let listed = pods.list(&Default::default()).await.expect("pods");
     let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
     for pod in &listed.items {
-        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-            if node.starts_with("cloud-gpu") {
-                *per_node.entry(node).or_default() += 1;
-            }
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone())
+            && node.starts_with("cloud-gpu")
+        {
+            *per_node.entry(node).or_default() += 1;
         }
     }
     let (doomed, doomed_replicas) = per_node

@@ -4,7 +4,9 @@
 use skybridge::estate::{Estate, load_paths};
 use skybridge::planner::ComponentKey;
 use skybridge::simulate::capacity_events::{CapacityEvents, StockoutWindow, busiest_week};
-use skybridge::simulate::{Simulation, SimulationOptions, Trace, parse_trace, simulate_with_events};
+use skybridge::simulate::{
+    Simulation, SimulationOptions, Trace, parse_trace, simulate_with_events,
+};
 use std::path::Path;
 
 const DAY: i64 = 86_400;
@@ -94,8 +96,15 @@ fn run(estate: &Estate, trace: &Trace, events: &CapacityEvents) -> Simulation {
         peak: Some(2_400.0),
         ..Default::default()
     };
-    simulate_with_events(estate, Some(&ranker()), trace, options, events, &mut |_, _| {})
-        .unwrap()
+    simulate_with_events(
+        estate,
+        Some(&ranker()),
+        trace,
+        options,
+        events,
+        &mut |_, _| {},
+    )
+    .unwrap()
 }
 
 #[test]
@@ -152,7 +161,10 @@ fn a_stockout_over_a_peak_makes_the_spot_pool_short_and_moves_its_shortfall_on_d
         after.unmet_demand_fraction > before.unmet_demand_fraction,
         "{before:?} {after:?}"
     );
-    assert!(after.public_cost > before.public_cost, "{before:?} {after:?}");
+    assert!(
+        after.public_cost > before.public_cost,
+        "{before:?} {after:?}"
+    );
     // Runs see the same episode; the lower bound and oracle do not.
     assert_eq!(short.static_threshold.capacity.stockouts, 1);
     assert_eq!(short.oracle, calm.oracle);
@@ -188,11 +200,52 @@ fn the_busiest_week_is_the_one_with_the_most_demand() {
     // 21 days; days 8 to 14 carry twice the demand.
     let mut text = String::from("timestamp,value\n");
     for h in 0..21 * 24 {
-        let value = if (7 * 24..14 * 24).contains(&h) { 200 } else { 100 };
+        let value = if (7 * 24..14 * 24).contains(&h) {
+            200
+        } else {
+            100
+        };
         text.push_str(&format!("{},{value}\n", START + h * 3600));
     }
     let trace = parse_trace(&text, Path::new("weeks.csv")).unwrap();
     assert_eq!(busiest_week(&trace), START + 7 * DAY);
     // Shorter than a week: its start.
     assert_eq!(busiest_week(&self::trace(3)), START);
+}
+
+#[test]
+fn bad_capacity_flags_are_refused_with_exit_2_and_say_why() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let trace = root.join("examples/traces/nyc_taxi.csv");
+    for (flags, says) in [
+        (
+            vec!["--stockout", "nope@busiest-week"],
+            "pool nope, which is not in the given files",
+        ),
+        (
+            vec!["--stockout", "aws-euc1-l4-spot@2014-11-01"],
+            "expected POOL@START+HOURS",
+        ),
+        (
+            vec!["--stockout", "aws-euc1-l4-spot@2014-11-01T00:00:00+0"],
+            "HOURS must be",
+        ),
+        (
+            vec!["--stockouts-per-week", "NaN"],
+            "--stockouts-per-week NaN",
+        ),
+        (vec!["--on-demand-floor", "101"], "must be 0..100"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skybridge"))
+            .args(["simulate", "-f"])
+            .arg(root.join("examples/ecommerce"))
+            .arg("--trace")
+            .arg(&trace)
+            .args(&flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+    }
 }

@@ -384,8 +384,13 @@ fn set_on_demand_floor(
         .and_then(|c| c.burst_policy.clone())
         .ok_or_else(|| format!("--on-demand-floor: {key} has no burstPolicy"))?;
     let Some(policy) = estate.policies.get_mut(&policy) else {
-        return Err(format!("--on-demand-floor: BurstPolicy {policy} is not in the given files"));
+        return Err(format!(
+            "--on-demand-floor: BurstPolicy {policy} is not in the given files"
+        ));
     };
-    std::sync::Arc::make_mut(policy).spec.burst.on_demand_floor_percent = Some(floor);
+    std::sync::Arc::make_mut(policy)
+        .spec
+        .burst
+        .on_demand_floor_percent = Some(floor);
     Ok(())
 }

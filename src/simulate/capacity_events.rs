@@ -307,8 +307,7 @@ pub fn assess_waiting(
 /// component, from the world's own capacities.
 pub fn condition_pools(world: &World, pools: &mut [PoolView], conditions: &[(bool, u32)]) {
     let per_replica = world.per_replica();
-    for ((pool, base), &(short, lost)) in pools.iter_mut().zip(&world.input.pools).zip(conditions)
-    {
+    for ((pool, base), &(short, lost)) in pools.iter_mut().zip(&world.input.pools).zip(conditions) {
         pool.short = short.then(|| "stockout (simulated)".to_string());
         let mut capacity = base.capacity;
         let (fits, _) = capacity.fits(&per_replica);

@@ -528,7 +528,15 @@ pub fn replay(
         );
         fleet.release_draining();
         if let Some(timeline) = world.capacity_events.as_deref() {
-            capacity.step(timeline, now, step, &mut fleet, &mut placer, planned_for, &mut current);
+            capacity.step(
+                timeline,
+                now,
+                step,
+                &mut fleet,
+                &mut placer,
+                planned_for,
+                &mut current,
+            );
         }
         // Account for [now, now + step).
         let capacity = f64::from(fleet.ready_total + fleet.draining_total) * target;

@@ -283,10 +283,7 @@ mod tests {
         assert!(!recovered.assessment.is_short());
         let told = notes(&recovered.assessment, &[]);
         assert_eq!(told.len(), 1);
-        assert_eq!(
-            (told[0].0.clone(), told[0].1),
-            (EventType::Normal, POOL_RECOVERED)
-        );
+        assert_eq!((told[0].0, told[0].1), (EventType::Normal, POOL_RECOVERED));
         let status = with_capacity(
             ComputePoolStatus::default(),
             &pool,
