@@ -196,6 +196,38 @@ fn an_on_demand_floor_reduces_unmet_demand_under_spot_interruptions() {
 }
 
 #[test]
+fn elastic_node_start_up_slows_the_bursts_that_need_new_nodes() {
+    // Every afternoon's burst needs spot nodes the pool scaled away overnight: modelled, those
+    // replicas take the 120 s node start-up on top of the pool's 300 s.
+    let (estate, trace) = (estate(0, 4), trace(4));
+    let instant = run(&estate, &trace, &CapacityEvents::default());
+    let nodes = CapacityEvents {
+        node_kept_seconds: Some(600),
+        ..Default::default()
+    };
+    let modelled = run(&estate, &trace, &nodes);
+    let (a, b) = (instant.policy.metrics, modelled.policy.metrics);
+    assert!(
+        b.unmet_demand_fraction > a.unmet_demand_fraction,
+        "with node start-up {b:?}; without {a:?}"
+    );
+    // Nodes kept up a whole day: every burst after the first finds its nodes.
+    let kept = run(
+        &estate,
+        &trace,
+        &CapacityEvents {
+            node_kept_seconds: Some(4 * DAY),
+            ..Default::default()
+        },
+    );
+    assert!(
+        kept.policy.metrics.unmet_demand_fraction < b.unmet_demand_fraction,
+        "{:?}",
+        kept.policy.metrics
+    );
+}
+
+#[test]
 fn the_busiest_week_is_the_one_with_the_most_demand() {
     // 21 days; days 8 to 14 carry twice the demand.
     let mut text = String::from("timestamp,value\n");

@@ -80,6 +80,11 @@ pub struct SimulateArgs {
     /// Seed of the random stockouts and interruptions: the same seed, the same episodes.
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
+    /// Elastic pools' node start-up: a replica that needs a node the pool does not have up (nodes
+    /// stay up 10 minutes after they were last needed) takes `elastic.nodeStartupSeconds` more
+    /// than the pool's `startupSeconds`. Without it every replica starts in `startupSeconds`.
+    #[arg(long)]
+    node_startup: bool,
     /// Overrides the simulated component's policy `burst.onDemandFloorPercent` (0..100), to
     /// compare what a floor buys.
     #[arg(long, value_name = "PERCENT")]
@@ -369,6 +374,8 @@ fn capacity_events(
         interruptions_per_day: args.spot_interruptions_per_day,
         notice_seconds: i64::from(args.interruption_notice),
         seed: args.seed,
+        // cluster-autoscaler's default scale-down-unneeded-time.
+        node_kept_seconds: args.node_startup.then_some(600),
     })
 }
 

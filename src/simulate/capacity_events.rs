@@ -51,6 +51,11 @@ pub struct CapacityEvents {
     pub notice_seconds: i64,
     /// Seed of the random episodes.
     pub seed: u64,
+    /// Elastic pools' node start-up: a replica that needs a node the pool does not have up
+    /// takes the pool's `elastic.nodeStartupSeconds` more; a node stays up this many seconds
+    /// after it was last needed (cluster-autoscaler's scale-down-unneeded-time is 600).
+    /// `None`: every replica starts in the pool's `startupSeconds`.
+    pub node_kept_seconds: Option<i64>,
 }
 
 impl CapacityEvents {
@@ -58,6 +63,7 @@ impl CapacityEvents {
         self.stockouts.is_empty()
             && self.stockouts_per_week <= 0.0
             && self.interruptions_per_day <= 0.0
+            && self.node_kept_seconds.is_none()
     }
 }
 
@@ -85,6 +91,8 @@ pub struct Timeline {
     /// Per pool: seconds until an interrupted node's capacity is back.
     pub node_back_after: Vec<i64>,
     pub notice_seconds: i64,
+    /// See [`CapacityEvents::node_kept_seconds`].
+    pub node_kept_seconds: Option<i64>,
 }
 
 /// splitmix64: deterministic per seed, no dependency; quality enough for arrival times.
@@ -132,7 +140,10 @@ impl Timeline {
         start: i64,
         end: i64,
     ) -> Result<Self, EventsError> {
-        if events.stockout_seconds < 0 || events.notice_seconds < 0 {
+        if events.stockout_seconds < 0
+            || events.notice_seconds < 0
+            || events.node_kept_seconds.is_some_and(|k| k < 0)
+        {
             return Err(EventsError::Invalid(
                 "durations must not be negative".into(),
             ));
@@ -211,6 +222,7 @@ impl Timeline {
             node_replicas,
             node_back_after,
             notice_seconds: events.notice_seconds,
+            node_kept_seconds: events.node_kept_seconds,
         })
     }
 
@@ -246,6 +258,9 @@ pub struct PoolState {
     pub doomed: Vec<(i64, u32)>,
     /// Capacity of interrupted nodes: (back at, replicas).
     pub lost: Vec<(i64, u32)>,
+    /// Replicas requested at each recent step (elastic node start-up): nodes stay up a while
+    /// after they were last needed.
+    pub history: Vec<(i64, u32)>,
 }
 
 impl PoolState {
@@ -316,6 +331,19 @@ pub fn condition_pools(world: &World, pools: &mut [PoolView], conditions: &[(boo
     }
 }
 
+/// Of `fresh` replicas just requested on an elastic pool that ran `before`, how many land on
+/// nodes still up: the pool's highest replica count over the last `kept` seconds (`history`,
+/// as (time, replicas)) less `before`. The others wait for new nodes.
+pub fn on_nodes_up(history: &[(i64, u32)], now: i64, kept: i64, before: u32, fresh: u32) -> u32 {
+    let peak = history
+        .iter()
+        .filter(|&&(t, _)| t >= now - kept)
+        .map(|&(_, n)| n)
+        .max()
+        .unwrap_or(0);
+    peak.saturating_sub(before).min(fresh)
+}
+
 /// Start of the busiest 7 days of `trace` (largest total demand, hour by hour), or its start
 /// when it is shorter than a week.
 pub fn busiest_week(trace: &crate::simulate::Trace) -> i64 {
@@ -373,6 +401,18 @@ pub fn parse_stockout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_replicas_use_nodes_kept_up_and_wait_for_the_rest() {
+        // The pool ran 6 replicas 5 minutes ago, 2 now; 5 more are asked for: 4 fit on the
+        // nodes still up (kept 10 minutes), 1 waits for a new node.
+        let history = [(0, 6), (300, 2), (540, 2)];
+        assert_eq!(on_nodes_up(&history, 600, 600, 2, 5), 4);
+        // 11 minutes later the 6-replica nodes are gone.
+        assert_eq!(on_nodes_up(&history, 960, 600, 2, 5), 0);
+        assert_eq!(on_nodes_up(&[], 0, 600, 0, 3), 0, "a pool scaled from zero");
+        assert_eq!(on_nodes_up(&history, 600, 600, 2, 1), 1);
+    }
 
     #[test]
     fn arrivals_are_deterministic_per_seed_and_follow_the_rate() {

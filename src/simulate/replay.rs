@@ -699,18 +699,61 @@ impl CapacityRun {
             }
             state.tracker = assessment.state;
         }
-        if !changed {
-            return;
+        if changed {
+            fleet.totals();
+            placer.conditions = self
+                .pools
+                .iter()
+                .map(|s| (s.tracker.shortage.is_some(), s.lost_total()))
+                .collect();
+            let index = placer.place(planned_for.0, planned_for.1, &fleet.requested);
+            fleet.apply(&placer.plans[index].0, now);
+            *current = index;
+        }
+        if let Some(kept) = timeline.node_kept_seconds {
+            self.wait_for_nodes(timeline, kept, now, fleet);
+        }
+    }
+}
+
+impl CapacityRun {
+    /// Elastic node start-up: of the replicas requested on an elastic pool at `now` (by the
+    /// scaler or a re-plan), those beyond the nodes still up wait the pool's node start-up too.
+    fn wait_for_nodes(
+        &mut self,
+        timeline: &super::capacity_events::Timeline,
+        kept: i64,
+        now: i64,
+        fleet: &mut Fleet<'_>,
+    ) {
+        let world = fleet.world;
+        for (p, state) in self.pools.iter_mut().enumerate() {
+            state.history.retain(|&(t, _)| t >= now - kept);
+            if let Some(node_startup) = timeline.settings[p].node_startup_seconds
+                && !timeline.stocked_out(p, now)
+            {
+                let ready_at = now + world.startup[p];
+                let mut fresh = 0;
+                while let Some(&(at, n)) = fleet.pending[p].back() {
+                    if at != ready_at {
+                        break;
+                    }
+                    fresh += n;
+                    fleet.pending[p].pop_back();
+                }
+                let before = fleet.requested[p].saturating_sub(fresh);
+                let warm =
+                    super::capacity_events::on_nodes_up(&state.history, now, kept, before, fresh);
+                if warm > 0 {
+                    fleet.pending[p].push_back((ready_at, warm));
+                }
+                if fresh > warm {
+                    fleet.pending[p].push_back((ready_at + i64::from(node_startup), fresh - warm));
+                }
+            }
+            state.history.push((now, fleet.requested[p]));
         }
         fleet.totals();
-        placer.conditions = self
-            .pools
-            .iter()
-            .map(|s| (s.tracker.shortage.is_some(), s.lost_total()))
-            .collect();
-        let index = placer.place(planned_for.0, planned_for.1, &fleet.requested);
-        fleet.apply(&placer.plans[index].0, now);
-        *current = index;
     }
 }
 
