@@ -51,6 +51,9 @@ pub struct Context {
     /// Cross-cluster traffic: the discovery cache (what it remembers per deployment is in
     /// [`DeploymentMemory::traffic`]).
     pub traffic: Traffic,
+    /// Each pool's last capacity assessment (issue #19): written by the pool controller every
+    /// period, read by planning (shortfall and replicas on doomed nodes to place anew).
+    pub capacity: crate::capacity::observed::CapacityMemory,
 }
 
 /// What the operator remembers of one deployment between its reconciles. Kept in memory only:
@@ -201,6 +204,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
             traffic: Traffic::default(),
+            capacity: Default::default(),
         }
     }
 

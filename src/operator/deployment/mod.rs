@@ -15,6 +15,7 @@ pub mod apply;
 pub mod artifacts;
 pub mod batch;
 pub mod build;
+pub mod capacity;
 pub mod decide;
 pub mod observe;
 pub mod planning;

@@ -67,6 +67,9 @@ pub struct Request<'a> {
     pub demand: &'a BTreeMap<String, Option<f64>>,
     /// The burst controller's state per component, from the previous decision.
     pub states: &'a BTreeMap<String, ControllerState>,
+    /// Replicas per component and pool to place anew (issue #19): stuck in a short pool or on a
+    /// node about to be reclaimed (see `capacity::observed::PoolCapacity::to_replace`).
+    pub replace: &'a BTreeMap<String, BTreeMap<String, u32>>,
 }
 
 /// Plans the estate for one reconcile of `md`: its components with a burst policy run a tick of
@@ -85,6 +88,7 @@ pub fn decide(
         deployment: md,
         demand,
         states,
+        replace: &BTreeMap::new(),
     };
     decide_together(estate, &[request], now)
         .pop()
@@ -132,6 +136,9 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
             let mut planned =
                 component_request(estate, &classes, md, component, component.replicas.min);
             planned.current = current;
+            if let Some(replace) = request.replace.get(&component.name) {
+                planned.replace = replace.clone();
+            }
             components.push(planned);
         }
     }
@@ -385,11 +392,13 @@ mod tests {
                 deployment: &ranker,
                 demand: &demand,
                 states: &none,
+                replace: &BTreeMap::new(),
             },
             Request {
                 deployment: &multitask,
                 demand: &no_demand,
                 states: &none,
+                replace: &BTreeMap::new(),
             },
         ];
         let decided = decide_together(&estate, &requests, 1_700_000_000);
