@@ -768,7 +768,8 @@ fn volatility_headroom_follows_measured_spikes() {
         for k in 0..720i64 {
             let spike = spiky && k % 60 < 3;
             let obs = Observation {
-                demand: Some(if spike { 30.0 } else { 20.0 } * 400.0),
+                // A fifth above the level: spikes, not surges (see `burst::SURGE_GROWTH`).
+                demand: Some(if spike { 24.0 } else { 20.0 } * 400.0),
                 current_replicas: desired.max(4),
                 public_replicas: 0,
                 private_capacity: 4,

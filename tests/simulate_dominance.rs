@@ -178,27 +178,23 @@ fn assert_oracle_between(sim: &Simulation, what: &str) {
 }
 
 #[test]
-fn twitter_volume_aapl_criteria_that_hold_and_oracle_between_bound_and_runs() {
+fn twitter_volume_aapl_dominates_the_static_threshold_and_oracle_between_bound_and_runs() {
     let sim = at_twice_private(&shared("twitter_volume_aapl"));
-    assert_criteria(
-        &sim,
-        "aapl",
-        &["public spend", "scale changes", "unmet 0.1%"],
-    );
+    assert_eq!(dominance(&sim), Ok(()), "aapl");
     assert_oracle_between(&sim, "aapl");
 }
 
 #[test]
-fn twitter_volume_fb_criteria_that_hold_and_oracle_between_bound_and_runs() {
+fn twitter_volume_fb_dominates_the_static_threshold_and_oracle_between_bound_and_runs() {
     let sim = at_twice_private(&shared("twitter_volume_fb"));
-    assert_criteria(&sim, "fb", &["unmet", "unmet 0.1%", "scale changes"]);
+    assert_eq!(dominance(&sim), Ok(()), "fb");
     assert_oracle_between(&sim, "fb");
 }
 
 #[test]
-fn twitter_volume_ibm_criteria_that_hold_and_oracle_between_bound_and_runs() {
+fn twitter_volume_ibm_dominates_the_static_threshold_and_oracle_between_bound_and_runs() {
     let sim = at_twice_private(&shared("twitter_volume_ibm"));
-    assert_criteria(&sim, "ibm", &["unmet", "unmet 0.1%", "scale changes"]);
+    assert_eq!(dominance(&sim), Ok(()), "ibm");
     assert_oracle_between(&sim, "ibm");
 }
 
