@@ -268,16 +268,16 @@ pub struct ControllerState {
     pub budget_bound: bool,
 }
 
-/// A block of replicas requested at once for a surge (see [`SURGE_GROWTH`]): a floor while
-/// demand stays above [`SURGE_UTILISATION`] of what was requested before it.
+/// The blocks of replicas requested at once for a surge (see [`SURGE_GROWTH`]): a floor, each
+/// block while demand stays above [`SURGE_UTILISATION`] of what was requested before it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Surge {
-    /// Unix seconds the block was requested.
+    /// Unix seconds the last block was requested.
     pub since: i64,
-    /// Replicas requested before the block.
+    /// Replicas requested before the surge's first block.
     pub base: u32,
-    /// Replicas with the block: the floor while the surge lasts.
+    /// Replicas with the blocks: the floor while the surge lasts.
     pub floor: u32,
 }
 
@@ -784,14 +784,25 @@ impl BurstController {
             .pending_forecasts
             .front()
             .is_some_and(|f| demand > (1.0 + SURGE_GROWTH) * f.flat);
-        if let Some(s) = state.surge
-            && demand < SURGE_UTILISATION * f64::from(s.base) * c.target_per_replica
-        {
-            // The surge is over: what was requested before the block serves demand with room
-            // to spare, so the blocks go at once (the forecast still carries the rise).
-            state.surge = None;
-            if !rising {
-                let released = desired.min(s.base.max(floor));
+        let block = surge_block(c.max);
+        if let Some(s) = state.surge.as_mut() {
+            // A block whose replicas before it serve demand with room to spare goes at once
+            // (the forecast still carries the rise, so the usual scale-down would hold it).
+            let floor_before = s.floor;
+            while s.floor > s.base {
+                let without = s.floor.saturating_sub(block).max(s.base);
+                if demand >= SURGE_UTILISATION * f64::from(without) * c.target_per_replica {
+                    break;
+                }
+                s.floor = without;
+            }
+            let lowered = s.floor < floor_before;
+            let left = s.floor;
+            if left <= s.base {
+                state.surge = None;
+            }
+            if lowered && !rising {
+                let released = desired.min(left.max(floor));
                 return (released != desired).then_some(released);
             }
         }
@@ -811,8 +822,8 @@ impl BurstController {
             let now_needs = replicas_at(demand, self.derived.factor);
             state.surge = Some(Surge {
                 since: now,
-                base: current,
-                floor: (current + surge_block(c.max)).max(now_needs).min(c.max),
+                base: state.surge.map_or(current, |s| s.base),
+                floor: (current + block).max(now_needs).min(c.max),
             });
         }
         let held = desired
