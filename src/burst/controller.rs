@@ -110,8 +110,8 @@ pub fn burst_quantum(public: u32) -> u32 {
 /// trace's steepest half-hour: 17% of demand over the spot start-up).
 pub const SURGE_GROWTH: f64 = 0.25;
 
-/// Utilisation of the requested replicas above which a surge gets a block (and under which, of
-/// the replicas before the block, the block's floor ends).
+/// Utilisation of the requested replicas above which a surge gets a block, and under which, of
+/// the replicas before a block, the block goes.
 pub const SURGE_UTILISATION: f64 = 0.8;
 
 /// A surge's block: this fraction of the component's `max` (at least one replica).
@@ -268,8 +268,8 @@ pub struct ControllerState {
     pub budget_bound: bool,
 }
 
-/// The blocks of replicas requested at once for a surge (see [`SURGE_GROWTH`]): a floor, each
-/// block while demand stays above [`SURGE_UTILISATION`] of what was requested before it.
+/// The blocks of replicas requested at once for a surge (see [`SURGE_GROWTH`]): while the surge
+/// lasts, the replicas above private capacity are these.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Surge {
@@ -277,7 +277,7 @@ pub struct Surge {
     pub since: i64,
     /// Replicas requested before the surge's first block.
     pub base: u32,
-    /// Replicas with the blocks: the floor while the surge lasts.
+    /// Replicas with the blocks, lowered as demand falls; the surge ends at `base`.
     pub floor: u32,
 }
 
@@ -649,7 +649,14 @@ impl BurstController {
                     desired = current;
                     why = Why::Stabilized;
                 }
-                if let Some(surged) = self.surge(state, demand, now, current, desired, floor) {
+                if let Some(surged) = self.surge(
+                    state,
+                    demand,
+                    now,
+                    (current, desired),
+                    floor,
+                    observation.private_capacity,
+                ) {
                     desired = surged;
                     why = Why::Surge;
                 }
@@ -758,25 +765,31 @@ impl BurstController {
         }
     }
 
-    /// The surge floor (see [`SURGE_GROWTH`]): `Some(replicas)` when it overrides `desired`.
-    /// A block of [`surge_block`] replicas (at least what demand needs now) is requested at once
-    /// when demand has grown by more than [`SURGE_GROWTH`] within the public start-up and passes [`SURGE_UTILISATION`] of
-    /// the replicas requested (unless a block is starting); while the block starts nothing more
-    /// is added (replicas chasing a spike arrive after it); the block is a floor until demand
-    /// falls under [`SURGE_UTILISATION`] of the replicas before it, and the usual scale-down
-    /// then releases it (at once when demand falls steeply).
+    /// The surge rule (see [`SURGE_GROWTH`]): `Some(replicas)` when it overrides `desired`.
+    /// While demand rises by more than [`SURGE_GROWTH`] within the public start-up, the forecast
+    /// adds nothing onto public pools; a block of [`surge_block`] replicas (at least what demand
+    /// needs now) is requested at once when demand passes [`SURGE_UTILISATION`] of the replicas
+    /// requested and no block is starting (replicas chasing a spike arrive after it). A block
+    /// goes at once when demand falls under [`SURGE_UTILISATION`] of the replicas before it;
+    /// once the rise is over and no block starts, the usual decision may keep less. The surge
+    /// ends when every block is gone.
     #[inline(always)]
     fn surge(
         &self,
         state: &mut ControllerState,
         demand: f64,
         now: i64,
-        current: u32,
-        desired: u32,
+        (current, desired): (u32, u32),
         floor: u32,
+        private_capacity: u32,
     ) -> Option<u32> {
         let startup = self.config.public_startup_seconds?;
         let c = &self.config;
+        // Only over owned private capacity kept warm: shared private replicas follow demand
+        // (and a block could land on them), as before this rule.
+        if !c.keep_private_warm {
+            return None;
+        }
         // Growth since about one public start-up ago: the oldest forecast still awaiting its
         // outcome was made then, at the demand it keeps as its flat forecast. Over a whole
         // start-up, not one tick, so a noisy sample is no surge.
@@ -786,8 +799,9 @@ impl BurstController {
             .is_some_and(|f| demand > (1.0 + SURGE_GROWTH) * f.flat);
         let block = surge_block(c.max);
         if let Some(s) = state.surge.as_mut() {
-            // A block whose replicas before it serve demand with room to spare goes at once
-            // (the forecast still carries the rise, so the usual scale-down would hold it).
+            // A block whose replicas before it serve demand under [`SURGE_UTILISATION`] goes at
+            // once (the forecast still carries the rise, so the usual scale-down would hold
+            // it); once the rise is over and no block starts, the usual decision may keep less.
             let floor_before = s.floor;
             while s.floor > s.base {
                 let without = s.floor.saturating_sub(block).max(s.base);
@@ -795,6 +809,9 @@ impl BurstController {
                     break;
                 }
                 s.floor = without;
+            }
+            if !rising && now - s.since >= i64::from(startup) {
+                s.floor = s.floor.min(desired.max(s.base).max(floor));
             }
             let lowered = s.floor < floor_before;
             let left = s.floor;
@@ -809,8 +826,8 @@ impl BurstController {
         if !rising && state.surge.is_none() {
             return None;
         }
-        // In a surge the forecast cannot size what comes: no scale-up but by blocks, and none
-        // while a block starts.
+        // In a surge the forecast cannot size what comes: no scale-up onto public pools but by
+        // blocks, and none while a block starts.
         let starting = state
             .surge
             .is_some_and(|s| now - s.since < i64::from(startup));
@@ -826,10 +843,12 @@ impl BurstController {
                 floor: (current + block).max(now_needs).min(c.max),
             });
         }
-        let held = desired
-            .min(current)
-            .max(state.surge.map_or(0, |s| s.floor))
-            .min(c.max);
+        // Private replicas start fast: what private capacity holds is not chasing.
+        let held = match state.surge {
+            Some(s) => s.floor.max(desired.min(private_capacity)),
+            None => desired.min(current.max(private_capacity)),
+        }
+        .min(c.max);
         (held != desired).then_some(held)
     }
 
