@@ -770,9 +770,8 @@ impl BurstController {
     /// adds nothing onto public pools; a block of [`surge_block`] replicas (at least what demand
     /// needs now) is requested at once when demand passes [`SURGE_UTILISATION`] of the replicas
     /// requested and no block is starting (replicas chasing a spike arrive after it). A block
-    /// goes at once when demand falls under [`SURGE_UTILISATION`] of the replicas before it;
-    /// once the rise is over and no block starts, the usual decision may keep less. The surge
-    /// ends when every block is gone.
+    /// goes at once when demand falls under [`SURGE_UTILISATION`] of the replicas before it.
+    /// The surge ends when every block is gone.
     #[inline(always)]
     fn surge(
         &self,
@@ -801,7 +800,7 @@ impl BurstController {
         if let Some(s) = state.surge.as_mut() {
             // A block whose replicas before it serve demand under [`SURGE_UTILISATION`] goes at
             // once (the forecast still carries the rise, so the usual scale-down would hold
-            // it); once the rise is over and no block starts, the usual decision may keep less.
+            // it).
             let floor_before = s.floor;
             while s.floor > s.base {
                 let without = s.floor.saturating_sub(block).max(s.base);
@@ -809,9 +808,6 @@ impl BurstController {
                     break;
                 }
                 s.floor = without;
-            }
-            if !rising && now - s.since >= i64::from(startup) {
-                s.floor = s.floor.min(desired.max(s.base).max(floor));
             }
             let lowered = s.floor < floor_before;
             let left = s.floor;
