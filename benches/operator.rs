@@ -582,6 +582,22 @@ async fn wait_operator_ready(port: u16) -> Result<()> {
     .await
 }
 
+/// The hub before the operator starts: the CRDs, the namespaces, the member clusters'
+/// kubeconfig Secrets, and `extra`.
+fn prepare_hub(c: &Clusters, extra: &[Value]) -> Result<()> {
+    c.hub.apply_yaml(&skybridge::api::crds_yaml()?, "bench")?;
+    let setup = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}}),
+        secret("private-kubeconfig", c.private.kubeconfig_yaml()),
+        secret("public-kubeconfig", c.public.kubeconfig_yaml()),
+    ];
+    for object in setup.iter().chain(extra) {
+        c.hub.apply_yaml(&serde_json::to_string(object)?, "bench")?;
+    }
+    Ok(())
+}
+
 /// Reconciles finished so far, by controller, from the operator's `/metrics`.
 async fn reconciles(port: u16) -> Result<std::collections::BTreeMap<String, u64>> {
     let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
@@ -614,22 +630,14 @@ fn requests(c: &Clusters) -> [std::collections::BTreeMap<String, u64>; 3] {
 ///    counted over `window`.
 async fn requests_per_reconcile(n: usize, window: Duration) -> Result<()> {
     let c = clusters(n).await?;
-    c.hub.apply_yaml(&skybridge::api::crds_yaml()?, "bench")?;
-    let setup = [
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}}),
-        secret("private-kubeconfig", c.private.kubeconfig_yaml()),
-        secret("public-kubeconfig", c.public.kubeconfig_yaml()),
-        json!({
+    prepare_hub(
+        &c,
+        &[json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "store-credentials", "namespace": OPERATOR_NAMESPACE},
             "stringData": {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"},
-        }),
-    ];
-    for object in setup {
-        c.hub
-            .apply_yaml(&serde_json::to_string(&object)?, "bench")?;
-    }
+        })],
+    )?;
     let pools = pools_yaml(n * 2).replace(
         "pathStyle: true}",
         "pathStyle: true, credentialsSecretRef: {name: store-credentials}}",
@@ -768,17 +776,7 @@ async fn main_runs(n: usize, runs: usize) -> Result<()> {
 async fn run_once(n: usize) -> Result<Figures> {
     // ---- 1. the operator ----
     let c = clusters(n).await?;
-    c.hub.apply_yaml(&skybridge::api::crds_yaml()?, "bench")?;
-    let setup = [
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}}),
-        secret("private-kubeconfig", c.private.kubeconfig_yaml()),
-        secret("public-kubeconfig", c.public.kubeconfig_yaml()),
-    ];
-    for object in setup {
-        c.hub
-            .apply_yaml(&serde_json::to_string(&object)?, "bench")?;
-    }
+    prepare_hub(&c, &[])?;
     c.hub.apply_yaml(&pools_yaml(n * 2), "bench")?;
     let port = free_port()?;
     let operator = spawn_operator(&c, port, &["--manage-artifacts", "false"])?;
