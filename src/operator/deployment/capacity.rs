@@ -139,7 +139,6 @@ mod tests {
     use crate::operator::deployment::planning::{Request, decide_together};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use k8s_openapi::jiff::Timestamp;
-    use kube::ResourceExt;
     use proptest::prelude::*;
     use std::sync::Arc;
 
@@ -190,19 +189,7 @@ spec:
         );
         let mut estate = Estate::default();
         for object in crate::estate::parse_documents(&text) {
-            match object.unwrap() {
-                crate::estate::Object::Pool(p) => {
-                    estate.pools.insert(p.name_any(), Arc::new(*p));
-                }
-                crate::estate::Object::Policy(p) => {
-                    estate.policies.insert(p.name_any(), Arc::new(*p));
-                }
-                crate::estate::Object::Deployment(d) => {
-                    estate
-                        .deployments
-                        .insert((d.namespace().unwrap(), d.name_any()), Arc::new(*d));
-                }
-            }
+            estate.insert(object.unwrap());
         }
         estate
     }

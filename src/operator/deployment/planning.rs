@@ -270,7 +270,6 @@ mod tests {
     use super::*;
     use crate::api::{Cloud, ComponentStatus, ModelDeploymentStatus, PlacementStatus};
     use crate::estate::parse_documents;
-    use kube::ResourceExt;
 
     fn estate() -> Estate {
         let text = std::fs::read_to_string(concat!(
@@ -292,22 +291,7 @@ mod tests {
             .unwrap();
         let mut estate = Estate::default();
         for object in parse_documents(&text) {
-            match object.unwrap() {
-                crate::estate::Object::Pool(p) => {
-                    estate.pools.insert(p.name_any(), std::sync::Arc::new(*p));
-                }
-                crate::estate::Object::Policy(p) => {
-                    estate
-                        .policies
-                        .insert(p.name_any(), std::sync::Arc::new(*p));
-                }
-                crate::estate::Object::Deployment(d) => {
-                    estate.deployments.insert(
-                        (d.namespace().unwrap(), d.name_any()),
-                        std::sync::Arc::new(*d),
-                    );
-                }
-            }
+            estate.insert(object.unwrap());
         }
         estate
     }
@@ -542,7 +526,6 @@ mod failback_hold_tests {
         PlacementStatus,
     };
     use crate::estate::parse_documents;
-    use kube::ResourceExt;
     use proptest::prelude::*;
     use std::sync::Arc;
 
@@ -599,19 +582,7 @@ spec:
         );
         let mut estate = Estate::default();
         for object in parse_documents(&text) {
-            match object.expect("the test's estate parses") {
-                crate::estate::Object::Pool(p) => {
-                    estate.pools.insert(p.name_any(), Arc::new(*p));
-                }
-                crate::estate::Object::Policy(p) => {
-                    estate.policies.insert(p.name_any(), Arc::new(*p));
-                }
-                crate::estate::Object::Deployment(d) => {
-                    estate
-                        .deployments
-                        .insert((d.namespace().unwrap(), d.name_any()), Arc::new(*d));
-                }
-            }
+            estate.insert(object.expect("the test's estate parses"));
         }
         estate
     }
