@@ -173,7 +173,7 @@ pub async fn decide(
     let traffic = TrafficHolds {
         holds: d.traffic.holds(
             md,
-            &d.traffic_memory(&key),
+            d.traffic_memory(&key),
             &estate.pools,
             &plans,
             &placed,

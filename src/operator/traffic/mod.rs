@@ -154,14 +154,14 @@ impl Traffic {
     pub fn holds(
         &self,
         md: &ModelDeployment,
-        memory: &TrafficMemory,
+        memory: TrafficMemory,
         pools: &BTreeMap<String, Arc<ComputePool>>,
         plans: &[ComponentPlan],
         placed: &BTreeMap<PoolKey, (u32, u32)>,
         reachability: &BTreeMap<String, Option<String>>,
         now: Timestamp,
     ) -> BTreeMap<PoolKey, u32> {
-        let remembered = resumed(memory.clone(), md);
+        let remembered = resumed(memory, md);
         let mut holds = BTreeMap::new();
         for (component, plan) in md.spec.components.iter().zip(plans) {
             let Some(spec) = &component.traffic else {
