@@ -6,6 +6,7 @@
 //! Also here: how many of a component's replicas on a pool the planner must place anew, and the
 //! tracker's state resumed from a pool's status after a restart.
 
+use super::drain::{BoundReplica, DrainMemory, SERVING_LABEL, serving_on_healthy};
 use super::signals::{reclamation_signal, unschedulable_since};
 use super::{Assessment, NodeObservation, PendingReplica, PoolObservation, Shortage, TrackerState};
 use crate::api::ComputePoolStatus;
@@ -20,6 +21,8 @@ pub struct Observed {
     pub observation: PoolObservation,
     /// Replicas per component running on a node of the pool that is not about to go.
     pub healthy: BTreeMap<ComponentKey, u32>,
+    /// Every replica bound to a node of the pool, for the drain decision (`capacity::drain`).
+    pub replicas: Vec<BoundReplica>,
 }
 
 /// Reads one pool: `nodes` are the pool's Nodes (its node selector), `pods` the Skybridge pods
@@ -56,6 +59,7 @@ pub fn observe_pool(
     let mut pending = Vec::new();
     let mut healthy: BTreeMap<ComponentKey, u32> = BTreeMap::new();
     let mut on_doomed: BTreeMap<String, BTreeMap<ComponentKey, u32>> = BTreeMap::new();
+    let mut replicas = Vec::new();
     for pod in pods {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed"))
@@ -78,6 +82,21 @@ pub fn observe_pool(
             // Not looked at by the scheduler yet: neither stuck nor running.
             continue;
         };
+        if known.contains(node) {
+            replicas.push(BoundReplica {
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                component: component.clone(),
+                node: node.to_string(),
+                doomed: doomed.contains(node),
+                ready: is_ready(pod),
+                serving_label: pod
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVING_LABEL).cloned()),
+            });
+        }
         if doomed.contains(node) {
             *on_doomed
                 .entry(node.to_string())
@@ -95,6 +114,7 @@ pub fn observe_pool(
     }
     // Stable order, so that the same objects give the same observation.
     pending.sort_by(|a, b| (&a.component, a.since).cmp(&(&b.component, b.since)));
+    replicas.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Observed {
         observation: PoolObservation {
             at,
@@ -102,7 +122,18 @@ pub fn observe_pool(
             nodes: node_observations,
         },
         healthy,
+        replicas,
     }
+}
+
+/// `Ready=True` in the pod's conditions.
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// What the operator keeps of a pool's last assessment, for planning.
@@ -110,6 +141,11 @@ pub fn observe_pool(
 pub struct PoolCapacity {
     pub assessment: Assessment,
     pub healthy: BTreeMap<ComponentKey, u32>,
+    /// Ready replicas per component in the Services' endpoints on nodes not about to go: the
+    /// pool's part of what serves elsewhere when another pool drains (`capacity::drain`).
+    pub serving: BTreeMap<ComponentKey, u32>,
+    /// What the pool's last drain decision remembers.
+    pub drain: DrainMemory,
 }
 
 impl PoolCapacity {
@@ -128,6 +164,17 @@ impl PoolCapacity {
             .saturating_add(self.doomed(component));
         let healthy = self.healthy.get(component).copied().unwrap_or(0);
         lost.min(current.saturating_sub(healthy))
+    }
+
+    /// The pool's capacity from one observation: `serving` from its replicas, the drain memory
+    /// empty (the pool controller sets it once it decided).
+    pub fn of(assessment: Assessment, observed: &Observed) -> Self {
+        Self {
+            assessment,
+            healthy: observed.healthy.clone(),
+            serving: serving_on_healthy(&observed.replicas),
+            drain: DrainMemory::default(),
+        }
     }
 
     /// `component`'s replicas on nodes of this pool about to be reclaimed.
@@ -171,8 +218,28 @@ impl CapacityMemory {
         self.lock().get(pool).map(|c| c.assessment.state.clone())
     }
 
-    pub fn record(&self, pool: &str, capacity: PoolCapacity) {
-        self.lock().insert(pool.to_string(), capacity);
+    /// Records `pool`'s new assessment, keeping the drain memory it had (the drain decision,
+    /// which comes after, replaces it with [`Self::set_drain`]).
+    pub fn record(&self, pool: &str, mut capacity: PoolCapacity) {
+        let mut pools = self.lock();
+        if let Some(previous) = pools.get(pool) {
+            capacity.drain = previous.drain.clone();
+        }
+        pools.insert(pool.to_string(), capacity);
+    }
+
+    /// What `pool`'s last drain decision remembers.
+    pub fn drain(&self, pool: &str) -> DrainMemory {
+        self.lock()
+            .get(pool)
+            .map(|c| c.drain.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn set_drain(&self, pool: &str, memory: DrainMemory) {
+        if let Some(capacity) = self.lock().get_mut(pool) {
+            capacity.drain = memory;
+        }
     }
 
     /// Forgets the pools `keep` says are gone, so that a deleted pool leaves nothing behind.
@@ -320,10 +387,7 @@ mod tests {
         let seen = observe_pool(at("2026-12-03T10:00:20Z"), &nodes, &pods, by_label);
         let assessment = assess(&settings(), &TrackerState::default(), &seen.observation);
         assert!(assessment.is_short());
-        let capacity = PoolCapacity {
-            assessment,
-            healthy: seen.healthy,
-        };
+        let capacity = PoolCapacity::of(assessment, &seen);
         assert_eq!(capacity.to_replace(&key("ranker"), 4), 2);
         // The decision recorded 2 on the pool; before the pods are gone the same assessment
         // must not take 2 more away.
@@ -346,10 +410,10 @@ mod tests {
             pod("ranker", None, None, "Pending"),
         ];
         let seen = observe_pool(at("2026-12-03T10:00:20Z"), &nodes, &pods, by_label);
-        let capacity = PoolCapacity {
-            assessment: assess(&settings(), &TrackerState::default(), &seen.observation),
-            healthy: seen.healthy,
-        };
+        let capacity = PoolCapacity::of(
+            assess(&settings(), &TrackerState::default(), &seen.observation),
+            &seen,
+        );
         assert_eq!(capacity.to_replace(&key("ranker"), 5), 0);
     }
 
@@ -365,10 +429,10 @@ mod tests {
             pod("ranker", Some("spot-b"), None, "Running"),
         ];
         let seen = observe_pool(at("2026-12-03T10:00:20Z"), &nodes, &pods, by_label);
-        let capacity = PoolCapacity {
-            assessment: assess(&settings(), &TrackerState::default(), &seen.observation),
-            healthy: seen.healthy,
-        };
+        let capacity = PoolCapacity::of(
+            assess(&settings(), &TrackerState::default(), &seen.observation),
+            &seen,
+        );
         assert!(!capacity.assessment.is_short());
         assert_eq!(capacity.doomed(&key("ranker")), 2);
         assert_eq!(capacity.to_replace(&key("ranker"), 3), 2);
@@ -419,6 +483,8 @@ mod tests {
                 },
             ),
             healthy: BTreeMap::new(),
+            serving: BTreeMap::new(),
+            drain: Default::default(),
         };
         memory.record("a", capacity.clone());
         memory.record("b", capacity);

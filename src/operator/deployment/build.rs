@@ -16,7 +16,7 @@ use crate::operator::kubernetes::names::{
     ANNOTATION_DIGEST, ANNOTATION_VERSION, component_labels, placement_labels,
 };
 use crate::operator::kubernetes::names::{
-    LABEL_POOL, cluster_key, deployment_labels, target_namespace,
+    LABEL_POOL, LABEL_SERVING, SERVING, cluster_key, deployment_labels, target_namespace,
 };
 pub use crate::operator::kubernetes::names::{deployment_name, service_name};
 use crate::operator::kubernetes::service::serving_spec;
@@ -351,9 +351,13 @@ pub fn build_deployment(p: &Placement) -> Deployment {
     if let Some(digest) = p.model.and_then(|m| m.digest.clone()) {
         annotations.insert(ANNOTATION_DIGEST.to_string(), digest);
     }
+    // In the Services' endpoints (not in the workload's selector: draining relabels, see
+    // `capacity::drain`).
+    let mut pod_labels = labels.clone();
+    pod_labels.insert(LABEL_SERVING.to_string(), SERVING.to_string());
     let template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(labels.clone()),
+            labels: Some(pod_labels),
             // The digest in the template rolls the pods when the model changes.
             annotations: Some(annotations.clone()),
             ..Default::default()

@@ -293,6 +293,8 @@ spec:
         PoolCapacity {
             assessment,
             healthy: BTreeMap::from([(component.clone(), healthy)]),
+            serving: BTreeMap::from([(component.clone(), healthy)]),
+            drain: Default::default(),
         }
     }
 

@@ -17,6 +17,9 @@ pub const LABEL_POOL: &str = "skybridge.io/pool";
 /// component). The traffic layer writes and sweeps them; the workload sweep and the children
 /// watch select without them, so that the two never claim the same object.
 pub const LABEL_TRAFFIC: &str = "skybridge.io/traffic-for";
+/// Pod label the Services select on and the workloads do not: `false` drains a pod on a node
+/// about to be reclaimed out of the endpoints while its workload keeps it (`capacity::drain`).
+pub use crate::capacity::drain::{NOT_SERVING, SERVING, SERVING_LABEL as LABEL_SERVING};
 pub const ANNOTATION_DIGEST: &str = "skybridge.io/model-digest";
 pub const ANNOTATION_VERSION: &str = "skybridge.io/model-version";
 

@@ -5,8 +5,12 @@ use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-/// A Service spec selecting `selector`'s pods on their `serving` port, served as `port`.
-pub fn serving_spec(selector: BTreeMap<String, String>, port: u16) -> ServiceSpec {
+/// A Service spec selecting `selector`'s pods on their `serving` port, served as `port`, among
+/// those labelled in service (`skybridge.io/serving=true`: a pod drained off a node about to be
+/// reclaimed is labelled out, see `capacity::drain`).
+pub fn serving_spec(mut selector: BTreeMap<String, String>, port: u16) -> ServiceSpec {
+    use super::names::{LABEL_SERVING, SERVING};
+    selector.insert(LABEL_SERVING.to_string(), SERVING.to_string());
     ServiceSpec {
         selector: Some(selector),
         ports: Some(vec![ServicePort {

@@ -31,14 +31,14 @@ pub fn track(
     observed: &Observed,
 ) -> PoolCapacity {
     let previous = remembered.unwrap_or_else(|| resumed_state(pool.status.as_ref()));
-    PoolCapacity {
-        assessment: assess(
+    PoolCapacity::of(
+        assess(
             &PoolSettings::of(&pool.spec),
             &previous,
             &observed.observation,
         ),
-        healthy: observed.healthy.clone(),
-    }
+        observed,
+    )
 }
 
 /// `status` with the tracker's fields: addable capacity from the ready nodes (`nodes`, when the

@@ -2,6 +2,7 @@
 //! ready, and how much capacity its Nodes offer. Deployments re-plan when this status changes.
 
 pub mod capacity;
+pub mod drain;
 pub mod validity;
 
 use crate::api::quantity::{self, QuantityError};
@@ -407,6 +408,20 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
     )
     .await?;
     capacity::publish(&ctx, &pool, notes).await;
+    // Replicas on nodes about to be reclaimed leave their Services once replacements serve.
+    if let (
+        Some(tracked),
+        Ok(Probe {
+            capacity: Ok(observed),
+            ..
+        }),
+    ) = (&tracked, &probe)
+        && let Ok(cluster) = ctx.clusters.for_pool(&pool).await
+    {
+        let previous = ctx.capacity.drain(&name);
+        let memory = drain::drain(&ctx, &cluster, &name, observed, tracked, &previous).await;
+        ctx.capacity.set_drain(&name, memory);
+    }
     ctx.succeeded(pool.as_ref());
     // Probed every period, so an unreachable pool is noticed within one period.
     Ok(Action::requeue(ctx.settings.period))
