@@ -266,6 +266,7 @@ async fn a_reclaimed_spot_node_gets_its_replacements_ready_before_it_goes() {
     let on_spot = replicas_on(&md, "spot");
     assert!(on_spot >= 2, "spot first: {on_spot} there");
     let public = History::start(&estate.public, deployments(), BURST_NAMESPACE).await;
+    let slices = History::start(&estate.public, endpoint_slices(), BURST_NAMESPACE).await;
 
     // The node with the most ranker replicas is reclaimed with 8 s notice.
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
@@ -284,6 +285,12 @@ async fn a_reclaimed_spot_node_gets_its_replacements_ready_before_it_goes() {
         .max_by_key(|(_, n)| **n)
         .map(|(node, n)| (node.clone(), *n))
         .expect("ranker replicas on a spot node");
+    let doomed_pods: Vec<String> = listed
+        .items
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(doomed.as_str()))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     let reclaimed_at = Instant::now();
     reclaim(&estate.public, &doomed, 8_000).await;
     let pool = estate
@@ -341,6 +348,119 @@ async fn a_reclaimed_spot_node_gets_its_replacements_ready_before_it_goes() {
         "at most {highest_before_removal} ready before the node went: no replacement was ready ahead"
     );
     assert!(lowest >= 4, "ready replicas dropped to {lowest}");
+
+    // Traffic: the doomed pods left the Service's endpoints before the node went (once their
+    // replacements were ready), and its ready endpoints never dropped below 4.
+    event_with_reason(&estate, APP_NAMESPACE, "ranker", "DrainingDoomedReplicas").await;
+    let versions = endpoints_of(&slices, "ranker-ranker");
+    let drained_at = versions
+        .iter()
+        .find(|(at, endpoints)| {
+            *at >= reclaimed_at && doomed_pods.iter().all(|p| !endpoints.contains_key(p))
+        })
+        .map(|(at, _)| *at)
+        .expect("a version of the endpoints without the doomed pods");
+    assert!(
+        drained_at < removal,
+        "the doomed pods left the endpoints only {:?} after the reclamation, when the node was already gone",
+        drained_at.duration_since(reclaimed_at)
+    );
+    let mut lowest_ready = usize::MAX;
+    for (at, endpoints) in &versions {
+        if *at >= reclaimed_at {
+            lowest_ready = lowest_ready.min(endpoints.values().filter(|r| **r).count());
+        }
+    }
+    eprintln!(
+        "FIGURE drain: doomed pods {doomed_pods:?} out of the endpoints {:?} after the reclamation (8 s notice); lowest ready endpoints {lowest_ready} of 4",
+        drained_at.duration_since(reclaimed_at)
+    );
+    assert!(
+        lowest_ready >= 4,
+        "ready endpoints dropped to {lowest_ready}"
+    );
+}
+
+/// (b, failure injected): the replacements of a reclaimed node's replicas cannot start (the
+/// spot pool has no other node, the on-demand pool is out of stock): the doomed pods keep
+/// serving until the node goes (serving on a doomed node beats serving nothing), and the
+/// deployment is told so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doomed_replicas_keep_serving_until_their_node_goes_when_no_replacement_can_start() {
+    let estate = Estate::start(0, 2).await;
+    if !estate.harness_only(
+        "doomed_replicas_keep_serving_until_their_node_goes_when_no_replacement_can_start",
+    ) {
+        return;
+    }
+    estate.apply_capacity_pools(8);
+    let _operator = Operator::start(&estate).await;
+    estate.apply(&deployment_yaml("ranker", "internal", 4, 4, ""));
+    let md = wait_for(&estate, "ranker", "ranker Ready", |md| {
+        is_true(md, "Ready") && replicas_on(md, "spot") + replicas_on(md, "ondemand") == 4
+    })
+    .await;
+    let on_spot = replicas_on(&md, "spot");
+    assert!(on_spot >= 1, "spot first: {on_spot} there");
+    let slices = History::start(&estate.public, endpoint_slices(), BURST_NAMESPACE).await;
+    set_stockout(&estate.public, ON_DEMAND_NODES).await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(estate.public.client().expect("client"), BURST_NAMESPACE);
+    let listed = pods.list(&Default::default()).await.expect("pods");
+    let doomed_pods: Vec<String> = listed
+        .items
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("cloud-gpu-0"))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(doomed_pods.len() as u32, on_spot, "{listed:?}");
+    let reclaimed_at = Instant::now();
+    reclaim(&estate.public, "cloud-gpu-0", 8_000).await;
+    event_with_reason(
+        &estate,
+        APP_NAMESPACE,
+        "ranker",
+        "DoomedReplicasKeptServing",
+    )
+    .await;
+    // The replacements are placed on on-demand, where they cannot start.
+    wait_for(
+        &estate,
+        "ranker",
+        "replacements placed on on-demand",
+        |md| replicas_on(md, "ondemand") == 4,
+    )
+    .await;
+    estate
+        .wait_for_pool("spot", "the node gone from the pool", |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.reclaiming_nodes.is_empty())
+        })
+        .await;
+    let removal = reclaimed_at + Duration::from_millis(8_000);
+    let versions = endpoints_of(&slices, "ranker-ranker");
+    let before_removal: Vec<_> = versions.iter().filter(|(at, _)| *at < removal).collect();
+    assert!(
+        !before_removal.is_empty(),
+        "the history saw the endpoints before the node went"
+    );
+    for (at, endpoints) in before_removal {
+        assert!(
+            doomed_pods.iter().all(|p| endpoints.get(p) == Some(&true)),
+            "{:?} after the reclamation a doomed pod was out of the endpoints with no replacement ready: {endpoints:?}",
+            at.saturating_duration_since(reclaimed_at)
+        );
+    }
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(estate.hub_client(), APP_NAMESPACE);
+    let told = events.list(&Default::default()).await.expect("events");
+    assert!(
+        told.items
+            .iter()
+            .all(|e| e.reason.as_deref() != Some("DrainingDoomedReplicas")),
+        "nothing was drained"
+    );
 }
 
 /// (d): a sensitive component never goes public when its private pool is out of stock: its

@@ -159,6 +159,7 @@ pub struct Inner {
     net: Mutex<Net>,
     kubelet_task: Mutex<Option<JoinHandle<()>>>,
     gateway_task: Mutex<Option<JoinHandle<()>>>,
+    endpoints_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -279,6 +280,14 @@ impl Inner {
         {
             t.abort();
         }
+        if let Some(t) = self
+            .endpoints_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            t.abort();
+        }
     }
 }
 
@@ -343,10 +352,15 @@ impl Cluster {
             net: Mutex::new(Net::default()),
             kubelet_task: Mutex::new(None),
             gateway_task: Mutex::new(None),
+            endpoints_task: Mutex::new(None),
         });
         for node in &config.nodes {
             inner.upsert_node(node)?;
         }
+        *inner
+            .endpoints_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(crate::endpoints::spawn(store.clone()));
         *inner.kubelet_task.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(kubelet::spawn(store, kubelet));
         let task = server::spawn_accept(

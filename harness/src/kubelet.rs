@@ -8,7 +8,9 @@
 //! so earlier ones keep their capacity. Replicas that fit become ready after the readiness delay;
 //! the rest stay unavailable. Each replica is a Pod (`<deployment>-<template hash>-<i>`, owned by
 //! the Deployment) bound to its node, or Pending/Unschedulable; Pods bound by others count
-//! against node capacity. No ReplicaSets are created.
+//! against node capacity. No ReplicaSets are created. A bound Pod gets a fake `status.podIP`
+//! (241.0.0.0/8, never routed) for the EndpointSlice stand-in (`endpoints`), and keeps the labels
+//! it has (a ReplicaSet never rewrites its pods' labels) until it has to move to another node.
 //!
 //! Public capacity as it really is (issue #19), set through [`CapacityScenario`]:
 //! - a *stockout* of a node selector: Deployments whose `nodeSelector` carries all its labels get
@@ -790,6 +792,16 @@ fn pod_condition(
     c
 }
 
+/// A stable fake pod IP per namespace/name (in 241.0.0.0/8, reserved, never routed): what the
+/// EndpointSlice stand-in lists.
+fn pod_ip(ns: &str, name: &str) -> String {
+    let mut h: u32 = 2166136261;
+    for b in ns.bytes().chain([b'/']).chain(name.bytes()) {
+        h = (h ^ b as u32).wrapping_mul(16777619);
+    }
+    format!("241.{}.{}.{}", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff)
+}
+
 /// Create, update and delete the Pods of one Deployment: `<deployment>-<template hash>-<i>`,
 /// bound to their node and Running (Ready once ready) if they fit, Pending and Unschedulable if not.
 fn sync_pods(
@@ -844,6 +856,18 @@ fn sync_pods(
             spec["nodeName"] = json!(n);
         }
         let _ = store.modify(&pods_rt, &ns, name, Scope::Main, &opts, true, |live| {
+            // The same pod (not yet bound, or bound to the same node) keeps the labels it has,
+            // as a ReplicaSet never rewrites its pods' labels; a replica that had to move
+            // (its node went) is a new pod, with the template's labels.
+            let same_pod = live.filter(|l| {
+                l["spec"]["nodeName"]
+                    .as_str()
+                    .is_none_or(|was| Some(was) == node.map(String::as_str))
+            });
+            let labels = match same_pod {
+                Some(l) if l["metadata"]["labels"].is_object() => l["metadata"]["labels"].clone(),
+                _ => labels.clone(),
+            };
             let conditions = vec![
                 if node.is_some() {
                     pod_condition(live, "PodScheduled", true, None, None)
@@ -884,6 +908,11 @@ fn sync_pods(
                     "conditions": conditions,
                 },
             });
+            if node.is_some() {
+                let ip = pod_ip(&ns, name);
+                pod["status"]["podIP"] = json!(ip);
+                pod["status"]["podIPs"] = json!([{"ip": ip}]);
+            }
             if let Some(live) = live {
                 pod["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
             }

@@ -23,6 +23,7 @@ mod control;
 mod crd_schema;
 mod defaults;
 mod discovery;
+mod endpoints;
 mod error;
 mod events;
 mod faults;

@@ -170,6 +170,16 @@ pub fn builtins() -> Vec<ResourceType> {
         ),
         builtin("", "v1", "events", "Event", true, &["ev"], &[], false),
         builtin(
+            "discovery.k8s.io",
+            "v1",
+            "endpointslices",
+            "EndpointSlice",
+            true,
+            &[],
+            &[],
+            false,
+        ),
+        builtin(
             "events.k8s.io",
             "v1",
             "events",

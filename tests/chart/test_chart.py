@@ -161,6 +161,7 @@ class OperatorChart(unittest.TestCase):
             ("skybridge.io", "burstpolicies", "watch"),
             ("", "nodes", "list"),
             ("", "pods", "list"),  # gpusFree: what the pods on a pool's Nodes request
+            ("", "pods", "patch"),  # the serving label of pods drained off a doomed node
             ("apps", "deployments", "list"),
             ("apps", "deployments", "watch"),
             ("apps", "deployments", "create"),
@@ -459,7 +460,8 @@ class MemberChart(unittest.TestCase):
                 for field in (group, resource, verb):
                     self.assertNotIn("*", field)
             have = {(g, r, v) for _, g, r, v in granted(objects)}
-            for need in (("", "nodes", "list"), ("", "pods", "list"), ("apps", "deployments", "patch"),
+            for need in (("", "nodes", "list"), ("", "pods", "list"), ("", "pods", "patch"),
+                         ("apps", "deployments", "patch"),
                          ("apps", "deployments", "list"), ("apps", "deployments", "delete"),
                          ("apps", "deployments", "watch"),
                          ("", "services", "patch"), ("", "services", "delete"),

@@ -148,3 +148,49 @@ pub fn short(pool: &ComputePool) -> Option<bool> {
         .find(|c| c.type_ == SHORT_CONDITION)
         .map(|c| c.status == "True")
 }
+
+/// EndpointSlices (the harness's stand-in of the endpointslice controller writes them).
+pub fn endpoint_slices() -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: "discovery.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "discovery.k8s.io/v1".into(),
+        kind: "EndpointSlice".into(),
+        plural: "endpointslices".into(),
+    }
+}
+
+/// The endpoints of Service `service` version by version, from a history of its EndpointSlices:
+/// (arrival, pod name → ready). One slice per Service (as the stand-in writes), so each version
+/// is the whole set; a deleted slice is an empty set.
+pub fn endpoints_of(
+    history: &super::traffic::History,
+    service: &str,
+) -> Vec<(std::time::Instant, std::collections::BTreeMap<String, bool>)> {
+    history
+        .versions()
+        .into_iter()
+        .filter(|s| s.object["metadata"]["labels"]["kubernetes.io/service-name"] == service)
+        .map(|s| {
+            let endpoints = if s.deleted {
+                Default::default()
+            } else {
+                s.object["endpoints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        (
+                            e["targetRef"]["name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                            e["conditions"]["ready"] == true,
+                        )
+                    })
+                    .collect()
+            };
+            (s.at, endpoints)
+        })
+        .collect()
+}
