@@ -7,7 +7,7 @@
 //! tracker's state resumed from a pool's status after a restart.
 
 use super::drain::{BoundReplica, DrainMemory, SERVING_LABEL, serving_on_healthy};
-use super::signals::{reclamation_signal, unschedulable_since};
+use super::signals::{NoScaleUp, pending_cause, reclamation_signal, unschedulable_since};
 use super::{Assessment, NodeObservation, PendingReplica, PoolObservation, Shortage, TrackerState};
 use crate::api::ComputePoolStatus;
 use crate::planner::ComponentKey;
@@ -26,7 +26,8 @@ pub struct Observed {
 }
 
 /// Reads one pool: `nodes` are the pool's Nodes (its node selector), `pods` the Skybridge pods
-/// placed on the pool (its pool label), `component_of` which component a pod serves (`None`:
+/// placed on the pool (its pool label), `verdicts` the autoscaler's "no node coming" words on
+/// pods (see `signals::no_scale_up`), `component_of` which component a pod serves (`None`:
 /// not a replica, ignored). A finished or terminating pod is ignored: it holds no replica. A pod
 /// bound to a node the pool no longer has (deleted after a reclamation) is neither healthy nor
 /// pending: the planner must not count it as kept.
@@ -34,6 +35,7 @@ pub fn observe_pool(
     at: Timestamp,
     nodes: &[Node],
     pods: &[Pod],
+    verdicts: &[NoScaleUp],
     component_of: impl Fn(&Pod) -> Option<ComponentKey>,
 ) -> Observed {
     let mut node_observations: Vec<NodeObservation> = nodes
@@ -70,11 +72,11 @@ pub fn observe_pool(
         let Some(component) = component_of(pod) else {
             continue;
         };
-        if let Some((since, cause)) = unschedulable_since(pod) {
+        if let Some((since, _)) = unschedulable_since(pod) {
             pending.push(PendingReplica {
                 component,
                 since,
-                cause,
+                cause: pending_cause(pod, since, verdicts),
             });
             continue;
         }
@@ -332,7 +334,7 @@ mod tests {
         unlabelled.metadata.labels = None;
         let mut pods = pods.to_vec();
         pods.push(unlabelled);
-        let seen = observe_pool(at("2026-12-03T10:05:00Z"), &nodes, &pods, by_label);
+        let seen = observe_pool(at("2026-12-03T10:05:00Z"), &nodes, &pods, &[], by_label);
         assert_eq!(seen.observation.pending.len(), 1);
         assert_eq!(seen.observation.pending[0].component, key("ranker"));
         assert_eq!(
@@ -374,6 +376,38 @@ mod tests {
     }
 
     #[test]
+    fn an_elastic_pool_the_autoscaler_gives_no_node_is_short_without_waiting_the_start_up() {
+        // Node start-up 300 s, 10 s unschedulable allowed; one replica pending for 20 s.
+        let elastic = PoolSettings {
+            node_startup_seconds: Some(300),
+            ..settings()
+        };
+        let nodes = [node("spot-a", None)];
+        let mut stuck = pod("ranker", None, Some("2026-12-03T10:00:00Z"), "Pending");
+        stuck.metadata.namespace = Some("burst".into());
+        stuck.metadata.name = Some("ranker-0".into());
+        let pods = [stuck];
+        let now = at("2026-12-03T10:00:20Z");
+        let waiting = observe_pool(now, &nodes, &pods, &[], by_label);
+        let without = assess(&elastic, &TrackerState::default(), &waiting.observation);
+        assert!(!without.is_short(), "a node may still come: {without:?}");
+        let verdict = NoScaleUp {
+            namespace: "burst".into(),
+            pod: "ranker-0".into(),
+            uid: None,
+            at: at("2026-12-03T10:00:03Z"),
+        };
+        let told = observe_pool(now, &nodes, &pods, &[verdict], by_label);
+        assert_eq!(
+            told.observation.pending[0].cause,
+            PendingCause::NoNodeComing
+        );
+        let with = assess(&elastic, &TrackerState::default(), &told.observation);
+        assert!(with.is_short(), "{with:?}");
+        assert_eq!(with.shortfall[&key("ranker")], 1);
+    }
+
+    #[test]
     fn a_short_pools_shortfall_is_replaced_once_not_again_after_the_decision_moved_it() {
         // 4 replicas recorded on the pool, 2 running, 2 stuck for 20 s: the pool is short.
         let nodes = [node("spot-a", None)];
@@ -384,7 +418,7 @@ mod tests {
             pod("ranker", None, stuck, "Pending"),
             pod("ranker", None, stuck, "Pending"),
         ];
-        let seen = observe_pool(at("2026-12-03T10:00:20Z"), &nodes, &pods, by_label);
+        let seen = observe_pool(at("2026-12-03T10:00:20Z"), &nodes, &pods, &[], by_label);
         let assessment = assess(&settings(), &TrackerState::default(), &seen.observation);
         assert!(assessment.is_short());
         let capacity = PoolCapacity::of(assessment, &seen);
@@ -409,7 +443,7 @@ mod tests {
             pod("ranker", Some("spot-a"), None, "Running"),
             pod("ranker", None, None, "Pending"),
         ];
-        let seen = observe_pool(at("2026-12-03T10:00:20Z"), &nodes, &pods, by_label);
+        let seen = observe_pool(at("2026-12-03T10:00:20Z"), &nodes, &pods, &[], by_label);
         let capacity = PoolCapacity::of(
             assess(&settings(), &TrackerState::default(), &seen.observation),
             &seen,
@@ -428,7 +462,7 @@ mod tests {
             pod("ranker", Some("spot-a"), None, "Running"),
             pod("ranker", Some("spot-b"), None, "Running"),
         ];
-        let seen = observe_pool(at("2026-12-03T10:00:20Z"), &nodes, &pods, by_label);
+        let seen = observe_pool(at("2026-12-03T10:00:20Z"), &nodes, &pods, &[], by_label);
         let capacity = PoolCapacity::of(
             assess(&settings(), &TrackerState::default(), &seen.observation),
             &seen,

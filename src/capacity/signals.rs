@@ -16,6 +16,12 @@
 //!
 //! and a Node with a `deletionTimestamp`. Soft hints (`DeletionCandidateOfClusterAutoscaler`,
 //! `PreferNoSchedule`) and a plain cordon are not reclamation: a cordoned node may come back.
+//!
+//! "No node coming" signals supported (an elastic pool's replica with one is stuck after the
+//! pool's `unschedulableSeconds`, without the node start-up on top): cluster-autoscaler's
+//! `NotTriggerScaleUp` Event on the pending Pod (core `v1`, `source.component:
+//! cluster-autoscaler`), newer than the pod's `PodScheduled=False` transition. Karpenter's
+//! NodeClaim launch failures are not read (they name no pod).
 
 use super::PendingCause;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -121,4 +127,193 @@ pub fn unschedulable_since(pod: &Pod) -> Option<(Timestamp, PendingCause)> {
     }
     let since = scheduled.last_transition_time.as_ref()?.0;
     Some((since, PendingCause::Unschedulable))
+}
+
+/// Event reason cluster-autoscaler records on a pending pod it will add no node for (its scale-up
+/// found no node group the pod would fit: maximum size reached, no matching group, out of
+/// capacity after backoff): "pod didn't trigger scale-up ...".
+pub const NOT_TRIGGER_SCALE_UP: &str = "NotTriggerScaleUp";
+/// The component cluster-autoscaler records its Events under (`source.component`, and
+/// `reportingComponent` where set).
+pub const CLUSTER_AUTOSCALER: &str = "cluster-autoscaler";
+
+/// An autoscaler's word that no node will come for one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoScaleUp {
+    pub namespace: String,
+    pub pod: String,
+    /// The pod's uid, when the Event names it: a later pod of the same name is another pod.
+    pub uid: Option<String>,
+    /// When it was last said.
+    pub at: Timestamp,
+}
+
+/// The autoscaler's verdict a core `v1` Event carries, if it is one: reason `NotTriggerScaleUp`
+/// about a Pod, recorded by cluster-autoscaler (the reason alone could be any controller's).
+pub fn no_scale_up(event: &k8s_openapi::api::core::v1::Event) -> Option<NoScaleUp> {
+    if event.reason.as_deref() != Some(NOT_TRIGGER_SCALE_UP) {
+        return None;
+    }
+    let object = &event.involved_object;
+    if object.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    let by_autoscaler = event.source.as_ref().and_then(|s| s.component.as_deref())
+        == Some(CLUSTER_AUTOSCALER)
+        || event.reporting_component.as_deref() == Some(CLUSTER_AUTOSCALER);
+    if !by_autoscaler {
+        return None;
+    }
+    let at = event
+        .last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| event.event_time.as_ref().map(|t| t.0))
+        .or_else(|| event.first_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| event.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    Some(NoScaleUp {
+        namespace: object
+            .namespace
+            .clone()
+            .or_else(|| event.metadata.namespace.clone())?,
+        pod: object.name.clone()?,
+        uid: object.uid.clone().filter(|u| !u.is_empty()),
+        at,
+    })
+}
+
+/// Why `pod`, unschedulable since `since`, waits: `NoNodeComing` when the autoscaler said so
+/// for this pod during this wait (a verdict older than `since` was about an earlier one).
+pub fn pending_cause(pod: &Pod, since: Timestamp, verdicts: &[NoScaleUp]) -> PendingCause {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let uid = pod.metadata.uid.as_deref();
+    let said = verdicts.iter().any(|v| {
+        v.namespace == namespace
+            && v.pod == name
+            && v.uid.as_deref().is_none_or(|u| Some(u) == uid)
+            && v.at >= since
+    });
+    if said {
+        PendingCause::NoNodeComing
+    } else {
+        PendingCause::Unschedulable
+    }
+}
+
+#[cfg(test)]
+mod no_node_coming_tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Event;
+
+    /// A `NotTriggerScaleUp` Event as cluster-autoscaler's legacy recorder writes it (core v1,
+    /// `source.component`, first/last timestamps and a count, empty reporting fields).
+    fn autoscaler_event(pod: &str, uid: &str, last: &str) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{pod}.17a2b3c4d5e6f7a8"), "namespace": "burst",
+                "creationTimestamp": "2026-12-03T10:00:05Z"},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": "burst",
+                "uid": uid, "resourceVersion": "42"},
+            "reason": "NotTriggerScaleUp",
+            "message": "pod didn't trigger scale-up: 1 max node group size reached",
+            "source": {"component": "cluster-autoscaler"},
+            "firstTimestamp": "2026-12-03T10:00:05Z",
+            "lastTimestamp": last,
+            "count": 7,
+            "type": "Normal",
+            "eventTime": null,
+            "reportingComponent": "",
+            "reportingInstance": ""
+        }))
+        .unwrap()
+    }
+
+    fn pending_pod(name: &str, uid: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "burst", "uid": uid},
+            "spec": {"containers": []},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "lastTransitionTime": "2026-12-03T10:00:00Z",
+                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}
+        }))
+        .unwrap()
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn cluster_autoscalers_not_trigger_scale_up_is_read_from_its_real_shape() {
+        let verdict = no_scale_up(&autoscaler_event("ranker-0", "u-1", "2026-12-03T10:01:05Z"))
+            .expect("a verdict");
+        assert_eq!(
+            verdict,
+            NoScaleUp {
+                namespace: "burst".into(),
+                pod: "ranker-0".into(),
+                uid: Some("u-1".into()),
+                at: at("2026-12-03T10:01:05Z"),
+            }
+        );
+        // The same reason from a newer recorder (events.k8s.io, reportingController): read too.
+        let mut newer = autoscaler_event("ranker-0", "u-1", "2026-12-03T10:01:05Z");
+        newer.source = None;
+        newer.reporting_component = Some(CLUSTER_AUTOSCALER.into());
+        newer.last_timestamp = None;
+        newer.event_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            at("2026-12-03T10:02:00Z"),
+        ));
+        assert_eq!(no_scale_up(&newer).unwrap().at, at("2026-12-03T10:02:00Z"));
+    }
+
+    #[test]
+    fn other_events_are_no_verdict() {
+        let mut triggered = autoscaler_event("ranker-0", "u-1", "2026-12-03T10:01:05Z");
+        triggered.reason = Some("TriggeredScaleUp".into());
+        assert_eq!(no_scale_up(&triggered), None);
+        // The same reason from another controller is not the autoscaler's word.
+        let mut impostor = autoscaler_event("ranker-0", "u-1", "2026-12-03T10:01:05Z");
+        impostor.source = Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("default-scheduler".into()),
+            host: None,
+        });
+        assert_eq!(no_scale_up(&impostor), None);
+        let mut about_a_node = autoscaler_event("ranker-0", "u-1", "2026-12-03T10:01:05Z");
+        about_a_node.involved_object.kind = Some("Node".into());
+        assert_eq!(no_scale_up(&about_a_node), None);
+    }
+
+    #[test]
+    fn a_verdict_makes_its_pod_wait_for_no_node_during_this_wait_only() {
+        let pod = pending_pod("ranker-0", "u-1");
+        let (since, cause) = unschedulable_since(&pod).unwrap();
+        assert_eq!(cause, PendingCause::Unschedulable);
+        let said =
+            no_scale_up(&autoscaler_event("ranker-0", "u-1", "2026-12-03T10:01:05Z")).unwrap();
+        assert_eq!(
+            pending_cause(&pod, since, std::slice::from_ref(&said)),
+            PendingCause::NoNodeComing
+        );
+        // Another pod of the same name (a new uid) is not concerned.
+        assert_eq!(
+            pending_cause(
+                &pending_pod("ranker-0", "u-2"),
+                since,
+                std::slice::from_ref(&said)
+            ),
+            PendingCause::Unschedulable
+        );
+        // Said before this wait began: about an earlier one.
+        let old = NoScaleUp {
+            at: at("2026-12-03T09:59:00Z"),
+            ..said.clone()
+        };
+        assert_eq!(
+            pending_cause(&pod, since, &[old]),
+            PendingCause::Unschedulable
+        );
+        assert_eq!(pending_cause(&pod, since, &[]), PendingCause::Unschedulable);
+    }
 }

@@ -200,7 +200,7 @@ mod tests {
     }
 
     fn observed(at: i64, stuck_since: Option<i64>, doomed_node: bool) -> Observed {
-        let mut seen = observe_pool(t(at), &[], &[], |_| None);
+        let mut seen = observe_pool(t(at), &[], &[], &[], |_| None);
         if let Some(since) = stuck_since {
             seen.observation.pending.push(PendingReplica {
                 component: ranker(),

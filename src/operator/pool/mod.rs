@@ -494,11 +494,31 @@ async fn probe_once(pool: &ComputePool, ctx: &Context) -> std::result::Result<Pr
             PROBE_TIMEOUT.as_secs()
         ))
     })
-    .map(|pods| {
+    .map(|pods| (pods, Vec::new()));
+    // An elastic pool's autoscaler may say no node is coming: read it (a failed read falls
+    // back on the pool's timers, so it costs only time).
+    let capacity = match (capacity, &pool.spec.elastic) {
+        (Ok((pods, _)), Some(_)) => {
+            let verdicts = tokio::time::timeout(
+                PROBE_TIMEOUT,
+                autoscaler_verdicts(&cluster.client().await),
+            )
+            .await
+            .unwrap_or_else(|_| Err("no answer".into()))
+            .unwrap_or_else(|err| {
+                tracing::warn!(pool = %pool.name_any(), %err, "could not read the autoscaler's Events");
+                Vec::new()
+            });
+            Ok((pods, verdicts))
+        }
+        (other, _) => other,
+    };
+    let capacity = capacity.map(|(pods, verdicts)| {
         observe_pool(
             k8s_openapi::jiff::Timestamp::now(),
             &listed.items,
             &pods,
+            &verdicts,
             replica_of,
         )
     });
@@ -552,6 +572,37 @@ async fn skybridge_pods(
             None => return Ok(all),
         }
     }
+}
+
+/// Pages of autoscaler Events read per probe at most: the verdicts are one Event per pending
+/// pod (counted, not repeated), so this bounds memory, not what a pool can report.
+const VERDICT_PAGES: usize = 10;
+
+/// cluster-autoscaler's `NotTriggerScaleUp` Events on pods, in every namespace of the cluster
+/// (see `capacity::signals::no_scale_up`).
+async fn autoscaler_verdicts(
+    client: &kube::Client,
+) -> std::result::Result<Vec<crate::capacity::signals::NoScaleUp>, String> {
+    use crate::capacity::signals::{NOT_TRIGGER_SCALE_UP, no_scale_up};
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::all(client.clone());
+    let mut params = ListParams::default()
+        .fields(&format!(
+            "reason={NOT_TRIGGER_SCALE_UP},involvedObject.kind=Pod"
+        ))
+        .limit(PODS_PAGE);
+    let mut verdicts = Vec::new();
+    for _ in 0..VERDICT_PAGES {
+        let page = events
+            .list(&params)
+            .await
+            .map_err(|e| format!("cannot list events: {e}"))?;
+        verdicts.extend(page.items.iter().filter_map(no_scale_up));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    Ok(verdicts)
 }
 
 /// The component a Skybridge pod is a replica of, from its labels.
