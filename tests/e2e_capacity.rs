@@ -549,3 +549,57 @@ async fn a_private_stockout_never_sends_a_sensitive_component_public() {
         0
     );
 }
+
+/// "No node coming": an elastic spot pool whose autoscaler says it will add no node
+/// (cluster-autoscaler's `NotTriggerScaleUp` on the pending replicas) is short within its
+/// `unschedulableSeconds` plus two reconcile periods, not after the pool's 10-minute node
+/// start-up on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elastic_pool_whose_autoscaler_adds_no_node_is_short_without_waiting_the_start_up() {
+    let estate = Estate::start(0, 1).await;
+    if !estate.harness_only(
+        "an_elastic_pool_whose_autoscaler_adds_no_node_is_short_without_waiting_the_start_up",
+    ) {
+        return;
+    }
+    // On-demand has no GPU: the ranker's replicas beyond spot's one ready GPU wait for spot's
+    // nodes.
+    estate.apply_capacity_pools(0);
+    estate.make_spot_elastic(600);
+    set_autoscaler_adds_no_node(&estate.public).await;
+    let _operator = Operator::start(&estate).await;
+    estate.apply(&deployment_yaml("ranker", "internal", 3, 3, ""));
+    let stuck_since = first_unschedulable(&estate.public, BURST_NAMESPACE, "ranker").await;
+    let pool = estate
+        .wait_for_pool("spot", "spot pool Short", |p| short(p) == Some(true))
+        .await;
+    let shortage = pool
+        .status
+        .as_ref()
+        .unwrap()
+        .shortage
+        .clone()
+        .expect("status.shortage");
+    let went_short = event_with_reason(&estate, "default", "spot", "PoolShort").await;
+    let note = went_short.note.unwrap_or_default();
+    assert!(
+        note.contains("the autoscaler said no node is coming: ")
+            && !note.contains("the autoscaler said no node is coming: 0"),
+        "{note}"
+    );
+    // The pool's limit plus two reconcile periods (one to see the Event, one to mark), +1 s for
+    // the second resolution of the times: nowhere near the 600 s start-up.
+    let took = wall_of(&shortage.since)
+        .duration_since(stuck_since)
+        .unwrap_or_default();
+    let limit = Duration::from_secs(UNSCHEDULABLE_SECONDS) + 2 * PERIOD + Duration::from_secs(1);
+    eprintln!(
+        "FIGURE no node coming: spot short {took:?} after its replicas became unschedulable (limit {limit:?}; node start-up 600 s)"
+    );
+    assert!(took <= limit, "short only after {took:?}");
+    // Its replicas are placed anew (nowhere to go here: unplaced, with the stockout as reason).
+    wait_for(&estate, "ranker", "the shortfall taken off spot", |md| {
+        replicas_on(md, "spot") == 1
+    })
+    .await;
+}

@@ -11,7 +11,9 @@
 //! - `PUT /harness/readiness-delay?ms=N` – kubelet readiness delay.
 //! - `GET|PUT|DELETE /harness/capacity` – stockouts and elastic pools, body a JSON
 //!   `CapacityScenario` (`{"stockouts": [{"pool": "spot"}], "elastic": [{"selector": {...},
-//!   "template": NodeSpec, "delayMs": N, "maxNodes": N}]}`).
+//!   "template": NodeSpec, "delayMs": N, "maxNodes": N, "noScaleUp": false}]}`; `noScaleUp`:
+//!   the autoscaler adds no node and tells each unschedulable pod of the pool so, with
+//!   cluster-autoscaler's `NotTriggerScaleUp` Event).
 //! - `POST /harness/nodes/<name>/reclaim?noticeMs=N[&taint=KEY[=VALUE]]` – taint the node for
 //!   reclamation now (default `karpenter.sh/disrupted`, `NoSchedule`) and delete it after N ms.
 //!

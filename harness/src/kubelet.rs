@@ -292,6 +292,11 @@ pub struct ElasticPool {
     pub delay_ms: u64,
     /// Most nodes of this pool (added ones, by name prefix).
     pub max_nodes: u32,
+    /// The autoscaler will add no node (its node group is out of capacity or at its maximum):
+    /// nothing is added, and each unschedulable pod of the pool gets cluster-autoscaler's
+    /// `NotTriggerScaleUp` Event, once.
+    #[serde(default)]
+    pub no_scale_up: bool,
 }
 
 impl CapacityScenario {
@@ -792,6 +797,66 @@ fn pod_condition(
     c
 }
 
+/// cluster-autoscaler's word on each unschedulable pod of `pool` (its `nodeSelector` carries the
+/// pool's selector): a core `v1` Event, reason `NotTriggerScaleUp`, `source.component:
+/// cluster-autoscaler`, as its legacy recorder writes it; one per pod (by uid), not repeated.
+fn tell_no_scale_up(store: &Store, pool: &ElasticPool) {
+    let pods_rt = store.resource("", "v1", "pods").expect("built-in");
+    let Some(events_rt) = store.resource("events.k8s.io", "v1", "events") else {
+        return;
+    };
+    let opts = WriteOpts {
+        manager: "cluster-autoscaler".into(),
+        internal: true,
+        ..Default::default()
+    };
+    for pod in store.list(&pods_rt, None).0 {
+        let unschedulable = pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable");
+        let selector: BTreeMap<String, String> = pod["spec"]["nodeSelector"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        if !unschedulable || !carries(&selector, &pool.selector) {
+            continue;
+        }
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        let event_name = format!("{name}.{}", &template_hash(&json!(uid)));
+        if store.get(&events_rt, ns, &event_name).is_ok() {
+            continue;
+        }
+        let t = now();
+        let core = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": event_name, "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns,
+                "uid": uid},
+            "reason": "NotTriggerScaleUp",
+            "message": format!("pod didn't trigger scale-up: 1 max node group size reached ({})", pool.template.name),
+            "source": {"component": "cluster-autoscaler"},
+            "firstTimestamp": t, "lastTimestamp": t, "count": 1,
+            "type": "Normal",
+        });
+        let stored = crate::events::from_core(core);
+        let _ = store.modify(
+            &events_rt,
+            ns,
+            &event_name,
+            Scope::Main,
+            &opts,
+            true,
+            |_| Ok(stored.clone()),
+        );
+    }
+}
+
 /// A stable fake pod IP per namespace/name (in 241.0.0.0/8, reserved, never routed): what the
 /// EndpointSlice stand-in lists.
 fn pod_ip(ns: &str, name: &str) -> String {
@@ -953,6 +1018,11 @@ fn reconcile(
     // has unschedulable replicas and no stockout holds the pool.
     for pool in &scenario.elastic {
         let key = &pool.template.name;
+        if pool.no_scale_up {
+            memory.growing.remove(key);
+            tell_no_scale_up(store, pool);
+            continue;
+        }
         let wants_nodes = placed.iter().any(|(d, assigned)| {
             (assigned.len() as u32) < d.desired
                 && carries(&d.node_selector, &pool.selector)

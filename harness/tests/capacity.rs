@@ -357,3 +357,68 @@ async fn bad_capacity_requests_are_refused() {
     .await;
     assert_eq!(no_notice.code, 400);
 }
+
+#[tokio::test]
+async fn an_elastic_pool_whose_autoscaler_adds_no_node_tells_each_pending_pod() {
+    let c = start("public").await;
+    let base = c.url().to_string();
+    let scenario = json!({"elastic": [{
+        "selector": {"pool": "karpenter"},
+        "template": {"name": "kp", "gpus": 2, "labels": {"pool": "karpenter"}},
+        "delayMs": 200,
+        "maxNodes": 2,
+        "noScaleUp": true,
+    }]});
+    assert_eq!(set_capacity(&base, scenario).await, 200);
+    post(
+        &base,
+        "/apis/apps/v1/namespaces/default/deployments",
+        in_pool("ranker", 2, "karpenter"),
+    )
+    .await;
+    // One NotTriggerScaleUp core Event per pending pod, from cluster-autoscaler, naming it.
+    let told = eventually("a NotTriggerScaleUp Event on each pod", 10, || async {
+        let a = http(
+            "GET",
+            &format!(
+                "{base}/api/v1/namespaces/default/events?fieldSelector=reason%3DNotTriggerScaleUp"
+            ),
+            None,
+            "",
+        )
+        .await;
+        let items = a.body["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    let stuck = pods(&base).await;
+    for event in &told {
+        assert_eq!(event["source"]["component"], "cluster-autoscaler");
+        assert_eq!(event["involvedObject"]["kind"], "Pod");
+        let pod = stuck
+            .iter()
+            .find(|p| p["metadata"]["name"] == event["involvedObject"]["name"])
+            .expect("the Event names a pod");
+        assert_eq!(event["involvedObject"]["uid"], pod["metadata"]["uid"]);
+        assert!(unschedulable(pod).is_some());
+        assert!(
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("pod didn't trigger scale-up")),
+            "{event}"
+        );
+    }
+    // Past the pool's delay: no node was added, and nothing was told twice.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(node_names(&base).await.is_empty());
+    let a = http(
+        "GET",
+        &format!(
+            "{base}/api/v1/namespaces/default/events?fieldSelector=reason%3DNotTriggerScaleUp"
+        ),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(a.body["items"].as_array().map(Vec::len), Some(2));
+}

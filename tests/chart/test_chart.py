@@ -162,6 +162,7 @@ class OperatorChart(unittest.TestCase):
             ("", "nodes", "list"),
             ("", "pods", "list"),  # gpusFree: what the pods on a pool's Nodes request
             ("", "pods", "patch"),  # the serving label of pods drained off a doomed node
+            ("", "events", "list"),  # cluster-autoscaler's NotTriggerScaleUp (elastic pools)
             ("apps", "deployments", "list"),
             ("apps", "deployments", "watch"),
             ("apps", "deployments", "create"),
@@ -188,8 +189,11 @@ class OperatorChart(unittest.TestCase):
         }
         have = {(g, r, v) for _, g, r, v in granted(self.default, ("ClusterRole",))}
         self.assertEqual(needs - have, set())
-        events = {v for _, g, r, v in granted(self.default) if r == "events"}
+        events = {v for _, g, r, v in granted(self.default) if r == "events" and g == "events.k8s.io"}
         self.assertEqual(events, {"create", "patch"})
+        # Core Events are only read: cluster-autoscaler's NotTriggerScaleUp on pending pods.
+        core_events = {v for _, g, r, v in granted(self.default) if r == "events" and g == ""}
+        self.assertEqual(core_events, {"list"})
         # Without local workloads, the operator only watches the Deployments it owns here.
         remote_only = render(CHART, {"rbac": {"localWorkloads": False}})
         have = {(g, r, v) for _, g, r, v in granted(remote_only, ("ClusterRole",))}
@@ -461,6 +465,7 @@ class MemberChart(unittest.TestCase):
                     self.assertNotIn("*", field)
             have = {(g, r, v) for _, g, r, v in granted(objects)}
             for need in (("", "nodes", "list"), ("", "pods", "list"), ("", "pods", "patch"),
+                         ("", "events", "list"),
                          ("apps", "deployments", "patch"),
                          ("apps", "deployments", "list"), ("apps", "deployments", "delete"),
                          ("apps", "deployments", "watch"),

@@ -194,3 +194,49 @@ pub fn endpoints_of(
         })
         .collect()
 }
+
+/// The spot pool's nodes (`POOL_LABEL=cloud-l4`) come from a cluster-autoscaler node group that
+/// adds none: each unschedulable replica gets its `NotTriggerScaleUp` Event.
+pub async fn set_autoscaler_adds_no_node(cluster: &TestCluster) {
+    let scenario = json!({"elastic": [{
+        "selector": {POOL_LABEL: "cloud-l4"},
+        "template": {"name": "cloud-spot", "gpus": 2, "labels": {POOL_LABEL: "cloud-l4"}},
+        "delayMs": 1000,
+        "maxNodes": 4,
+        "noScaleUp": true,
+    }]});
+    control(
+        cluster,
+        reqwest::Method::PUT,
+        "/harness/capacity",
+        Some(scenario.to_string()),
+    )
+    .await;
+}
+
+impl Estate {
+    /// Makes the spot pool of [`Estate::apply_capacity_pools`] elastic: a cluster-autoscaler
+    /// node group of 2-GPU nodes, up to 4, that take `node_startup_seconds` to arrive.
+    pub fn make_spot_elastic(&self, node_startup_seconds: u32) {
+        self.apply(&format!(
+            r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ComputePool
+metadata: {{name: spot}}
+spec:
+  cloud: public
+  provider: aws
+  region: eu-central-1
+  capacityType: Spot
+  cluster: {{kubeconfigSecretRef: {{name: public-kubeconfig}}, namespace: burst}}
+  nodeSelector: {{{POOL_LABEL}: cloud-l4}}
+  capacity: {{gpu: {{type: nvidia-l4, count: 64}}}}
+  cost: {{gpuHour: 0.4}}
+  startupSeconds: 120
+  artifactStore: {{bucket: models-public}}
+  elastic: {{autoscaler: ClusterAutoscaler, nodeGroup: spot-l4, nodeStartupSeconds: {node_startup_seconds}, maxNodes: 4, gpusPerNode: 2}}
+  stockout: {{unschedulableSeconds: {UNSCHEDULABLE_SECONDS}, backoffSeconds: {BACKOFF_SECONDS}, recoverySeconds: {RECOVERY_SECONDS}}}
+"#
+        ));
+    }
+}
