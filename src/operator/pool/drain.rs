@@ -75,7 +75,9 @@ pub fn decide_for(
 fn event_of(kind: DrainNoteKind) -> (EventType, &'static str) {
     match kind {
         DrainNoteKind::Draining => (EventType::Normal, DRAINING_DOOMED_REPLICAS),
-        DrainNoteKind::KeptServing => (EventType::Warning, DOOMED_REPLICAS_KEPT_SERVING),
+        // Expected while replacements start (make before break); a replacement that cannot
+        // start is told by its own pool (PoolShort, ShortfallReplaced).
+        DrainNoteKind::KeptServing => (EventType::Normal, DOOMED_REPLICAS_KEPT_SERVING),
         DrainNoteKind::BackInService => (EventType::Normal, REPLICAS_BACK_IN_SERVICE),
     }
 }
@@ -291,7 +293,7 @@ mod tests {
         assert!(decision.relabel.is_empty());
         assert_eq!(
             event_of(decision.notes[0].kind),
-            (EventType::Warning, DOOMED_REPLICAS_KEPT_SERVING)
+            (EventType::Normal, DOOMED_REPLICAS_KEPT_SERVING)
         );
         // Both ready there: both leave.
         let ready = BTreeMap::from([("ondemand".to_string(), capacity(2))]);
