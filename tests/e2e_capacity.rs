@@ -603,3 +603,117 @@ async fn an_elastic_pool_whose_autoscaler_adds_no_node_is_short_without_waiting_
     })
     .await;
 }
+
+/// A reclamation withdrawn after the doomed replicas were drained (a rebalance recommendation
+/// that passed): the node stays, and no replica of it stays out of the Service's endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_reclamation_puts_the_drained_replicas_back_into_service() {
+    let estate = Estate::start(0, 2).await;
+    if !estate.harness_only("a_cancelled_reclamation_puts_the_drained_replicas_back_into_service") {
+        return;
+    }
+    estate
+        .public
+        .upsert_node(
+            NodeSpec::new("cloud-gpu-1")
+                .gpus(2)
+                .label(POOL_LABEL, "cloud-l4"),
+        )
+        .expect("second spot node");
+    estate.apply_capacity_pools(8);
+    let _operator = Operator::start(&estate).await;
+    estate.apply(&deployment_yaml("ranker", "internal", 4, 4, ""));
+    wait_for(&estate, "ranker", "ranker Ready", |md| {
+        is_true(md, "Ready") && replicas_on(md, "spot") + replicas_on(md, "ondemand") == 4
+    })
+    .await;
+    let slices = History::start(&estate.public, endpoint_slices(), BURST_NAMESPACE).await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(estate.public.client().expect("client"), BURST_NAMESPACE);
+    let listed = pods.list(&Default::default()).await.expect("pods");
+    let mut per_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pod in &listed.items {
+        if let (Some(node), Some(name)) = (
+            pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            pod.metadata.name.clone(),
+        ) && node.starts_with("cloud-gpu")
+        {
+            per_node.entry(node).or_default().push(name);
+        }
+    }
+    let (doomed, doomed_pods) = per_node
+        .into_iter()
+        .max_by_key(|(_, p)| p.len())
+        .expect("ranker replicas on a spot node");
+    // A long notice: the replicas are drained well before it would end.
+    let reclaimed_at = Instant::now();
+    reclaim(&estate.public, &doomed, 120_000).await;
+    event_with_reason(&estate, APP_NAMESPACE, "ranker", "DrainingDoomedReplicas").await;
+    let serving = |pod: &k8s_openapi::api::core::v1::Pod| {
+        pod.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("skybridge.io/serving"))
+            .cloned()
+    };
+    eventually("the doomed pods labelled out", || async {
+        let listed = pods.list(&Default::default()).await.ok()?;
+        listed
+            .items
+            .iter()
+            .filter(|p| doomed_pods.contains(p.metadata.name.as_ref().unwrap()))
+            .all(|p| serving(p).as_deref() == Some("false"))
+            .then_some(())
+    })
+    .await;
+
+    cancel_reclaim(&estate.public, &doomed).await;
+    estate
+        .wait_for_pool("spot", "no node reclaiming", |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.reclaiming_nodes.is_empty())
+        })
+        .await;
+    // Every replica left bound to a node is in service again, and the ready endpoints are whole.
+    let left = eventually("every replica back in service", || async {
+        let listed = pods.list(&Default::default()).await.ok()?;
+        let bound: Vec<_> = listed
+            .items
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            .collect();
+        let ready_endpoints = endpoints_of(&slices, "ranker-ranker")
+            .last()
+            .map_or(0, |(_, e)| e.values().filter(|r| **r).count());
+        (bound.iter().all(|p| serving(p).as_deref() == Some("true")) && ready_endpoints >= 4).then(
+            || {
+                bound
+                    .iter()
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect::<Vec<_>>()
+            },
+        )
+    })
+    .await;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+        kube::Api::all(estate.public.client().expect("client"));
+    assert!(nodes.get(&doomed).await.is_ok(), "the node stayed");
+    if left.iter().any(|p| doomed_pods.contains(p)) {
+        // A drained replica survived the workload's scale-back: it was put back, and told.
+        event_with_reason(&estate, APP_NAMESPACE, "ranker", "ReplicasBackInService").await;
+    }
+    let mut lowest_ready = usize::MAX;
+    for (at, endpoints) in endpoints_of(&slices, "ranker-ranker") {
+        if at >= reclaimed_at {
+            lowest_ready = lowest_ready.min(endpoints.values().filter(|r| **r).count());
+        }
+    }
+    assert!(
+        lowest_ready >= 4,
+        "ready endpoints dropped to {lowest_ready}"
+    );
+    eprintln!(
+        "FIGURE cancelled reclamation: doomed {doomed_pods:?}, left {left:?}, lowest ready endpoints {lowest_ready}"
+    );
+}

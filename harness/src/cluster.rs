@@ -338,6 +338,7 @@ impl Cluster {
             kick: tokio::sync::Notify::new(),
             pods: config.pods,
             capacity: Default::default(),
+            reclaims: Default::default(),
         });
         let inner = Arc::new(Inner {
             name: config.name.clone(),

@@ -16,6 +16,8 @@
 //!   cluster-autoscaler's `NotTriggerScaleUp` Event).
 //! - `POST /harness/nodes/<name>/reclaim?noticeMs=N[&taint=KEY[=VALUE]]` – taint the node for
 //!   reclamation now (default `karpenter.sh/disrupted`, `NoSchedule`) and delete it after N ms.
+//! - `DELETE /harness/nodes/<name>/reclaim[?taint=KEY]` – cancel a reclamation: the node is not
+//!   deleted and the taint (default `karpenter.sh/disrupted`) is removed.
 //!
 //! Faults never apply to these paths.
 
@@ -32,7 +34,7 @@ use crate::api::{Body, error_response, json_response};
 use crate::cluster::Inner;
 use crate::error::{Error, Result};
 use crate::faults::FaultRule;
-use crate::kubelet::{CapacityScenario, NodeSpec, reclaim_node};
+use crate::kubelet::{CapacityScenario, NodeSpec, cancel_reclaim, reclaim_node};
 
 /// Handle one control request.
 pub async fn handle(
@@ -90,6 +92,7 @@ async fn serve(
             }
             reclaim_node(
                 inner.store.clone(),
+                &inner.kubelet,
                 name,
                 &key,
                 value.as_deref(),
@@ -125,6 +128,14 @@ async fn serve(
                 .unwrap_or_else(|e| e.into_inner()) = CapacityScenario::default();
             inner.kubelet.kick.notify_one();
             Ok(json!({"ok": true}))
+        }
+        (Method::DELETE, p) if p.starts_with("/harness/nodes/") && p.ends_with("/reclaim") => {
+            let name = &p["/harness/nodes/".len()..p.len() - "/reclaim".len()];
+            let key = q
+                .get("taint")
+                .map(|t| t.split_once('=').map_or(t.as_str(), |(k, _)| k))
+                .unwrap_or("karpenter.sh/disrupted");
+            cancel_reclaim(&inner.store, &inner.kubelet, name, key)
         }
         (Method::DELETE, p) if p.starts_with("/harness/nodes/") => {
             inner.remove_node(&p["/harness/nodes/".len()..])?;

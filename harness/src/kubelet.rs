@@ -20,7 +20,9 @@
 //!   holds it), a node of the pool's template is added after the pool's delay, one at a time, up
 //!   to its maximum;
 //! - *reclamation* ([`reclaim_node`]): a node gets a disruption taint at once (no new replicas
-//!   land there) and is deleted after the notice.
+//!   land there) and is deleted after the notice, unless [`cancel_reclaim`] withdraws it first;
+//! - an elastic pool with `noScaleUp`: no node is added, and each unschedulable pod of the pool
+//!   gets cluster-autoscaler's `NotTriggerScaleUp` Event.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -264,6 +266,8 @@ pub struct KubeletControl {
     pub pods: bool,
     /// Stockouts and elastic pools.
     pub capacity: Mutex<CapacityScenario>,
+    /// The pending deletion of each node being reclaimed, by name (aborted by a cancellation).
+    pub reclaims: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 /// Stockouts and elastic pools of one cluster (see the module's documentation).
@@ -363,21 +367,70 @@ pub fn taint_node(store: &Store, name: &str, key: &str, value: Option<&str>) -> 
 /// Taint a node for reclamation now and delete it after `notice` (spawned; returns at once).
 pub fn reclaim_node(
     store: Arc<Store>,
+    control: &KubeletControl,
     name: &str,
     key: &str,
     value: Option<&str>,
     notice: Duration,
 ) -> Result<Value> {
     let tainted = taint_node(&store, name, key, value)?;
-    let name = name.to_string();
-    tokio::spawn(async move {
+    let node = name.to_string();
+    let deletion = tokio::spawn(async move {
         tokio::time::sleep(notice).await;
         let rt = store.resource("", "v1", "nodes").expect("built-in");
-        if let Err(e) = store.delete(&rt, "", &name, &Default::default()) {
-            tracing::warn!("reclaimed node {name} could not be deleted: {e}");
+        if let Err(e) = store.delete(&rt, "", &node, &Default::default()) {
+            tracing::warn!("reclaimed node {node} could not be deleted: {e}");
         }
     });
+    if let Some(earlier) = control
+        .reclaims
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_string(), deletion)
+    {
+        // A second notice for the same node: the earlier deletion is superseded.
+        earlier.abort();
+    }
     Ok(tainted)
+}
+
+/// Cancels a reclamation, as an interruption handler does when a rebalance recommendation or a
+/// disruption is withdrawn: the node is not deleted, and the taint `key` is removed.
+pub fn cancel_reclaim(
+    store: &Store,
+    control: &KubeletControl,
+    name: &str,
+    key: &str,
+) -> Result<Value> {
+    if let Some(deletion) = control
+        .reclaims
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(name)
+    {
+        deletion.abort();
+    }
+    let rt = store.resource("", "v1", "nodes").expect("built-in");
+    let opts = WriteOpts {
+        manager: "kubelet".into(),
+        internal: true,
+        ..Default::default()
+    };
+    Ok(store
+        .modify(&rt, "", name, Scope::Main, &opts, true, |live| {
+            let live = live.ok_or_else(|| Error::not_found("", "nodes", name))?;
+            let mut node = live.clone();
+            let taints: Vec<Value> = node["spec"]["taints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| t["key"] != key)
+                .collect();
+            node["spec"]["taints"] = json!(taints);
+            Ok(node)
+        })?
+        .0)
 }
 
 /// Adds the next node of an elastic pool, unless it is at its maximum; returns its name.

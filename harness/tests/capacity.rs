@@ -422,3 +422,43 @@ async fn an_elastic_pool_whose_autoscaler_adds_no_node_tells_each_pending_pod() 
     .await;
     assert_eq!(a.body["items"].as_array().map(Vec::len), Some(2));
 }
+
+#[tokio::test]
+async fn a_cancelled_reclamation_keeps_the_node_and_lifts_its_taint() {
+    let c = Cluster::start(
+        ClusterConfig::new("public").node(NodeSpec::new("spot-a").gpus(2).label("pool", "spot")),
+    )
+    .await
+    .unwrap();
+    let base = c.url().to_string();
+    let tainted = http(
+        "POST",
+        &format!("{base}/harness/nodes/spot-a/reclaim?noticeMs=300&taint=cloud.google.com/impending-node-termination"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(tainted.code, 200, "{}", tainted.body);
+    let cancelled = http(
+        "DELETE",
+        &format!(
+            "{base}/harness/nodes/spot-a/reclaim?taint=cloud.google.com/impending-node-termination"
+        ),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(cancelled.code, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.body["spec"]["taints"], json!([]));
+    // Past the notice: still there, untainted.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(node_names(&base).await, ["spot-a"]);
+    let unknown = http(
+        "DELETE",
+        &format!("{base}/harness/nodes/nope/reclaim"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(unknown.code, 404);
+}

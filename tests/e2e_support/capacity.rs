@@ -240,3 +240,14 @@ spec:
         ));
     }
 }
+
+/// Withdraws the reclamation of `node` (Karpenter's taint removed, no deletion).
+pub async fn cancel_reclaim(cluster: &TestCluster, node: &str) {
+    control(
+        cluster,
+        reqwest::Method::DELETE,
+        &format!("/harness/nodes/{node}/reclaim"),
+        None,
+    )
+    .await;
+}
