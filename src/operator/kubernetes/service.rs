@@ -22,3 +22,21 @@ pub fn serving_spec(mut selector: BTreeMap<String, String>, port: u16) -> Servic
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::kubernetes::names::{LABEL_SERVING, SERVING, placement_labels};
+
+    #[test]
+    fn a_service_selects_only_pods_in_service() {
+        let component = placement_labels("shop", "recs", "ranker", "spot");
+        let spec = serving_spec(component.clone(), 8080);
+        let selector = spec.selector.unwrap();
+        assert_eq!(selector[LABEL_SERVING], SERVING);
+        // Every other label of the selector is the workload's: relabelling a pod `false` takes
+        // it out of the Service, not out of its workload (whose selector lacks the label).
+        assert!(component.iter().all(|(k, v)| selector.get(k) == Some(v)));
+        assert!(!component.contains_key(LABEL_SERVING));
+    }
+}
