@@ -277,10 +277,40 @@ pub struct RolloutStatus {
     /// When the rollout ended (succeeded, rolled back or aborted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// The new version's traffic percent before its last change, and when it changed: the
+    /// version that lost share keeps its replicas until `trafficChangedAt` plus the drain.
+    #[serde(default)]
+    pub previous_traffic_percent: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_changed_at: Option<Time>,
+    /// Whether the current step's pause was ended by `resume`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
+    /// The analysis of the current step: rounds that passed, failed and had no data.
+    #[serde(default)]
+    pub step_analysis: StepAnalysis,
     /// The newest measurements (at most 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub analysis: Vec<AnalysisResult>,
+}
+
+/// The analysis rounds of one step (a round measures every metric once).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StepAnalysis {
+    /// Rounds in which every metric passed.
+    #[serde(default)]
+    pub passed: u32,
+    /// Rounds in which a metric failed (or, with `noData: Fail`, had no data).
+    #[serde(default)]
+    pub failed: u32,
+    /// Rounds without data and without a failure.
+    #[serde(default)]
+    pub inconclusive: u32,
+    /// When the last round was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<Time>,
 }
 
 impl RolloutSpec {
