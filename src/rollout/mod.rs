@@ -12,9 +12,12 @@
 //!    (its store lacks the verified model, residency, no room for the surge) holds the step
 //!    visibly below its share.
 //! 2. Replicas per pool with `N` planned: the new version wants `ceil(N·w/100)`; the old one
-//!    keeps `ceil(N·(100−s)/100)` for the published share `s`. Old plus new stay within
-//!    `N + maxSurge` (the new version starts only into that room), except that a version whose
-//!    share just dropped keeps the replicas it has until the drain is over (requests in flight).
+//!    keeps `N·(100−s)/100` (to the nearest replica) for the published share `s`. The new version starts into the
+//!    room of `maxSurge` beside them; old plus new stay within `N + min(maxSurge, spare)`: where
+//!    the pool lacks spare capacity for the surge, old replicas make the room (a dip in capacity
+//!    of at most `maxSurge`, as `maxUnavailable` would), or a full pool would never roll. A
+//!    version whose share just dropped keeps the replicas it has until the drain is over
+//!    (requests in flight).
 //! 3. A step is reached when the published share is `w`; it passes when its pause is over (or it
 //!    was resumed, for a pause without seconds) and, with an analysis, at least one round passed
 //!    and fewer than `failureLimit` failed. Rounds without data are inconclusive: the step holds.
@@ -200,6 +203,11 @@ pub fn round_due_at(spec: &RolloutSpec, state: &RolloutState) -> Option<i64> {
 fn ceil_percent(n: u32, percent: u32) -> u32 {
     let product = u64::from(n) * u64::from(percent.min(100));
     u32::try_from(product.div_ceil(100)).unwrap_or(u32::MAX)
+}
+
+fn round_percent(n: u32, percent: u32) -> u32 {
+    let product = u64::from(n) * u64::from(percent.min(100));
+    u32::try_from((product + 50) / 100).unwrap_or(u32::MAX)
 }
 
 /// Whether a pool may run either version of the component.
@@ -572,27 +580,30 @@ fn pool_replicas(
     }
     let n = pool.planned;
     let share = state.traffic_percent;
-    let mut old = ceil_percent(n, 100 - share);
+    let surge = spec.max_surge_for(n);
+    // The pool's room beyond the plan: the surge where it has spare capacity; where it has not,
+    // old replicas make the rest of the surge's room (capacity dips, as with maxUnavailable),
+    // or a full pool would never start the new version.
+    let room_beyond_plan = surge.min(pool.spare);
+    // Rounded to the nearest replica, not up: the share is a whole percent below what the
+    // ready new replicas carry, and rounding the old version's part up as well would keep a
+    // replica the new ones already replace (and, in a full pool, never make room).
+    let old_for_share = round_percent(n, 100 - share);
+    let carried_new = ceil_percent(n, share);
+    let want_new = ceil_percent(n, step_weight);
+    let mut held = None;
+    let mut new = if pool.new_model_verified {
+        want_new
+            .min((n + surge).saturating_sub(old_for_share))
+            .max(carried_new)
+    } else {
+        held = Some("the pool's store does not hold the verified new model yet".to_string());
+        0
+    };
+    let mut old = old_for_share.min((n + room_beyond_plan).saturating_sub(new));
     if old_lost_share {
         old = old.max(pool.old.current);
     }
-    let carried_new = ceil_percent(n, share);
-    let want_new = ceil_percent(n, step_weight);
-    let surge = spec.max_surge_for(n).min(pool.spare);
-    let room = (n + surge).saturating_sub(old);
-    let mut held = None;
-    let mut new = if !pool.new_model_verified {
-        held = Some("the pool's store does not hold the verified new model yet".to_string());
-        0
-    } else {
-        let started = want_new.min(room).max(carried_new);
-        if started < want_new && surge == 0 {
-            held = Some(format!(
-                "no room for the surge: {started} of {want_new} new replicas start only as old ones go"
-            ));
-        }
-        started
-    };
     if new_lost_share {
         new = new.max(pool.new.current);
     }
