@@ -210,6 +210,17 @@ fn round_percent(n: u32, percent: u32) -> u32 {
     u32::try_from((product + 50) / 100).unwrap_or(u32::MAX)
 }
 
+/// How `planned` replicas of a pool split between the versions when the new one takes `share`
+/// percent of the traffic: (old, new). The new version's part is rounded up (it must carry its
+/// share); the old one's to the nearest replica (the share is a whole percent below what the
+/// new replicas carry, and rounding it up too would keep a replica the new ones replace).
+pub fn replicas_for_share(planned: u32, share: u32) -> (u32, u32) {
+    (
+        round_percent(planned, 100 - share.min(100)),
+        ceil_percent(planned, share),
+    )
+}
+
 /// Whether a pool may run either version of the component.
 fn resident(component: &ComponentInput, pool: &PoolInput) -> bool {
     !(component.sensitive && pool.cloud == Cloud::Public)
@@ -585,11 +596,7 @@ fn pool_replicas(
     // old replicas make the rest of the surge's room (capacity dips, as with maxUnavailable),
     // or a full pool would never start the new version.
     let room_beyond_plan = surge.min(pool.spare);
-    // Rounded to the nearest replica, not up: the share is a whole percent below what the
-    // ready new replicas carry, and rounding the old version's part up as well would keep a
-    // replica the new ones already replace (and, in a full pool, never make room).
-    let old_for_share = round_percent(n, 100 - share);
-    let carried_new = ceil_percent(n, share);
+    let (old_for_share, carried_new) = replicas_for_share(n, share);
     let want_new = ceil_percent(n, step_weight);
     let mut held = None;
     let mut new = if pool.new_model_verified {
