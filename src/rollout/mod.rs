@@ -298,7 +298,7 @@ pub fn decide(input: RolloutInput<'_>) -> RolloutDecision {
                 || (*o == AnalysisOutcome::Inconclusive
                     && analysis.no_data == crate::api::NoDataPolicy::Fail)
         });
-        let inconclusive = !failed && round.iter().any(|o| *o == AnalysisOutcome::Inconclusive);
+        let inconclusive = !failed && round.contains(&AnalysisOutcome::Inconclusive);
         if failed {
             state.failed_rounds += 1;
         } else if inconclusive {

@@ -50,7 +50,7 @@ pub enum Intent {
     Rollout {
         from: RolloutVersion,
         to: RolloutVersion,
-        previous: Option<RolloutStatus>,
+        previous: Option<Box<RolloutStatus>>,
     },
 }
 
@@ -82,7 +82,7 @@ pub fn intent(md: &ModelDeployment) -> Intent {
         return Intent::Rollout {
             from: recorded.from.clone(),
             to: recorded.to.clone(),
-            previous: Some(recorded.clone()),
+            previous: Some(Box::new(recorded.clone())),
         };
     }
     if same_model(stable, &spec) {
