@@ -385,6 +385,97 @@ fn a_store_without_the_verified_model_holds_its_pool_and_the_step() {
 }
 
 #[test]
+fn a_burst_mid_rollout_starts_public_replicas_of_both_versions_at_the_share_reached() {
+    let spec = canary(vec![step(25, Some(Some(600))), step(50, None)], None);
+    let mut state = RolloutState::start(0);
+    state.traffic_percent = 25;
+    state.step_started_at = Some(0);
+    let private = pool("dc1", Cloud::Private, 8, (6, 6), (2, 2));
+    let burst = pool("aws", Cloud::Public, 8, (0, 0), (0, 0));
+    let d = run(
+        &spec,
+        &state,
+        &[component(false, vec![private.clone(), burst.clone()])],
+        None,
+        None,
+        60,
+    );
+    let aws = &d.components[0].pools[1];
+    assert_eq!(
+        d.state.traffic_percent, 12,
+        "the new replicas carry 2 of 16 until the burst's are ready"
+    );
+    assert_eq!(
+        (aws.old, aws.new),
+        (7, 2),
+        "the burst splits at the share reached (12%)"
+    );
+    let ready = pool("aws", Cloud::Public, 8, (7, 7), (2, 2));
+    let d = run(
+        &spec,
+        &d.state,
+        &[component(false, vec![private.clone(), ready])],
+        None,
+        None,
+        120,
+    );
+    assert_eq!(
+        d.state.traffic_percent, 25,
+        "back to the step's share once they are ready"
+    );
+    assert_eq!(
+        d.components[0].pools[1].old, 7,
+        "the old version drains before it shrinks"
+    );
+    let drained = pool("aws", Cloud::Public, 8, (7, 7), (2, 2));
+    let d = run(
+        &spec,
+        &d.state,
+        &[component(false, vec![private.clone(), drained])],
+        None,
+        None,
+        200,
+    );
+    let aws = &d.components[0].pools[1];
+    assert_eq!(
+        (aws.old, aws.new),
+        (6, 2),
+        "a quarter of the burst on the new version"
+    );
+    // Failback: the public pool's plan drops to 0; both versions go there once the drain is over.
+    let ready_burst = pool("aws", Cloud::Public, 0, (6, 6), (2, 2));
+    let mut settled = state.clone();
+    settled.traffic_changed_at = Some(0);
+    let d = run(
+        &spec,
+        &settled,
+        &[component(false, vec![private.clone(), ready_burst.clone()])],
+        None,
+        None,
+        120,
+    );
+    let aws = &d.components[0].pools[1];
+    assert_eq!((aws.old, aws.new), (0, 0));
+    // A sensitive component never bursts either version.
+    let d = run(
+        &spec,
+        &state,
+        &[component(true, vec![private, burst])],
+        None,
+        None,
+        60,
+    );
+    assert_eq!(
+        (d.components[0].pools[1].old, d.components[0].pools[1].new),
+        (0, 0)
+    );
+    assert_eq!(
+        d.state.traffic_percent, 25,
+        "the private pool alone carries the share"
+    );
+}
+
+#[test]
 fn split_weights_give_each_version_its_share_on_ready_replicas_only() {
     let backends = [
         VersionedBackend {
