@@ -97,6 +97,17 @@ pub fn intent(md: &ModelDeployment) -> Intent {
     }
 }
 
+/// Why a rollout from `from` to `to` cannot run, if so: both versions at the same source prefix
+/// (a store holds one model per prefix, and a canary fetches both).
+pub fn refused(from: &RolloutVersion, to: &RolloutVersion) -> Option<String> {
+    (from.uri == to.uri && from.pool == to.pool).then(|| {
+        format!(
+            "versions {} and {} share the source {}: give each version its own prefix (a store holds one model per prefix, and a canary runs both)",
+            from.version, to.version, to.uri
+        )
+    })
+}
+
 /// The status of a deployment serving `stable` with no rollout under way.
 pub fn steady_status(stable: RolloutVersion, since: Time) -> RolloutStatus {
     RolloutStatus {

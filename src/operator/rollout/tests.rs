@@ -408,3 +408,15 @@ async fn a_round_measures_every_metric_in_prometheus() {
             .all(|r| r.outcome == AnalysisOutcome::Inconclusive && r.value.is_none())
     );
 }
+
+#[test]
+fn two_versions_at_one_prefix_are_refused() {
+    let mut other = version("2");
+    assert!(
+        refused(&version("1"), &other)
+            .unwrap()
+            .contains("own prefix")
+    );
+    other.uri = "s3://models/ranker/2".into();
+    assert_eq!(refused(&version("1"), &other), None);
+}
