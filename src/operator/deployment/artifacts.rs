@@ -202,6 +202,26 @@ impl Stage {
         intents
     }
 
+    /// After the syncer carried out the intents: records in `held` the pools of `plans` whose
+    /// store does not hold the verified model yet, without taking their replicas out of the
+    /// plan. A rollout (issue #17) calls this instead of [`Stage::hold_unfetchable`]: those
+    /// pools hold the new version's replicas only (`operator::rollout::inputs::Seen`), while the
+    /// old version, whose model they do hold, keeps serving there.
+    pub fn find_unfetchable(
+        &mut self,
+        syncer: &Syncer,
+        md: &ModelDeployment,
+        pools: &BTreeMap<String, Arc<ComputePool>>,
+        plans: &[ComponentPlan],
+    ) -> &BTreeMap<String, String> {
+        let wanted = serving_pools(plans);
+        self.refresh(syncer, md, pools);
+        for (pool, reason) in unfetchable(&wanted, &self.candidates, self.digest().as_deref()) {
+            self.held.entry(pool).or_insert(reason);
+        }
+        &self.held
+    }
+
     /// After the syncer carried out the intents: holds the replicas placed on pools whose store
     /// does not hold the verified model yet (see `artifact_plan`).
     pub fn hold_unfetchable(
@@ -211,11 +231,7 @@ impl Stage {
         pools: &BTreeMap<String, Arc<ComputePool>>,
         plans: &mut [ComponentPlan],
     ) {
-        let wanted = serving_pools(plans);
-        self.refresh(syncer, md, pools);
-        for (pool, reason) in unfetchable(&wanted, &self.candidates, self.digest().as_deref()) {
-            self.held.entry(pool).or_insert(reason);
-        }
+        self.find_unfetchable(syncer, md, pools, plans);
         hold(plans, &self.held, |component, pool| {
             match (
                 md.spec.components.iter().find(|c| c.name == component),

@@ -7,6 +7,9 @@
 //! it serves there (`from == to`, `Succeeded`) before any rollout, so that a later change of
 //! `spec.model` has something to roll from.
 
+pub mod children;
+pub mod inputs;
+
 use crate::api::{
     AnalysisMetric, AnalysisOutcome, AnalysisResult, MAX_ANALYSIS_RESULTS, ModelDeployment,
     PROGRESSING, ROLLOUT_ACTION_ANNOTATION, RolloutAnalysis, RolloutPhase, RolloutSpec,
@@ -354,3 +357,6 @@ pub async fn measure_round(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod glue_tests;

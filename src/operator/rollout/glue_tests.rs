@@ -1,0 +1,328 @@
+//! Tests of the pure glue between the reconcile and the rollout decision: the children of each
+//! version, and the decision's input from the plan.
+
+use super::children::{
+    LABEL_VERSION_KEY, model_at, version_deployment_name, version_key, version_labels,
+};
+use super::inputs::{Seen, component_inputs};
+use crate::api::{
+    CanaryStep, Cloud, ComputePool, DataClass, ModelDeployment, RolloutPause, RolloutSpec,
+    RolloutStrategy, RolloutVersion,
+};
+use crate::operator::kubernetes::names::deployment_name;
+use crate::planner::{ComponentKey, ComponentPlan, Placement};
+use crate::rollout::{RolloutInput, RolloutState, VersionCount, decide};
+use kube::ResourceExt;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn deployment(name: &str, ranker_class: &str) -> ModelDeployment {
+    serde_yaml_ng::from_str(&format!(
+        r#"
+apiVersion: skybridge.io/v1alpha1
+kind: ModelDeployment
+metadata: {{name: {name}, namespace: web, uid: "u-1"}}
+spec:
+  model: {{source: {{uri: "s3://models/m/1", pool: a}}, version: "1"}}
+  components:
+  - {{name: enc, dataClass: internal, image: "serve:1", resources: {{cpu: "1", memory: 1Gi}}, replicas: {{min: 1, max: 4}}}}
+  - {{name: rank, dataClass: {ranker_class}, image: "serve:1", resources: {{cpu: "1", memory: 1Gi}}, replicas: {{min: 1, max: 4}}}}
+"#
+    ))
+    .unwrap()
+}
+
+fn pool(name: &str, cloud: Cloud) -> Arc<ComputePool> {
+    let cloud = match cloud {
+        Cloud::Private => "private",
+        Cloud::Public => "public",
+    };
+    Arc::new(
+        serde_yaml_ng::from_str(&format!(
+            "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {{name: {name}}}\nspec: {{cloud: {cloud}, provider: onprem, region: fra, capacity: {{}}}}\n"
+        ))
+        .unwrap(),
+    )
+}
+
+fn version(v: &str, uri: &str) -> RolloutVersion {
+    RolloutVersion {
+        version: v.into(),
+        uri: uri.into(),
+        pool: "a".into(),
+        digest: None,
+    }
+}
+
+fn plan(component: &str, placements: &[(&str, u32)]) -> ComponentPlan {
+    ComponentPlan {
+        key: ComponentKey {
+            namespace: "web".into(),
+            deployment: "shop".into(),
+            component: component.into(),
+        },
+        data_class: DataClass::Internal,
+        desired_replicas: placements.iter().map(|p| p.1).sum(),
+        placements: placements
+            .iter()
+            .map(|&(pool, replicas)| Placement {
+                pool: pool.into(),
+                cloud: Cloud::Private,
+                replicas,
+                reason: String::new(),
+            })
+            .collect(),
+        unplaced: 0,
+        reasons: Vec::new(),
+        cost_per_hour: 0.0,
+    }
+}
+
+fn canary() -> RolloutSpec {
+    RolloutSpec {
+        strategy: RolloutStrategy::Canary,
+        steps: vec![
+            CanaryStep {
+                set_weight: 25,
+                pause: Some(RolloutPause { seconds: Some(60) }),
+            },
+            CanaryStep {
+                set_weight: 75,
+                pause: Some(RolloutPause { seconds: Some(60) }),
+            },
+        ],
+        max_surge: None,
+        analysis: None,
+        paused: false,
+    }
+}
+
+#[test]
+fn the_owning_version_keeps_the_existing_names_and_selector() {
+    let md = deployment("shop", "internal");
+    let stable = version("1", "s3://models/m/1");
+    assert_eq!(
+        version_deployment_name(&md, "rank", "dc1", &stable, &stable),
+        deployment_name(&md, "rank", "dc1"),
+        "nothing renamed, nothing orphaned"
+    );
+    let labels = version_labels(&md, "rank", "dc1", &stable, &stable);
+    assert!(!labels.contains_key(LABEL_VERSION_KEY));
+    assert_eq!(labels["skybridge.io/pool"], "dc1");
+    // A different digest is the same model (digests are learnt, not named).
+    let mut with_digest = stable.clone();
+    with_digest.digest = Some("sha256:ab".into());
+    assert_eq!(
+        version_deployment_name(&md, "rank", "dc1", &with_digest, &stable),
+        deployment_name(&md, "rank", "dc1")
+    );
+}
+
+#[test]
+fn another_version_gets_its_own_name_and_a_disjoint_selector() {
+    let md = deployment("shop", "internal");
+    let stable = version("1", "s3://models/m/1");
+    let next = version("2", "s3://models/m/2");
+    let name = version_deployment_name(&md, "rank", "dc1", &next, &stable);
+    assert_ne!(name, deployment_name(&md, "rank", "dc1"));
+    assert!(name.ends_with(&version_key(&next)), "{name}");
+    let labels = version_labels(&md, "rank", "dc1", &next, &stable);
+    assert_eq!(labels[LABEL_VERSION_KEY], version_key(&next));
+    // The same version is named the same on every reconcile; a moved source is another model.
+    assert_eq!(
+        name,
+        version_deployment_name(&md, "rank", "dc1", &next.clone(), &stable)
+    );
+    let moved = version("2", "s3://models/m/2b");
+    assert_ne!(
+        name,
+        version_deployment_name(&md, "rank", "dc1", &moved, &stable)
+    );
+}
+
+#[test]
+fn a_version_builds_with_its_own_model() {
+    let md = deployment("shop", "internal");
+    let old = model_at(&md, &version("0.9", "s3://models/m/0.9"));
+    assert_eq!(old.spec.model.version, "0.9");
+    assert_eq!(old.spec.model.source.uri, "s3://models/m/0.9");
+    assert_eq!(old.spec.components, md.spec.components);
+    assert_eq!(old.name_any(), md.name_any());
+}
+
+#[test]
+fn inputs_cover_planned_pools_and_pools_still_holding_replicas() {
+    let md = deployment("shop", "internal");
+    let pools = BTreeMap::from([
+        ("dc1".to_string(), pool("dc1", Cloud::Private)),
+        ("cloud".to_string(), pool("cloud", Cloud::Public)),
+    ]);
+    let seen = Seen {
+        counts: BTreeMap::from([(
+            ("rank".to_string(), "old-pool".to_string()),
+            (
+                VersionCount {
+                    current: 2,
+                    ready: 2,
+                },
+                VersionCount::default(),
+            ),
+        )]),
+        spare: BTreeMap::from([("dc1".to_string(), 3)]),
+        new_model_unfetchable: BTreeMap::from([("cloud".to_string(), "copying".to_string())]),
+    };
+    let inputs = component_inputs(
+        &md,
+        &[
+            plan("enc", &[("dc1", 2)]),
+            plan("rank", &[("dc1", 1), ("cloud", 4)]),
+        ],
+        &pools,
+        DataClass::Internal,
+        &seen,
+    );
+    assert_eq!(inputs.len(), 2);
+    let rank = &inputs[1];
+    assert_eq!(rank.name, "rank");
+    let by_pool: BTreeMap<&str, _> = rank.pools.iter().map(|p| (p.pool.as_str(), p)).collect();
+    assert_eq!(by_pool.len(), 3);
+    assert_eq!(by_pool["dc1"].planned, 1);
+    assert_eq!(by_pool["dc1"].spare, 3);
+    assert!(by_pool["dc1"].new_model_verified);
+    // Held for the new model only: the plan's replicas stay for the old version.
+    assert_eq!(by_pool["cloud"].planned, 4);
+    assert!(!by_pool["cloud"].new_model_verified);
+    // Dropped from the plan, still serving: there for the decision to scale in, and unknown
+    // pools are taken as public.
+    assert_eq!(by_pool["old-pool"].planned, 0);
+    assert_eq!(by_pool["old-pool"].old.current, 2);
+    assert_eq!(by_pool["old-pool"].cloud, Cloud::Public);
+}
+
+#[test]
+fn held_pools_keep_the_old_version_serving_in_the_decision() {
+    let md = deployment("shop", "internal");
+    let pools = BTreeMap::from([("dc1".to_string(), pool("dc1", Cloud::Private))]);
+    let ready = VersionCount {
+        current: 4,
+        ready: 4,
+    };
+    let seen = Seen {
+        counts: BTreeMap::from([
+            (
+                ("enc".to_string(), "dc1".to_string()),
+                (ready, VersionCount::default()),
+            ),
+            (
+                ("rank".to_string(), "dc1".to_string()),
+                (ready, VersionCount::default()),
+            ),
+        ]),
+        spare: BTreeMap::from([("dc1".to_string(), 4)]),
+        new_model_unfetchable: BTreeMap::from([("dc1".to_string(), "syncing".to_string())]),
+    };
+    let plans = [plan("enc", &[("dc1", 4)]), plan("rank", &[("dc1", 4)])];
+    let components = component_inputs(&md, &plans, &pools, DataClass::Internal, &seen);
+    let spec = canary();
+    let decision = decide(RolloutInput {
+        spec: &spec,
+        previous: &RolloutState::start(1_000),
+        components: &components,
+        action: None,
+        round: None,
+        now: 1_000,
+    });
+    for component in &decision.components {
+        for p in &component.pools {
+            assert_eq!(
+                p.new, 0,
+                "{}: the new model is not in the store yet",
+                component.name
+            );
+            assert_eq!(
+                p.old, 4,
+                "{}: the old version keeps its pool",
+                component.name
+            );
+        }
+    }
+}
+
+fn cloud_of(public: bool) -> Cloud {
+    if public {
+        Cloud::Public
+    } else {
+        Cloud::Private
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Residency: whatever the plan, the counts seen and the holds, a sensitive component (or
+    /// a component of a sensitive model) never gets the new version verified in a public pool,
+    /// and the decision on those inputs starts no replica of either version there.
+    #[test]
+    fn a_sensitive_component_never_runs_a_version_in_a_public_pool(
+        ranker_sensitive in any::<bool>(),
+        model_sensitive in any::<bool>(),
+        pools_public in proptest::collection::vec(any::<bool>(), 1..5),
+        planned in proptest::collection::vec(0u32..6, 5),
+        old in proptest::collection::vec((0u32..6, 0u32..6), 5),
+        new in proptest::collection::vec((0u32..6, 0u32..6), 5),
+        spare in proptest::collection::vec(0u32..6, 5),
+        held in proptest::collection::vec(any::<bool>(), 5),
+        step in 0u32..2,
+        now in 1_000i64..100_000,
+    ) {
+        let md = deployment("shop", if ranker_sensitive { "sensitive" } else { "internal" });
+        let class = if model_sensitive { DataClass::Sensitive } else { DataClass::Internal };
+        let names: Vec<String> = (0..pools_public.len()).map(|i| format!("p{i}")).collect();
+        let pools: BTreeMap<String, Arc<ComputePool>> = names
+            .iter()
+            .zip(&pools_public)
+            .map(|(n, &public)| (n.clone(), pool(n, cloud_of(public))))
+            .collect();
+        let placements: Vec<(&str, u32)> =
+            names.iter().zip(&planned).map(|(n, &r)| (n.as_str(), r)).collect();
+        let mut seen = Seen::default();
+        for (i, name) in names.iter().enumerate() {
+            let count = |(current, ready): (u32, u32)| VersionCount { current, ready: ready.min(current) };
+            seen.counts.insert(("rank".into(), name.clone()), (count(old[i]), count(new[i])));
+            seen.spare.insert(name.clone(), spare[i]);
+            if held[i] {
+                seen.new_model_unfetchable.insert(name.clone(), "syncing".into());
+            }
+        }
+        let plans = [plan("enc", &placements), plan("rank", &placements)];
+        let components = component_inputs(&md, &plans, &pools, class, &seen);
+        let sensitive_rank = ranker_sensitive || model_sensitive;
+        let rank = components.iter().find(|c| c.name == "rank").unwrap();
+        prop_assert_eq!(rank.sensitive, sensitive_rank);
+        for input in &rank.pools {
+            let public = input.cloud == Cloud::Public;
+            prop_assert!(!(sensitive_rank && public && input.new_model_verified));
+            prop_assert!(!(held[names.iter().position(|n| *n == input.pool).unwrap()] && input.new_model_verified));
+        }
+        let mut state = RolloutState::start(now - 500);
+        state.step = step;
+        let spec = canary();
+        let decision = decide(RolloutInput {
+            spec: &spec,
+            previous: &state,
+            components: &components,
+            action: None,
+            round: None,
+            now,
+        });
+        for component in decision.components.iter().filter(|c| c.name == "rank" && sensitive_rank) {
+            for p in &component.pools {
+                if pools[&p.pool].spec.cloud == Cloud::Public {
+                    prop_assert_eq!(p.new, 0, "pool {}", &p.pool);
+                    prop_assert_eq!(p.old, 0, "pool {}", &p.pool);
+                }
+            }
+        }
+    }
+}
