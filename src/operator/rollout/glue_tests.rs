@@ -326,3 +326,223 @@ proptest! {
         }
     }
 }
+
+mod step {
+    use super::*;
+    use crate::api::{
+        ModelDeploymentStatus, ROLLOUT_ACTION_ANNOTATION, RolloutPhase, RolloutStatus,
+    };
+    use crate::operator::rollout::steady_status;
+    use crate::operator::rollout::step::{RolloutContext, Serving, decide_rollout};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    /// `shop` at `spec_version` (source `s3://models/m/<version>`), by canary or not, with
+    /// `recorded` as its `status.rollout`.
+    fn shop(
+        spec_version: &str,
+        by_canary: bool,
+        recorded: Option<RolloutStatus>,
+    ) -> ModelDeployment {
+        let mut md = deployment("shop", "internal");
+        md.spec.model.version = spec_version.into();
+        md.spec.model.source.uri = format!("s3://models/m/{spec_version}");
+        md.spec.rollout = by_canary.then(canary);
+        md.status = recorded.map(|r| ModelDeploymentStatus {
+            rollout: Some(r),
+            ..Default::default()
+        });
+        md
+    }
+
+    fn v(version: &str) -> RolloutVersion {
+        version_at(version, &format!("s3://models/m/{version}"))
+    }
+
+    fn version_at(version: &str, uri: &str) -> RolloutVersion {
+        super::version(version, uri)
+    }
+
+    fn run(
+        md: &ModelDeployment,
+        seen: &Seen,
+        now: i64,
+    ) -> crate::operator::rollout::step::RolloutOutcome {
+        let pools = BTreeMap::from([("dc1".to_string(), pool("dc1", Cloud::Private))]);
+        let plans = [plan("enc", &[("dc1", 4)]), plan("rank", &[("dc1", 4)])];
+        decide_rollout(RolloutContext {
+            md,
+            plans: &plans,
+            pools: &pools,
+            class: DataClass::Internal,
+            seen,
+            measured: Vec::new(),
+            now: at(now),
+        })
+    }
+
+    fn old_serving(ready: u32) -> Seen {
+        let count = VersionCount {
+            current: ready,
+            ready,
+        };
+        Seen {
+            counts: BTreeMap::from([
+                (
+                    ("enc".to_string(), "dc1".to_string()),
+                    (count, VersionCount::default()),
+                ),
+                (
+                    ("rank".to_string(), "dc1".to_string()),
+                    (count, VersionCount::default()),
+                ),
+            ]),
+            spare: BTreeMap::from([("dc1".to_string(), 8)]),
+            new_model_unfetchable: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn without_a_canary_nothing_is_recorded_or_conditioned() {
+        let md = shop("2", false, Some(steady_status(v("1"), Time(at(0)))));
+        let outcome = run(&md, &old_serving(4), 100);
+        assert_eq!(
+            outcome.serving,
+            Serving::One(v("2")),
+            "all at once, as today"
+        );
+        assert_eq!(outcome.record, None);
+        assert!(outcome.conditions.is_empty());
+        assert!(outcome.events.is_empty());
+    }
+
+    #[test]
+    fn a_canary_deployment_records_the_version_it_serves_once() {
+        let first = run(&shop("1", true, None), &old_serving(4), 100);
+        assert_eq!(first.serving, Serving::One(v("1")));
+        let recorded = first.record.expect("the stable version is recorded");
+        assert_eq!(recorded.to, v("1"));
+        assert_eq!(recorded.phase, RolloutPhase::Succeeded);
+        let again = run(&shop("1", true, Some(recorded)), &old_serving(4), 200);
+        assert_eq!(again.record, None, "already recorded: no write");
+        assert!(!again.conditions.is_empty(), "Progressing stays reported");
+    }
+
+    #[test]
+    fn a_new_version_starts_a_rollout_with_both_versions_and_an_event() {
+        let md = shop("2", true, Some(steady_status(v("1"), Time(at(0)))));
+        let outcome = run(&md, &old_serving(4), 100);
+        let Serving::Two { from, to, replicas } = &outcome.serving else {
+            panic!("both versions serve: {:?}", outcome.serving);
+        };
+        assert_eq!((from, to), (&v("1"), &v("2")));
+        for ((component, pool), (old, new)) in replicas {
+            assert_eq!(pool, "dc1");
+            assert_eq!(
+                *old, 4,
+                "{component}: the old version keeps serving at first"
+            );
+            assert!(*new >= 1, "{component}: the canary starts");
+        }
+        let status = outcome.record.expect("status.rollout is written");
+        assert_eq!(status.phase, RolloutPhase::Progressing);
+        assert_eq!((status.from.clone(), status.to.clone()), (v("1"), v("2")));
+        assert!(
+            outcome
+                .events
+                .iter()
+                .any(|(warning, reason, _)| !warning && *reason == "RolloutStarted")
+        );
+        assert!(
+            outcome
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Reconciling" && c.status)
+        );
+        assert!(!outcome.remove_annotation);
+    }
+
+    #[test]
+    fn abort_by_annotation_returns_to_the_old_version_and_consumes_the_annotation() {
+        let md = shop("2", true, Some(steady_status(v("1"), Time(at(0)))));
+        let started = run(&md, &old_serving(4), 100).record.unwrap();
+        let mut aborting = shop("2", true, Some(started));
+        aborting.metadata.annotations = Some(BTreeMap::from([(
+            ROLLOUT_ACTION_ANNOTATION.to_string(),
+            "abort".to_string(),
+        )]));
+        let outcome = run(&aborting, &old_serving(4), 130);
+        assert!(outcome.remove_annotation);
+        let status = outcome.record.unwrap();
+        assert_eq!(status.phase, RolloutPhase::Aborted);
+        assert_eq!(status.traffic_percent, 0);
+        assert!(
+            outcome
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.status)
+        );
+        let Serving::Two { replicas, .. } = outcome.serving else {
+            panic!("an ended rollout keeps its two versions until retry or a new version");
+        };
+        assert!(replicas.values().all(|&(old, _)| old == 4), "{replicas:?}");
+    }
+
+    #[test]
+    fn a_bad_annotation_is_reported_and_left_and_an_idle_one_is_consumed() {
+        let mut md = shop("1", true, Some(steady_status(v("1"), Time(at(0)))));
+        md.metadata.annotations = Some(BTreeMap::from([(
+            ROLLOUT_ACTION_ANNOTATION.to_string(),
+            "promote-now".to_string(),
+        )]));
+        let outcome = run(&md, &old_serving(4), 100);
+        assert!(!outcome.remove_annotation, "left for the user to correct");
+        assert!(
+            outcome
+                .events
+                .iter()
+                .any(|(warning, reason, _)| *warning && *reason == "RolloutActionInvalid")
+        );
+        md.metadata.annotations = Some(BTreeMap::from([(
+            ROLLOUT_ACTION_ANNOTATION.to_string(),
+            "resume".to_string(),
+        )]));
+        let idle = run(&md, &old_serving(4), 100);
+        assert!(idle.remove_annotation);
+        assert!(
+            idle.events
+                .iter()
+                .any(|(_, reason, _)| *reason == "RolloutActionIgnored")
+        );
+    }
+
+    #[test]
+    fn two_versions_at_one_prefix_roll_out_at_once_with_a_warning() {
+        let mut md = shop(
+            "2",
+            true,
+            Some(steady_status(version_at("1", "s3://models/m"), Time(at(0)))),
+        );
+        md.spec.model.source.uri = "s3://models/m".into();
+        let outcome = run(&md, &old_serving(4), 100);
+        assert_eq!(
+            outcome.serving,
+            Serving::One(version_at("2", "s3://models/m"))
+        );
+        assert!(
+            outcome
+                .events
+                .iter()
+                .any(|(warning, reason, _)| *warning && *reason == "RolloutRefused")
+        );
+        assert_eq!(
+            outcome.record.unwrap().to.version,
+            "2",
+            "the next change rolls from 2"
+        );
+    }
+}

@@ -66,6 +66,8 @@ pub fn component_inputs(
                         .get(&(component.name.clone(), pool.to_string()))
                         .copied()
                         .unwrap_or_default();
+                    let resident = !(sensitive && cloud == Cloud::Public);
+                    let held = seen.new_model_unfetchable.contains_key(pool);
                     PoolInput {
                         pool: pool.to_string(),
                         cloud,
@@ -73,8 +75,7 @@ pub fn component_inputs(
                         spare: seen.spare.get(pool).copied().unwrap_or(0),
                         old,
                         new,
-                        new_model_verified: !seen.new_model_unfetchable.contains_key(pool)
-                            && !(sensitive && cloud == Cloud::Public),
+                        new_model_verified: resident && !held,
                     }
                 })
                 .collect();

@@ -9,6 +9,7 @@
 
 pub mod children;
 pub mod inputs;
+pub mod step;
 
 use crate::api::{
     AnalysisMetric, AnalysisOutcome, AnalysisResult, MAX_ANALYSIS_RESULTS, ModelDeployment,
