@@ -73,3 +73,38 @@ pub fn model_at(md: &ModelDeployment, version: &RolloutVersion) -> ModelDeployme
     at.spec.model.source.pool = version.pool.clone();
     at
 }
+
+/// `deployment`, built for `version` (from [`model_at`]), as that version's Deployment of
+/// `component` in `pool`: its name, and for a non-owning version the key label on the
+/// Deployment, its selector and its pods, so that the two versions never select each other's
+/// pods. The owning version's Deployment is returned unchanged.
+pub fn as_version(
+    mut deployment: k8s_openapi::api::apps::v1::Deployment,
+    md: &ModelDeployment,
+    component: &str,
+    pool: &str,
+    version: &RolloutVersion,
+    owner: &RolloutVersion,
+) -> k8s_openapi::api::apps::v1::Deployment {
+    if same_model(version, owner) {
+        return deployment;
+    }
+    let key = version_key(version);
+    let label = |labels: &mut Option<BTreeMap<String, String>>| {
+        labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(LABEL_VERSION_KEY.to_string(), key.clone());
+    };
+    deployment.metadata.name = Some(version_deployment_name(md, component, pool, version, owner));
+    label(&mut deployment.metadata.labels);
+    label(&mut deployment.spec.selector.match_labels);
+    label(
+        &mut deployment
+            .spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels,
+    );
+    deployment
+}

@@ -546,3 +546,71 @@ mod step {
         );
     }
 }
+
+/// Both versions built through the deployment builder: the owner's Deployment is today's, the
+/// other one has its own name, model and a selector that cannot match the owner's pods (nor the
+/// owner's selector its pods).
+#[test]
+fn the_two_versions_deployments_select_disjoint_pods() {
+    use super::children::as_version;
+    use crate::operator::deployment::build::{Placement, build_deployment};
+    let md = deployment("shop", "internal");
+    let pool = pool("dc1", Cloud::Private);
+    let owner = version("1", "s3://models/m/1");
+    let next = version("2", "s3://models/m/2");
+    let build = |v: &RolloutVersion| {
+        let at = model_at(&md, v);
+        let deployment = build_deployment(&Placement {
+            deployment: &at,
+            component: &md.spec.components[1],
+            pool_name: "dc1",
+            pool: &pool.spec,
+            replicas: 2,
+            namespace: "web",
+            model: None,
+            owner: None,
+        });
+        as_version(deployment, &md, "rank", "dc1", v, &owner)
+    };
+    let (old, new) = (build(&owner), build(&next));
+    let today = build_deployment(&Placement {
+        deployment: &md,
+        component: &md.spec.components[1],
+        pool_name: "dc1",
+        pool: &pool.spec,
+        replicas: 2,
+        namespace: "web",
+        model: None,
+        owner: None,
+    });
+    assert_eq!(old, today, "the owning version's Deployment is unchanged");
+    assert_eq!(
+        new.metadata.name.as_deref(),
+        Some(version_deployment_name(&md, "rank", "dc1", &next, &owner).as_str())
+    );
+    let selects = |selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
+        selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let selector =
+        |d: &k8s_openapi::api::apps::v1::Deployment| d.spec.selector.match_labels.clone().unwrap();
+    let pods = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        d.spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap()
+    };
+    assert!(selects(&selector(&old), &pods(&old)));
+    assert!(selects(&selector(&new), &pods(&new)));
+    assert!(!selects(&selector(&new), &pods(&old)));
+    // The owner's selector is immutable and predates rollouts: it does match the new pods
+    // (Kubernetes keeps them apart by owner references and each ReplicaSet's pod-template-hash,
+    // but the wiring must not rely on the owner's selector to count one version's pods); a
+    // per-version Service or export selects by the key label.
+    assert_eq!(pods(&new)[LABEL_VERSION_KEY], version_key(&next));
+    let annotations = new.metadata.annotations.clone().unwrap();
+    assert_eq!(annotations["skybridge.io/model-version"], "2");
+}
