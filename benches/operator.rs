@@ -6,12 +6,15 @@
 //! 2. A plain client applies the very children the operator created (namespaces, Deployments,
 //!    Services) to fresh clusters of the same shape, with server-side apply, and waits until
 //!    every Deployment is ready: the floor any operator pays for the same work.
+//! 3. API requests per reconcile in steady state (see `requests_per_reconcile`).
 //!
-//! Prints both times, the RSS and the ratio against the targets (< 20 s, < 150 MB, ratio < 1.5).
-//! `SKYBRIDGE_BENCH_DEPLOYMENTS` changes the count, `SKYBRIDGE_BENCH_RUNS` the number of runs
-//! (default 5; the median is reported); `SKYBRIDGE_BENCH_CPU_BY_CLUSTER` serves each cluster
-//! from its own runtime to print the CPU each one uses; `SKYBRIDGE_BENCH_OPERATOR` runs another
-//! `skybridge` binary.
+//! Prints both times, the RSS and the ratio against the targets (< 20 s, < 150 MB, ratio < 1.5),
+//! then the requests. `SKYBRIDGE_BENCH_DEPLOYMENTS` changes the count, `SKYBRIDGE_BENCH_RUNS`
+//! the number of runs (default 5; the median is reported; 0 skips 1 and 2),
+//! `SKYBRIDGE_BENCH_REQUESTS_SECONDS` the window of 3 (default 30; 0 skips it),
+//! `SKYBRIDGE_BENCH_REQUESTS_DEPLOYMENTS` its count (default 50);
+//! `SKYBRIDGE_BENCH_CPU_BY_CLUSTER` serves each cluster from its own runtime to print the CPU
+//! each one uses; `SKYBRIDGE_BENCH_OPERATOR` runs another `skybridge` binary.
 
 use anyhow::{Context as _, Result, bail};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -543,6 +546,154 @@ async fn debug_waiting(mds: Api<ModelDeployment>, clusters: [Client; 2]) -> Resu
 }
 
 /// The figures of one run.
+/// The operator under test (`SKYBRIDGE_BENCH_OPERATOR`, else this tree's), against the hub.
+fn spawn_operator(c: &Clusters, port: u16, extra: &[&str]) -> Result<Operator> {
+    Ok(Operator(
+        Command::new(
+            std::env::var_os("SKYBRIDGE_BENCH_OPERATOR")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_skybridge").into()),
+        )
+        .args(["run", "--leader-election", "false", "--log-format", "json"])
+        .args(extra)
+        .args(["--namespace", OPERATOR_NAMESPACE])
+        .args(["--probe-addr", &format!("127.0.0.1:{port}")])
+        // Loopback servers: the per-cluster client rate limit would measure itself.
+        .args(["--cluster-qps", "100000"])
+        .arg("--kubeconfig")
+        .arg(c.hub.kubeconfig_path())
+        .env(
+            "RUST_LOG",
+            std::env::var("SKYBRIDGE_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting skybridge run")?,
+    ))
+}
+
+async fn wait_operator_ready(port: u16) -> Result<()> {
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    wait_until("operator ready", Duration::from_secs(60), || async {
+        Ok(reqwest::get(&readyz)
+            .await
+            .is_ok_and(|r| r.status().is_success()))
+    })
+    .await
+}
+
+/// The hub before the operator starts: the CRDs, the namespaces, the member clusters'
+/// kubeconfig Secrets, and `extra`.
+fn prepare_hub(c: &Clusters, extra: &[Value]) -> Result<()> {
+    c.hub.apply_yaml(&skybridge::api::crds_yaml()?, "bench")?;
+    let setup = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}}),
+        secret("private-kubeconfig", c.private.kubeconfig_yaml()),
+        secret("public-kubeconfig", c.public.kubeconfig_yaml()),
+    ];
+    for object in setup.iter().chain(extra) {
+        c.hub.apply_yaml(&serde_json::to_string(object)?, "bench")?;
+    }
+    Ok(())
+}
+
+/// Reconciles finished so far, by controller, from the operator's `/metrics`.
+async fn reconciles(port: u16) -> Result<std::collections::BTreeMap<String, u64>> {
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let mut counts = std::collections::BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("skybridge_reconcile_duration_seconds_count{") else {
+            continue;
+        };
+        let (labels, value) = rest.split_once("} ").context("malformed metric line")?;
+        let controller = labels
+            .trim_start_matches("controller=\"")
+            .trim_end_matches('"');
+        counts.insert(controller.to_string(), value.trim().parse::<f64>()? as u64);
+    }
+    Ok(counts)
+}
+
+/// Requests the member clusters (private and public) and the hub received so far, by verb.
+fn requests(c: &Clusters) -> [std::collections::BTreeMap<String, u64>; 3] {
+    [&c.hub, &c.private, &c.public].map(|cluster| cluster.requests())
+}
+
+/// 3. API requests per reconcile in steady state: `n` deployments whose pools' stores have
+///    credentials (so that the operator copies them to the pools' clusters) and cannot be
+///    reached (so that replicas wait for their model and every deployment keeps being
+///    re-planned every period). After a warm-up, requests to each cluster and reconciles are
+///    counted over `window`.
+async fn requests_per_reconcile(n: usize, window: Duration) -> Result<()> {
+    let c = clusters(n).await?;
+    prepare_hub(
+        &c,
+        &[json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "store-credentials", "namespace": OPERATOR_NAMESPACE},
+            "stringData": {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"},
+        })],
+    )?;
+    let pools = pools_yaml(n * 2).replace(
+        "pathStyle: true}",
+        "pathStyle: true, credentialsSecretRef: {name: store-credentials}}",
+    );
+    let pools = pools.replace(
+        "artifactStore: {bucket: models-public}",
+        "artifactStore: {bucket: models-public, endpoint: \"http://127.0.0.1:1\", credentialsSecretRef: {name: store-credentials}}",
+    );
+    c.hub.apply_yaml(&pools, "bench")?;
+    let port = free_port()?;
+    let _operator = spawn_operator(&c, port, &["--period-seconds", "2"])?;
+    wait_operator_ready(port).await?;
+    apply_all(
+        &c.hub.client()?,
+        (0..n).map(deployment).collect(),
+        "bench",
+        None,
+    )
+    .await?;
+    // Warm-up: every deployment decided, its children and Secrets written once.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (requests_before, reconciles_before) = (requests(&c), reconciles(port).await?);
+    tokio::time::sleep(window).await;
+    let (requests_after, reconciles_after) = (requests(&c), reconciles(port).await?);
+    let delta = |after: &std::collections::BTreeMap<String, u64>,
+                 before: &std::collections::BTreeMap<String, u64>| {
+        after
+            .iter()
+            .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+            .filter(|(_, v)| *v > 0)
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let done = delta(&reconciles_after, &reconciles_before);
+    let deployment_reconciles = done.get("modeldeployment").copied().unwrap_or(0);
+    println!(
+        "requests per reconcile ({n} deployments, stores with credentials, {:.0} s steady state): reconciles {done:?}",
+        window.as_secs_f64()
+    );
+    let mut members = 0;
+    for (i, name) in ["hub", "private", "public"].iter().enumerate() {
+        let by_verb = delta(&requests_after[i], &requests_before[i]);
+        let total: u64 = by_verb.values().sum();
+        if i > 0 {
+            members += total;
+        }
+        println!("  {name}: {total} requests {by_verb:?}");
+    }
+    if deployment_reconciles > 0 {
+        println!(
+            "  member-cluster requests per deployment reconcile: {:.2}",
+            members as f64 / deployment_reconciles as f64
+        );
+    }
+    Ok(())
+}
+
 struct Figures {
     operator_seconds: f64,
     rss_mb: f64,
@@ -564,7 +715,24 @@ async fn bench() -> Result<()> {
             .unwrap_or(default))
     };
     let n = env("SKYBRIDGE_BENCH_DEPLOYMENTS", 1000)?;
-    let runs = env("SKYBRIDGE_BENCH_RUNS", 5)?.max(1);
+    let runs = env("SKYBRIDGE_BENCH_RUNS", 5)?;
+    if runs > 0 {
+        main_runs(n, runs).await?;
+    }
+    let window = env("SKYBRIDGE_BENCH_REQUESTS_SECONDS", 30)?;
+    if window > 0 {
+        println!();
+        requests_per_reconcile(
+            env("SKYBRIDGE_BENCH_REQUESTS_DEPLOYMENTS", 50)?,
+            Duration::from_secs(window as u64),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// 1 and 2, `runs` times: the median run's figures against the targets.
+async fn main_runs(n: usize, runs: usize) -> Result<()> {
     println!(
         "operator bench: {n} ModelDeployments × 2 components, 3 clusters (kube-harness), {runs} runs"
     );
@@ -608,50 +776,11 @@ async fn bench() -> Result<()> {
 async fn run_once(n: usize) -> Result<Figures> {
     // ---- 1. the operator ----
     let c = clusters(n).await?;
-    c.hub.apply_yaml(&skybridge::api::crds_yaml()?, "bench")?;
-    let setup = [
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}}),
-        secret("private-kubeconfig", c.private.kubeconfig_yaml()),
-        secret("public-kubeconfig", c.public.kubeconfig_yaml()),
-    ];
-    for object in setup {
-        c.hub
-            .apply_yaml(&serde_json::to_string(&object)?, "bench")?;
-    }
+    prepare_hub(&c, &[])?;
     c.hub.apply_yaml(&pools_yaml(n * 2), "bench")?;
     let port = free_port()?;
-    let operator = Operator(
-        Command::new(
-            std::env::var_os("SKYBRIDGE_BENCH_OPERATOR")
-                .unwrap_or_else(|| env!("CARGO_BIN_EXE_skybridge").into()),
-        )
-        .args(["run", "--leader-election", "false", "--log-format", "json"])
-        // Models are not what this measures (benches: bench/s3_sync.sh); without stores,
-        // artifact management would hold every replica until a digest is known.
-        .args(["--manage-artifacts", "false"])
-        .args(["--namespace", OPERATOR_NAMESPACE])
-        .args(["--probe-addr", &format!("127.0.0.1:{port}")])
-        // Loopback servers: the per-cluster client rate limit would measure itself.
-        .args(["--cluster-qps", "100000"])
-        .arg("--kubeconfig")
-        .arg(c.hub.kubeconfig_path())
-        .env(
-            "RUST_LOG",
-            std::env::var("SKYBRIDGE_BENCH_LOG").unwrap_or_else(|_| "error".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting skybridge run")?,
-    );
-    let readyz = format!("http://127.0.0.1:{port}/readyz");
-    wait_until("operator ready", Duration::from_secs(60), || async {
-        Ok(reqwest::get(&readyz)
-            .await
-            .is_ok_and(|r| r.status().is_success()))
-    })
-    .await?;
+    let operator = spawn_operator(&c, port, &["--manage-artifacts", "false"])?;
+    wait_operator_ready(port).await?;
     let hub = c.hub.client()?;
     let mds: Api<ModelDeployment> = Api::namespaced(hub.clone(), APP_NAMESPACE);
     let stamps = Stamps::default();

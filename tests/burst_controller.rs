@@ -768,7 +768,8 @@ fn volatility_headroom_follows_measured_spikes() {
         for k in 0..720i64 {
             let spike = spiky && k % 60 < 3;
             let obs = Observation {
-                demand: Some(if spike { 30.0 } else { 20.0 } * 400.0),
+                // A fifth above the level: spikes, not surges (see `burst::SURGE_GROWTH`).
+                demand: Some(if spike { 24.0 } else { 20.0 } * 400.0),
                 current_replicas: desired.max(4),
                 public_replicas: 0,
                 private_capacity: 4,
@@ -998,4 +999,110 @@ fn public_replicas_are_released_in_quanta_or_all_at_once() {
         "a large burst steps down by more than one: {changes:?}"
     );
     assert!(skybridge::burst::burst_quantum(40) == 4 && skybridge::burst::burst_quantum(5) == 1);
+}
+
+/// A surge (demand grown by more than a quarter within the public start-up) is met as a
+/// threshold scaler meets it: when demand passes 80% of the replicas requested, a block of a
+/// tenth of `max` at once (at least what demand needs now), nothing more while the block starts
+/// however far demand climbs, another block once it is ready if demand still passes 80%, and
+/// every block released at once when demand falls under 80% of what was requested before them.
+#[test]
+fn a_surge_gets_blocks_at_once_none_while_one_starts_and_all_go_when_it_ends() {
+    use skybridge::burst::{SURGE_UTILISATION, Why, surge_block};
+    let (controller, mut state) = bursting_ranker(0);
+    let startup = i64::from(controller.config().public_startup_seconds.unwrap());
+    let block = surge_block(controller.config().max);
+    assert_eq!(block, 8, "a tenth of the ranker's max of 80");
+    // An hour flat at 5 replicas' worth, the 19 owned private replicas warm.
+    for t in (0..3600).step_by(30) {
+        assert_eq!(tick_at(&controller, &mut state, 5.0, t).desired, 19);
+    }
+    // Demand triples within four minutes: below 80% of 19 replicas nothing happens (the owned
+    // private replicas serve it), above it a block.
+    let mut t = 3600;
+    let mut demand = 5.0;
+    let mut blocked_at = None;
+    while blocked_at.is_none() {
+        t += 30;
+        demand += 1.5;
+        let r = tick_at(&controller, &mut state, demand, t);
+        if demand <= SURGE_UTILISATION * 19.0 {
+            assert_eq!(r.desired, 19, "{demand}: {r:?}");
+        } else {
+            assert_eq!(r.desired, 19 + block, "{demand}: {r:?}");
+            assert_eq!(r.why, Why::Surge);
+            blocked_at = Some(t);
+        }
+    }
+    let blocked_at = blocked_at.unwrap();
+    // Demand keeps climbing far past the block while it starts: held.
+    while t + 30 < blocked_at + startup {
+        t += 30;
+        demand += 1.5;
+        assert_eq!(
+            tick_at(&controller, &mut state, demand, t).desired,
+            19 + block
+        );
+    }
+    assert!(
+        demand > f64::from(19 + block),
+        "demand outgrew the block: {demand}"
+    );
+    // The block is ready and demand passes 80% of it: the next block.
+    t = blocked_at + startup;
+    let next = tick_at(&controller, &mut state, demand, t);
+    // A block, or what demand needs now if that is more.
+    assert_eq!(
+        next.desired,
+        (19 + 2 * block).max(demand.ceil() as u32),
+        "{next:?}"
+    );
+    assert!(next.desired > 19 + block);
+    // Demand collapses under 80% of the replicas before the last block: both blocks go at
+    // once, down to the warm private floor, within one tick.
+    t += 30;
+    let fallen = SURGE_UTILISATION * 19.0 - 1.0;
+    let after = tick_at(&controller, &mut state, fallen, t);
+    assert_eq!(after.desired, 19, "{after:?}");
+    assert_eq!(state.surge, None);
+}
+
+/// A block is at least what demand needs now: a step far above the block gets every replica it
+/// needs at once (only the forecast's extrapolation of the rise is not trusted).
+#[test]
+fn a_surge_block_serves_at_least_the_demand_of_now() {
+    let (controller, mut state) = bursting_ranker(0);
+    for t in (0..3600).step_by(30) {
+        tick_at(&controller, &mut state, 10.0, t);
+    }
+    let r = tick_at(&controller, &mut state, 45.0, 3600);
+    assert_eq!(r.desired, 45, "{r:?}");
+    assert_eq!(r.why, skybridge::burst::Why::Surge);
+}
+
+/// Smooth ramps and noisy flat demand are no surge: a daily cycle rising steeper than the NYC
+/// trace's steepest half-hour is followed replica by replica, never by blocks.
+#[test]
+fn smooth_ramps_and_noise_are_no_surge() {
+    use skybridge::burst::Why;
+    let (controller, mut state) = bursting_ranker(0);
+    let mut t = 0;
+    // From 10 to 40 replicas' worth in four hours (the NYC trace's steepest ramps take 17% of
+    // demand per start-up; this one 20% at its start).
+    for k in 0..480 {
+        t = k * 30;
+        let demand = 10.0 + 30.0 * f64::from(k as u32) / 480.0;
+        let r = tick_at(&controller, &mut state, demand, t);
+        assert_ne!(r.why, Why::Surge, "{demand}: {r:?}");
+        let followed = ((demand * 1.25).ceil() as u32 + 2).max(19);
+        assert!(r.desired <= followed, "{demand}: {r:?}");
+    }
+    // ±10% noise around 30 replicas' worth, alternating every tick.
+    for k in 0..240 {
+        t += 30;
+        let demand = 30.0 * if k % 2 == 0 { 1.1 } else { 0.9 };
+        let r = tick_at(&controller, &mut state, demand, t);
+        assert_ne!(r.why, Why::Surge, "{demand}: {r:?}");
+    }
+    assert_eq!(state.surge, None);
 }

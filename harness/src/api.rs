@@ -177,6 +177,12 @@ pub async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body>
         return control::handle(inner, req, &path, &q).await;
     }
     let verb = verb_of(req.method(), &path, &q);
+    *inner
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(verb)
+        .or_default() += 1;
     let decision = inner
         .faults
         .lock()

@@ -1,5 +1,6 @@
 //! The public API: start a simulated cluster in-process and control it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -148,6 +149,9 @@ pub struct Inner {
     pub(crate) port: u16,
     pub(crate) store: Arc<Store>,
     pub(crate) faults: Mutex<Faults>,
+    /// Requests served so far, by verb (`get`, `list`, `watch`, `patch`, ...): what a client
+    /// costs the API server, for benchmarks.
+    pub(crate) requests: Mutex<BTreeMap<&'static str, u64>>,
     pub(crate) watch_kill: tokio::sync::watch::Sender<u64>,
     pub(crate) conn_kill: tokio::sync::watch::Sender<u64>,
     pub(crate) bookmark_interval: Duration,
@@ -331,6 +335,7 @@ impl Cluster {
             port,
             store: store.clone(),
             faults: Mutex::new(faults),
+            requests: Mutex::default(),
             watch_kill: tokio::sync::watch::channel(0).0,
             conn_kill: tokio::sync::watch::channel(0).0,
             bookmark_interval: config.bookmark_interval,
@@ -588,6 +593,18 @@ impl ClusterHandle {
     /// The cluster's latest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.inner.store.current_rv()
+    }
+
+    /// Kubernetes API requests received so far, by verb (the `/harness/` control endpoints
+    /// are not counted). Requests refused by an injected fault count: the client sent them.
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(verb, n)| (verb.to_string(), *n))
+            .collect()
     }
 }
 

@@ -580,3 +580,41 @@ async fn access_reviews_are_answered_not_stored() {
         discovery.body
     );
 }
+
+/// The request counter counts what clients send, by verb, and not the control endpoints.
+#[tokio::test]
+async fn requests_are_counted_by_verb() {
+    let c = start("counted").await;
+    let base = c.url();
+    let before = c.requests();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
+    post(base, "/api/v1/namespaces/default/configmaps", cm).await;
+    for _ in 0..3 {
+        http(
+            "GET",
+            &format!("{base}/api/v1/namespaces/default/configmaps/a"),
+            None,
+            "",
+        )
+        .await;
+    }
+    http(
+        "GET",
+        &format!("{base}/api/v1/namespaces/default/configmaps"),
+        None,
+        "",
+    )
+    .await;
+    http("GET", &format!("{base}/harness/capacity"), None, "").await;
+    let after = c.requests();
+    let delta =
+        |verb: &str| after.get(verb).copied().unwrap_or(0) - before.get(verb).copied().unwrap_or(0);
+    assert_eq!(delta("create"), 1);
+    assert_eq!(delta("get"), 3);
+    assert_eq!(delta("list"), 1);
+    assert_eq!(
+        after.values().sum::<u64>() - before.values().sum::<u64>(),
+        5,
+        "{after:?}"
+    );
+}

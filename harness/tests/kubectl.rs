@@ -117,6 +117,7 @@ async fn kubectl_apply_get_wait_delete() {
             "GPU",
             "GPUS-FREE",
             "READY",
+            "SHORT",
             "AGE"
         ],
         "{table}"

@@ -103,6 +103,25 @@ pub fn burst_quantum(public: u32) -> u32 {
     ((BURST_DOWN_QUANTUM_FRACTION * f64::from(public)).ceil() as u32).max(MIN_BURST_QUANTUM)
 }
 
+/// A surge: demand grown by more than this fraction within about one public start-up. A forecast cannot size what comes next (a spike may double demand
+/// and collapse before replicas arrive, or keep going), so a surge is met as a threshold scaler
+/// meets any rise: a block at once when demand passes [`SURGE_UTILISATION`] of the replicas
+/// requested, nothing more while the block starts. Smooth cycles rise far slower (the NYC
+/// trace's steepest half-hour: 17% of demand over the spot start-up).
+pub const SURGE_GROWTH: f64 = 0.25;
+
+/// Utilisation of the requested replicas above which a surge gets a block, and under which, of
+/// the replicas before a block, the block goes.
+pub const SURGE_UTILISATION: f64 = 0.8;
+
+/// A surge's block: this fraction of the component's `max` (at least one replica).
+pub const SURGE_BLOCK_FRACTION: f64 = 0.1;
+
+/// Replicas in a surge's block for a component of `max` replicas.
+pub fn surge_block(max: u32) -> u32 {
+    ((SURGE_BLOCK_FRACTION * f64::from(max)).ceil() as u32).max(1)
+}
+
 /// Most forecasts awaiting their outcome: bounds the state whatever the interval and start-up.
 pub const MAX_PENDING_FORECASTS: usize = 64;
 
@@ -239,11 +258,27 @@ pub struct ControllerState {
     /// all that was needed, so the next scale-up is not held for them.
     #[serde(default)]
     pub up_step_limited: bool,
+    /// The block of public replicas requested for a surge, while the surge lasts.
+    #[serde(default)]
+    pub surge: Option<Surge>,
     /// Replicas placed at the last observed plan.
     pub public_replicas: u32,
     pub private_replicas: u32,
     /// Whether a budget bound at the last observed plan.
     pub budget_bound: bool,
+}
+
+/// The blocks of replicas requested at once for a surge (see [`SURGE_GROWTH`]): while the surge
+/// lasts, the replicas above private capacity are these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Surge {
+    /// Unix seconds the last block was requested.
+    pub since: i64,
+    /// Replicas requested before the surge's first block.
+    pub base: u32,
+    /// Replicas with the blocks, lowered as demand falls; the surge ends at `base`.
+    pub floor: u32,
 }
 
 /// A forecast over the public start-up, kept until the demand it predicted is known.
@@ -305,6 +340,8 @@ pub enum Why {
     Stabilized,
     /// A step limit slows the change.
     StepLimited,
+    /// A surge: a block of replicas at once, nothing more while it starts.
+    Surge,
     /// Metric unavailable: the last decision is kept.
     HoldLast,
     /// Metric unavailable: the fallback floor.
@@ -322,6 +359,7 @@ impl fmt::Display for Why {
             Why::PrivateWarm => "owned private capacity kept warm",
             Why::Stabilized => "held by the stabilization window",
             Why::StepLimited => "limited by the step per period",
+            Why::Surge => "demand surging: a block of replicas at once",
             Why::HoldLast => "metric unavailable: holding the last decision",
             Why::FallbackFloor => "metric unavailable: fallback floor",
         })
@@ -611,6 +649,17 @@ impl BurstController {
                     desired = current;
                     why = Why::Stabilized;
                 }
+                if let Some(surged) = self.surge(
+                    state,
+                    demand,
+                    now,
+                    (current, desired),
+                    floor,
+                    observation.private_capacity,
+                ) {
+                    desired = surged;
+                    why = Why::Surge;
+                }
                 (desired, recommended, why)
             }
             None => {
@@ -714,6 +763,89 @@ impl BurstController {
         } else {
             false
         }
+    }
+
+    /// The surge rule (see [`SURGE_GROWTH`]): `Some(replicas)` when it overrides `desired`.
+    /// While demand rises by more than [`SURGE_GROWTH`] within the public start-up, the forecast
+    /// adds nothing onto public pools; a block of [`surge_block`] replicas (at least what demand
+    /// needs now) is requested at once when demand passes [`SURGE_UTILISATION`] of the replicas
+    /// requested and no block is starting (replicas chasing a spike arrive after it). A block
+    /// goes at once when demand falls under [`SURGE_UTILISATION`] of the replicas before it.
+    /// The surge ends when every block is gone.
+    #[inline(always)]
+    fn surge(
+        &self,
+        state: &mut ControllerState,
+        demand: f64,
+        now: i64,
+        (current, desired): (u32, u32),
+        floor: u32,
+        private_capacity: u32,
+    ) -> Option<u32> {
+        let startup = self.config.public_startup_seconds?;
+        let c = &self.config;
+        // Only over owned private capacity kept warm: shared private replicas follow demand
+        // (and a block could land on them), as before this rule.
+        if !c.keep_private_warm {
+            return None;
+        }
+        // Growth since about one public start-up ago: the oldest forecast still awaiting its
+        // outcome was made then, at the demand it keeps as its flat forecast. Over a whole
+        // start-up, not one tick, so a noisy sample is no surge.
+        let rising = state
+            .pending_forecasts
+            .front()
+            .is_some_and(|f| demand > (1.0 + SURGE_GROWTH) * f.flat);
+        let block = surge_block(c.max);
+        if let Some(s) = state.surge.as_mut() {
+            // A block whose replicas before it serve demand under [`SURGE_UTILISATION`] goes at
+            // once (the forecast still carries the rise, so the usual scale-down would hold
+            // it).
+            let floor_before = s.floor;
+            while s.floor > s.base {
+                let without = s.floor.saturating_sub(block).max(s.base);
+                if demand >= SURGE_UTILISATION * f64::from(without) * c.target_per_replica {
+                    break;
+                }
+                s.floor = without;
+            }
+            let lowered = s.floor < floor_before;
+            let left = s.floor;
+            if left <= s.base {
+                state.surge = None;
+            }
+            if lowered && !rising {
+                let released = desired.min(left.max(floor));
+                return (released != desired).then_some(released);
+            }
+        }
+        if !rising && state.surge.is_none() {
+            return None;
+        }
+        // In a surge the forecast cannot size what comes: no scale-up onto public pools but by
+        // blocks, and none while a block starts.
+        let starting = state
+            .surge
+            .is_some_and(|s| now - s.since < i64::from(startup));
+        if !starting
+            && current < c.max
+            && demand > SURGE_UTILISATION * f64::from(current) * c.target_per_replica
+        {
+            // At least what demand needs now: only the forecast's rise is not trusted.
+            let now_needs = replicas_at(demand, self.derived.factor);
+            state.surge = Some(Surge {
+                since: now,
+                base: state.surge.map_or(current, |s| s.base),
+                floor: (current + block).max(now_needs).min(c.max),
+            });
+        }
+        // Private replicas start fast: what private capacity holds is not chasing.
+        let held = match state.surge {
+            Some(s) => s.floor.max(desired.min(private_capacity)),
+            None => desired.min(current.max(private_capacity)),
+        }
+        .min(c.max);
+        (held != desired).then_some(held)
     }
 
     /// The volatility headroom, in demand units: `volatilityHeadroom` standard deviations of how

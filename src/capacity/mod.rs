@@ -19,6 +19,7 @@
 //! - a replica on a node with a reclamation signal (see [`signals`]) is doomed, and replaced
 //!   elsewhere before the node goes, whether or not the pool is short.
 
+pub mod observed;
 pub mod signals;
 
 #[cfg(test)]

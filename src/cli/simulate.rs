@@ -6,8 +6,9 @@ use clap::Args;
 use skybridge::estate::load_paths_within;
 use skybridge::planner::ComponentKey;
 use skybridge::report::simulate_report;
+use skybridge::simulate::capacity_events::{CapacityEvents, parse_stockout};
 use skybridge::simulate::{
-    DEFAULT_MAX_STEPS, SimulationOptions, csv_out, parse_trace, plot, simulate,
+    DEFAULT_MAX_STEPS, SimulationOptions, csv_out, parse_trace, plot, simulate_with_events,
 };
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -62,6 +63,36 @@ pub struct SimulateArgs {
     /// many seconds after the trace's start, and report what its surge costs.
     #[arg(long, value_name = "SECONDS")]
     rollout_at: Option<i64>,
+    /// A stockout of a pool (repeatable): `POOL@START+HOURS` (START like 2014-11-02T00:00:00)
+    /// or `POOL@busiest-week`. New replicas there wait; the pool's tracker marks it short after
+    /// its `stockout.unschedulableSeconds` and its shortfall goes to the next eligible pool.
+    #[arg(long, value_name = "POOL@START+HOURS")]
+    stockout: Vec<String>,
+    /// Random stockouts of each spot pool: mean episodes per week (with --seed).
+    #[arg(long, value_name = "N", default_value_t = 0.0)]
+    stockouts_per_week: f64,
+    /// Length of each random stockout.
+    #[arg(long, value_name = "HOURS", default_value_t = 6.0)]
+    stockout_hours: f64,
+    /// Random interruptions of each spot pool: mean per day (with --seed); each takes one node
+    /// (`elastic.gpusPerNode`, else one replica), replaced ahead within the notice.
+    #[arg(long, value_name = "N", default_value_t = 0.0)]
+    spot_interruptions_per_day: f64,
+    /// Notice before an interrupted spot node goes (AWS: 120 s, GCP and Azure: 30 s).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    interruption_notice: u32,
+    /// Seed of the random stockouts and interruptions: the same seed, the same episodes.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+    /// Elastic pools' node start-up: a replica that needs a node the pool does not have up (nodes
+    /// stay up 10 minutes after they were last needed) takes `elastic.nodeStartupSeconds` more
+    /// than the pool's `startupSeconds`. Without it every replica starts in `startupSeconds`.
+    #[arg(long)]
+    node_startup: bool,
+    /// Overrides the simulated component's policy `burst.onDemandFloorPercent` (0..100), to
+    /// compare what a floor buys.
+    #[arg(long, value_name = "PERCENT")]
+    on_demand_floor: Option<u32>,
 }
 
 /// Largest trace read by default: about a million rows.
@@ -127,7 +158,29 @@ pub fn run(args: SimulateArgs) -> ExitCode {
             ));
         }
     }
+    let mut estate = estate;
+    if let Some(floor) = args.on_demand_floor {
+        if floor > 100 {
+            return bad_input(format!("--on-demand-floor {floor}: must be 0..100"));
+        }
+        let key = match skybridge::simulate::select_component(&estate, component.as_ref()) {
+            Ok(key) => key,
+            Err(e) => return bad_input(e.to_string()),
+        };
+        if let Err(e) = set_on_demand_floor(&mut estate, &key, floor) {
+            return bad_input(e);
+        }
+    }
+    let events = match capacity_events(&args, &trace) {
+        Ok(events) => events,
+        Err(e) => return bad_input(e),
+    };
     if !args.sweep.is_empty() {
+        if !events.is_empty() {
+            return bad_input(
+                "--stockout and the random episodes are not available with --sweep".into(),
+            );
+        }
         return run_sweep(&args, &estate, component.as_ref(), &trace);
     }
     let options = SimulationOptions {
@@ -143,11 +196,12 @@ pub fn run(args: SimulateArgs) -> ExitCode {
         );
         bar
     });
-    let result = simulate(
+    let result = simulate_with_events(
         &estate,
         component.as_ref(),
         &trace,
         options,
+        &events,
         &mut |done, total| {
             if let Some(bar) = &bar {
                 bar.set_length(total);
@@ -297,4 +351,67 @@ fn parse_key(text: &str) -> Result<ComponentKey, String> {
             "--component {text}: expected NAMESPACE/NAME/COMPONENT"
         )),
     }
+}
+
+/// The capacity events the flags ask for.
+fn capacity_events(
+    args: &SimulateArgs,
+    trace: &skybridge::simulate::Trace,
+) -> Result<CapacityEvents, String> {
+    let rate_ok = |r: f64| r.is_finite() && (0.0..=10_000.0).contains(&r);
+    if !rate_ok(args.stockouts_per_week) {
+        return Err(format!(
+            "--stockouts-per-week {}: must be 0..10000",
+            args.stockouts_per_week
+        ));
+    }
+    if !rate_ok(args.spot_interruptions_per_day) {
+        return Err(format!(
+            "--spot-interruptions-per-day {}: must be 0..10000",
+            args.spot_interruptions_per_day
+        ));
+    }
+    if !(args.stockout_hours > 0.0 && args.stockout_hours <= 24.0 * 366.0) {
+        return Err(format!(
+            "--stockout-hours {}: must be in (0, 8784]",
+            args.stockout_hours
+        ));
+    }
+    Ok(CapacityEvents {
+        stockouts: args
+            .stockout
+            .iter()
+            .map(|s| parse_stockout(s, trace))
+            .collect::<Result<_, _>>()?,
+        stockouts_per_week: args.stockouts_per_week,
+        stockout_seconds: (args.stockout_hours * 3600.0) as i64,
+        interruptions_per_day: args.spot_interruptions_per_day,
+        notice_seconds: i64::from(args.interruption_notice),
+        seed: args.seed,
+        // cluster-autoscaler's default scale-down-unneeded-time.
+        node_kept_seconds: args.node_startup.then_some(600),
+    })
+}
+
+/// Sets the floor of the policy `key`'s component names.
+fn set_on_demand_floor(
+    estate: &mut skybridge::estate::Estate,
+    key: &ComponentKey,
+    floor: u32,
+) -> Result<(), String> {
+    let policy = estate
+        .deployment(&key.namespace, &key.deployment)
+        .and_then(|d| d.spec.components.iter().find(|c| c.name == key.component))
+        .and_then(|c| c.burst_policy.clone())
+        .ok_or_else(|| format!("--on-demand-floor: {key} has no burstPolicy"))?;
+    let Some(policy) = estate.policies.get_mut(&policy) else {
+        return Err(format!(
+            "--on-demand-floor: BurstPolicy {policy} is not in the given files"
+        ));
+    };
+    std::sync::Arc::make_mut(policy)
+        .spec
+        .burst
+        .on_demand_floor_percent = Some(floor);
+    Ok(())
 }

@@ -1,10 +1,9 @@
 //! Elastic, short and spot pools and the on-demand floor, from API objects to a plan (issue #19).
 
-use super::{Estate, Object, parse_documents, plan_input, pool_view};
+use super::{Estate, parse_documents, plan_input, pool_view};
 use crate::api::{AddableCapacity, CapacityType, Cloud, ComputePoolStatus, SHORT_CONDITION};
 use crate::planner::plan;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::ResourceExt;
 use std::sync::Arc;
 
 const ESTATE: &str = r#"
@@ -49,17 +48,7 @@ spec:
 fn estate() -> Estate {
     let mut estate = Estate::default();
     for object in parse_documents(ESTATE) {
-        match object.expect("valid document") {
-            Object::Pool(p) => {
-                estate.pools.insert(p.name_any(), Arc::new(*p));
-            }
-            Object::Policy(p) => {
-                estate.policies.insert(p.name_any(), Arc::new(*p));
-            }
-            Object::Deployment(d) => {
-                estate.deployments.insert(Estate::key_of(&d), Arc::new(*d));
-            }
-        }
+        estate.insert(object.expect("valid document"));
     }
     estate
 }

@@ -5,11 +5,9 @@ use super::document::{
     DEFAULT_MAX_YAML_DEPTH, Object, ObjectRef, parse_documents_nested_at_most, printable,
 };
 use super::validate::validate;
-use kube::ResourceExt;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// One problem with the input, naming the file and, where known, the line, object and field.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,7 +155,7 @@ pub fn load_paths_within(
                         continue;
                     }
                     origins.push((reference, file.clone(), None));
-                    insert(&mut estate, object);
+                    estate.insert(object);
                 }
             }
         }
@@ -184,22 +182,6 @@ pub fn load_paths_within(
         Ok(estate)
     } else {
         Err(errors)
-    }
-}
-
-fn insert(estate: &mut Estate, object: Object) {
-    match object {
-        Object::Pool(pool) => {
-            estate.pools.insert(pool.name_any(), Arc::new(*pool));
-        }
-        Object::Policy(policy) => {
-            estate.policies.insert(policy.name_any(), Arc::new(*policy));
-        }
-        Object::Deployment(deployment) => {
-            estate
-                .deployments
-                .insert(Estate::key_of(&deployment), Arc::new(*deployment));
-        }
     }
 }
 

@@ -41,6 +41,23 @@ pub struct Estate {
 
 impl Estate {
     /// The key of a deployment in `deployments`: its namespace and name.
+    /// Adds a parsed object (replacing one of the same kind and key).
+    pub fn insert(&mut self, object: Object) {
+        use kube::ResourceExt;
+        match object {
+            Object::Pool(pool) => {
+                self.pools.insert(pool.name_any(), Arc::new(*pool));
+            }
+            Object::Policy(policy) => {
+                self.policies.insert(policy.name_any(), Arc::new(*policy));
+            }
+            Object::Deployment(deployment) => {
+                self.deployments
+                    .insert(Self::key_of(&deployment), Arc::new(*deployment));
+            }
+        }
+    }
+
     pub fn key_of(deployment: &ModelDeployment) -> (String, String) {
         use kube::ResourceExt;
         (

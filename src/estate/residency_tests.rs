@@ -1,10 +1,9 @@
 //! Residency across objects (issue #18): a model's class is shared by every deployment that
 //! reads it, however spelled, and a public pool may not name a private store or its credentials.
 
-use super::{Estate, Object, parse_documents, plan_input, validate};
+use super::{Estate, parse_documents, plan_input, validate};
 use crate::api::Cloud;
 use crate::planner::plan;
-use kube::ResourceExt;
 use std::sync::Arc;
 
 const POOLS: &str = r#"
@@ -65,17 +64,7 @@ fn component(name: &str, class: &str, replicas: u32, pins: &str) -> String {
 fn estate(text: &str) -> Estate {
     let mut estate = Estate::default();
     for object in parse_documents(text) {
-        match object.expect("valid document") {
-            Object::Pool(p) => {
-                estate.pools.insert(p.name_any(), Arc::new(*p));
-            }
-            Object::Policy(p) => {
-                estate.policies.insert(p.name_any(), Arc::new(*p));
-            }
-            Object::Deployment(d) => {
-                estate.deployments.insert(Estate::key_of(&d), Arc::new(*d));
-            }
-        }
+        estate.insert(object.expect("valid document"));
     }
     estate
 }

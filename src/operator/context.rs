@@ -10,7 +10,7 @@ use crate::operator::kubernetes::events::EventRecorder;
 use crate::operator::kubernetes::memo::AppliedChildren;
 use crate::operator::kubernetes::metrics::Metrics;
 use crate::operator::kubernetes::secrets::SecretCache;
-use crate::operator::traffic::Traffic;
+use crate::operator::traffic::{Traffic, TrafficMemory};
 use kube::ResourceExt;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -48,9 +48,12 @@ pub struct Context {
     /// Consecutive failures per object (any kind), for its backoff.
     failures: Mutex<HashMap<String, u32>>,
     heartbeat: Mutex<Instant>,
-    /// Cross-cluster traffic: the discovery cache, and per deployment the routes, exports and
-    /// drains last written (dropped by [`Context::forget`] with the deployment's memory).
+    /// Cross-cluster traffic: the discovery cache (what it remembers per deployment is in
+    /// [`DeploymentMemory::traffic`]).
     pub traffic: Traffic,
+    /// Each pool's last capacity assessment (issue #19): written by the pool controller every
+    /// period, read by planning (shortfall and replicas on doomed nodes to place anew).
+    pub capacity: crate::capacity::observed::CapacityMemory,
 }
 
 /// What the operator remembers of one deployment between its reconciles. Kept in memory only:
@@ -71,6 +74,9 @@ pub struct DeploymentMemory {
     /// decision is known here before its status write reaches the cache, so concurrent
     /// reconciles never promise the same free capacity twice.
     pub decision: Option<Arc<ModelDeployment>>,
+    /// Its traffic: the routes, exports and drains last written (after a restart, resumed
+    /// from `status.components[].traffic`).
+    pub traffic: TrafficMemory,
 }
 
 /// Per-deployment memory, keyed by (namespace, name).
@@ -198,6 +204,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(Instant::now()),
             traffic: Traffic::default(),
+            capacity: Default::default(),
         }
     }
 
@@ -304,10 +311,20 @@ impl Context {
             .write(deployment, |m| m.stranded = Some(entries));
     }
 
+    /// What the traffic layer last handed back for a deployment (empty if nothing).
+    pub fn traffic_memory(&self, deployment: &(String, String)) -> TrafficMemory {
+        self.memory
+            .read(deployment, |m| m.traffic.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn set_traffic_memory(&self, deployment: &(String, String), traffic: TrafficMemory) {
+        self.memory.write(deployment, |m| m.traffic = traffic);
+    }
+
     /// Forgets everything remembered of a deployment that is gone: its memory and its backoff.
     pub fn forget(&self, md: &ModelDeployment) {
         self.memory.lock().remove(&Estate::key_of(md));
-        self.traffic.forget(&Estate::key_of(md));
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -39,6 +39,10 @@ pub struct SimulateReport {
     pub headlines: Headlines,
     /// Controller events of the policy run, by kind.
     pub policy_events: BTreeMap<String, u64>,
+    /// Stockouts and spot interruptions injected, and what the policy run did about them
+    /// (issue #19); absent without them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_events: Option<crate::simulate::capacity_events::CapacityFigures>,
     pub notes: Vec<String>,
 }
 
@@ -93,6 +97,14 @@ pub fn simulate_report(sim: &Simulation) -> SimulateReport {
     if sim.public_only.is_none() {
         notes.push("public-only baseline: no public pool may run this component".into());
     }
+    let figures = sim.policy.capacity;
+    let capacity_events = (figures.stockouts + figures.interruptions > 0).then_some(figures);
+    if let Some(f) = &capacity_events {
+        notes.push(format!(
+            "capacity events (same for every replayed run; not for the oracle and the lower bound): {} stockout(s), {} spot interruption(s); in the policy run pools went short {} time(s), {} replica(s) re-placed from short pools, {} replaced ahead of interruptions",
+            f.stockouts, f.interruptions, f.pools_short, f.shortfall_replaced, f.replicas_interrupted
+        ));
+    }
     let oracle = &sim.oracle;
     let headline = |m: &RunMetrics| Headline::of(m, oracle);
     SimulateReport {
@@ -127,6 +139,7 @@ pub fn simulate_report(sim: &Simulation) -> SimulateReport {
             .iter()
             .map(|(k, n)| (k.to_string(), *n))
             .collect(),
+        capacity_events,
         notes,
     }
 }

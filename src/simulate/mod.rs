@@ -4,6 +4,7 @@
 //! command line.
 
 mod baselines;
+pub mod capacity_events;
 pub mod csv_out;
 mod lower_bound;
 mod oracle;
@@ -109,13 +110,44 @@ pub fn simulate(
     options: SimulationOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Simulation, SetupError> {
+    simulate_with_events(
+        estate,
+        component,
+        trace,
+        options,
+        &capacity_events::CapacityEvents::default(),
+        progress,
+    )
+}
+
+/// [`simulate`] with stockouts and spot interruptions (issue #19): every replayed run (policy
+/// and baselines) sees the same episodes; the lower bound and the oracle do not (they are the
+/// references a run is measured against).
+pub fn simulate_with_events(
+    estate: &Estate,
+    component: Option<&ComponentKey>,
+    trace: &Trace,
+    options: SimulationOptions,
+    events: &capacity_events::CapacityEvents,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Simulation, SetupError> {
     let key = select_component(estate, component)?;
-    let world = policy_world(estate, &key)?;
+    let mut world = policy_world(estate, &key)?;
     let peak = options
         .peak
         .unwrap_or(f64::from(world.max()) * world.target());
     let step = options.step.max(1);
     let demand = trace.scaled_to(peak).sample(step);
+    if !events.is_empty() {
+        let end = trace.start() + demand.len() as i64 * step;
+        world.capacity_events = Some(std::sync::Arc::new(capacity_events::Timeline::new(
+            events,
+            estate,
+            &world,
+            trace.start(),
+            end,
+        )?));
+    }
     let steps = demand.len() as u64;
     let peak_replicas = world.need(peak);
     let private_only = private_only_world(&world, peak_replicas);

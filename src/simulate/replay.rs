@@ -72,6 +72,8 @@ pub struct RunOutput {
     pub events: BTreeMap<EventKind, u64>,
     /// Planner calls made (cache misses), for the speed report.
     pub planner_calls: u64,
+    /// What the capacity events did (issue #19); zero without events.
+    pub capacity: super::capacity_events::CapacityFigures,
 }
 
 /// What a scaler sees each step.
@@ -208,6 +210,9 @@ struct Placer<'w> {
     plans: Vec<(Vec<u32>, PlacementSummary)>,
     key: Vec<u32>,
     calls: u64,
+    /// Capacity events (issue #19): per pool, short (1) or not, and replicas of capacity lost
+    /// to interrupted nodes; part of the cache key. Empty without events.
+    conditions: Vec<(bool, u32)>,
 }
 
 impl<'w> Placer<'w> {
@@ -219,6 +224,7 @@ impl<'w> Placer<'w> {
             plans: Vec::new(),
             key: Vec::new(),
             calls: 0,
+            conditions: Vec::new(),
         }
     }
 
@@ -228,11 +234,18 @@ impl<'w> Placer<'w> {
         self.key.push(desired);
         self.key.push(u32::from(rebalance));
         self.key.extend_from_slice(current);
+        for &(short, lost) in &self.conditions {
+            self.key.push(u32::from(short));
+            self.key.push(lost);
+        }
         if let Some(&hit) = self.cache.get(self.key.as_slice()) {
             return hit;
         }
         self.calls += 1;
         let w = self.world;
+        if !self.conditions.is_empty() {
+            super::capacity_events::condition_pools(w, &mut self.work.pools, &self.conditions);
+        }
         let component = &mut self.work.components[w.index];
         component.desired = desired.clamp(w.min(), w.max());
         component.rebalance = rebalance;
@@ -483,6 +496,7 @@ pub fn replay(
     let (mut public_cost, mut public_replica_steps) = (0.0, 0u64);
     let (mut private_charge, mut private_replica_steps) = (0.0, 0u64);
     let mut public_before = fleet.public_requested > 0;
+    let mut capacity = CapacityRun::new(world);
     let mut total_before = fleet.requested_total;
 
     for (k, &d) in demand.iter().enumerate() {
@@ -513,6 +527,17 @@ pub fn replay(
             },
         );
         fleet.release_draining();
+        if let Some(timeline) = world.capacity_events.as_deref() {
+            capacity.step(
+                timeline,
+                now,
+                step,
+                &mut fleet,
+                &mut placer,
+                planned_for,
+                &mut current,
+            );
+        }
         // Account for [now, now + step).
         let capacity = f64::from(fleet.ready_total + fleet.draining_total) * target;
         demand_sum += d;
@@ -556,6 +581,179 @@ pub fn replay(
         series,
         events: scaler.events(),
         planner_calls: placer.calls,
+        capacity: capacity.figures,
+    }
+}
+
+/// A waiting (stockout) replica's entry in `Fleet::pending` has a ready time past this:
+/// `i64::MAX - since`, so it is never promoted and remembers since when it waits.
+const WAITING: i64 = i64::MAX / 2;
+
+/// The replay's side of capacity events (see `capacity_events`): per pool the tracker, the
+/// doomed replicas and the capacity lost; it edits the fleet as the cluster would and re-plans
+/// when a pool's condition changes.
+struct CapacityRun {
+    pools: Vec<super::capacity_events::PoolState>,
+    figures: super::capacity_events::CapacityFigures,
+}
+
+impl CapacityRun {
+    fn new(world: &World) -> Self {
+        let mut figures = super::capacity_events::CapacityFigures::default();
+        if let Some(timeline) = world.capacity_events.as_deref() {
+            figures.stockouts = timeline.counts().0 as u64;
+        }
+        Self {
+            pools: vec![Default::default(); world.input.pools.len()],
+            figures,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        timeline: &super::capacity_events::Timeline,
+        now: i64,
+        step: i64,
+        fleet: &mut Fleet<'_>,
+        placer: &mut Placer<'_>,
+        planned_for: (u32, bool),
+        current: &mut usize,
+    ) {
+        let world = fleet.world;
+        let mut changed = false;
+        for (p, state) in self.pools.iter_mut().enumerate() {
+            // Interrupted nodes go at the end of their notice, and come back later.
+            state.doomed.retain(|&(gone, n)| {
+                if gone <= now {
+                    fleet.draining[p] -= n.min(fleet.draining[p]);
+                }
+                gone > now
+            });
+            let lost = state.lost.len();
+            state.lost.retain(|&(back, _)| back > now);
+            changed |= state.lost.len() != lost;
+            for _ in 0..timeline.interruptions_in(p, now, now + step) {
+                self.figures.interruptions += 1;
+                let doomed = timeline.node_replicas[p].min(fleet.ready[p]);
+                state.lost.push((
+                    now + timeline.notice_seconds + timeline.node_back_after[p],
+                    timeline.node_replicas[p],
+                ));
+                changed = true;
+                if doomed == 0 {
+                    continue;
+                }
+                // Replaced ahead: no longer requested, serving until the node goes.
+                fleet.requested[p] -= doomed;
+                fleet.ready[p] -= doomed;
+                fleet.draining[p] += doomed;
+                state.doomed.push((now + timeline.notice_seconds, doomed));
+                self.figures.replicas_interrupted += u64::from(doomed);
+            }
+            // Stockout: replicas asked for meanwhile wait; when it ends they start.
+            let window = timeline.stockouts[p]
+                .iter()
+                .find(|&&(s, e)| s <= now && now < e)
+                .copied();
+            if let Some((start, _)) = window {
+                let startup = world.startup[p];
+                for entry in fleet.pending[p].iter_mut() {
+                    let requested_at = entry.0 - startup;
+                    if entry.0 < WAITING && requested_at >= start {
+                        entry.0 = i64::MAX - requested_at;
+                    }
+                }
+            } else {
+                for entry in fleet.pending[p].iter_mut() {
+                    if entry.0 >= WAITING {
+                        entry.0 = now + world.startup[p];
+                    }
+                }
+            }
+            let waiting: Vec<(i64, u32)> = fleet.pending[p]
+                .iter()
+                .filter(|e| e.0 >= WAITING)
+                .map(|e| (i64::MAX - e.0, e.1))
+                .collect();
+            let assessment = super::capacity_events::assess_waiting(
+                &timeline.settings[p],
+                &state.tracker,
+                &world.key,
+                &waiting,
+                now,
+            );
+            if assessment.transition.is_some() {
+                changed = true;
+                if assessment.is_short() {
+                    self.figures.pools_short += 1;
+                }
+            }
+            if assessment.is_short() && !waiting.is_empty() {
+                // The shortfall is placed anew on the next eligible pool.
+                let n: u32 = waiting.iter().map(|w| w.1).sum();
+                fleet.pending[p].retain(|e| e.0 < WAITING);
+                fleet.requested[p] -= n;
+                self.figures.shortfall_replaced += u64::from(n);
+                changed = true;
+            }
+            state.tracker = assessment.state;
+        }
+        if changed {
+            fleet.totals();
+            placer.conditions = self
+                .pools
+                .iter()
+                .map(|s| (s.tracker.shortage.is_some(), s.lost_total()))
+                .collect();
+            let index = placer.place(planned_for.0, planned_for.1, &fleet.requested);
+            fleet.apply(&placer.plans[index].0, now);
+            *current = index;
+        }
+        if let Some(kept) = timeline.node_kept_seconds {
+            self.wait_for_nodes(timeline, kept, now, fleet);
+        }
+    }
+}
+
+impl CapacityRun {
+    /// Elastic node start-up: of the replicas requested on an elastic pool at `now` (by the
+    /// scaler or a re-plan), those beyond the nodes still up wait the pool's node start-up too.
+    fn wait_for_nodes(
+        &mut self,
+        timeline: &super::capacity_events::Timeline,
+        kept: i64,
+        now: i64,
+        fleet: &mut Fleet<'_>,
+    ) {
+        let world = fleet.world;
+        for (p, state) in self.pools.iter_mut().enumerate() {
+            state.history.retain(|&(t, _)| t >= now - kept);
+            if let Some(node_startup) = timeline.settings[p].node_startup_seconds
+                && !timeline.stocked_out(p, now)
+            {
+                let ready_at = now + world.startup[p];
+                let mut fresh = 0;
+                while let Some(&(at, n)) = fleet.pending[p].back() {
+                    if at != ready_at {
+                        break;
+                    }
+                    fresh += n;
+                    fleet.pending[p].pop_back();
+                }
+                let before = fleet.requested[p].saturating_sub(fresh);
+                let warm =
+                    super::capacity_events::on_nodes_up(&state.history, now, kept, before, fresh);
+                if warm > 0 {
+                    fleet.pending[p].push_back((ready_at, warm));
+                }
+                if fresh > warm {
+                    fleet.pending[p].push_back((ready_at + i64::from(node_startup), fresh - warm));
+                }
+            }
+            state.history.push((now, fleet.requested[p]));
+        }
+        fleet.totals();
     }
 }
 

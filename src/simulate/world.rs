@@ -21,6 +21,8 @@ pub enum SetupError {
     NothingToSimulate,
     #[error("component {component} names BurstPolicy {policy}, which is not in the given files")]
     UnknownPolicy { component: String, policy: String },
+    #[error(transparent)]
+    CapacityEvents(#[from] super::capacity_events::EventsError),
     #[error("component {component}: {source}")]
     Config {
         component: String,
@@ -51,6 +53,8 @@ pub struct World {
     pub public: Vec<bool>,
     /// Per pool: replicas of the component it can hold next to the others (0 if ineligible).
     pub capacity: Vec<u32>,
+    /// Stockouts and spot interruptions the replay applies (issue #19); `None`: none.
+    pub capacity_events: Option<std::sync::Arc<super::capacity_events::Timeline>>,
 }
 
 impl World {
@@ -209,6 +213,7 @@ pub fn policy_world(estate: &Estate, key: &ComponentKey) -> Result<World, SetupE
         startup: Vec::new(),
         public: Vec::new(),
         capacity: Vec::new(),
+        capacity_events: None,
     };
     world.refresh();
     Ok(world)

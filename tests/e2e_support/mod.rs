@@ -4,6 +4,7 @@
 //! through the Kubernetes API, as a user would.
 #![allow(dead_code)]
 
+pub mod capacity;
 pub mod clusters;
 pub mod demand;
 pub mod traffic;

@@ -171,6 +171,7 @@ pub async fn apply(
                 metrics: &ctx.metrics,
             },
             md,
+            ctx.traffic_memory(&Estate::key_of(md)),
             pools,
             &decision.plans,
             &decision.traffic.placed,
@@ -180,6 +181,7 @@ pub async fn apply(
             Timestamp::now(),
         )
         .await;
+    ctx.set_traffic_memory(&Estate::key_of(md), traffic.memory.clone());
     if let Some(err) = scale_stranded(md, ctx, pools, &decision.stranded).await {
         first_error.get_or_insert(err);
     }

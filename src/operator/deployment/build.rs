@@ -168,10 +168,14 @@ pub fn build(
             // Replicas held for stranded workloads' replacements and for draining traffic
             // backends (see `decide::TrafficHolds`) are kept: max(planned, held).
             let key = (component.name.clone(), placement.pool.clone());
-            let replicas = [&decision.stranded.hold, &decision.traffic.holds]
-                .into_iter()
-                .filter_map(|hold| hold.get(&key).copied())
-                .fold(placement.replicas, u32::max);
+            let replicas = [
+                &decision.stranded.hold,
+                &decision.traffic.holds,
+                &decision.capacity_holds,
+            ]
+            .into_iter()
+            .filter_map(|hold| hold.get(&key).copied())
+            .fold(placement.replicas, u32::max);
             let deployment = build_deployment(&Placement {
                 deployment: md,
                 component,
@@ -234,6 +238,7 @@ pub fn build(
         .protect
         .iter()
         .chain(decision.traffic.holds.keys())
+        .chain(decision.capacity_holds.keys())
     {
         let Some(pool) = pools.get(pool_name) else {
             continue;
@@ -949,6 +954,7 @@ spec:
             signature: 0,
             notes: Vec::new(),
             traffic: Default::default(),
+            capacity_holds: Default::default(),
         };
         let desired = build(&md, &observed(estate), &decision, "skybridge-system", "img");
         assert!(desired.problems.is_empty());

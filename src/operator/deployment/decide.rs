@@ -85,6 +85,9 @@ pub struct Decision {
     pub notes: Vec<Note>,
     /// Cross-cluster traffic (issue #15): the replicas held for draining backends.
     pub traffic: TrafficHolds,
+    /// Replicas kept per (component, pool) while they are on nodes about to be reclaimed and
+    /// their replacements start elsewhere (issue #19, see `capacity::holds`).
+    pub capacity_holds: BTreeMap<stranded::Key, u32>,
 }
 
 /// Replicas of draining route backends, held until the route has stopped sending to them for
@@ -117,6 +120,7 @@ pub async fn decide(
         estate,
         placed_before,
         placed,
+        replaced,
     } = d
         .planning
         .submit(ticket, |tickets| decide_batch(d, tickets))
@@ -169,6 +173,7 @@ pub async fn decide(
     let traffic = TrafficHolds {
         holds: d.traffic.holds(
             md,
+            d.traffic_memory(&key),
             &estate.pools,
             &plans,
             &placed,
@@ -177,6 +182,11 @@ pub async fn decide(
         ),
         placed,
     };
+
+    // Capacity: replicas on nodes about to be reclaimed stay until the node goes.
+    let pools = d.capacity.snapshot();
+    let capacity_holds = super::capacity::holds(md, &plans, &pools);
+    notes.extend(super::capacity::notes(&replaced, &pools));
 
     let signature = placement_signature(&plans);
     let sweep = sweep_mode(placed_before, d.swept(&key), signature);
@@ -194,6 +204,7 @@ pub async fn decide(
         signature,
         notes,
         traffic,
+        capacity_holds,
     })
 }
 
@@ -338,6 +349,8 @@ pub struct PlanOutcome {
     pub(crate) placed_before: bool,
     /// Replicas per (component, pool) the earlier decision placed (ready ones not known here).
     pub(crate) placed: stranded::Placed,
+    /// Replicas per component and pool placed anew for the pools' capacity (issue #19).
+    pub(crate) replaced: BTreeMap<String, BTreeMap<String, u32>>,
 }
 
 /// Whether a deployment's status (or last decision) places any replica.
@@ -379,54 +392,67 @@ pub(crate) fn decide_batch(d: &Deployments, mut tickets: Vec<PlanTicket>) -> Vec
         .iter()
         .map(|t| ctx.burst_states(&Estate::key_of(&t.deployment)))
         .collect();
+    // Capacity: what each pool's last assessment says must be placed anew.
+    let pools = ctx.capacity.snapshot();
+    let replace: Vec<_> = tickets
+        .iter()
+        .map(|t| super::capacity::replacements(&t.deployment, &pools))
+        .collect();
     let requests: Vec<Request> = tickets
         .iter()
         .zip(&states)
-        .map(|(ticket, states)| Request {
+        .zip(&replace)
+        .map(|((ticket, states), replace)| Request {
             deployment: &ticket.deployment,
             demand: &ticket.demand,
             states,
+            replace,
         })
         .collect();
     let decisions = decide_together(&estate, &requests, Timestamp::now().as_second());
+    drop(requests);
     let estate = Arc::new(estate);
     let classes = ModelClasses::of(&estate);
     tickets
         .iter()
         .zip(decisions)
         .zip(placed_before)
-        .map(|((ticket, mut decided), (placed_before, placed))| {
-            let md = ticket.deployment.as_ref();
-            ctx.set_burst_states(&Estate::key_of(md), std::mem::take(&mut decided.states));
-            let mut plans = std::mem::take(&mut decided.plans);
-            // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose
-            // store does not hold the verified model yet (see `artifact_plan`).
-            let syncer = ctx.artifacts.as_ref();
-            let artifacts =
-                Stage::new(syncer.map(|s| &**s), &estate, &classes, md).map(|mut stage| {
-                    if let Some(syncer) = syncer {
-                        // The plan decides the syncs; the syncer carries them out, then holds
-                        // what no store can serve yet.
-                        let intents = stage.sync_intents(&estate, md, &plans);
-                        syncer.carry_out(
-                            intents,
-                            &ctx.clusters.local().client,
-                            ctx.clusters.operator_namespace(),
-                        );
-                        stage.hold_unfetchable(syncer, md, &estate.pools, &mut plans);
-                    }
-                    stage
-                });
-            ctx.record_decision(Arc::new(as_decided(md, &plans)));
-            PlanOutcome {
-                decided,
-                plans,
-                artifacts,
-                estate: estate.clone(),
-                placed_before,
-                placed,
-            }
-        })
+        .zip(replace)
+        .map(
+            |(((ticket, mut decided), (placed_before, placed)), replaced)| {
+                let md = ticket.deployment.as_ref();
+                ctx.set_burst_states(&Estate::key_of(md), std::mem::take(&mut decided.states));
+                let mut plans = std::mem::take(&mut decided.plans);
+                // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose
+                // store does not hold the verified model yet (see `artifact_plan`).
+                let syncer = ctx.artifacts.as_ref();
+                let artifacts =
+                    Stage::new(syncer.map(|s| &**s), &estate, &classes, md).map(|mut stage| {
+                        if let Some(syncer) = syncer {
+                            // The plan decides the syncs; the syncer carries them out, then holds
+                            // what no store can serve yet.
+                            let intents = stage.sync_intents(&estate, md, &plans);
+                            syncer.carry_out(
+                                intents,
+                                &ctx.clusters.local().client,
+                                ctx.clusters.operator_namespace(),
+                            );
+                            stage.hold_unfetchable(syncer, md, &estate.pools, &mut plans);
+                        }
+                        stage
+                    });
+                ctx.record_decision(Arc::new(as_decided(md, &plans)));
+                PlanOutcome {
+                    decided,
+                    plans,
+                    artifacts,
+                    estate: estate.clone(),
+                    placed_before,
+                    placed,
+                    replaced,
+                }
+            },
+        )
         .collect()
 }
 
@@ -999,7 +1025,7 @@ mod tests {
     }
 
     /// Every reconcile leaves memory behind (its decision, burst state, stranded replicas,
-    /// sweep, backoff); deleting the deployments leaves none.
+    /// sweep, traffic, backoff); deleting the deployments leaves none.
     #[tokio::test]
     async fn deleting_deployments_leaves_nothing_remembered_of_them() {
         let (pools, mut pools_writer) = reflector::store();
@@ -1019,6 +1045,7 @@ mod tests {
             let key = Estate::key_of(md);
             d.set_swept(&key, Some(1));
             d.set_stranded(&key, Vec::new());
+            d.set_traffic_memory(&key, Default::default());
             d.backoff(md);
         }
         assert_eq!(d.remembered(), (5, 5));

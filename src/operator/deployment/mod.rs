@@ -15,6 +15,7 @@ pub mod apply;
 pub mod artifacts;
 pub mod batch;
 pub mod build;
+pub mod capacity;
 pub mod decide;
 pub mod observe;
 pub mod planning;
@@ -23,6 +24,7 @@ pub mod status;
 pub mod stranded;
 
 use crate::api::{ComputePool, ModelDeployment};
+use crate::estate::Estate;
 use crate::operator::kubernetes::applier::SweepMode;
 use crate::operator::kubernetes::metrics::ErrorLabels;
 use crate::operator::kubernetes::status_writer::ReconcileTimer;
@@ -195,7 +197,8 @@ async fn cleanup(md: &ModelDeployment, d: &Deployments) -> Result<Action, Error>
         clusters: &d.clusters,
         metrics: &d.metrics,
     };
-    if !d.traffic.cleanup(&io, md, &pools).await {
+    let traffic = d.traffic_memory(&Estate::key_of(md));
+    if !d.traffic.cleanup(&io, md, &traffic, &pools).await {
         return Err(Error::TrafficCleanup);
     }
     if let Some(syncer) = &d.artifacts {

@@ -67,6 +67,9 @@ pub struct Request<'a> {
     pub demand: &'a BTreeMap<String, Option<f64>>,
     /// The burst controller's state per component, from the previous decision.
     pub states: &'a BTreeMap<String, ControllerState>,
+    /// Replicas per component and pool to place anew (issue #19): stuck in a short pool or on a
+    /// node about to be reclaimed (see `capacity::observed::PoolCapacity::to_replace`).
+    pub replace: &'a BTreeMap<String, BTreeMap<String, u32>>,
 }
 
 /// Plans the estate for one reconcile of `md`: its components with a burst policy run a tick of
@@ -85,6 +88,7 @@ pub fn decide(
         deployment: md,
         demand,
         states,
+        replace: &BTreeMap::new(),
     };
     decide_together(estate, &[request], now)
         .pop()
@@ -132,6 +136,9 @@ pub fn decide_together(estate: &Estate, requests: &[Request<'_>], now: i64) -> V
             let mut planned =
                 component_request(estate, &classes, md, component, component.replicas.min);
             planned.current = current;
+            if let Some(replace) = request.replace.get(&component.name) {
+                planned.replace = replace.clone();
+            }
             components.push(planned);
         }
     }
@@ -263,7 +270,6 @@ mod tests {
     use super::*;
     use crate::api::{Cloud, ComponentStatus, ModelDeploymentStatus, PlacementStatus};
     use crate::estate::parse_documents;
-    use kube::ResourceExt;
 
     fn estate() -> Estate {
         let text = std::fs::read_to_string(concat!(
@@ -285,22 +291,7 @@ mod tests {
             .unwrap();
         let mut estate = Estate::default();
         for object in parse_documents(&text) {
-            match object.unwrap() {
-                crate::estate::Object::Pool(p) => {
-                    estate.pools.insert(p.name_any(), std::sync::Arc::new(*p));
-                }
-                crate::estate::Object::Policy(p) => {
-                    estate
-                        .policies
-                        .insert(p.name_any(), std::sync::Arc::new(*p));
-                }
-                crate::estate::Object::Deployment(d) => {
-                    estate.deployments.insert(
-                        (d.namespace().unwrap(), d.name_any()),
-                        std::sync::Arc::new(*d),
-                    );
-                }
-            }
+            estate.insert(object.unwrap());
         }
         estate
     }
@@ -385,11 +376,13 @@ mod tests {
                 deployment: &ranker,
                 demand: &demand,
                 states: &none,
+                replace: &BTreeMap::new(),
             },
             Request {
                 deployment: &multitask,
                 demand: &no_demand,
                 states: &none,
+                replace: &BTreeMap::new(),
             },
         ];
         let decided = decide_together(&estate, &requests, 1_700_000_000);
@@ -533,7 +526,6 @@ mod failback_hold_tests {
         PlacementStatus,
     };
     use crate::estate::parse_documents;
-    use kube::ResourceExt;
     use proptest::prelude::*;
     use std::sync::Arc;
 
@@ -590,19 +582,7 @@ spec:
         );
         let mut estate = Estate::default();
         for object in parse_documents(&text) {
-            match object.expect("the test's estate parses") {
-                crate::estate::Object::Pool(p) => {
-                    estate.pools.insert(p.name_any(), Arc::new(*p));
-                }
-                crate::estate::Object::Policy(p) => {
-                    estate.policies.insert(p.name_any(), Arc::new(*p));
-                }
-                crate::estate::Object::Deployment(d) => {
-                    estate
-                        .deployments
-                        .insert((d.namespace().unwrap(), d.name_any()), Arc::new(*d));
-                }
-            }
+            estate.insert(object.expect("the test's estate parses"));
         }
         estate
     }

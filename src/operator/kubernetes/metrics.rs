@@ -64,6 +64,14 @@ pub struct Metrics {
     pub leader: Gauge,
     /// traffic: weight of each route backend.
     pub traffic_weight: Family<TrafficLabels, Gauge>,
+    /// capacity (issue #19): 1 while a pool is short (a stockout).
+    pub pool_short: Family<PoolLabels, Gauge>,
+    /// capacity: replicas of a short pool to re-place elsewhere, at the last probe.
+    pub pool_shortfall: Family<PoolLabels, Gauge>,
+    /// capacity: replicas on the pool's nodes about to be reclaimed, at the last probe.
+    pub pool_reclaiming: Family<PoolLabels, Gauge>,
+    /// capacity: times a pool went short.
+    pub pool_stockouts: Family<PoolLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -88,6 +96,10 @@ impl Default for Metrics {
             planning_batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             leader: Gauge::default(),
             traffic_weight: Family::default(), // traffic:
+            pool_short: Family::default(),
+            pool_shortfall: Family::default(),
+            pool_reclaiming: Family::default(),
+            pool_stockouts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -151,6 +163,27 @@ impl Default for Metrics {
             "Weight of a route backend (a component's Service or a pool's ServiceImport)",
             metrics.traffic_weight.clone(),
         );
+        // capacity:
+        registry.register(
+            "pool_short",
+            "1 while a pool is short (a stockout): it gets no new replicas",
+            metrics.pool_short.clone(),
+        );
+        registry.register(
+            "pool_shortfall_replicas",
+            "Replicas of a short pool that could not be scheduled, re-placed on other pools",
+            metrics.pool_shortfall.clone(),
+        );
+        registry.register(
+            "pool_reclaiming_replicas",
+            "Replicas on a pool's nodes about to be reclaimed, replaced elsewhere first",
+            metrics.pool_reclaiming.clone(),
+        );
+        registry.register(
+            "pool_stockouts",
+            "Times a pool went short",
+            metrics.pool_stockouts.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -169,6 +202,9 @@ impl Metrics {
         self.budget_exhausted.clear();
         self.pool_reachable.clear();
         self.traffic_weight.clear(); // traffic:
+        self.pool_short.clear();
+        self.pool_shortfall.clear();
+        self.pool_reclaiming.clear();
     }
 
     pub fn encode(&self) -> String {

@@ -1,15 +1,19 @@
 //! The ComputePool controller: probes each pool's cluster and reports whether it is reachable,
 //! ready, and how much capacity its Nodes offer. Deployments re-plan when this status changes.
 
+pub mod capacity;
 pub mod validity;
 
 use crate::api::quantity::{self, QuantityError};
 use crate::api::{ComputePool, ComputePoolStatus, ObservedCapacity};
+use crate::capacity::observed::{Observed, observe_pool};
+use crate::capacity::signals::reclamation_signal;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
 use crate::operator::kubernetes::conditions::{Decided, merge, same};
 use crate::operator::kubernetes::metrics::{ErrorLabels, PoolLabels};
 use crate::operator::kubernetes::status_writer::{ReconcileTimer, ReportedStatus, StatusWriter};
+use crate::planner::ComponentKey;
 use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -77,11 +81,13 @@ impl Requested {
     }
 }
 
-/// A pool's probe: its Nodes, and what the pods on them request (or why that is unknown).
+/// A pool's probe: its Nodes, what the pods on them request (or why that is unknown), and what
+/// the capacity tracker reads of its Nodes and Skybridge Pods (or why that is unknown).
 #[derive(Debug, PartialEq)]
 pub struct Probe {
     pub nodes: NodeCapacity,
     pub requested: std::result::Result<Requested, String>,
+    pub capacity: std::result::Result<Observed, String>,
 }
 
 /// One container's requests; a resource with a limit and no request requests its limit, as
@@ -185,7 +191,9 @@ pub fn free_capacity(
     )
 }
 
-/// Sums allocatable resources of the ready, schedulable Nodes: pure, from a Node list.
+/// Sums allocatable resources of the ready, schedulable Nodes: pure, from a Node list. A node
+/// about to be reclaimed (see `capacity::signals`) offers nothing: replicas placed there would
+/// go with it.
 pub fn node_capacity(nodes: &[Node]) -> NodeCapacity {
     let mut total = NodeCapacity::default();
     for node in nodes {
@@ -200,7 +208,7 @@ pub fn node_capacity(nodes: &[Node]) -> NodeCapacity {
             .as_ref()
             .and_then(|s| s.unschedulable)
             .unwrap_or(false);
-        if !ready || cordoned {
+        if !ready || cordoned || reclamation_signal(node).is_some() {
             continue;
         }
         total.ready_nodes += 1;
@@ -249,6 +257,7 @@ pub fn pool_status(
         Ok(Probe {
             nodes: capacity,
             requested,
+            ..
         }) => {
             let wants_gpus = pool.spec.capacity.gpu.as_ref().is_some_and(|g| g.count > 0);
             let ready = capacity.ready_nodes > 0 && (!wants_gpus || capacity.gpus > 0);
@@ -308,6 +317,9 @@ impl ReportedStatus for ComputePoolStatus {
         same(&self.conditions, &other.conditions)
             && self.observed_capacity == other.observed_capacity
             && self.observed_generation == other.observed_generation
+            && self.addable_capacity == other.addable_capacity
+            && self.shortage == other.shortage
+            && self.reclaiming_nodes == other.reclaiming_nodes
     }
 }
 
@@ -335,6 +347,36 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
         .set(i64::from(replicas_on(&pool.name_any(), &ctx)));
     let now = k8s_openapi::jiff::Timestamp::now();
     let status = pool_status(&pool, &probe, now);
+    // Capacity (issue #19): assess what the probe saw against the tracker's previous state,
+    // remember it for planning before the status write triggers the deployments' re-plan.
+    let name = pool.name_any();
+    let pools: BTreeSet<String> = ctx.pools.state().iter().map(|p| p.name_any()).collect();
+    ctx.capacity.retain(|known| pools.contains(known));
+    let tracked = match &probe {
+        Ok(Probe {
+            capacity: Ok(observed),
+            ..
+        }) => Some(capacity::track(&pool, ctx.capacity.state(&name), observed)),
+        _ => None,
+    };
+    let mut notes = Vec::new();
+    if let Some(tracked) = &tracked {
+        ctx.capacity.record(&name, tracked.clone());
+        capacity::export(&ctx, &labels, &tracked.assessment);
+        let reported = pool
+            .status
+            .as_ref()
+            .map(|s| s.reclaiming_nodes.clone())
+            .unwrap_or_default();
+        notes = capacity::notes(&tracked.assessment, &reported);
+    }
+    let status = capacity::with_capacity(
+        status,
+        &pool,
+        probe.as_ref().ok().map(|p| &p.nodes),
+        tracked.as_ref().map(|t| &t.assessment),
+        now,
+    );
     // Rules between pools (a public pool naming a private store or its credentials): an invalid
     // pool takes no replicas, and says why (see `pool_validity`).
     let issues = crate::estate::validate_pool(
@@ -364,6 +406,7 @@ pub async fn reconcile(pool: Arc<ComputePool>, ctx: Arc<Context>) -> Result<Acti
         &status,
     )
     .await?;
+    capacity::publish(&ctx, &pool, notes).await;
     ctx.succeeded(pool.as_ref());
     // Probed every period, so an unreachable pool is noticed within one period.
     Ok(Action::requeue(ctx.settings.period))
@@ -425,6 +468,25 @@ async fn probe_once(pool: &ComputePool, ctx: &Context) -> std::result::Result<Pr
     .await
     .map_err(|_| format!("no answer within {}s", PROBE_TIMEOUT.as_secs()))?
     .map_err(|e| e.to_string())?;
+    let capacity = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        skybridge_pods(&cluster.client().await, &pool.name_any()),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!(
+            "pods not listed within {}s",
+            PROBE_TIMEOUT.as_secs()
+        ))
+    })
+    .map(|pods| {
+        observe_pool(
+            k8s_openapi::jiff::Timestamp::now(),
+            &listed.items,
+            &pods,
+            replica_of,
+        )
+    });
     let nodes = node_capacity(&listed.items);
     // Requests are extra information: a member cluster whose RBAC predates `pods list` still
     // probes as reachable and ready, with free capacity reported as unknown.
@@ -443,7 +505,49 @@ async fn probe_once(pool: &ComputePool, ctx: &Context) -> std::result::Result<Pr
             ))
         })
     };
-    Ok(Probe { nodes, requested })
+    Ok(Probe {
+        nodes,
+        requested,
+        capacity,
+    })
+}
+
+/// Skybridge's pods placed on `pool` in its cluster (every namespace): one list per probe, by
+/// label, in pages.
+async fn skybridge_pods(
+    client: &kube::Client,
+    pool: &str,
+) -> std::result::Result<Vec<Pod>, String> {
+    use crate::operator::kubernetes::names::{LABEL_POOL, MANAGED_BY, MANAGED_BY_VALUE};
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut params = ListParams::default()
+        .labels(&format!(
+            "{MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_POOL}={pool}"
+        ))
+        .limit(PODS_PAGE);
+    let mut all = Vec::new();
+    loop {
+        let page = pods
+            .list(&params)
+            .await
+            .map_err(|e| format!("cannot list pods: {e}"))?;
+        all.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// The component a Skybridge pod is a replica of, from its labels.
+pub fn replica_of(pod: &Pod) -> Option<ComponentKey> {
+    use crate::operator::kubernetes::names::{LABEL_COMPONENT, LABEL_DEPLOYMENT, LABEL_NAMESPACE};
+    let labels = pod.metadata.labels.as_ref()?;
+    Some(ComponentKey {
+        namespace: labels.get(LABEL_NAMESPACE)?.clone(),
+        deployment: labels.get(LABEL_DEPLOYMENT)?.clone(),
+        component: labels.get(LABEL_COMPONENT)?.clone(),
+    })
 }
 
 /// What the running and pending pods on `nodes` request: per Node for a small pool, else from
@@ -541,6 +645,22 @@ mod tests {
         assert_eq!(capacity.cpu_milli, 32_000);
     }
 
+    #[test]
+    fn a_node_about_to_be_reclaimed_offers_no_capacity() {
+        let mut doomed = node(8, true, false);
+        doomed.metadata.name = Some("spot-a".into());
+        doomed.spec.as_mut().unwrap().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: "aws-node-termination-handler/spot-itn".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        }]);
+        let mut fine = node(4, true, false);
+        fine.metadata.name = Some("spot-b".into());
+        let capacity = node_capacity(&[doomed, fine]);
+        assert_eq!((capacity.ready_nodes, capacity.gpus), (1, 4));
+        assert_eq!(capacity.counted, BTreeSet::from(["spot-b".to_string()]));
+    }
+
     fn pool() -> ComputePool {
         serde_yaml_ng::from_str(
             "apiVersion: skybridge.io/v1alpha1\nkind: ComputePool\nmetadata: {name: p, generation: 2}\nspec: {cloud: private, provider: onprem, region: r, capacity: {gpu: {type: l4, count: 6}}}\n",
@@ -552,6 +672,7 @@ mod tests {
         Ok(Probe {
             nodes,
             requested: Ok(requested),
+            capacity: Err("not observed in this test".into()),
         })
     }
 
@@ -734,6 +855,7 @@ mod tests {
         let unknown = Ok(Probe {
             nodes: node_capacity(&[node(8, true, false)]),
             requested: Err("cannot list pods: forbidden".into()),
+            capacity: Err("cannot list pods: forbidden".into()),
         });
         let status = pool_status(&pool(), &unknown, k8s_openapi::jiff::Timestamp::now());
         let observed = status.observed_capacity.unwrap();

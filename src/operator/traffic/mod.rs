@@ -44,13 +44,13 @@ use kube::ResourceExt;
 use kube::discovery::ApiResource;
 use report::RouteOutcome;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
 /// What traffic needs of the operator's context: the clusters' clients and the metrics. (Not
-/// the `Context` itself, which holds the traffic memory: traffic sits below it.)
+/// the `Context` itself, which holds the deployments' memory: traffic sits below it.)
 pub struct Io<'a> {
     pub clusters: &'a Clusters,
     pub metrics: &'a Metrics,
@@ -62,9 +62,10 @@ pub type PoolKey = (String, String);
 /// A traffic object the operator wrote: (cluster id, kind, namespace, name).
 type WrittenKey = (String, &'static str, String, String);
 
-/// What the operator remembers of one deployment's traffic.
+/// What the operator remembers of one deployment's traffic between reconciles (kept in the
+/// deployment's memory in `Context`, dropped with it).
 #[derive(Clone, Debug, Default)]
-struct Remembered {
+pub struct TrafficMemory {
     /// Per component, the backends of the route last *written* (their states and since-times).
     backends: BTreeMap<String, Vec<TrafficBackendStatus>>,
     /// Replicas last applied per (component, pool): what a scale-in would remove.
@@ -77,11 +78,11 @@ struct Remembered {
     listed: bool,
 }
 
-/// The operator's traffic memory and discovery cache (one per operator).
+/// The operator's traffic layer: its discovery cache (one per operator). What it remembers per
+/// deployment is passed in and handed back ([`TrafficReport::memory`]).
 #[derive(Default)]
 pub struct Traffic {
     pub discovery: DiscoveryCache,
-    memory: Mutex<HashMap<(String, String), Remembered>>,
 }
 
 /// What `after_apply` found, for the status and the Events.
@@ -95,6 +96,8 @@ pub struct TrafficReport {
     pub notes: Vec<(bool, &'static str, String)>,
     /// When the decision changes next without any event (a drain ending): reconcile by then.
     pub next: Option<Duration>,
+    /// What to remember of the deployment's traffic until its next reconcile.
+    pub memory: TrafficMemory,
 }
 
 /// Labels of a deployment's traffic objects (the sweep lists by them).
@@ -127,62 +130,38 @@ pub fn sensitive(md: &ModelDeployment, component: &crate::api::Component) -> boo
         || md.spec.model_data_class() == DataClass::Sensitive
 }
 
-impl Traffic {
-    fn remembered(&self, key: &(String, String)) -> Remembered {
-        self.memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// What is remembered of `md`, or after a restart what its status reported: the backends
-    /// last written survive restarts through `status.components[].traffic`.
-    fn remembered_or_reported(&self, md: &ModelDeployment) -> Remembered {
-        let key = crate::estate::Estate::key_of(md);
-        let mut remembered = self.remembered(&key);
-        if remembered.backends.is_empty() && remembered.routed.is_empty() {
-            for component in md.status.iter().flat_map(|s| &s.components) {
-                if !component.traffic.is_empty() {
-                    remembered
-                        .backends
-                        .insert(component.name.clone(), component.traffic.clone());
-                    remembered.routed.insert(component.name.clone());
-                }
+/// What is remembered of `md`, or after a restart what its status reported: the backends last
+/// written survive restarts through `status.components[].traffic`.
+fn resumed(mut remembered: TrafficMemory, md: &ModelDeployment) -> TrafficMemory {
+    if remembered.backends.is_empty() && remembered.routed.is_empty() {
+        for component in md.status.iter().flat_map(|s| &s.components) {
+            if !component.traffic.is_empty() {
+                remembered
+                    .backends
+                    .insert(component.name.clone(), component.traffic.clone());
+                remembered.routed.insert(component.name.clone());
             }
         }
-        remembered
     }
+    remembered
+}
 
-    fn remember(&self, key: (String, String), value: Remembered) {
-        self.memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, value);
-    }
-
-    /// Forget a deleted deployment.
-    pub fn forget(&self, key: &(String, String)) {
-        self.memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-
+impl Traffic {
     /// Before the children are applied: the replicas to keep per (component, pool) for
     /// backends draining under the new plan. `placed` is what the previous decision placed
     /// (replicas per (component, pool)), used after a restart when nothing is remembered.
+    #[allow(clippy::too_many_arguments)]
     pub fn holds(
         &self,
         md: &ModelDeployment,
+        memory: TrafficMemory,
         pools: &BTreeMap<String, Arc<ComputePool>>,
         plans: &[ComponentPlan],
         placed: &BTreeMap<PoolKey, (u32, u32)>,
         reachability: &BTreeMap<String, Option<String>>,
         now: Timestamp,
     ) -> BTreeMap<PoolKey, u32> {
-        let remembered = self.remembered_or_reported(md);
+        let remembered = resumed(memory, md);
         let mut holds = BTreeMap::new();
         for (component, plan) in md.spec.components.iter().zip(plans) {
             let Some(spec) = &component.traffic else {
@@ -228,6 +207,7 @@ impl Traffic {
         &self,
         ctx: &Io<'_>,
         md: &ModelDeployment,
+        memory: TrafficMemory,
         pools: &BTreeMap<String, Arc<ComputePool>>,
         plans: &[ComponentPlan],
         placed: &BTreeMap<PoolKey, (u32, u32)>,
@@ -236,12 +216,12 @@ impl Traffic {
         reachability: &BTreeMap<String, Option<String>>,
         now: Timestamp,
     ) -> TrafficReport {
-        let key = crate::estate::Estate::key_of(md);
-        let mut remembered = self.remembered_or_reported(md);
+        let mut remembered = resumed(memory, md);
         let mut report = TrafficReport::default();
         if !has_traffic(md) && remembered.written.is_empty() {
             // Never routed, as far as this operator and the status know: nothing to do, and no
             // cluster is asked anything.
+            report.memory = remembered;
             return report;
         }
         let mut desired: BTreeSet<WrittenKey> = BTreeSet::new();
@@ -432,7 +412,7 @@ impl Traffic {
         } else {
             remembered.written = remembered.written.union(&desired).cloned().collect();
         }
-        self.remember(key, remembered);
+        report.memory = remembered;
         report
     }
 
@@ -687,17 +667,13 @@ impl Traffic {
         &self,
         ctx: &Io<'_>,
         md: &ModelDeployment,
+        memory: &TrafficMemory,
         pools: &BTreeMap<String, Arc<ComputePool>>,
     ) -> bool {
-        let key = crate::estate::Estate::key_of(md);
-        if !has_traffic(md) && self.remembered(&key).written.is_empty() {
+        if !has_traffic(md) && memory.written.is_empty() {
             return true;
         }
-        let done = self.sweep_listed(ctx, md, pools, &BTreeSet::new()).await;
-        if done {
-            self.forget(&crate::estate::Estate::key_of(md));
-        }
-        done
+        self.sweep_listed(ctx, md, pools, &BTreeSet::new()).await
     }
 }
 
@@ -774,7 +750,7 @@ fn metrics(
 }
 
 fn running_replicas(
-    remembered: &Remembered,
+    remembered: &TrafficMemory,
     placed: &BTreeMap<PoolKey, (u32, u32)>,
     component: &str,
 ) -> BTreeMap<String, u32> {
