@@ -293,6 +293,12 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub analysis: Vec<AnalysisResult>,
+    /// The suffix of the stable version's child names (`<deployment>-<component>-<pool>-<key>`)
+    /// and the value of their `skybridge.io/version-key` label; absent: the stable version runs
+    /// under the deployment's own child names. A rollout that succeeds leaves the new version
+    /// serving under its suffixed names, so the next reconciles must know which names serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names_key: Option<String>,
 }
 
 /// The analysis rounds of one step (a round measures every metric once).

@@ -248,6 +248,7 @@ mod tests {
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ),
+            None,
         );
         rollout.to = version("2");
         rollout.phase = RolloutPhase::Progressing;

@@ -34,6 +34,9 @@ pub struct Stage {
     pub held: BTreeMap<String, String>,
     /// The digest status recorded before this reconcile.
     recorded_digest: Option<String>,
+    /// The digest pods verify whatever the views say: a rollout's old version, whose digest
+    /// `status.rollout` recorded while it was stable.
+    pinned_digest: Option<String>,
 }
 
 impl Stage {
@@ -59,8 +62,29 @@ impl Stage {
                 .as_ref()
                 .and_then(|s| s.artifacts.as_ref())
                 .and_then(|a| a.digest.clone()),
+            pinned_digest: None,
         };
         stage.refresh(syncer, md, &estate.pools);
+        Some(stage)
+    }
+
+    /// The stage of the version a rollout replaces (`old`: the deployment as if its spec named
+    /// that version): its syncs go on where its replicas run, and its pods verify `digest`, the
+    /// one recorded while it was stable. What status records is the new version's, so it is
+    /// not read.
+    pub fn of_old_version(
+        syncer: Option<&Syncer>,
+        estate: &Estate,
+        classes: &ModelClasses,
+        old: &ModelDeployment,
+        digest: Option<String>,
+    ) -> Option<Self> {
+        let mut old = old.clone();
+        if let Some(status) = old.status.as_mut() {
+            status.artifacts = None;
+        }
+        let mut stage = Self::new(syncer, estate, classes, &old)?;
+        stage.pinned_digest = digest;
         Some(stage)
     }
 
@@ -256,9 +280,20 @@ impl Stage {
         plans: &[ComponentPlan],
         image: &str,
     ) -> BTreeMap<String, ModelFetch> {
+        self.fetches_in(md, pools, serving_pools(plans), image)
+    }
+
+    /// How the pods of each of `serving` fetch the model (see [`Stage::fetches`]).
+    pub fn fetches_in(
+        &self,
+        md: &ModelDeployment,
+        pools: &BTreeMap<String, Arc<ComputePool>>,
+        serving: impl IntoIterator<Item = String>,
+        image: &str,
+    ) -> BTreeMap<String, ModelFetch> {
         let digest = self.digest();
         let mut fetches = BTreeMap::new();
-        for pool_name in serving_pools(plans) {
+        for pool_name in serving {
             let (Some(pool), Some(candidate)) = (
                 pools.get(&pool_name),
                 self.candidates.iter().find(|c| c.pool == pool_name),
@@ -279,7 +314,10 @@ impl Stage {
     }
 
     /// The digest pods verify (see `artifact_plan::model_digest`).
-    fn digest(&self) -> Option<String> {
+    pub fn digest(&self) -> Option<String> {
+        if let Some(pinned) = &self.pinned_digest {
+            return Some(pinned.clone());
+        }
         plan::model_digest(
             &self.candidates,
             &self.views,

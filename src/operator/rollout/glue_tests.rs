@@ -1,9 +1,7 @@
 //! Tests of the pure glue between the reconcile and the rollout decision: the children of each
 //! version, and the decision's input from the plan.
 
-use super::children::{
-    LABEL_VERSION_KEY, model_at, version_deployment_name, version_key, version_labels,
-};
+use super::children::{OWN_NAMES_KEY, VersionNames, model_at, version_key};
 use super::inputs::{Seen, component_inputs};
 use crate::api::{
     CanaryStep, Cloud, ComputePool, DataClass, ModelDeployment, RolloutPause, RolloutSpec,
@@ -17,7 +15,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-fn deployment(name: &str, ranker_class: &str) -> ModelDeployment {
+pub(crate) fn deployment(name: &str, ranker_class: &str) -> ModelDeployment {
     serde_yaml_ng::from_str(&format!(
         r#"
 apiVersion: skybridge.io/v1alpha1
@@ -33,7 +31,7 @@ spec:
     .unwrap()
 }
 
-fn pool(name: &str, cloud: Cloud) -> Arc<ComputePool> {
+pub(crate) fn pool(name: &str, cloud: Cloud) -> Arc<ComputePool> {
     let cloud = match cloud {
         Cloud::Private => "private",
         Cloud::Public => "public",
@@ -46,7 +44,7 @@ fn pool(name: &str, cloud: Cloud) -> Arc<ComputePool> {
     )
 }
 
-fn version(v: &str, uri: &str) -> RolloutVersion {
+pub(crate) fn version(v: &str, uri: &str) -> RolloutVersion {
     RolloutVersion {
         version: v.into(),
         uri: uri.into(),
@@ -99,45 +97,69 @@ fn canary() -> RolloutSpec {
 }
 
 #[test]
-fn the_owning_version_keeps_the_existing_names_and_selector() {
+fn the_stable_version_keeps_the_names_it_runs_under() {
     let md = deployment("shop", "internal");
-    let stable = version("1", "s3://models/m/1");
+    let own = VersionNames::stable(&md);
     assert_eq!(
-        version_deployment_name(&md, "rank", "dc1", &stable, &stable),
+        own,
+        VersionNames::default(),
+        "no rollout recorded: own names"
+    );
+    assert_eq!(
+        own.deployment_name(&md, "rank", "dc1"),
         deployment_name(&md, "rank", "dc1"),
         "nothing renamed, nothing orphaned"
     );
-    let labels = version_labels(&md, "rank", "dc1", &stable, &stable);
-    assert!(!labels.contains_key(LABEL_VERSION_KEY));
-    assert_eq!(labels["skybridge.io/pool"], "dc1");
-    // A different digest is the same model (digests are learnt, not named).
-    let mut with_digest = stable.clone();
-    with_digest.digest = Some("sha256:ab".into());
+    assert_eq!(own.label_value(), OWN_NAMES_KEY);
+    // After a rollout succeeded, the new stable version keeps its suffixed names.
+    let mut after = md.clone();
+    let next = version("2", "s3://models/m/2");
+    let since = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    );
+    let mut status = super::steady_status(next.clone(), since, None);
+    status.names_key = Some(version_key(&next));
+    after.status = Some(crate::api::ModelDeploymentStatus {
+        rollout: Some(status),
+        ..Default::default()
+    });
     assert_eq!(
-        version_deployment_name(&md, "rank", "dc1", &with_digest, &stable),
-        deployment_name(&md, "rank", "dc1")
+        VersionNames::stable(&after).deployment_name(&after, "rank", "dc1"),
+        VersionNames::keyed(&next).deployment_name(&md, "rank", "dc1")
     );
 }
 
 #[test]
-fn another_version_gets_its_own_name_and_a_disjoint_selector() {
+fn another_version_gets_its_own_names() {
     let md = deployment("shop", "internal");
-    let stable = version("1", "s3://models/m/1");
     let next = version("2", "s3://models/m/2");
-    let name = version_deployment_name(&md, "rank", "dc1", &next, &stable);
+    let names = VersionNames::keyed(&next);
+    let name = names.deployment_name(&md, "rank", "dc1");
     assert_ne!(name, deployment_name(&md, "rank", "dc1"));
     assert!(name.ends_with(&version_key(&next)), "{name}");
-    let labels = version_labels(&md, "rank", "dc1", &next, &stable);
-    assert_eq!(labels[LABEL_VERSION_KEY], version_key(&next));
-    // The same version is named the same on every reconcile; a moved source is another model.
+    assert_eq!(names.label_value(), version_key(&next));
+    assert!(
+        names
+            .service_name(&md, "rank")
+            .ends_with(&version_key(&next))
+    );
+    assert!(
+        names
+            .export_name(&md, "rank", "cloud")
+            .ends_with(&version_key(&next))
+    );
+    // The same version is named the same on every reconcile (a digest is learnt, not named); a
+    // moved source is another model.
+    let mut with_digest = next.clone();
+    with_digest.digest = Some("sha256:ab".into());
     assert_eq!(
         name,
-        version_deployment_name(&md, "rank", "dc1", &next.clone(), &stable)
+        VersionNames::keyed(&with_digest).deployment_name(&md, "rank", "dc1")
     );
     let moved = version("2", "s3://models/m/2b");
     assert_ne!(
         name,
-        version_deployment_name(&md, "rank", "dc1", &moved, &stable)
+        VersionNames::keyed(&moved).deployment_name(&md, "rank", "dc1")
     );
 }
 
@@ -381,6 +403,7 @@ mod step {
             class: DataClass::Internal,
             seen,
             measured: Vec::new(),
+            digest: None,
             now: at(now),
         })
     }
@@ -408,11 +431,14 @@ mod step {
 
     #[test]
     fn without_a_canary_nothing_is_recorded_or_conditioned() {
-        let md = shop("2", false, Some(steady_status(v("1"), Time(at(0)))));
+        let md = shop("2", false, Some(steady_status(v("1"), Time(at(0)), None)));
         let outcome = run(&md, &old_serving(4), 100);
         assert_eq!(
             outcome.serving,
-            Serving::One(v("2")),
+            Serving::One {
+                stable: v("2"),
+                names: VersionNames::default()
+            },
             "all at once, as today"
         );
         assert_eq!(outcome.record, None);
@@ -423,7 +449,13 @@ mod step {
     #[test]
     fn a_canary_deployment_records_the_version_it_serves_once() {
         let first = run(&shop("1", true, None), &old_serving(4), 100);
-        assert_eq!(first.serving, Serving::One(v("1")));
+        assert_eq!(
+            first.serving,
+            Serving::One {
+                stable: v("1"),
+                names: VersionNames::default()
+            }
+        );
         let recorded = first.record.expect("the stable version is recorded");
         assert_eq!(recorded.to, v("1"));
         assert_eq!(recorded.phase, RolloutPhase::Succeeded);
@@ -434,9 +466,12 @@ mod step {
 
     #[test]
     fn a_new_version_starts_a_rollout_with_both_versions_and_an_event() {
-        let md = shop("2", true, Some(steady_status(v("1"), Time(at(0)))));
+        let md = shop("2", true, Some(steady_status(v("1"), Time(at(0)), None)));
         let outcome = run(&md, &old_serving(4), 100);
-        let Serving::Two { from, to, replicas } = &outcome.serving else {
+        let Serving::Two {
+            from, to, replicas, ..
+        } = &outcome.serving
+        else {
             panic!("both versions serve: {:?}", outcome.serving);
         };
         assert_eq!((from, to), (&v("1"), &v("2")));
@@ -468,7 +503,7 @@ mod step {
 
     #[test]
     fn abort_by_annotation_returns_to_the_old_version_and_consumes_the_annotation() {
-        let md = shop("2", true, Some(steady_status(v("1"), Time(at(0)))));
+        let md = shop("2", true, Some(steady_status(v("1"), Time(at(0)), None)));
         let started = run(&md, &old_serving(4), 100).record.unwrap();
         let mut aborting = shop("2", true, Some(started));
         aborting.metadata.annotations = Some(BTreeMap::from([(
@@ -494,7 +529,7 @@ mod step {
 
     #[test]
     fn a_bad_annotation_is_reported_and_left_and_an_idle_one_is_consumed() {
-        let mut md = shop("1", true, Some(steady_status(v("1"), Time(at(0)))));
+        let mut md = shop("1", true, Some(steady_status(v("1"), Time(at(0)), None)));
         md.metadata.annotations = Some(BTreeMap::from([(
             ROLLOUT_ACTION_ANNOTATION.to_string(),
             "promote-now".to_string(),
@@ -525,13 +560,20 @@ mod step {
         let mut md = shop(
             "2",
             true,
-            Some(steady_status(version_at("1", "s3://models/m"), Time(at(0)))),
+            Some(steady_status(
+                version_at("1", "s3://models/m"),
+                Time(at(0)),
+                None,
+            )),
         );
         md.spec.model.source.uri = "s3://models/m".into();
         let outcome = run(&md, &old_serving(4), 100);
         assert_eq!(
             outcome.serving,
-            Serving::One(version_at("2", "s3://models/m"))
+            Serving::One {
+                stable: version_at("2", "s3://models/m"),
+                names: VersionNames::default()
+            }
         );
         assert!(
             outcome
@@ -545,72 +587,4 @@ mod step {
             "the next change rolls from 2"
         );
     }
-}
-
-/// Both versions built through the deployment builder: the owner's Deployment is today's, the
-/// other one has its own name, model and a selector that cannot match the owner's pods (nor the
-/// owner's selector its pods).
-#[test]
-fn the_two_versions_deployments_select_disjoint_pods() {
-    use super::children::as_version;
-    use crate::operator::deployment::build::{Placement, build_deployment};
-    let md = deployment("shop", "internal");
-    let pool = pool("dc1", Cloud::Private);
-    let owner = version("1", "s3://models/m/1");
-    let next = version("2", "s3://models/m/2");
-    let build = |v: &RolloutVersion| {
-        let at = model_at(&md, v);
-        let deployment = build_deployment(&Placement {
-            deployment: &at,
-            component: &md.spec.components[1],
-            pool_name: "dc1",
-            pool: &pool.spec,
-            replicas: 2,
-            namespace: "web",
-            model: None,
-            owner: None,
-        });
-        as_version(deployment, &md, "rank", "dc1", v, &owner)
-    };
-    let (old, new) = (build(&owner), build(&next));
-    let today = build_deployment(&Placement {
-        deployment: &md,
-        component: &md.spec.components[1],
-        pool_name: "dc1",
-        pool: &pool.spec,
-        replicas: 2,
-        namespace: "web",
-        model: None,
-        owner: None,
-    });
-    assert_eq!(old, today, "the owning version's Deployment is unchanged");
-    assert_eq!(
-        new.metadata.name.as_deref(),
-        Some(version_deployment_name(&md, "rank", "dc1", &next, &owner).as_str())
-    );
-    let selects = |selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
-        selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-    };
-    let selector =
-        |d: &k8s_openapi::api::apps::v1::Deployment| d.spec.selector.match_labels.clone().unwrap();
-    let pods = |d: &k8s_openapi::api::apps::v1::Deployment| {
-        d.spec
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .labels
-            .clone()
-            .unwrap()
-    };
-    assert!(selects(&selector(&old), &pods(&old)));
-    assert!(selects(&selector(&new), &pods(&new)));
-    assert!(!selects(&selector(&new), &pods(&old)));
-    // The owner's selector is immutable and predates rollouts: it does match the new pods
-    // (Kubernetes keeps them apart by owner references and each ReplicaSet's pod-template-hash,
-    // but the wiring must not rely on the owner's selector to count one version's pods); a
-    // per-version Service or export selects by the key label.
-    assert_eq!(pods(&new)[LABEL_VERSION_KEY], version_key(&next));
-    let annotations = new.metadata.annotations.clone().unwrap();
-    assert_eq!(annotations["skybridge.io/model-version"], "2");
 }

@@ -113,7 +113,11 @@ pub fn refused(from: &RolloutVersion, to: &RolloutVersion) -> Option<String> {
 }
 
 /// The status of a deployment serving `stable` with no rollout under way.
-pub fn steady_status(stable: RolloutVersion, since: Time) -> RolloutStatus {
+pub fn steady_status(
+    stable: RolloutVersion,
+    since: Time,
+    names_key: Option<String>,
+) -> RolloutStatus {
     RolloutStatus {
         from: stable.clone(),
         to: stable,
@@ -130,6 +134,7 @@ pub fn steady_status(stable: RolloutVersion, since: Time) -> RolloutStatus {
         resumed: false,
         step_analysis: StepAnalysis::default(),
         analysis: Vec::new(),
+        names_key,
     }
 }
 
@@ -161,14 +166,21 @@ pub fn state_of(status: &RolloutStatus) -> RolloutState {
 }
 
 /// `status.rollout` after `decision`, with the newest measurements (at most
-/// [`MAX_ANALYSIS_RESULTS`], newest last).
+/// [`MAX_ANALYSIS_RESULTS`], newest last). `names_key`: the names the stable version ran under;
+/// once the rollout succeeds, the new version's (it keeps serving under them).
 pub fn status_of(
     from: RolloutVersion,
     to: RolloutVersion,
     decision: &RolloutDecision,
     previous_results: &[AnalysisResult],
     measured: Vec<AnalysisResult>,
+    names_key: Option<String>,
 ) -> RolloutStatus {
+    let names_key = if decision.state.phase == RolloutPhase::Succeeded {
+        Some(children::version_key(&to))
+    } else {
+        names_key
+    };
     let state = &decision.state;
     let mut analysis: Vec<AnalysisResult> = previous_results.to_vec();
     analysis.extend(measured);
@@ -195,6 +207,7 @@ pub fn status_of(
             last_at: state.last_round_at.map(time),
         },
         analysis,
+        names_key,
     }
 }
 
@@ -360,4 +373,4 @@ pub async fn measure_round(
 mod tests;
 
 #[cfg(test)]
-mod glue_tests;
+pub(crate) mod glue_tests;

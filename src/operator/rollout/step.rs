@@ -1,9 +1,9 @@
 //! One reconcile's rollout, decided (issue #17): from the spec, `status.rollout`, the action
 //! annotation, the plan and what was seen, which versions serve with how many replicas per
 //! (component, pool), the `status.rollout` to write, its conditions, the Events, and whether the
-//! annotation was acted on. Pure, the clock passed in; the reconcile does not call it yet (see
-//! `docs/architecture.md`, "Rollouts").
+//! annotation was acted on. Pure, the clock passed in; called by the reconcile's decide step.
 
+use super::children::VersionNames;
 use super::inputs::{Key, Seen, component_inputs};
 use super::{
     Intent, canary, conditions, intent, refused, requested_action, same_model, state_of, status_of,
@@ -24,14 +24,31 @@ use std::sync::Arc;
 /// Which versions serve.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Serving {
-    /// One version serves everything (no rollout under way): today's children.
-    One(RolloutVersion),
-    /// Both: replicas per (component, pool) as (old, new).
+    /// One version serves everything (no rollout under way), under `names`.
+    One {
+        stable: RolloutVersion,
+        names: VersionNames,
+    },
+    /// Both: replicas per (component, pool) as (old, new); the new version takes `share`
+    /// percent of each routed component's traffic.
     Two {
         from: RolloutVersion,
         to: RolloutVersion,
+        old: VersionNames,
+        new: VersionNames,
         replicas: BTreeMap<Key, (u32, u32)>,
+        share: u32,
     },
+}
+
+impl Serving {
+    /// The names the stable version serves under.
+    pub fn stable_names(&self) -> &VersionNames {
+        match self {
+            Serving::One { names, .. } => names,
+            Serving::Two { old, .. } => old,
+        }
+    }
 }
 
 /// What a reconcile does about rollouts.
@@ -61,6 +78,9 @@ pub struct RolloutContext<'a> {
     pub seen: &'a Seen,
     /// An analysis round measured now (empty: none measured).
     pub measured: Vec<AnalysisResult>,
+    /// The verified digest of the spec's model, when known (recorded with the stable version,
+    /// so that its pods keep verifying it while another version rolls out).
+    pub digest: Option<String>,
     pub now: Timestamp,
 }
 
@@ -91,18 +111,32 @@ pub fn decide_rollout(ctx: RolloutContext<'_>) -> RolloutOutcome {
             ));
         }
         let recorded = md.status.as_ref().and_then(|s| s.rollout.as_ref());
-        let up_to_date = recorded
-            .is_some_and(|r| r.phase == RolloutPhase::Succeeded && same_model(&r.to, &stable));
-        // A canary deployment records the version it serves, so that a later change of
-        // `spec.model` has something to roll from.
-        let record = (canary(md).is_some() && !up_to_date)
-            .then(|| steady_status(stable.clone(), Time(ctx.now)));
+        let names = VersionNames::stable(md);
+        let mut stable = stable;
+        if stable.digest.is_none() {
+            stable.digest = ctx.digest.clone();
+        }
+        let serving =
+            recorded.filter(|r| r.phase == RolloutPhase::Succeeded && same_model(&r.to, &stable));
+        let up_to_date =
+            serving.is_some_and(|r| stable.digest.is_none() || r.to.digest == stable.digest);
+        // A canary deployment records the version it serves (and its digest), so that a later
+        // change of `spec.model` has something to roll from; a rollout that succeeded stays
+        // recorded as it ended, with the digest learnt since.
+        let record = (canary(md).is_some() && !up_to_date).then(|| match serving {
+            Some(r) => {
+                let mut r = r.clone();
+                r.to.digest = stable.digest.clone();
+                r
+            }
+            None => steady_status(stable.clone(), Time(ctx.now), names.key.clone()),
+        });
         let conditions = match (canary(md), record.as_ref().or(recorded)) {
             (Some(_), Some(status)) => conditions(status),
             _ => Vec::new(),
         };
         RolloutOutcome {
-            serving: Serving::One(stable),
+            serving: Serving::One { stable, names },
             record,
             conditions,
             events,
@@ -166,15 +200,24 @@ pub fn decide_rollout(ctx: RolloutContext<'_>) -> RolloutOutcome {
         .as_deref()
         .map(|p| p.analysis.as_slice())
         .unwrap_or_default();
+    let old = VersionNames::stable(md);
     let status = status_of(
         from.clone(),
         to.clone(),
         &decision,
         previous_results,
         ctx.measured,
+        old.key.clone(),
     );
     RolloutOutcome {
-        serving: Serving::Two { from, to, replicas },
+        serving: Serving::Two {
+            new: VersionNames::keyed(&to),
+            from,
+            to,
+            old,
+            replicas,
+            share: decision.state.traffic_percent,
+        },
         conditions: conditions(&status),
         record: Some(status),
         events,

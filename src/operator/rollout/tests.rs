@@ -68,7 +68,11 @@ fn at(seconds: i64) -> Time {
 #[test]
 fn without_a_canary_or_a_recorded_version_the_spec_is_stable() {
     assert_eq!(
-        intent(&md("2", None, Some(steady_status(version("1"), at(0))))),
+        intent(&md(
+            "2",
+            None,
+            Some(steady_status(version("1"), at(0), None))
+        )),
         Intent::Steady {
             stable: version("2")
         },
@@ -85,7 +89,7 @@ fn without_a_canary_or_a_recorded_version_the_spec_is_stable() {
 
 #[test]
 fn a_new_version_under_a_canary_starts_a_rollout_from_the_stable_one() {
-    let recorded = steady_status(version("1"), at(0));
+    let recorded = steady_status(version("1"), at(0), None);
     assert_eq!(
         intent(&md("2", Some(canary_spec()), Some(recorded.clone()))),
         Intent::Rollout {
@@ -103,7 +107,7 @@ fn a_new_version_under_a_canary_starts_a_rollout_from_the_stable_one() {
     let mut source_moved = md(
         "1",
         Some(canary_spec()),
-        Some(steady_status(version("1"), at(0))),
+        Some(steady_status(version("1"), at(0), None)),
     );
     source_moved.spec.model.source.uri = "s3://models/ranker-v2".into();
     assert!(
@@ -117,7 +121,7 @@ fn a_new_version_under_a_canary_starts_a_rollout_from_the_stable_one() {
 
 #[test]
 fn a_running_rollout_goes_on_and_a_third_version_restarts_from_the_stable_one() {
-    let mut running = steady_status(version("1"), at(0));
+    let mut running = steady_status(version("1"), at(0), None);
     running.to = version("2");
     running.phase = RolloutPhase::Progressing;
     running.step = 1;
@@ -178,7 +182,7 @@ fn status_round_trips_through_the_decision_memory() {
         now: 1000,
     });
     assert_eq!(decision.state.traffic_percent, 20);
-    let status = status_of(version("1"), version("2"), &decision, &[], vec![]);
+    let status = status_of(version("1"), version("2"), &decision, &[], vec![], None);
     assert_eq!(state_of(&status), decision.state);
     assert_eq!(status.reason, decision.reason);
 }
@@ -209,6 +213,7 @@ fn analysis_results_keep_the_newest() {
         &decision,
         &old,
         vec![newest.clone()],
+        None,
     );
     assert_eq!(status.analysis.len(), MAX_ANALYSIS_RESULTS);
     assert_eq!(status.analysis.last(), Some(&newest));
@@ -257,7 +262,7 @@ fn queries_name_the_deployment_and_both_versions() {
 
 #[test]
 fn conditions_read_right_for_kstatus_and_argo_cd() {
-    let mut status = steady_status(version("1"), at(0));
+    let mut status = steady_status(version("1"), at(0), None);
     status.to = version("2");
     let find = |c: &[Decided], t: &str| c.iter().find(|d| d.type_ == t).cloned();
     status.phase = RolloutPhase::Progressing;
