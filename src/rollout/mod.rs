@@ -17,7 +17,7 @@
 //!    the pool lacks spare capacity for the surge, old replicas make the room (a dip in capacity
 //!    of at most `maxSurge`, as `maxUnavailable` would), or a full pool would never roll. A
 //!    version whose share just dropped keeps the replicas it has until the drain is over
-//!    (requests in flight).
+//!    (requests in flight); the new version grows only into the surge's room beside them.
 //! 3. A step is reached when the published share is `w`; it passes when its pause is over (or it
 //!    was resumed, for a pause without seconds) and, with an analysis, at least one round passed
 //!    and fewer than `failureLimit` failed. Rounds without data are inconclusive: the step holds.
@@ -597,20 +597,22 @@ fn pool_replicas(
     // or a full pool would never start the new version.
     let room_beyond_plan = surge.min(pool.spare);
     let (old_for_share, carried_new) = replicas_for_share(n, share);
+    // Old replicas that lost share are kept until the drain is over; the new version grows
+    // only into the surge's room beside them (the surge bounds old and new together).
+    let kept_old = if old_lost_share { pool.old.current } else { 0 };
     let want_new = ceil_percent(n, step_weight);
     let mut held = None;
     let mut new = if pool.new_model_verified {
         want_new
-            .min((n + surge).saturating_sub(old_for_share))
+            .min((n + surge).saturating_sub(old_for_share.max(kept_old)))
             .max(carried_new)
     } else {
         held = Some("the pool's store does not hold the verified new model yet".to_string());
         0
     };
-    let mut old = old_for_share.min((n + room_beyond_plan).saturating_sub(new));
-    if old_lost_share {
-        old = old.max(pool.old.current);
-    }
+    let old = old_for_share
+        .min((n + room_beyond_plan).saturating_sub(new))
+        .max(kept_old);
     if new_lost_share {
         new = new.max(pool.new.current);
     }

@@ -677,6 +677,16 @@ proptest! {
                     let draining = next.traffic_changed_at.is_some_and(|t| now < t + i64::from(c.drain_seconds));
                     if !draining {
                         prop_assert!(r.old + r.new <= p.planned + surge, "{p:?} -> {r:?}");
+                    } else {
+                        // While a version keeps what it has for the drain, the other grows only
+                        // into the surge's room beside it, or to what carries the share reached.
+                        let (old_share, new_share) =
+                            crate::rollout::replicas_for_share(p.planned, next.traffic_percent);
+                        let full_surge = p.planned + spec.max_surge_for(p.planned);
+                        let bound = full_surge
+                            .max(p.old.current + new_share)
+                            .max(p.new.current + old_share);
+                        prop_assert!(r.old + r.new <= bound, "{p:?} -> {r:?} (bound {bound})");
                     }
                 }
                 // Route weights: only on ready replicas, the share kept, residency kept.

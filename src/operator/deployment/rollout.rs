@@ -5,7 +5,7 @@
 
 use crate::api::{ComputePool, ModelDeployment};
 use crate::demand::Prometheus;
-use crate::estate::{Estate, per_replica, pool_view};
+use crate::estate::{Estate, per_replica};
 use crate::operator::context::Context;
 use crate::operator::kubernetes::names::{children_selector, target_namespace};
 use crate::operator::rollout::children::VersionNames;
@@ -32,6 +32,9 @@ pub struct RolloutObserved {
     /// An analysis round measured now, when one was due.
     pub measured: Vec<crate::api::AnalysisResult>,
 }
+
+/// (spec replicas, ready replicas) of each Deployment, by name.
+type ReplicasByName = BTreeMap<String, (u32, u32)>;
 
 fn prometheus() -> &'static Prometheus {
     static CLIENT: OnceLock<Prometheus> = OnceLock::new();
@@ -70,8 +73,7 @@ pub async fn observe(
     let namespace = md.namespace().unwrap_or_default();
     let selector = children_selector(&namespace, &md.name_any());
     // One list per (cluster, namespace): pools may share both.
-    let mut listed: BTreeMap<(String, String), Option<BTreeMap<String, (u32, u32)>>> =
-        BTreeMap::new();
+    let mut listed: BTreeMap<(String, String), Option<ReplicasByName>> = BTreeMap::new();
     for (pool_name, pool) in pools {
         if reachability.get(pool_name).is_some_and(Option::is_some) {
             seen.unlisted.push(pool_name.clone());
@@ -139,7 +141,8 @@ pub async fn observe(
 }
 
 /// Replicas beyond what every deployment's decided placements use that each pool has room for,
-/// in replicas of `md`'s largest component: the room for a rollout's surge.
+/// in replicas of `md`'s largest component: the room for a rollout's surge. Not the pool's free
+/// GPUs: those shrink as the surge starts, and the decision would then take the surge back.
 pub fn spare_replicas(estate: &Estate, md: &ModelDeployment) -> BTreeMap<String, u32> {
     let largest = md
         .spec
@@ -161,7 +164,9 @@ fn spare_in(
     pool: &Arc<ComputePool>,
     per: &crate::planner::Resources,
 ) -> u32 {
-    let mut room = pool_view(pool).capacity;
+    // The spec's capacity bounded by what the pool controller observed (as the planner sees
+    // it), less what every deployment's decided placements take.
+    let mut room = super::planning::observed_pool_view(pool).capacity;
     for deployment in estate.deployments.values() {
         let Some(status) = &deployment.status else {
             continue;
