@@ -196,7 +196,10 @@ pub async fn decide(
     let capacity_holds = super::capacity::holds(md, &plans, &pools);
     notes.extend(super::capacity::notes(&replaced, &pools));
 
-    // Rollouts: which versions serve with how many replicas, decided after the plan.
+    // Rollouts: which versions serve with how many replicas, decided after the plan. What only
+    // a rollout under way reads (each pool's room for the surge, the new model's holds) is not
+    // computed for the others.
+    let rolling_out = super::rollout::rolling_out(md);
     let rollout = decide_rollout(RolloutContext {
         md,
         plans: &plans,
@@ -207,10 +210,14 @@ pub async fn decide(
         },
         seen: &Seen {
             counts: observed.rollout.counts.clone(),
-            spare: super::rollout::spare_replicas(&estate, md),
+            spare: if rolling_out {
+                super::rollout::spare_replicas(&estate, md)
+            } else {
+                BTreeMap::new()
+            },
             new_model_unfetchable: artifacts
                 .as_ref()
-                .filter(|_| super::rollout::rolling_out(md))
+                .filter(|_| rolling_out)
                 .map(|a| a.held.clone())
                 .unwrap_or_default(),
         },
