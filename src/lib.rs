@@ -12,5 +12,6 @@ pub mod estate;
 pub mod operator;
 pub mod planner;
 pub mod report;
+pub mod rollout;
 pub mod simulate;
 pub mod traffic;

@@ -163,6 +163,7 @@ fn deployment(i: usize, (ns, model, spelling, components): &Generated) -> ModelD
             },
             components,
             artifacts: Default::default(),
+            rollout: None,
         },
     );
     md.metadata.namespace = Some(format!("ns{ns}"));

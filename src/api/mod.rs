@@ -8,12 +8,14 @@ pub mod compute_pool;
 pub mod model_deployment;
 pub mod quantity;
 pub mod reference;
+pub mod rollout;
 pub mod traffic;
 
 pub use burst_policy::*;
 pub use common::*;
 pub use compute_pool::*;
 pub use model_deployment::*;
+pub use rollout::*;
 pub use traffic::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -1,6 +1,7 @@
 //! `ModelDeployment`: a model and the components that serve it. Owned by an ML team.
 
 use super::common::{Cloud, DataClass};
+use super::rollout::{RolloutSpec, RolloutStatus};
 use super::traffic::{TrafficBackendStatus, TrafficSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -58,6 +59,10 @@ pub struct ModelDeploymentSpec {
     /// How model artifacts reach the stores of the pools.
     #[serde(default)]
     pub artifacts: ArtifactsSpec,
+    /// How a change of `model` (version or source) is rolled out: `AllAtOnce` (absent) or a
+    /// `Canary` by traffic share, judged by metrics, rolled back when they fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
 }
 
 /// Where the model comes from.
@@ -262,7 +267,8 @@ pub struct ModelDeploymentStatus {
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Reconciling`, `Stalled`, `Placed`, `ArtifactsReady`, `Bursting`, `Degraded`.
+    /// `Ready`, `Reconciling`, `Stalled`, `Placed`, `ArtifactsReady`, `Bursting`, `Degraded`,
+    /// and `Progressing` while a canary rollout runs or after one ended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Ready replicas over all components.
@@ -285,6 +291,10 @@ pub struct ModelDeploymentStatus {
     /// then adopted or scaled in when it answers again. Resolved entries stay an hour.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stranded: Vec<StrandedReplicas>,
+    /// The model version rollout (with `spec.rollout.strategy: Canary`): from and to which
+    /// version, the step, the new version's traffic share, the analysis, the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
 }
 
 /// A component's replicas in a pool whose cluster stopped answering.

@@ -518,3 +518,183 @@ fn capacity_settings_are_bounded_in_the_schema() {
         assert!(status.get(field).is_some(), "status.{field} in the schema");
     }
 }
+
+fn with_rollout(rollout: Value) -> Value {
+    let mut md = deployment(json!([component("a", 1, 3)]));
+    md["spec"]["rollout"] = rollout;
+    md
+}
+
+fn rollout_errors(rollout: Value) -> Vec<String> {
+    cel_errors(&ModelDeployment::crd(), with_rollout(rollout))
+}
+
+fn canary(steps: Value) -> Value {
+    json!({"strategy": "Canary", "steps": steps})
+}
+
+#[test]
+fn a_canary_with_increasing_steps_is_accepted() {
+    let errors = rollout_errors(json!({
+        "strategy": "Canary",
+        "maxSurge": "25%",
+        "steps": [{"setWeight": 10, "pause": {"seconds": 300}}, {"setWeight": 50, "pause": {}}, {"setWeight": 100}],
+        "analysis": {"prometheusUrl": "http://prom:9090", "metrics": [
+            {"name": "error-rate", "query": "sum(rate(errors{version=\"$version\"}[1m]))", "comparison": "LessThan", "threshold": 0.01}
+        ]}
+    }));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rollout_errors(json!({"strategy": "AllAtOnce"})).is_empty());
+    assert!(
+        rollout_errors(json!({"strategy": "Canary", "maxSurge": 2, "steps": [{"setWeight": 5}]}))
+            .is_empty()
+    );
+}
+
+#[test]
+fn canary_steps_must_strictly_increase() {
+    for steps in [
+        json!([{"setWeight": 50}, {"setWeight": 20}]),
+        json!([{"setWeight": 20}, {"setWeight": 20}]),
+        json!([{"setWeight": 10}, {"setWeight": 30}, {"setWeight": 40}, {"setWeight": 35}]),
+    ] {
+        let errors = rollout_errors(canary(steps.clone()));
+        assert!(
+            errors.iter().any(|e| e.contains("must strictly increase")),
+            "{steps}: {errors:?}"
+        );
+    }
+    let twenty: Vec<Value> = (1..=20).map(|i| json!({"setWeight": i * 5})).collect();
+    assert!(rollout_errors(canary(json!(twenty))).is_empty());
+    let mut last_breaks: Vec<Value> = (1..=20).map(|i| json!({"setWeight": i * 4})).collect();
+    last_breaks[19] = json!({"setWeight": 4});
+    assert!(
+        rollout_errors(canary(json!(last_breaks)))
+            .iter()
+            .any(|e| e.contains("must strictly increase")),
+        "the last pair of the longest list is checked too"
+    );
+}
+
+#[test]
+fn rollout_rules_name_the_field_at_fault() {
+    let no_steps = rollout_errors(json!({"strategy": "Canary"}));
+    assert!(
+        no_steps
+            .iter()
+            .any(|e| e.contains("needs at least one step")),
+        "{no_steps:?}"
+    );
+    let all_at_once_with_steps =
+        rollout_errors(json!({"strategy": "AllAtOnce", "steps": [{"setWeight": 10}]}));
+    assert!(
+        all_at_once_with_steps
+            .iter()
+            .any(|e| e.contains("apply to the Canary strategy only")),
+        "{all_at_once_with_steps:?}"
+    );
+    for surge in [
+        json!("a lot"),
+        json!("0"),
+        json!(0),
+        json!(-1),
+        json!("1000%"),
+    ] {
+        let errors = rollout_errors(
+            json!({"strategy": "Canary", "maxSurge": surge, "steps": [{"setWeight": 10}]}),
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("maxSurge must be")),
+            "{surge}: {errors:?}"
+        );
+    }
+    let blank_query = rollout_errors(json!({"strategy": "Canary", "steps": [{"setWeight": 10}],
+        "analysis": {"prometheusUrl": "http://prom:9090", "metrics": [{"name": "e", "query": "  ", "comparison": "LessThan", "threshold": 1.0}]}}));
+    assert!(
+        blank_query.iter().any(|e| e.contains("must not be empty")),
+        "{blank_query:?}"
+    );
+    let bad_url = rollout_errors(json!({"strategy": "Canary", "steps": [{"setWeight": 10}],
+        "analysis": {"prometheusUrl": "prom:9090", "metrics": [{"name": "e", "query": "q", "comparison": "LessThan", "threshold": 1.0}]}}));
+    assert!(
+        bad_url.iter().any(|e| e.contains("http:// or https://")),
+        "{bad_url:?}"
+    );
+    let repeated = rollout_errors(json!({"strategy": "Canary", "steps": [{"setWeight": 10}],
+        "analysis": {"prometheusUrl": "http://p", "metrics": [
+            {"name": "e", "query": "q", "comparison": "LessThan", "threshold": 1.0},
+            {"name": "e", "query": "r", "comparison": "GreaterThan", "threshold": 0.0}]}}));
+    assert!(
+        repeated.iter().any(|e| e.contains("must be unique")),
+        "{repeated:?}"
+    );
+}
+
+#[test]
+fn setweight_bounds_and_step_count_are_in_the_schema() {
+    let crd = ModelDeployment::crd();
+    let schema = schema_of(&crd);
+    let rollout = &schema["properties"]["spec"]["properties"]["rollout"];
+    let steps = &rollout["properties"]["steps"];
+    assert_eq!(steps["maxItems"], json!(20));
+    let weight = &steps["items"]["properties"]["setWeight"];
+    assert_eq!(weight["minimum"], json!(1.0));
+    assert_eq!(weight["maximum"], json!(100.0));
+    assert_eq!(MAX_STEPS, 20);
+}
+
+#[test]
+fn effective_steps_end_at_full_traffic_and_surge_rounds_up() {
+    let spec: RolloutSpec =
+        serde_json::from_value(canary(json!([{"setWeight": 10}, {"setWeight": 50}]))).unwrap();
+    let weights: Vec<u32> = spec
+        .effective_steps()
+        .iter()
+        .map(|s| s.set_weight)
+        .collect();
+    assert_eq!(weights, [10, 50, 100]);
+    let full: RolloutSpec = serde_json::from_value(canary(json!([{"setWeight": 100}]))).unwrap();
+    assert_eq!(full.effective_steps().len(), 1);
+    assert_eq!(spec.max_surge_for(4), 1, "25% of 4");
+    assert_eq!(spec.max_surge_for(5), 2, "25% of 5, rounded up");
+    assert_eq!(spec.max_surge_for(0), 1, "at least one");
+    let counted: RolloutSpec = serde_json::from_value(
+        json!({"strategy": "Canary", "steps": [{"setWeight": 1}], "maxSurge": 3}),
+    )
+    .unwrap();
+    assert_eq!(counted.max_surge_for(100), 3);
+    let percent: RolloutSpec = serde_json::from_value(
+        json!({"strategy": "Canary", "steps": [{"setWeight": 1}], "maxSurge": "50%"}),
+    )
+    .unwrap();
+    assert_eq!(percent.max_surge_for(7), 4);
+    let quoted: RolloutSpec = serde_json::from_value(
+        json!({"strategy": "Canary", "steps": [{"setWeight": 1}], "maxSurge": "2"}),
+    )
+    .unwrap();
+    assert_eq!(quoted.max_surge_for(100), 2, "a quoted count is a count");
+    assert!(Comparison::LessThan.passes(0.5, 1.0));
+    assert!(!Comparison::LessThan.passes(1.0, 1.0));
+    assert!(Comparison::GreaterThanOrEqual.passes(1.0, 1.0));
+    assert!(!Comparison::GreaterThan.passes(0.9, 1.0));
+}
+
+#[test]
+fn the_example_ranker_rolls_out_by_canary_and_passes_the_rules() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/ecommerce/recommendation.yaml"),
+    )
+    .unwrap();
+    let ranker = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+        .find(|doc| doc["metadata"]["name"] == "ctr-ranker")
+        .expect("the example has the ranker");
+    let errors = cel_errors(&ModelDeployment::crd(), ranker.clone());
+    assert!(errors.is_empty(), "{errors:?}");
+    let parsed: ModelDeployment = serde_json::from_value(ranker).unwrap();
+    let rollout = parsed.spec.rollout.expect("the ranker has a rollout");
+    assert_eq!(rollout.strategy, RolloutStrategy::Canary);
+    assert_eq!(rollout.steps.len(), 3);
+    assert!(rollout.analysis.is_some());
+}

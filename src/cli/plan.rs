@@ -91,6 +91,7 @@ pub fn run(args: PlanArgs) -> ExitCode {
     let plan = plan(&skybridge::estate::plan_input(&estate, &demand));
     let mut report = plan_report(&plan);
     skybridge::report::add_planned_traffic(&mut report, &estate);
+    skybridge::report::add_rollout_view(&mut report, &estate);
     super::print(&report, args.output, |r| r.to_table())
 }
 

@@ -59,6 +59,10 @@ pub struct SimulateArgs {
     /// Threads for `--sweep`; default: every core.
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    /// Replay a canary rollout of the component's deployment (its `spec.rollout`) starting this
+    /// many seconds after the trace's start, and report what its surge costs.
+    #[arg(long, value_name = "SECONDS")]
+    rollout_at: Option<i64>,
     /// A stockout of a pool (repeatable): `POOL@START+HOURS` (START like 2014-11-02T00:00:00)
     /// or `POOL@busiest-week`. New replicas there wait; the pool's tracker marks it short after
     /// its `stockout.unschedulableSeconds` and its shortfall goes to the next eligible pool.
@@ -182,7 +186,7 @@ pub fn run(args: SimulateArgs) -> ExitCode {
     let options = SimulationOptions {
         peak: args.peak,
         step: i64::from(args.step),
-        record: args.plot.is_some() || args.csv.is_some(),
+        record: args.plot.is_some() || args.csv.is_some() || args.rollout_at.is_some(),
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -234,6 +238,16 @@ pub fn run(args: SimulateArgs) -> ExitCode {
         }
     }
     let report = simulate_report(&sim);
+    if let Some(offset) = args.rollout_at {
+        return match skybridge::simulate::rollout::rollout_of(&estate, &sim, offset) {
+            Ok(rollout) => super::print(
+                &serde_json::json!({"simulation": report, "rollout": rollout}),
+                args.output,
+                |_| format!("{}\n{}", report.to_table(), rollout.to_table()),
+            ),
+            Err(e) => bad_input(e.to_string()),
+        };
+    }
     super::print(&report, args.output, |r| r.to_table())
 }
 

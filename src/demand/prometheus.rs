@@ -68,9 +68,8 @@ impl Prometheus {
         Self { http }
     }
 
-    /// The query's value now: the sum over a vector result (an empty vector is zero demand),
-    /// or the scalar.
-    pub async fn instant(&self, base_url: &str, query: &str) -> Result<f64, QueryError> {
+    /// The answer's data of an instant query.
+    async fn query(&self, base_url: &str, query: &str) -> Result<Option<Data>, QueryError> {
         let url = format!("{}/api/v1/query", base_url.trim_end_matches('/'));
         let response = self
             .http
@@ -106,11 +105,18 @@ impl Prometheus {
                 error: answer.error.unwrap_or_default(),
             });
         }
+        Ok(answer.data)
+    }
+
+    /// The query's value now: the sum over a vector result (an empty vector is zero demand),
+    /// or the scalar.
+    pub async fn instant(&self, base_url: &str, query: &str) -> Result<f64, QueryError> {
+        let data = self.query(base_url, query).await?;
         let parse = |text: &str| {
             text.parse::<f64>()
                 .map_err(|_| QueryError::Malformed(format!("value {text:?}")))
         };
-        match answer.data {
+        match data {
             Some(Data::Vector(samples)) => {
                 let mut sum = 0.0;
                 for sample in samples {
@@ -128,6 +134,38 @@ impl Prometheus {
             )),
             None => Err(QueryError::Malformed("no data".into())),
         }
+    }
+    /// A measurement now: the sum of the finite samples of a vector result, or the scalar;
+    /// `None` when there is no data (an empty vector, or only NaN, as a ratio over no requests
+    /// gives), which an analysis must not read as zero.
+    pub async fn measure(&self, base_url: &str, query: &str) -> Result<Option<f64>, QueryError> {
+        let data = self.query(base_url, query).await?;
+        measured(data)
+    }
+}
+
+/// The value of an instant query's data for a measurement (see [`Prometheus::measure`]).
+fn measured(data: Option<Data>) -> Result<Option<f64>, QueryError> {
+    let parse = |text: &str| {
+        text.parse::<f64>()
+            .map_err(|_| QueryError::Malformed(format!("value {text:?}")))
+    };
+    match data {
+        Some(Data::Vector(samples)) => {
+            let mut sum = None;
+            for sample in samples {
+                let v = parse(&sample.value.1)?;
+                if v.is_finite() {
+                    sum = Some(sum.unwrap_or(0.0) + v);
+                }
+            }
+            Ok(sum)
+        }
+        Some(Data::Scalar((_, text))) => Ok(Some(parse(&text)?).filter(|v| v.is_finite())),
+        Some(Data::Matrix(_) | Data::String(_)) => Err(QueryError::Malformed(
+            "the query must return an instant vector or a scalar".into(),
+        )),
+        None => Ok(None),
     }
 }
 
@@ -154,6 +192,28 @@ mod tests {
             ),
             r#"sum(rate(x{ns="shop",d="ranker",c="r"}[1m]))"#
         );
+    }
+
+    #[test]
+    fn a_measurement_without_data_is_none_not_zero() {
+        let parse = |text: &str| -> Option<Data> {
+            let answer: Answer = serde_json::from_str(text).unwrap();
+            answer.data
+        };
+        let empty = parse(r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#);
+        assert_eq!(measured(empty).unwrap(), None);
+        let nan = parse(
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1.0,"NaN"]}]}}"#,
+        );
+        assert_eq!(measured(nan).unwrap(), None);
+        let zero = parse(
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1.0,"0"]},{"metric":{},"value":[1.0,"NaN"]}]}}"#,
+        );
+        assert_eq!(measured(zero).unwrap(), Some(0.0));
+        let scalar =
+            parse(r#"{"status":"success","data":{"resultType":"scalar","result":[1.0,"0.25"]}}"#);
+        assert_eq!(measured(scalar).unwrap(), Some(0.25));
+        assert_eq!(measured(None).unwrap(), None);
     }
 
     #[test]

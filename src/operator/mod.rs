@@ -20,6 +20,7 @@ pub mod http;
 pub mod kubernetes;
 pub mod policy;
 pub mod pool;
+pub mod rollout;
 pub mod runtime;
 pub mod traffic;
 

@@ -4,6 +4,9 @@
 //! Fields may be added; none are renamed or removed within `v1alpha1`. A component with
 //! `traffic` also has `"traffic":[{"pool","cloud","backend","weight"}]`: its route as it would be
 //! once every placed replica is ready (`backend` is `Service/<name>` or `ServiceImport/<name>`).
+//! A component of a deployment whose `status.rollout` shows a rollout under way also has
+//! `"rollout":{"fromVersion","toVersion","step","trafficPercent","phase","pools":[{"pool","old",
+//! "new"}],"weights":[{"backend","old","new"}]}`.
 
 use crate::api::{Cloud, DataClass};
 use crate::estate::{Estate, traffic_home_pool};
@@ -42,6 +45,10 @@ pub struct ComponentReport {
     /// The planned route (components with `traffic` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Vec<TrafficReport>>,
+    /// Replicas and weights per version, for a deployment whose status shows a rollout under
+    /// way (see `add_rollout_view`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::RolloutView>,
 }
 
 /// One backend of a component's planned route.
@@ -102,6 +109,7 @@ pub fn plan_report(plan: &Plan) -> PlanReport {
             reasons: component.reasons.clone(),
             cost_per_hour: component.cost_per_hour,
             traffic: None,
+            rollout: None,
         });
     }
     PlanReport {
@@ -250,6 +258,16 @@ impl PlanReport {
                     "Traffic {}/{}/{}: {shares}\n",
                     deployment.namespace, deployment.name, component.name
                 ));
+            }
+        }
+        for deployment in &self.deployments {
+            for component in &deployment.components {
+                if let Some(rollout) = &component.rollout {
+                    traffic.push_str(&rollout.to_line(&format!(
+                        "{}/{}/{}",
+                        deployment.namespace, deployment.name, component.name
+                    )));
+                }
             }
         }
         format!(

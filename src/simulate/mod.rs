@@ -10,6 +10,7 @@ mod lower_bound;
 mod oracle;
 pub mod plot;
 mod replay;
+pub mod rollout;
 pub mod sweep;
 mod trace;
 mod world;

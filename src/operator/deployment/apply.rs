@@ -4,7 +4,7 @@
 //! does not keep, Deployments, Services and Secrets alike. A cluster that fails does not stop the
 //! others; pools cut off are sent nothing and not swept.
 
-use super::build::{Desired, deployment_name};
+use super::build::Desired;
 use super::decide::Decision;
 use super::observe::Observed;
 use super::stranded::StrandedOutcome;
@@ -21,6 +21,8 @@ use crate::operator::kubernetes::metrics::PoolLabels;
 use crate::operator::kubernetes::names::{DEPLOYMENT_MANAGER, children_selector, target_namespace};
 use crate::operator::kubernetes::retry::idempotent;
 use crate::operator::kubernetes::views::Written;
+use crate::operator::rollout::step::Serving;
+use crate::operator::traffic::decide::VersionSplit;
 use crate::operator::traffic::{Io, TrafficReport};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
@@ -143,8 +145,9 @@ pub async fn apply(
     for ((i, child, _), outcome) in to_apply.iter().zip(outcomes) {
         match outcome {
             Ok(n) => {
+                // During a rollout both versions' Deployments count for their placement.
                 if let Some(placement) = desired.placements.get(i) {
-                    ready.insert(placement.clone(), n);
+                    *ready.entry(placement.clone()).or_insert(0) += n;
                 }
             }
             Err(source) => {
@@ -162,6 +165,28 @@ pub async fn apply(
             }
         }
     }
+    // Rollouts: the route's weights shared between the versions.
+    let split = match &decision.rollout.serving {
+        Serving::Two {
+            old,
+            new,
+            replicas,
+            share,
+            ..
+        } => Some(VersionSplit {
+            old_label: old.label_value().to_string(),
+            new: new.clone(),
+            share: *share,
+            replicas: replicas.clone(),
+            ready: observed
+                .rollout
+                .counts
+                .iter()
+                .map(|(key, (o, n))| (key.clone(), (o.ready, n.ready)))
+                .collect(),
+        }),
+        Serving::One { .. } => None,
+    };
     // Traffic: exports and routes, after the children (their readiness), before the sweep.
     let traffic = ctx
         .traffic
@@ -178,6 +203,7 @@ pub async fn apply(
             &ready,
             &decision.traffic.holds,
             &observed.reachability,
+            split.as_ref(),
             Timestamp::now(),
         )
         .await;
@@ -322,7 +348,8 @@ async fn scale_stranded(
         let result = async {
             let cluster = ctx.clusters.for_pool(pool).await?;
             let namespace = target_namespace(md, pool);
-            let name = deployment_name(md, component, pool_name);
+            let name = crate::operator::rollout::children::VersionNames::stable(md)
+                .deployment_name(md, component, pool_name);
             let key = (
                 cluster.id.clone(),
                 "Deployment",

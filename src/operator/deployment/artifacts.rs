@@ -34,6 +34,9 @@ pub struct Stage {
     pub held: BTreeMap<String, String>,
     /// The digest status recorded before this reconcile.
     recorded_digest: Option<String>,
+    /// The digest pods verify whatever the views say: a rollout's old version, whose digest
+    /// `status.rollout` recorded while it was stable.
+    pinned_digest: Option<String>,
 }
 
 impl Stage {
@@ -59,8 +62,29 @@ impl Stage {
                 .as_ref()
                 .and_then(|s| s.artifacts.as_ref())
                 .and_then(|a| a.digest.clone()),
+            pinned_digest: None,
         };
         stage.refresh(syncer, md, &estate.pools);
+        Some(stage)
+    }
+
+    /// The stage of the version a rollout replaces (`old`: the deployment as if its spec named
+    /// that version): its syncs go on where its replicas run, and its pods verify `digest`, the
+    /// one recorded while it was stable. What status records is the new version's, so it is
+    /// not read.
+    pub fn of_old_version(
+        syncer: Option<&Syncer>,
+        estate: &Estate,
+        classes: &ModelClasses,
+        old: &ModelDeployment,
+        digest: Option<String>,
+    ) -> Option<Self> {
+        let mut old = old.clone();
+        if let Some(status) = old.status.as_mut() {
+            status.artifacts = None;
+        }
+        let mut stage = Self::new(syncer, estate, classes, &old)?;
+        stage.pinned_digest = digest;
         Some(stage)
     }
 
@@ -202,6 +226,26 @@ impl Stage {
         intents
     }
 
+    /// After the syncer carried out the intents: records in `held` the pools of `plans` whose
+    /// store does not hold the verified model yet, without taking their replicas out of the
+    /// plan. A rollout (issue #17) calls this instead of [`Stage::hold_unfetchable`]: those
+    /// pools hold the new version's replicas only (`operator::rollout::inputs::Seen`), while the
+    /// old version, whose model they do hold, keeps serving there.
+    pub fn find_unfetchable(
+        &mut self,
+        syncer: &Syncer,
+        md: &ModelDeployment,
+        pools: &BTreeMap<String, Arc<ComputePool>>,
+        plans: &[ComponentPlan],
+    ) -> &BTreeMap<String, String> {
+        let wanted = serving_pools(plans);
+        self.refresh(syncer, md, pools);
+        for (pool, reason) in unfetchable(&wanted, &self.candidates, self.digest().as_deref()) {
+            self.held.entry(pool).or_insert(reason);
+        }
+        &self.held
+    }
+
     /// After the syncer carried out the intents: holds the replicas placed on pools whose store
     /// does not hold the verified model yet (see `artifact_plan`).
     pub fn hold_unfetchable(
@@ -211,11 +255,7 @@ impl Stage {
         pools: &BTreeMap<String, Arc<ComputePool>>,
         plans: &mut [ComponentPlan],
     ) {
-        let wanted = serving_pools(plans);
-        self.refresh(syncer, md, pools);
-        for (pool, reason) in unfetchable(&wanted, &self.candidates, self.digest().as_deref()) {
-            self.held.entry(pool).or_insert(reason);
-        }
+        self.find_unfetchable(syncer, md, pools, plans);
         hold(plans, &self.held, |component, pool| {
             match (
                 md.spec.components.iter().find(|c| c.name == component),
@@ -240,9 +280,20 @@ impl Stage {
         plans: &[ComponentPlan],
         image: &str,
     ) -> BTreeMap<String, ModelFetch> {
+        self.fetches_in(md, pools, serving_pools(plans), image)
+    }
+
+    /// How the pods of each of `serving` fetch the model (see [`Stage::fetches`]).
+    pub fn fetches_in(
+        &self,
+        md: &ModelDeployment,
+        pools: &BTreeMap<String, Arc<ComputePool>>,
+        serving: impl IntoIterator<Item = String>,
+        image: &str,
+    ) -> BTreeMap<String, ModelFetch> {
         let digest = self.digest();
         let mut fetches = BTreeMap::new();
-        for pool_name in serving_pools(plans) {
+        for pool_name in serving {
             let (Some(pool), Some(candidate)) = (
                 pools.get(&pool_name),
                 self.candidates.iter().find(|c| c.pool == pool_name),
@@ -263,7 +314,10 @@ impl Stage {
     }
 
     /// The digest pods verify (see `artifact_plan::model_digest`).
-    fn digest(&self) -> Option<String> {
+    pub fn digest(&self) -> Option<String> {
+        if let Some(pinned) = &self.pinned_digest {
+            return Some(pinned.clone());
+        }
         plan::model_digest(
             &self.candidates,
             &self.views,

@@ -20,6 +20,9 @@ use crate::operator::kubernetes::names::{
 };
 pub use crate::operator::kubernetes::names::{deployment_name, service_name};
 use crate::operator::kubernetes::service::serving_spec;
+use crate::operator::rollout::canary;
+use crate::operator::rollout::children::{VersionNames, model_at};
+use crate::operator::rollout::step::Serving;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -152,10 +155,89 @@ pub fn build(
             Err(problem) => desired.problems.push(problem),
         }
     }
+    // Which versions run where: the plan's replicas for the one version serving, or during a
+    // rollout each version's replicas per (component, pool) as the rollout decided.
+    let rollout = &decision.rollout.serving;
+    let label_pods = canary(md).is_some() || rollout.stable_names().key.is_some();
+    let old_fetches = match (rollout, &decision.old_artifacts) {
+        (Serving::Two { replicas, .. }, Some(stage)) => {
+            let old_pools: BTreeSet<String> = replicas
+                .iter()
+                .filter(|(_, (old, _))| *old > 0)
+                .map(|((_, pool), _)| pool.clone())
+                .collect();
+            stage.fetches_in(md, pools, old_pools, image)
+        }
+        _ => BTreeMap::new(),
+    };
+    let new_fetches = match (rollout, &decision.artifacts) {
+        (Serving::Two { replicas, .. }, Some(stage)) => {
+            let new_pools: BTreeSet<String> = replicas
+                .iter()
+                .filter(|(_, (_, new))| *new > 0)
+                .map(|((_, pool), _)| pool.clone())
+                .collect();
+            stage.fetches_in(md, pools, new_pools, image)
+        }
+        _ => BTreeMap::new(),
+    };
     let mut services: BTreeSet<(String, String, String)> = BTreeSet::new();
     for (component, plan) in md.spec.components.iter().zip(&decision.plans) {
-        for placement in plan.placements.iter().filter(|p| p.replicas > 0) {
-            let Some(pool) = pools.get(&placement.pool) else {
+        // (pool, version's names, its model, its replicas, how its pods fetch).
+        let mut workloads: Vec<(
+            String,
+            &VersionNames,
+            ModelDeployment,
+            u32,
+            Option<&ModelFetch>,
+        )> = Vec::new();
+        match rollout {
+            Serving::One { names, .. } => {
+                for placement in plan.placements.iter().filter(|p| p.replicas > 0) {
+                    workloads.push((
+                        placement.pool.clone(),
+                        names,
+                        md.clone(),
+                        placement.replicas,
+                        fetches.get(&placement.pool),
+                    ));
+                }
+            }
+            Serving::Two {
+                from,
+                old,
+                new,
+                replicas,
+                ..
+            } => {
+                let old_model = model_at(md, from);
+                for ((c, pool), (old_replicas, new_replicas)) in replicas {
+                    if c != &component.name {
+                        continue;
+                    }
+                    if *old_replicas > 0 {
+                        workloads.push((
+                            pool.clone(),
+                            old,
+                            old_model.clone(),
+                            *old_replicas,
+                            old_fetches.get(pool),
+                        ));
+                    }
+                    if *new_replicas > 0 {
+                        workloads.push((
+                            pool.clone(),
+                            new,
+                            md.clone(),
+                            *new_replicas,
+                            new_fetches.get(pool),
+                        ));
+                    }
+                }
+            }
+        }
+        for (pool_name, names, model, planned, fetch) in workloads {
+            let Some(pool) = pools.get(&pool_name) else {
                 continue;
             };
             let local = cluster_key(pool) == "local";
@@ -166,68 +248,77 @@ pub fn build(
             };
             let namespace = target_namespace(md, pool);
             // Replicas held for stranded workloads' replacements and for draining traffic
-            // backends (see `decide::TrafficHolds`) are kept: max(planned, held).
-            let key = (component.name.clone(), placement.pool.clone());
-            let replicas = [
-                &decision.stranded.hold,
-                &decision.traffic.holds,
-                &decision.capacity_holds,
-            ]
-            .into_iter()
-            .filter_map(|hold| hold.get(&key).copied())
-            .fold(placement.replicas, u32::max);
+            // backends (see `decide::TrafficHolds`) are kept: max(planned, held). During a
+            // rollout they hold the stable version's workload.
+            let key = (component.name.clone(), pool_name.clone());
+            let replicas = if names == rollout.stable_names() {
+                [
+                    &decision.stranded.hold,
+                    &decision.traffic.holds,
+                    &decision.capacity_holds,
+                ]
+                .into_iter()
+                .filter_map(|hold| hold.get(&key).copied())
+                .fold(planned, u32::max)
+            } else {
+                planned
+            };
             let deployment = build_deployment(&Placement {
-                deployment: md,
+                deployment: &model,
                 component,
-                pool_name: &placement.pool,
+                pool_name: &pool_name,
                 pool: &pool.spec,
                 replicas,
                 namespace: &namespace,
-                model: fetches.get(&placement.pool),
+                model: fetch,
                 owner: owner.clone(),
             });
-            let name = deployment_name(md, &component.name, &placement.pool);
-            let child = DesiredChild::new(
-                Kind::Deployment,
-                &placement.pool,
-                &namespace,
-                &name,
-                &deployment,
-            );
+            let deployment =
+                names.apply_to(deployment, md, &component.name, &pool_name, label_pods);
+            let name = names.deployment_name(md, &component.name, &pool_name);
+            let child =
+                DesiredChild::new(Kind::Deployment, &pool_name, &namespace, &name, &deployment);
             if push(
                 &mut desired,
                 Kind::Deployment,
-                &placement.pool,
+                &pool_name,
                 &namespace,
                 &name,
                 child,
             ) {
                 desired.placements.insert(
                     desired.children.len() - 1,
-                    (component.name.clone(), placement.pool.clone()),
+                    (component.name.clone(), pool_name.clone()),
                 );
             }
-            // One Service per (cluster, namespace, component), applied with its first placement.
+            // One Service per (cluster, namespace, component), applied with its first workload.
+            // During a rollout a routed component's Service selects the stable version only
+            // (the new one has its own, written by the traffic layer with the route).
             let service_key = (cluster_key(pool), namespace.clone(), component.name.clone());
             let name = service_name(md, &component.name);
             if services.insert(service_key) {
-                let service = build_service(md, component, &namespace, owner);
+                let mut service = build_service(md, component, &namespace, owner);
+                if let Serving::Two { old, .. } = rollout
+                    && component.traffic.is_some()
+                {
+                    service = old.narrow(service, name.clone());
+                }
                 let child =
-                    DesiredChild::new(Kind::Service, &placement.pool, &namespace, &name, &service);
+                    DesiredChild::new(Kind::Service, &pool_name, &namespace, &name, &service);
                 push(
                     &mut desired,
                     Kind::Service,
-                    &placement.pool,
+                    &pool_name,
                     &namespace,
                     &name,
                     child,
                 );
             } else {
-                desired
-                    .keep
-                    .entry(placement.pool.clone())
-                    .or_default()
-                    .insert((Kind::Service, namespace.clone(), name));
+                desired.keep.entry(pool_name.clone()).or_default().insert((
+                    Kind::Service,
+                    namespace.clone(),
+                    name,
+                ));
             }
         }
     }
@@ -248,7 +339,9 @@ pub fn build(
         keep.insert((
             Kind::Deployment,
             namespace.clone(),
-            deployment_name(md, component, pool_name),
+            rollout
+                .stable_names()
+                .deployment_name(md, component, pool_name),
         ));
         keep.insert((Kind::Service, namespace, service_name(md, component)));
     }
@@ -919,6 +1012,7 @@ spec:
             watched_ready: BTreeMap::new(),
             stranded_gone: BTreeSet::new(),
             credentials: BTreeMap::new(),
+            rollout: Default::default(),
         }
     }
 
@@ -959,6 +1053,18 @@ spec:
             notes: Vec::new(),
             traffic: Default::default(),
             capacity_holds: Default::default(),
+            rollout: crate::operator::rollout::step::RolloutOutcome {
+                serving: Serving::One {
+                    stable: crate::operator::rollout::spec_version(&md),
+                    names: VersionNames::default(),
+                },
+                record: None,
+                conditions: Vec::new(),
+                events: Vec::new(),
+                remove_annotation: false,
+                next_change_at: None,
+            },
+            old_artifacts: None,
         };
         let desired = build(&md, &observed(estate), &decision, "skybridge-system", "img");
         assert!(desired.problems.is_empty());

@@ -15,6 +15,9 @@ use crate::burst::EventKind;
 use crate::estate::{Estate, ModelClasses};
 use crate::operator::context::Context;
 use crate::operator::kubernetes::applier::SweepMode;
+use crate::operator::rollout::canary;
+use crate::operator::rollout::inputs::Seen;
+use crate::operator::rollout::step::{RolloutContext, RolloutOutcome, Serving, decide_rollout};
 use crate::planner::ComponentPlan;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -88,6 +91,10 @@ pub struct Decision {
     /// Replicas kept per (component, pool) while they are on nodes about to be reclaimed and
     /// their replacements start elsewhere (issue #19, see `capacity::holds`).
     pub capacity_holds: BTreeMap<stranded::Key, u32>,
+    /// Which versions serve, and the rollout's status, conditions and Events (issue #17).
+    pub rollout: RolloutOutcome,
+    /// During a rollout, the old version's artifacts (how its pods fetch its model).
+    pub old_artifacts: Option<Stage>,
 }
 
 /// Replicas of draining route backends, held until the route has stopped sending to them for
@@ -117,6 +124,7 @@ pub async fn decide(
         decided,
         plans,
         artifacts,
+        old_artifacts,
         estate,
         placed_before,
         placed,
@@ -188,7 +196,40 @@ pub async fn decide(
     let capacity_holds = super::capacity::holds(md, &plans, &pools);
     notes.extend(super::capacity::notes(&replaced, &pools));
 
-    let signature = placement_signature(&plans);
+    // Rollouts: which versions serve with how many replicas, decided after the plan. What only
+    // a rollout under way reads (each pool's room for the surge, the new model's holds) is not
+    // computed for the others.
+    let rolling_out = super::rollout::rolling_out(md);
+    let rollout = decide_rollout(RolloutContext {
+        md,
+        plans: &plans,
+        pools: &estate.pools,
+        class: match canary(md) {
+            Some(_) => ModelClasses::of(&estate).class_of(md),
+            None => md.spec.model_data_class(),
+        },
+        seen: &Seen {
+            counts: observed.rollout.counts.clone(),
+            spare: if rolling_out {
+                super::rollout::spare_replicas(&estate, md)
+            } else {
+                BTreeMap::new()
+            },
+            new_model_unfetchable: artifacts
+                .as_ref()
+                .filter(|_| rolling_out)
+                .map(|a| a.held.clone())
+                .unwrap_or_default(),
+        },
+        measured: observed.rollout.measured.clone(),
+        digest: artifacts.as_ref().and_then(Stage::digest),
+        now: Timestamp::now(),
+    });
+    for (warning, reason, note) in &rollout.events {
+        notes.push((severity(*warning), reason, note.clone()));
+    }
+
+    let signature = workload_signature(&plans, &rollout.serving);
     let sweep = sweep_mode(placed_before, d.swept(&key), signature);
     if sweep == SweepMode::List {
         // Forget the old signature first: if this sweep is incomplete (a cluster unreachable)
@@ -205,6 +246,8 @@ pub async fn decide(
         notes,
         traffic,
         capacity_holds,
+        rollout,
+        old_artifacts,
     })
 }
 
@@ -343,6 +386,8 @@ pub struct PlanOutcome {
     /// The deployment's plans, with replicas held for artifacts taken out.
     pub(crate) plans: Vec<ComponentPlan>,
     pub(crate) artifacts: Option<Stage>,
+    /// During a rollout, the old version's artifacts (its fetches).
+    pub(crate) old_artifacts: Option<Stage>,
     /// The estate the pass planned, shared by its deployments.
     pub(crate) estate: Arc<Estate>,
     /// Whether an earlier decision placed any of the deployment's replicas.
@@ -426,6 +471,9 @@ pub(crate) fn decide_batch(d: &Deployments, mut tickets: Vec<PlanTicket>) -> Vec
                 // Artifacts: start the syncs the mode asks for; hold replicas placed on pools whose
                 // store does not hold the verified model yet (see `artifact_plan`).
                 let syncer = ctx.artifacts.as_ref();
+                // During a rollout the stores that lack the new model hold the new version only
+                // (the rollout decision sees them): the old version keeps serving there.
+                let rolling_out = super::rollout::rolling_out(md);
                 let artifacts =
                     Stage::new(syncer.map(|s| &**s), &estate, &classes, md).map(|mut stage| {
                         if let Some(syncer) = syncer {
@@ -437,15 +485,45 @@ pub(crate) fn decide_batch(d: &Deployments, mut tickets: Vec<PlanTicket>) -> Vec
                                 &ctx.clusters.local().client,
                                 ctx.clusters.operator_namespace(),
                             );
-                            stage.hold_unfetchable(syncer, md, &estate.pools, &mut plans);
+                            if rolling_out {
+                                stage.find_unfetchable(syncer, md, &estate.pools, &plans);
+                            } else {
+                                stage.hold_unfetchable(syncer, md, &estate.pools, &mut plans);
+                            }
                         }
                         stage
+                    });
+                let old_artifacts = rolling_out
+                    .then(|| match crate::operator::rollout::intent(md) {
+                        crate::operator::rollout::Intent::Rollout { from, .. } => Some(from),
+                        crate::operator::rollout::Intent::Steady { .. } => None,
+                    })
+                    .flatten()
+                    .and_then(|from| {
+                        let old = crate::operator::rollout::children::model_at(md, &from);
+                        let stage = Stage::of_old_version(
+                            syncer.map(|s| &**s),
+                            &estate,
+                            &classes,
+                            &old,
+                            from.digest.clone(),
+                        )?;
+                        if let Some(syncer) = syncer {
+                            let intents = stage.sync_intents(&estate, &old, &plans);
+                            syncer.carry_out(
+                                intents,
+                                &ctx.clusters.local().client,
+                                ctx.clusters.operator_namespace(),
+                            );
+                        }
+                        Some(stage)
                     });
                 ctx.record_decision(Arc::new(as_decided(md, &plans)));
                 PlanOutcome {
                     decided,
                     plans,
                     artifacts,
+                    old_artifacts,
                     estate: estate.clone(),
                     placed_before,
                     placed,
@@ -510,6 +588,27 @@ pub fn placement_signature(plans: &[ComponentPlan]) -> u64 {
     for plan in plans {
         for placement in plan.placements.iter().filter(|p| p.replicas > 0) {
             (&plan.key.component, &placement.pool).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// The set of workloads a reconcile wants, as one number: the plan's (component, pool) pairs,
+/// and during a rollout which version runs in each (a version's workload that goes must be
+/// swept though the plan's pairs stay the same).
+pub fn workload_signature(plans: &[ComponentPlan], serving: &Serving) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    placement_signature(plans).hash(&mut hasher);
+    match serving {
+        Serving::One { names, .. } => names.key.hash(&mut hasher),
+        Serving::Two {
+            old, new, replicas, ..
+        } => {
+            (&old.key, &new.key).hash(&mut hasher);
+            for (key, (o, n)) in replicas {
+                (key, *o > 0, *n > 0).hash(&mut hasher);
+            }
         }
     }
     hasher.finish()

@@ -20,6 +20,7 @@ pub mod decide;
 pub mod observe;
 pub mod planning;
 pub mod report;
+pub mod rollout;
 pub mod status;
 pub mod stranded;
 

@@ -8,7 +8,7 @@ use crate::api::{ComputePool, ModelDeployment, StrandedReplicas};
 use crate::demand::{Prometheus, expand_query};
 use crate::estate::{Estate, validate_deployment};
 use crate::operator::context::Context;
-use crate::operator::kubernetes::names::{deployment_name, target_namespace};
+use crate::operator::kubernetes::names::target_namespace;
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -85,6 +85,8 @@ pub struct Observed {
     /// The store-credential Secrets pools name, by name in the operator's namespace, as read
     /// (each at most every `CREDENTIALS_RECHECK`); only with managed artifacts.
     pub credentials: BTreeMap<String, Result<Arc<SecretData>, String>>,
+    /// Each version's replicas and an analysis round, while a rollout is under way.
+    pub rollout: super::rollout::RolloutObserved,
 }
 
 /// The data of a Secret.
@@ -111,6 +113,7 @@ pub async fn observe(ctx: &Context, md: &ModelDeployment) -> Observed {
             watched_ready: BTreeMap::new(),
             stranded_gone: BTreeSet::new(),
             credentials: BTreeMap::new(),
+            rollout: Default::default(),
         };
     }
     let demand = read(ctx.settings.period, &estate, md).await;
@@ -133,6 +136,7 @@ pub async fn observe(ctx: &Context, md: &ModelDeployment) -> Observed {
         Some(_) => credentials(ctx, &estate.pools).await,
         None => BTreeMap::new(),
     };
+    let rollout = super::rollout::observe(ctx, md, &estate.pools, &reachability).await;
     Observed {
         estate,
         invalid,
@@ -142,6 +146,7 @@ pub async fn observe(ctx: &Context, md: &ModelDeployment) -> Observed {
         watched_ready,
         stranded_gone,
         credentials,
+        rollout,
     }
 }
 
@@ -204,7 +209,8 @@ async fn watched_ready(
             let seen = match (&observed, cut_off) {
                 (_, true) => Some(0),
                 (Some(observed), false) => {
-                    let name = deployment_name(md, &component.name, pool_name);
+                    let name = crate::operator::rollout::children::VersionNames::stable(md)
+                        .deployment_name(md, &component.name, pool_name);
                     Some(
                         observed
                             .get(&target_namespace(md, pool), &name)
@@ -240,7 +246,11 @@ async fn stranded_gone(
         let Some(observed) = cluster.observed.as_ref().filter(|o| o.complete()) else {
             continue;
         };
-        let name = deployment_name(md, &entry.component, &entry.pool);
+        let name = crate::operator::rollout::children::VersionNames::stable(md).deployment_name(
+            md,
+            &entry.component,
+            &entry.pool,
+        );
         if observed.get(&target_namespace(md, pool), &name).is_none() {
             gone.insert((entry.component.clone(), entry.pool.clone()));
         }

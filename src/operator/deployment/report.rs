@@ -18,8 +18,10 @@ use crate::operator::traffic::report_into;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use std::time::Duration;
 use tracing::warn;
 
 /// The status could not be written.
@@ -106,6 +108,7 @@ pub async fn report(
         estate,
         stranded,
         mut notes,
+        rollout,
         ..
     } = decision;
     // Traffic: the Events of drains, cut-offs and route writes.
@@ -156,6 +159,8 @@ pub async fn report(
         md.metadata.generation,
         at,
     );
+    // Rollouts: status.rollout and the conditions the rollout sets in place of the plain ones.
+    rollout_into(&mut status, md, &rollout, at);
     record_metrics(md, ctx, &status);
     let all_ready = status.ready_replicas >= status.desired_replicas;
     notes.extend(Stage::events(md.status.as_ref(), &status));
@@ -164,6 +169,7 @@ pub async fn report(
     let created = md.metadata.creation_timestamp.as_ref().map(|t| t.0);
     if failure.is_none()
         && notes.is_empty()
+        && rollout.record.is_none()
         && let Some(wait) = first_report_wait(md.status.as_ref(), created, &status, at)
     {
         ctx.succeeded(md);
@@ -180,6 +186,11 @@ pub async fn report(
         // another error): each note is told once, not again every reconcile.
         publish_new(ctx, md, notes).await;
     }
+    // The one-shot action annotation, once acted on and recorded: removed, so that it is not
+    // acted on again (a GitOps tool that set it sees it go, as after `kubectl annotate`).
+    if rollout.remove_annotation {
+        remove_action_annotation(ctx, md).await?;
+    }
     if let Some(failure) = failure {
         return Ok(Outcome::Failed(failure));
     }
@@ -189,6 +200,13 @@ pub async fn report(
     let next = next_requeue(&plans, settled, reads_demand, ctx.settings.period);
     // Traffic: a drain ending, or a route not yet accepted, is looked at again in time.
     let next = applied.traffic.next.map_or(next, |t| t.min(next));
+    // Rollouts: a pause, an analysis round or a drain ending.
+    let next = rollout
+        .next_change_at
+        .map(
+            |at_second| Duration::from_secs(at_second.saturating_sub(at.as_second()).max(1) as u64),
+        )
+        .map_or(next, |t| t.min(next));
     Ok(Outcome::Done(Action::requeue(next)))
 }
 
@@ -267,4 +285,56 @@ pub async fn publish(
     if let Err(err) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
         warn!(%err, reason, "could not publish an Event");
     }
+}
+
+/// `status.rollout` as decided, and the rollout's conditions in place of the plain ones of the
+/// same types (`Reconciling` True while a rollout runs or waits, `Stalled` True after a
+/// rollback or an abort, `Progressing`).
+fn rollout_into(
+    status: &mut ModelDeploymentStatus,
+    md: &ModelDeployment,
+    rollout: &crate::operator::rollout::step::RolloutOutcome,
+    at: Timestamp,
+) {
+    if let Some(record) = &rollout.record {
+        status.rollout = Some(record.clone());
+    }
+    if rollout.conditions.is_empty() {
+        return;
+    }
+    let types: Vec<&str> = rollout.conditions.iter().map(|c| c.type_).collect();
+    status
+        .conditions
+        .retain(|c| !types.contains(&c.type_.as_str()));
+    let previous = md
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    status
+        .conditions
+        .extend(crate::operator::kubernetes::conditions::merge(
+            previous,
+            rollout.conditions.clone(),
+            md.metadata.generation,
+            at,
+        ));
+}
+
+/// Removes the rollout-action annotation (a JSON merge patch of the metadata only).
+async fn remove_action_annotation(ctx: &Context, md: &ModelDeployment) -> Result<(), ReportError> {
+    let api: Api<ModelDeployment> = Api::namespaced(
+        ctx.clusters.local().client().await,
+        &md.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {crate::api::ROLLOUT_ACTION_ANNOTATION: null}}
+    });
+    api.patch(
+        &md.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }

@@ -226,6 +226,7 @@ pub fn deployment_status(input: StatusInput) -> ModelDeploymentStatus {
         components,
         artifacts: input.artifacts.and_then(|a| a.status),
         stranded: input.stranded,
+        rollout: input.previous.and_then(|s| s.rollout.clone()),
     }
 }
 

@@ -84,7 +84,7 @@ pub fn child_name(parts: &[&str]) -> String {
 }
 
 /// FNV-1a: tiny and, unlike `std`'s hasher, stable across Rust releases.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -6,14 +6,23 @@ use crate::api::{
     BackendKind, Cloud, Component, ComputePool, DataClass, ModelDeployment, TrafficBackendStatus,
     TrafficProtocol, TrafficSpec,
 };
+use crate::operator::kubernetes::names::component_labels;
 use crate::operator::kubernetes::names::target_namespace;
+use crate::operator::kubernetes::service::serving_spec;
+use crate::operator::rollout::children::{LABEL_VERSION_KEY, VersionNames};
 use crate::planner::ComponentPlan;
+use crate::rollout::{VersionedBackend, split_weights};
+use crate::traffic::BackendDecision;
 use crate::traffic::build::{
-    Route, backend_name, backend_statuses, build_pool_export, build_route,
+    Route, backend_name, backend_statuses, build_pool_export, build_route, guard_route,
+    known_backends,
 };
 use crate::traffic::resources::McsVersion;
 use crate::traffic::{PoolObservation, PreviousBackend, TrafficInput, cluster_id};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -32,7 +41,27 @@ pub struct DecideInput<'a> {
     pub reachability: &'a BTreeMap<String, Option<String>>,
     /// The backends of the route last written.
     pub previous: &'a [TrafficBackendStatus],
+    /// A rollout's split between the versions, while one runs (issue #17).
+    pub split: Option<&'a VersionSplit>,
     pub now: Timestamp,
+}
+
+/// A rollout's split of one deployment's traffic between its versions (issue #17): the
+/// stable version keeps the route's backends (their Services narrowed to its pods), the new
+/// version gets backends of its own beside them, and each backend's weight is shared between
+/// the two by `crate::rollout::split_weights`.
+#[derive(Clone, Debug)]
+pub struct VersionSplit {
+    /// The `skybridge.io/version-key` of the stable version's pods.
+    pub old_label: String,
+    /// The names of the new version's objects.
+    pub new: VersionNames,
+    /// Percent of each routed component's traffic the new version takes.
+    pub share: u32,
+    /// (old, new) replicas per (component, pool), as the rollout decided them.
+    pub replicas: BTreeMap<(String, String), (u32, u32)>,
+    /// (old, new) ready replicas per (component, pool), as observed.
+    pub ready: BTreeMap<(String, String), (u32, u32)>,
 }
 
 /// One pool's export: the per-pool Service and its `ServiceExport` (same name), as JSON.
@@ -56,6 +85,9 @@ pub struct Decided {
     /// When the decision changes by itself (a drain ending).
     pub next_change: Option<Timestamp>,
     pub exports: Vec<ExportObjects>,
+    /// Services written in the home cluster beside the route: the new version's local Service
+    /// during a rollout.
+    pub services: Vec<Value>,
     /// The route (JSON), or why it could not be built.
     pub route: Result<Value, String>,
     /// The clouds each route backend reaches, for the guard.
@@ -85,8 +117,12 @@ pub fn decide(input: DecideInput<'_>) -> Decided {
         ready,
         reachability,
         previous,
+        split,
         now,
     } = input;
+    // Only a routed component is split; without a route, both versions share the component's
+    // Service by their replicas.
+    let split = split.filter(|_| component.traffic.is_some());
     let home_pool = home_pool(md, spec);
     let home_cluster = pools
         .get(&home_pool)
@@ -169,6 +205,58 @@ pub fn decide(input: DecideInput<'_>) -> Decided {
             })
         })
         .collect();
+    let mut exports = exports;
+    let mut services = Vec::new();
+    if let Some(split) = split {
+        let runs_new = |pool: &str| {
+            split
+                .replicas
+                .get(&(component.name.clone(), pool.to_string()))
+                .is_some_and(|(_, new)| *new > 0)
+        };
+        let mut new_exports = Vec::new();
+        for export in &mut exports {
+            if runs_new(&export.pool) {
+                let name = split.new.export_name(md, &component.name, &export.pool);
+                let mut service = export.service.clone();
+                let mut object = export.export.clone();
+                service["metadata"]["name"] = Value::String(name.clone());
+                object["metadata"]["name"] = Value::String(name);
+                narrow(&mut service, split.new.label_value());
+                new_exports.push(ExportObjects {
+                    pool: export.pool.clone(),
+                    service,
+                    export: object,
+                });
+            }
+            narrow(&mut export.service, &split.old_label);
+        }
+        exports.extend(new_exports);
+        let home_runs_new = observations
+            .iter()
+            .any(|o| o.cluster == home_cluster && runs_new(&o.pool));
+        if home_runs_new {
+            let md_namespace = md.namespace().unwrap_or_default();
+            let mut selector = component_labels(&md_namespace, &md.name_any(), &component.name);
+            selector.insert(
+                LABEL_VERSION_KEY.to_string(),
+                split.new.label_value().to_string(),
+            );
+            let service = Service {
+                metadata: ObjectMeta {
+                    name: Some(split.new.service_name(md, &component.name)),
+                    namespace: Some(namespace_of(&home_pool)),
+                    labels: Some(selector.clone()),
+                    ..Default::default()
+                },
+                spec: Some(serving_spec(selector, component.port)),
+                status: None,
+            };
+            if let Ok(value) = serde_json::to_value(&service) {
+                services.push(labelled(value, md, component));
+            }
+        }
+    }
     let mut provenance = Provenance::new();
     let route_namespace = namespace_of(&home_pool);
     for b in &decision.backends {
@@ -195,6 +283,35 @@ pub fn decide(input: DecideInput<'_>) -> Decided {
             clouds,
         );
     }
+    // The new version's backends reach the same clouds as the stable version's beside them.
+    if let Some(split) = split {
+        let extra: Vec<_> = decision
+            .backends
+            .iter()
+            .filter_map(|b| {
+                let (kind, namespace) = match b.kind {
+                    BackendKind::Service => ("Service", route_namespace.clone()),
+                    BackendKind::ServiceImport => ("ServiceImport", namespace_of(&b.pool)),
+                };
+                let clouds = provenance
+                    .get(&(
+                        kind.to_string(),
+                        namespace.clone(),
+                        backend_name(md, &component.name, b),
+                    ))?
+                    .clone();
+                Some((
+                    (
+                        kind.to_string(),
+                        namespace,
+                        new_backend_name(md, component, b, split),
+                    ),
+                    clouds,
+                ))
+            })
+            .collect();
+        provenance.extend(extra);
+    }
     let route = build_route(
         md,
         component,
@@ -204,6 +321,18 @@ pub fn decide(input: DecideInput<'_>) -> Decided {
         None,
     )
     .map_err(|e| e.to_string())
+    .and_then(|route| match split {
+        None => Ok(route),
+        Some(split) => split_route(
+            route,
+            md,
+            component,
+            &decision,
+            &observations,
+            &home_cluster,
+            split,
+        ),
+    })
     .and_then(|route| {
         let value = match &route {
             Route::Http(r) => serde_json::to_value(r),
@@ -217,12 +346,14 @@ pub fn decide(input: DecideInput<'_>) -> Decided {
         home_pool,
         grpc: spec.protocol == TrafficProtocol::GRPC,
         backends,
-        rewrite: decision.rewrite,
+        // A rollout's split changes with readiness and steps: written every time.
+        rewrite: decision.rewrite || split.is_some(),
         hold,
         next_change: decision
             .next_change_at
             .and_then(|s| Timestamp::from_second(s).ok()),
         exports,
+        services,
         route,
         provenance,
     }
@@ -238,4 +369,113 @@ fn labelled(mut object: Value, md: &ModelDeployment, component: &Component) -> V
         map.remove("status");
     }
     object
+}
+
+/// Narrows a Service (JSON) to the pods of one version.
+fn narrow(service: &mut Value, label: &str) {
+    service["spec"]["selector"][LABEL_VERSION_KEY] = Value::String(label.to_string());
+}
+
+/// The name of the new version's backend beside `backend`.
+fn new_backend_name(
+    md: &ModelDeployment,
+    component: &Component,
+    backend: &BackendDecision,
+    split: &VersionSplit,
+) -> String {
+    match backend.kind {
+        BackendKind::Service => split.new.service_name(md, &component.name),
+        BackendKind::ServiceImport => split.new.export_name(md, &component.name, &backend.pool),
+    }
+}
+
+/// `route` with each backend's weight shared between the versions
+/// (`crate::rollout::split_weights`), the new version's backends added where they take any,
+/// and the residency guard run again on the result.
+fn split_route(
+    mut route: Route,
+    md: &ModelDeployment,
+    component: &Component,
+    decision: &crate::traffic::TrafficDecision,
+    observations: &[PoolObservation],
+    home_cluster: &str,
+    split: &VersionSplit,
+) -> Result<Route, String> {
+    let ready = |pool: &str| {
+        split
+            .ready
+            .get(&(component.name.clone(), pool.to_string()))
+            .copied()
+            .unwrap_or_default()
+    };
+    let versioned: Vec<VersionedBackend> = decision
+        .backends
+        .iter()
+        .map(|b| {
+            let (old_ready, new_ready) = match b.kind {
+                // The local Service reaches every pool of the home cluster.
+                BackendKind::Service => observations
+                    .iter()
+                    .filter(|o| o.cluster == home_cluster)
+                    .map(|o| ready(&o.pool))
+                    .fold((0, 0), |(a, b), (o, n)| (a + o, b + n)),
+                BackendKind::ServiceImport => ready(&b.pool),
+            };
+            VersionedBackend {
+                backend: backend_name(md, &component.name, b),
+                weight: b.weight,
+                public: b.cloud == Cloud::Public,
+                old_ready,
+                new_ready,
+            }
+        })
+        .collect();
+    let class = data_class(md, component);
+    let weights = split_weights(&versioned, split.share, class == DataClass::Sensitive);
+    let refs = match &mut route {
+        Route::Http(r) => r
+            .spec
+            .rules
+            .iter_mut()
+            .map(|r| &mut r.backend_refs)
+            .collect::<Vec<_>>(),
+        Route::Grpc(r) => r
+            .spec
+            .rules
+            .iter_mut()
+            .map(|r| &mut r.backend_refs)
+            .collect::<Vec<_>>(),
+    };
+    for backend_refs in refs {
+        let mut added = Vec::new();
+        for backend_ref in backend_refs.iter_mut() {
+            let Some((b, w)) = decision
+                .backends
+                .iter()
+                .zip(&weights)
+                .find(|(_, w)| w.backend == backend_ref.name)
+            else {
+                continue;
+            };
+            backend_ref.weight = Some(i32::try_from(w.old).unwrap_or(i32::MAX));
+            if w.new > 0 {
+                let mut new_ref = backend_ref.clone();
+                new_ref.name = new_backend_name(md, component, b, split);
+                new_ref.weight = Some(i32::try_from(w.new).unwrap_or(i32::MAX));
+                added.push(new_ref);
+            }
+        }
+        backend_refs.extend(added);
+    }
+    let mut known = known_backends(md, &component.name, decision);
+    for b in &decision.backends {
+        known.push((
+            new_backend_name(md, component, b, split),
+            b.kind,
+            b.pool.clone(),
+            b.cloud,
+        ));
+    }
+    guard_route(&route, &component.name, class, &known).map_err(|e| e.to_string())?;
+    Ok(route)
 }

@@ -191,6 +191,7 @@ impl Traffic {
                     .get(&component.name)
                     .map(Vec::as_slice)
                     .unwrap_or_default(),
+                split: None,
                 now,
             });
             for (pool, replicas) in decided.hold {
@@ -214,6 +215,7 @@ impl Traffic {
         ready: &BTreeMap<PoolKey, u32>,
         holds: &BTreeMap<PoolKey, u32>,
         reachability: &BTreeMap<String, Option<String>>,
+        split: Option<&decide::VersionSplit>,
         now: Timestamp,
     ) -> TrafficReport {
         let mut remembered = resumed(memory, md);
@@ -281,6 +283,7 @@ impl Traffic {
                 ready: &ready_now,
                 reachability,
                 previous: &previous,
+                split,
                 now,
             });
             if let Some(at) = decided.next_change {
@@ -539,6 +542,28 @@ impl Traffic {
             .as_ref()
             .map_err(|why| not_written("SensitiveGuard", format!("route not built: {why}")))?;
         let namespace = target_namespace(md, home);
+        // Services beside the route (a rollout's new version), before it names them.
+        let service_resource = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
+        for service in &decided.services {
+            let name = service["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            desired.insert((
+                home_cluster.id.clone(),
+                "Service",
+                namespace.clone(),
+                name.clone(),
+            ));
+            apply::apply(
+                &home_cluster,
+                &service_resource,
+                &namespace,
+                service.clone(),
+            )
+            .await
+            .map_err(|e| not_written("RouteWriteFailed", format!("Service {name}: {e}")))?;
+        }
         let name = route["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
