@@ -95,6 +95,7 @@ fn json_has_the_documented_keys() {
             "publicReplicaHours",
             "burstEvents",
             "scaleEvents",
+            "replicaChanges",
             "privateReplicaHours",
             "chargebackCost",
         ] {

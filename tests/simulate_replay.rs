@@ -159,3 +159,51 @@ proptest! {
         prop_assert_eq!(a.policy.series, b.policy.series);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// `replicaChanges` is the sum of the sizes of the changes `scaleEvents` counts: recomputed
+    /// from the recorded series of the policy, and for the static threshold (whose changes are
+    /// whole blocks of a tenth of `max` below `max`, after its first move to its base) at most
+    /// a block per change plus that move.
+    #[test]
+    fn replica_changes_sum_the_sizes_of_the_scale_changes(
+        values in prop::collection::vec(0.0f64..1.0, 3..24),
+    ) {
+        let estate = example();
+        let world = skybridge::simulate::policy_world(&estate, &ranker()).unwrap();
+        // Peaks up to twice the private capacity: the threshold's blocks stay under `max`.
+        let peak = f64::from(world.private_capacity) * world.target() * 2.0;
+        let sim = simulate(
+            &estate,
+            Some(&ranker()),
+            &synthetic(&values),
+            SimulationOptions { step: 300, peak: Some(peak), record: true },
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let series = sim.policy.series.as_ref().unwrap();
+        let pools = series.pools.len();
+        let totals: Vec<i64> = series
+            .requested
+            .chunks(pools)
+            .map(|step| step.iter().map(|&r| i64::from(r)).sum())
+            .collect();
+        let deltas: Vec<u64> = totals.windows(2).map(|w| w[0].abs_diff(w[1])).collect();
+        let policy = sim.policy.metrics;
+        prop_assert_eq!(policy.replica_changes, deltas.iter().sum::<u64>());
+        prop_assert_eq!(policy.scale_events, deltas.iter().filter(|&&d| d > 0).count() as u64);
+        prop_assert!(policy.replica_changes >= policy.scale_events);
+        // The threshold starts from what the first demand needs and moves to its base (every
+        // private replica) at once; every later change is one block.
+        let threshold = sim.static_threshold.metrics;
+        let block = u64::from(world.max().div_ceil(10));
+        let base = u64::from(world.private_capacity);
+        prop_assert!(threshold.replica_changes >= threshold.scale_events);
+        prop_assert!(
+            threshold.replica_changes <= block * threshold.scale_events + base,
+            "{} replicas changed in {} changes", threshold.replica_changes, threshold.scale_events
+        );
+    }
+}

@@ -433,6 +433,8 @@ struct Derived {
     band_cap: f64,
     /// The scale-down behaviour in force ([`ControllerConfig::effective_down`]).
     down: Behavior,
+    /// Replicas in a surge's block ([`surge_block`] of `max`).
+    surge_block: u32,
 }
 
 /// Where the controller's events go: collected with their messages ([`Vec<Event>`]), or only
@@ -499,6 +501,7 @@ impl BurstController {
             tolerance: dead_band(config.tolerance_percent, 0.0),
             band_cap: dead_band(config.tolerance_percent, 1.0),
             down: config.effective_down(),
+            surge_block: surge_block(config.max),
         };
         Self { config, derived }
     }
@@ -539,7 +542,9 @@ impl BurstController {
     }
 
     /// Step 1 updating `state` in place, events to `events`: for the simulator's hot loop
-    /// (with [`EventCounts`], no message is formatted).
+    /// (with [`EventCounts`], no message is formatted). Always inlined into its caller (the
+    /// tick): called once per step, its return was a measured tenth of the simulator's time.
+    #[inline(always)]
     pub fn recommend_with(
         &self,
         state: &mut ControllerState,
@@ -796,7 +801,7 @@ impl BurstController {
             .pending_forecasts
             .front()
             .is_some_and(|f| demand > (1.0 + SURGE_GROWTH) * f.flat);
-        let block = surge_block(c.max);
+        let block = self.derived.surge_block;
         if let Some(s) = state.surge.as_mut() {
             // A block whose replicas before it serve demand under [`SURGE_UTILISATION`] goes at
             // once (the forecast still carries the rise, so the usual scale-down would hold

@@ -39,6 +39,7 @@ pub struct Controlled<'a, S> {
 }
 
 /// One tick of every controlled component: recommend each, plan once for all, observe the plan.
+#[inline]
 pub fn tick<P: Placement + ?Sized, S: EventSink>(
     controlled: &mut [Controlled<'_, S>],
     placement: &mut P,

@@ -5,7 +5,7 @@
 //! "headline":HEADLINE,"headlines":{"policy":HEADLINE,"privateOnly":HEADLINE|null,
 //! "publicOnly":HEADLINE|null,"staticThreshold":HEADLINE,"optimalLowerBound":HEADLINE},
 //! "notes":[...]}` with RESULT = `{"cost","unmetDemandFraction","publicReplicaHours",
-//! "burstEvents","scaleEvents","privateCost","publicCost","peakPublicReplicas",
+//! "burstEvents","scaleEvents","replicaChanges","privateCost","publicCost","peakPublicReplicas",
 //! "privateReplicaHours","chargebackCost"}` and HEADLINE = `{"unmetDemandFraction",
 //! "publicSpendRatioToOracle","chargebackRatioToOracle"}` (ratios `null` when the oracle pays
 //! nothing). Fields may be added, none renamed.
@@ -167,6 +167,7 @@ impl SimulateReport {
             "PUBLIC REPLICA-H",
             "BURSTS",
             "SCALE CHANGES",
+            "REPLICAS CHANGED",
         ]);
         let bound = self.baselines.optimal_lower_bound.cost;
         let oracle = self.baselines.oracle;
@@ -190,10 +191,11 @@ impl SimulateReport {
                     format!("{:.1}", m.public_replica_hours),
                     m.burst_events.to_string(),
                     m.scale_events.to_string(),
+                    m.replica_changes.to_string(),
                 ]);
             }
             None => {
-                table.add_row([name, "n/a", "", "", "", "", "", "", "", "", ""]);
+                table.add_row([name, "n/a", "", "", "", "", "", "", "", "", "", ""]);
             }
         };
         row(
@@ -346,6 +348,7 @@ impl SweepReport {
                 "UNMET",
                 "CHARGEBACK ÷ ORACLE",
                 "SCALE CHANGES",
+                "REPLICAS CHANGED",
             ]
             .map(String::from),
         );
@@ -360,6 +363,7 @@ impl SweepReport {
                 format!("{:.4}%", r.metrics.unmet_demand_fraction * 100.0),
                 ratio(r.headline.chargeback_ratio_to_oracle),
                 r.metrics.scale_events.to_string(),
+                r.metrics.replica_changes.to_string(),
             ]);
             row
         };

@@ -41,7 +41,7 @@ pub fn lower_bound(world: &World, demand: &[f64], step: i64) -> RunMetrics {
     let mut private_charge = 0.0;
     let mut m = RunMetrics::default();
     let (mut demand_sum, mut unmet_sum) = (0.0, 0.0);
-    let (mut public_before, mut total_before) = (false, None);
+    let (mut public_before, mut total_before) = (false, None::<u32>);
     for &d in demand {
         let n = exact_need(world, d);
         let mut left = n.saturating_sub(private);
@@ -79,8 +79,11 @@ pub fn lower_bound(world: &World, demand: &[f64], step: i64) -> RunMetrics {
             m.burst_events += 1;
         }
         public_before = placed_public > 0;
-        if total_before.is_some_and(|t| t != served_replicas) {
+        if let Some(before) = total_before
+            && before != served_replicas
+        {
             m.scale_events += 1;
+            m.replica_changes += u64::from(before.abs_diff(served_replicas));
         }
         total_before = Some(served_replicas);
     }

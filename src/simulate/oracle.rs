@@ -151,7 +151,7 @@ pub fn oracle(world: &World, demand: &[f64], step: i64) -> RunMetrics {
 
     let mut m = RunMetrics::default();
     let (mut demand_sum, mut unmet_sum) = (0.0, 0.0);
-    let (mut public_before, mut total_before) = (false, None);
+    let (mut public_before, mut total_before) = (false, None::<u32>);
     for (k, &d) in demand.iter().enumerate() {
         let served = need[k].min(private) + public_need[k].min(public_levels);
         demand_sum += d;
@@ -163,8 +163,11 @@ pub fn oracle(world: &World, demand: &[f64], step: i64) -> RunMetrics {
         }
         public_before = requested_public > 0;
         // Owned view: the private share stays warm, so the count changes with public replicas.
-        if total_before.is_some_and(|t| t != requested_public) {
+        if let Some(before) = total_before
+            && before != requested_public
+        {
             m.scale_events += 1;
+            m.replica_changes += u64::from(before.abs_diff(requested_public));
         }
         total_before = Some(requested_public);
     }

@@ -35,6 +35,10 @@ pub struct RunMetrics {
     pub burst_events: u64,
     /// Steps at which the requested replica count changed.
     pub scale_events: u64,
+    /// Replicas added or removed over the run: the sum of each change's size (a block of 8
+    /// replicas counts 8 here and 1 in `scale_events`), to compare scalers whose changes differ
+    /// in size.
+    pub replica_changes: u64,
     /// Of `cost`: the owned private capacity, paid whether used or not.
     pub private_cost: f64,
     /// Of `cost`: public replicas, paid while requested (starting up included).
@@ -554,6 +558,7 @@ pub fn replay(
         public_before = public_now;
         if fleet.requested_total != total_before {
             metrics.scale_events += 1;
+            metrics.replica_changes += u64::from(fleet.requested_total.abs_diff(total_before));
         }
         total_before = fleet.requested_total;
         if let Some(s) = series.as_mut() {
