@@ -120,11 +120,9 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
                 context: args.context.clone(),
                 ..Default::default()
             };
-            kube::Client::try_from(
-                kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?,
-            )?
+            pooled_client(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)?
         }
-        None => kube::Client::try_default().await?,
+        None => pooled_client(kube::Config::infer().await?)?,
     };
     let config = RunConfig {
         namespace: args.namespace,
@@ -153,6 +151,13 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+/// The operator's own cluster's client, over a connection pool of bounded size (see
+/// `MAX_IDLE_CONNECTIONS`).
+fn pooled_client(config: kube::Config) -> kube::Result<kube::Client> {
+    use skybridge::operator::kubernetes::clusters;
+    clusters::pooled_client(config, clusters::MAX_IDLE_CONNECTIONS)
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
