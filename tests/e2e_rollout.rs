@@ -318,7 +318,41 @@ async fn a_burst_mid_rollout_then_resume_and_abort() {
     })
     .await;
 
-    roll_to(&estate, "2").await;
+    // The new version, applied with the rollout paused in the spec (as Git would hold it): it
+    // waits at 0%, visibly, until unpaused.
+    patch_spec(
+        &estate,
+        "ranker",
+        json!({"model": {"version": "2", "source": {"uri": "s3://models/ranker/2", "pool": "dc1-l4"}}, "rollout": {"paused": true}}),
+    )
+    .await;
+    wait_for_within(
+        &estate,
+        "ranker",
+        "the rollout held by the spec",
+        Duration::from_secs(60),
+        |md| {
+            rollout_of(md).is_some_and(|r| {
+                r.to.version == "2" && r.phase == RolloutPhase::Paused && r.reason == "PausedBySpec"
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = estate.deployments_api().get("ranker").await.unwrap();
+    assert_eq!(
+        rollout_of(&held).unwrap().traffic_percent,
+        0,
+        "paused at 0%"
+    );
+    let paused_key = new_key(&estate).await;
+    assert!(
+        route_history(&routes)
+            .iter()
+            .all(|(_, r)| new_share(r, &paused_key) == 0.0),
+        "no traffic moved while paused"
+    );
+    patch_spec(&estate, "ranker", json!({"rollout": {"paused": false}})).await;
     let md = wait_for_within(
         &estate,
         "ranker",
