@@ -51,7 +51,9 @@ kind: BurstPolicy
 metadata: {{ name: p }}
 spec:
   metric: {{ prometheusUrl: "http://127.0.0.1:9090", query: "q", targetPerReplica: 100 }}
-  burst: {{ enabled: true, pools: [public] }}
+  # Idle private replicas are released (not kept warm), so the private pool has room for the
+  # surge beside the 8 replicas demand needs.
+  burst: {{ enabled: true, pools: [public], privateCapacityShared: true }}
 ---
 apiVersion: skybridge.io/v1alpha1
 kind: ModelDeployment

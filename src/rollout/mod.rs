@@ -17,7 +17,9 @@
 //!    the pool lacks spare capacity for the surge, old replicas make the room (a dip in capacity
 //!    of at most `maxSurge`, as `maxUnavailable` would), or a full pool would never roll. A
 //!    version whose share just dropped keeps the replicas it has until the drain is over
-//!    (requests in flight); the new version grows only into the surge's room beside them.
+//!    (requests in flight); the new version grows only into the surge's room beside them, and
+//!    only into room the old version has already left as observed (a full pool first scales
+//!    the old version in, then starts the new one), so no order of the two writes exceeds it.
 //! 3. A step is reached when the published share is `w`; it passes when its pause is over (or it
 //!    was resumed, for a pause without seconds) and, with an analysis, at least one round passed
 //!    and fewer than `failureLimit` failed. Rounds without data are inconclusive: the step holds.
@@ -613,6 +615,13 @@ fn pool_replicas(
     let old = old_for_share
         .min((n + room_beyond_plan).saturating_sub(new))
         .max(kept_old);
+    // The new version grows only into room the old one has already left (as observed), so that
+    // whichever of the two writes lands first, the pool never asks for more than the surge.
+    // (The old version is not held back so: a rollback restores its replicas at once.)
+    if new > pool.new.current {
+        let room = (n + room_beyond_plan).saturating_sub(old.max(pool.old.current));
+        new = new.min(room).max(pool.new.current);
+    }
     if new_lost_share {
         new = new.max(pool.new.current);
     }

@@ -119,14 +119,17 @@ fn a_full_pool_makes_room_for_the_surge_from_the_old_version() {
     full.spare = 0;
     let mut spec3 = spec.clone();
     spec3.max_surge = Some(IntOrString::Int(3));
-    let d = run(
-        &spec3,
-        &RolloutState::start(0),
-        &[component(false, vec![full])],
-        None,
-        None,
-        0,
+    let components = [component(false, vec![full])];
+    let d = run(&spec3, &RolloutState::start(0), &components, None, None, 0);
+    // First the old version makes the room, and only once it is seen gone does the new one
+    // start into it: no order of the two writes asks for more than the pool holds.
+    assert_eq!(
+        (d.components[0].pools[0].old, d.components[0].pools[0].new),
+        (9, 0)
     );
+    assert_eq!(d.state.traffic_percent, 0);
+    let room_made = all_ready(&components, &d);
+    let d = run(&spec3, &d.state, &room_made, None, None, 1);
     assert_eq!(
         (d.components[0].pools[0].old, d.components[0].pools[0].new),
         (9, 3)
@@ -674,6 +677,13 @@ proptest! {
                     }
                     // Within the surge, but for a version keeping what it has while it drains.
                     let surge = spec.max_surge_for(p.planned).min(p.spare);
+                    // The new version grows only into room the old one has left, as observed.
+                    if r.new > p.new.current {
+                        prop_assert!(
+                            r.new + r.old.max(p.old.current) <= p.planned + surge,
+                            "{p:?} -> {r:?}"
+                        );
+                    }
                     let draining = next.traffic_changed_at.is_some_and(|t| now < t + i64::from(c.drain_seconds));
                     if !draining {
                         prop_assert!(r.old + r.new <= p.planned + surge, "{p:?} -> {r:?}");
