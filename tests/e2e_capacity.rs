@@ -608,8 +608,28 @@ async fn an_elastic_pool_whose_autoscaler_adds_no_node_is_short_without_waiting_
 /// that passed): the node stays, and no replica of it stays out of the Service's endpoints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_reclamation_puts_the_drained_replicas_back_into_service() {
+    cancelled_reclamation(
+        "a_cancelled_reclamation_puts_the_drained_replicas_back_into_service",
+        None,
+    )
+    .await;
+}
+
+/// The same, with the put-back failing for a while (the Pod patches answer 500): no workload of
+/// the component scales in while replicas wait out of the endpoints, so the ready endpoints
+/// never drop, whatever the order of the two controllers' writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_workload_scales_in_while_drained_replicas_wait_to_be_put_back() {
+    cancelled_reclamation(
+        "no_workload_scales_in_while_drained_replicas_wait_to_be_put_back",
+        Some(Duration::from_secs(4)),
+    )
+    .await;
+}
+
+async fn cancelled_reclamation(test: &str, put_back_fails_for: Option<Duration>) {
     let estate = Estate::start(0, 2).await;
-    if !estate.harness_only("a_cancelled_reclamation_puts_the_drained_replicas_back_into_service") {
+    if !estate.harness_only(test) {
         return;
     }
     estate
@@ -667,7 +687,23 @@ async fn a_cancelled_reclamation_puts_the_drained_replicas_back_into_service() {
     })
     .await;
 
-    cancel_reclaim(&estate.public, &doomed).await;
+    if let Some(failing) = put_back_fails_for {
+        fail_pod_patches(&estate.public).await;
+        cancel_reclaim(&estate.public, &doomed).await;
+        tokio::time::sleep(failing).await;
+        let still_out = pods
+            .list(&Default::default())
+            .await
+            .expect("pods")
+            .items
+            .iter()
+            .filter(|p| serving(p).as_deref() == Some("false"))
+            .count();
+        assert!(still_out > 0, "the fault kept no replica out of service");
+        clear_faults(&estate.public).await;
+    } else {
+        cancel_reclaim(&estate.public, &doomed).await;
+    }
     estate
         .wait_for_pool("spot", "no node reclaiming", |p| {
             p.status
@@ -704,14 +740,19 @@ async fn a_cancelled_reclamation_puts_the_drained_replicas_back_into_service() {
         event_with_reason(&estate, APP_NAMESPACE, "ranker", "ReplicasBackInService").await;
     }
     let mut lowest_ready = usize::MAX;
-    for (at, endpoints) in endpoints_of(&slices, "ranker-ranker") {
-        if at >= reclaimed_at {
+    let history = endpoints_of(&slices, "ranker-ranker");
+    for (at, endpoints) in &history {
+        if *at >= reclaimed_at {
             lowest_ready = lowest_ready.min(endpoints.values().filter(|r| **r).count());
         }
     }
     assert!(
         lowest_ready >= 4,
-        "ready endpoints dropped to {lowest_ready}"
+        "ready endpoints dropped to {lowest_ready}: {:#?}",
+        history
+            .iter()
+            .map(|(at, e)| (at.saturating_duration_since(reclaimed_at), e))
+            .collect::<Vec<_>>()
     );
     eprintln!(
         "FIGURE cancelled reclamation: doomed {doomed_pods:?}, left {left:?}, lowest ready endpoints {lowest_ready}"

@@ -123,6 +123,30 @@ pub fn serving_on_healthy(replicas: &[BoundReplica]) -> BTreeMap<ComponentKey, u
     out
 }
 
+/// Replicas per component taken out of the endpoints on nodes no longer about to go (their
+/// reclamation was cancelled): [`decide`] puts them back, and until their label is written no
+/// workload of the component may scale in (one of the replicas still serving could be the one
+/// removed, and the endpoints would drop below what the component wants).
+pub fn awaiting_put_back(replicas: &[BoundReplica]) -> BTreeMap<ComponentKey, u32> {
+    let mut out = BTreeMap::new();
+    for replica in replicas
+        .iter()
+        .filter(|r| !r.doomed && r.serving_label.as_deref() == Some(NOT_SERVING))
+    {
+        *out.entry(replica.component.clone()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Replicas per component bound to the pool's nodes, doomed or not: what its workloads run.
+pub fn bound(replicas: &[BoundReplica]) -> BTreeMap<ComponentKey, u32> {
+    let mut out = BTreeMap::new();
+    for replica in replicas {
+        *out.entry(replica.component.clone()).or_insert(0) += 1;
+    }
+    out
+}
+
 /// How many of a component's `doomed_ready` ready, doomed replicas may leave the endpoints.
 pub fn may_leave(doomed_ready: u32, elsewhere: Elsewhere) -> u32 {
     let Some(desired) = elsewhere.desired else {
@@ -358,6 +382,27 @@ mod tests {
         assert_eq!(out_of(&decision), ["r-1"]);
         assert_eq!(decision.relabel.len(), 1);
         assert_eq!(kinds(&decision), [DrainNoteKind::Draining]);
+    }
+
+    #[test]
+    fn replicas_out_on_a_node_no_longer_doomed_await_their_put_back() {
+        let mut live = pool();
+        // r-0 drained, then its node's reclamation cancelled; r-1 drained on a doomed node.
+        live[0].serving_label = Some(NOT_SERVING.into());
+        live[0].doomed = false;
+        live[1].serving_label = Some(NOT_SERVING.into());
+        let component = live[0].component.clone();
+        assert_eq!(
+            awaiting_put_back(&live),
+            BTreeMap::from([(component.clone(), 1)])
+        );
+        assert_eq!(
+            bound(&live),
+            BTreeMap::from([(component, live.len() as u32)])
+        );
+        // Back in service: nothing awaits.
+        live[0].serving_label = Some(SERVING.into());
+        assert!(awaiting_put_back(&live).is_empty());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! Also here: how many of a component's replicas on a pool the planner must place anew, and the
 //! tracker's state resumed from a pool's status after a restart.
 
-use super::drain::{BoundReplica, DrainMemory, SERVING_LABEL, serving_on_healthy};
+use super::drain::{
+    BoundReplica, DrainMemory, SERVING_LABEL, awaiting_put_back, bound, serving_on_healthy,
+};
 use super::signals::{NoScaleUp, pending_cause, reclamation_signal, unschedulable_since};
 use super::{Assessment, NodeObservation, PendingReplica, PoolObservation, Shortage, TrackerState};
 use crate::api::ComputePoolStatus;
@@ -146,6 +148,11 @@ pub struct PoolCapacity {
     /// Ready replicas per component in the Services' endpoints on nodes not about to go: the
     /// pool's part of what serves elsewhere when another pool drains (`capacity::drain`).
     pub serving: BTreeMap<ComponentKey, u32>,
+    /// Replicas per component bound to the pool's nodes (what its workloads run).
+    pub bound: BTreeMap<ComponentKey, u32>,
+    /// Replicas per component out of the endpoints on nodes no longer doomed, until the drain
+    /// puts them back (see `drain::awaiting_put_back`).
+    pub awaiting_put_back: BTreeMap<ComponentKey, u32>,
     /// What the pool's last drain decision remembers.
     pub drain: DrainMemory,
 }
@@ -175,6 +182,8 @@ impl PoolCapacity {
             assessment,
             healthy: observed.healthy.clone(),
             serving: serving_on_healthy(&observed.replicas),
+            bound: bound(&observed.replicas),
+            awaiting_put_back: awaiting_put_back(&observed.replicas),
             drain: DrainMemory::default(),
         }
     }
@@ -518,6 +527,8 @@ mod tests {
             ),
             healthy: BTreeMap::new(),
             serving: BTreeMap::new(),
+            bound: BTreeMap::new(),
+            awaiting_put_back: BTreeMap::new(),
             drain: Default::default(),
         };
         memory.record("a", capacity.clone());

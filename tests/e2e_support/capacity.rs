@@ -49,6 +49,23 @@ pub async fn lift_stockouts(cluster: &TestCluster) {
     control(cluster, reqwest::Method::DELETE, "/harness/capacity", None).await;
 }
 
+/// Every Pod patch in `cluster` fails with a 500 until [`clear_faults`] (the operator's only Pod
+/// writes are the serving labels of `capacity::drain`).
+pub async fn fail_pod_patches(cluster: &TestCluster) {
+    let faults = json!({"seed": 1, "rules": [{"status": 500, "verb": "patch", "path": "/pods/"}]});
+    control(
+        cluster,
+        reqwest::Method::PUT,
+        "/harness/faults",
+        Some(faults.to_string()),
+    )
+    .await;
+}
+
+pub async fn clear_faults(cluster: &TestCluster) {
+    control(cluster, reqwest::Method::DELETE, "/harness/faults", None).await;
+}
+
 /// Taints `node` for reclamation (Karpenter's `karpenter.sh/disrupted`) and deletes it after
 /// `notice_ms`.
 pub async fn reclaim(cluster: &TestCluster, node: &str, notice_ms: u64) {

@@ -53,35 +53,52 @@ pub fn replacements(
     out
 }
 
-/// Replicas kept per (component, pool) while some of them are on nodes about to be reclaimed:
-/// the plan's replicas there plus the doomed ones. The plan never counts the doomed replicas
-/// (see `to_replace`), so replacements it puts on the pool's other nodes start next to them
-/// (the doomed node is tainted: nothing new lands there).
+/// Replicas kept per (component, pool):
+/// - while some of them are on nodes about to be reclaimed: the plan's replicas there plus the
+///   doomed ones. The plan never counts the doomed replicas (see `to_replace`), so replacements
+///   it puts on the pool's other nodes start next to them (the doomed node is tainted: nothing
+///   new lands there);
+/// - while some of the component's replicas, anywhere, wait out of the endpoints to be put
+///   back (their node's reclamation was cancelled): every pool's workload keeps what it runs.
+///   A scale-in then could remove a replica still serving while the drained ones are out (the
+///   ready endpoints would drop below what the component wants); it waits for the put-back,
+///   one pool period, or longer if the label cannot be written. Not during a rollout, whose
+///   decision sizes each version (what a pool runs counts both).
 pub fn holds(
     md: &ModelDeployment,
     plans: &[ComponentPlan],
     pools: &BTreeMap<String, PoolCapacity>,
+    rolling_out: bool,
 ) -> BTreeMap<Key, u32> {
     let mut holds = BTreeMap::new();
     for component in &md.spec.components {
         let key = key_of(md, &component.name);
         let plan = plans.iter().find(|p| p.key.component == component.name);
-        for (pool, capacity) in pools {
-            let doomed = capacity.doomed(&key);
-            if doomed == 0 {
-                continue;
-            }
-            let planned = plan.map_or(0, |p| {
+        let planned_on = |pool: &str| {
+            plan.map_or(0, |p| {
                 p.placements
                     .iter()
-                    .filter(|x| &x.pool == pool)
+                    .filter(|x| x.pool == pool)
                     .map(|x| x.replicas)
-                    .sum()
-            });
-            holds.insert(
-                (component.name.clone(), pool.clone()),
-                planned.saturating_add(doomed),
-            );
+                    .sum::<u32>()
+            })
+        };
+        let putting_back = !rolling_out
+            && pools
+                .values()
+                .any(|c| c.awaiting_put_back.get(&key).is_some_and(|n| *n > 0));
+        for (pool, capacity) in pools {
+            let doomed = capacity.doomed(&key);
+            let running = if putting_back {
+                capacity.bound.get(&key).copied().unwrap_or(0)
+            } else {
+                0
+            };
+            if doomed == 0 && running == 0 {
+                continue;
+            }
+            let held = planned_on(pool).saturating_add(doomed).max(running);
+            holds.insert((component.name.clone(), pool.clone()), held);
         }
     }
     holds
@@ -294,6 +311,8 @@ spec:
             assessment,
             healthy: BTreeMap::from([(component.clone(), healthy)]),
             serving: BTreeMap::from([(component.clone(), healthy)]),
+            bound: BTreeMap::new(),
+            awaiting_put_back: BTreeMap::new(),
             drain: Default::default(),
         }
     }
@@ -391,7 +410,7 @@ spec:
             "{plan:?}"
         );
         // The workload on spot keeps its 6 until the node goes: planned 4 + doomed 2.
-        let held = holds(&md, std::slice::from_ref(&plan), &pools);
+        let held = holds(&md, std::slice::from_ref(&plan), &pools, false);
         assert_eq!(
             held.get(&("ranker".to_string(), "spot".to_string())),
             Some(&(on(&plan, "spot") + 2))
@@ -405,7 +424,58 @@ spec:
             "spot".to_string(),
             assessed(&mut estate, "spot", &ranker, 0, 0, 0, 4),
         )]);
-        assert!(holds(&md, std::slice::from_ref(&plan), &gone).is_empty());
+        assert!(holds(&md, std::slice::from_ref(&plan), &gone, false).is_empty());
+    }
+
+    #[test]
+    fn no_workload_of_a_component_scales_in_while_its_drained_replicas_wait_to_be_put_back() {
+        let mut estate = estate(0, 0);
+        let md = estate.deployments[&("shop".into(), "recs".into())].clone();
+        let ranker = key("recs", "ranker");
+        // The reclamation was cancelled: spot runs 4 (2 of them still labelled out), on-demand
+        // runs 2; the plan now wants spot 3, on-demand 1.
+        let mut spot = assessed(&mut estate, "spot", &ranker, 0, 0, 0, 4);
+        spot.bound = BTreeMap::from([(ranker.clone(), 4)]);
+        spot.awaiting_put_back = BTreeMap::from([(ranker.clone(), 2)]);
+        let mut ondemand = assessed(&mut estate, "ondemand", &ranker, 0, 0, 0, 2);
+        ondemand.bound = BTreeMap::from([(ranker.clone(), 2)]);
+        let mut pools = BTreeMap::from([
+            ("spot".to_string(), spot),
+            ("ondemand".to_string(), ondemand),
+        ]);
+        let placement = |pool: &str, replicas| crate::planner::Placement {
+            pool: pool.into(),
+            cloud: Cloud::Public,
+            replicas,
+            reason: String::new(),
+        };
+        let plan = crate::planner::ComponentPlan {
+            key: ranker.clone(),
+            data_class: DataClass::Internal,
+            desired_replicas: 4,
+            placements: vec![placement("spot", 3), placement("ondemand", 1)],
+            unplaced: 0,
+            reasons: Vec::new(),
+            cost_per_hour: 0.0,
+        };
+        let held = holds(&md, std::slice::from_ref(&plan), &pools, false);
+        assert_eq!(
+            held,
+            BTreeMap::from([
+                (("ranker".to_string(), "ondemand".to_string()), 2),
+                (("ranker".to_string(), "spot".to_string()), 4),
+            ])
+        );
+        // A hold never grows a workload beyond the plan: the plan wanting more wins.
+        let mut more = plan.clone();
+        more.placements = vec![placement("spot", 6), placement("ondemand", 1)];
+        let held = holds(&md, std::slice::from_ref(&more), &pools, false);
+        assert_eq!(held[&("ranker".to_string(), "spot".to_string())], 6);
+        // During a rollout the rollout decision sizes each version: no put-back hold.
+        assert!(holds(&md, std::slice::from_ref(&plan), &pools, true).is_empty());
+        // Put back: the scale-in goes ahead.
+        pools.get_mut("spot").unwrap().awaiting_put_back.clear();
+        assert!(holds(&md, std::slice::from_ref(&plan), &pools, false).is_empty());
     }
 
     #[test]
@@ -432,7 +502,7 @@ spec:
             reasons: Vec::new(),
             cost_per_hour: 0.0,
         };
-        let held = holds(&md, &[plan], &pools);
+        let held = holds(&md, &[plan], &pools, false);
         assert_eq!(
             held,
             BTreeMap::from([(("ranker".to_string(), "spot".to_string()), 4)])

@@ -193,13 +193,13 @@ pub async fn decide(
 
     // Capacity: replicas on nodes about to be reclaimed stay until the node goes.
     let pools = d.capacity.snapshot();
-    let capacity_holds = super::capacity::holds(md, &plans, &pools);
+    let rolling_out = super::rollout::rolling_out(md);
+    let capacity_holds = super::capacity::holds(md, &plans, &pools, rolling_out);
     notes.extend(super::capacity::notes(&replaced, &pools));
 
     // Rollouts: which versions serve with how many replicas, decided after the plan. What only
     // a rollout under way reads (each pool's room for the surge, the new model's holds) is not
     // computed for the others.
-    let rolling_out = super::rollout::rolling_out(md);
     let rollout = decide_rollout(RolloutContext {
         md,
         plans: &plans,

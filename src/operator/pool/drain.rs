@@ -224,6 +224,8 @@ mod tests {
             assessment,
             healthy: BTreeMap::new(),
             serving: BTreeMap::from([(ranker(), serving)]),
+            bound: BTreeMap::new(),
+            awaiting_put_back: BTreeMap::new(),
             drain: DrainMemory::default(),
         }
     }
