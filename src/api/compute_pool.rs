@@ -166,9 +166,10 @@ pub struct ElasticNodes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100000))]
     pub max_nodes: Option<u32>,
-    /// GPUs on each node the autoscaler adds; absent: as observed on the pool's ready nodes.
+    /// GPUs on each node the autoscaler adds (at least 1); absent: as observed on the pool's
+    /// ready nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 64))]
+    #[schemars(range(min = 1, max = 64))]
     pub gpus_per_node: Option<u32>,
 }
 

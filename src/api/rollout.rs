@@ -36,8 +36,8 @@ pub const DEFAULT_MAX_SURGE_PERCENT: i32 = 25;
 /// How a change of `spec.model` (version or source) is rolled out.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.strategy == 'Canary' || (!has(self.steps) && !has(self.analysis))").message("steps and analysis apply to the Canary strategy only").field_path(".strategy"))]
-#[x_kube(validation = Rule::new("self.strategy != 'Canary' || has(self.steps)").message("a Canary rollout needs at least one step").field_path(".steps"))]
+#[x_kube(validation = Rule::new("self.strategy == 'Canary' || ((!has(self.steps) || size(self.steps) == 0) && !has(self.analysis))").message("steps and analysis apply to the Canary strategy only").field_path(".strategy"))]
+#[x_kube(validation = Rule::new("self.strategy != 'Canary' || (has(self.steps) && size(self.steps) > 0)").message("a Canary rollout needs at least one step").field_path(".steps"))]
 pub struct RolloutSpec {
     /// `AllAtOnce` (the default): every replica moves to the new version as soon as it is
     /// verified in the pool's store. `Canary`: the new version runs beside the old one and takes

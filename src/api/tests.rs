@@ -492,6 +492,8 @@ fn capacity_settings_are_bounded_in_the_schema() {
         (Some(0.0), Some(7200.0))
     );
     assert_eq!(bounds(&elastic["maxNodes"]), (Some(0.0), Some(100000.0)));
+    // A node of no GPUs is a typo, not a node size.
+    assert_eq!(bounds(&elastic["gpusPerNode"]), (Some(1.0), Some(64.0)));
     assert_eq!(
         elastic["autoscaler"]["enum"],
         json!(["Karpenter", "ClusterAutoscaler"])
@@ -578,13 +580,23 @@ fn canary_steps_must_strictly_increase() {
 
 #[test]
 fn rollout_rules_name_the_field_at_fault() {
-    let no_steps = rollout_errors(json!({"strategy": "Canary"}));
-    assert!(
-        no_steps
-            .iter()
-            .any(|e| e.contains("needs at least one step")),
-        "{no_steps:?}"
-    );
+    // Absent, or present and empty (as `steps: []` in a manifest): has() is true for an empty
+    // list, so the rule must count.
+    for rollout in [
+        json!({"strategy": "Canary"}),
+        json!({"strategy": "Canary", "steps": []}),
+    ] {
+        let no_steps = rollout_errors(rollout);
+        assert!(
+            no_steps
+                .iter()
+                .any(|e| e.contains("needs at least one step")),
+            "{no_steps:?}"
+        );
+    }
+    // An empty list under AllAtOnce says nothing: accepted.
+    let empty = rollout_errors(json!({"strategy": "AllAtOnce", "steps": []}));
+    assert!(empty.is_empty(), "{empty:?}");
     let all_at_once_with_steps =
         rollout_errors(json!({"strategy": "AllAtOnce", "steps": [{"setWeight": 10}]}));
     assert!(
