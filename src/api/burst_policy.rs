@@ -56,6 +56,7 @@ pub struct BurstPolicySpec {
     /// Windows with a raised replica floor ahead of known peaks (promotions, holidays).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(w, self.exists_one(v, v.name == w.name))").message("prewarm window names must be unique"))]
     pub prewarm: Vec<PrewarmWindow>,
     /// What to do while the demand metric cannot be read.
     #[serde(default)]

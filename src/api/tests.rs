@@ -171,6 +171,24 @@ fn policy_rules() {
         pools.iter().any(|e| e.contains("must not repeat")),
         "{pools:?}"
     );
+    // Windows are named in Events and status: two of one name could not be told apart.
+    let bf = json!({"name": "bf", "start": "2026-11-27T00:00:00Z", "end": "2026-11-28T00:00:00Z", "minReplicas": 4});
+    let mut later = bf.clone();
+    later["start"] = json!("2027-11-26T00:00:00Z");
+    later["end"] = json!("2027-11-27T00:00:00Z");
+    let repeated = cel_errors(
+        &crd,
+        policy(json!({"prewarm": [bf.clone(), later.clone()]})),
+    );
+    assert!(
+        repeated
+            .iter()
+            .any(|e| e.contains("prewarm window names must be unique")),
+        "{repeated:?}"
+    );
+    later["name"] = json!("bf-2027");
+    let distinct = cel_errors(&crd, policy(json!({"prewarm": [bf, later]})));
+    assert!(distinct.is_empty(), "{distinct:?}");
 }
 
 #[test]
