@@ -114,6 +114,16 @@ pub const SURGE_GROWTH: f64 = 0.25;
 /// the replicas before a block, the block goes.
 pub const SURGE_UTILISATION: f64 = 0.8;
 
+/// Utilisation of the replicas before a surge's block under which the block goes: lower than
+/// [`SURGE_UTILISATION`], so that a spike falling back and rising again (common: news breaks in
+/// waves) finds the block it paid to start still there, as a threshold scaler's would be.
+pub const SURGE_RELEASE_UTILISATION: f64 = 0.6;
+
+/// For how many public start-ups after a surge's last block its blocks are held down to
+/// [`SURGE_RELEASE_UTILISATION`] (a rebound's window); later they go under
+/// [`SURGE_UTILISATION`].
+pub const SURGE_REBOUND_STARTUPS: i64 = 2;
+
 /// A surge's block: this fraction of the component's `max` (at least one replica).
 pub const SURGE_BLOCK_FRACTION: f64 = 0.1;
 
@@ -270,7 +280,7 @@ pub struct ControllerState {
 
 /// The blocks of replicas requested at once for a surge (see [`SURGE_GROWTH`]): while the surge
 /// lasts, the replicas above private capacity are these.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Surge {
     /// Unix seconds the last block was requested.
@@ -279,6 +289,9 @@ pub struct Surge {
     pub base: u32,
     /// Replicas with the blocks, lowered as demand falls; the surge ends at `base`.
     pub floor: u32,
+    /// Highest demand since the surge's first block (0 in state written before it was kept).
+    #[serde(default)]
+    pub peak: f64,
 }
 
 /// A forecast over the public start-up, kept until the demand it predicted is known.
@@ -775,8 +788,9 @@ impl BurstController {
     /// adds nothing onto public pools; a block of [`surge_block`] replicas (at least what demand
     /// needs now) is requested at once when demand passes [`SURGE_UTILISATION`] of the replicas
     /// requested and no block is starting (replicas chasing a spike arrive after it). A block
-    /// goes at once when demand falls under [`SURGE_UTILISATION`] of the replicas before it.
-    /// The surge ends when every block is gone.
+    /// goes at once when demand falls under [`SURGE_RELEASE_UTILISATION`] of the replicas before
+    /// it ([`SURGE_UTILISATION`] once [`SURGE_REBOUND_STARTUPS`] start-ups have passed since the
+    /// last block). The surge ends when every block is gone.
     #[inline(always)]
     fn surge(
         &self,
@@ -803,28 +817,55 @@ impl BurstController {
             .is_some_and(|f| demand > (1.0 + SURGE_GROWTH) * f.flat);
         let block = self.derived.surge_block;
         if let Some(s) = state.surge.as_mut() {
-            // A block whose replicas before it serve demand under [`SURGE_UTILISATION`] goes at
-            // once (the forecast still carries the rise, so the usual scale-down would hold
+            if demand > s.peak {
+                s.peak = demand;
+            }
+            // A block whose replicas before it serve demand under the release utilisation goes
+            // at once (the forecast still carries the rise, so the usual scale-down would hold
             // it).
             let floor_before = s.floor;
+            // Waves come within minutes: past [`SURGE_REBOUND_STARTUPS`] start-ups after the
+            // last block, a level that settled is no wave, and blocks go as they came.
+            let release = if now - s.since < SURGE_REBOUND_STARTUPS * i64::from(startup) {
+                SURGE_RELEASE_UTILISATION
+            } else {
+                SURGE_UTILISATION
+            };
             while s.floor > s.base {
                 let without = s.floor.saturating_sub(block).max(s.base);
-                if demand >= SURGE_UTILISATION * f64::from(without) * c.target_per_replica {
+                if demand >= release * f64::from(without) * c.target_per_replica {
                     break;
                 }
                 s.floor = without;
             }
             let lowered = s.floor < floor_before;
             let left = s.floor;
+            // A spike that has turned down (demand a good part under the surge's peak) has
+            // collapsed, though it may still stand above where it was a start-up ago: its
+            // blocks go, and no forecast of its rise holds replicas for it.
+            let collapsed = demand < SURGE_UTILISATION * s.peak;
             if left <= s.base {
                 state.surge = None;
             }
-            if lowered && !rising {
+            if lowered && (!rising || collapsed) {
                 let released = desired.min(left.max(floor));
                 return (released != desired).then_some(released);
             }
         }
-        if !rising && state.surge.is_none() {
+        // Demand near what the private replicas serve, none public yet, that has risen by a
+        // surge from any demand of the last start-up (a second spike after a dip: the oldest is
+        // no trough then) surges too. Scanned only then: rare, off the simulator's every step
+        // (while bursting, demand is near full all the time).
+        let near_full = demand > SURGE_UTILISATION * f64::from(current) * c.target_per_replica;
+        if !rising
+            && state.surge.is_none()
+            && !(near_full
+                && current <= private_capacity
+                && state
+                    .pending_forecasts
+                    .iter()
+                    .any(|f| demand > (1.0 + SURGE_GROWTH) * f.flat))
+        {
             return None;
         }
         // In a surge the forecast cannot size what comes: no scale-up onto public pools but by
@@ -832,16 +873,14 @@ impl BurstController {
         let starting = state
             .surge
             .is_some_and(|s| now - s.since < i64::from(startup));
-        if !starting
-            && current < c.max
-            && demand > SURGE_UTILISATION * f64::from(current) * c.target_per_replica
-        {
+        if !starting && current < c.max && near_full {
             // At least what demand needs now: only the forecast's rise is not trusted.
             let now_needs = replicas_at(demand, self.derived.factor);
             state.surge = Some(Surge {
                 since: now,
                 base: state.surge.map_or(current, |s| s.base),
                 floor: (current + block).max(now_needs).min(c.max),
+                peak: state.surge.map_or(demand, |s| s.peak.max(demand)),
             });
         }
         // Private replicas start fast: what private capacity holds is not chasing.
