@@ -1005,7 +1005,7 @@ fn public_replicas_are_released_in_quanta_or_all_at_once() {
 /// threshold scaler meets it: when demand passes 80% of the replicas requested, a block of a
 /// tenth of `max` at once (at least what demand needs now), nothing more while the block starts
 /// however far demand climbs, another block once it is ready if demand still passes 80%, and
-/// the blocks released as demand falls under 60% of what was requested before each.
+/// the blocks released one a tick as demand falls under 60% of what was ready before each.
 #[test]
 fn a_surge_gets_blocks_at_once_none_while_one_starts_and_all_go_when_it_ends() {
     use skybridge::burst::{SURGE_RELEASE_UTILISATION, SURGE_UTILISATION, Why, surge_block};
@@ -1059,16 +1059,20 @@ fn a_surge_gets_blocks_at_once_none_while_one_starts_and_all_go_when_it_ends() {
     );
     assert!(next.desired > 19 + block);
     // Demand falls back to 70% of the 19 replicas before the first block (between the release
-    // and the surge utilisations): the last block goes, the first stays for a rebound.
+    // and the surge utilisations) while the second block starts: judged against the replicas
+    // ready without it, as a threshold scaler judges it, both blocks stay for a rebound.
     t += 30;
     let dipped = 0.7 * 19.0;
     assert!(dipped < SURGE_UTILISATION * 19.0 && dipped > SURGE_RELEASE_UTILISATION * 19.0);
     let dip = tick_at(&controller, &mut state, dipped, t);
-    assert_eq!(dip.desired, 19 + block, "{dip:?}");
-    // Demand collapses under 60% of the replicas before the first block: it goes too, down to
-    // the warm private floor, within one tick.
+    assert_eq!(dip.desired, next.desired, "{dip:?}");
+    // Demand collapses under 60% of the replicas before the first block: the blocks go, one a
+    // tick, down to the warm private floor.
     t += 30;
     let fallen = SURGE_RELEASE_UTILISATION * 19.0 - 1.0;
+    let first = tick_at(&controller, &mut state, fallen, t);
+    assert_eq!(first.desired, 19 + block, "{first:?}");
+    t += 30;
     let after = tick_at(&controller, &mut state, fallen, t);
     assert_eq!(after.desired, 19, "{after:?}");
     assert_eq!(state.surge, None);

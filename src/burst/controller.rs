@@ -831,12 +831,21 @@ impl BurstController {
             } else {
                 SURGE_UTILISATION
             };
-            while s.floor > s.base {
-                let without = s.floor.saturating_sub(block).max(s.base);
-                if demand >= release * f64::from(without) * c.target_per_replica {
-                    break;
+            // One block a tick, judged as a threshold scaler judges it: against the replicas
+            // ready without it, so a block still starting is weighed against those before the
+            // one ahead of it (a wave falling back mid start-up keeps the block it will need
+            // when it rises again).
+            if s.floor > s.base {
+                let starting = now - s.since < i64::from(startup);
+                let ready = if starting {
+                    s.floor.saturating_sub(block).max(s.base)
+                } else {
+                    s.floor
+                };
+                let without = ready.saturating_sub(block).max(s.base);
+                if demand < release * f64::from(without) * c.target_per_replica {
+                    s.floor = s.floor.saturating_sub(block).max(s.base);
                 }
-                s.floor = without;
             }
             let lowered = s.floor < floor_before;
             let left = s.floor;
@@ -844,11 +853,18 @@ impl BurstController {
             // collapsed, though it may still stand above where it was a start-up ago: its
             // blocks go, and no forecast of its rise holds replicas for it.
             let collapsed = demand < SURGE_UTILISATION * s.peak;
-            if left <= s.base {
+            let blocks_left = left > s.base;
+            if !blocks_left {
                 state.surge = None;
             }
             if lowered && (!rising || collapsed) {
-                let released = desired.min(left.max(floor));
+                // The blocks left stay (what private capacity holds follows demand); with none
+                // left, down to the floor at once.
+                let released = if blocks_left {
+                    left.max(desired.min(private_capacity)).min(c.max)
+                } else {
+                    desired.min(left.max(floor))
+                };
                 return (released != desired).then_some(released);
             }
         }
