@@ -1114,8 +1114,8 @@ fn a_spike_rising_again_after_a_dip_keeps_and_gets_blocks() {
         t += 30;
         tick_at(&controller, &mut state, demand, t);
     }
-    let released = tick_at(&controller, &mut state, 6.0, t + 30);
     t += 30;
+    let released = tick_at(&controller, &mut state, 6.0, t);
     assert_eq!(
         released.desired, 19,
         "the first wave's block went: {released:?}"

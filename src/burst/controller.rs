@@ -111,7 +111,8 @@ pub fn burst_quantum(public: u32) -> u32 {
 pub const SURGE_GROWTH: f64 = 0.25;
 
 /// Utilisation of the requested replicas above which a surge gets a block, and under which, of
-/// the replicas before a block, the block goes.
+/// the replicas ready before a block, the block goes once the rebound window has passed (see
+/// [`SURGE_REBOUND_STARTUPS`]).
 pub const SURGE_UTILISATION: f64 = 0.8;
 
 /// Utilisation of the replicas before a surge's block under which the block goes: lower than
@@ -787,10 +788,10 @@ impl BurstController {
     /// While demand rises by more than [`SURGE_GROWTH`] within the public start-up, the forecast
     /// adds nothing onto public pools; a block of [`surge_block`] replicas (at least what demand
     /// needs now) is requested at once when demand passes [`SURGE_UTILISATION`] of the replicas
-    /// requested and no block is starting (replicas chasing a spike arrive after it). A block
-    /// goes at once when demand falls under [`SURGE_RELEASE_UTILISATION`] of the replicas before
-    /// it ([`SURGE_UTILISATION`] once [`SURGE_REBOUND_STARTUPS`] start-ups have passed since the
-    /// last block). The surge ends when every block is gone.
+    /// requested and no block is starting (replicas chasing a spike arrive after it). Blocks go
+    /// one a tick, the last when demand falls under [`SURGE_RELEASE_UTILISATION`] of the
+    /// replicas ready without it ([`SURGE_UTILISATION`] once [`SURGE_REBOUND_STARTUPS`]
+    /// start-ups have passed since the last block). The surge ends when every block is gone.
     #[inline(always)]
     fn surge(
         &self,
@@ -811,40 +812,37 @@ impl BurstController {
         // Growth since about one public start-up ago: the oldest forecast still awaiting its
         // outcome was made then, at the demand it keeps as its flat forecast. Over a whole
         // start-up, not one tick, so a noisy sample is no surge.
-        let rising = state
-            .pending_forecasts
-            .front()
-            .is_some_and(|f| demand > (1.0 + SURGE_GROWTH) * f.flat);
+        let risen_from = |f: &PendingForecast| demand > (1.0 + SURGE_GROWTH) * f.flat;
+        let rising = state.pending_forecasts.front().is_some_and(risen_from);
         let block = self.derived.surge_block;
         if let Some(s) = state.surge.as_mut() {
             if demand > s.peak {
                 s.peak = demand;
             }
-            // A block whose replicas before it serve demand under the release utilisation goes
-            // at once (the forecast still carries the rise, so the usual scale-down would hold
-            // it).
+            // The last block goes when the replicas ready without it would serve demand under
+            // the release utilisation (the forecast still carries the rise, so the usual
+            // scale-down would hold it). One block a tick, judged as a threshold scaler judges
+            // it: a block still starting is not ready, so it is weighed against the replicas
+            // before the one ahead of it (a wave falling back mid start-up keeps the block it
+            // will need when it rises again). Waves come within minutes: past
+            // [`SURGE_REBOUND_STARTUPS`] start-ups after the last block, a level that settled is
+            // no wave, and blocks go as they came.
             let floor_before = s.floor;
-            // Waves come within minutes: past [`SURGE_REBOUND_STARTUPS`] start-ups after the
-            // last block, a level that settled is no wave, and blocks go as they came.
-            let release = if now - s.since < SURGE_REBOUND_STARTUPS * i64::from(startup) {
-                SURGE_RELEASE_UTILISATION
-            } else {
-                SURGE_UTILISATION
-            };
-            // One block a tick, judged as a threshold scaler judges it: against the replicas
-            // ready without it, so a block still starting is weighed against those before the
-            // one ahead of it (a wave falling back mid start-up keeps the block it will need
-            // when it rises again).
             if s.floor > s.base {
-                let starting = now - s.since < i64::from(startup);
-                let ready = if starting {
-                    s.floor.saturating_sub(block).max(s.base)
+                let release = if now - s.since < SURGE_REBOUND_STARTUPS * i64::from(startup) {
+                    SURGE_RELEASE_UTILISATION
+                } else {
+                    SURGE_UTILISATION
+                };
+                let without_last = s.floor.saturating_sub(block).max(s.base);
+                let ready = if now - s.since < i64::from(startup) {
+                    without_last
                 } else {
                     s.floor
                 };
-                let without = ready.saturating_sub(block).max(s.base);
-                if demand < release * f64::from(without) * c.target_per_replica {
-                    s.floor = s.floor.saturating_sub(block).max(s.base);
+                let ready_without = ready.saturating_sub(block).max(s.base);
+                if demand < release * f64::from(ready_without) * c.target_per_replica {
+                    s.floor = without_last;
                 }
             }
             let lowered = s.floor < floor_before;
@@ -877,10 +875,7 @@ impl BurstController {
             && state.surge.is_none()
             && !(near_full
                 && current <= private_capacity
-                && state
-                    .pending_forecasts
-                    .iter()
-                    .any(|f| demand > (1.0 + SURGE_GROWTH) * f.flat))
+                && state.pending_forecasts.iter().any(risen_from))
         {
             return None;
         }

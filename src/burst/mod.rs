@@ -27,8 +27,9 @@ pub use controller::{
     ControllerConfig, ControllerState, DEFAULT_VOLATILITY_SIGMAS, EventCounts, EventSink,
     MAX_NOISE_BAND_PERCENT, MAX_PENDING_FORECASTS, MIN_BURST_QUANTUM, Observation, PendingForecast,
     PlacementSummary, PrewarmSpan, Recommendation, SHORTFALL_TAU_SECONDS, SURGE_BLOCK_FRACTION,
-    SURGE_GROWTH, SURGE_RELEASE_UTILISATION, SURGE_UTILISATION, Surge, Tick, Why, burst_quantum,
-    dead_band, pool_capacity_for, private_capacity, surge_block, trend_weight,
+    SURGE_GROWTH, SURGE_REBOUND_STARTUPS, SURGE_RELEASE_UTILISATION, SURGE_UTILISATION, Surge,
+    Tick, Why, burst_quantum, dead_band, pool_capacity_for, private_capacity, surge_block,
+    trend_weight,
 };
 pub use events::{Event, EventKind};
 pub use forecast::Holt;
