@@ -67,6 +67,33 @@ fn baselines_are_what_they_say() {
     assert!(public.public_replica_hours > 0.0);
 }
 
+/// The static threshold keeps every private replica on, from the first step: a run starting at
+/// a third of what they serve bursts nothing (it started with only what the first demand needs
+/// and, measuring utilisation against those, burst a block at once).
+#[test]
+fn the_threshold_baseline_starts_with_every_private_replica_on() {
+    use skybridge::simulate::{ThresholdScaler, policy_world, replay};
+    let world = policy_world(&example(), &ranker()).unwrap();
+    let private = world.private_capacity;
+    assert!(private > 3, "{private}");
+    let demand = vec![f64::from(private) * world.target() / 3.0; 30];
+    let out = replay(
+        &world,
+        &demand,
+        1_400_000_000,
+        60,
+        &mut ThresholdScaler::for_world(&world),
+        true,
+        &mut |_| {},
+    );
+    let series = out.series.unwrap();
+    let pools = series.pools.len();
+    let ready_at_start: u32 = series.ready[..pools].iter().sum();
+    assert_eq!(ready_at_start, private);
+    assert_eq!(out.metrics.public_replica_hours, 0.0, "{:?}", out.metrics);
+    assert_eq!(out.metrics.scale_events, 0, "{:?}", out.metrics);
+}
+
 #[test]
 fn sensitive_components_have_no_public_baseline() {
     // The example's sensitive query encoder, given the ranking policy in a copy of the estate:

@@ -293,6 +293,11 @@ pub struct Surge {
     /// Highest demand since the surge's first block (0 in state written before it was kept).
     #[serde(default)]
     pub peak: f64,
+    /// `floor` as the last block left it: while `floor` stands there (and the block is younger
+    /// than a start-up) the last block is still starting; once it is released, every block
+    /// left is ready (blocks come a start-up apart). 0 in state written before it was kept.
+    #[serde(default)]
+    pub last_top: u32,
 }
 
 /// A forecast over the public start-up, kept until the demand it predicted is known.
@@ -835,11 +840,8 @@ impl BurstController {
                     SURGE_UTILISATION
                 };
                 let without_last = s.floor.saturating_sub(block).max(s.base);
-                let ready = if now - s.since < i64::from(startup) {
-                    without_last
-                } else {
-                    s.floor
-                };
+                let last_starting = now - s.since < i64::from(startup) && s.floor >= s.last_top;
+                let ready = if last_starting { without_last } else { s.floor };
                 let ready_without = ready.saturating_sub(block).max(s.base);
                 if demand < release * f64::from(ready_without) * c.target_per_replica {
                     s.floor = without_last;
@@ -885,13 +887,21 @@ impl BurstController {
             .surge
             .is_some_and(|s| now - s.since < i64::from(startup));
         if !starting && current < c.max && near_full {
-            // At least what demand needs now: only the forecast's rise is not trusted.
-            let now_needs = replicas_at(demand, self.derived.factor);
+            // The first block is at least what demand needs now (a step gets every replica at
+            // once; only the forecast's rise is not trusted). The next are one block each, as
+            // a threshold scaler's: sized by demand then, they paid for peaks gone as soon as
+            // they came (docs/simulate.md, "Surges").
+            let floor = match state.surge {
+                None => (current + block).max(replicas_at(demand, self.derived.factor)),
+                Some(_) => current + block,
+            }
+            .min(c.max);
             state.surge = Some(Surge {
                 since: now,
                 base: state.surge.map_or(current, |s| s.base),
-                floor: (current + block).max(now_needs).min(c.max),
+                floor,
                 peak: state.surge.map_or(demand, |s| s.peak.max(demand)),
+                last_top: floor,
             });
         }
         // Private replicas start fast: what private capacity holds is not chasing.

@@ -93,6 +93,12 @@ pub const THRESHOLD_UP: f64 = 0.8;
 pub const THRESHOLD_DOWN: f64 = 0.6;
 
 impl Scaler for ThresholdScaler {
+    /// Every private replica is always on: the run starts with them ready, as the policy's
+    /// controller keeping owned capacity warm does.
+    fn initial_replicas(&self, need: u32, _private_capacity: u32) -> u32 {
+        need.max(self.base)
+    }
+
     fn step(&mut self, _now: i64, demand: f64, view: &View, placement: &mut dyn Placement) {
         let capacity = f64::from(view.ready) * self.target;
         let utilisation = if capacity > 0.0 {
