@@ -906,6 +906,22 @@ fn tick_at(
     r
 }
 
+/// The ranker an hour flat at 5 replicas' worth, then a spike to 16 at `t = 3600`: its first
+/// surge block. Returns the controller, its state, the public start-up and the block size.
+fn after_a_first_surge_block() -> (skybridge::burst::BurstController, ControllerState, i64, u32) {
+    use skybridge::burst::{Why, surge_block};
+    let (controller, mut state) = bursting_ranker(0);
+    let startup = i64::from(controller.config().public_startup_seconds.unwrap());
+    let block = surge_block(controller.config().max);
+    for t in (0..3600).step_by(30) {
+        tick_at(&controller, &mut state, 5.0, t);
+    }
+    let first = tick_at(&controller, &mut state, 16.0, 3600);
+    assert_eq!(first.desired, 19 + block, "{first:?}");
+    assert_eq!(first.why, Why::Surge);
+    (controller, state, startup, block)
+}
+
 /// While public replicas requested earlier are starting, demand creeping up adds none (they
 /// would arrive after what they chase); a rise growing the public share by half goes through at
 /// once, and after the start-up the creep is served.
@@ -1006,7 +1022,7 @@ fn public_replicas_are_released_in_quanta_or_all_at_once() {
 
 /// A surge (demand grown by more than a quarter within the public start-up) is met as a
 /// threshold scaler meets it: when demand passes 80% of the replicas requested, a block of a
-/// tenth of `max` at once (at least what demand needs now), nothing more while the block starts
+/// tenth of `max` at once (the first at least what demand needs now), nothing more while the block starts
 /// however far demand climbs, another block once it is ready if demand still passes 80%, and
 /// the blocks released one a tick as demand falls under 60% of what was ready before each.
 #[test]
@@ -1081,17 +1097,9 @@ fn a_surge_gets_blocks_at_once_none_while_one_starts_and_all_go_when_it_ends() {
 /// and a spike rising again from a dip surges though demand a start-up ago was higher.
 #[test]
 fn a_spike_rising_again_after_a_dip_keeps_and_gets_blocks() {
-    use skybridge::burst::{Why, surge_block};
-    let (controller, mut state) = bursting_ranker(0);
-    let startup = i64::from(controller.config().public_startup_seconds.unwrap());
-    let block = surge_block(controller.config().max);
-    for t in (0..3600).step_by(30) {
-        tick_at(&controller, &mut state, 5.0, t);
-    }
+    use skybridge::burst::Why;
     // A spike to 22 replicas' worth: a block.
-    let first = tick_at(&controller, &mut state, 16.0, 3600);
-    assert_eq!(first.desired, 19 + block, "{first:?}");
-    assert_eq!(first.why, Why::Surge);
+    let (controller, mut state, startup, block) = after_a_first_surge_block();
     // It falls back to 13 (under 80%, over 60% of the 19 before the block) and rises again:
     // the block stays throughout, and is there when the second wave comes.
     let mut t = 3600;
@@ -1165,20 +1173,10 @@ fn a_surge_block_serves_at_least_the_demand_of_now() {
 /// one that never served (the CRM trace of NAB held a ready block two minutes longer).
 #[test]
 fn after_the_starting_block_goes_the_blocks_left_are_judged_ready() {
-    use skybridge::burst::{SURGE_RELEASE_UTILISATION, surge_block};
-    let (controller, mut state) = bursting_ranker(0);
-    let startup = i64::from(controller.config().public_startup_seconds.unwrap());
-    let block = surge_block(controller.config().max);
-    for t in (0..3600).step_by(30) {
-        tick_at(&controller, &mut state, 5.0, t);
-    }
+    use skybridge::burst::SURGE_RELEASE_UTILISATION;
     // Three blocks a start-up apart, demand climbing all the way.
-    let mut t = 3600;
-    assert_eq!(
-        tick_at(&controller, &mut state, 16.0, t).desired,
-        19 + block
-    );
-    t += startup;
+    let (controller, mut state, startup, block) = after_a_first_surge_block();
+    let mut t = 3600 + startup;
     assert_eq!(
         tick_at(&controller, &mut state, 26.0, t).desired,
         19 + 2 * block
@@ -1205,18 +1203,8 @@ fn after_the_starting_block_goes_the_blocks_left_are_judged_ready() {
 /// threshold never started).
 #[test]
 fn surge_blocks_after_the_first_are_one_block_each() {
-    use skybridge::burst::surge_block;
-    let (controller, mut state) = bursting_ranker(0);
-    let startup = i64::from(controller.config().public_startup_seconds.unwrap());
-    let block = surge_block(controller.config().max);
-    for t in (0..3600).step_by(30) {
-        tick_at(&controller, &mut state, 5.0, t);
-    }
+    let (controller, mut state, startup, block) = after_a_first_surge_block();
     let mut t = 3600;
-    assert_eq!(
-        tick_at(&controller, &mut state, 16.0, t).desired,
-        19 + block
-    );
     // Demand climbs to 40 replicas' worth while the block starts: when it is ready, one block
     // more, whether demand is past its peak (36) or at a new one (45).
     for demand in [30.0, 40.0, 38.0] {
@@ -1225,13 +1213,13 @@ fn surge_blocks_after_the_first_are_one_block_each() {
     }
     let before = state.clone();
     t = 3600 + startup;
+    assert!(
+        36.0 > f64::from(19 + 2 * block),
+        "the test needs demand above two blocks"
+    );
     for demand in [36.0, 45.0] {
         let mut state = before.clone();
         let r = tick_at(&controller, &mut state, demand, t);
-        assert!(
-            demand > f64::from(19 + 2 * block),
-            "the test needs demand above two blocks"
-        );
         assert_eq!(r.desired, 19 + 2 * block, "{demand}: {r:?}");
     }
 }

@@ -791,8 +791,8 @@ impl BurstController {
 
     /// The surge rule (see [`SURGE_GROWTH`]): `Some(replicas)` when it overrides `desired`.
     /// While demand rises by more than [`SURGE_GROWTH`] within the public start-up, the forecast
-    /// adds nothing onto public pools; a block of [`surge_block`] replicas (at least what demand
-    /// needs now) is requested at once when demand passes [`SURGE_UTILISATION`] of the replicas
+    /// adds nothing onto public pools; a block of [`surge_block`] replicas (the first at least
+    /// what demand needs now) is requested at once when demand passes [`SURGE_UTILISATION`] of the replicas
     /// requested and no block is starting (replicas chasing a spike arrive after it). Blocks go
     /// one a tick, the last when demand falls under [`SURGE_RELEASE_UTILISATION`] of the
     /// replicas ready without it ([`SURGE_UTILISATION`] once [`SURGE_REBOUND_STARTUPS`]
